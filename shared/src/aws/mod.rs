@@ -1,0 +1,1 @@
+//! AWS adapters: DynamoDB, SQS, EventBridge Scheduler.

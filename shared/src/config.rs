@@ -1,0 +1,137 @@
+//! Settings from the environment (the spec's table), read once at start-up.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::domain::delivery::RetryPolicy;
+
+#[derive(Debug, thiserror::Error)]
+#[error("setting {name}: {message}")]
+pub struct SettingsError {
+    pub name: &'static str,
+    pub message: String,
+}
+
+#[derive(Clone)]
+pub struct Settings {
+    pub port: u16,
+    pub data_dir: PathBuf,
+    pub admin_api_key: String,
+    pub ingest_api_key: String,
+    pub allow_private_targets: bool,
+    pub delivery_timeout: Duration,
+    pub retry: RetryPolicy,
+    pub log_retention_days: u32,
+}
+
+impl std::fmt::Debug for Settings {
+    // Never print the keys.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Settings")
+            .field("port", &self.port)
+            .field("data_dir", &self.data_dir)
+            .field("allow_private_targets", &self.allow_private_targets)
+            .field("delivery_timeout", &self.delivery_timeout)
+            .field("retry", &self.retry)
+            .field("log_retention_days", &self.log_retention_days)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Where a key came from, so the local server can print generated ones.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeySource {
+    Environment,
+    Generated,
+}
+
+/// Shortest key accepted from the environment: keys are bearer secrets.
+pub const MIN_KEY_LEN: usize = 16;
+
+impl Settings {
+    /// Read settings through `get` (the environment in production, a map in tests).
+    /// With `generate_missing_keys` (local server) absent keys are generated; otherwise
+    /// (AWS) they are required.
+    pub fn from_lookup(
+        get: impl Fn(&str) -> Option<String>,
+        generate_missing_keys: bool,
+    ) -> Result<(Settings, [KeySource; 2]), SettingsError> {
+        let port = parse_or(&get, "PORT", 3000u16)?;
+        let data_dir = PathBuf::from(get("DATA_DIR").filter(|s| !s.is_empty()).unwrap_or_else(|| "./data".into()));
+        let (admin_api_key, admin_src) = key(&get, "ADMIN_API_KEY", generate_missing_keys)?;
+        let (ingest_api_key, ingest_src) = key(&get, "INGEST_API_KEY", generate_missing_keys)?;
+        if admin_api_key == ingest_api_key {
+            return Err(SettingsError {
+                name: "INGEST_API_KEY",
+                message: "must differ from ADMIN_API_KEY (the two keys are separate secrets)".into(),
+            });
+        }
+        let allow_private_targets = match get("ALLOW_PRIVATE_TARGETS").as_deref().map(str::trim) {
+            None | Some("") => false,
+            Some(v) if v.eq_ignore_ascii_case("true") || v == "1" => true,
+            Some(v) if v.eq_ignore_ascii_case("false") || v == "0" => false,
+            Some(v) => {
+                return Err(SettingsError { name: "ALLOW_PRIVATE_TARGETS", message: format!("expected true or false, got {v:?}") })
+            }
+        };
+        let timeout_ms: u64 = parse_or(&get, "DELIVERY_TIMEOUT_MS", 10_000)?;
+        let max_attempts: u32 = parse_or(&get, "RETRY_MAX_ATTEMPTS", 10)?;
+        let base_delay_ms: u64 = parse_or(&get, "RETRY_BASE_DELAY_MS", 30_000)?;
+        let log_retention_days: u32 = parse_or(&get, "LOG_RETENTION_DAYS", 30)?;
+        if timeout_ms == 0 || timeout_ms > 300_000 {
+            return Err(SettingsError { name: "DELIVERY_TIMEOUT_MS", message: "must be 1..=300000".into() });
+        }
+        if max_attempts == 0 || max_attempts > 100 {
+            return Err(SettingsError { name: "RETRY_MAX_ATTEMPTS", message: "must be 1..=100".into() });
+        }
+        if log_retention_days == 0 || log_retention_days > 3650 {
+            return Err(SettingsError { name: "LOG_RETENTION_DAYS", message: "must be 1..=3650".into() });
+        }
+        Ok((
+            Settings {
+                port,
+                data_dir,
+                admin_api_key,
+                ingest_api_key,
+                allow_private_targets,
+                delivery_timeout: Duration::from_millis(timeout_ms),
+                retry: RetryPolicy { max_attempts, base_delay: Duration::from_millis(base_delay_ms) },
+                log_retention_days,
+            },
+            [admin_src, ingest_src],
+        ))
+    }
+
+    pub fn from_env(generate_missing_keys: bool) -> Result<(Settings, [KeySource; 2]), SettingsError> {
+        Self::from_lookup(|k| std::env::var(k).ok(), generate_missing_keys)
+    }
+
+    pub fn log_retention(&self) -> chrono::Duration {
+        chrono::Duration::days(i64::from(self.log_retention_days))
+    }
+}
+
+fn parse_or<T: std::str::FromStr>(get: &impl Fn(&str) -> Option<String>, name: &'static str, default: T) -> Result<T, SettingsError> {
+    match get(name).as_deref().map(str::trim) {
+        None | Some("") => Ok(default),
+        Some(v) => v.parse().map_err(|_| SettingsError { name, message: format!("not a valid number: {v:?}") }),
+    }
+}
+
+fn key(get: &impl Fn(&str) -> Option<String>, name: &'static str, generate: bool) -> Result<(String, KeySource), SettingsError> {
+    match get(name).filter(|s| !s.trim().is_empty()) {
+        Some(k) if k.len() < MIN_KEY_LEN => {
+            Err(SettingsError { name, message: format!("must be at least {MIN_KEY_LEN} characters") })
+        }
+        Some(k) => Ok((k, KeySource::Environment)),
+        None if generate => Ok((generate_key(), KeySource::Generated)),
+        None => Err(SettingsError { name, message: "is required".into() }),
+    }
+}
+
+/// 32 random bytes, URL-safe base64.
+pub fn generate_key() -> String {
+    use base64::Engine;
+    let bytes: [u8; 32] = rand::random();
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+}

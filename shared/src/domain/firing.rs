@@ -1,0 +1,52 @@
+//! A firing: one postback to deliver for one event. This is the queue message.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use super::event::Event;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Firing {
+    /// One id per firing, the same on every retry (the `{delivery_id}` macro). For
+    /// firings created by ingest it is derived from the event's idempotency key and the
+    /// postback id, so enqueueing the same firing twice is harmless.
+    pub delivery_id: String,
+    pub postback_id: String,
+    /// The enriched event as it was when accepted.
+    pub event: Event,
+    /// The attempt this message will make, starting at 1.
+    pub attempt: u32,
+    /// When it should fire.
+    pub due_at: DateTime<Utc>,
+    /// When the event was accepted (for lag metrics).
+    pub queued_at: DateTime<Utc>,
+    /// `false` for admin resends: the admin's decision overrides a status re-check.
+    #[serde(default = "yes")]
+    pub check_status: bool,
+    /// The log entry this firing re-sends, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resend_of: Option<String>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+impl Firing {
+    /// Deterministic delivery id for an ingested event's firing.
+    pub fn delivery_id_for(dedupe_key: &str, postback_id: &str) -> String {
+        let mut h = Sha256::new();
+        h.update(dedupe_key.as_bytes());
+        h.update([0u8]);
+        h.update(postback_id.as_bytes());
+        let digest = h.finalize();
+        // 128 bits is plenty for uniqueness and keeps ids short.
+        format!("d_{}", hex::encode(&digest[..16]))
+    }
+
+    /// The next attempt's message.
+    pub fn next_attempt(&self, due_at: DateTime<Utc>) -> Firing {
+        Firing { attempt: self.attempt + 1, due_at, ..self.clone() }
+    }
+}

@@ -1,0 +1,149 @@
+//! Delivery log entries, their filters and the opaque pagination cursor.
+
+use std::collections::BTreeMap;
+
+use base64::Engine;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use super::event::EventType;
+use super::firing::Firing;
+use super::ValidationError;
+
+pub const DEFAULT_LOG_LIMIT: usize = 50;
+pub const MAX_LOG_LIMIT: usize = 500;
+/// Response bodies kept in a log entry are cut to this many bytes.
+pub const MAX_LOGGED_RESPONSE_BYTES: usize = 4096;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Outcome {
+    Delivered,
+    Failed,
+    Retrying,
+    Skipped,
+}
+
+impl Outcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Delivered => "delivered",
+            Outcome::Failed => "failed",
+            Outcome::Retrying => "retrying",
+            Outcome::Skipped => "skipped",
+        }
+    }
+    pub fn parse(s: &str) -> Option<Self> {
+        [Outcome::Delivered, Outcome::Failed, Outcome::Retrying, Outcome::Skipped].into_iter().find(|o| o.as_str() == s)
+    }
+}
+
+/// One firing attempt (or skip). Secrets are redacted before an entry is built.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LogEntry {
+    /// Time-ordered (UUIDv7), so newest-first is id-descending.
+    pub id: String,
+    pub delivery_id: String,
+    pub postback_id: String,
+    pub postback_name: String,
+    pub transaction_id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub event_id: Option<String>,
+    #[serde(rename = "type")]
+    pub kind: EventType,
+    #[serde(default)]
+    pub offer_id: Option<String>,
+    #[serde(default)]
+    pub publisher_id: Option<String>,
+    pub fired_at: DateTime<Utc>,
+    pub attempt: u32,
+    pub method: String,
+    /// With secret query values redacted.
+    pub url: String,
+    /// Request headers with secret values redacted.
+    #[serde(default)]
+    pub request_headers: BTreeMap<String, String>,
+    #[serde(default)]
+    pub request_body: Option<String>,
+    pub status_code: Option<u16>,
+    /// Truncated to `MAX_LOGGED_RESPONSE_BYTES`.
+    pub response_body: Option<String>,
+    /// Transport error, refusal, or skip reason.
+    pub error: Option<String>,
+    pub duration_ms: u64,
+    pub outcome: Outcome,
+    pub test: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_attempt_at: Option<DateTime<Utc>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resend_of: Option<String>,
+    /// What is needed to resend this entry: the firing it came from. Not part of the API
+    /// output.
+    #[serde(default, skip_serializing)]
+    pub firing: Option<Firing>,
+}
+
+/// Filters for `GET /logs`. All set filters must match.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct LogFilter {
+    pub postback_id: Option<String>,
+    pub transaction_id: Option<String>,
+    pub kind: Option<EventType>,
+    pub offer_id: Option<String>,
+    pub publisher_id: Option<String>,
+    pub status_code: Option<u16>,
+    pub outcome: Option<Outcome>,
+    pub from: Option<DateTime<Utc>>,
+    pub to: Option<DateTime<Utc>>,
+    pub limit: usize,
+    pub cursor: Option<Cursor>,
+}
+
+impl LogFilter {
+    /// Parse `GET /logs` query pairs; a bad value is a 400 naming the parameter.
+    pub fn from_query(pairs: &[(String, String)]) -> Result<LogFilter, ValidationError> {
+        todo!("from_query")
+    }
+
+    /// Whether an entry passes every filter except the cursor and limit.
+    pub fn matches(&self, e: &LogEntry) -> bool {
+        self.postback_id.as_ref().is_none_or(|v| *v == e.postback_id)
+            && self.transaction_id.as_ref().is_none_or(|v| *v == e.transaction_id)
+            && self.kind.is_none_or(|v| v == e.kind)
+            && self.offer_id.as_ref().is_none_or(|v| Some(v) == e.offer_id.as_ref())
+            && self.publisher_id.as_ref().is_none_or(|v| Some(v) == e.publisher_id.as_ref())
+            && self.status_code.is_none_or(|v| Some(v) == e.status_code)
+            && self.outcome.is_none_or(|v| v == e.outcome)
+            && self.from.is_none_or(|v| e.fired_at >= v)
+            && self.to.is_none_or(|v| e.fired_at <= v)
+    }
+}
+
+/// Opaque position in the newest-first log listing: the id of the last entry returned
+/// (ids are time-ordered).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cursor {
+    pub last_id: String,
+}
+
+impl Cursor {
+    pub fn encode(&self) -> String {
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(format!("v1:{}", self.last_id))
+    }
+    pub fn decode(s: &str) -> Result<Cursor, ValidationError> {
+        let bad = || ValidationError::invalid("cursor", "cursor is not one this server issued");
+        let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(s).map_err(|_| bad())?;
+        let text = String::from_utf8(raw).map_err(|_| bad())?;
+        let id = text.strip_prefix("v1:").ok_or_else(bad)?;
+        if id.is_empty() || id.len() > 64 || !id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
+            return Err(bad());
+        }
+        Ok(Cursor { last_id: id.to_string() })
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct LogPage {
+    pub items: Vec<LogEntry>,
+    pub next_cursor: Option<String>,
+}

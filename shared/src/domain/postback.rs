@@ -1,0 +1,217 @@
+//! Postback configuration: the model, its validation and its compiled (parsed) form.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use super::event::{EventType, Status};
+use super::template::Template;
+use super::ValidationError;
+
+/// Longest allowed delay: 30 days.
+pub const MAX_DELAY_SECONDS: u32 = 30 * 24 * 3600;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FireOn {
+    Approved,
+    Pending,
+    Rejected,
+    All,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum HttpMethod {
+    Get,
+    Post,
+    Put,
+}
+
+impl HttpMethod {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HttpMethod::Get => "GET",
+            HttpMethod::Post => "POST",
+            HttpMethod::Put => "PUT",
+        }
+    }
+}
+
+/// Which offers / publishers a postback applies to: `"all"` or a non-empty list of ids.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum Scope {
+    #[default]
+    All,
+    Only(Vec<String>),
+}
+
+impl Scope {
+    pub fn contains(&self, id: Option<&str>) -> bool {
+        match self {
+            Scope::All => true,
+            Scope::Only(ids) => id.is_some_and(|id| ids.iter().any(|x| x == id)),
+        }
+    }
+}
+
+impl Serialize for Scope {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Scope::All => s.serialize_str("all"),
+            Scope::Only(ids) => ids.serialize(s),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Scope {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Word(String),
+            List(Vec<String>),
+        }
+        match Raw::deserialize(d)? {
+            Raw::Word(w) if w == "all" => Ok(Scope::All),
+            Raw::Word(w) => Err(serde::de::Error::custom(format!("expected \"all\" or a list, got {w:?}"))),
+            Raw::List(ids) => Ok(Scope::Only(ids)),
+        }
+    }
+}
+
+/// A stored postback, as the API returns it (before header redaction).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Postback {
+    pub id: String,
+    pub name: String,
+    #[serde(rename = "type")]
+    pub kind: EventType,
+    pub enabled: bool,
+    pub offers: Scope,
+    pub publishers: Scope,
+    /// Only meaningful for conversion and event postbacks.
+    pub fire_on: FireOn,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rejection_reasons: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub event_names: Option<Vec<String>>,
+    pub delay_seconds: u32,
+    pub method: HttpMethod,
+    pub url: String,
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub body: Option<String>,
+    pub content_type: String,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// The validated content of a create/replace request (everything but id and timestamps).
+#[derive(Debug, Clone, PartialEq)]
+pub struct PostbackSpec {
+    pub name: String,
+    pub kind: EventType,
+    pub enabled: bool,
+    pub offers: Scope,
+    pub publishers: Scope,
+    pub fire_on: FireOn,
+    pub rejection_reasons: Option<Vec<String>>,
+    pub event_names: Option<Vec<String>>,
+    pub delay_seconds: u32,
+    pub method: HttpMethod,
+    pub url: String,
+    pub headers: BTreeMap<String, String>,
+    pub body: Option<String>,
+    pub content_type: String,
+}
+
+impl PostbackSpec {
+    /// Validate a create/replace request body. Every rule of the spec; errors name the
+    /// field (and, for templates, the macro). Unknown fields are rejected.
+    /// Read-only fields (`id`, `created_at`, `updated_at`) are ignored so a client can PUT
+    /// back what it GOT.
+    pub fn from_json(value: &serde_json::Value) -> Result<Self, ValidationError> {
+        todo!("validate")
+    }
+
+    pub fn into_postback(self, id: String, created_at: DateTime<Utc>, updated_at: DateTime<Utc>) -> Postback {
+        Postback {
+            id,
+            name: self.name,
+            kind: self.kind,
+            enabled: self.enabled,
+            offers: self.offers,
+            publishers: self.publishers,
+            fire_on: self.fire_on,
+            rejection_reasons: self.rejection_reasons,
+            event_names: self.event_names,
+            delay_seconds: self.delay_seconds,
+            method: self.method,
+            url: self.url,
+            headers: self.headers,
+            body: self.body,
+            content_type: self.content_type,
+            created_at,
+            updated_at,
+        }
+    }
+}
+
+impl Postback {
+    /// Does a conversion/event status (with its rejection reason) satisfy `fire_on` and
+    /// `rejection_reasons`? Impression and click postbacks always fire.
+    pub fn fires_for_status(&self, status: Status, rejection_reason: Option<&str>) -> bool {
+        if matches!(self.kind, EventType::Impression | EventType::Click) {
+            return true;
+        }
+        let status_ok = match self.fire_on {
+            FireOn::All => true,
+            FireOn::Approved => status == Status::Approved,
+            FireOn::Pending => status == Status::Pending,
+            FireOn::Rejected => status == Status::Rejected,
+        };
+        if !status_ok {
+            return false;
+        }
+        if status == Status::Rejected {
+            if let Some(reasons) = self.rejection_reasons.as_ref().filter(|r| !r.is_empty()) {
+                return rejection_reason.is_some_and(|r| reasons.iter().any(|x| x == r));
+            }
+        }
+        true
+    }
+
+    /// Parse the stored templates. Stored postbacks were validated on save, so this only
+    /// fails if the store was edited by hand.
+    pub fn compile(&self) -> Result<CompiledPostback, ValidationError> {
+        CompiledPostback::new(self.clone())
+    }
+}
+
+/// A postback with its templates parsed once, ready to render many times.
+#[derive(Debug, Clone)]
+pub struct CompiledPostback {
+    pub postback: Postback,
+    pub url: Template,
+    pub headers: Vec<(String, Template)>,
+    pub body: Option<Template>,
+}
+
+impl CompiledPostback {
+    pub fn new(postback: Postback) -> Result<Self, ValidationError> {
+        let url = Template::parse(&postback.url).map_err(|e| e.for_field("url"))?;
+        let headers = postback
+            .headers
+            .iter()
+            .map(|(k, v)| Template::parse(v).map(|t| (k.clone(), t)).map_err(|e| e.for_field(&format!("headers.{k}"))))
+            .collect::<Result<Vec<_>, _>>()?;
+        let body = match &postback.body {
+            Some(b) => Some(Template::parse(b).map_err(|e| e.for_field("body"))?),
+            None => None,
+        };
+        Ok(Self { postback, url, headers, body })
+    }
+}

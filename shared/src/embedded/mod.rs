@@ -1,0 +1,1 @@
+//! Embedded (SQLite) adapters for the local server.

@@ -1,0 +1,116 @@
+//! The ports: what the services need from storage, the queue and the network. Each has
+//! an embedded adapter (SQLite, for the local server) and an AWS adapter (DynamoDB, SQS,
+//! EventBridge Scheduler); `crate::testing` holds the one contract suite both must pass.
+
+use std::collections::HashSet;
+
+use async_trait::async_trait;
+
+use crate::domain::delivery::{OutboundRequest, OutboundResponse, SendFailure};
+use crate::domain::event::{CurrentStatus, Event, EventType, StatusKey};
+use crate::domain::firing::Firing;
+use crate::domain::log::{LogEntry, LogFilter, LogPage};
+use crate::domain::postback::Postback;
+
+/// A dependency failed (disk, DynamoDB throttling, SQS unreachable). Maps to 503.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StoreError {
+    #[error("storage unavailable: {0}")]
+    Unavailable(String),
+    /// A write lost a race it must not silently win (e.g. create with an existing id).
+    #[error("conflict: {0}")]
+    Conflict(String),
+    /// Stored data could not be read back (corrupt or from an incompatible version).
+    #[error("stored data is invalid: {0}")]
+    Corrupt(String),
+}
+
+pub type StoreResult<T> = Result<T, StoreError>;
+
+#[async_trait]
+pub trait PostbackStore: Send + Sync {
+    /// Insert a new postback; `Conflict` if the id exists.
+    async fn create(&self, postback: &Postback) -> StoreResult<()>;
+    async fn get(&self, id: &str) -> StoreResult<Option<Postback>>;
+    /// Replace an existing postback; `Ok(false)` if there is none with that id.
+    async fn replace(&self, postback: &Postback) -> StoreResult<bool>;
+    /// `Ok(false)` if there was none.
+    async fn delete(&self, id: &str) -> StoreResult<bool>;
+    /// All postbacks, or those of one type; ordered by id.
+    async fn list(&self, kind: Option<EventType>) -> StoreResult<Vec<Postback>>;
+}
+
+/// A touch to record: a click/impression (stored whole, for enrichment) or a
+/// conversion/event (its current status).
+#[derive(Debug, Clone, PartialEq)]
+pub struct TouchRecord {
+    pub event: Event,
+}
+
+#[async_trait]
+pub trait TouchStore: Send + Sync {
+    /// The latest stored click of a transaction (unexpired).
+    async fn get_click(&self, transaction_id: &str) -> StoreResult<Option<Event>>;
+    /// The current status of a conversion or named event of a transaction.
+    async fn get_status(&self, transaction_id: &str, key: &StatusKey) -> StoreResult<Option<CurrentStatus>>;
+    /// Store touches: clicks and impressions whole (the latest per transaction wins);
+    /// conversions and events as their current status (the latest report wins).
+    /// Idempotent: writing the same records again changes nothing visible.
+    async fn record(&self, touches: &[TouchRecord]) -> StoreResult<()>;
+    /// Which of these idempotency keys were already marked seen.
+    async fn seen(&self, dedupe_keys: &[String]) -> StoreResult<HashSet<String>>;
+    /// Mark keys seen (after the event's firings are queued). Marking a key twice is fine.
+    async fn mark_seen(&self, dedupe_keys: &[String]) -> StoreResult<()>;
+}
+
+#[async_trait]
+pub trait LogStore: Send + Sync {
+    async fn append(&self, entries: &[LogEntry]) -> StoreResult<()>;
+    /// Append the entry of a delivered attempt and mark its delivery id delivered, in one
+    /// atomic write. `Ok(false)` (and nothing written) if it was already delivered.
+    async fn record_delivered(&self, entry: &LogEntry) -> StoreResult<bool>;
+    async fn is_delivered(&self, delivery_id: &str) -> StoreResult<bool>;
+    async fn get(&self, id: &str) -> StoreResult<Option<LogEntry>>;
+    /// Newest first, filtered, paginated by the opaque cursor.
+    async fn query(&self, filter: &LogFilter) -> StoreResult<LogPage>;
+}
+
+/// A firing handed out by the queue, with what is needed to acknowledge it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Leased {
+    pub firing: Firing,
+    /// Adapter-specific handle (SQLite row lease token, SQS receipt handle).
+    pub receipt: String,
+}
+
+#[async_trait]
+pub trait FiringQueue: Send + Sync {
+    /// Durably queue firings to come due at their `due_at` (past or now: at once).
+    /// When this returns `Ok`, the firings survive a crash.
+    async fn enqueue(&self, firings: &[Firing]) -> StoreResult<()>;
+    /// Up to `max` firings that are due, leased so no other consumer gets them until the
+    /// lease runs out (then they come back: at-least-once). Returns at once, possibly
+    /// empty.
+    async fn receive(&self, max: usize) -> StoreResult<Vec<Leased>>;
+    /// Done with it (delivered, failed or skipped): it never comes back.
+    async fn ack(&self, leased: &Leased) -> StoreResult<()>;
+    /// Replace the leased message by `next` (the next attempt, due at `next.due_at`).
+    async fn retry(&self, leased: &Leased, next: &Firing) -> StoreResult<()>;
+    /// When the earliest queued firing comes due, if the adapter can tell (the local
+    /// dispatcher sleeps until then). Push-driven adapters (SQS) return `None`.
+    async fn next_due(&self) -> StoreResult<Option<chrono::DateTime<chrono::Utc>>> {
+        Ok(None)
+    }
+    /// Signalled whenever `enqueue` or `retry` adds work, for a local dispatcher waiting
+    /// on an idle queue.
+    fn notifier(&self) -> Option<std::sync::Arc<tokio::sync::Notify>> {
+        None
+    }
+}
+
+/// Sends one rendered postback. Implementations enforce the destination guard on the
+/// address actually connected to, the timeout, no redirects, and the response-body cap.
+#[async_trait]
+pub trait HttpSender: Send + Sync {
+    async fn send(&self, request: &OutboundRequest) -> Result<OutboundResponse, SendFailure>;
+}

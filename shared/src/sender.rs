@@ -1,0 +1,1 @@
+//! The reqwest HttpSender with the destination guard.

@@ -1,0 +1,1 @@
+//! Use cases: ingest, postback configuration, dispatch.
