@@ -71,7 +71,10 @@ impl Settings {
             Some(v) if v.eq_ignore_ascii_case("true") || v == "1" => true,
             Some(v) if v.eq_ignore_ascii_case("false") || v == "0" => false,
             Some(v) => {
-                return Err(SettingsError { name: "ALLOW_PRIVATE_TARGETS", message: format!("expected true or false, got {v:?}") })
+                return Err(SettingsError {
+                    name: "ALLOW_PRIVATE_TARGETS",
+                    message: format!("expected true or false, got {v:?}"),
+                })
             }
         };
         let timeout_ms: u64 = parse_or(&get, "DELIVERY_TIMEOUT_MS", 10_000)?;
@@ -111,14 +114,22 @@ impl Settings {
     }
 }
 
-fn parse_or<T: std::str::FromStr>(get: &impl Fn(&str) -> Option<String>, name: &'static str, default: T) -> Result<T, SettingsError> {
+fn parse_or<T: std::str::FromStr>(
+    get: &impl Fn(&str) -> Option<String>,
+    name: &'static str,
+    default: T,
+) -> Result<T, SettingsError> {
     match get(name).as_deref().map(str::trim) {
         None | Some("") => Ok(default),
         Some(v) => v.parse().map_err(|_| SettingsError { name, message: format!("not a valid number: {v:?}") }),
     }
 }
 
-fn key(get: &impl Fn(&str) -> Option<String>, name: &'static str, generate: bool) -> Result<(String, KeySource), SettingsError> {
+fn key(
+    get: &impl Fn(&str) -> Option<String>,
+    name: &'static str,
+    generate: bool,
+) -> Result<(String, KeySource), SettingsError> {
     match get(name).filter(|s| !s.trim().is_empty()) {
         Some(k) if k.len() < MIN_KEY_LEN => {
             Err(SettingsError { name, message: format!("must be at least {MIN_KEY_LEN} characters") })

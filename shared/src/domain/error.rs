@@ -24,7 +24,11 @@ impl ValidationError {
     }
     /// Prefix the field path, e.g. for batch items: `events[3].` + field.
     pub fn within(mut self, prefix: &str) -> Self {
-        self.field = if self.field.is_empty() { prefix.trim_end_matches('.').to_string() } else { format!("{prefix}{}", self.field) };
+        self.field = if self.field.is_empty() {
+            prefix.trim_end_matches('.').to_string()
+        } else {
+            format!("{prefix}{}", self.field)
+        };
         self
     }
 }

@@ -132,13 +132,7 @@ impl Event {
             (None, None) => String::new(),
         };
         let status = self.status.map(Status::as_str).unwrap_or("");
-        format!(
-            "{}|{}|{}|{}",
-            self.kind.as_str(),
-            escape_key(&self.transaction_id),
-            escape_key(&discriminator),
-            status
-        )
+        format!("{}|{}|{}|{}", self.kind.as_str(), escape_key(&self.transaction_id), escape_key(&discriminator), status)
     }
 
     /// Where the current status of this conversion/event lives in the touch store.

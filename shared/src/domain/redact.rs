@@ -14,7 +14,10 @@ pub fn is_secret_header(name: &str) -> bool {
 }
 
 pub fn redact_headers(headers: &BTreeMap<String, String>) -> BTreeMap<String, String> {
-    headers.iter().map(|(k, v)| (k.clone(), if is_secret_header(k) { REDACTED.to_string() } else { v.clone() })).collect()
+    headers
+        .iter()
+        .map(|(k, v)| (k.clone(), if is_secret_header(k) { REDACTED.to_string() } else { v.clone() }))
+        .collect()
 }
 
 /// Redact secret-looking query values (same name rule as headers, plus `sig`, `pass`,
