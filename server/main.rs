@@ -1,1 +1,118 @@
-fn main() {}
+//! The local server: the whole postback manager in one process on 127.0.0.1, with an
+//! embedded durable store (SQLite) holding postbacks, touches, logs and the firing queue
+//! with its timer. `cargo run --release` starts it.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use postback::config::{KeySource, Settings};
+use postback::domain::log::MAX_LOGGED_RESPONSE_BYTES;
+use postback::embedded::{EmbeddedOptions, EmbeddedStore};
+use postback::http::{router, ApiKeys, RouteSet};
+use postback::sender::{ReqwestSender, SenderConfig};
+use postback::service::{run_queue_loop, App, Policy, Ports, LOCAL_CONCURRENCY};
+
+/// How often expired logs and touches are purged.
+const PURGE_EVERY: Duration = Duration::from_secs(3600);
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    postback::telemetry::init();
+    let (settings, sources) = Settings::from_env(true).context("invalid settings")?;
+    print_generated_keys(&settings, sources);
+
+    std::fs::create_dir_all(&settings.data_dir)
+        .with_context(|| format!("cannot create DATA_DIR {}", settings.data_dir.display()))?;
+    let db_path = settings.data_dir.join("postback-manager.db");
+    let store = EmbeddedStore::open(
+        &db_path,
+        EmbeddedOptions {
+            // A leased firing comes back if its consumer died; leave room for a slow send.
+            lease: settings.delivery_timeout * 3 + Duration::from_secs(30),
+            retention: settings.log_retention(),
+        },
+    )
+    .with_context(|| format!("cannot open {}", db_path.display()))?;
+    let sender = ReqwestSender::new(SenderConfig {
+        timeout: settings.delivery_timeout,
+        allow_private_targets: settings.allow_private_targets,
+        max_response_bytes: MAX_LOGGED_RESPONSE_BYTES,
+        user_agent: concat!("postback-manager/", env!("CARGO_PKG_VERSION")).to_string(),
+    })
+    .context("cannot build the HTTP client")?;
+
+    let store = Arc::new(store);
+    let ports = Ports {
+        postbacks: store.clone(),
+        touches: store.clone(),
+        logs: store.clone(),
+        queue: store.clone(),
+        sender: Arc::new(sender),
+    };
+    // Every postback write in this process invalidates the index; the TTL is a backstop.
+    let app = App::new(ports, Policy { retry: settings.retry, catalog_ttl: Duration::from_secs(60) });
+
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let dispatcher = tokio::spawn(run_queue_loop(app.dispatcher(), LOCAL_CONCURRENCY, stop_rx.clone(), Duration::from_secs(15)));
+    let purger = tokio::spawn(purge_loop(store.clone(), stop_rx));
+
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", settings.port))
+        .await
+        .with_context(|| format!("cannot bind 127.0.0.1:{}", settings.port))?;
+    tracing::info!(address = %listener.local_addr()?, data = %db_path.display(), "postback manager listening");
+    let routes = router(app, ApiKeys::new(&settings.admin_api_key, &settings.ingest_api_key), RouteSet::All);
+    axum::serve(listener, routes).with_graceful_shutdown(shutdown_signal()).await?;
+
+    tracing::info!("shutting down: finishing in-flight firings");
+    let _ = stop_tx.send(true);
+    let _ = dispatcher.await;
+    let _ = purger.await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+fn print_generated_keys(settings: &Settings, sources: [KeySource; 2]) {
+    // Printed once to stdout so a developer can copy them; never logged.
+    if sources[0] == KeySource::Generated {
+        println!("ADMIN_API_KEY={}  (generated; set ADMIN_API_KEY to keep it across restarts)", settings.admin_api_key);
+    }
+    if sources[1] == KeySource::Generated {
+        println!("INGEST_API_KEY={}  (generated; set INGEST_API_KEY to keep it across restarts)", settings.ingest_api_key);
+    }
+}
+
+async fn purge_loop(store: Arc<EmbeddedStore>, mut stop: tokio::sync::watch::Receiver<bool>) {
+    loop {
+        match store.purge_expired().await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(rows = n, "purged expired logs and touches"),
+            Err(e) => tracing::warn!(error = %e, "purge failed"),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(PURGE_EVERY) => {}
+            _ = stop.changed() => return,
+        }
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = terminate => {}
+    }
+}

@@ -11,6 +11,7 @@ pub mod http;
 pub mod ports;
 pub mod sender;
 pub mod service;
+pub mod telemetry;
 
 #[cfg(feature = "embedded")]
 pub mod embedded;

@@ -51,6 +51,17 @@ pub struct TouchRecord {
 pub trait TouchStore: Send + Sync {
     /// The latest stored click of a transaction (unexpired).
     async fn get_click(&self, transaction_id: &str) -> StoreResult<Option<Event>>;
+    /// The latest stored clicks of many transactions at once (ingest of a batch).
+    /// Adapters override this when they can read in one round trip.
+    async fn get_clicks(&self, transaction_ids: &[String]) -> StoreResult<std::collections::HashMap<String, Event>> {
+        let mut clicks = std::collections::HashMap::new();
+        for id in transaction_ids {
+            if let Some(click) = self.get_click(id).await? {
+                clicks.insert(id.clone(), click);
+            }
+        }
+        Ok(clicks)
+    }
     /// The current status of a conversion or named event of a transaction.
     async fn get_status(&self, transaction_id: &str, key: &StatusKey) -> StoreResult<Option<CurrentStatus>>;
     /// Store touches: clicks and impressions whole (the latest per transaction wins);

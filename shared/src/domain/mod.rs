@@ -12,6 +12,7 @@ pub mod macros;
 pub mod matching;
 pub mod postback;
 pub mod redact;
+pub mod render;
 pub mod template;
 
 pub use error::ValidationError;

@@ -1,1 +1,70 @@
-//! The one HTTP router (axum), served by the local server and by lambda_http.
+//! The one HTTP router (axum). The local server serves it on 127.0.0.1; the
+//! `config-api` and `ingest` Lambdas serve the same router through `lambda_http`.
+//! Handlers only parse, call a service, and map errors (in `error`).
+
+mod auth;
+mod error;
+mod extract;
+mod handlers;
+
+use std::sync::Arc;
+
+use axum::middleware;
+use axum::routing::{get, post};
+use axum::Router;
+
+pub use auth::ApiKeys;
+pub use error::ApiError;
+pub use extract::MAX_BODY_BYTES;
+
+use crate::service::App;
+
+/// Which routes a deployment serves. The local server serves all; on AWS each HTTP
+/// function serves its part of the same router.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RouteSet {
+    All,
+    Admin,
+    Ingest,
+}
+
+#[derive(Clone)]
+pub(crate) struct State {
+    pub app: Arc<App>,
+    pub keys: Arc<ApiKeys>,
+}
+
+pub fn router(app: Arc<App>, keys: ApiKeys, routes: RouteSet) -> Router {
+    let state = State { app, keys: Arc::new(keys) };
+
+    let admin = Router::new()
+        .route("/postbacks", post(handlers::create_postback).get(handlers::list_postbacks))
+        .route(
+            "/postbacks/{id}",
+            get(handlers::get_postback).put(handlers::replace_postback).delete(handlers::delete_postback),
+        )
+        .route("/postbacks/{id}/preview", post(handlers::preview_postback))
+        .route("/postbacks/{id}/test", post(handlers::test_postback))
+        .route("/logs", get(handlers::list_logs))
+        .route("/logs/{id}", get(handlers::get_log))
+        .route("/logs/{id}/resend", post(handlers::resend_log))
+        .route_layer(middleware::from_fn_with_state(state.clone(), auth::require_admin));
+
+    let ingest = Router::new()
+        .route("/events", post(handlers::post_events).get(handlers::get_events))
+        .route_layer(middleware::from_fn_with_state(state.clone(), auth::require_ingest));
+
+    let mut router = Router::new().route("/health", get(handlers::health));
+    if matches!(routes, RouteSet::All | RouteSet::Admin) {
+        router = router.merge(admin);
+    }
+    if matches!(routes, RouteSet::All | RouteSet::Ingest) {
+        router = router.merge(ingest);
+    }
+    router
+        .fallback(handlers::not_found)
+        .method_not_allowed_fallback(handlers::method_not_allowed)
+        .layer(middleware::from_fn(handlers::access_log))
+        .layer(tower_http::catch_panic::CatchPanicLayer::custom(handlers::panic_response))
+        .with_state(state)
+}

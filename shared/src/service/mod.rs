@@ -1,1 +1,72 @@
-//! Use cases: ingest, postback configuration, dispatch.
+//! Use cases: ingest, postback configuration, dispatch. They drive the domain through the
+//! ports and know nothing of HTTP frameworks or AWS.
+
+mod catalog;
+pub mod config_api;
+mod dispatch;
+pub mod ingest;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+pub use catalog::Catalog;
+pub use config_api::{PreviewOutput, TestOutput};
+pub use dispatch::{run_queue_loop, AttemptOutcome, Dispatcher, LOCAL_CONCURRENCY};
+pub use ingest::IngestResult;
+
+use crate::domain::delivery::RetryPolicy;
+use crate::domain::ValidationError;
+use crate::ports::{FiringQueue, HttpSender, LogStore, PostbackStore, StoreError, TouchStore};
+
+/// The adapters a deployment wires in.
+#[derive(Clone)]
+pub struct Ports {
+    pub postbacks: Arc<dyn PostbackStore>,
+    pub touches: Arc<dyn TouchStore>,
+    pub logs: Arc<dyn LogStore>,
+    pub queue: Arc<dyn FiringQueue>,
+    pub sender: Arc<dyn HttpSender>,
+}
+
+/// What the services need from the settings.
+#[derive(Debug, Clone)]
+pub struct Policy {
+    pub retry: RetryPolicy,
+    /// How long the in-memory postback index may be used before it is reloaded. The local
+    /// server also invalidates it on every write; on AWS other functions' writes are seen
+    /// after at most this long.
+    pub catalog_ttl: Duration,
+}
+
+/// Why a use case did not complete. Mapped to HTTP in one place (`crate::http::error`).
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceError {
+    #[error(transparent)]
+    Validation(#[from] ValidationError),
+    #[error("{0} not found")]
+    NotFound(&'static str),
+    #[error("conflict: {0}")]
+    Conflict(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+pub type ServiceResult<T> = Result<T, ServiceError>;
+
+/// The application: ports + policy + the cached postback index. Cheap to share.
+pub struct App {
+    pub ports: Ports,
+    pub policy: Policy,
+    pub catalog: Catalog,
+}
+
+impl App {
+    pub fn new(ports: Ports, policy: Policy) -> Arc<App> {
+        let catalog = Catalog::new(ports.postbacks.clone(), policy.catalog_ttl);
+        Arc::new(App { ports, policy, catalog })
+    }
+
+    pub fn dispatcher(self: &Arc<Self>) -> Dispatcher {
+        Dispatcher::new(self.clone())
+    }
+}

@@ -1,0 +1,308 @@
+//! Postback configuration, preview/test, logs and resend.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use chrono::Utc;
+use serde::Serialize;
+
+use super::{App, AttemptOutcome, ServiceError, ServiceResult};
+use crate::domain::event::{Event, EventType};
+use crate::domain::firing::Firing;
+use crate::domain::log::{LogEntry, LogFilter, LogPage};
+use crate::domain::macros::MacroContext;
+use crate::domain::postback::{CompiledPostback, Postback, PostbackSpec, Scope};
+use crate::domain::redact::{redact_headers, REDACTED};
+use crate::domain::ValidationError;
+
+/// Filters of `GET /postbacks`.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct PostbackFilter {
+    pub kind: Option<EventType>,
+    /// Postbacks that apply to this offer (scope `all` included).
+    pub offer_id: Option<String>,
+    pub publisher_id: Option<String>,
+    pub enabled: Option<bool>,
+}
+
+impl PostbackFilter {
+    pub fn from_query(pairs: &[(String, String)]) -> Result<Self, ValidationError> {
+        let mut filter = PostbackFilter::default();
+        for (name, value) in pairs {
+            match name.as_str() {
+                "type" => {
+                    filter.kind = Some(EventType::parse(value).ok_or_else(|| {
+                        ValidationError::invalid("type", "type must be impression, click, conversion or event")
+                    })?)
+                }
+                "offer_id" => filter.offer_id = Some(value.clone()),
+                "publisher_id" => filter.publisher_id = Some(value.clone()),
+                "enabled" => {
+                    filter.enabled = Some(match value.as_str() {
+                        "true" => true,
+                        "false" => false,
+                        _ => return Err(ValidationError::invalid("enabled", "enabled must be true or false")),
+                    })
+                }
+                other => {
+                    return Err(ValidationError::new(
+                        "unknown_field",
+                        other,
+                        format!("unknown filter {other:?}; use type, offer_id, publisher_id or enabled"),
+                    ))
+                }
+            }
+        }
+        Ok(filter)
+    }
+
+    fn matches(&self, p: &Postback) -> bool {
+        self.kind.is_none_or(|k| k == p.kind)
+            && self.enabled.is_none_or(|e| e == p.enabled)
+            && self.offer_id.as_deref().is_none_or(|o| p.offers.contains(Some(o)))
+            && self.publisher_id.as_deref().is_none_or(|o| p.publishers.contains(Some(o)))
+    }
+}
+
+/// A postback as the API shows it: secret header values redacted.
+pub fn shown(mut postback: Postback) -> Postback {
+    postback.headers = redact_headers(&postback.headers);
+    postback
+}
+
+/// The rendered request of a preview or test, secrets redacted.
+#[derive(Debug, Clone, Serialize)]
+pub struct RequestView {
+    pub method: String,
+    pub url: String,
+    pub headers: BTreeMap<String, String>,
+    pub body: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct PreviewOutput {
+    pub request: RequestView,
+    /// The sample event the request was rendered for.
+    pub event: Event,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ResponseView {
+    pub status: u16,
+    pub body: String,
+    pub duration_ms: u64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct TestOutput {
+    pub request: RequestView,
+    pub response: Option<ResponseView>,
+    pub error: Option<String>,
+    pub outcome: crate::domain::log::Outcome,
+    pub log_id: String,
+    pub delivery_id: String,
+}
+
+impl App {
+    pub async fn create_postback(&self, body: &serde_json::Value) -> ServiceResult<Postback> {
+        let spec = PostbackSpec::from_json(body)?;
+        let now = Utc::now();
+        let postback = spec.into_postback(new_postback_id(), now, now);
+        self.ports.postbacks.create(&postback).await?;
+        self.catalog.invalidate().await;
+        Ok(postback)
+    }
+
+    pub async fn get_postback(&self, id: &str) -> ServiceResult<Postback> {
+        self.ports.postbacks.get(id).await?.ok_or(ServiceError::NotFound("postback"))
+    }
+
+    pub async fn list_postbacks(&self, filter: &PostbackFilter) -> ServiceResult<Vec<Postback>> {
+        let all = self.ports.postbacks.list(filter.kind).await?;
+        Ok(all.into_iter().filter(|p| filter.matches(p)).collect())
+    }
+
+    /// Replace a postback. A header sent back as `[REDACTED]` keeps its stored value, so
+    /// a client can PUT what it GOT without knowing the secret.
+    pub async fn replace_postback(&self, id: &str, body: &serde_json::Value) -> ServiceResult<Postback> {
+        let existing = self.get_postback(id).await?;
+        let mut spec = PostbackSpec::from_json(body)?;
+        for (name, value) in spec.headers.iter_mut() {
+            if value == REDACTED {
+                match existing.headers.get(name) {
+                    Some(stored) => value.clone_from(stored),
+                    None => {
+                        return Err(ValidationError::invalid(
+                            format!("headers.{name}"),
+                            "[REDACTED] keeps a stored secret, but this header has none",
+                        )
+                        .into())
+                    }
+                }
+            }
+        }
+        let postback = spec.into_postback(existing.id.clone(), existing.created_at, Utc::now());
+        if !self.ports.postbacks.replace(&postback).await? {
+            return Err(ServiceError::NotFound("postback"));
+        }
+        self.catalog.invalidate().await;
+        Ok(postback)
+    }
+
+    pub async fn delete_postback(&self, id: &str) -> ServiceResult<()> {
+        if !self.ports.postbacks.delete(id).await? {
+            return Err(ServiceError::NotFound("postback"));
+        }
+        self.catalog.invalidate().await;
+        Ok(())
+    }
+
+    /// Render the request a postback would send for a sample event; sends nothing.
+    pub async fn preview_postback(&self, id: &str, sample: Option<&serde_json::Value>) -> ServiceResult<PreviewOutput> {
+        let postback = self.compiled(id).await?;
+        let event = sample_event(&postback.postback, sample)?;
+        let delivery_id = format!("preview_{}", uuid::Uuid::new_v4().simple());
+        let ctx = MacroContext {
+            event: &event,
+            postback_id: &postback.postback.id,
+            postback_name: &postback.postback.name,
+            delivery_id: &delivery_id,
+            attempt: 1,
+        };
+        let request = postback
+            .render(&ctx)
+            .map_err(|e| ValidationError::new("invalid", "event", format!("the sample event cannot be rendered: {e}")))?
+            .redacted();
+        Ok(PreviewOutput { request: view(request), event })
+    }
+
+    /// Send a postback now for a sample event; logged as a test, never retried.
+    pub async fn test_postback(self: &Arc<Self>, id: &str, sample: Option<&serde_json::Value>) -> ServiceResult<TestOutput> {
+        let postback = self.compiled(id).await?;
+        let event = sample_event(&postback.postback, sample)?;
+        let now = Utc::now();
+        let firing = Firing {
+            delivery_id: format!("test_{}", uuid::Uuid::new_v4().simple()),
+            postback_id: postback.postback.id.clone(),
+            event,
+            attempt: 1,
+            due_at: now,
+            queued_at: now,
+            check_status: false,
+            resend_of: None,
+        };
+        let (_, entry) = self.dispatcher().attempt_with(&postback, &firing, true).await?;
+        Ok(TestOutput {
+            request: RequestView {
+                method: entry.method.clone(),
+                url: entry.url.clone(),
+                headers: entry.request_headers.clone(),
+                body: entry.request_body.clone(),
+            },
+            response: entry.status_code.map(|status| ResponseView {
+                status,
+                body: entry.response_body.clone().unwrap_or_default(),
+                duration_ms: entry.duration_ms,
+            }),
+            error: entry.error.clone(),
+            outcome: entry.outcome,
+            log_id: entry.id.clone(),
+            delivery_id: entry.delivery_id.clone(),
+        })
+    }
+
+    pub async fn query_logs(&self, filter: &LogFilter) -> ServiceResult<LogPage> {
+        Ok(self.ports.logs.query(filter).await?)
+    }
+
+    pub async fn get_log(&self, id: &str) -> ServiceResult<LogEntry> {
+        self.ports.logs.get(id).await?.ok_or(ServiceError::NotFound("log entry"))
+    }
+
+    /// Fire a logged firing again now, as a new firing (new delivery id) that skips the
+    /// status re-check: the admin decided. One attempt now; a retryable failure is
+    /// queued for retry like any other firing. Returns the new log entry.
+    pub async fn resend_log(self: &Arc<Self>, id: &str) -> ServiceResult<LogEntry> {
+        let original = self.get_log(id).await?;
+        let Some(source) = original.firing.clone() else {
+            return Err(ServiceError::Conflict("this log entry has no stored firing to resend".into()));
+        };
+        let now = Utc::now();
+        let firing = Firing {
+            delivery_id: format!("r_{}", uuid::Uuid::new_v4().simple()),
+            attempt: 1,
+            due_at: now,
+            queued_at: now,
+            check_status: false,
+            resend_of: Some(original.id.clone()),
+            ..source
+        };
+        let index = self.catalog.index().await?;
+        let postback = index.get(&firing.postback_id).ok_or(ServiceError::NotFound("postback"))?;
+        let (outcome, entry) = self.dispatcher().attempt_with(&postback, &firing, false).await?;
+        if let AttemptOutcome::Retrying(at) = outcome {
+            self.ports.queue.enqueue(&[firing.next_attempt(at)]).await?;
+        }
+        Ok(entry)
+    }
+
+    async fn compiled(&self, id: &str) -> ServiceResult<CompiledPostback> {
+        let postback = self.get_postback(id).await?;
+        postback.compile().map_err(ServiceError::from)
+    }
+}
+
+fn view(r: crate::domain::delivery::OutboundRequest) -> RequestView {
+    RequestView { method: r.method, url: r.url, headers: r.headers, body: r.body }
+}
+
+fn new_postback_id() -> String {
+    format!("pb_{}", uuid::Uuid::now_v7().simple())
+}
+
+/// The sample event for preview/test: defaults suited to the postback, overridden by
+/// any fields the admin sent (validated like an ingested event).
+fn sample_event(postback: &Postback, overrides: Option<&serde_json::Value>) -> Result<Event, ValidationError> {
+    let first = |scope: &Scope, fallback: &str| match scope {
+        Scope::Only(ids) => ids.first().cloned().unwrap_or_else(|| fallback.to_string()),
+        Scope::All => fallback.to_string(),
+    };
+    let mut sample = serde_json::json!({
+        "type": postback.kind.as_str(),
+        "transaction_id": format!("test-{}", uuid::Uuid::new_v4().simple()),
+        "offer_id": first(&postback.offers, "test-offer"),
+        "publisher_id": first(&postback.publishers, "test-publisher"),
+        "external_transaction_id": "test-click-id",
+        "payout": "1.00",
+        "revenue": "2.00",
+        "currency": "USD",
+        "sub1": "test-sub1",
+        "ip": "203.0.113.7",
+        "country": "US",
+        "user_agent": "postback-manager-test",
+    });
+    if let Some(obj) = sample.as_object_mut() {
+        if postback.kind.has_status() {
+            obj.insert("status".into(), "approved".into());
+        }
+        if postback.kind == EventType::Event {
+            let name = postback.event_names.as_ref().and_then(|n| n.first().cloned()).unwrap_or_else(|| "test".into());
+            obj.insert("event_name".into(), name.into());
+        }
+        // Accept `{"event": {...}}` as well as the event's fields at the top level.
+        let overrides = match overrides {
+            Some(serde_json::Value::Object(o)) if o.len() == 1 && o.contains_key("event") => o.get("event"),
+            other => other,
+        };
+        match overrides {
+            None | Some(serde_json::Value::Null) => {}
+            Some(serde_json::Value::Object(fields)) => {
+                for (k, v) in fields {
+                    obj.insert(k.clone(), v.clone());
+                }
+            }
+            Some(_) => return Err(ValidationError::invalid("event", "the sample event must be a JSON object")),
+        }
+    }
+    Event::from_json(&sample, Utc::now()).map_err(|e| e.within("event."))
+}

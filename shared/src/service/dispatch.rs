@@ -1,0 +1,381 @@
+//! Dispatch: take a due firing, re-check it, render, send, log, and retry or finish.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+
+use super::App;
+use crate::domain::delivery::{OutboundRequest, OutboundResponse, SendFailure, Verdict};
+use crate::domain::firing::Firing;
+use crate::domain::log::{LogEntry, Outcome};
+use crate::domain::macros::MacroContext;
+use crate::domain::postback::CompiledPostback;
+use crate::ports::{Leased, StoreResult};
+
+/// What became of one firing attempt.
+#[derive(Debug, Clone, PartialEq)]
+pub enum AttemptOutcome {
+    Delivered,
+    /// The next attempt is queued for this time.
+    Retrying(DateTime<Utc>),
+    Failed,
+    Skipped(String),
+    /// Its delivery id was already delivered (a redelivered queue message): nothing sent.
+    AlreadyDelivered,
+}
+
+#[derive(Clone)]
+pub struct Dispatcher {
+    app: Arc<App>,
+}
+
+impl Dispatcher {
+    pub fn new(app: Arc<App>) -> Self {
+        Self { app }
+    }
+
+    /// Process one leased queue message to the end: skip, deliver, fail, or re-queue
+    /// the next attempt. An `Err` means a dependency failed; the message was not
+    /// acknowledged and comes back when its lease runs out.
+    pub async fn process(&self, leased: &Leased) -> StoreResult<AttemptOutcome> {
+        let queue = &self.app.ports.queue;
+        let firing = &leased.firing;
+        if self.app.ports.logs.is_delivered(&firing.delivery_id).await? {
+            tracing::info!(delivery_id = %firing.delivery_id, "already delivered; dropping redelivered message");
+            queue.ack(leased).await?;
+            return Ok(AttemptOutcome::AlreadyDelivered);
+        }
+        let (outcome, _entry) = self.attempt(firing, false).await?;
+        match &outcome {
+            AttemptOutcome::Retrying(at) => queue.retry(leased, &firing.next_attempt(*at)).await?,
+            _ => queue.ack(leased).await?,
+        }
+        Ok(outcome)
+    }
+
+    /// Make one attempt of a firing and log it. No queue work: `process` (and the
+    /// resend route) decide what follows. Test attempts are logged with `test: true`,
+    /// never retried and never mark the delivery id delivered.
+    pub async fn attempt(&self, firing: &Firing, test: bool) -> StoreResult<(AttemptOutcome, LogEntry)> {
+        let index = self.app.catalog.index().await?;
+        let Some(postback) = index.get(&firing.postback_id) else {
+            let entry = self.skipped_entry(firing, None, "postback deleted".to_string(), test);
+            self.app.ports.logs.append(std::slice::from_ref(&entry)).await?;
+            return Ok((AttemptOutcome::Skipped("postback deleted".into()), entry));
+        };
+        self.attempt_with(&postback, firing, test).await
+    }
+
+    /// As `attempt`, with the postback given (the test route sends an unsaved sample).
+    pub async fn attempt_with(
+        &self,
+        postback: &CompiledPostback,
+        firing: &Firing,
+        test: bool,
+    ) -> StoreResult<(AttemptOutcome, LogEntry)> {
+        let logs = &self.app.ports.logs;
+        let regular = firing.check_status && !test;
+        if regular {
+            if let Some(reason) = self.skip_reason(postback, firing).await? {
+                let entry = self.skipped_entry(firing, Some(postback), reason.clone(), test);
+                logs.append(std::slice::from_ref(&entry)).await?;
+                tracing::info!(delivery_id = %firing.delivery_id, postback_id = %firing.postback_id, %reason, "skipped");
+                return Ok((AttemptOutcome::Skipped(reason), entry));
+            }
+        }
+
+        let ctx = MacroContext {
+            event: &firing.event,
+            postback_id: &postback.postback.id,
+            postback_name: &postback.postback.name,
+            delivery_id: &firing.delivery_id,
+            attempt: firing.attempt,
+        };
+        let fired_at = Utc::now();
+        let request = match postback.render(&ctx) {
+            Ok(request) => request,
+            Err(err) => {
+                // Only reachable with a value that cannot go into a header (CR/LF):
+                // retrying cannot help.
+                let mut entry = self.entry(firing, postback, None, fired_at, test);
+                entry.outcome = Outcome::Failed;
+                entry.error = Some(err.to_string());
+                logs.append(std::slice::from_ref(&entry)).await?;
+                return Ok((AttemptOutcome::Failed, entry));
+            }
+        };
+
+        let result = self.app.ports.sender.send(&request).await;
+        let jitter: f64 = rand::random();
+        let verdict = self.app.policy.retry.classify(&result, firing.attempt, jitter, Utc::now());
+        let mut entry = self.entry(firing, postback, Some(&request), fired_at, test);
+        fill_result(&mut entry, &result);
+
+        let outcome = match verdict {
+            Verdict::Delivered => {
+                entry.outcome = Outcome::Delivered;
+                if test {
+                    logs.append(std::slice::from_ref(&entry)).await?;
+                    AttemptOutcome::Delivered
+                } else if logs.record_delivered(&entry).await? {
+                    AttemptOutcome::Delivered
+                } else {
+                    // Another consumer delivered the same id meanwhile (at-least-once).
+                    AttemptOutcome::AlreadyDelivered
+                }
+            }
+            Verdict::Retry(wait) if !test => {
+                let next = fired_at + chrono::Duration::from_std(wait).unwrap_or(chrono::Duration::hours(6));
+                entry.outcome = Outcome::Retrying;
+                entry.next_attempt_at = Some(next);
+                logs.append(std::slice::from_ref(&entry)).await?;
+                AttemptOutcome::Retrying(next)
+            }
+            Verdict::Retry(_) => {
+                entry.outcome = Outcome::Failed;
+                logs.append(std::slice::from_ref(&entry)).await?;
+                AttemptOutcome::Failed
+            }
+            Verdict::Fail(reason) => {
+                entry.outcome = Outcome::Failed;
+                if entry.error.is_none() {
+                    entry.error = Some(reason);
+                }
+                logs.append(std::slice::from_ref(&entry)).await?;
+                AttemptOutcome::Failed
+            }
+        };
+        tracing::info!(
+            delivery_id = %firing.delivery_id,
+            postback_id = %firing.postback_id,
+            transaction_id = %firing.event.transaction_id,
+            attempt = firing.attempt,
+            status = ?entry.status_code,
+            outcome = entry.outcome.as_str(),
+            duration_ms = entry.duration_ms,
+            "fired"
+        );
+        Ok((outcome, entry))
+    }
+
+    /// Why a regular firing must not go out now: its postback was disabled, or the
+    /// conversion/event status changed so that the postback no longer fires for it.
+    async fn skip_reason(&self, postback: &CompiledPostback, firing: &Firing) -> StoreResult<Option<String>> {
+        if !postback.postback.enabled {
+            return Ok(Some("postback disabled".into()));
+        }
+        let event = &firing.event;
+        let Some(key) = event.status_key() else { return Ok(None) };
+        let current = self.app.ports.touches.get_status(&event.transaction_id, &key).await?;
+        let (status, reason) = match &current {
+            Some(c) => (c.status, c.rejection_reason.as_deref()),
+            // The status record expired (retention) or was never written: judge by the
+            // status the firing was queued for.
+            None => match event.status {
+                Some(s) => (s, event.rejection_reason.as_deref()),
+                None => return Ok(None),
+            },
+        };
+        if postback.postback.fires_for_status(status, reason) {
+            return Ok(None);
+        }
+        let was = event.status.map(|s| s.as_str()).unwrap_or("unknown");
+        let mut why = format!("status changed from {was} to {}", status.as_str());
+        if let Some(r) = reason {
+            why.push_str(&format!(" (reason: {r})"));
+        }
+        why.push_str(&format!("; postback fires on {}", fire_on_text(postback)));
+        Ok(Some(why))
+    }
+
+    fn entry(
+        &self,
+        firing: &Firing,
+        postback: &CompiledPostback,
+        request: Option<&OutboundRequest>,
+        fired_at: DateTime<Utc>,
+        test: bool,
+    ) -> LogEntry {
+        let shown = request.map(OutboundRequest::redacted);
+        LogEntry {
+            id: uuid::Uuid::now_v7().to_string(),
+            delivery_id: firing.delivery_id.clone(),
+            postback_id: postback.postback.id.clone(),
+            postback_name: postback.postback.name.clone(),
+            transaction_id: firing.event.transaction_id.clone(),
+            event_id: firing.event.event_id.clone(),
+            kind: firing.event.kind,
+            offer_id: firing.event.offer_id.clone(),
+            publisher_id: firing.event.publisher_id.clone(),
+            fired_at,
+            attempt: firing.attempt,
+            method: postback.postback.method.as_str().to_string(),
+            url: shown.as_ref().map(|r| r.url.clone()).unwrap_or_else(|| crate::domain::redact::redact_url(&postback.postback.url)),
+            request_headers: shown.as_ref().map(|r| r.headers.clone()).unwrap_or_default(),
+            request_body: shown.and_then(|r| r.body),
+            status_code: None,
+            response_body: None,
+            error: None,
+            duration_ms: 0,
+            outcome: Outcome::Skipped,
+            test,
+            next_attempt_at: None,
+            resend_of: firing.resend_of.clone(),
+            firing: Some(firing.clone()),
+        }
+    }
+
+    fn skipped_entry(
+        &self,
+        firing: &Firing,
+        postback: Option<&CompiledPostback>,
+        reason: String,
+        test: bool,
+    ) -> LogEntry {
+        let (name, method, url) = match postback {
+            Some(p) => (p.postback.name.clone(), p.postback.method.as_str().to_string(), p.postback.url.clone()),
+            None => (String::new(), String::new(), String::new()),
+        };
+        LogEntry {
+            id: uuid::Uuid::now_v7().to_string(),
+            delivery_id: firing.delivery_id.clone(),
+            postback_id: firing.postback_id.clone(),
+            postback_name: name,
+            transaction_id: firing.event.transaction_id.clone(),
+            event_id: firing.event.event_id.clone(),
+            kind: firing.event.kind,
+            offer_id: firing.event.offer_id.clone(),
+            publisher_id: firing.event.publisher_id.clone(),
+            fired_at: Utc::now(),
+            attempt: firing.attempt,
+            method,
+            url: crate::domain::redact::redact_url(&url),
+            request_headers: Default::default(),
+            request_body: None,
+            status_code: None,
+            response_body: None,
+            error: Some(reason),
+            duration_ms: 0,
+            outcome: Outcome::Skipped,
+            test,
+            next_attempt_at: None,
+            resend_of: firing.resend_of.clone(),
+            firing: Some(firing.clone()),
+        }
+    }
+}
+
+fn fill_result(entry: &mut LogEntry, result: &Result<OutboundResponse, SendFailure>) {
+    match result {
+        Ok(response) => {
+            entry.status_code = Some(response.status);
+            entry.response_body = Some(response.body.clone());
+            entry.duration_ms = duration_ms(response.duration);
+            if (300..400).contains(&response.status) {
+                entry.error = Some("redirect not followed".into());
+            }
+        }
+        Err(failure) => {
+            entry.error = Some(failure.to_string());
+            if let SendFailure::Timeout(ms) = failure {
+                entry.duration_ms = *ms;
+            }
+        }
+    }
+}
+
+fn duration_ms(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+fn fire_on_text(postback: &CompiledPostback) -> String {
+    let p = &postback.postback;
+    let base = serde_json::to_value(p.fire_on).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default();
+    match &p.rejection_reasons {
+        Some(reasons) if !reasons.is_empty() => format!("{base} (rejection reasons: {})", reasons.join(", ")),
+        _ => base,
+    }
+}
+
+/// How many firings the local dispatcher sends at once.
+pub const LOCAL_CONCURRENCY: usize = 256;
+
+/// The local dispatcher: pull due firings from the queue and process them concurrently
+/// (bounded), sleeping until the next due time or an enqueue when idle. Returns when
+/// `shutdown` turns true, after in-flight firings finish (or `drain` passes).
+pub async fn run_queue_loop(
+    dispatcher: Dispatcher,
+    concurrency: usize,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+    drain: Duration,
+) {
+    let queue = dispatcher.app.ports.queue.clone();
+    let notify = queue.notifier();
+    let limit = Arc::new(tokio::sync::Semaphore::new(concurrency));
+    let mut tasks = tokio::task::JoinSet::new();
+    loop {
+        if *shutdown.borrow() {
+            break;
+        }
+        while tasks.try_join_next().is_some() {}
+        let free = limit.available_permits();
+        if free == 0 {
+            tokio::select! {
+                _ = tasks.join_next() => {}
+                _ = shutdown.changed() => {}
+            }
+            continue;
+        }
+        // Register for the wake-up before looking, so an enqueue between the look and
+        // the wait is not missed.
+        let notified = notify.as_ref().map(|n| n.clone());
+        let notified_fut = async {
+            match &notified {
+                Some(n) => n.notified().await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::pin!(notified_fut);
+        let batch = match queue.receive(free.min(64)).await {
+            Ok(batch) => batch,
+            Err(e) => {
+                tracing::error!(error = %e, "queue receive failed; retrying in 1 s");
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                    _ = shutdown.changed() => {}
+                }
+                continue;
+            }
+        };
+        if batch.is_empty() {
+            let wait = match queue.next_due().await {
+                Ok(Some(due)) => (due - Utc::now()).to_std().unwrap_or(Duration::ZERO).min(Duration::from_secs(1)),
+                Ok(None) => Duration::from_secs(1),
+                Err(_) => Duration::from_secs(1),
+            };
+            tokio::select! {
+                _ = tokio::time::sleep(wait.max(Duration::from_millis(5))) => {}
+                _ = &mut notified_fut => {}
+                _ = shutdown.changed() => {}
+            }
+            continue;
+        }
+        for leased in batch {
+            let Ok(permit) = limit.clone().acquire_owned().await else { break };
+            let dispatcher = dispatcher.clone();
+            tasks.spawn(async move {
+                if let Err(e) = dispatcher.process(&leased).await {
+                    tracing::error!(delivery_id = %leased.firing.delivery_id, error = %e,
+                        "dispatch failed on a dependency; the firing comes back after its lease");
+                }
+                drop(permit);
+            });
+        }
+    }
+    let finished = tokio::time::timeout(drain, async { while tasks.join_next().await.is_some() {} }).await;
+    if finished.is_err() {
+        tracing::warn!(left = tasks.len(), "shutdown: in-flight firings abandoned; they come back after their lease");
+        tasks.abort_all();
+    }
+}

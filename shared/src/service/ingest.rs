@@ -1,0 +1,120 @@
+//! Ingest: enrich, deduplicate, record, match and durably queue the firings of events.
+
+use std::collections::HashSet;
+
+use chrono::{Duration as ChronoDuration, Utc};
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+use super::{App, ServiceResult};
+use crate::domain::enrich::enrich_from_click;
+use crate::domain::event::Event;
+use crate::domain::firing::Firing;
+use crate::ports::TouchRecord;
+
+/// Most events in one `POST /events` batch.
+pub const MAX_BATCH: usize = 500;
+
+/// What ingest says about one event.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct IngestResult {
+    /// The event's `event_id`, or an id derived from its idempotency key (the same
+    /// event reported again gets the same id).
+    pub id: String,
+    /// Reported before: nothing was fired again.
+    pub duplicate: bool,
+    /// How many postbacks it fires (now or after their delay).
+    pub matched: usize,
+    /// For conversions and events: whether a stored click enriched it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub click_found: Option<bool>,
+}
+
+impl App {
+    /// Accept validated events. When this returns `Ok`, every firing is durably queued.
+    ///
+    /// The order of writes is what makes a crash at any point safe: touches (clicks,
+    /// statuses) first, then the firings, then the idempotency markers. A crash before
+    /// the markers means the tracker gets no 2xx and retries; the retry queues the same
+    /// deterministic delivery ids again, which the queue and the delivered markers
+    /// absorb, so nothing is lost and nothing fires twice.
+    pub async fn ingest(&self, mut events: Vec<Event>) -> ServiceResult<Vec<IngestResult>> {
+        let touches = &self.ports.touches;
+
+        let wanted: Vec<String> = {
+            let mut ids: Vec<String> =
+                events.iter().filter(|e| e.kind.has_status()).map(|e| e.transaction_id.clone()).collect();
+            ids.sort_unstable();
+            ids.dedup();
+            ids
+        };
+        let clicks = if wanted.is_empty() { Default::default() } else { touches.get_clicks(&wanted).await? };
+        let mut click_found = Vec::with_capacity(events.len());
+        for event in &mut events {
+            if !event.kind.has_status() {
+                click_found.push(None);
+                continue;
+            }
+            match clicks.get(&event.transaction_id) {
+                Some(click) => {
+                    enrich_from_click(event, click);
+                    click_found.push(Some(true));
+                }
+                None => click_found.push(Some(false)),
+            }
+        }
+
+        let keys: Vec<String> = events.iter().map(Event::dedupe_key).collect();
+        let seen = touches.seen(&keys).await?;
+        let index = self.catalog.index().await?;
+        let now = Utc::now();
+
+        let mut in_batch = HashSet::with_capacity(keys.len());
+        let mut results = Vec::with_capacity(events.len());
+        let mut records = Vec::new();
+        let mut firings = Vec::new();
+        let mut new_keys = Vec::new();
+        for ((event, key), click) in events.into_iter().zip(keys).zip(click_found) {
+            let id = event.event_id.clone().unwrap_or_else(|| derived_event_id(&key));
+            let duplicate = seen.contains(&key) || !in_batch.insert(key.clone());
+            if duplicate {
+                results.push(IngestResult { id, duplicate, matched: 0, click_found: click });
+                continue;
+            }
+            let matched = index.matching(&event);
+            for postback in &matched {
+                let delay = ChronoDuration::seconds(i64::from(postback.postback.delay_seconds));
+                firings.push(Firing {
+                    delivery_id: Firing::delivery_id_for(&key, &postback.postback.id),
+                    postback_id: postback.postback.id.clone(),
+                    event: event.clone(),
+                    attempt: 1,
+                    due_at: now + delay,
+                    queued_at: now,
+                    check_status: true,
+                    resend_of: None,
+                });
+            }
+            results.push(IngestResult { id, duplicate, matched: matched.len(), click_found: click });
+            records.push(TouchRecord { event });
+            new_keys.push(key);
+        }
+
+        if !records.is_empty() {
+            touches.record(&records).await?;
+        }
+        if !firings.is_empty() {
+            self.ports.queue.enqueue(&firings).await?;
+        }
+        if !new_keys.is_empty() {
+            touches.mark_seen(&new_keys).await?;
+        }
+        tracing::debug!(events = results.len(), firings = firings.len(), "ingested");
+        Ok(results)
+    }
+}
+
+fn derived_event_id(dedupe_key: &str) -> String {
+    let digest = Sha256::digest(dedupe_key.as_bytes());
+    format!("e_{}", hex::encode(&digest[..12]))
+}
