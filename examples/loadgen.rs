@@ -1,0 +1,218 @@
+//! Load generator for the local server, on loopback only, bounded in count and time.
+//!
+//! It starts its own HTTP sink, creates a click postback pointing at it, then measures:
+//! 1. baseline: `GET /health` over the same keep-alive connections (the HTTP floor);
+//! 2. single events: `POST /events` one click per request, C concurrent connections;
+//! 3. batches: `POST /events` with 500 clicks per request;
+//! 4. delivery: firings delivered to the sink (and logged) per second, against a
+//!    baseline of the sink hit directly by this process at the same concurrency.
+//!
+//! Usage (the server must run with ALLOW_PRIVATE_TARGETS=true and known keys):
+//!   cargo run --release --example loadgen -- --base http://127.0.0.1:3000 \
+//!       --admin-key ... --ingest-key ... [--requests 20000] [--concurrency 32]
+//! `scripts/load.sh` starts a server in a temp dir and runs this for you.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::routing::any;
+use axum::Router;
+use serde_json::json;
+
+struct Args {
+    base: String,
+    admin_key: String,
+    ingest_key: String,
+    requests: usize,
+    concurrency: usize,
+    batches: usize,
+}
+
+fn parse_args() -> Args {
+    let mut a = Args {
+        base: "http://127.0.0.1:3000".into(),
+        admin_key: String::new(),
+        ingest_key: String::new(),
+        requests: 20_000,
+        concurrency: 32,
+        batches: 200,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(flag) = it.next() {
+        let value = it.next().unwrap_or_default();
+        match flag.as_str() {
+            "--base" => a.base = value,
+            "--admin-key" => a.admin_key = value,
+            "--ingest-key" => a.ingest_key = value,
+            "--requests" => a.requests = value.parse().expect("--requests N"),
+            "--concurrency" => a.concurrency = value.parse().expect("--concurrency N"),
+            "--batches" => a.batches = value.parse().expect("--batches N"),
+            other => panic!("unknown flag {other}"),
+        }
+    }
+    assert!(a.base.starts_with("http://127.") || a.base.starts_with("http://localhost"), "loopback only");
+    a
+}
+
+struct Run {
+    requests: usize,
+    elapsed: Duration,
+    latencies_us: Vec<u64>,
+}
+
+impl Run {
+    fn rate(&self, per_request: usize) -> f64 {
+        (self.requests * per_request) as f64 / self.elapsed.as_secs_f64()
+    }
+    fn pct(&self, p: f64) -> f64 {
+        let mut l = self.latencies_us.clone();
+        l.sort_unstable();
+        let i = ((l.len() as f64 - 1.0) * p).round() as usize;
+        l.get(i).copied().unwrap_or(0) as f64 / 1000.0
+    }
+}
+
+/// Run `total` requests built by `make(i)` over `concurrency` workers, each with its own
+/// keep-alive connection.
+async fn drive<F>(total: usize, concurrency: usize, make: F) -> Run
+where
+    F: Fn(&reqwest::Client, usize) -> reqwest::RequestBuilder + Send + Sync + 'static,
+{
+    let make = Arc::new(make);
+    let next = Arc::new(AtomicU64::new(0));
+    let started = Instant::now();
+    let mut workers = Vec::new();
+    for _ in 0..concurrency {
+        let make = make.clone();
+        let next = next.clone();
+        workers.push(tokio::spawn(async move {
+            let client = reqwest::Client::builder().pool_max_idle_per_host(1).build().unwrap();
+            let mut lat = Vec::new();
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed) as usize;
+                if i >= total {
+                    return lat;
+                }
+                let t = Instant::now();
+                let resp = make(&client, i).send().await.expect("request failed");
+                let status = resp.status();
+                let _ = resp.bytes().await;
+                assert!(status.is_success(), "status {status}");
+                lat.push(t.elapsed().as_micros() as u64);
+            }
+        }));
+    }
+    let mut latencies_us = Vec::with_capacity(total);
+    for w in workers {
+        latencies_us.extend(w.await.unwrap());
+    }
+    Run { requests: total, elapsed: started.elapsed(), latencies_us }
+}
+
+#[tokio::main]
+async fn main() {
+    let args = parse_args();
+    let hits = Arc::new(AtomicU64::new(0));
+    let sink_hits = hits.clone();
+    let sink = Router::new().route(
+        "/{*p}",
+        any(move || {
+            let h = sink_hits.clone();
+            async move {
+                h.fetch_add(1, Ordering::Relaxed);
+                "ok"
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let sink_addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, sink).await.unwrap() });
+
+    let admin = reqwest::Client::new();
+    let base = args.base.clone();
+    let created = admin
+        .post(format!("{base}/postbacks"))
+        .header("x-api-key", &args.admin_key)
+        .json(&json!({"name": "load", "type": "click", "offers": ["LOAD"],
+                      "url": format!("http://{sink_addr}/pb?t={{transaction_id}}&d={{delivery_id}}")}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), 201, "create postback: {}", created.text().await.unwrap_or_default());
+    let run_id = uuid::Uuid::new_v4().simple().to_string();
+
+    // 1. Baseline: the HTTP floor.
+    let b = base.clone();
+    let health = drive(args.requests, args.concurrency, move |c, _| c.get(format!("{b}/health"))).await;
+
+    // 2. Single events (no postback in scope: pure ingest cost).
+    let (b, key, rid) = (base.clone(), args.ingest_key.clone(), run_id.clone());
+    let single = drive(args.requests, args.concurrency, move |c, i| {
+        c.post(format!("{b}/events")).header("x-api-key", &key).json(
+            &json!({"type": "click", "transaction_id": format!("s-{rid}-{i}"), "offer_id": "NOPE", "publisher_id": "P"}),
+        )
+    })
+    .await;
+
+    // 3. Batches of 500.
+    let (b, key, rid) = (base.clone(), args.ingest_key.clone(), run_id.clone());
+    let batches = drive(args.batches, args.concurrency.min(8), move |c, i| {
+        let events: Vec<_> = (0..500)
+            .map(|j| json!({"type": "click", "transaction_id": format!("b-{rid}-{i}-{j}"), "offer_id": "NOPE", "publisher_id": "P"}))
+            .collect();
+        c.post(format!("{b}/events")).header("x-api-key", &key).json(&json!({ "events": events }))
+    })
+    .await;
+
+    // 4a. Delivery baseline: this process hitting the sink directly.
+    let direct = drive(args.requests, args.concurrency, move |c, i| c.get(format!("http://{sink_addr}/direct?i={i}"))).await;
+    hits.store(0, Ordering::Relaxed);
+
+    // 4b. Firings: ingest in batches, time until the sink saw them all.
+    let firings = args.requests;
+    let started = Instant::now();
+    let (b, key, rid) = (base.clone(), args.ingest_key.clone(), run_id.clone());
+    drive(firings.div_ceil(500), 4, move |c, i| {
+        let events: Vec<_> = (0..500)
+            .map(|j| json!({"type": "click", "transaction_id": format!("f-{rid}-{i}-{j}"), "offer_id": "LOAD", "publisher_id": "P"}))
+            .collect();
+        c.post(format!("{b}/events")).header("x-api-key", &key).json(&json!({ "events": events }))
+    })
+    .await;
+    let want = (firings.div_ceil(500) * 500) as u64;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while hits.load(Ordering::Relaxed) < want && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let delivered = hits.load(Ordering::Relaxed);
+    let fire_elapsed = started.elapsed();
+    let fire_rate = delivered as f64 / fire_elapsed.as_secs_f64();
+
+    println!("| measurement | rate | p50 ms | p99 ms | ratio to baseline |");
+    println!("|---|---|---|---|---|");
+    println!("| baseline GET /health (c={}) | {:.0} req/s | {:.2} | {:.2} | 1.00 |", args.concurrency, health.rate(1), health.pct(0.5), health.pct(0.99));
+    println!(
+        "| single events POST /events (c={}) | {:.0} events/s | {:.2} | {:.2} | {:.2} |",
+        args.concurrency,
+        single.rate(1),
+        single.pct(0.5),
+        single.pct(0.99),
+        single.rate(1) / health.rate(1)
+    );
+    println!(
+        "| batches of 500 (c={}) | {:.0} events/s | {:.2} | {:.2} | {:.2} |",
+        args.concurrency.min(8),
+        batches.rate(500),
+        batches.pct(0.5),
+        batches.pct(0.99),
+        batches.rate(500) / health.rate(1)
+    );
+    println!("| baseline: sink hit directly (c={}) | {:.0} req/s | {:.2} | {:.2} | 1.00 |", args.concurrency, direct.rate(1), direct.pct(0.5), direct.pct(0.99));
+    println!(
+        "| firings delivered + logged | {:.0} firings/s ({delivered}/{want} in {:.1} s) | | | {:.2} |",
+        fire_rate,
+        fire_elapsed.as_secs_f64(),
+        fire_rate / direct.rate(1)
+    );
+}

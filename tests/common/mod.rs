@@ -1,0 +1,307 @@
+//! End-to-end harness: the local server as a real child process, and a real HTTP sink
+//! that records what postbacks deliver.
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::body::Bytes;
+use axum::extract::{Path as AxPath, State};
+use axum::http::{HeaderMap, Method, StatusCode, Uri};
+use axum::response::IntoResponse;
+use axum::routing::any;
+use axum::Router;
+use serde_json::Value;
+
+pub const ADMIN_KEY: &str = "admin-key-0123456789abcdef";
+pub const INGEST_KEY: &str = "ingest-key-0123456789abcdef";
+
+/// One request the sink received.
+#[derive(Debug, Clone)]
+pub struct Hit {
+    pub method: String,
+    pub path: String,
+    pub query: String,
+    pub headers: HashMap<String, String>,
+    pub body: String,
+}
+
+#[derive(Default)]
+struct SinkState {
+    hits: Vec<Hit>,
+    counters: HashMap<String, u32>,
+}
+
+/// A local HTTP receiver. Paths decide the answer:
+/// `/ok/...` 200; `/status/<code>/...` that status; `/flaky/<n>/...` 500 for the first n
+/// hits of that exact path then 200; `/slow/<ms>/...` 200 after a pause.
+#[derive(Clone)]
+pub struct Sink {
+    pub addr: SocketAddr,
+    state: Arc<Mutex<SinkState>>,
+}
+
+impl Sink {
+    pub async fn start() -> Sink {
+        let state = Arc::new(Mutex::new(SinkState::default()));
+        let app = Router::new().route("/{*rest}", any(sink_handler)).with_state(state.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        Sink { addr, state }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    pub fn hits(&self) -> Vec<Hit> {
+        self.state.lock().unwrap().hits.clone()
+    }
+
+    /// Hits whose path starts with `prefix`.
+    pub fn hits_on(&self, prefix: &str) -> Vec<Hit> {
+        self.hits().into_iter().filter(|h| h.path.starts_with(prefix)).collect()
+    }
+
+    /// Wait until at least `n` hits on `prefix` arrived (bounded).
+    pub async fn wait_for(&self, prefix: &str, n: usize, within: Duration) -> Vec<Hit> {
+        let deadline = Instant::now() + within;
+        loop {
+            let hits = self.hits_on(prefix);
+            if hits.len() >= n || Instant::now() > deadline {
+                return hits;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+}
+
+async fn sink_handler(
+    State(state): State<Arc<Mutex<SinkState>>>,
+    AxPath(rest): AxPath<String>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> impl IntoResponse {
+    let path = format!("/{rest}");
+    let hit = Hit {
+        method: method.to_string(),
+        path: path.clone(),
+        query: uri.query().unwrap_or("").to_string(),
+        headers: headers.iter().map(|(k, v)| (k.as_str().to_string(), v.to_str().unwrap_or("").to_string())).collect(),
+        body: String::from_utf8_lossy(&body).into_owned(),
+    };
+    let parts: Vec<&str> = rest.split('/').collect();
+    let count = {
+        let mut s = state.lock().unwrap();
+        s.hits.push(hit);
+        let c = s.counters.entry(path.clone()).or_default();
+        *c += 1;
+        *c
+    };
+    match parts.first().copied() {
+        Some("status") => {
+            let code = parts.get(1).and_then(|c| c.parse().ok()).unwrap_or(500);
+            (StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR), "status").into_response()
+        }
+        Some("flaky") => {
+            let n: u32 = parts.get(1).and_then(|c| c.parse().ok()).unwrap_or(1);
+            if count <= n {
+                (StatusCode::INTERNAL_SERVER_ERROR, "flaky").into_response()
+            } else {
+                (StatusCode::OK, "ok after flaking").into_response()
+            }
+        }
+        Some("slow") => {
+            let ms: u64 = parts.get(1).and_then(|c| c.parse().ok()).unwrap_or(1000);
+            tokio::time::sleep(Duration::from_millis(ms)).await;
+            (StatusCode::OK, "slow ok").into_response()
+        }
+        _ => (StatusCode::OK, "ok").into_response(),
+    }
+}
+
+/// The local server as a child process.
+pub struct Server {
+    pub base: String,
+    pub port: u16,
+    pub data_dir: PathBuf,
+    child: Option<Child>,
+    extra_env: Vec<(String, String)>,
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+impl Server {
+    /// Start with test-friendly settings (private targets allowed for the local sink,
+    /// fast retries) plus `env` overrides.
+    pub async fn start(data_dir: &Path, env: &[(&str, &str)]) -> Server {
+        let mut server = Server {
+            base: String::new(),
+            port: free_port(),
+            data_dir: data_dir.to_path_buf(),
+            child: None,
+            extra_env: env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+        };
+        server.spawn().await;
+        server
+    }
+
+    async fn spawn(&mut self) {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_postback-server"));
+        cmd.env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("PORT", self.port.to_string())
+            .env("DATA_DIR", &self.data_dir)
+            .env("ADMIN_API_KEY", ADMIN_KEY)
+            .env("INGEST_API_KEY", INGEST_KEY)
+            .env("ALLOW_PRIVATE_TARGETS", "true")
+            .env("RETRY_BASE_DELAY_MS", "200")
+            .env("RETRY_MAX_ATTEMPTS", "3")
+            .env("DELIVERY_TIMEOUT_MS", "2000")
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit());
+        for (k, v) in &self.extra_env {
+            cmd.env(k, v);
+        }
+        self.child = Some(cmd.spawn().expect("start the server binary"));
+        self.base = format!("http://127.0.0.1:{}", self.port);
+        let client = reqwest::Client::new();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(r) = client.get(format!("{}/health", self.base)).send().await {
+                if r.status().is_success() {
+                    return;
+                }
+            }
+            assert!(Instant::now() < deadline, "server did not become healthy");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// `kill -9`: no chance to flush or finish anything.
+    pub fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            child.kill().unwrap();
+            child.wait().unwrap();
+        }
+    }
+
+    /// SIGTERM and wait for a graceful exit.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        let mut child = self.child.take().expect("running");
+        let pid = child.id().to_string();
+        Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "server did not stop on SIGTERM");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub async fn restart(&mut self) {
+        self.spawn().await;
+    }
+
+    pub fn client(&self) -> Api {
+        Api { base: self.base.clone(), http: reqwest::Client::new() }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// A thin API client.
+#[derive(Clone)]
+pub struct Api {
+    pub base: String,
+    pub http: reqwest::Client,
+}
+
+pub struct Reply {
+    pub status: u16,
+    pub body: Value,
+}
+
+impl Api {
+    async fn send(&self, req: reqwest::RequestBuilder) -> Reply {
+        let resp = req.send().await.expect("request");
+        let status = resp.status().as_u16();
+        let text = resp.text().await.unwrap_or_default();
+        let body = if text.is_empty() { Value::Null } else { serde_json::from_str(&text).unwrap_or(Value::String(text)) };
+        Reply { status, body }
+    }
+    pub async fn admin(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Reply {
+        let mut req = self.http.request(method, format!("{}{}", self.base, path)).header("x-api-key", ADMIN_KEY);
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        self.send(req).await
+    }
+    pub async fn get(&self, path: &str) -> Reply {
+        self.admin(reqwest::Method::GET, path, None).await
+    }
+    pub async fn post(&self, path: &str, body: Value) -> Reply {
+        self.admin(reqwest::Method::POST, path, Some(body)).await
+    }
+    pub async fn ingest(&self, body: Value) -> Reply {
+        let req = self.http.post(format!("{}/events", self.base)).header("x-api-key", INGEST_KEY).json(&body);
+        self.send(req).await
+    }
+    pub async fn ingest_get(&self, query: &str) -> Reply {
+        self.send(self.http.get(format!("{}/events?{}", self.base, query))).await
+    }
+    pub async fn raw(&self, req: reqwest::RequestBuilder) -> Reply {
+        self.send(req).await
+    }
+    /// Create a postback; panics unless 201.
+    pub async fn create_postback(&self, body: Value) -> String {
+        let r = self.post("/postbacks", body).await;
+        assert_eq!(r.status, 201, "create postback: {}", r.body);
+        r.body["id"].as_str().unwrap().to_string()
+    }
+    /// Log entries for a filter query (all pages).
+    pub async fn logs(&self, query: &str) -> Vec<Value> {
+        let mut items = Vec::new();
+        let mut cursor: Option<String> = None;
+        loop {
+            let mut q = format!("/logs?limit=500&{query}");
+            if let Some(c) = &cursor {
+                q.push_str(&format!("&cursor={c}"));
+            }
+            let r = self.get(&q).await;
+            assert_eq!(r.status, 200, "logs: {}", r.body);
+            items.extend(r.body["items"].as_array().unwrap().iter().cloned());
+            match r.body["next_cursor"].as_str() {
+                Some(c) => cursor = Some(c.to_string()),
+                None => return items,
+            }
+        }
+    }
+    /// Wait until the logs for `query` hold at least `n` entries matching `pred`.
+    pub async fn wait_logs(&self, query: &str, n: usize, within: Duration, pred: impl Fn(&Value) -> bool) -> Vec<Value> {
+        let deadline = Instant::now() + within;
+        loop {
+            let items: Vec<Value> = self.logs(query).await.into_iter().filter(|e| pred(e)).collect();
+            if items.len() >= n || Instant::now() > deadline {
+                return items;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}

@@ -1,0 +1,125 @@
+//! The HTTP contract at its edges: auth, limits, errors naming fields, no 500s.
+
+mod common;
+
+use common::*;
+use serde_json::json;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auth_limits_and_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &[]).await;
+    let api = server.client();
+    let http = &api.http;
+    let base = &api.base;
+
+    // Health is open.
+    let r = api.raw(http.get(format!("{base}/health"))).await;
+    assert_eq!(r.status, 200);
+
+    // Admin routes: no key, wrong key, the ingest key → 401 with the JSON error shape.
+    for key in [None, Some("wrong-key-wrong-key"), Some(INGEST_KEY)] {
+        let mut req = http.get(format!("{base}/postbacks"));
+        if let Some(k) = key {
+            req = req.header("x-api-key", k);
+        }
+        let r = api.raw(req).await;
+        assert_eq!(r.status, 401, "{key:?}");
+        assert_eq!(r.body["error"]["code"], "unauthorized");
+    }
+    // Ingest with the admin key → 401; `?key=` only for GET.
+    let r = api
+        .raw(http.post(format!("{base}/events")).header("x-api-key", ADMIN_KEY).json(&json!({"type": "click"})))
+        .await;
+    assert_eq!(r.status, 401);
+    let r = api
+        .raw(http.post(format!("{base}/events?key={INGEST_KEY}")).json(&json!({"type": "click", "transaction_id": "x", "offer_id": "o", "publisher_id": "p"})))
+        .await;
+    assert_eq!(r.status, 401);
+
+    // Validation errors name the field (and the macro, with a suggestion).
+    let r = api.post("/postbacks", json!({"name": "x", "type": "click", "url": "https://a.example/?s={Sub5}"})).await;
+    assert_eq!(r.status, 400, "{}", r.body);
+    assert_eq!(r.body["error"]["field"], "url");
+    let msg = r.body["error"]["message"].as_str().unwrap();
+    assert!(msg.contains("Sub5") && msg.contains("sub5"), "{msg}");
+    let r = api.post("/postbacks", json!({"type": "click", "url": "https://a.example/"})).await;
+    assert_eq!(r.status, 400);
+    assert_eq!(r.body["error"]["field"], "name");
+    let r = api.post("/postbacks", json!({"name": "x", "type": "sale", "url": "https://a.example/"})).await;
+    assert_eq!(r.body["error"]["field"], "type");
+    let r = api.post("/postbacks", json!({"name": "x", "type": "click", "url": "https://a.example/", "delay_seconds": 2592001})).await;
+    assert_eq!(r.body["error"]["field"], "delay_seconds");
+    let r = api.post("/postbacks", json!({"name": "x", "type": "click", "url": "https://a.example/", "headers": {"X-A": "a\r\nb"}})).await;
+    assert_eq!(r.status, 400);
+
+    let r = api.ingest(json!({"type": "click", "transaction_id": "T", "publisher_id": "P"})).await;
+    assert_eq!(r.status, 400);
+    assert_eq!(r.body["error"]["field"], "offer_id");
+    let r = api.ingest(json!({"type": "event", "transaction_id": "T"})).await;
+    assert_eq!(r.body["error"]["field"], "event_name");
+
+    // Malformed JSON → 400; wrong content type → 415; too large → 413.
+    let r = api
+        .raw(http.post(format!("{base}/postbacks")).header("x-api-key", ADMIN_KEY).header("content-type", "application/json").body("{not json"))
+        .await;
+    assert_eq!(r.status, 400);
+    let r = api
+        .raw(http.post(format!("{base}/postbacks")).header("x-api-key", ADMIN_KEY).header("content-type", "text/plain").body("{}"))
+        .await;
+    assert_eq!(r.status, 415);
+    let big = "x".repeat(1024 * 1024 + 10);
+    let r = api
+        .raw(http.post(format!("{base}/events")).header("x-api-key", INGEST_KEY).header("content-type", "application/json").body(big))
+        .await;
+    assert_eq!(r.status, 413);
+    let r = api.ingest(json!({"events": (0..501).map(|i| json!({"type": "click", "transaction_id": format!("t{i}"), "offer_id": "o", "publisher_id": "p"})).collect::<Vec<_>>()})).await;
+    assert_eq!(r.status, 400);
+    assert_eq!(r.body["error"]["field"], "events");
+
+    // Unknown ids and routes → 404; wrong method → 405; never 500.
+    assert_eq!(api.get("/postbacks/does-not-exist").await.status, 404);
+    assert_eq!(api.get("/logs/does-not-exist").await.status, 404);
+    assert_eq!(api.get("/nope").await.status, 404);
+    assert_eq!(api.admin(reqwest::Method::PATCH, "/postbacks", None).await.status, 405);
+    assert_eq!(api.admin(reqwest::Method::DELETE, "/postbacks/nope", None).await.status, 404);
+
+    // Create → read → list filters → replace → delete.
+    let id = api.create_postback(json!({"name": "A", "type": "conversion", "offers": ["O1"], "url": "https://a.example/?t={transaction_id}"})).await;
+    let r = api.get(&format!("/postbacks/{id}")).await;
+    assert_eq!(r.body["enabled"], true);
+    assert_eq!(r.body["fire_on"], "approved");
+    assert_eq!(r.body["delay_seconds"], 0);
+    assert_eq!(r.body["method"], "GET");
+    assert!(r.body["created_at"].is_string());
+    assert_eq!(api.get("/postbacks?type=conversion&offer_id=O1").await.body["items"].as_array().unwrap().len(), 1);
+    assert_eq!(api.get("/postbacks?offer_id=O2").await.body["items"].as_array().unwrap().len(), 0);
+    assert_eq!(api.get("/postbacks?enabled=false").await.body["items"].as_array().unwrap().len(), 0);
+    assert_eq!(api.get("/postbacks?enabled=maybe").await.status, 400);
+    let r = api
+        .admin(reqwest::Method::PUT, &format!("/postbacks/{id}"), Some(json!({"name": "B", "type": "conversion", "enabled": false, "url": "https://a.example/"})))
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.body["name"], "B");
+    assert_eq!(r.body["id"], id.as_str());
+    assert_eq!(api.admin(reqwest::Method::DELETE, &format!("/postbacks/{id}"), None).await.status, 204);
+    assert_eq!(api.get(&format!("/postbacks/{id}")).await.status, 404);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn private_targets_are_refused_unless_allowed() {
+    let sink = Sink::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &[("ALLOW_PRIVATE_TARGETS", "false")]).await;
+    let api = server.client();
+    let id = api.create_postback(json!({"name": "Local", "type": "click", "url": sink.url("/ok/private")})).await;
+    let r = api.post(&format!("/postbacks/{id}/test"), json!({})).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.body["outcome"], "failed");
+    let err = r.body["error"].as_str().unwrap_or("");
+    assert!(err.contains("refused"), "{err}");
+    let metadata = api.create_postback(json!({"name": "Meta", "type": "click", "url": "http://169.254.169.254/latest/meta-data"})).await;
+    let r = api.post(&format!("/postbacks/{metadata}/test"), json!({})).await;
+    assert_eq!(r.body["outcome"], "failed");
+    assert!(sink.hits().is_empty());
+}
