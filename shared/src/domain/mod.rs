@@ -13,5 +13,6 @@ pub mod matching;
 pub mod postback;
 pub mod redact;
 pub mod template;
+mod validate;
 
 pub use error::ValidationError;
