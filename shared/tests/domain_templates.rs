@@ -71,7 +71,9 @@ fn doubled_braces_are_literal_around_a_macro() {
 
 #[test]
 fn braces_that_are_not_macros_stay_literal() {
-    for source in ["{", "}", "{}", "{ sub1}", "{sub1 }", "{sub-1}", "a{b c}d", "{\"x\":1}", "}{", "{{", "{é}", "{sub1\"}"] {
+    for source in
+        ["{", "}", "{}", "{ sub1}", "{sub1 }", "{sub-1}", "a{b c}d", "{\"x\":1}", "}{", "{{", "{é}", "{sub1\"}"]
+    {
         let t = Template::parse(source).unwrap_or_else(|e| panic!("{source}: {e}"));
         assert_eq!(t.macros().count(), 0, "{source}");
         assert_eq!(t.source(), source);
@@ -234,7 +236,10 @@ fn form_encoding_uses_plus_for_space() {
 
 #[test]
 fn json_encoding_escapes_like_serde_json() {
-    assert_eq!(render_value("a\"b\\c\nd\u{0}e\u{1f}é😀/", Encoding::Json).unwrap(), "a\\\"b\\\\c\\nd\\u0000e\\u001fé😀/");
+    assert_eq!(
+        render_value("a\"b\\c\nd\u{0}e\u{1f}é😀/", Encoding::Json).unwrap(),
+        "a\\\"b\\\\c\\nd\\u0000e\\u001fé😀/"
+    );
     assert_eq!(render_value("\u{8}\u{c}\r\t", Encoding::Json).unwrap(), "\\b\\f\\r\\t");
 }
 
@@ -280,7 +285,8 @@ fn very_long_values_round_trip() {
     assert_eq!(serde_json::from_str::<String>(&format!("\"{json}\"")).unwrap(), value);
 
     let form = render_value(&value, Encoding::Form).unwrap();
-    let decoded: Vec<(String, String)> = url::form_urlencoded::parse(format!("v={form}").as_bytes()).into_owned().collect();
+    let decoded: Vec<(String, String)> =
+        url::form_urlencoded::parse(format!("v={form}").as_bytes()).into_owned().collect();
     assert_eq!(decoded, vec![("v".to_string(), value.clone())]);
 
     assert!(render_value(&value, Encoding::Header).is_err());

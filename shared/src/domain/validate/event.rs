@@ -368,3 +368,40 @@ fn timestamp(text: &str) -> Result<DateTime<Utc>, ValidationError> {
         .map(|t| t.with_timezone(&Utc))
         .map_err(|_| invalid())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plain_decimals() {
+        for ok in ["0", "12", "12.50", "-0.001", "007"] {
+            assert!(is_plain_decimal(ok), "{ok}");
+        }
+        for bad in ["", "-", ".", "1.", ".5", "+1", "1e3", "1_000", "NaN", "inf", "1.2.3", "--1", " 1"] {
+            assert!(!is_plain_decimal(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn timestamps() {
+        let t = |s: &str| timestamp(s).map(|t| t.to_rfc3339());
+        assert_eq!(t("0").unwrap(), "1970-01-01T00:00:00+00:00");
+        assert_eq!(t("253402300799").unwrap(), "9999-12-31T23:59:59+00:00");
+        assert!(t("253402300800").is_err());
+        assert!(t("99999999999999999999999").is_err());
+        assert_eq!(t("2024-05-01T14:00:00 02:00").unwrap(), "2024-05-01T12:00:00+00:00");
+        assert_eq!(t("2024-05-01 12:00:00Z").unwrap(), "2024-05-01T12:00:00+00:00");
+        assert!(t("2024-05-01T14:00:00 ").is_err());
+        assert!(t("é é é é é é é é é é é").is_err());
+    }
+
+    #[test]
+    fn field_slots() {
+        assert_eq!(slot("type"), Some(0));
+        assert_eq!(slot("sub1"), Some(FIRST_SUB));
+        assert_eq!(slot("sub10"), Some(FIRST_SUB + 9));
+        assert_eq!(slot("params"), None);
+        assert_eq!(FIELDS[SCALAR_FIELDS], "params");
+    }
+}

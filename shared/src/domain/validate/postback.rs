@@ -73,6 +73,8 @@ pub(crate) fn postback_spec(value: &Value) -> Result<PostbackSpec, ValidationErr
         return Err(ValidationError::required("name"));
     }
     check_max_chars("name", name, MAX_NAME_CHARS)?;
+    // The name is the `{postback_name}` macro, which may land in a header.
+    check_no_control_chars("name", name)?;
 
     let kind_text = required_string(object, "type")?;
     let kind = EventType::parse(kind_text)
@@ -464,4 +466,25 @@ fn check_media_type(content_type: &str) -> Result<(), ValidationError> {
         ));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn media_types() {
+        for ok in ["application/json", "text/plain; charset=utf-8", "application/vnd.api+json"] {
+            assert!(check_media_type(ok).is_ok(), "{ok}");
+        }
+        for bad in ["json", "/json", "application/", "text/ plain", "a/b/c", "text/pl@in"] {
+            assert!(check_media_type(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn token_bytes() {
+        assert!(b"X-Api-Key_1.v2~!".iter().all(|b| is_token_byte(*b)));
+        assert!(!b" :()/\\\"".iter().any(|b| is_token_byte(*b)));
+    }
 }
