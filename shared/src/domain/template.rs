@@ -23,7 +23,8 @@ pub enum Encoding {
     Json,
     /// application/x-www-form-urlencoded value.
     Form,
-    /// A header value: inserted as is, but CR, LF and NUL are refused.
+    /// A header value: inserted as is, but CR, LF, NUL and the other control characters
+    /// (tab excepted) are refused.
     Header,
     /// Inserted as is (text/plain bodies).
     Raw,
@@ -46,14 +47,14 @@ impl Encoding {
     /// Append `value`, encoded, to `out`. Fails only for [`Encoding::Header`], whose
     /// values may not contain control characters (CR, LF, NUL and the other C0 controls
     /// and DEL; a horizontal tab is allowed) because they could split or end a header.
-    pub fn push_encoded(self, out: &mut String, value: &str) -> Result<(), &'static str> {
+    pub fn push_encoded(self, out: &mut String, value: &str) -> Result<(), EncodeError> {
         match self {
             Encoding::Url => out.extend(percent_encoding::utf8_percent_encode(value, URL_COMPONENT)),
             Encoding::Form => out.extend(url::form_urlencoded::byte_serialize(value.as_bytes())),
             Encoding::Json => push_json_escaped(out, value),
             Encoding::Header => {
                 if value.bytes().any(|b| (b < 0x20 && b != b'\t') || b == 0x7f) {
-                    return Err("a header value cannot contain CR, LF, NUL or other control characters");
+                    return Err(EncodeError::ControlCharInHeader);
                 }
                 out.push_str(value);
             }
@@ -61,6 +62,13 @@ impl Encoding {
         }
         Ok(())
     }
+}
+
+/// A value that cannot be placed with the chosen encoding.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum EncodeError {
+    #[error("a header value cannot contain CR, LF, NUL or other control characters")]
+    ControlCharInHeader,
 }
 
 /// `application/json`, or a structured `+json` type such as `application/vnd.api+json`
