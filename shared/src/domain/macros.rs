@@ -2,7 +2,9 @@
 
 use std::borrow::Cow;
 
-use super::event::Event;
+use chrono::{DateTime, SecondsFormat, Utc};
+
+use super::event::{Event, EventType, Status};
 
 /// Every fixed macro name (`params.<key>` is accepted in addition).
 pub const KNOWN_MACROS: &[&str] = &[
@@ -51,7 +53,33 @@ pub fn is_known(name: &str) -> bool {
 /// The closest known name for a near miss (`Sub5` → `sub5`, `transactionid` →
 /// `transaction_id`), if any is close enough to be a plausible typo.
 pub fn suggest(name: &str) -> Option<&'static str> {
-    todo!("suggest")
+    // A different case or a dropped/extra separator is the commonest slip and is never
+    // ambiguous, so it wins over edit distance.
+    if let Some(exact) = KNOWN_MACROS.iter().find(|known| known.eq_ignore_ascii_case(name)) {
+        return Some(exact);
+    }
+    let folded = fold(name);
+    if folded.is_empty() {
+        return None;
+    }
+    if let Some(same) = KNOWN_MACROS.iter().find(|known| fold(known) == folded) {
+        return Some(same);
+    }
+    // Edit distance on the lower-cased name; at most 2 edits, and fewer than the
+    // shorter name's length so that `{x}` does not "mean" `{ip}`.
+    let lowered = name.to_ascii_lowercase();
+    KNOWN_MACROS
+        .iter()
+        .map(|known| (strsim::damerau_levenshtein(&lowered, known), *known))
+        .filter(|(distance, known)| *distance <= 2 && *distance < lowered.len().min(known.len()))
+        .min_by_key(|(distance, _)| *distance)
+        .map(|(_, known)| known)
+}
+
+/// Lower case without separators: `Transaction-ID` and `transactionid` both fold to
+/// `transactionid`.
+fn fold(name: &str) -> String {
+    name.chars().filter(|c| !matches!(c, '_' | '.' | '-')).map(|c| c.to_ascii_lowercase()).collect()
 }
 
 /// The values one firing renders with.
@@ -66,7 +94,75 @@ pub struct MacroContext<'a> {
 
 impl<'a> MacroContext<'a> {
     /// The value of a macro, or `None` when the event has none (renders empty).
+    ///
+    /// `timestamp` is RFC 3339 in UTC with a `Z` suffix, in whole seconds unless the event
+    /// time has a fraction, which is then kept to millisecond, microsecond or nanosecond
+    /// precision as needed (chrono's `SecondsFormat::AutoSi`).
     pub fn value(&self, name: &str) -> Option<Cow<'a, str>> {
-        todo!("value")
+        let event = self.event;
+        let borrowed = |field: &'a Option<String>| field.as_deref().map(Cow::Borrowed);
+        if let Some(key) = name.strip_prefix("params.") {
+            return event.params.get(key).map(|v| Cow::Borrowed(v.as_str()));
+        }
+        if let Some(n) = name.strip_prefix("sub") {
+            // `sub1`..`sub10` only; `sub01` or `sub0` are not macros.
+            return match n.parse::<usize>() {
+                Ok(i @ 1..=10) if !n.starts_with('0') => event.sub(i).map(Cow::Borrowed),
+                _ => None,
+            };
+        }
+        match name {
+            "transaction_id" => Some(Cow::Borrowed(event.transaction_id.as_str())),
+            "external_transaction_id" => borrowed(&event.external_transaction_id),
+            "event_id" => borrowed(&event.event_id),
+            "type" => Some(Cow::Borrowed(event.kind.as_str())),
+            "offer_id" => borrowed(&event.offer_id),
+            "publisher_id" => borrowed(&event.publisher_id),
+            "status" => event.status.map(|s| Cow::Borrowed(s.as_str())),
+            "rejection_reason" => borrowed(&event.rejection_reason),
+            "event_name" => borrowed(&event.event_name),
+            "payout" => borrowed(&event.payout),
+            "revenue" => borrowed(&event.revenue),
+            "currency" => borrowed(&event.currency),
+            "ip" => borrowed(&event.ip),
+            "user_agent" => borrowed(&event.user_agent),
+            "country" => borrowed(&event.country),
+            "timestamp" => Some(Cow::Owned(event.timestamp.to_rfc3339_opts(SecondsFormat::AutoSi, true))),
+            "unix_timestamp" => Some(Cow::Owned(event.timestamp.timestamp().to_string())),
+            "postback_id" => Some(Cow::Borrowed(self.postback_id)),
+            "postback_name" => Some(Cow::Borrowed(self.postback_name)),
+            "attempt" => Some(Cow::Owned(self.attempt.to_string())),
+            "delivery_id" => Some(Cow::Borrowed(self.delivery_id)),
+            _ => None,
+        }
+    }
+}
+
+/// A plausible event of the given type with a value for every macro, for checking
+/// templates at save time and for previews. `params.<key>` gets a value for each key
+/// given. Fixed values (and a fixed time) so checks are deterministic.
+pub fn sample_event<'k>(kind: EventType, param_keys: impl IntoIterator<Item = &'k str>) -> Event {
+    let text = |s: &str| Some(s.to_string());
+    let has_status = kind.has_status();
+    Event {
+        kind,
+        transaction_id: "tx_5f2b9c1e7a".to_string(),
+        event_id: text("evt_42"),
+        offer_id: text("101"),
+        publisher_id: text("202"),
+        external_transaction_id: text("aff_click_9d8e7f"),
+        status: has_status.then_some(Status::Approved),
+        rejection_reason: has_status.then(|| "fraud".to_string()),
+        event_name: (kind == EventType::Event).then(|| "deposit".to_string()),
+        payout: text("1.50"),
+        revenue: text("2.75"),
+        currency: text("USD"),
+        subs: std::array::from_fn(|i| Some(format!("sub{}_value", i + 1))),
+        ip: text("203.0.113.7"),
+        user_agent: text("Mozilla/5.0 (X11; Linux x86_64)"),
+        country: text("US"),
+        // 2024-05-01T12:00:00Z
+        timestamp: DateTime::<Utc>::from_timestamp(1_714_564_800, 0).unwrap_or_default(),
+        params: param_keys.into_iter().map(|k| (k.to_string(), format!("{k}_value"))).collect(),
     }
 }

@@ -14,5 +14,6 @@ pub mod postback;
 pub mod redact;
 pub mod render;
 pub mod template;
+mod validate;
 
 pub use error::ValidationError;

@@ -133,8 +133,14 @@ impl PostbackSpec {
     /// field (and, for templates, the macro). Unknown fields are rejected.
     /// Read-only fields (`id`, `created_at`, `updated_at`) are ignored so a client can PUT
     /// back what it GOT.
+    ///
+    /// Decisions beyond the spec's table: `null` counts as absent; `name` and `url` are
+    /// trimmed; `method` is case-insensitive (stored upper case); scope lists accept
+    /// integer ids and drop duplicates; `fire_on` is accepted but ignored for impression
+    /// and click postbacks; an empty `rejection_reasons` / `event_names` list is stored as
+    /// none; `Content-Type` and connection-managed headers cannot be set in `headers`.
     pub fn from_json(value: &serde_json::Value) -> Result<Self, ValidationError> {
-        todo!("validate")
+        super::validate::postback::postback_spec(value)
     }
 
     pub fn into_postback(self, id: String, created_at: DateTime<Utc>, updated_at: DateTime<Utc>) -> Postback {

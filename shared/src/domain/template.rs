@@ -2,10 +2,19 @@
 //! other brace is literal text, so JSON bodies need no escaping. Templates are parsed
 //! and checked once, when a postback is saved.
 
-use super::macros::MacroContext;
+use percent_encoding::{AsciiSet, NON_ALPHANUMERIC};
+
+use super::macros::{self, MacroContext};
 use super::ValidationError;
 
-/// How a macro value is escaped where it lands.
+/// Everything but RFC 3986 unreserved characters (`A-Z a-z 0-9 - . _ ~`) is encoded, so a
+/// value can never add a query parameter, a fragment or a path segment.
+const URL_COMPONENT: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'.').remove(b'_').remove(b'~');
+
+/// Room reserved per macro when sizing the output; most values are short ids.
+const TYPICAL_VALUE_LEN: usize = 24;
+
+/// How a macro value is escaped where it lands. Literal template text is never encoded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Encoding {
     /// Percent-encoded as a URL component (RFC 3986 unreserved kept).
@@ -14,10 +23,101 @@ pub enum Encoding {
     Json,
     /// application/x-www-form-urlencoded value.
     Form,
-    /// A header value: inserted as is, but CR, LF and NUL are refused.
+    /// A header value: inserted as is, but CR, LF, NUL and the other control characters
+    /// (tab excepted) are refused.
     Header,
     /// Inserted as is (text/plain bodies).
     Raw,
+}
+
+impl Encoding {
+    /// The encoding of a body sent with this `Content-Type`: JSON for `application/json`
+    /// and any `+json` type, form encoding for `application/x-www-form-urlencoded`, and
+    /// raw for everything else.
+    pub fn for_content_type(content_type: &str) -> Encoding {
+        if is_json_content_type(content_type) {
+            Encoding::Json
+        } else if essence(content_type).eq_ignore_ascii_case("application/x-www-form-urlencoded") {
+            Encoding::Form
+        } else {
+            Encoding::Raw
+        }
+    }
+
+    /// Append `value`, encoded, to `out`. Fails only for [`Encoding::Header`], whose
+    /// values may not contain control characters (CR, LF, NUL and the other C0 controls
+    /// and DEL; a horizontal tab is allowed) because they could split or end a header.
+    pub fn push_encoded(self, out: &mut String, value: &str) -> Result<(), EncodeError> {
+        match self {
+            Encoding::Url => out.extend(percent_encoding::utf8_percent_encode(value, URL_COMPONENT)),
+            Encoding::Form => out.extend(url::form_urlencoded::byte_serialize(value.as_bytes())),
+            Encoding::Json => push_json_escaped(out, value),
+            Encoding::Header => {
+                if value.bytes().any(|b| (b < 0x20 && b != b'\t') || b == 0x7f) {
+                    return Err(EncodeError::ControlCharInHeader);
+                }
+                out.push_str(value);
+            }
+            Encoding::Raw => out.push_str(value),
+        }
+        Ok(())
+    }
+}
+
+/// A value that cannot be placed with the chosen encoding.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum EncodeError {
+    #[error("a header value cannot contain CR, LF, NUL or other control characters")]
+    ControlCharInHeader,
+}
+
+/// `application/json`, or a structured `+json` type such as `application/vnd.api+json`
+/// (parameters like `; charset=utf-8` are ignored, case-insensitive).
+pub fn is_json_content_type(content_type: &str) -> bool {
+    let essence = essence(content_type);
+    essence.eq_ignore_ascii_case("application/json")
+        || essence.len() > 5 && essence.get(essence.len() - 5..).is_some_and(|tail| tail.eq_ignore_ascii_case("+json"))
+}
+
+/// The media type without parameters: `application/json; charset=utf-8` → `application/json`.
+fn essence(content_type: &str) -> &str {
+    content_type.split(';').next().unwrap_or_default().trim()
+}
+
+/// The inside of a JSON string, byte for byte what `serde_json` writes between the
+/// quotes (checked by a property test), without allocating per value.
+fn push_json_escaped(out: &mut String, value: &str) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut clean_from = 0;
+    for (i, byte) in value.bytes().enumerate() {
+        let short: &str = match byte {
+            b'"' => "\\\"",
+            b'\\' => "\\\\",
+            b'\n' => "\\n",
+            b'\r' => "\\r",
+            b'\t' => "\\t",
+            0x08 => "\\b",
+            0x0c => "\\f",
+            0x00..=0x1f => "",
+            _ => continue,
+        };
+        // `byte` is ASCII, so `i` and `i + 1` are char boundaries.
+        out.push_str(&value[clean_from..i]);
+        if short.is_empty() {
+            out.push_str("\\u00");
+            out.push(char::from(HEX[usize::from(byte >> 4)]));
+            out.push(char::from(HEX[usize::from(byte & 0xf)]));
+        } else {
+            out.push_str(short);
+        }
+        clean_from = i + 1;
+    }
+    out.push_str(&value[clean_from..]);
+}
+
+/// Macro name characters: ASCII letters, digits, `_` and `.`.
+fn is_macro_byte(byte: u8) -> bool {
+    byte.is_ascii_alphanumeric() || byte == b'_' || byte == b'.'
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -59,7 +159,75 @@ impl Template {
     /// Parse and check: an unknown macro is an error naming it with the closest known
     /// name suggested; an unclosed `{name` at the end of the text is an error.
     pub fn parse(source: &str) -> Result<Template, TemplateError> {
-        todo!("parse")
+        let bytes = source.as_bytes();
+        let mut segments = Vec::new();
+        let mut literal_from = 0;
+        let mut search_from = 0;
+        while let Some(offset) = source.get(search_from..).and_then(|rest| rest.find('{')) {
+            let open = search_from + offset;
+            let name_from = open + 1;
+            let name_len = bytes.get(name_from..).unwrap_or_default().iter().take_while(|b| is_macro_byte(**b)).count();
+            let name_to = name_from + name_len;
+            // Every byte scanned so far is ASCII, so these are char boundaries.
+            search_from = name_to;
+            if name_len == 0 {
+                continue; // a brace not followed by a name is literal text
+            }
+            match bytes.get(name_to) {
+                Some(b'}') => {}
+                Some(_) => continue, // `{not a macro}` is literal text
+                None => {
+                    let name = &source[name_from..name_to];
+                    return Err(TemplateError {
+                        code: "unclosed_macro",
+                        message: format!("macro {{{name} is not closed: add }} after the name"),
+                        macro_name: Some(name.to_string()),
+                    });
+                }
+            }
+            let name = &source[name_from..name_to];
+            if !macros::is_known(name) {
+                return Err(unknown_macro(name));
+            }
+            if literal_from < open {
+                segments.push(Segment::Literal(source[literal_from..open].to_string()));
+            }
+            segments.push(Segment::Macro(name.to_string()));
+            literal_from = name_to + 1;
+            search_from = literal_from;
+        }
+        if literal_from < source.len() {
+            segments.push(Segment::Literal(source[literal_from..].to_string()));
+        }
+        Ok(Template { segments })
+    }
+
+    /// The template as text again: `parse(t.source()) == t`.
+    pub fn source(&self) -> String {
+        let mut out = String::with_capacity(self.literal_len() + self.macros().map(|m| m.len() + 2).sum::<usize>());
+        for segment in &self.segments {
+            match segment {
+                Segment::Literal(text) => out.push_str(text),
+                Segment::Macro(name) => {
+                    out.push('{');
+                    out.push_str(name);
+                    out.push('}');
+                }
+            }
+        }
+        out
+    }
+
+    /// The literal text before the first macro (all of it when there is no macro).
+    pub fn literal_prefix(&self) -> &str {
+        match self.segments.first() {
+            Some(Segment::Literal(text)) => text,
+            _ => "",
+        }
+    }
+
+    fn literal_len(&self) -> usize {
+        self.segments.iter().map(|s| if let Segment::Literal(text) = s { text.len() } else { 0 }).sum()
     }
 
     /// The macro names used, in order.
@@ -70,7 +238,47 @@ impl Template {
         })
     }
 
+    /// Render with one event's values, each encoded for where it lands. A macro with no
+    /// value renders empty.
     pub fn render(&self, ctx: &MacroContext<'_>, encoding: Encoding) -> Result<String, RenderError> {
-        todo!("render")
+        let mut out = String::with_capacity(self.literal_len() + self.macros().count() * TYPICAL_VALUE_LEN);
+        for segment in &self.segments {
+            match segment {
+                Segment::Literal(text) => out.push_str(text),
+                Segment::Macro(name) => {
+                    if let Some(value) = ctx.value(name) {
+                        encoding
+                            .push_encoded(&mut out, &value)
+                            .map_err(|reason| RenderError { macro_name: name.clone(), reason: reason.to_string() })?;
+                    }
+                }
+            }
+        }
+        Ok(out)
     }
+}
+
+fn unknown_macro(name: &str) -> TemplateError {
+    let hint = if name == "params." || name == "params" {
+        " (extra parameters are {params.<key>}, e.g. {params.source})".to_string()
+    } else if let Some(key) = misspelt_params_key(name) {
+        format!("; did you mean {{params.{key}}}?")
+    } else if let Some(known) = macros::suggest(name) {
+        format!("; did you mean {{{known}}}? (macro names are case-sensitive)")
+    } else {
+        String::new()
+    };
+    TemplateError {
+        code: "unknown_macro",
+        message: format!("unknown macro {{{name}}}{hint}"),
+        macro_name: Some(name.to_string()),
+    }
+}
+
+/// `{param.source}`, `{params_source}`, `{Params.source}` → `source`.
+fn misspelt_params_key(name: &str) -> Option<&str> {
+    let lower_prefix = |prefix: &str| {
+        name.get(..prefix.len()).filter(|head| head.eq_ignore_ascii_case(prefix)).and_then(|_| name.get(prefix.len()..))
+    };
+    ["params.", "params_", "param.", "param_"].into_iter().find_map(lower_prefix).filter(|key| !key.is_empty())
 }
