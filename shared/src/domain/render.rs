@@ -20,30 +20,13 @@ impl CompiledPostback {
             headers.insert(name.clone(), template.render(ctx, Encoding::Header)?);
         }
         let body = match &self.body {
-            Some(template) => Some(template.render(ctx, body_encoding(&self.postback.content_type))?),
+            Some(template) => Some(template.render(ctx, Encoding::for_content_type(&self.postback.content_type))?),
             None => None,
         };
         if body.is_some() && !headers.keys().any(|k| k.eq_ignore_ascii_case("content-type")) {
             headers.insert("Content-Type".to_string(), self.postback.content_type.clone());
         }
         Ok(OutboundRequest { method: self.postback.method.as_str().to_string(), url, headers, body })
-    }
-}
-
-/// Is this content type JSON (`application/json`, `application/*+json`)?
-pub fn is_json_content_type(content_type: &str) -> bool {
-    let essence = content_type.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
-    essence == "application/json" || (essence.starts_with("application/") && essence.ends_with("+json"))
-}
-
-pub fn body_encoding(content_type: &str) -> Encoding {
-    let essence = content_type.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
-    if is_json_content_type(&essence) {
-        Encoding::Json
-    } else if essence == "application/x-www-form-urlencoded" {
-        Encoding::Form
-    } else {
-        Encoding::Raw
     }
 }
 

@@ -33,7 +33,7 @@ pub async fn json_body(headers: &HeaderMap, body: Body) -> Result<Option<serde_j
     }
     if let Some(ct) = headers.get(header::CONTENT_TYPE) {
         let ct = ct.to_str().unwrap_or("");
-        if !crate::domain::render::is_json_content_type(ct) {
+        if !crate::domain::template::is_json_content_type(ct) {
             return Err(ApiError::UnsupportedMediaType);
         }
     }
