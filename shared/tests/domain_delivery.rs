@@ -338,7 +338,8 @@ fn log_filter_empty_value_means_unset() {
 #[test]
 fn log_filter_errors_name_the_parameter() {
     let long = "x".repeat(600);
-    let cases: &[(&[(&str, &str)], &str, &str)] = &[
+    type Case<'a> = (&'a [(&'a str, &'a str)], &'a str, &'a str);
+    let cases: &[Case] = &[
         (&[("statuscode", "500")], "unknown_field", "statuscode"),
         (&[("key", "secret")], "unknown_field", "key"),
         (&[("offer_id", "a"), ("offer_id", "b")], "duplicate", "offer_id"),

@@ -107,7 +107,7 @@ pub fn check_url(url: &url::Url, allow_private: bool) -> Result<(), String> {
     }
     let ip = match url.host() {
         None => return Err("the URL has no host".into()),
-        Some(url::Host::Domain(d)) if d.is_empty() => return Err("the URL has no host".into()),
+        Some(url::Host::Domain("")) => return Err("the URL has no host".into()),
         Some(url::Host::Domain(_)) => return Ok(()),
         Some(url::Host::Ipv4(ip)) => IpAddr::V4(ip),
         Some(url::Host::Ipv6(ip)) => IpAddr::V6(ip),

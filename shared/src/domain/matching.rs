@@ -1,5 +1,5 @@
-//! Which postbacks an event fires: an index by type and offer so the cost of matching
-//! does not grow with postbacks that cannot match.
+//! Which postbacks an event fires: an index by type, offer and publisher so the cost
+//! of matching does not grow with postbacks that cannot match.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -7,14 +7,54 @@ use std::sync::Arc;
 use super::event::{Event, EventType, Status};
 use super::postback::{CompiledPostback, Postback, Scope};
 
-/// Enabled postbacks of one event type, by offer scope. Every list is sorted by
-/// postback id and holds each postback once.
+/// Enabled postbacks of one event type, each filed under its most selective scope, so
+/// a lookup touches only postbacks scoped to the event's offer, all-offer postbacks
+/// scoped to its publisher, and the few scoped to everything. Every list is sorted by
+/// postback id and holds each postback once; the three kinds of list are disjoint.
 #[derive(Debug, Default)]
 struct TypeIndex {
     /// Postbacks scoped to a list of offers, under each offer they name.
     by_offer: HashMap<String, Vec<Arc<CompiledPostback>>>,
-    /// Postbacks scoped to all offers.
-    all_offers: Vec<Arc<CompiledPostback>>,
+    /// All-offer postbacks scoped to a list of publishers, under each publisher.
+    by_publisher: HashMap<String, Vec<Arc<CompiledPostback>>>,
+    /// Postbacks scoped to all offers and all publishers.
+    global: Vec<Arc<CompiledPostback>>,
+}
+
+impl TypeIndex {
+    fn insert(&mut self, c: &Arc<CompiledPostback>) {
+        // An empty list names nothing, so such a postback matches nothing and is not filed.
+        match (&c.postback.offers, &c.postback.publishers) {
+            (Scope::Only(offers), _) => {
+                for offer in offers {
+                    self.by_offer.entry(offer.clone()).or_default().push(Arc::clone(c));
+                }
+            }
+            (Scope::All, Scope::Only(publishers)) => {
+                for publisher in publishers {
+                    self.by_publisher.entry(publisher.clone()).or_default().push(Arc::clone(c));
+                }
+            }
+            (Scope::All, Scope::All) => self.global.push(Arc::clone(c)),
+        }
+    }
+
+    fn finish(&mut self) {
+        sort_unique(&mut self.global);
+        // A scope listing an id twice would file the postback twice under it.
+        self.by_offer.values_mut().chain(self.by_publisher.values_mut()).for_each(sort_unique);
+    }
+
+    fn candidates<'a>(&'a self, event: &Event) -> [&'a [Arc<CompiledPostback>]; 3] {
+        let lookup = |map: &'a HashMap<String, Vec<Arc<CompiledPostback>>>, key: Option<&String>| {
+            key.and_then(|k| map.get(k)).map_or(&[][..], Vec::as_slice)
+        };
+        [
+            lookup(&self.by_offer, event.offer_id.as_ref()),
+            lookup(&self.by_publisher, event.publisher_id.as_ref()),
+            &self.global,
+        ]
+    }
 }
 
 #[derive(Debug, Default)]
@@ -61,24 +101,9 @@ impl PostbackIndex {
         }
         let mut by_type: [TypeIndex; EventType::ALL.len()] = Default::default();
         for c in by_id.values().filter(|c| c.postback.enabled) {
-            let slot = &mut by_type[type_slot(c.postback.kind)];
-            match &c.postback.offers {
-                Scope::All => slot.all_offers.push(Arc::clone(c)),
-                // An empty list names no offer, so it matches nothing and is not indexed.
-                Scope::Only(offers) => {
-                    for offer in offers {
-                        slot.by_offer.entry(offer.clone()).or_default().push(Arc::clone(c));
-                    }
-                }
-            }
+            by_type[type_slot(c.postback.kind)].insert(c);
         }
-        for slot in &mut by_type {
-            sort_unique(&mut slot.all_offers);
-            for list in slot.by_offer.values_mut() {
-                // An offer listed twice in one postback would put it here twice.
-                sort_unique(list);
-            }
-        }
+        by_type.iter_mut().for_each(TypeIndex::finish);
         Self { by_id, by_type }
     }
 
@@ -86,25 +111,20 @@ impl PostbackIndex {
     /// and publisher scope, `fire_on` + `rejection_reasons` for conversions and events,
     /// `event_names` for events.
     pub fn matching(&self, event: &Event) -> Vec<Arc<CompiledPostback>> {
-        let slot = &self.by_type[type_slot(event.kind)];
-        let for_offer: &[Arc<CompiledPostback>] =
-            event.offer_id.as_ref().and_then(|offer| slot.by_offer.get(offer)).map_or(&[], Vec::as_slice);
-        // Both lists are sorted by id and disjoint (a postback is scoped to all offers or
-        // to a list), so a merge gives the id order without sorting.
-        let mut out = Vec::new();
-        let (mut a, mut b) = (for_offer.iter().peekable(), slot.all_offers.iter().peekable());
-        loop {
-            let next = match (a.peek(), b.peek()) {
-                (Some(x), Some(y)) if x.postback.id <= y.postback.id => a.next(),
-                (Some(_), Some(_)) => b.next(),
-                (Some(_), None) => a.next(),
-                (None, Some(_)) => b.next(),
-                (None, None) => break,
-            };
-            if let Some(c) = next.filter(|c| fires_for(&c.postback, event)) {
-                out.push(Arc::clone(c));
-            }
-        }
+        let [for_offer, for_publisher, global] = self.by_type[type_slot(event.kind)].candidates(event);
+        // Only postbacks filed by offer can still be scoped to other publishers; those
+        // filed by publisher were found under the event's own.
+        let mut out: Vec<Arc<CompiledPostback>> = for_offer
+            .iter()
+            .filter(|c| c.postback.publishers.contains(event.publisher_id.as_deref()))
+            .chain(for_publisher)
+            .chain(global)
+            .filter(|c| fires_for_status_and_name(&c.postback, event))
+            .cloned()
+            .collect();
+        // Each list is sorted and they are disjoint; one sort of the (few) matches
+        // restores the id order. The dedup is a guard, not expected to remove anything.
+        sort_unique(&mut out);
         out
     }
 
@@ -128,12 +148,8 @@ fn sort_unique(list: &mut Vec<Arc<CompiledPostback>>) {
     list.dedup_by(|x, y| x.postback.id == y.postback.id);
 }
 
-/// The checks the index does not answer by itself: publisher scope, status and event
-/// name. (Type and offer are answered by where the postback sits in the index.)
-fn fires_for(postback: &Postback, event: &Event) -> bool {
-    if !postback.publishers.contains(event.publisher_id.as_deref()) {
-        return false;
-    }
+/// The checks that scope cannot answer: status (with rejection reason) and event name.
+fn fires_for_status_and_name(postback: &Postback, event: &Event) -> bool {
     if event.kind.has_status()
         && !postback.fires_for_status(event.status.unwrap_or(Status::Approved), event.rejection_reason.as_deref())
     {
