@@ -106,8 +106,9 @@ impl ReqwestSender {
             if CONNECTION_HEADERS.contains(&header_name.as_str()) {
                 return Err(SendFailure::Refused(format!("header {name} is managed by the client and cannot be set")));
             }
-            // The value itself is not echoed: it may be a secret.
-            let header_value = HeaderValue::from_str(value).map_err(|_| {
+            // Bytes, not str: non-ASCII UTF-8 is allowed on the wire (obs-text); only
+            // control characters are refused. The value is not echoed: it may be a secret.
+            let header_value = HeaderValue::from_bytes(value.as_bytes()).map_err(|_| {
                 SendFailure::Refused(format!("header {name} has an invalid value (control characters?)"))
             })?;
             headers.append(header_name, header_value);

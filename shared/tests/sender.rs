@@ -34,7 +34,7 @@ async fn echo(method: Method, headers: HeaderMap, body: String) -> String {
     let mut out = format!("{method}\n");
     for name in ["content-type", "authorization", "x-custom", "user-agent"] {
         if let Some(v) = headers.get(name) {
-            out.push_str(&format!("{name}: {}\n", v.to_str().unwrap_or("?")));
+            out.push_str(&format!("{name}: {}\n", String::from_utf8_lossy(v.as_bytes())));
         }
     }
     out.push_str(&body);
@@ -111,7 +111,7 @@ async fn sends_method_headers_and_body() {
         headers: [
             ("Content-Type".to_string(), "application/json".to_string()),
             ("Authorization".to_string(), "Bearer abc".to_string()),
-            ("X-Custom".to_string(), "v1".to_string()),
+            ("X-Custom".to_string(), "v1 café".to_string()),
         ]
         .into(),
         body: Some(r#"{"lead":"T1"}"#.into()),
@@ -121,7 +121,7 @@ async fn sends_method_headers_and_body() {
     assert!(r.body.starts_with("POST\n"), "{}", r.body);
     assert!(r.body.contains("content-type: application/json\n"), "{}", r.body);
     assert!(r.body.contains("authorization: Bearer abc\n"), "{}", r.body);
-    assert!(r.body.contains("x-custom: v1\n"), "{}", r.body);
+    assert!(r.body.contains("x-custom: v1 café\n"), "{}", r.body);
     assert!(r.body.contains("user-agent: postback-manager/"), "{}", r.body);
     assert!(r.body.ends_with(r#"{"lead":"T1"}"#), "{}", r.body);
 

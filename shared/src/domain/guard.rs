@@ -234,6 +234,8 @@ mod tests {
             "http://[fe80::1]/",
             "https://10.0.0.1/",
             "http://0/",
+            "http://127.0.0.1./",
+            "http://[0:0:0:0:0:ffff:127.0.0.1]/",
         ] {
             let u = url(s);
             assert!(check_url(&u, false).is_err(), "{s} should be refused");
