@@ -1,5 +1,6 @@
 //! Secret redaction for logs and API responses.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 /// What a redacted value is replaced with. A `PUT /postbacks/{id}` that sends this
@@ -46,6 +47,8 @@ pub fn redact_headers(headers: &BTreeMap<String, String>) -> BTreeMap<String, St
 /// that does not parse, any `user:password@` before the path is still masked (more
 /// eagerly, since its structure is unknown).
 pub fn redact_url(url: &str) -> String {
+    let masked = mask_userinfo_password(url);
+    let url = masked.as_ref();
     let mut out = String::with_capacity(url.len() + 16);
     // Fragment first: a `#` ends the query, and a `?` after it belongs to the fragment.
     let (before_fragment, fragment) = match url.find('#') {
@@ -56,7 +59,7 @@ pub fn redact_url(url: &str) -> String {
         Some(i) => (&before_fragment[..i], Some(&before_fragment[i + 1..])),
         None => (before_fragment, None),
     };
-    out.push_str(&mask_userinfo_password(before_query, url));
+    out.push_str(before_query);
     if let Some(query) = query {
         out.push('?');
         redact_pairs(query, &mut out);
@@ -68,34 +71,35 @@ pub fn redact_url(url: &str) -> String {
     out
 }
 
-/// `prefix` is the URL up to its query; `whole` the full text (to ask the parser).
-fn mask_userinfo_password(prefix: &str, whole: &str) -> String {
-    let Some(scheme_end) = prefix.find("://") else {
-        return prefix.to_string();
+fn mask_userinfo_password(url: &str) -> Cow<'_, str> {
+    let Some(scheme_end) = url.find("://") else {
+        return Cow::Borrowed(url);
     };
     let authority_start = scheme_end + 3;
-    let rest = &prefix[authority_start..];
-    let authority_len = match url::Url::parse(whole) {
+    let rest = &url[authority_start..];
+    let authority_len = match url::Url::parse(url) {
         // The parser found no password: nothing to mask.
-        Ok(parsed) if parsed.password().is_none() => return prefix.to_string(),
+        Ok(parsed) if parsed.password().is_none() => return Cow::Borrowed(url),
         // Where the parser ends the authority (`\` is a slash in http(s) URLs).
-        Ok(_) => rest.find(['/', '\\']).unwrap_or(rest.len()),
-        // Unknown structure: assume the userinfo may reach as far as the last `@`.
+        Ok(_) => rest.find(['/', '\\', '?', '#']).unwrap_or(rest.len()),
+        // Unknown structure: the userinfo may reach as far as the last `@` (a `?` or
+        // `/` in a mistyped password is what made the URL invalid). Masking too much
+        // of a URL that could not have been sent is the safe side.
         Err(_) => rest.len(),
     };
     let authority = &rest[..authority_len];
     let Some(at) = authority.rfind('@') else {
-        return prefix.to_string();
+        return Cow::Borrowed(url);
     };
     let Some(colon) = authority[..at].find(':') else {
-        return prefix.to_string();
+        return Cow::Borrowed(url);
     };
     if colon + 1 == at {
-        return prefix.to_string(); // `user:@host`: an empty password hides nothing.
+        return Cow::Borrowed(url); // `user:@host`: an empty password hides nothing.
     }
     let password_start = authority_start + colon + 1;
     let password_end = authority_start + at;
-    format!("{}{REDACTED}{}", &prefix[..password_start], &prefix[password_end..])
+    Cow::Owned(format!("{}{REDACTED}{}", &url[..password_start], &url[password_end..]))
 }
 
 /// Copy `name=value&...` pairs into `out`, replacing secret values.
@@ -187,6 +191,10 @@ mod tests {
             // Not parseable: the password is still masked.
             ("http://user:pa/ss@host:notaport/x", "http://user:[REDACTED]@host:notaport/x"),
             ("not a url ?token=abc", "not a url ?token=[REDACTED]"),
+            ("http://user:pa?ss@host/x?token=t", "http://user:[REDACTED]@host/x?token=[REDACTED]"),
+            ("http://user:pa#ss@host/x", "http://user:[REDACTED]@host/x"),
+            ("https://u:p%40ss@host/", "https://u:[REDACTED]@host/"),
+            ("https://u:p@ss@host/?a=1", "https://u:[REDACTED]@host/?a=1"),
             ("", ""),
         ];
         for (input, expected) in cases {
