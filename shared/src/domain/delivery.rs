@@ -66,7 +66,18 @@ impl RetryPolicy {
     /// `jitter` in [0, 1) spreads retries: the wait is in [d/2, d] where
     /// d = min(base * 2^(attempt-1), MAX_BACKOFF) ("equal jitter").
     pub fn backoff(&self, attempt: u32, jitter: f64) -> Duration {
-        todo!("backoff")
+        let cap = MAX_BACKOFF.as_nanos();
+        let exponent = attempt.saturating_sub(1);
+        // Checked so that a huge attempt number saturates at the cap instead of overflowing.
+        let full = 1u128
+            .checked_shl(exponent)
+            .and_then(|factor| self.base_delay.as_nanos().checked_mul(factor))
+            .map_or(cap, |d| d.min(cap));
+        let half = full / 2;
+        let jitter = if jitter.is_finite() { jitter.clamp(0.0, 1.0) } else { 0.0 };
+        // `half` is at most 1.08e13 ns, well inside f64's exact integer range.
+        let spread = ((half as f64) * jitter).floor() as u128;
+        nanos_to_duration((full - half + spread).min(full))
     }
 
     /// Classify an attempt's result. `attempt` is the 1-based attempt just made. A
@@ -79,11 +90,74 @@ impl RetryPolicy {
         jitter: f64,
         now: DateTime<Utc>,
     ) -> Verdict {
-        todo!("classify")
+        let (reason, retry_after) = match result {
+            Ok(response) => match response.status {
+                200..=299 => return Verdict::Delivered,
+                status @ 300..=399 => {
+                    return Verdict::Fail(format!(
+                        "HTTP {status}: redirects are not followed (a redirect could lead to a private address)"
+                    ))
+                }
+                status @ (408 | 429 | 500..=599) => {
+                    let honours_retry_after = matches!(status, 429 | 503);
+                    let retry_after = response
+                        .retry_after
+                        .as_deref()
+                        .filter(|_| honours_retry_after)
+                        .and_then(|v| parse_retry_after(v, now));
+                    (format!("HTTP {status}"), retry_after)
+                }
+                status @ 400..=499 => return Verdict::Fail(format!("HTTP {status}: client error, not retried")),
+                status => return Verdict::Fail(format!("HTTP {status}: unexpected status, not retried")),
+            },
+            Err(SendFailure::Refused(why)) => return Verdict::Fail(format!("destination refused: {why}")),
+            Err(failure) => (failure.to_string(), None),
+        };
+        if attempt >= self.max_attempts {
+            return Verdict::Fail(format!("gave up after {attempt} attempts: {reason}"));
+        }
+        let backoff = self.backoff(attempt, jitter);
+        let wait = match retry_after {
+            Some(asked) => backoff.max(asked.min(MAX_BACKOFF)),
+            None => backoff,
+        };
+        Verdict::Retry(wait)
     }
 }
 
+fn nanos_to_duration(nanos: u128) -> Duration {
+    const NANOS_PER_SEC: u128 = 1_000_000_000;
+    let secs = u64::try_from(nanos / NANOS_PER_SEC).unwrap_or(u64::MAX);
+    // The remainder is below 10^9, so it always fits a u32.
+    let sub = (nanos % NANOS_PER_SEC) as u32;
+    Duration::new(secs, sub)
+}
+
 /// Parse a `Retry-After` value: delta-seconds or an HTTP date (relative to `now`).
+///
+/// Accepts the IMF-fixdate form and the two obsolete forms RFC 9110 says recipients
+/// must accept (RFC 850 and asctime). A date in the past means "now" (zero wait).
+/// Delta-seconds too large to represent saturate. Anything else (negative numbers,
+/// fractions, garbage) is `None`, i.e. ignored.
 pub fn parse_retry_after(value: &str, now: DateTime<Utc>) -> Option<Duration> {
-    todo!("parse_retry_after")
+    let value = value.trim();
+    if value.is_empty() {
+        return None;
+    }
+    if value.bytes().all(|b| b.is_ascii_digit()) {
+        return Some(Duration::from_secs(value.parse::<u64>().unwrap_or(u64::MAX)));
+    }
+    let at = parse_http_date(value)?;
+    Some((at - now).to_std().unwrap_or(Duration::ZERO))
+}
+
+fn parse_http_date(value: &str) -> Option<DateTime<Utc>> {
+    if let Ok(at) = DateTime::parse_from_rfc2822(value) {
+        return Some(at.with_timezone(&Utc));
+    }
+    // RFC 850 (`Sunday, 06-Nov-94 08:49:37 GMT`) and asctime (`Sun Nov  6 08:49:37 1994`).
+    let naive = chrono::NaiveDateTime::parse_from_str(value, "%A, %d-%b-%y %H:%M:%S GMT")
+        .or_else(|_| chrono::NaiveDateTime::parse_from_str(value, "%a %b %e %H:%M:%S %Y"))
+        .ok()?;
+    Some(naive.and_utc())
 }

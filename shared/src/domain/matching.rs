@@ -1,14 +1,77 @@
-//! Which postbacks an event fires: an index by type and offer so the cost of matching
-//! does not grow with postbacks that cannot match.
+//! Which postbacks an event fires: an index by type, offer and publisher so the cost
+//! of matching does not grow with postbacks that cannot match.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
-use super::event::Event;
-use super::postback::{CompiledPostback, Postback};
+use super::event::{Event, EventType, Status};
+use super::postback::{CompiledPostback, Postback, Scope};
+
+/// Enabled postbacks of one event type, each filed under its most selective scope, so
+/// a lookup touches only postbacks scoped to the event's offer, all-offer postbacks
+/// scoped to its publisher, and the few scoped to everything. Every list is sorted by
+/// postback id and holds each postback once; the three kinds of list are disjoint.
+#[derive(Debug, Default)]
+struct TypeIndex {
+    /// Postbacks scoped to a list of offers, under each offer they name.
+    by_offer: HashMap<String, Vec<Arc<CompiledPostback>>>,
+    /// All-offer postbacks scoped to a list of publishers, under each publisher.
+    by_publisher: HashMap<String, Vec<Arc<CompiledPostback>>>,
+    /// Postbacks scoped to all offers and all publishers.
+    global: Vec<Arc<CompiledPostback>>,
+}
+
+impl TypeIndex {
+    fn insert(&mut self, c: &Arc<CompiledPostback>) {
+        // An empty list names nothing, so such a postback matches nothing and is not filed.
+        match (&c.postback.offers, &c.postback.publishers) {
+            (Scope::Only(offers), _) => {
+                for offer in offers {
+                    self.by_offer.entry(offer.clone()).or_default().push(Arc::clone(c));
+                }
+            }
+            (Scope::All, Scope::Only(publishers)) => {
+                for publisher in publishers {
+                    self.by_publisher.entry(publisher.clone()).or_default().push(Arc::clone(c));
+                }
+            }
+            (Scope::All, Scope::All) => self.global.push(Arc::clone(c)),
+        }
+    }
+
+    fn finish(&mut self) {
+        sort_unique(&mut self.global);
+        // A scope listing an id twice would file the postback twice under it.
+        self.by_offer.values_mut().chain(self.by_publisher.values_mut()).for_each(sort_unique);
+    }
+
+    fn candidates<'a>(&'a self, event: &Event) -> [&'a [Arc<CompiledPostback>]; 3] {
+        let lookup = |map: &'a HashMap<String, Vec<Arc<CompiledPostback>>>, key: Option<&String>| {
+            key.and_then(|k| map.get(k)).map_or(&[][..], Vec::as_slice)
+        };
+        [
+            lookup(&self.by_offer, event.offer_id.as_ref()),
+            lookup(&self.by_publisher, event.publisher_id.as_ref()),
+            &self.global,
+        ]
+    }
+}
 
 #[derive(Debug, Default)]
 pub struct PostbackIndex {
-    all: Vec<Arc<CompiledPostback>>,
+    /// Every compiled postback, enabled or not, for `get`.
+    by_id: HashMap<String, Arc<CompiledPostback>>,
+    /// Enabled postbacks, indexed per event type (the position in `EventType::ALL`).
+    by_type: [TypeIndex; EventType::ALL.len()],
+}
+
+fn type_slot(kind: EventType) -> usize {
+    match kind {
+        EventType::Impression => 0,
+        EventType::Click => 1,
+        EventType::Conversion => 2,
+        EventType::Event => 3,
+    }
 }
 
 impl PostbackIndex {
@@ -16,26 +79,86 @@ impl PostbackIndex {
     /// reachable by `get`). Postbacks whose templates fail to compile are skipped with a
     /// warning (only possible if the store was edited by hand).
     pub fn build(postbacks: Vec<Postback>) -> Self {
-        let _ = postbacks;
-        todo!("build")
+        let compiled = postbacks.into_iter().filter_map(|postback| {
+            let id = postback.id.clone();
+            match CompiledPostback::new(postback) {
+                Ok(c) => Some(c),
+                Err(error) => {
+                    tracing::warn!(postback_id = %id, %error, "stored postback does not compile; it will not fire");
+                    None
+                }
+            }
+        });
+        Self::from_compiled(compiled)
+    }
+
+    /// Build from postbacks whose templates are already parsed. If two share an id, the
+    /// later one wins (ids are unique in any store).
+    pub fn from_compiled(compiled: impl IntoIterator<Item = CompiledPostback>) -> Self {
+        let mut by_id: HashMap<String, Arc<CompiledPostback>> = HashMap::new();
+        for c in compiled {
+            by_id.insert(c.postback.id.clone(), Arc::new(c));
+        }
+        let mut by_type: [TypeIndex; EventType::ALL.len()] = Default::default();
+        for c in by_id.values().filter(|c| c.postback.enabled) {
+            by_type[type_slot(c.postback.kind)].insert(c);
+        }
+        by_type.iter_mut().for_each(TypeIndex::finish);
+        Self { by_id, by_type }
     }
 
     /// The enabled postbacks this event fires, in a stable order (by id): type, offer
     /// and publisher scope, `fire_on` + `rejection_reasons` for conversions and events,
     /// `event_names` for events.
     pub fn matching(&self, event: &Event) -> Vec<Arc<CompiledPostback>> {
-        todo!("matching")
+        let [for_offer, for_publisher, global] = self.by_type[type_slot(event.kind)].candidates(event);
+        // Only postbacks filed by offer can still be scoped to other publishers; those
+        // filed by publisher were found under the event's own.
+        let mut out: Vec<Arc<CompiledPostback>> = for_offer
+            .iter()
+            .filter(|c| c.postback.publishers.contains(event.publisher_id.as_deref()))
+            .chain(for_publisher)
+            .chain(global)
+            .filter(|c| fires_for_status_and_name(&c.postback, event))
+            .cloned()
+            .collect();
+        // Each list is sorted and they are disjoint; one sort of the (few) matches
+        // restores the id order. The dedup is a guard, not expected to remove anything.
+        sort_unique(&mut out);
+        out
     }
 
     pub fn get(&self, id: &str) -> Option<Arc<CompiledPostback>> {
-        todo!("get")
+        self.by_id.get(id).cloned()
     }
 
+    /// How many postbacks the index holds (enabled or not; those that failed to
+    /// compile are not held).
     pub fn len(&self) -> usize {
-        todo!("len")
+        self.by_id.len()
     }
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
+}
+
+fn sort_unique(list: &mut Vec<Arc<CompiledPostback>>) {
+    list.sort_by(|x, y| x.postback.id.cmp(&y.postback.id));
+    list.dedup_by(|x, y| x.postback.id == y.postback.id);
+}
+
+/// The checks that scope cannot answer: status (with rejection reason) and event name.
+fn fires_for_status_and_name(postback: &Postback, event: &Event) -> bool {
+    if event.kind.has_status()
+        && !postback.fires_for_status(event.status.unwrap_or(Status::Approved), event.rejection_reason.as_deref())
+    {
+        return false;
+    }
+    if event.kind == EventType::Event {
+        if let Some(names) = postback.event_names.as_ref().filter(|names| !names.is_empty()) {
+            return event.event_name.as_ref().is_some_and(|name| names.contains(name));
+        }
+    }
+    true
 }
