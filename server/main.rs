@@ -7,7 +7,6 @@ use std::time::Duration;
 
 use anyhow::Context;
 use postback::config::{KeySource, Settings};
-use postback::domain::log::MAX_LOGGED_RESPONSE_BYTES;
 use postback::embedded::{EmbeddedOptions, EmbeddedStore};
 use postback::http::{router, ApiKeys, RouteSet};
 use postback::sender::{ReqwestSender, SenderConfig};
@@ -34,13 +33,8 @@ async fn main() -> anyhow::Result<()> {
         },
     )
     .with_context(|| format!("cannot open {}", db_path.display()))?;
-    let sender = ReqwestSender::new(SenderConfig {
-        timeout: settings.delivery_timeout,
-        allow_private_targets: settings.allow_private_targets,
-        max_response_bytes: MAX_LOGGED_RESPONSE_BYTES,
-        user_agent: concat!("postback-manager/", env!("CARGO_PKG_VERSION")).to_string(),
-    })
-    .context("cannot build the HTTP client")?;
+    let sender = ReqwestSender::new(SenderConfig::new(settings.delivery_timeout, settings.allow_private_targets))
+        .context("cannot build the HTTP client")?;
 
     let store = Arc::new(store);
     let ports = Ports {
