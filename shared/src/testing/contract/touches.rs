@@ -44,6 +44,8 @@ pub async fn touches_click_latest_wins(a: &Adapters) {
         "impressions and conversions do not replace the click"
     );
     assert_eq!(store.get_click("T2").await.unwrap(), None, "another transaction has no click");
+    store.record(&[touch(&fixtures::event(EventType::Impression, "T3"))]).await.unwrap();
+    assert_eq!(store.get_click("T3").await.unwrap(), None, "an impression is not a click");
 }
 
 /// The current status of a conversion is the latest report, with its reason and time.
