@@ -1,0 +1,332 @@
+//! The single writer thread and its group commit.
+//!
+//! Async callers send a job (a closure over the write connection) and await a oneshot
+//! reply. The writer takes every job waiting (up to `max_batch`), runs them in ONE
+//! transaction, each inside its own SAVEPOINT so a failing job is rolled back alone,
+//! commits once (one fsync for the whole batch), then replies to all. A job's `Ok` is
+//! only sent after the commit that made it durable succeeded.
+
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use rusqlite::Connection;
+use tokio::sync::{mpsc, oneshot, Notify};
+
+use crate::ports::{StoreError, StoreResult};
+
+/// Counters of the writer, for tests and metrics.
+#[derive(Debug, Default)]
+pub(crate) struct WriterCounters {
+    pub transactions: AtomicU64,
+    pub jobs: AtomicU64,
+    pub failed_jobs: AtomicU64,
+    pub largest_batch: AtomicU64,
+    pub stale_receipts: AtomicU64,
+    pub quarantined_firings: AtomicU64,
+}
+
+/// A job as the writer sees it, with its result type erased.
+pub(crate) trait PendingJob: Send {
+    /// Run the job's statements on the connection (inside the savepoint the writer
+    /// opened). Returns whether the job succeeded.
+    fn run(&mut self, conn: &Connection) -> bool;
+    /// Whether a successful commit of this job should wake queue consumers.
+    fn wakes_consumers(&self) -> bool;
+    /// Send the reply. `commit` is the fate of the whole transaction.
+    fn finish(self: Box<Self>, commit: Result<(), StoreError>);
+}
+
+struct Job<T, F> {
+    op: Option<F>,
+    outcome: Option<StoreResult<T>>,
+    reply: oneshot::Sender<StoreResult<T>>,
+    wakes_consumers: bool,
+}
+
+impl<T, F> PendingJob for Job<T, F>
+where
+    T: Send + 'static,
+    F: FnOnce(&Connection) -> StoreResult<T> + Send + 'static,
+{
+    fn run(&mut self, conn: &Connection) -> bool {
+        let Some(op) = self.op.take() else {
+            return false;
+        };
+        // A panicking job must not take the writer thread (and every later write) down.
+        let outcome = catch_unwind(AssertUnwindSafe(|| op(conn)))
+            .unwrap_or_else(|_| Err(StoreError::Unavailable("write job panicked".into())));
+        let ok = outcome.is_ok();
+        self.outcome = Some(outcome);
+        ok
+    }
+
+    fn wakes_consumers(&self) -> bool {
+        self.wakes_consumers
+    }
+
+    fn finish(self: Box<Self>, commit: Result<(), StoreError>) {
+        let result = match (self.outcome, commit) {
+            (Some(Err(own)), _) => Err(own),
+            (Some(Ok(value)), Ok(())) => Ok(value),
+            (_, Err(batch)) => Err(batch),
+            (None, Ok(())) => Err(StoreError::Unavailable("write job was not run".into())),
+        };
+        // The caller may have gone away (its future dropped); the write stands anyway.
+        let _ = self.reply.send(result);
+    }
+}
+
+pub(crate) enum Message {
+    Job(Box<dyn PendingJob>),
+    /// Finish what is queued before it, close the connection, then reply.
+    Close(oneshot::Sender<()>),
+}
+
+/// The async side: submits jobs to the writer thread.
+#[derive(Clone)]
+pub(crate) struct WriterHandle {
+    sender: mpsc::Sender<Message>,
+}
+
+fn closed() -> StoreError {
+    StoreError::Unavailable("the embedded store is closed".into())
+}
+
+impl WriterHandle {
+    /// Run `op` in the next group-committed transaction; resolves once it is durable.
+    pub async fn write<T, F>(&self, op: F) -> StoreResult<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> StoreResult<T> + Send + 'static,
+    {
+        self.submit(op, false).await
+    }
+
+    /// Like `write`, and wakes queue consumers once committed.
+    pub async fn write_and_notify<T, F>(&self, op: F) -> StoreResult<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> StoreResult<T> + Send + 'static,
+    {
+        self.submit(op, true).await
+    }
+
+    async fn submit<T, F>(&self, op: F, wakes_consumers: bool) -> StoreResult<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> StoreResult<T> + Send + 'static,
+    {
+        let (reply, answer) = oneshot::channel();
+        let job = Job { op: Some(op), outcome: None, reply, wakes_consumers };
+        self.sender.send(Message::Job(Box::new(job))).await.map_err(|_| closed())?;
+        answer.await.map_err(|_| closed())?
+    }
+
+    pub async fn close(&self) {
+        let (reply, done) = oneshot::channel();
+        if self.sender.send(Message::Close(reply)).await.is_ok() {
+            let _ = done.await;
+        }
+    }
+}
+
+pub(crate) struct WriterConfig {
+    pub max_batch: usize,
+    pub channel_capacity: usize,
+}
+
+/// Start the writer thread owning `conn`.
+pub(crate) fn spawn(
+    conn: Connection,
+    config: WriterConfig,
+    counters: Arc<WriterCounters>,
+    notify: Arc<Notify>,
+) -> std::io::Result<WriterHandle> {
+    let (sender, receiver) = mpsc::channel(config.channel_capacity.max(1));
+    let max_batch = config.max_batch.max(1);
+    std::thread::Builder::new()
+        .name("embedded-store-writer".into())
+        .spawn(move || writer_loop(conn, receiver, max_batch, &counters, &notify))?;
+    Ok(WriterHandle { sender })
+}
+
+fn writer_loop(
+    conn: Connection,
+    mut receiver: mpsc::Receiver<Message>,
+    max_batch: usize,
+    counters: &WriterCounters,
+    notify: &Notify,
+) {
+    while let Some(first) = receiver.blocking_recv() {
+        let mut batch = Vec::new();
+        let mut close_reply = None;
+        match first {
+            Message::Job(job) => batch.push(job),
+            Message::Close(reply) => close_reply = Some(reply),
+        }
+        while close_reply.is_none() && batch.len() < max_batch {
+            match receiver.try_recv() {
+                Ok(Message::Job(job)) => batch.push(job),
+                Ok(Message::Close(reply)) => close_reply = Some(reply),
+                Err(_) => break,
+            }
+        }
+        if !batch.is_empty() {
+            run_batch(&conn, batch, counters, notify);
+        }
+        if let Some(reply) = close_reply {
+            // Refuse whatever was sent after the close request.
+            receiver.close();
+            while let Ok(message) = receiver.try_recv() {
+                match message {
+                    Message::Job(job) => job.finish(Err(closed())),
+                    Message::Close(other) => {
+                        let _ = other.send(());
+                    }
+                }
+            }
+            drop(conn);
+            let _ = reply.send(());
+            return;
+        }
+    }
+}
+
+fn db_error(context: &str, e: rusqlite::Error) -> StoreError {
+    StoreError::Unavailable(format!("sqlite {context}: {e}"))
+}
+
+/// Run one batch in one transaction, each job in its own savepoint, then reply to all.
+pub(crate) fn run_batch(
+    conn: &Connection,
+    mut batch: Vec<Box<dyn PendingJob>>,
+    counters: &WriterCounters,
+    notify: &Notify,
+) {
+    counters.jobs.fetch_add(batch.len() as u64, Ordering::Relaxed);
+    counters.largest_batch.fetch_max(batch.len() as u64, Ordering::Relaxed);
+    let commit = run_in_transaction(conn, &mut batch, counters);
+    counters.transactions.fetch_add(1, Ordering::Relaxed);
+    let mut wake = false;
+    for job in batch {
+        wake |= commit.is_ok() && job.wakes_consumers();
+        job.finish(commit.clone());
+    }
+    if wake {
+        // `notify_waiters` wakes every consumer waiting now; `notify_one` stores a permit
+        // for a consumer that is between an empty `receive` and its wait, so no wake-up
+        // is lost.
+        notify.notify_waiters();
+        notify.notify_one();
+    }
+}
+
+fn run_in_transaction(
+    conn: &Connection,
+    batch: &mut [Box<dyn PendingJob>],
+    counters: &WriterCounters,
+) -> Result<(), StoreError> {
+    conn.execute_batch("BEGIN IMMEDIATE").map_err(|e| db_error("begin", e))?;
+    let mut aborted = None;
+    for job in batch.iter_mut() {
+        if let Err(e) = conn.execute_batch("SAVEPOINT job") {
+            aborted = Some(db_error("savepoint", e));
+            break;
+        }
+        let ok = job.run(conn);
+        let end = if ok { "RELEASE job" } else { "ROLLBACK TO job; RELEASE job" };
+        if !ok {
+            counters.failed_jobs.fetch_add(1, Ordering::Relaxed);
+        }
+        if let Err(e) = conn.execute_batch(end) {
+            aborted = Some(db_error("release savepoint", e));
+            break;
+        }
+        // Some errors (disk full, I/O) make SQLite roll back the whole transaction. The
+        // jobs before this one are then lost, so the batch must not report success (and
+        // later savepoints would silently start a new transaction).
+        if conn.is_autocommit() {
+            aborted = Some(StoreError::Unavailable("sqlite rolled the transaction back".into()));
+            break;
+        }
+    }
+    let result = match aborted {
+        Some(e) => Err(e),
+        None => conn.execute_batch("COMMIT").map_err(|e| db_error("commit", e)),
+    };
+    if result.is_err() && !conn.is_autocommit() {
+        let _ = conn.execute_batch("ROLLBACK");
+    }
+    result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn job<T: Send + 'static>(
+        op: impl FnOnce(&Connection) -> StoreResult<T> + Send + 'static,
+    ) -> (Box<dyn PendingJob>, oneshot::Receiver<StoreResult<T>>) {
+        let (reply, answer) = oneshot::channel();
+        (Box::new(Job { op: Some(op), outcome: None, reply, wakes_consumers: true }), answer)
+    }
+
+    fn insert(conn: &Connection, v: i64) -> StoreResult<()> {
+        conn.execute("INSERT INTO t(v) VALUES (?1)", [v]).map(|_| ()).map_err(|e| db_error("insert", e))
+    }
+
+    fn values(conn: &Connection) -> Vec<i64> {
+        let mut stmt = conn.prepare("SELECT v FROM t ORDER BY v").unwrap();
+        stmt.query_map([], |r| r.get(0)).unwrap().map(Result::unwrap).collect()
+    }
+
+    #[test]
+    fn a_failing_job_is_rolled_back_alone_and_the_others_commit_together() {
+        let conn = Connection::open_in_memory().unwrap();
+        conn.execute_batch("CREATE TABLE t(v INTEGER PRIMARY KEY)").unwrap();
+        let counters = WriterCounters::default();
+        let notify = Notify::new();
+
+        let (first, first_answer) = job(|c| insert(c, 1));
+        // Writes a row, then fails: its row must not survive.
+        let (failing, failing_answer) = job(|c| {
+            insert(c, 2)?;
+            insert(c, 1) // primary key conflict with the first job
+        });
+        let (panicking, panicking_answer) = job(|c| -> StoreResult<()> {
+            insert(c, 4)?;
+            panic!("bug in a job")
+        });
+        let (third, third_answer) = job(|c| insert(c, 3));
+
+        run_batch(&conn, vec![first, failing, panicking, third], &counters, &notify);
+
+        assert_eq!(first_answer.blocking_recv().unwrap(), Ok(()));
+        assert!(matches!(failing_answer.blocking_recv().unwrap(), Err(StoreError::Unavailable(_))));
+        assert!(matches!(panicking_answer.blocking_recv().unwrap(), Err(StoreError::Unavailable(_))));
+        assert_eq!(third_answer.blocking_recv().unwrap(), Ok(()));
+        assert_eq!(values(&conn), vec![1, 3]);
+        assert_eq!(counters.transactions.load(Ordering::Relaxed), 1);
+        assert_eq!(counters.jobs.load(Ordering::Relaxed), 4);
+        assert_eq!(counters.failed_jobs.load(Ordering::Relaxed), 2);
+        assert!(conn.is_autocommit(), "the batch transaction is closed");
+    }
+
+    #[test]
+    fn a_failed_commit_fails_every_job_of_the_batch() {
+        let conn = Connection::open_in_memory().unwrap();
+        conn.execute_batch("CREATE TABLE t(v INTEGER PRIMARY KEY)").unwrap();
+        let counters = WriterCounters::default();
+        let notify = Notify::new();
+        let (ok_job, ok_answer) = job(|c| insert(c, 1));
+        // Ending the transaction from inside a job makes the batch lose its atomicity;
+        // the writer must notice and report failure for everyone.
+        let (rogue, rogue_answer) = job(|c| c.execute_batch("ROLLBACK").map_err(|e| db_error("rollback", e)));
+        run_batch(&conn, vec![ok_job, rogue], &counters, &notify);
+        assert!(ok_answer.blocking_recv().unwrap().is_err());
+        assert!(rogue_answer.blocking_recv().unwrap().is_err());
+        assert!(values(&conn).is_empty());
+        assert!(conn.is_autocommit());
+    }
+}

@@ -1,1 +1,0 @@
-//! The port contract suite, run against every adapter.

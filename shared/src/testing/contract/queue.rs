@@ -1,0 +1,243 @@
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+
+use super::{CLOCK_SLACK, LEASE, POLL};
+use crate::domain::firing::Firing;
+use crate::domain::log::{LogFilter, Outcome};
+use crate::ports::Leased;
+use crate::testing::{fixtures, Adapters};
+
+/// How long a due firing may take to show up.
+const SHOW_UP: Duration = Duration::from_secs(5);
+
+fn ids(batch: &[Leased]) -> Vec<&str> {
+    batch.iter().map(|l| l.firing.delivery_id.as_str()).collect()
+}
+
+fn already_due() -> DateTime<Utc> {
+    fixtures::now() - chrono::Duration::seconds(1)
+}
+
+fn chrono(d: Duration) -> chrono::Duration {
+    chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX)
+}
+
+/// Poll until `delivery_id` is handed out; returns it and the instant just before the
+/// `receive` call that returned it (its lease started no earlier). Any other firing
+/// received meanwhile fails the check: the adapters are fresh.
+async fn wait_for(a: &Adapters, delivery_id: &str, deadline: Instant, what: &str) -> (Leased, Instant) {
+    loop {
+        let asked_at = Instant::now();
+        let batch = a.queue.receive(10).await.unwrap();
+        let (wanted, other): (Vec<Leased>, Vec<Leased>) =
+            batch.into_iter().partition(|l| l.firing.delivery_id == delivery_id);
+        assert!(other.is_empty(), "{what}: unexpected firings received: {:?}", ids(&other));
+        assert!(wanted.len() <= 1, "{what}: {delivery_id} handed out {} times at once", wanted.len());
+        if let Some(leased) = wanted.into_iter().next() {
+            return (leased, asked_at);
+        }
+        assert!(Instant::now() < deadline, "{what}: {delivery_id} was not received in time");
+        tokio::time::sleep(POLL).await;
+    }
+}
+
+/// Poll until `deadline`; nothing may be handed out.
+async fn expect_nothing_until(a: &Adapters, deadline: Instant, what: &str) {
+    loop {
+        let batch = a.queue.receive(10).await.unwrap();
+        assert!(batch.is_empty(), "{what}: received {:?}", ids(&batch));
+        if Instant::now() >= deadline {
+            return;
+        }
+        tokio::time::sleep(POLL).await;
+    }
+}
+
+/// Poll until `firing` (due in the future) is handed out, failing if that happens
+/// before its `due_at`. At least one poll must come back empty first.
+async fn wait_until_due(a: &Adapters, firing: &Firing, what: &str) -> Leased {
+    let deadline = Instant::now() + (firing.due_at - Utc::now()).to_std().unwrap_or_default() + SHOW_UP;
+    let mut empty_polls = 0;
+    loop {
+        let batch = a.queue.receive(10).await.unwrap();
+        let returned_at = Utc::now();
+        if let Some(leased) = batch.iter().find(|l| l.firing.delivery_id == firing.delivery_id) {
+            assert!(
+                returned_at + chrono(CLOCK_SLACK) >= firing.due_at,
+                "{what}: received at {returned_at}, before it was due at {}",
+                firing.due_at
+            );
+            assert!(empty_polls > 0, "{what}: received at the first poll, before it was due");
+            assert_eq!(batch.len(), 1, "{what}: unexpected firings received: {:?}", ids(&batch));
+            return leased.clone();
+        }
+        assert!(batch.is_empty(), "{what}: unexpected firings received: {:?}", ids(&batch));
+        empty_polls += 1;
+        assert!(Instant::now() < deadline, "{what}: not received within {SHOW_UP:?} after it was due");
+        tokio::time::sleep(POLL).await;
+    }
+}
+
+/// What the dispatcher does with a leased firing (minus the HTTP call): skip it if it
+/// was delivered, else "send" it and record the delivery; ack either way. Returns
+/// whether it was sent.
+async fn dispatch(a: &Adapters, leased: &Leased) -> bool {
+    let sent = !a.logs.is_delivered(&leased.firing.delivery_id).await.unwrap();
+    if sent {
+        let entry = fixtures::log_entry(&leased.firing, Outcome::Delivered);
+        assert!(a.logs.record_delivered(&entry).await.unwrap(), "not delivered, so record_delivered must be true");
+    }
+    a.queue.ack(leased).await.unwrap();
+    sent
+}
+
+/// Receive and dispatch everything that shows up during `window`; returns how many
+/// were received and how many sent.
+async fn dispatch_for(a: &Adapters, window: Duration) -> (usize, usize) {
+    let deadline = Instant::now() + window;
+    let (mut received, mut sent) = (0, 0);
+    while Instant::now() < deadline {
+        let batch = a.queue.receive(10).await.unwrap();
+        for leased in &batch {
+            received += 1;
+            sent += usize::from(dispatch(a, leased).await);
+        }
+        if batch.is_empty() {
+            tokio::time::sleep(POLL).await;
+        }
+    }
+    (received, sent)
+}
+
+/// enqueue → receive (whole) → ack → it never comes back, not even after the lease.
+pub async fn queue_enqueue_receive_ack(a: &Adapters) {
+    let firing = fixtures::firing("d_basic", already_due());
+    a.queue.enqueue(std::slice::from_ref(&firing)).await.unwrap();
+    a.queue.enqueue(&[]).await.unwrap();
+    let (leased, asked_at) = wait_for(a, "d_basic", Instant::now() + SHOW_UP, "due firing").await;
+    assert_eq!(leased.firing, firing, "the firing comes back whole");
+    a.queue.ack(&leased).await.unwrap();
+    expect_nothing_until(a, asked_at + LEASE + Duration::from_millis(500), "an acked firing came back").await;
+}
+
+/// A firing due in 3 s is not handed out before then, and is soon after.
+pub async fn queue_not_received_before_due(a: &Adapters) {
+    let firing = fixtures::firing("d_later", fixtures::now() + chrono::Duration::seconds(3));
+    a.queue.enqueue(std::slice::from_ref(&firing)).await.unwrap();
+    let leased = wait_until_due(a, &firing, "firing due in 3 s").await;
+    assert_eq!(leased.firing, firing);
+    a.queue.ack(&leased).await.unwrap();
+}
+
+/// A received but unacked firing is invisible for the lease, then comes back.
+pub async fn queue_lease_hides_then_returns(a: &Adapters) {
+    let firing = fixtures::firing("d_lease", already_due());
+    a.queue.enqueue(std::slice::from_ref(&firing)).await.unwrap();
+    let (first, asked_at) = wait_for(a, "d_lease", Instant::now() + SHOW_UP, "due firing").await;
+    expect_nothing_until(a, asked_at + LEASE - Duration::from_millis(300), "a leased firing was handed out again")
+        .await;
+    let (again, _) = wait_for(a, "d_lease", asked_at + LEASE + SHOW_UP, "firing after its lease ran out").await;
+    assert!(
+        asked_at.elapsed() + CLOCK_SLACK >= LEASE,
+        "came back {:?} after the receive, before the {LEASE:?} lease ran out",
+        asked_at.elapsed()
+    );
+    assert_eq!(again.firing, firing, "the same firing comes back");
+    assert_ne!(again.receipt, first.receipt, "a new lease has a new receipt");
+    a.queue.ack(&again).await.unwrap();
+}
+
+/// `retry` replaces the leased message by the next attempt, due at its time; the first
+/// attempt does not come back when its lease would have run out.
+pub async fn queue_retry_replaces_with_next_attempt(a: &Adapters) {
+    let firing = fixtures::firing("d_retry", already_due());
+    a.queue.enqueue(std::slice::from_ref(&firing)).await.unwrap();
+    let (leased, asked_at) = wait_for(a, "d_retry", Instant::now() + SHOW_UP, "due firing").await;
+    let next = firing.next_attempt(fixtures::now() + chrono::Duration::seconds(1));
+    a.queue.retry(&leased, &next).await.unwrap();
+    let retried = wait_until_due(a, &next, "next attempt due in 1 s").await;
+    assert_eq!(retried.firing, next, "the next attempt replaced the message");
+    assert_eq!(retried.firing.attempt, 2);
+    a.queue.ack(&retried).await.unwrap();
+    expect_nothing_until(a, asked_at + LEASE + Duration::from_millis(500), "the first attempt came back").await;
+}
+
+/// The same firing enqueued twice is sent once: the queue may hold one message (the
+/// embedded queue) or two (SQS, deduplicated by the delivered marker at dispatch).
+pub async fn queue_duplicate_enqueue_fires_once(a: &Adapters) {
+    let firing = fixtures::firing("d_dup", already_due());
+    a.queue.enqueue(std::slice::from_ref(&firing)).await.unwrap();
+    a.queue.enqueue(std::slice::from_ref(&firing)).await.unwrap();
+    let (received, sent) = dispatch_for(a, Duration::from_secs(2)).await;
+    assert!(received >= 1, "the firing was never received");
+    assert_eq!(sent, 1, "sent {sent} times (received {received} times)");
+}
+
+/// A delivered firing enqueued again (redelivery, re-ingest) is not sent again.
+pub async fn queue_delivered_firing_is_not_fired_again(a: &Adapters) {
+    let firing = fixtures::firing("d_done", already_due());
+    a.queue.enqueue(std::slice::from_ref(&firing)).await.unwrap();
+    let (leased, _) = wait_for(a, "d_done", Instant::now() + SHOW_UP, "due firing").await;
+    assert!(dispatch(a, &leased).await, "the first delivery is sent");
+    a.queue.enqueue(std::slice::from_ref(&firing)).await.unwrap();
+    let (_, sent) = dispatch_for(a, Duration::from_secs(2)).await;
+    assert_eq!(sent, 0, "a delivered firing was sent again");
+    assert!(a.logs.is_delivered("d_done").await.unwrap());
+    let f = LogFilter { transaction_id: Some(firing.event.transaction_id.clone()), limit: 10, ..LogFilter::default() };
+    assert_eq!(a.logs.query(&f).await.unwrap().items.len(), 1, "one delivered entry");
+}
+
+/// 250 firings enqueued in one call are all received, each exactly once, whole.
+pub async fn queue_batch_of_250_received_exactly_once(a: &Adapters) {
+    let due = already_due();
+    let firings: Vec<Firing> = (0..250).map(|i| fixtures::firing(&format!("d_batch_{i:03}"), due)).collect();
+    a.queue.enqueue(&firings).await.unwrap();
+    let expected: HashMap<&str, &Firing> = firings.iter().map(|f| (f.delivery_id.as_str(), f)).collect();
+    let mut received: HashMap<String, usize> = HashMap::new();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while received.len() < firings.len() {
+        assert!(Instant::now() < deadline, "only {} of 250 received in time", received.len());
+        let batch = a.queue.receive(10).await.unwrap();
+        for leased in &batch {
+            let id = leased.firing.delivery_id.as_str();
+            assert_eq!(Some(&&leased.firing), expected.get(id), "{id} comes back whole");
+            *received.entry(id.to_string()).or_default() += 1;
+            assert_eq!(received[id], 1, "{id} received twice");
+        }
+        futures::future::try_join_all(batch.iter().map(|l| a.queue.ack(l))).await.unwrap();
+        if batch.is_empty() {
+            tokio::time::sleep(POLL).await;
+        }
+    }
+    expect_nothing_until(a, Instant::now() + Duration::from_millis(300), "after all 250 were acked").await;
+}
+
+/// Embedded only: enqueueing a queued delivery id again adds no message.
+pub async fn queue_duplicate_enqueue_is_one_message(a: &Adapters) {
+    let firing = fixtures::firing("d_dup_strict", already_due());
+    a.queue.enqueue(std::slice::from_ref(&firing)).await.unwrap();
+    let mut changed = firing.clone();
+    changed.postback_id = "pb_other".into();
+    a.queue.enqueue(&[firing.clone(), changed]).await.unwrap();
+    let batch = a.queue.receive(10).await.unwrap();
+    assert_eq!(ids(&batch), ["d_dup_strict"], "one message for one delivery id");
+    assert_eq!(batch[0].firing, firing, "the first enqueued message is kept");
+    // Enqueueing while it is leased changes nothing either.
+    a.queue.enqueue(std::slice::from_ref(&firing)).await.unwrap();
+    assert!(a.queue.receive(10).await.unwrap().is_empty(), "no second message while leased");
+    a.queue.ack(&batch[0]).await.unwrap();
+    assert!(a.queue.receive(10).await.unwrap().is_empty());
+}
+
+/// Embedded only: enqueueing a delivered delivery id adds no message at all.
+pub async fn queue_enqueue_of_delivered_firing_is_dropped(a: &Adapters) {
+    let firing = fixtures::firing("d_done_strict", already_due());
+    assert!(a.logs.record_delivered(&fixtures::log_entry(&firing, Outcome::Delivered)).await.unwrap());
+    a.queue.enqueue(std::slice::from_ref(&firing)).await.unwrap();
+    assert!(a.queue.receive(10).await.unwrap().is_empty(), "a delivered firing was queued again");
+    let other = fixtures::firing("d_not_done", already_due());
+    a.queue.enqueue(&[firing, other]).await.unwrap();
+    assert_eq!(ids(&a.queue.receive(10).await.unwrap()), ["d_not_done"], "the others of the call are queued");
+}

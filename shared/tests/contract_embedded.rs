@@ -1,0 +1,382 @@
+//! The port contract suite on the embedded (SQLite) adapters, plus what only the
+//! embedded store promises: durability across reopen, group commit, retention, leases.
+//!
+//! Run: `cargo test -p postback --features testing --test contract_embedded`.
+//! Throughput figures: add `--release -- --ignored --nocapture throughput`.
+#![cfg(all(feature = "embedded", feature = "testing"))]
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use chrono::Utc;
+use postback::domain::event::{EventType, StatusKey};
+use postback::domain::firing::Firing;
+use postback::domain::log::{LogFilter, Outcome};
+use postback::embedded::{Durability, EmbeddedOptions, EmbeddedStore, StoreTuning};
+use postback::ports::{FiringQueue, LogStore, PostbackStore, StoreError, TouchRecord, TouchStore};
+use postback::testing::{contract, fixtures, AdapterFactory, Adapters};
+
+fn options(lease: Duration) -> EmbeddedOptions {
+    EmbeddedOptions { lease, retention: chrono::Duration::days(30) }
+}
+
+fn adapters(store: &EmbeddedStore) -> Adapters {
+    Adapters {
+        postbacks: Arc::new(store.clone()),
+        touches: Arc::new(store.clone()),
+        logs: Arc::new(store.clone()),
+        queue: Arc::new(store.clone()),
+    }
+}
+
+struct EmbeddedFactory {
+    dir: tempfile::TempDir,
+    opened: AtomicUsize,
+}
+
+#[async_trait]
+impl AdapterFactory for EmbeddedFactory {
+    async fn fresh(&self) -> Adapters {
+        let n = self.opened.fetch_add(1, Ordering::Relaxed);
+        let path = self.dir.path().join(format!("contract-{n}.sqlite"));
+        adapters(&EmbeddedStore::open(&path, options(contract::LEASE)).unwrap())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn embedded_adapters_pass_the_contract() {
+    let factory = EmbeddedFactory { dir: tempfile::tempdir().unwrap(), opened: AtomicUsize::new(0) };
+    contract::run_all(&factory).await;
+    contract::run_enqueue_dedupe_checks(&factory).await;
+}
+
+fn db_path(dir: &tempfile::TempDir) -> PathBuf {
+    dir.path().join("data").join("postbacks.sqlite")
+}
+
+fn open(path: &Path, lease: Duration) -> EmbeddedStore {
+    EmbeddedStore::open(path, options(lease)).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn data_survives_close_and_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = db_path(&dir);
+    let postback = fixtures::postback("pb_keep", EventType::Conversion);
+    let due_now = fixtures::firing("d_due", fixtures::now() - chrono::Duration::seconds(1));
+    let leased_at_close = fixtures::firing("d_leased", fixtures::now() - chrono::Duration::seconds(1));
+    let due_later = fixtures::firing("d_later", fixtures::now() + chrono::Duration::hours(1));
+    let delivered = fixtures::log_entry(&fixtures::firing("d_delivered", fixtures::now()), Outcome::Delivered);
+    let click = fixtures::event(EventType::Click, "T1");
+    {
+        let store = open(&path, Duration::from_millis(300));
+        store.create(&postback).await.unwrap();
+        store.enqueue(&[leased_at_close.clone()]).await.unwrap();
+        let leased = store.receive(10).await.unwrap();
+        assert_eq!(leased.len(), 1, "leased before close, never acked");
+        store.enqueue(&[due_now.clone(), due_later.clone()]).await.unwrap();
+        assert!(store.record_delivered(&delivered).await.unwrap());
+        store.record(&[TouchRecord { event: click.clone() }]).await.unwrap();
+        store.mark_seen(&["k1".to_string()]).await.unwrap();
+        store.close().await;
+        assert!(matches!(store.delete("pb_keep").await, Err(StoreError::Unavailable(_))), "closed: writes refused");
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o077, 0, "the store holds secrets: owner-only file, got {mode:o}");
+    }
+
+    // A long lease now, so nothing received below comes back during the test.
+    let store = open(&path, Duration::from_secs(60));
+    assert_eq!(PostbackStore::get(&store, "pb_keep").await.unwrap(), Some(postback));
+    assert!(store.is_delivered("d_delivered").await.unwrap());
+    assert_eq!(LogStore::get(&store, &delivered.id).await.unwrap(), Some(delivered));
+    assert_eq!(store.get_click("T1").await.unwrap(), Some(click));
+    assert_eq!(store.seen(&["k1".to_string()]).await.unwrap().len(), 1);
+    assert_eq!(store.next_due().await.unwrap(), Some(due_now.due_at), "the earliest visible firing");
+    let mut received = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while received.len() < 2 && Instant::now() < deadline {
+        received.extend(store.receive(10).await.unwrap());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    received.sort_by(|a, b| a.firing.delivery_id.cmp(&b.firing.delivery_id));
+    let firings: Vec<Firing> = received.iter().map(|l| l.firing.clone()).collect();
+    assert_eq!(firings, vec![due_now, leased_at_close], "both due firings, the leased one after its lease");
+    for leased in &received {
+        store.ack(leased).await.unwrap();
+    }
+    assert!(store.receive(10).await.unwrap().is_empty(), "the later one is not due");
+    store.enqueue(&[fixtures::firing("d_delivered", fixtures::now())]).await.unwrap();
+    assert!(store.receive(10).await.unwrap().is_empty(), "a delivered id stays delivered across reopen");
+    assert_eq!(store.next_due().await.unwrap(), Some(due_later.due_at), "only the later firing is left");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn group_commit_batches_concurrent_writes() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&db_path(&dir), Duration::from_secs(30));
+    let before = store.stats();
+    let due = fixtures::now();
+    let tasks: Vec<_> = (0..2_000)
+        .map(|i| {
+            let store = store.clone();
+            tokio::spawn(async move { store.enqueue(&[fixtures::firing(&format!("d_{i:04}"), due)]).await })
+        })
+        .collect();
+    for task in tasks {
+        task.await.unwrap().unwrap();
+    }
+    let stats = store.stats();
+    let transactions = stats.transactions - before.transactions;
+    println!("2000 enqueues in {transactions} transactions, largest batch {}", stats.largest_batch);
+    assert_eq!(stats.jobs - before.jobs, 2_000);
+    assert!(transactions < 400, "group commit should batch: {transactions} transactions for 2000 writes");
+    assert!(stats.largest_batch > 10);
+    let mut received = store.receive(1_000).await.unwrap();
+    received.extend(store.receive(1_000).await.unwrap());
+    assert_eq!(received.len(), 2_000, "every acknowledged enqueue is queued");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_job_in_a_batch_does_not_fail_the_others() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&db_path(&dir), Duration::from_secs(30));
+    // 300 creates of 150 ids, all at once: per id one wins, the other is a Conflict,
+    // and those conflicting jobs share transactions with successful ones.
+    let tasks: Vec<_> = (0..300)
+        .map(|i| {
+            let store = store.clone();
+            let postback = fixtures::postback(&format!("pb_{:03}", i % 150), EventType::Conversion);
+            tokio::spawn(async move { store.create(&postback).await })
+        })
+        .collect();
+    let mut ok = 0;
+    let mut conflicts = 0;
+    for task in tasks {
+        match task.await.unwrap() {
+            Ok(()) => ok += 1,
+            Err(StoreError::Conflict(_)) => conflicts += 1,
+            Err(e) => panic!("unexpected error {e:?}"),
+        }
+    }
+    let stats = store.stats();
+    assert_eq!((ok, conflicts), (150, 150));
+    assert_eq!(stats.failed_jobs, 150);
+    assert!(stats.transactions < 300, "the jobs were batched ({} transactions)", stats.transactions);
+    assert_eq!(store.list(None).await.unwrap().len(), 150, "every successful create is stored");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn purge_expired_removes_old_rows_and_reads_ignore_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let retention = chrono::Duration::milliseconds(1_500);
+    let store =
+        EmbeddedStore::open(&db_path(&dir), EmbeddedOptions { lease: Duration::from_secs(30), retention }).unwrap();
+    let conversion = fixtures::event(EventType::Conversion, "T1");
+    let firing = fixtures::firing("d_old", fixtures::now());
+    let appended = fixtures::log_entry(&firing, Outcome::Retrying);
+    let delivered = fixtures::log_entry(&firing, Outcome::Delivered);
+    let queued = fixtures::firing("d_queued", fixtures::now() + chrono::Duration::hours(1));
+    store
+        .record(&[
+            TouchRecord { event: fixtures::event(EventType::Click, "T1") },
+            TouchRecord { event: fixtures::event(EventType::Impression, "T1") },
+            TouchRecord { event: conversion },
+        ])
+        .await
+        .unwrap();
+    store.mark_seen(&["k_old".to_string()]).await.unwrap();
+    store.append(&[appended.clone()]).await.unwrap();
+    assert!(store.record_delivered(&delivered).await.unwrap());
+    store.enqueue(&[queued]).await.unwrap();
+    assert!(store.get_click("T1").await.unwrap().is_some(), "fresh rows are visible");
+    assert_eq!(store.purge_expired().await.unwrap(), 0, "nothing expired yet");
+
+    tokio::time::sleep(Duration::from_millis(1_800)).await;
+    // Expired but not yet purged: invisible.
+    assert_eq!(store.get_click("T1").await.unwrap(), None);
+    assert_eq!(store.get_status("T1", &StatusKey::Conversion).await.unwrap(), None);
+    assert!(store.seen(&["k_old".to_string()]).await.unwrap().is_empty());
+    assert!(!store.is_delivered("d_old").await.unwrap());
+    assert_eq!(LogStore::get(&store, &appended.id).await.unwrap(), None);
+    let all = LogFilter { limit: 10, ..LogFilter::default() };
+    assert!(store.query(&all).await.unwrap().items.is_empty());
+
+    let fresh = fixtures::event(EventType::Click, "T2");
+    store.record(&[TouchRecord { event: fresh.clone() }]).await.unwrap();
+    // click + impression + status + seen key + 2 log entries + delivered marker
+    assert_eq!(store.purge_expired().await.unwrap(), 7);
+    assert_eq!(store.purge_expired().await.unwrap(), 0, "nothing left to purge");
+    assert_eq!(store.get_click("T2").await.unwrap(), Some(fresh), "fresh rows are kept");
+    assert!(store.next_due().await.unwrap().is_some(), "queued firings are work, not history: never purged");
+
+    // An expired marker no longer blocks a delivery.
+    assert!(store.record_delivered(&fixtures::log_entry(&firing, Outcome::Delivered)).await.unwrap());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stale_consumer_cannot_ack_or_retry_a_re_leased_firing() {
+    let dir = tempfile::tempdir().unwrap();
+    let lease = Duration::from_secs(1);
+    let store = open(&db_path(&dir), lease);
+    let firing = fixtures::firing("d_stale", fixtures::now());
+    store.enqueue(&[firing.clone()]).await.unwrap();
+    let stale = store.receive(10).await.unwrap().pop().unwrap();
+    tokio::time::sleep(lease + Duration::from_millis(50)).await;
+    let current = store.receive(10).await.unwrap().pop().expect("comes back after the lease");
+
+    store.ack(&stale).await.unwrap();
+    store.retry(&stale, &firing.next_attempt(fixtures::now())).await.unwrap();
+    assert_eq!(store.stats().stale_receipts, 2, "both were recognised as stale");
+    assert!(store.receive(10).await.unwrap().is_empty(), "still leased by the current consumer");
+    assert!(store.next_due().await.unwrap().is_some(), "the stale ack deleted nothing");
+
+    let next = firing.next_attempt(fixtures::now() + chrono::Duration::hours(1));
+    store.retry(&current, &next).await.unwrap();
+    assert_eq!(store.next_due().await.unwrap(), Some(next.due_at), "retry set the next due time, lease cleared");
+    let malformed = postback::ports::Leased { firing: firing.clone(), receipt: "garbage".into() };
+    store.ack(&malformed).await.unwrap();
+    assert_eq!(store.next_due().await.unwrap(), Some(next.due_at), "a malformed receipt acks nothing");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn next_due_and_notifier_drive_the_local_dispatcher() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&db_path(&dir), Duration::from_secs(5));
+    assert_eq!(store.next_due().await.unwrap(), None, "empty queue");
+    let notify = store.notifier().expect("the embedded queue signals new work");
+
+    let waiter = {
+        let notify = Arc::clone(&notify);
+        tokio::spawn(async move { notify.notified().await })
+    };
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let later = fixtures::firing("d_later", fixtures::now() + chrono::Duration::minutes(10));
+    store.enqueue(&[later.clone()]).await.unwrap();
+    tokio::time::timeout(Duration::from_secs(2), waiter).await.expect("a waiting consumer is woken").unwrap();
+    assert_eq!(store.next_due().await.unwrap(), Some(later.due_at));
+
+    let sooner = fixtures::firing("d_sooner", fixtures::now() + chrono::Duration::minutes(1));
+    store.enqueue(&[sooner.clone()]).await.unwrap();
+    assert_eq!(store.next_due().await.unwrap(), Some(sooner.due_at), "the earliest due time");
+    // Nobody was waiting during that enqueue; the stored permit still wakes the next wait.
+    tokio::time::timeout(Duration::from_secs(1), notify.notified()).await.expect("no lost wake-up");
+
+    let now_due = fixtures::firing("d_now", fixtures::now());
+    store.enqueue(&[now_due.clone()]).await.unwrap();
+    let leased = store.receive(10).await.unwrap();
+    assert_eq!(leased.len(), 1);
+    let lease_end = store.next_due().await.unwrap().unwrap();
+    let from_now = lease_end - Utc::now();
+    assert!(
+        from_now > chrono::Duration::seconds(2) && from_now <= chrono::Duration::seconds(5),
+        "the leased firing comes back when its 5 s lease ends, before the 1 minute one: {from_now}"
+    );
+    store.ack(&leased[0]).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn corrupt_rows_are_errors_or_quarantined_never_panics() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = db_path(&dir);
+    let store = open(&path, Duration::from_secs(30));
+    store.create(&fixtures::postback("pb_bad", EventType::Click)).await.unwrap();
+    store
+        .enqueue(&[fixtures::firing("d_bad", fixtures::now()), fixtures::firing("d_good", fixtures::now())])
+        .await
+        .unwrap();
+    {
+        let raw = rusqlite::Connection::open(&path).unwrap();
+        raw.execute("UPDATE postbacks SET body = '{\"id\": 1' WHERE id = 'pb_bad'", []).unwrap();
+        raw.execute("UPDATE firings SET payload = 'not json' WHERE delivery_id = 'd_bad'", []).unwrap();
+    }
+    assert!(matches!(PostbackStore::get(&store, "pb_bad").await, Err(StoreError::Corrupt(_))));
+    assert!(matches!(store.list(None).await, Err(StoreError::Corrupt(_))));
+    let received = store.receive(10).await.unwrap();
+    assert_eq!(received.iter().map(|l| l.firing.delivery_id.as_str()).collect::<Vec<_>>(), ["d_good"]);
+    assert_eq!(store.stats().quarantined_firings, 1);
+    assert_eq!(store.next_due().await.unwrap().map(|t| t > Utc::now()), Some(true), "only the leased one is left");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn opening_something_that_is_not_a_database_is_an_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("garbage.sqlite");
+    std::fs::write(&path, vec![0x42u8; 8192]).unwrap();
+    match EmbeddedStore::open(&path, options(Duration::from_secs(1))) {
+        Err(StoreError::Unavailable(message)) => assert!(message.contains("open"), "{message}"),
+        other => panic!("expected Unavailable, got {other:?}"),
+    }
+}
+
+/// Throughput figures (not a pass/fail test): single-firing enqueue from 64 concurrent
+/// callers with FULL and NORMAL sync, then receive + ack.
+/// `cargo test -p postback --features testing --release --test contract_embedded -- --ignored --nocapture throughput`
+#[tokio::test(flavor = "multi_thread")]
+#[ignore]
+async fn throughput() {
+    const CALLERS: usize = 64;
+    // (durability, most jobs per transaction, firings): max_batch 1 shows what group
+    // commit buys.
+    let runs = [(Durability::Full, 512, 20_000), (Durability::Full, 1, 5_000), (Durability::Normal, 512, 100_000)];
+    for (durability, max_batch, total) in runs {
+        let dir = match std::env::var_os("BENCH_DIR") {
+            Some(base) => tempfile::tempdir_in(base).unwrap(),
+            None => tempfile::tempdir().unwrap(),
+        };
+        let tuning = StoreTuning { durability, max_batch, ..StoreTuning::default() };
+        let store = EmbeddedStore::open_with(&db_path(&dir), options(Duration::from_secs(60)), tuning).unwrap();
+        let due = fixtures::now();
+        let template = fixtures::firing("d", due);
+        let started = Instant::now();
+        let tasks: Vec<_> = (0..CALLERS)
+            .map(|caller| {
+                let store = store.clone();
+                let template = template.clone();
+                tokio::spawn(async move {
+                    for i in (caller..total).step_by(CALLERS) {
+                        let firing = Firing { delivery_id: format!("d_{i:06}"), ..template.clone() };
+                        store.enqueue(&[firing]).await.unwrap();
+                    }
+                })
+            })
+            .collect();
+        for task in tasks {
+            task.await.unwrap();
+        }
+        let elapsed = started.elapsed();
+        let stats = store.stats();
+        println!(
+            "{durability:?}, max_batch {max_batch}: {total} single-firing enqueues by {CALLERS} callers in {elapsed:.2?} = {:.0}/s \
+             ({} transactions, {:.1} jobs/transaction)",
+            total as f64 / elapsed.as_secs_f64(),
+            stats.transactions,
+            stats.jobs as f64 / stats.transactions as f64
+        );
+
+        // One consumer: receive up to 100, ack each concurrently (as the dispatcher does).
+        let started = Instant::now();
+        let mut done = 0;
+        loop {
+            let batch = store.receive(100).await.unwrap();
+            if batch.is_empty() {
+                break;
+            }
+            done += batch.len();
+            futures::future::try_join_all(batch.iter().map(|l| store.ack(l))).await.unwrap();
+        }
+        let elapsed = started.elapsed();
+        assert_eq!(done, total);
+        println!(
+            "{durability:?}, max_batch {max_batch}: receive(100) + ack of {done} firings in {elapsed:.2?} = {:.0}/s",
+            done as f64 / elapsed.as_secs_f64()
+        );
+        store.close().await;
+    }
+}
