@@ -1,14 +1,25 @@
 //! Mapping SDK failures to the ports' `StoreError`.
 
-use aws_sdk_dynamodb::error::DisplayErrorContext;
+use aws_sdk_dynamodb::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 
 use crate::ports::StoreError;
 
 /// Any SDK failure (throttling, timeouts, service errors, an unreachable endpoint): the
-/// dependency is unavailable. The whole error chain goes into the message so the log
-/// says which call failed and why.
-pub(crate) fn unavailable<E: std::error::Error + 'static>(operation: &str, err: E) -> StoreError {
-    StoreError::Unavailable(format!("{operation}: {}", DisplayErrorContext(&err)))
+/// dependency is unavailable. The message names the call and the service's error code
+/// and message, or for transport failures the whole error chain.
+pub(crate) fn unavailable<E, R>(operation: &str, err: SdkError<E, R>) -> StoreError
+where
+    E: std::error::Error + ProvideErrorMetadata + 'static,
+    R: std::fmt::Debug + 'static,
+{
+    let detail = match &err {
+        SdkError::ServiceError(service) => {
+            let e = service.err();
+            format!("{}: {}", e.code().unwrap_or("service error"), e.message().unwrap_or_default())
+        }
+        other => DisplayErrorContext(other).to_string(),
+    };
+    StoreError::Unavailable(format!("{operation}: {detail}"))
 }
 
 /// A request this crate built was refused by the SDK's own validation (a missing

@@ -154,7 +154,7 @@ struct Plan<'a> {
 impl<'a> Plan<'a> {
     fn new(filter: &'a LogFilter, index: &str, want: usize, now: DateTime<Utc>) -> Plan<'a> {
         let mut conditions = vec!["#exp > :now".to_string()];
-        let mut names = BTreeMap::from([("#exp".to_string(), EXPIRES_AT.to_string()), ("#id".to_string(), ID.into())]);
+        let mut names = BTreeMap::from([("#exp".to_string(), EXPIRES_AT.to_string())]);
         let mut values = BTreeMap::from([(":now".to_string(), n(now.timestamp()))]);
         let mut add = |attribute: &str, op: &str, value: AttributeValue| {
             let i = names.len();
@@ -275,6 +275,8 @@ impl DynamoLogStore {
                 Some(c) => format!("#hk = :hk AND {c}"),
                 None => "#hk = :hk".to_string(),
             };
+            // DynamoDB rejects names and values the expressions do not use.
+            let id_name = range_condition.map(|_| ID.to_string());
             let mut query = self
                 .client
                 .query()
@@ -292,6 +294,9 @@ impl DynamoLogStore {
             }
             for (k, v) in &plan.values {
                 query = query.expression_attribute_values(k, v.clone());
+            }
+            if let Some(id) = id_name {
+                query = query.expression_attribute_names("#id", id);
             }
             for (k, v) in range_values {
                 query = query.expression_attribute_values(k, s(v));

@@ -57,12 +57,7 @@ impl AwsClients {
     /// Load the standard configuration chain (environment, profile, Lambda role) with
     /// this crate's timeouts and retry policy.
     pub async fn from_env() -> Self {
-        let config = aws_config::defaults(BehaviorVersion::latest())
-            .timeout_config(default_timeouts())
-            .retry_config(RetryConfig::standard().with_max_attempts(MAX_SDK_ATTEMPTS))
-            .load()
-            .await;
-        Self::from_sdk_config(&config)
+        Self::from_sdk_config(&config_loader().load().await)
     }
 
     pub fn from_sdk_config(config: &SdkConfig) -> Self {
@@ -72,6 +67,14 @@ impl AwsClients {
             scheduler: aws_sdk_scheduler::Client::new(config),
         }
     }
+}
+
+/// The standard configuration chain with this crate's timeouts and retry policy; add
+/// overrides (e.g. `.endpoint_url(..)`) before `.load()`.
+pub fn config_loader() -> aws_config::ConfigLoader {
+    aws_config::defaults(BehaviorVersion::latest())
+        .timeout_config(default_timeouts())
+        .retry_config(RetryConfig::standard().with_max_attempts(MAX_SDK_ATTEMPTS))
 }
 
 pub fn default_timeouts() -> TimeoutConfig {
