@@ -170,11 +170,8 @@ fn firing(delivery_id: &str, due_at: DateTime<Utc>) -> Firing {
 /// A log entry fired at `fired_at`, with a UUIDv7 id minted at that time (as the
 /// dispatcher mints them).
 fn log_entry(fired_at: DateTime<Utc>, postback_id: &str, txid: &str, outcome: Outcome) -> LogEntry {
-    let ts = uuid::Timestamp::from_unix(
-        uuid::NoContext,
-        fired_at.timestamp() as u64,
-        fired_at.timestamp_subsec_nanos(),
-    );
+    let ts =
+        uuid::Timestamp::from_unix(uuid::NoContext, fired_at.timestamp() as u64, fired_at.timestamp_subsec_nanos());
     LogEntry {
         id: uuid::Uuid::new_v7(ts).to_string(),
         delivery_id: format!("d-{postback_id}-{txid}"),
@@ -403,14 +400,21 @@ async fn logs_list_newest_first_through_every_index() {
     assert_eq!(ids(all_pages(logs, by_pb).await), newest_first(&|e| e.postback_id == "pbB"));
     let by_tx = LogFilter { transaction_id: Some("T2".into()), limit: 5, ..LogFilter::default() };
     assert_eq!(ids(all_pages(logs, by_tx).await), newest_first(&|e| e.transaction_id == "T2"));
-    let both =
-        LogFilter { transaction_id: Some("T1".into()), postback_id: Some("pbA".into()), limit: 2, ..Default::default() };
+    let both = LogFilter {
+        transaction_id: Some("T1".into()),
+        postback_id: Some("pbA".into()),
+        limit: 2,
+        ..Default::default()
+    };
     assert_eq!(ids(all_pages(logs, both).await), newest_first(&|e| e.transaction_id == "T1" && e.postback_id == "pbA"));
     // Other filters.
     let failed = LogFilter { outcome: Some(Outcome::Failed), limit: 4, ..LogFilter::default() };
     assert_eq!(ids(all_pages(logs, failed).await), newest_first(&|e| e.outcome == Outcome::Failed));
     let code = LogFilter { status_code: Some(200), postback_id: Some("pbC".into()), limit: 50, ..Default::default() };
-    assert_eq!(ids(all_pages(logs, code).await), newest_first(&|e| e.postback_id == "pbC" && e.status_code == Some(200)));
+    assert_eq!(
+        ids(all_pages(logs, code).await),
+        newest_first(&|e| e.postback_id == "pbC" && e.status_code == Some(200))
+    );
     let none = LogFilter { kind: Some(EventType::Click), limit: 50, ..LogFilter::default() };
     assert!(all_pages(logs, none).await.is_empty());
     // Time ranges (inclusive, exact to the entry's fired_at).

@@ -103,7 +103,11 @@ pub(crate) async fn batch_put(client: &aws_sdk_dynamodb::Client, table: &str, it
 
 /// Get items by key (strongly consistent), in chunks of 100, re-requesting unprocessed
 /// keys. Keys must be distinct. Returns the items found, in no particular order.
-pub(crate) async fn batch_get(client: &aws_sdk_dynamodb::Client, table: &str, keys: Vec<Item>) -> StoreResult<Vec<Item>> {
+pub(crate) async fn batch_get(
+    client: &aws_sdk_dynamodb::Client,
+    table: &str,
+    keys: Vec<Item>,
+) -> StoreResult<Vec<Item>> {
     let mut found = Vec::new();
     for chunk in keys.chunks(BATCH_GET_MAX) {
         let mut pending = chunk.to_vec();

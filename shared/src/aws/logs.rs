@@ -108,14 +108,23 @@ impl IdRange {
 
     fn is_empty(&self) -> bool {
         match (&self.low, &self.high) {
-            (Some(l), Some((h, inclusive))) => if *inclusive { l > h } else { l >= h },
+            (Some(l), Some((h, inclusive))) => {
+                if *inclusive {
+                    l > h
+                } else {
+                    l >= h
+                }
+            }
             _ => false,
         }
     }
 
     fn admits(&self, id: &str) -> bool {
         self.low.as_deref().is_none_or(|l| id >= l)
-            && self.high.as_ref().is_none_or(|(h, inclusive)| if *inclusive { id <= h.as_str() } else { id < h.as_str() })
+            && self
+                .high
+                .as_ref()
+                .is_none_or(|(h, inclusive)| if *inclusive { id <= h.as_str() } else { id < h.as_str() })
     }
 
     /// The sort-key part of a KeyConditionExpression, with its values.
@@ -418,10 +427,8 @@ impl LogStore for DynamoLogStore {
             .collect();
         let mut items = Vec::with_capacity(want);
         while items.len() < want {
-            try_join_all(
-                sources.iter_mut().filter(|s| s.buffer.is_empty() && !s.done).map(|s| self.fill(s, &plan)),
-            )
-            .await?;
+            try_join_all(sources.iter_mut().filter(|s| s.buffer.is_empty() && !s.done).map(|s| self.fill(s, &plan)))
+                .await?;
             // Merge: the newest head among the sources comes next.
             let newest = sources
                 .iter_mut()

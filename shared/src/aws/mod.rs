@@ -13,6 +13,8 @@ mod logs;
 mod postbacks;
 mod queue;
 pub mod resources;
+#[cfg(test)]
+mod template_check;
 mod touches;
 
 use std::sync::Arc;
