@@ -52,8 +52,8 @@ install_dynamodb_local() {
     rm -rf "$tmp"
 }
 
-venv_has() { # package==version
-    [[ -x "$VENV/bin/python" ]] && "$VENV/bin/python" -m pip show "${1%%==*}" 2>/dev/null | grep -qx "Version: ${1##*==}"
+venv_has() { # package==version; a marker written after a successful install (pip show is slow)
+    [[ -x "$VENV/bin/python" && -f "$VENV/.installed-$1" ]]
 }
 
 install_venv_package() { # package==version
@@ -64,6 +64,7 @@ install_venv_package() { # package==version
     fi
     "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check "$1" >"$EMULATOR_HOME/pip.log" 2>&1 ||
         { tail -n 20 "$EMULATOR_HOME/pip.log" >&2; die "pip install $1 failed (log: $EMULATOR_HOME/pip.log)"; }
+    touch "$VENV/.installed-$1"
 }
 
 cmd_install() {
@@ -83,8 +84,12 @@ s.close()
 PY
 }
 
+# A PID file names a live emulator of ours (not a stranger that got the PID later).
 alive() { # pidfile
-    [[ -f "$1" ]] && kill -0 "$(cat "$1")" 2>/dev/null
+    [[ -f "$1" ]] || return 1
+    local pid
+    pid="$(cat "$1")"
+    kill -0 "$pid" 2>/dev/null && tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -qF "$EMULATOR_HOME"
 }
 
 # Wait until an HTTP server answers on 127.0.0.1:$1 (any status), or the process died.
@@ -182,30 +187,36 @@ ENV
 
 cmd_start() {
     cmd_install
+    need curl "to wait until the emulators answer"
     mkdir -p "$STATE_DIR"
+    # Half a start is no start: stop what did come up.
+    trap 'rc=$?; ((rc == 0)) || cmd_stop' EXIT
     start_dynamodb
     start_ministack
+    trap - EXIT
     print_env
 }
 
-stop_one() { # name
-    local pidfile="$STATE_DIR/$1.pid"
-    if alive "$pidfile"; then
-        local pid
-        pid="$(cat "$pidfile")"
-        kill "$pid" 2>/dev/null || true
+cmd_stop() {
+    # Signal both first, then wait: each takes a moment to shut down.
+    local name pid pids=()
+    for name in ministack dynamodb; do
+        if alive "$STATE_DIR/$name.pid"; then
+            pid="$(cat "$STATE_DIR/$name.pid")"
+            kill "$pid" 2>/dev/null || true
+            pids+=("$pid")
+        fi
+    done
+    for pid in "${pids[@]}"; do
         for _ in $(seq 1 50); do
             kill -0 "$pid" 2>/dev/null || break
             sleep 0.1
         done
         kill -9 "$pid" 2>/dev/null || true
-    fi
-    rm -f "$pidfile" "$STATE_DIR/$1.port"
-}
-
-cmd_stop() {
-    stop_one ministack
-    stop_one dynamodb
+    done
+    for name in ministack dynamodb; do
+        rm -f "$STATE_DIR/$name.pid" "$STATE_DIR/$name.port"
+    done
 }
 
 cmd_run() {
