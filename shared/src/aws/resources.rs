@@ -1,0 +1,321 @@
+//! The DynamoDB tables, SQS queues and schedule group, defined once: `ensure_resources`
+//! creates exactly these (tests, local runs against an emulator), and a test checks that
+//! `template.yaml` declares the same keys, indexes, TTL and queue settings.
+
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
+
+use aws_sdk_dynamodb::types::{
+    AttributeDefinition, BillingMode, GlobalSecondaryIndex, KeySchemaElement, KeyType, Projection, ProjectionType,
+    ScalarAttributeType, TableStatus, TimeToLiveSpecification, TimeToLiveStatus,
+};
+use aws_sdk_sqs::types::QueueAttributeName;
+
+use super::error::{build_error, unavailable};
+use super::{AwsClients, ResourceNames};
+use crate::ports::{StoreError, StoreResult};
+
+/// A table's or index's key; every key attribute is a string (`S`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KeyDef {
+    pub hash: &'static str,
+    pub range: Option<&'static str>,
+}
+
+/// A global secondary index; all project every attribute (`ALL`), so a query never
+/// needs a second read per item.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IndexDef {
+    pub name: &'static str,
+    pub key: KeyDef,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TableDef {
+    /// The resource's logical id in `template.yaml`.
+    pub logical_id: &'static str,
+    pub key: KeyDef,
+    pub indexes: &'static [IndexDef],
+    pub ttl_attribute: Option<&'static str>,
+}
+
+impl TableDef {
+    /// Every attribute used in the table's or an index's key (what CloudFormation's
+    /// `AttributeDefinitions` must list, no more).
+    pub fn key_attributes(&self) -> BTreeSet<&'static str> {
+        std::iter::once(self.key)
+            .chain(self.indexes.iter().map(|i| i.key))
+            .flat_map(|k| std::iter::once(k.hash).chain(k.range))
+            .collect()
+    }
+}
+
+pub(crate) const POSTBACKS_BY_TYPE: &str = "by_type";
+pub(crate) const LOGS_BY_POSTBACK: &str = "by_postback";
+pub(crate) const LOGS_BY_TRANSACTION: &str = "by_transaction";
+pub(crate) const LOGS_NEWEST: &str = "newest";
+
+/// Postbacks: by id; by type for matching and for listing (see `docs/aws.md`).
+pub const POSTBACKS_TABLE: TableDef = TableDef {
+    logical_id: "PostbacksTable",
+    key: KeyDef { hash: "id", range: None },
+    indexes: &[IndexDef { name: POSTBACKS_BY_TYPE, key: KeyDef { hash: "type", range: Some("id") } }],
+    ttl_attribute: None,
+};
+
+/// Clicks, impressions, conversion/event statuses and seen markers of a transaction.
+pub const TOUCHES_TABLE: TableDef = TableDef {
+    logical_id: "TouchesTable",
+    key: KeyDef { hash: "transaction_id", range: Some("kind") },
+    indexes: &[],
+    ttl_attribute: Some("expires_at"),
+};
+
+/// Log entries (and delivered markers, which carry no index attributes).
+pub const LOGS_TABLE: TableDef = TableDef {
+    logical_id: "LogsTable",
+    key: KeyDef { hash: "id", range: None },
+    indexes: &[
+        IndexDef { name: LOGS_BY_POSTBACK, key: KeyDef { hash: "postback_id", range: Some("id") } },
+        IndexDef { name: LOGS_BY_TRANSACTION, key: KeyDef { hash: "transaction_id", range: Some("id") } },
+        IndexDef { name: LOGS_NEWEST, key: KeyDef { hash: "log_shard", range: Some("id") } },
+    ],
+    ttl_attribute: Some("expires_at"),
+};
+
+pub const TABLES: [TableDef; 3] = [POSTBACKS_TABLE, TOUCHES_TABLE, LOGS_TABLE];
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QueueDef {
+    pub logical_id: &'static str,
+    pub dead_letter_logical_id: &'static str,
+    /// 6 × the dispatch function's timeout, as AWS advises for a Lambda event source.
+    pub visibility_timeout_s: u32,
+    /// The most SQS allows, on both queues.
+    pub retention_s: u32,
+    /// Receives of one message before it moves to the dead-letter queue. Retries are new
+    /// messages (see `queue.rs`), so this counts only crashed or timed-out dispatches and
+    /// throttled deliveries of the same attempt.
+    pub max_receive_count: u32,
+}
+
+pub const FIRING_QUEUE: QueueDef = QueueDef {
+    logical_id: "FiringQueue",
+    dead_letter_logical_id: "FiringDeadLetterQueue",
+    visibility_timeout_s: 360,
+    retention_s: 1_209_600,
+    max_receive_count: 5,
+};
+
+pub const SCHEDULE_GROUP_LOGICAL_ID: &str = "FiringScheduleGroup";
+pub const SCHEDULER_ROLE_LOGICAL_ID: &str = "SchedulerRole";
+
+/// Names for `ensure_resources` to create.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResourcePlan {
+    pub postbacks_table: String,
+    pub touches_table: String,
+    pub logs_table: String,
+    pub queue_name: String,
+    pub dead_letter_queue_name: String,
+    pub schedule_group: String,
+    /// No emulator enforces IAM; on AWS the template creates the role.
+    pub scheduler_role_arn: String,
+    /// The queue's visibility timeout (the lease); `FIRING_QUEUE`'s in production,
+    /// short in tests.
+    pub visibility_timeout: Duration,
+    /// Off only in tests that check reads ignore expired items (DynamoDB Local would
+    /// otherwise delete them within a second).
+    pub ttl_enabled: bool,
+}
+
+impl ResourcePlan {
+    /// Every name prefixed, e.g. by a unique test-run id.
+    pub fn with_prefix(prefix: &str) -> Self {
+        Self {
+            postbacks_table: format!("{prefix}-postbacks"),
+            touches_table: format!("{prefix}-touches"),
+            logs_table: format!("{prefix}-logs"),
+            queue_name: format!("{prefix}-firings"),
+            dead_letter_queue_name: format!("{prefix}-firings-dlq"),
+            schedule_group: format!("{prefix}-firings"),
+            scheduler_role_arn: format!("arn:aws:iam::000000000000:role/{prefix}-scheduler"),
+            visibility_timeout: Duration::from_secs(u64::from(FIRING_QUEUE.visibility_timeout_s)),
+            ttl_enabled: true,
+        }
+    }
+}
+
+/// How long to wait for a new table to become active (instant on emulators).
+const TABLE_ACTIVE_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// Create what is missing (idempotent) and return the names the adapters need.
+pub async fn ensure_resources(clients: &AwsClients, plan: &ResourcePlan) -> StoreResult<ResourceNames> {
+    let tables = [
+        (&POSTBACKS_TABLE, &plan.postbacks_table),
+        (&TOUCHES_TABLE, &plan.touches_table),
+        (&LOGS_TABLE, &plan.logs_table),
+    ];
+    for (def, name) in tables {
+        ensure_table(&clients.dynamodb, def, name, plan.ttl_enabled).await?;
+    }
+    let (_, dead_letter_arn) = ensure_queue(&clients.sqs, &plan.dead_letter_queue_name, &[]).await?;
+    let redrive = serde_json::json!({
+        "deadLetterTargetArn": dead_letter_arn,
+        "maxReceiveCount": FIRING_QUEUE.max_receive_count,
+    })
+    .to_string();
+    let (queue_url, queue_arn) = ensure_queue(
+        &clients.sqs,
+        &plan.queue_name,
+        &[
+            (QueueAttributeName::VisibilityTimeout, plan.visibility_timeout.as_secs().to_string()),
+            (QueueAttributeName::RedrivePolicy, redrive),
+        ],
+    )
+    .await?;
+    ensure_schedule_group(&clients.scheduler, &plan.schedule_group).await?;
+    Ok(ResourceNames {
+        postbacks_table: plan.postbacks_table.clone(),
+        touches_table: plan.touches_table.clone(),
+        logs_table: plan.logs_table.clone(),
+        queue_url,
+        queue_arn,
+        dead_letter_queue_arn: Some(dead_letter_arn),
+        schedule_group: plan.schedule_group.clone(),
+        scheduler_role_arn: plan.scheduler_role_arn.clone(),
+    })
+}
+
+fn key_schema(key: KeyDef) -> StoreResult<Vec<KeySchemaElement>> {
+    std::iter::once((key.hash, KeyType::Hash))
+        .chain(key.range.map(|r| (r, KeyType::Range)))
+        .map(|(name, kind)| {
+            KeySchemaElement::builder()
+                .attribute_name(name)
+                .key_type(kind)
+                .build()
+                .map_err(|e| build_error("KeySchemaElement", e))
+        })
+        .collect()
+}
+
+async fn ensure_table(client: &aws_sdk_dynamodb::Client, def: &TableDef, name: &str, ttl: bool) -> StoreResult<()> {
+    let mut create = client
+        .create_table()
+        .table_name(name)
+        .billing_mode(BillingMode::PayPerRequest)
+        .set_key_schema(Some(key_schema(def.key)?));
+    for attribute in def.key_attributes() {
+        create = create.attribute_definitions(
+            AttributeDefinition::builder()
+                .attribute_name(attribute)
+                .attribute_type(ScalarAttributeType::S)
+                .build()
+                .map_err(|e| build_error("AttributeDefinition", e))?,
+        );
+    }
+    for index in def.indexes {
+        create = create.global_secondary_indexes(
+            GlobalSecondaryIndex::builder()
+                .index_name(index.name)
+                .set_key_schema(Some(key_schema(index.key)?))
+                .projection(Projection::builder().projection_type(ProjectionType::All).build())
+                .build()
+                .map_err(|e| build_error("GlobalSecondaryIndex", e))?,
+        );
+    }
+    match create.send().await {
+        Ok(_) => {}
+        Err(e) if e.as_service_error().is_some_and(|s| s.is_resource_in_use_exception()) => {}
+        Err(e) => return Err(unavailable("DynamoDB CreateTable", e)),
+    }
+    wait_active(client, name).await?;
+    if let (Some(attribute), true) = (def.ttl_attribute, ttl) {
+        let current = client
+            .describe_time_to_live()
+            .table_name(name)
+            .send()
+            .await
+            .map_err(|e| unavailable("DynamoDB DescribeTimeToLive", e))?;
+        let status = current.time_to_live_description.and_then(|d| d.time_to_live_status);
+        if !matches!(status, Some(TimeToLiveStatus::Enabled | TimeToLiveStatus::Enabling)) {
+            let spec = TimeToLiveSpecification::builder()
+                .attribute_name(attribute)
+                .enabled(true)
+                .build()
+                .map_err(|e| build_error("TimeToLiveSpecification", e))?;
+            client
+                .update_time_to_live()
+                .table_name(name)
+                .time_to_live_specification(spec)
+                .send()
+                .await
+                .map_err(|e| unavailable("DynamoDB UpdateTimeToLive", e))?;
+        }
+    }
+    Ok(())
+}
+
+async fn wait_active(client: &aws_sdk_dynamodb::Client, name: &str) -> StoreResult<()> {
+    let started = Instant::now();
+    loop {
+        let out = client
+            .describe_table()
+            .table_name(name)
+            .send()
+            .await
+            .map_err(|e| unavailable("DynamoDB DescribeTable", e))?;
+        let table = out.table.as_ref();
+        let table_active = table.and_then(|t| t.table_status.as_ref()) == Some(&TableStatus::Active);
+        let indexes_active = table
+            .map(|t| t.global_secondary_indexes())
+            .unwrap_or_default()
+            .iter()
+            .all(|i| i.index_status.as_ref().is_none_or(|s| s.as_str() == "ACTIVE"));
+        if table_active && indexes_active {
+            return Ok(());
+        }
+        if started.elapsed() > TABLE_ACTIVE_TIMEOUT {
+            return Err(StoreError::Unavailable(format!("table {name} not active after {TABLE_ACTIVE_TIMEOUT:?}")));
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// Create the queue (idempotent for identical attributes) and return its URL and ARN.
+async fn ensure_queue(
+    client: &aws_sdk_sqs::Client,
+    name: &str,
+    attributes: &[(QueueAttributeName, String)],
+) -> StoreResult<(String, String)> {
+    let mut create = client
+        .create_queue()
+        .queue_name(name)
+        .attributes(QueueAttributeName::MessageRetentionPeriod, FIRING_QUEUE.retention_s.to_string());
+    for (attribute, value) in attributes {
+        create = create.attributes(attribute.clone(), value);
+    }
+    let out = create.send().await.map_err(|e| unavailable("SQS CreateQueue", e))?;
+    let url = out.queue_url.ok_or_else(|| StoreError::Unavailable(format!("SQS CreateQueue {name}: no URL")))?;
+    let attributes = client
+        .get_queue_attributes()
+        .queue_url(&url)
+        .attribute_names(QueueAttributeName::QueueArn)
+        .send()
+        .await
+        .map_err(|e| unavailable("SQS GetQueueAttributes", e))?;
+    let arn = attributes
+        .attributes
+        .and_then(|mut a| a.remove(&QueueAttributeName::QueueArn))
+        .ok_or_else(|| StoreError::Unavailable(format!("SQS GetQueueAttributes {name}: no QueueArn")))?;
+    Ok((url, arn))
+}
+
+async fn ensure_schedule_group(client: &aws_sdk_scheduler::Client, name: &str) -> StoreResult<()> {
+    match client.create_schedule_group().name(name).send().await {
+        Ok(_) => Ok(()),
+        Err(e) if e.as_service_error().is_some_and(|s| s.is_conflict_exception()) => Ok(()),
+        Err(e) => Err(unavailable("Scheduler CreateScheduleGroup", e)),
+    }
+}

@@ -1,0 +1,189 @@
+//! `template.yaml` must declare exactly the tables, queues and schedule group that
+//! `resources.rs` defines (and that the tests create), and wire their names into the
+//! functions' environment under the names `ResourceNames::from_env` reads.
+
+use std::collections::BTreeSet;
+
+use serde_yaml::value::TaggedValue;
+use serde_yaml::Value;
+
+use super::env;
+use super::resources::{KeyDef, TableDef, FIRING_QUEUE, SCHEDULER_ROLE_LOGICAL_ID, SCHEDULE_GROUP_LOGICAL_ID, TABLES};
+
+const TEMPLATE: &str = include_str!("../../../template.yaml");
+
+fn tagged(tag: &str, value: &str) -> Value {
+    Value::Tagged(Box::new(TaggedValue { tag: serde_yaml::value::Tag::new(tag), value: Value::String(value.into()) }))
+}
+
+fn key_schema(key: KeyDef) -> Value {
+    let mut elements = vec![serde_yaml::to_value(serde_json::json!({"AttributeName": key.hash, "KeyType": "HASH"}))];
+    if let Some(range) = key.range {
+        elements.push(serde_yaml::to_value(serde_json::json!({"AttributeName": range, "KeyType": "RANGE"})));
+    }
+    Value::Sequence(elements.into_iter().map(|v| v.unwrap_or(Value::Null)).collect())
+}
+
+fn check_table(resources: &Value, def: &TableDef, problems: &mut Vec<String>) {
+    let table = &resources[def.logical_id];
+    let props = &table["Properties"];
+    let mut expect = |what: &str, ok: bool| {
+        if !ok {
+            problems.push(format!("{}: {what}", def.logical_id));
+        }
+    };
+    expect("is an AWS::DynamoDB::Table", table["Type"].as_str() == Some("AWS::DynamoDB::Table"));
+    expect("BillingMode PAY_PER_REQUEST", props["BillingMode"].as_str() == Some("PAY_PER_REQUEST"));
+    expect(
+        "point-in-time recovery on",
+        props["PointInTimeRecoverySpecification"]["PointInTimeRecoveryEnabled"].as_bool() == Some(true),
+    );
+    expect("KeySchema", props["KeySchema"] == key_schema(def.key));
+    let declared: BTreeSet<(String, String)> = props["AttributeDefinitions"]
+        .as_sequence()
+        .map(|s| {
+            s.iter()
+                .map(|a| {
+                    (
+                        a["AttributeName"].as_str().unwrap_or("").to_string(),
+                        a["AttributeType"].as_str().unwrap_or("").into(),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let wanted: BTreeSet<(String, String)> = def.key_attributes().into_iter().map(|a| (a.into(), "S".into())).collect();
+    expect(&format!("AttributeDefinitions {declared:?} != {wanted:?}"), declared == wanted);
+    let indexes = props["GlobalSecondaryIndexes"].as_sequence().cloned().unwrap_or_default();
+    expect("index count", indexes.len() == def.indexes.len());
+    for index in def.indexes {
+        let found = indexes.iter().find(|i| i["IndexName"].as_str() == Some(index.name));
+        expect(&format!("index {} declared", index.name), found.is_some());
+        if let Some(found) = found {
+            expect(&format!("index {} KeySchema", index.name), found["KeySchema"] == key_schema(index.key));
+            expect(
+                &format!("index {} projects ALL", index.name),
+                found["Projection"]["ProjectionType"].as_str() == Some("ALL"),
+            );
+        }
+    }
+    let ttl = &props["TimeToLiveSpecification"];
+    match def.ttl_attribute {
+        Some(attribute) => {
+            expect("TTL attribute", ttl["AttributeName"].as_str() == Some(attribute));
+            expect("TTL enabled", ttl["Enabled"].as_bool() == Some(true));
+        }
+        None => expect("no TTL", ttl.is_null()),
+    }
+}
+
+/// Every mismatch between the template and the definitions, in words.
+fn check_template(text: &str) -> Vec<String> {
+    let mut problems = Vec::new();
+    let doc: Value = match serde_yaml::from_str(text) {
+        Ok(doc) => doc,
+        Err(e) => return vec![format!("template.yaml does not parse: {e}")],
+    };
+    let resources = &doc["Resources"];
+    for def in &TABLES {
+        check_table(resources, def, &mut problems);
+    }
+
+    let mut expect = |what: &str, ok: bool| {
+        if !ok {
+            problems.push(what.to_string());
+        }
+    };
+    let queue = &resources[FIRING_QUEUE.logical_id];
+    let dlq = &resources[FIRING_QUEUE.dead_letter_logical_id];
+    let as_u64 = |v: &Value| v.as_u64();
+    expect("queue type", queue["Type"].as_str() == Some("AWS::SQS::Queue"));
+    expect("dead-letter queue type", dlq["Type"].as_str() == Some("AWS::SQS::Queue"));
+    let queue_props = &queue["Properties"];
+    expect(
+        "queue VisibilityTimeout",
+        as_u64(&queue_props["VisibilityTimeout"]) == Some(u64::from(FIRING_QUEUE.visibility_timeout_s)),
+    );
+    expect(
+        "queue MessageRetentionPeriod",
+        as_u64(&queue_props["MessageRetentionPeriod"]) == Some(u64::from(FIRING_QUEUE.retention_s)),
+    );
+    expect(
+        "dead-letter queue MessageRetentionPeriod",
+        as_u64(&dlq["Properties"]["MessageRetentionPeriod"]) == Some(u64::from(FIRING_QUEUE.retention_s)),
+    );
+    let redrive = &queue_props["RedrivePolicy"];
+    expect(
+        "RedrivePolicy maxReceiveCount",
+        as_u64(&redrive["maxReceiveCount"]) == Some(u64::from(FIRING_QUEUE.max_receive_count)),
+    );
+    expect(
+        "RedrivePolicy targets the dead-letter queue",
+        redrive["deadLetterTargetArn"] == tagged("!GetAtt", &format!("{}.Arn", FIRING_QUEUE.dead_letter_logical_id)),
+    );
+    expect(
+        "schedule group",
+        resources[SCHEDULE_GROUP_LOGICAL_ID]["Type"].as_str() == Some("AWS::Scheduler::ScheduleGroup"),
+    );
+    expect("scheduler role", resources[SCHEDULER_ROLE_LOGICAL_ID]["Type"].as_str() == Some("AWS::IAM::Role"));
+
+    // The dispatch function and its event source.
+    let dispatch = &resources["DispatchFunction"]["Properties"];
+    let timeout = as_u64(&dispatch["Timeout"]).unwrap_or(u64::MAX);
+    expect(
+        "queue VisibilityTimeout >= 6 x dispatch Timeout",
+        u64::from(FIRING_QUEUE.visibility_timeout_s) >= timeout.saturating_mul(6),
+    );
+    let source = &dispatch["Events"]["Firings"]["Properties"];
+    expect("dispatch reads the firing queue", source["Queue"] == tagged("!GetAtt", "FiringQueue.Arn"));
+    expect(
+        "dispatch reports batch item failures",
+        source["FunctionResponseTypes"].as_sequence().is_some_and(|t| t.iter().any(|v| v == "ReportBatchItemFailures")),
+    );
+    for (function, binary) in
+        [("ConfigApiFunction", "config-api"), ("IngestFunction", "ingest"), ("DispatchFunction", "dispatch")]
+    {
+        let metadata = &resources[function]["Metadata"];
+        expect(
+            &format!("{function} builds with cargo lambda"),
+            metadata["BuildMethod"].as_str() == Some("rust-cargolambda"),
+        );
+        expect(&format!("{function} binary {binary}"), metadata["BuildProperties"]["Binary"].as_str() == Some(binary));
+    }
+
+    // The names the adapters read, from the resources above.
+    let variables = &doc["Globals"]["Function"]["Environment"]["Variables"];
+    let wiring = [
+        (env::POSTBACKS_TABLE, tagged("!Ref", "PostbacksTable")),
+        (env::TOUCHES_TABLE, tagged("!Ref", "TouchesTable")),
+        (env::LOGS_TABLE, tagged("!Ref", "LogsTable")),
+        (env::QUEUE_URL, tagged("!Ref", FIRING_QUEUE.logical_id)),
+        (env::QUEUE_ARN, tagged("!GetAtt", &format!("{}.Arn", FIRING_QUEUE.logical_id))),
+        (env::DEAD_LETTER_QUEUE_ARN, tagged("!GetAtt", &format!("{}.Arn", FIRING_QUEUE.dead_letter_logical_id))),
+        (env::SCHEDULE_GROUP, tagged("!Ref", SCHEDULE_GROUP_LOGICAL_ID)),
+        (env::SCHEDULER_ROLE_ARN, tagged("!GetAtt", &format!("{SCHEDULER_ROLE_LOGICAL_ID}.Arn"))),
+    ];
+    for (name, value) in wiring {
+        expect(&format!("environment {name}"), variables[name] == value);
+    }
+    problems
+}
+
+#[test]
+fn template_declares_the_defined_resources() {
+    let problems = check_template(TEMPLATE);
+    assert!(problems.is_empty(), "template.yaml disagrees with resources.rs:\n{}", problems.join("\n"));
+}
+
+#[test]
+fn the_check_notices_a_difference() {
+    let changed = TEMPLATE.replace("maxReceiveCount: 5", "maxReceiveCount: 6");
+    assert_eq!(check_template(&changed), ["RedrivePolicy maxReceiveCount"]);
+    let changed =
+        TEMPLATE.replacen("AttributeName: log_shard, KeyType: HASH", "AttributeName: shard, KeyType: HASH", 1);
+    assert!(check_template(&changed).iter().any(|p| p.contains("index newest KeySchema")));
+    let changed =
+        TEMPLATE.replace("TimeToLiveSpecification: { AttributeName: expires_at, Enabled: true }\n      Point", "Point");
+    assert!(check_template(&changed).iter().any(|p| p == "TouchesTable: TTL attribute"));
+    assert!(!check_template("Resources: {}").is_empty());
+}

@@ -1,0 +1,662 @@
+//! The AWS adapters against local emulators: DynamoDB Local (Amazon's own engine) for
+//! the stores, ministack for SQS and EventBridge Scheduler (its schedules really fire).
+//!
+//! Run: `scripts/emulators.sh run cargo test -p postback --features aws,testing --test contract_aws`
+//! (it installs and starts the emulators, exports their endpoints, and stops them).
+//! Without the endpoints these tests FAIL; `POSTBACK_SKIP_AWS_TESTS=1` skips them
+//! explicitly. Every test creates its own uniquely named tables, queues and schedule
+//! group, so tests run in parallel and runs never see each other's data.
+#![cfg(all(feature = "aws", feature = "testing"))]
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use postback::aws::{
+    at_expression, config_loader, ensure_resources, schedule_name, AwsAdapters, AwsClients, DynamoLogStore,
+    DynamoTouchStore, QueueSettings, ResourceNames, ResourcePlan, SqsFiringQueue,
+};
+use postback::domain::event::{Event, EventType, Status, StatusKey};
+use postback::domain::firing::Firing;
+use postback::domain::log::{Cursor, LogEntry, LogFilter, Outcome};
+use postback::domain::postback::Postback;
+use postback::ports::{FiringQueue, Leased, LogStore, PostbackStore, StoreError, TouchRecord, TouchStore};
+
+/// The queue lease in these tests (the contract suite's `contract::LEASE`).
+const LEASE: Duration = Duration::from_secs(2);
+const SKIP_VAR: &str = "POSTBACK_SKIP_AWS_TESTS";
+
+// ---------------------------------------------------------------------------------
+// Emulator check and per-test resources
+// ---------------------------------------------------------------------------------
+
+/// `false` only when the run explicitly opted out; missing emulators fail the test.
+fn emulators_required() -> bool {
+    if std::env::var(SKIP_VAR).as_deref() == Ok("1") {
+        eprintln!("{SKIP_VAR}=1: AWS adapter tests skipped");
+        return false;
+    }
+    for service in ["DYNAMODB", "SQS", "SCHEDULER"] {
+        let endpoint = std::env::var(format!("AWS_ENDPOINT_URL_{service}"))
+            .or_else(|_| std::env::var("AWS_ENDPOINT_URL"))
+            .unwrap_or_else(|_| {
+                panic!(
+                    "AWS_ENDPOINT_URL_{service} is not set: these tests need the local emulators. Run them with \
+                     `scripts/emulators.sh run cargo test -p postback --features aws,testing --test contract_aws`, \
+                     or set {SKIP_VAR}=1 to skip them on purpose."
+                )
+            });
+        let host = url::Url::parse(&endpoint).ok().and_then(|u| u.host_str().map(str::to_string));
+        assert!(
+            matches!(host.as_deref(), Some("127.0.0.1" | "localhost" | "[::1]")),
+            "refusing to create test resources at {endpoint}: not a loopback emulator"
+        );
+    }
+    true
+}
+
+macro_rules! require_emulators {
+    () => {
+        if !emulators_required() {
+            return;
+        }
+    };
+}
+
+fn run_id() -> &'static str {
+    static ID: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    ID.get_or_init(|| uuid::Uuid::new_v4().simple().to_string()[..8].to_string())
+}
+
+struct Fixture {
+    clients: AwsClients,
+    names: ResourceNames,
+    adapters: AwsAdapters,
+}
+
+async fn fixture(test: &str, adjust: impl FnOnce(&mut ResourcePlan)) -> Fixture {
+    let clients = AwsClients::from_env().await;
+    let mut plan = ResourcePlan::with_prefix(&format!("pbt-{}-{test}", run_id()));
+    plan.visibility_timeout = LEASE;
+    adjust(&mut plan);
+    let names = ensure_resources(&clients, &plan).await.expect("create test resources");
+    let adapters = AwsAdapters::new(&clients, &names, chrono::Duration::days(30));
+    Fixture { clients, names, adapters }
+}
+
+fn queue_with(f: &Fixture, adjust: impl FnOnce(&mut QueueSettings)) -> SqsFiringQueue {
+    let mut settings = QueueSettings::from_names(&f.names);
+    settings.visibility_timeout = Some(LEASE);
+    adjust(&mut settings);
+    SqsFiringQueue::new(&f.clients, settings)
+}
+
+// ---------------------------------------------------------------------------------
+// The shared port contract suite
+// ---------------------------------------------------------------------------------
+
+/// Fresh, empty adapters per call: what `postback::testing::AdapterFactory::fresh`
+/// must return.
+struct AwsFactory;
+
+impl AwsFactory {
+    async fn fresh(&self) -> (Arc<dyn PostbackStore>, Arc<dyn TouchStore>, Arc<dyn LogStore>, Arc<dyn FiringQueue>) {
+        let name = format!("c{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
+        let f = fixture(&name, |_| {}).await;
+        let queue = Arc::new(queue_with(&f, |_| {}));
+        (f.adapters.postbacks, f.adapters.touches, f.adapters.logs, queue)
+    }
+}
+
+// TODO(contract suite): `postback::testing::{Adapters, AdapterFactory, contract}` is being
+// written in parallel in shared/src/testing.rs. When it lands on this branch, implement
+// `AdapterFactory for AwsFactory` (returning `Adapters { postbacks, touches, logs, queue }`
+// from `fresh` above) and replace the body of this test with
+// `postback::testing::contract::run_all(&AwsFactory).await;`. Until then it checks that
+// the factory really hands out empty, working adapters.
+#[tokio::test]
+async fn port_contract_suite() {
+    require_emulators!();
+    let (postbacks, touches, logs, queue) = AwsFactory.fresh().await;
+    assert!(postbacks.list(None).await.unwrap().is_empty());
+    assert!(touches.get_click("t").await.unwrap().is_none());
+    assert!(logs.query(&LogFilter { limit: 10, ..LogFilter::default() }).await.unwrap().items.is_empty());
+    assert!(queue.receive(10).await.unwrap().is_empty());
+}
+
+// ---------------------------------------------------------------------------------
+// Fixtures
+// ---------------------------------------------------------------------------------
+
+fn postback(id: &str, kind: EventType) -> Postback {
+    serde_json::from_value(serde_json::json!({
+        "id": id, "name": format!("pb {id}"), "type": kind, "enabled": true,
+        "offers": "all", "publishers": ["p1", "p2"], "fire_on": "approved", "delay_seconds": 0,
+        "method": "GET", "url": "https://example.com/?c={transaction_id}",
+        "headers": {"Authorization": "Bearer x"}, "content_type": "application/json",
+        "created_at": "2030-01-01T00:00:00Z", "updated_at": "2030-01-01T00:00:00Z"
+    }))
+    .unwrap()
+}
+
+fn event(kind: EventType, txid: &str) -> Event {
+    let mut value = serde_json::json!({
+        "type": kind, "transaction_id": txid, "offer_id": "o1", "publisher_id": "p1",
+        "timestamp": "2030-01-01T00:00:00Z", "params": {"k": "v"}
+    });
+    if kind.has_status() {
+        value["status"] = "approved".into();
+    }
+    if kind == EventType::Event {
+        value["event_name"] = "deposit".into();
+    }
+    serde_json::from_value(value).unwrap()
+}
+
+fn firing(delivery_id: &str, due_at: DateTime<Utc>) -> Firing {
+    Firing {
+        delivery_id: delivery_id.to_string(),
+        postback_id: "pb1".into(),
+        event: event(EventType::Conversion, "T1"),
+        attempt: 1,
+        due_at,
+        queued_at: Utc::now(),
+        check_status: true,
+        resend_of: None,
+    }
+}
+
+/// A log entry fired at `fired_at`, with a UUIDv7 id minted at that time (as the
+/// dispatcher mints them).
+fn log_entry(fired_at: DateTime<Utc>, postback_id: &str, txid: &str, outcome: Outcome) -> LogEntry {
+    let ts =
+        uuid::Timestamp::from_unix(uuid::NoContext, fired_at.timestamp() as u64, fired_at.timestamp_subsec_nanos());
+    LogEntry {
+        id: uuid::Uuid::new_v7(ts).to_string(),
+        delivery_id: format!("d-{postback_id}-{txid}"),
+        postback_id: postback_id.into(),
+        postback_name: format!("pb {postback_id}"),
+        transaction_id: txid.into(),
+        event_id: None,
+        kind: EventType::Conversion,
+        offer_id: Some("o1".into()),
+        publisher_id: Some("p1".into()),
+        fired_at,
+        attempt: 1,
+        method: "GET".into(),
+        url: "https://example.com/".into(),
+        request_headers: BTreeMap::new(),
+        request_body: None,
+        status_code: Some(if outcome == Outcome::Delivered { 200 } else { 500 }),
+        response_body: Some("ok".into()),
+        error: None,
+        duration_ms: 12,
+        outcome,
+        test: false,
+        next_attempt_at: None,
+        resend_of: None,
+        firing: Some(firing(&format!("d-{postback_id}-{txid}"), fired_at)),
+    }
+}
+
+/// Receive until `n` firings arrived or `within` passed.
+async fn receive_n(queue: &dyn FiringQueue, n: usize, within: Duration) -> Vec<Leased> {
+    let deadline = Instant::now() + within;
+    let mut got = Vec::new();
+    while got.len() < n && Instant::now() < deadline {
+        got.extend(queue.receive(n - got.len()).await.unwrap());
+        if got.len() < n {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    got
+}
+
+// ---------------------------------------------------------------------------------
+// Postbacks
+// ---------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn postbacks_crud_and_listing_by_type() {
+    require_emulators!();
+    let f = fixture("postbacks", |_| {}).await;
+    let store = &f.adapters.postbacks;
+    let c2 = postback("c2", EventType::Conversion);
+    for p in [postback("k1", EventType::Click), c2.clone(), postback("c1", EventType::Conversion)] {
+        store.create(&p).await.unwrap();
+    }
+    assert!(matches!(store.create(&c2).await, Err(StoreError::Conflict(_))));
+    assert_eq!(store.get("c2").await.unwrap(), Some(c2.clone()));
+    assert_eq!(store.get("missing").await.unwrap(), None);
+
+    let ids = |v: Vec<Postback>| v.into_iter().map(|p| p.id).collect::<Vec<_>>();
+    assert_eq!(ids(store.list(None).await.unwrap()), ["c1", "c2", "k1"]);
+    assert_eq!(ids(store.list(Some(EventType::Conversion)).await.unwrap()), ["c1", "c2"]);
+    assert!(store.list(Some(EventType::Impression)).await.unwrap().is_empty());
+
+    // Replacing may change the type: the index follows.
+    let mut changed = c2.clone();
+    changed.kind = EventType::Event;
+    changed.name = "renamed".into();
+    assert!(store.replace(&changed).await.unwrap());
+    assert_eq!(store.get("c2").await.unwrap().unwrap().name, "renamed");
+    assert_eq!(ids(store.list(Some(EventType::Event)).await.unwrap()), ["c2"]);
+    assert!(!store.replace(&postback("nope", EventType::Click)).await.unwrap());
+    assert_eq!(store.get("nope").await.unwrap(), None, "replace must not create");
+
+    assert!(store.delete("c2").await.unwrap());
+    assert!(!store.delete("c2").await.unwrap());
+    assert_eq!(ids(store.list(None).await.unwrap()), ["c1", "k1"]);
+}
+
+#[tokio::test]
+async fn corrupt_items_are_reported_as_corrupt() {
+    require_emulators!();
+    let f = fixture("corrupt", |_| {}).await;
+    f.clients
+        .dynamodb
+        .put_item()
+        .table_name(&f.names.postbacks_table)
+        .item("id", aws_sdk_dynamodb::types::AttributeValue::S("bad".into()))
+        .item("type", aws_sdk_dynamodb::types::AttributeValue::S("click".into()))
+        .item("doc", aws_sdk_dynamodb::types::AttributeValue::S("{not json".into()))
+        .send()
+        .await
+        .unwrap();
+    assert!(matches!(f.adapters.postbacks.get("bad").await, Err(StoreError::Corrupt(_))));
+    assert!(matches!(f.adapters.postbacks.list(None).await, Err(StoreError::Corrupt(_))));
+}
+
+// ---------------------------------------------------------------------------------
+// Touches
+// ---------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn touches_store_clicks_statuses_and_seen_keys() {
+    require_emulators!();
+    let f = fixture("touches", |_| {}).await;
+    let store = &f.adapters.touches;
+    let click = event(EventType::Click, "T1");
+    let mut later_click = click.clone();
+    later_click.subs[0] = Some("later".into());
+    let mut conversion = event(EventType::Conversion, "T1");
+    let mut rejected = conversion.clone();
+    rejected.status = Some(Status::Rejected);
+    rejected.rejection_reason = Some("fraud".into());
+    let deposit = event(EventType::Event, "T1");
+    let impression = event(EventType::Impression, "T2");
+    // The later record of the same key wins, within one call and across calls.
+    let records: Vec<TouchRecord> = [click.clone(), later_click.clone(), conversion.clone(), deposit, impression]
+        .into_iter()
+        .map(|event| TouchRecord { event })
+        .collect();
+    store.record(&records).await.unwrap();
+    store.record(&records).await.unwrap(); // idempotent
+    assert_eq!(store.get_click("T1").await.unwrap(), Some(later_click));
+    assert_eq!(store.get_click("T2").await.unwrap(), None, "an impression is not a click");
+    let status = store.get_status("T1", &StatusKey::Conversion).await.unwrap().unwrap();
+    assert_eq!(status.status, Status::Approved);
+    store.record(&[TouchRecord { event: rejected }]).await.unwrap();
+    let status = store.get_status("T1", &StatusKey::Conversion).await.unwrap().unwrap();
+    assert_eq!((status.status, status.rejection_reason.as_deref()), (Status::Rejected, Some("fraud")));
+    let deposit_status = store.get_status("T1", &StatusKey::Event("deposit".into())).await.unwrap();
+    assert_eq!(deposit_status.map(|s| s.status), Some(Status::Approved));
+    assert_eq!(store.get_status("T1", &StatusKey::Event("upsell".into())).await.unwrap(), None);
+    assert_eq!(store.get_status("T9", &StatusKey::Conversion).await.unwrap(), None);
+
+    // More than one batch (25) of touches in one call.
+    let many: Vec<TouchRecord> =
+        (0..60).map(|i| TouchRecord { event: event(EventType::Click, &format!("M{i}")) }).collect();
+    store.record(&many).await.unwrap();
+    assert!(store.get_click("M59").await.unwrap().is_some());
+
+    // Seen keys: more than a BatchGetItem (100), with repeats, with odd characters.
+    conversion.event_id = Some("e|1".into());
+    let mut keys: Vec<String> = (0..130).map(|i| format!("click|T{i}||")).collect();
+    keys.push(conversion.dedupe_key());
+    keys.push("not a dedupe key".into());
+    assert!(store.seen(&keys).await.unwrap().is_empty());
+    let marked: Vec<String> = keys.iter().step_by(2).cloned().chain([keys[0].clone()]).collect();
+    store.mark_seen(&marked).await.unwrap();
+    store.mark_seen(&marked).await.unwrap(); // marking twice is fine
+    let seen = store.seen(&keys).await.unwrap();
+    assert_eq!(seen, marked.iter().cloned().collect::<HashSet<_>>());
+}
+
+#[tokio::test]
+async fn reads_ignore_items_past_their_ttl() {
+    require_emulators!();
+    // TTL deletion off, so the expired items really are still there when read.
+    let f = fixture("expired", |p| p.ttl_enabled = false).await;
+    let expired = chrono::Duration::seconds(-10);
+    let touches = DynamoTouchStore::new(f.clients.dynamodb.clone(), &f.names.touches_table, expired);
+    touches.record(&[TouchRecord { event: event(EventType::Click, "T1") }]).await.unwrap();
+    touches.mark_seen(&["click|T1||".into()]).await.unwrap();
+    assert_eq!(touches.get_click("T1").await.unwrap(), None);
+    assert!(touches.seen(&["click|T1||".into()]).await.unwrap().is_empty());
+
+    let logs = DynamoLogStore::new(f.clients.dynamodb.clone(), &f.names.logs_table, expired);
+    let entry = log_entry(Utc::now(), "pb1", "T1", Outcome::Failed);
+    logs.append(std::slice::from_ref(&entry)).await.unwrap();
+    assert_eq!(logs.get(&entry.id).await.unwrap(), None);
+    assert!(logs.query(&LogFilter { limit: 10, ..LogFilter::default() }).await.unwrap().items.is_empty());
+
+    let raw = f.clients.dynamodb.scan().table_name(&f.names.touches_table).send().await.unwrap();
+    assert_eq!(raw.count, 2, "the items exist; only reads hide them");
+}
+
+// ---------------------------------------------------------------------------------
+// Logs
+// ---------------------------------------------------------------------------------
+
+/// Page through a listing, checking each page's size and the cursor's round trip.
+async fn all_pages(logs: &dyn LogStore, mut filter: LogFilter) -> Vec<LogEntry> {
+    let mut out = Vec::new();
+    for _ in 0..100 {
+        let page = logs.query(&filter).await.unwrap();
+        assert!(page.items.len() <= filter.limit);
+        out.extend(page.items);
+        match page.next_cursor {
+            Some(c) => filter.cursor = Some(Cursor::decode(&c).unwrap()),
+            None => return out,
+        }
+    }
+    panic!("pagination did not end");
+}
+
+#[tokio::test]
+async fn logs_list_newest_first_through_every_index() {
+    require_emulators!();
+    let f = fixture("logs", |_| {}).await;
+    let logs = f.adapters.logs.as_ref();
+    let base = Utc::now() - chrono::Duration::hours(3);
+    let mut entries = Vec::new();
+    for i in 0..45 {
+        let outcome = if i % 3 == 0 { Outcome::Failed } else { Outcome::Delivered };
+        let postback = ["pbA", "pbB", "pbC"][i % 3];
+        let txid = ["T1", "T2"][i % 2];
+        entries.push(log_entry(base + chrono::Duration::minutes(i as i64 * 3), postback, txid, outcome));
+    }
+    // Appended in an order unrelated to time, more than one batch at once.
+    let mut shuffled = entries.clone();
+    shuffled.reverse();
+    shuffled.swap(3, 30);
+    logs.append(&shuffled).await.unwrap();
+
+    let newest_first = |filter: &dyn Fn(&LogEntry) -> bool| {
+        let mut v: Vec<LogEntry> = entries.iter().filter(|e| filter(e)).cloned().collect();
+        v.sort_by(|a, b| b.id.cmp(&a.id));
+        v.into_iter().map(|e| e.id).collect::<Vec<_>>()
+    };
+    let ids = |v: Vec<LogEntry>| v.into_iter().map(|e| e.id).collect::<Vec<_>>();
+
+    // All (the sharded index, merged).
+    let all = all_pages(logs, LogFilter { limit: 7, ..LogFilter::default() }).await;
+    assert_eq!(ids(all.clone()), newest_first(&|_| true));
+    assert_eq!(all[0].firing, entries[44].firing, "the firing (kept for resend) round-trips");
+    // By postback, by transaction, by both.
+    let by_pb = LogFilter { postback_id: Some("pbB".into()), limit: 4, ..LogFilter::default() };
+    assert_eq!(ids(all_pages(logs, by_pb).await), newest_first(&|e| e.postback_id == "pbB"));
+    let by_tx = LogFilter { transaction_id: Some("T2".into()), limit: 5, ..LogFilter::default() };
+    assert_eq!(ids(all_pages(logs, by_tx).await), newest_first(&|e| e.transaction_id == "T2"));
+    let both = LogFilter {
+        transaction_id: Some("T1".into()),
+        postback_id: Some("pbA".into()),
+        limit: 2,
+        ..Default::default()
+    };
+    assert_eq!(ids(all_pages(logs, both).await), newest_first(&|e| e.transaction_id == "T1" && e.postback_id == "pbA"));
+    // Other filters.
+    let failed = LogFilter { outcome: Some(Outcome::Failed), limit: 4, ..LogFilter::default() };
+    assert_eq!(ids(all_pages(logs, failed).await), newest_first(&|e| e.outcome == Outcome::Failed));
+    let code = LogFilter { status_code: Some(200), postback_id: Some("pbC".into()), limit: 50, ..Default::default() };
+    assert_eq!(
+        ids(all_pages(logs, code).await),
+        newest_first(&|e| e.postback_id == "pbC" && e.status_code == Some(200))
+    );
+    let none = LogFilter { kind: Some(EventType::Click), limit: 50, ..LogFilter::default() };
+    assert!(all_pages(logs, none).await.is_empty());
+    // Time ranges (inclusive, exact to the entry's fired_at).
+    let (from, to) = (entries[10].fired_at, entries[20].fired_at);
+    let range = LogFilter { from: Some(from), to: Some(to), limit: 4, ..LogFilter::default() };
+    let expected = newest_first(&|e| e.fired_at >= from && e.fired_at <= to);
+    assert_eq!(expected.len(), 11);
+    assert_eq!(ids(all_pages(logs, range).await), expected);
+    let since = LogFilter {
+        from: Some(entries[40].fired_at),
+        transaction_id: Some("T1".into()),
+        limit: 50,
+        ..LogFilter::default()
+    };
+    assert_eq!(
+        ids(all_pages(logs, since).await),
+        newest_first(&|e| e.fired_at >= entries[40].fired_at && e.transaction_id == "T1")
+    );
+    let empty = LogFilter { from: Some(to), to: Some(from), limit: 5, ..LogFilter::default() };
+    assert!(logs.query(&empty).await.unwrap().items.is_empty());
+    // A page exactly as long as what is left has no next cursor.
+    let exact = logs.query(&LogFilter { postback_id: Some("pbA".into()), limit: 15, ..Default::default() }).await;
+    let exact = exact.unwrap();
+    assert_eq!((exact.items.len(), exact.next_cursor), (15, None));
+    // One entry.
+    assert_eq!(logs.get(&entries[7].id).await.unwrap().as_ref(), Some(&entries[7]));
+    assert_eq!(logs.get("missing").await.unwrap(), None);
+}
+
+#[tokio::test]
+async fn delivered_markers_are_written_once_with_their_entry() {
+    require_emulators!();
+    let f = fixture("delivered", |_| {}).await;
+    let logs = f.adapters.logs.as_ref();
+    let first = log_entry(Utc::now(), "pb1", "T1", Outcome::Delivered);
+    let mut second = log_entry(Utc::now(), "pb1", "T1", Outcome::Delivered);
+    second.delivery_id = first.delivery_id.clone();
+    assert!(!logs.is_delivered(&first.delivery_id).await.unwrap());
+    assert!(logs.record_delivered(&first).await.unwrap());
+    assert!(logs.is_delivered(&first.delivery_id).await.unwrap());
+    assert!(!logs.record_delivered(&second).await.unwrap(), "already delivered");
+    assert_eq!(logs.get(&second.id).await.unwrap(), None, "nothing written when already delivered");
+    assert_eq!(logs.get(&first.id).await.unwrap(), Some(first.clone()));
+    // The marker is not a log entry.
+    assert_eq!(logs.get(&format!("delivered#{}", first.delivery_id)).await.unwrap(), None);
+    let listed = logs.query(&LogFilter { limit: 10, ..LogFilter::default() }).await.unwrap();
+    assert_eq!(listed.items, vec![first]);
+}
+
+// ---------------------------------------------------------------------------------
+// Queue
+// ---------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn queue_sends_batches_of_ten_and_acks() {
+    require_emulators!();
+    let f = fixture("batch", |_| {}).await;
+    let queue = queue_with(&f, |_| {});
+    let firings: Vec<Firing> = (0..23).map(|i| firing(&format!("d{i}"), Utc::now())).collect();
+    queue.enqueue(&firings).await.unwrap();
+    let got = receive_n(&queue, 23, Duration::from_secs(10)).await;
+    let ids: HashSet<String> = got.iter().map(|l| l.firing.delivery_id.clone()).collect();
+    assert_eq!(ids.len(), 23);
+    assert_eq!(got.iter().find(|l| l.firing.delivery_id == "d7").unwrap().firing, firings[7]);
+    for leased in &got {
+        queue.ack(leased).await.unwrap();
+    }
+    tokio::time::sleep(LEASE + Duration::from_millis(500)).await;
+    assert!(queue.receive(10).await.unwrap().is_empty(), "acked messages never come back");
+}
+
+#[tokio::test]
+async fn queue_splits_batches_by_size() {
+    require_emulators!();
+    let f = fixture("bigbatch", |_| {}).await;
+    let queue = queue_with(&f, |_| {});
+    // Five ~100 KB firings: at most two fit in one 256 KiB batch.
+    let firings: Vec<Firing> = (0..5)
+        .map(|i| {
+            let mut fi = firing(&format!("big{i}"), Utc::now());
+            fi.event.params.insert("blob".into(), "x".repeat(100_000));
+            fi
+        })
+        .collect();
+    queue.enqueue(&firings).await.unwrap();
+    let got = receive_n(&queue, 5, Duration::from_secs(10)).await;
+    assert_eq!(got.len(), 5);
+    let mut huge = firing("huge", Utc::now());
+    huge.event.params.insert("blob".into(), "x".repeat(300_000));
+    assert!(matches!(queue.enqueue(&[huge]).await, Err(StoreError::Unavailable(_))));
+}
+
+#[tokio::test]
+async fn queue_delays_leases_and_retries() {
+    require_emulators!();
+    let f = fixture("delay", |_| {}).await;
+    let queue = queue_with(&f, |_| {});
+    let start = Instant::now();
+    queue.enqueue(&[firing("later", Utc::now() + chrono::Duration::seconds(3))]).await.unwrap();
+    assert!(queue.receive(10).await.unwrap().is_empty(), "a delayed firing is not handed out early");
+    let got = receive_n(&queue, 1, Duration::from_secs(10)).await;
+    assert_eq!(got.len(), 1);
+    assert!(start.elapsed() >= Duration::from_millis(2500), "arrived after {:?}", start.elapsed());
+
+    // Not acked: it comes back after the lease.
+    let again = receive_n(&queue, 1, LEASE + Duration::from_secs(5)).await;
+    assert_eq!(again.len(), 1);
+    assert_eq!(again[0].firing, got[0].firing);
+
+    // Retry: the next attempt arrives with its number, the old message is gone.
+    let next = again[0].firing.next_attempt(Utc::now() + chrono::Duration::seconds(1));
+    queue.retry(&again[0], &next).await.unwrap();
+    let retried = receive_n(&queue, 1, Duration::from_secs(10)).await;
+    assert_eq!(retried.len(), 1);
+    assert_eq!(retried[0].firing.attempt, 2);
+    queue.ack(&retried[0]).await.unwrap();
+    tokio::time::sleep(LEASE + Duration::from_millis(500)).await;
+    assert!(queue.receive(10).await.unwrap().is_empty(), "the retried message was deleted");
+}
+
+#[tokio::test]
+async fn long_delays_become_one_time_schedules() {
+    require_emulators!();
+    let f = fixture("schedule", |_| {}).await;
+    let queue = queue_with(&f, |_| {});
+    let due = Utc::now() + chrono::Duration::hours(2);
+    let mut long = firing("d_long", due);
+    long.attempt = 3;
+    queue.enqueue(&[long.clone(), firing("d_now", Utc::now())]).await.unwrap();
+    queue.enqueue(std::slice::from_ref(&long)).await.unwrap(); // same name: already scheduled, fine
+
+    let schedule = f
+        .clients
+        .scheduler
+        .get_schedule()
+        .name(schedule_name(&long))
+        .group_name(&f.names.schedule_group)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(schedule_name(&long), "d_long-a3");
+    let fire_at = due - chrono::Duration::from_std(postback::aws::SCHEDULE_LEAD).unwrap();
+    assert_eq!(schedule.schedule_expression(), Some(at_expression(fire_at).as_str()));
+    assert!(schedule.schedule_expression().unwrap().starts_with("at(20"));
+    assert_eq!(schedule.action_after_completion().map(|a| a.as_str()), Some("DELETE"));
+    assert_eq!(schedule.flexible_time_window().map(|w| w.mode().as_str()), Some("OFF"));
+    let target = schedule.target().unwrap();
+    assert_eq!(target.arn(), f.names.queue_arn);
+    assert_eq!(target.role_arn(), f.names.scheduler_role_arn);
+    let input: Firing = serde_json::from_str(target.input().unwrap()).unwrap();
+    assert_eq!(input, long);
+
+    // Only the due firing is on the queue.
+    let got = receive_n(&queue, 1, Duration::from_secs(5)).await;
+    assert_eq!(got.iter().map(|l| l.firing.delivery_id.as_str()).collect::<Vec<_>>(), ["d_now"]);
+    queue.ack(&got[0]).await.unwrap();
+    assert!(queue.receive(10).await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn schedules_fire_into_the_queue_and_early_firings_wait_out_the_rest() {
+    require_emulators!();
+    let f = fixture("fire", |_| {}).await;
+    // Anything beyond 1 s is scheduled, and schedules fire 4 s early: a firing due in 6 s
+    // fires at ~2 s (ministack checks schedules every second), arrives ~4 s early, is
+    // put back with DelaySeconds, and comes back once due.
+    let queue = queue_with(&f, |s| {
+        s.max_sqs_delay = Duration::from_secs(1);
+        s.schedule_lead = Duration::from_secs(4);
+    });
+    let due = Utc::now() + chrono::Duration::seconds(6);
+    let long = firing("d_fire", due);
+    queue.enqueue(std::slice::from_ref(&long)).await.unwrap();
+    let name = schedule_name(&long);
+    let group = &f.names.schedule_group;
+    assert!(f.clients.scheduler.get_schedule().name(&name).group_name(group).send().await.is_ok());
+
+    let early = receive_n(&queue, 1, Duration::from_secs(15)).await;
+    assert_eq!(early.len(), 1, "the schedule fired into the queue");
+    assert_eq!(early[0].firing, long);
+    let gone = f.clients.scheduler.get_schedule().name(&name).group_name(group).send().await;
+    assert!(gone.is_err_and(|e| e.as_service_error().is_some_and(|s| s.is_resource_not_found_exception())));
+    assert!(queue.defer_if_early(&early[0], Utc::now()).await.unwrap(), "it arrived before its due time");
+
+    let on_time = receive_n(&queue, 1, Duration::from_secs(15)).await;
+    assert_eq!(on_time.len(), 1);
+    assert!(Utc::now() >= due - chrono::Duration::milliseconds(500), "re-queued for the remaining delay");
+    assert!(!queue.defer_if_early(&on_time[0], Utc::now()).await.unwrap());
+    queue.ack(&on_time[0]).await.unwrap();
+}
+
+#[tokio::test]
+async fn lambda_sqs_messages_become_leases() {
+    require_emulators!();
+    let f = fixture("lambda", |_| {}).await;
+    let queue = queue_with(&f, |_| {});
+    queue.enqueue(&[firing("d_l", Utc::now())]).await.unwrap();
+    let raw = f.clients.sqs.receive_message().queue_url(&f.names.queue_url).wait_time_seconds(2).send().await.unwrap();
+    let message = &raw.messages()[0];
+    let leased =
+        postback::aws::leased_from_sqs_message(message.body().unwrap(), message.receipt_handle().unwrap()).unwrap();
+    assert_eq!(leased.firing.delivery_id, "d_l");
+    queue.ack(&leased).await.unwrap();
+}
+
+// ---------------------------------------------------------------------------------
+// Dependency failure
+// ---------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn an_unreachable_endpoint_is_unavailable_quickly() {
+    // Needs no emulator: it talks to a closed port on purpose.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let config = config_loader()
+        .endpoint_url(format!("http://127.0.0.1:{closed}"))
+        .region(aws_config::Region::new("us-east-1"))
+        .credentials_provider(aws_sdk_dynamodb::config::Credentials::new("test", "test", None, None, "test"))
+        .load()
+        .await;
+    let clients = AwsClients::from_sdk_config(&config);
+    let names = ResourceNames {
+        postbacks_table: "p".into(),
+        touches_table: "t".into(),
+        logs_table: "l".into(),
+        queue_url: format!("http://127.0.0.1:{closed}/000000000000/q"),
+        queue_arn: "arn:aws:sqs:us-east-1:000000000000:q".into(),
+        dead_letter_queue_arn: None,
+        schedule_group: "g".into(),
+        scheduler_role_arn: "arn:aws:iam::000000000000:role/r".into(),
+    };
+    let adapters = AwsAdapters::new(&clients, &names, chrono::Duration::days(1));
+    // Connection refused is retried (3 attempts, jittered backoff), then reported: each
+    // call must give up within seconds, not hang until a Lambda timeout.
+    async fn quick<T: std::fmt::Debug>(call: impl std::future::Future<Output = Result<T, StoreError>>) {
+        let started = Instant::now();
+        let result = call.await;
+        assert!(matches!(&result, Err(StoreError::Unavailable(m)) if !m.is_empty()), "{result:?}");
+        assert!(started.elapsed() < Duration::from_secs(5), "took {:?}", started.elapsed());
+    }
+    quick(adapters.postbacks.get("x")).await;
+    quick(adapters.touches.seen(&["k".into()])).await;
+    quick(adapters.logs.record_delivered(&log_entry(Utc::now(), "p", "t", Outcome::Delivered))).await;
+    quick(adapters.queue.enqueue(&[firing("d", Utc::now())])).await;
+    quick(adapters.queue.enqueue(&[firing("d", Utc::now() + chrono::Duration::days(1))])).await;
+}
