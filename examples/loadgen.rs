@@ -166,7 +166,8 @@ async fn main() {
     .await;
 
     // 4a. Delivery baseline: this process hitting the sink directly.
-    let direct = drive(args.requests, args.concurrency, move |c, i| c.get(format!("http://{sink_addr}/direct?i={i}"))).await;
+    let direct =
+        drive(args.requests, args.concurrency, move |c, i| c.get(format!("http://{sink_addr}/direct?i={i}"))).await;
     hits.store(0, Ordering::Relaxed);
 
     // 4b. Firings: ingest in batches, time until the sink saw them all.
@@ -191,7 +192,13 @@ async fn main() {
 
     println!("| measurement | rate | p50 ms | p99 ms | ratio to baseline |");
     println!("|---|---|---|---|---|");
-    println!("| baseline GET /health (c={}) | {:.0} req/s | {:.2} | {:.2} | 1.00 |", args.concurrency, health.rate(1), health.pct(0.5), health.pct(0.99));
+    println!(
+        "| baseline GET /health (c={}) | {:.0} req/s | {:.2} | {:.2} | 1.00 |",
+        args.concurrency,
+        health.rate(1),
+        health.pct(0.5),
+        health.pct(0.99)
+    );
     println!(
         "| single events POST /events (c={}) | {:.0} events/s | {:.2} | {:.2} | {:.2} |",
         args.concurrency,
@@ -208,7 +215,13 @@ async fn main() {
         batches.pct(0.99),
         batches.rate(500) / health.rate(1)
     );
-    println!("| baseline: sink hit directly (c={}) | {:.0} req/s | {:.2} | {:.2} | 1.00 |", args.concurrency, direct.rate(1), direct.pct(0.5), direct.pct(0.99));
+    println!(
+        "| baseline: sink hit directly (c={}) | {:.0} req/s | {:.2} | {:.2} | 1.00 |",
+        args.concurrency,
+        direct.rate(1),
+        direct.pct(0.5),
+        direct.pct(0.99)
+    );
     println!(
         "| firings delivered + logged | {:.0} firings/s ({delivered}/{want} in {:.1} s) | | | {:.2} |",
         fire_rate,

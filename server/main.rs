@@ -23,6 +23,11 @@ async fn main() -> anyhow::Result<()> {
 
     std::fs::create_dir_all(&settings.data_dir)
         .with_context(|| format!("cannot create DATA_DIR {}", settings.data_dir.display()))?;
+    // One server per data folder: the dispatcher assumes it is the queue's only consumer.
+    let lock_path = settings.data_dir.join("server.lock");
+    let lock = std::fs::File::create(&lock_path).with_context(|| format!("cannot create {}", lock_path.display()))?;
+    lock.try_lock()
+        .map_err(|_| anyhow::anyhow!("another postback server is using DATA_DIR {}", settings.data_dir.display()))?;
     let db_path = settings.data_dir.join("postback-manager.db");
     let store = EmbeddedStore::open(
         &db_path,
@@ -36,6 +41,10 @@ async fn main() -> anyhow::Result<()> {
     let sender = ReqwestSender::new(SenderConfig::new(settings.delivery_timeout, settings.allow_private_targets))
         .context("cannot build the HTTP client")?;
 
+    let released = store.release_leases().await.context("cannot release leases left by a crash")?;
+    if released > 0 {
+        tracing::warn!(firings = released, "previous run stopped mid-send; its firings are due again");
+    }
     let store = Arc::new(store);
     let ports = Ports {
         postbacks: store.clone(),
@@ -48,7 +57,8 @@ async fn main() -> anyhow::Result<()> {
     let app = App::new(ports, Policy { retry: settings.retry, catalog_ttl: Duration::from_secs(60) });
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let dispatcher = tokio::spawn(run_queue_loop(app.dispatcher(), LOCAL_CONCURRENCY, stop_rx.clone(), Duration::from_secs(15)));
+    let dispatcher =
+        tokio::spawn(run_queue_loop(app.dispatcher(), LOCAL_CONCURRENCY, stop_rx.clone(), Duration::from_secs(15)));
     let purger = tokio::spawn(purge_loop(store.clone(), stop_rx));
 
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", settings.port))
@@ -62,6 +72,8 @@ async fn main() -> anyhow::Result<()> {
     let _ = stop_tx.send(true);
     let _ = dispatcher.await;
     let _ = purger.await;
+    store.close().await;
+    drop(lock);
     tracing::info!("stopped");
     Ok(())
 }
@@ -72,7 +84,10 @@ fn print_generated_keys(settings: &Settings, sources: [KeySource; 2]) {
         println!("ADMIN_API_KEY={}  (generated; set ADMIN_API_KEY to keep it across restarts)", settings.admin_api_key);
     }
     if sources[1] == KeySource::Generated {
-        println!("INGEST_API_KEY={}  (generated; set INGEST_API_KEY to keep it across restarts)", settings.ingest_api_key);
+        println!(
+            "INGEST_API_KEY={}  (generated; set INGEST_API_KEY to keep it across restarts)",
+            settings.ingest_api_key
+        );
     }
 }
 

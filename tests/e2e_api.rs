@@ -33,7 +33,10 @@ async fn auth_limits_and_errors() {
         .await;
     assert_eq!(r.status, 401);
     let r = api
-        .raw(http.post(format!("{base}/events?key={INGEST_KEY}")).json(&json!({"type": "click", "transaction_id": "x", "offer_id": "o", "publisher_id": "p"})))
+        .raw(
+            http.post(format!("{base}/events?key={INGEST_KEY}"))
+                .json(&json!({"type": "click", "transaction_id": "x", "offer_id": "o", "publisher_id": "p"})),
+        )
         .await;
     assert_eq!(r.status, 401);
 
@@ -48,9 +51,19 @@ async fn auth_limits_and_errors() {
     assert_eq!(r.body["error"]["field"], "name");
     let r = api.post("/postbacks", json!({"name": "x", "type": "sale", "url": "https://a.example/"})).await;
     assert_eq!(r.body["error"]["field"], "type");
-    let r = api.post("/postbacks", json!({"name": "x", "type": "click", "url": "https://a.example/", "delay_seconds": 2592001})).await;
+    let r = api
+        .post(
+            "/postbacks",
+            json!({"name": "x", "type": "click", "url": "https://a.example/", "delay_seconds": 2592001}),
+        )
+        .await;
     assert_eq!(r.body["error"]["field"], "delay_seconds");
-    let r = api.post("/postbacks", json!({"name": "x", "type": "click", "url": "https://a.example/", "headers": {"X-A": "a\r\nb"}})).await;
+    let r = api
+        .post(
+            "/postbacks",
+            json!({"name": "x", "type": "click", "url": "https://a.example/", "headers": {"X-A": "a\r\nb"}}),
+        )
+        .await;
     assert_eq!(r.status, 400);
 
     let r = api.ingest(json!({"type": "click", "transaction_id": "T", "publisher_id": "P"})).await;
@@ -61,16 +74,31 @@ async fn auth_limits_and_errors() {
 
     // Malformed JSON → 400; wrong content type → 415; too large → 413.
     let r = api
-        .raw(http.post(format!("{base}/postbacks")).header("x-api-key", ADMIN_KEY).header("content-type", "application/json").body("{not json"))
+        .raw(
+            http.post(format!("{base}/postbacks"))
+                .header("x-api-key", ADMIN_KEY)
+                .header("content-type", "application/json")
+                .body("{not json"),
+        )
         .await;
     assert_eq!(r.status, 400);
     let r = api
-        .raw(http.post(format!("{base}/postbacks")).header("x-api-key", ADMIN_KEY).header("content-type", "text/plain").body("{}"))
+        .raw(
+            http.post(format!("{base}/postbacks"))
+                .header("x-api-key", ADMIN_KEY)
+                .header("content-type", "text/plain")
+                .body("{}"),
+        )
         .await;
     assert_eq!(r.status, 415);
     let big = "x".repeat(1024 * 1024 + 10);
     let r = api
-        .raw(http.post(format!("{base}/events")).header("x-api-key", INGEST_KEY).header("content-type", "application/json").body(big))
+        .raw(
+            http.post(format!("{base}/events"))
+                .header("x-api-key", INGEST_KEY)
+                .header("content-type", "application/json")
+                .body(big),
+        )
         .await;
     assert_eq!(r.status, 413);
     let r = api.ingest(json!({"events": (0..501).map(|i| json!({"type": "click", "transaction_id": format!("t{i}"), "offer_id": "o", "publisher_id": "p"})).collect::<Vec<_>>()})).await;
@@ -97,7 +125,11 @@ async fn auth_limits_and_errors() {
     assert_eq!(api.get("/postbacks?enabled=false").await.body["items"].as_array().unwrap().len(), 0);
     assert_eq!(api.get("/postbacks?enabled=maybe").await.status, 400);
     let r = api
-        .admin(reqwest::Method::PUT, &format!("/postbacks/{id}"), Some(json!({"name": "B", "type": "conversion", "enabled": false, "url": "https://a.example/"})))
+        .admin(
+            reqwest::Method::PUT,
+            &format!("/postbacks/{id}"),
+            Some(json!({"name": "B", "type": "conversion", "enabled": false, "url": "https://a.example/"})),
+        )
         .await;
     assert_eq!(r.status, 200, "{}", r.body);
     assert_eq!(r.body["name"], "B");
@@ -118,7 +150,9 @@ async fn private_targets_are_refused_unless_allowed() {
     assert_eq!(r.body["outcome"], "failed");
     let err = r.body["error"].as_str().unwrap_or("");
     assert!(err.contains("refused"), "{err}");
-    let metadata = api.create_postback(json!({"name": "Meta", "type": "click", "url": "http://169.254.169.254/latest/meta-data"})).await;
+    let metadata = api
+        .create_postback(json!({"name": "Meta", "type": "click", "url": "http://169.254.169.254/latest/meta-data"}))
+        .await;
     let r = api.post(&format!("/postbacks/{metadata}/test"), json!({})).await;
     assert_eq!(r.body["outcome"], "failed");
     assert!(sink.hits().is_empty());

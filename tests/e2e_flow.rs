@@ -29,15 +29,19 @@ async fn click_then_conversion_fires_enriched_postback_once() {
         }))
         .await;
     // A postback scoped to another offer must not fire.
-    api.create_postback(json!({"name": "Other offer", "type": "conversion", "offers": ["O2"], "url": sink.url("/ok/other")}))
-        .await;
+    api.create_postback(
+        json!({"name": "Other offer", "type": "conversion", "offers": ["O2"], "url": sink.url("/ok/other")}),
+    )
+    .await;
 
     let r = api
         .ingest(json!({"type": "click", "transaction_id": "T1", "offer_id": "O1", "publisher_id": "P1",
                        "external_transaction_id": "aff click&id=1", "sub1": "s 1"}))
         .await;
     assert_eq!(r.status, 202, "{}", r.body);
-    let r = api.ingest(json!({"type": "conversion", "transaction_id": "T1", "status": "approved", "payout": "12.50"})).await;
+    let r = api
+        .ingest(json!({"type": "conversion", "transaction_id": "T1", "status": "approved", "payout": "12.50"}))
+        .await;
     assert_eq!(r.status, 202, "{}", r.body);
     assert_eq!(r.body["duplicate"], false);
     assert_eq!(r.body["matched"], 1);
@@ -52,7 +56,9 @@ async fn click_then_conversion_fires_enriched_postback_once() {
     assert!(q.contains("pid=P1"), "{q}");
 
     // The same conversion again: a duplicate, nothing fires.
-    let r = api.ingest(json!({"type": "conversion", "transaction_id": "T1", "status": "approved", "payout": "12.50"})).await;
+    let r = api
+        .ingest(json!({"type": "conversion", "transaction_id": "T1", "status": "approved", "payout": "12.50"}))
+        .await;
     assert_eq!(r.status, 202);
     assert_eq!(r.body["duplicate"], true, "{}", r.body);
     assert_eq!(r.body["matched"], 0);
@@ -93,7 +99,9 @@ async fn delayed_postback_is_skipped_when_status_changes_and_reasons_filter() {
     let r = api.ingest(json!({"type": "conversion", "transaction_id": "T2", "status": "approved"})).await;
     assert_eq!(r.body["matched"], 1, "{}", r.body);
     let r = api
-        .ingest(json!({"type": "conversion", "transaction_id": "T2", "status": "rejected", "rejection_reason": "fraud"}))
+        .ingest(
+            json!({"type": "conversion", "transaction_id": "T2", "status": "rejected", "rejection_reason": "fraud"}),
+        )
         .await;
     assert_eq!(r.status, 202);
     assert_eq!(r.body["duplicate"], false, "a status change is not a duplicate");
@@ -121,7 +129,9 @@ async fn retries_5xx_then_delivers_and_does_not_retry_4xx() {
     let api = server.client();
 
     let flaky = api
-        .create_postback(json!({"name": "Flaky", "type": "click", "url": sink.url("/flaky/2/x?d={delivery_id}&a={attempt}")}))
+        .create_postback(
+            json!({"name": "Flaky", "type": "click", "url": sink.url("/flaky/2/x?d={delivery_id}&a={attempt}")}),
+        )
         .await;
     let bad = api.create_postback(json!({"name": "Bad", "type": "click", "url": sink.url("/status/404/y")})).await;
     let down = api.create_postback(json!({"name": "Down", "type": "click", "url": sink.url("/status/503/z")})).await;
@@ -222,10 +232,14 @@ async fn preview_test_resend_batch_and_get_ingest() {
     let api = server.client();
 
     let pb = api
-        .create_postback(json!({"name": "Pixel", "type": "click", "url": sink.url("/ok/pix?c={transaction_id}&k={params.k}")}))
+        .create_postback(
+            json!({"name": "Pixel", "type": "click", "url": sink.url("/ok/pix?c={transaction_id}&k={params.k}")}),
+        )
         .await;
 
-    let r = api.post(&format!("/postbacks/{pb}/preview"), json!({"transaction_id": "PREV-1", "params": {"k": "v w"}})).await;
+    let r = api
+        .post(&format!("/postbacks/{pb}/preview"), json!({"transaction_id": "PREV-1", "params": {"k": "v w"}}))
+        .await;
     assert_eq!(r.status, 200, "{}", r.body);
     let url = r.body["request"]["url"].as_str().unwrap();
     assert!(url.contains("c=PREV-1") && url.contains("k=v%20w"), "{url}");
@@ -287,7 +301,9 @@ async fn log_filters_and_pagination() {
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start(dir.path(), &[]).await;
     let api = server.client();
-    let pb = api.create_postback(json!({"name": "Clicks", "type": "click", "url": sink.url("/ok/c?t={transaction_id}")})).await;
+    let pb = api
+        .create_postback(json!({"name": "Clicks", "type": "click", "url": sink.url("/ok/c?t={transaction_id}")}))
+        .await;
 
     let events: Vec<Value> = (0..25)
         .map(|i| json!({"type": "click", "transaction_id": format!("L{i}"), "offer_id": if i % 2 == 0 {"OE"} else {"OO"}, "publisher_id": "P9"}))
@@ -339,10 +355,13 @@ async fn kill9_with_delayed_firings_pending_fires_each_exactly_once_after_restar
     let dir = tempfile::tempdir().unwrap();
     let mut server = Server::start(dir.path(), &[]).await;
     let api = server.client();
-    api.create_postback(json!({"name": "Later", "type": "click", "delay_seconds": 3, "url": sink.url("/ok/later?t={transaction_id}")}))
-        .await;
-    let events: Vec<Value> =
-        (0..50).map(|i| json!({"type": "click", "transaction_id": format!("K{i}"), "offer_id": "O1", "publisher_id": "P1"})).collect();
+    api.create_postback(
+        json!({"name": "Later", "type": "click", "delay_seconds": 3, "url": sink.url("/ok/later?t={transaction_id}")}),
+    )
+    .await;
+    let events: Vec<Value> = (0..50)
+        .map(|i| json!({"type": "click", "transaction_id": format!("K{i}"), "offer_id": "O1", "publisher_id": "P1"}))
+        .collect();
     let r = api.ingest(json!({ "events": events })).await;
     assert_eq!(r.status, 202);
 
@@ -372,7 +391,9 @@ async fn sigterm_stops_gracefully_and_restart_keeps_config() {
     let dir = tempfile::tempdir().unwrap();
     let mut server = Server::start(dir.path(), &[]).await;
     let api = server.client();
-    let pb = api.create_postback(json!({"name": "Keep", "type": "click", "url": "https://example.com/?t={transaction_id}"})).await;
+    let pb = api
+        .create_postback(json!({"name": "Keep", "type": "click", "url": "https://example.com/?t={transaction_id}"}))
+        .await;
     let status = server.terminate();
     assert!(status.success(), "exit status {status:?}");
     server.restart().await;

@@ -243,7 +243,8 @@ impl Api {
         let resp = req.send().await.expect("request");
         let status = resp.status().as_u16();
         let text = resp.text().await.unwrap_or_default();
-        let body = if text.is_empty() { Value::Null } else { serde_json::from_str(&text).unwrap_or(Value::String(text)) };
+        let body =
+            if text.is_empty() { Value::Null } else { serde_json::from_str(&text).unwrap_or(Value::String(text)) };
         Reply { status, body }
     }
     pub async fn admin(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Reply {
@@ -294,7 +295,13 @@ impl Api {
         }
     }
     /// Wait until the logs for `query` hold at least `n` entries matching `pred`.
-    pub async fn wait_logs(&self, query: &str, n: usize, within: Duration, pred: impl Fn(&Value) -> bool) -> Vec<Value> {
+    pub async fn wait_logs(
+        &self,
+        query: &str,
+        n: usize,
+        within: Duration,
+        pred: impl Fn(&Value) -> bool,
+    ) -> Vec<Value> {
         let deadline = Instant::now() + within;
         loop {
             let items: Vec<Value> = self.logs(query).await.into_iter().filter(|e| pred(e)).collect();

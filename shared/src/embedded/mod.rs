@@ -208,6 +208,20 @@ impl EmbeddedStore {
         Ok(total)
     }
 
+    /// Make every leased firing due again at once. Only for a process that knows it is
+    /// the queue's sole consumer (the local server holds a lock on its data folder): a
+    /// lease found at start-up belongs to a process that died mid-send, and its firing
+    /// should not wait out the lease.
+    pub async fn release_leases(&self) -> StoreResult<u64> {
+        self.write(|conn| {
+            let n = conn
+                .prepare_cached("UPDATE firings SET lease_until = 0, lease_token = NULL WHERE lease_token IS NOT NULL")?
+                .execute([])?;
+            Ok(n as u64)
+        })
+        .await
+    }
+
     /// Rows older than this are expired.
     fn cutoff(&self, now: DateTime<Utc>) -> DateTime<Utc> {
         now.checked_sub_signed(self.core.options.retention).unwrap_or(DateTime::<Utc>::MIN_UTC)

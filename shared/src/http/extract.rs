@@ -24,9 +24,7 @@ pub async fn json_body(headers: &HeaderMap, body: Body) -> Result<Option<serde_j
         Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => {
             return Err(ApiError::PayloadTooLarge { limit: MAX_BODY_BYTES })
         }
-        Err(e) => {
-            return Err(ValidationError::invalid("body", format!("could not read the request body: {e}")).into())
-        }
+        Err(e) => return Err(ValidationError::invalid("body", format!("could not read the request body: {e}")).into()),
     };
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return Ok(None);

@@ -150,9 +150,11 @@ pub async fn post_events(AxumState(s): AxumState<State>, headers: HeaderMap, bod
                 )
                 .into());
             }
-            Some(o.get("events").and_then(|e| e.as_array()).ok_or_else(|| {
-                ValidationError::invalid("events", "events must be an array of event objects")
-            })?)
+            Some(
+                o.get("events")
+                    .and_then(|e| e.as_array())
+                    .ok_or_else(|| ValidationError::invalid("events", "events must be an array of event objects"))?,
+            )
         }
         serde_json::Value::Object(_) => None,
         _ => return Err(ValidationError::invalid("body", "body must be an event object or {\"events\": [...]}").into()),

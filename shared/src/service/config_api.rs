@@ -177,7 +177,11 @@ impl App {
     }
 
     /// Send a postback now for a sample event; logged as a test, never retried.
-    pub async fn test_postback(self: &Arc<Self>, id: &str, sample: Option<&serde_json::Value>) -> ServiceResult<TestOutput> {
+    pub async fn test_postback(
+        self: &Arc<Self>,
+        id: &str,
+        sample: Option<&serde_json::Value>,
+    ) -> ServiceResult<TestOutput> {
         let postback = self.compiled(id).await?;
         let event = sample_event(&postback.postback, sample)?;
         let now = Utc::now();

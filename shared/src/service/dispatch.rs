@@ -211,7 +211,10 @@ impl Dispatcher {
             fired_at,
             attempt: firing.attempt,
             method: postback.postback.method.as_str().to_string(),
-            url: shown.as_ref().map(|r| r.url.clone()).unwrap_or_else(|| crate::domain::redact::redact_url(&postback.postback.url)),
+            url: shown
+                .as_ref()
+                .map(|r| r.url.clone())
+                .unwrap_or_else(|| crate::domain::redact::redact_url(&postback.postback.url)),
             request_headers: shown.as_ref().map(|r| r.headers.clone()).unwrap_or_default(),
             request_body: shown.and_then(|r| r.body),
             status_code: None,
