@@ -74,7 +74,7 @@ async fn data_survives_close_and_reopen() {
     {
         let store = open(&path, Duration::from_millis(300));
         store.create(&postback).await.unwrap();
-        store.enqueue(&[leased_at_close.clone()]).await.unwrap();
+        store.enqueue(std::slice::from_ref(&leased_at_close)).await.unwrap();
         let leased = store.receive(10).await.unwrap();
         assert_eq!(leased.len(), 1, "leased before close, never acked");
         store.enqueue(&[due_now.clone(), due_later.clone()]).await.unwrap();
@@ -192,7 +192,7 @@ async fn purge_expired_removes_old_rows_and_reads_ignore_them() {
         .await
         .unwrap();
     store.mark_seen(&["k_old".to_string()]).await.unwrap();
-    store.append(&[appended.clone()]).await.unwrap();
+    store.append(std::slice::from_ref(&appended)).await.unwrap();
     assert!(store.record_delivered(&delivered).await.unwrap());
     store.enqueue(&[queued]).await.unwrap();
     assert!(store.get_click("T1").await.unwrap().is_some(), "fresh rows are visible");
@@ -226,7 +226,7 @@ async fn a_stale_consumer_cannot_ack_or_retry_a_re_leased_firing() {
     let lease = Duration::from_secs(1);
     let store = open(&db_path(&dir), lease);
     let firing = fixtures::firing("d_stale", fixtures::now());
-    store.enqueue(&[firing.clone()]).await.unwrap();
+    store.enqueue(std::slice::from_ref(&firing)).await.unwrap();
     let stale = store.receive(10).await.unwrap().pop().unwrap();
     tokio::time::sleep(lease + Duration::from_millis(50)).await;
     let current = store.receive(10).await.unwrap().pop().expect("comes back after the lease");
@@ -258,18 +258,18 @@ async fn next_due_and_notifier_drive_the_local_dispatcher() {
     };
     tokio::time::sleep(Duration::from_millis(50)).await;
     let later = fixtures::firing("d_later", fixtures::now() + chrono::Duration::minutes(10));
-    store.enqueue(&[later.clone()]).await.unwrap();
+    store.enqueue(std::slice::from_ref(&later)).await.unwrap();
     tokio::time::timeout(Duration::from_secs(2), waiter).await.expect("a waiting consumer is woken").unwrap();
     assert_eq!(store.next_due().await.unwrap(), Some(later.due_at));
 
     let sooner = fixtures::firing("d_sooner", fixtures::now() + chrono::Duration::minutes(1));
-    store.enqueue(&[sooner.clone()]).await.unwrap();
+    store.enqueue(std::slice::from_ref(&sooner)).await.unwrap();
     assert_eq!(store.next_due().await.unwrap(), Some(sooner.due_at), "the earliest due time");
     // Nobody was waiting during that enqueue; the stored permit still wakes the next wait.
     tokio::time::timeout(Duration::from_secs(1), notify.notified()).await.expect("no lost wake-up");
 
     let now_due = fixtures::firing("d_now", fixtures::now());
-    store.enqueue(&[now_due.clone()]).await.unwrap();
+    store.enqueue(std::slice::from_ref(&now_due)).await.unwrap();
     let leased = store.receive(10).await.unwrap();
     assert_eq!(leased.len(), 1);
     let lease_end = store.next_due().await.unwrap().unwrap();
