@@ -72,6 +72,12 @@ pub trait TouchStore: Send + Sync {
     async fn seen(&self, dedupe_keys: &[String]) -> StoreResult<HashSet<String>>;
     /// Mark keys seen (after the event's firings are queued). Marking a key twice is fine.
     async fn mark_seen(&self, dedupe_keys: &[String]) -> StoreResult<()>;
+    /// `record` then `mark_seen`, for events that queued no firings (nothing has to be
+    /// ordered between the two). Adapters that can do both in one write override this.
+    async fn record_and_mark_seen(&self, touches: &[TouchRecord], dedupe_keys: &[String]) -> StoreResult<()> {
+        self.record(touches).await?;
+        self.mark_seen(dedupe_keys).await
+    }
 }
 
 #[async_trait]

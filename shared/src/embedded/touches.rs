@@ -5,7 +5,7 @@ use std::collections::HashSet;
 
 use async_trait::async_trait;
 use chrono::Utc;
-use rusqlite::OptionalExtension;
+use rusqlite::{Connection, OptionalExtension};
 
 use super::{decode, encode, millis, EmbeddedStore};
 use crate::domain::event::{CurrentStatus, Event, Status, StatusKey};
@@ -76,33 +76,7 @@ impl TouchStore for EmbeddedStore {
     }
 
     async fn record(&self, touches: &[TouchRecord]) -> StoreResult<()> {
-        if touches.is_empty() {
-            return Ok(());
-        }
-        let rows = touches.iter().map(|t| touch_row(&t.event)).collect::<StoreResult<Vec<_>>>()?;
-        let now = millis(Utc::now());
-        self.write(move |conn| {
-            let mut whole = conn.prepare_cached(
-                "INSERT INTO touches (transaction_id, kind, event, created_at) VALUES (?1, ?2, ?3, ?4) \
-                 ON CONFLICT (transaction_id, kind) DO UPDATE SET event = excluded.event, created_at = excluded.created_at",
-            )?;
-            let mut status = conn.prepare_cached(
-                "INSERT INTO statuses (transaction_id, status_key, current, created_at) VALUES (?1, ?2, ?3, ?4) \
-                 ON CONFLICT (transaction_id, status_key) DO UPDATE SET current = excluded.current, \
-                 created_at = excluded.created_at",
-            )?;
-            // In order, so within one call the later report wins too.
-            for row in &rows {
-                match row {
-                    TouchRow::Whole { transaction_id, kind, event } => whole.execute((transaction_id, kind, event, now))?,
-                    TouchRow::Status { transaction_id, key, current } => {
-                        status.execute((transaction_id, key, current, now))?
-                    }
-                };
-            }
-            Ok(())
-        })
-        .await
+        self.record_and_mark_seen(touches, &[]).await
     }
 
     async fn seen(&self, dedupe_keys: &[String]) -> StoreResult<HashSet<String>> {
@@ -125,23 +99,60 @@ impl TouchStore for EmbeddedStore {
     }
 
     async fn mark_seen(&self, dedupe_keys: &[String]) -> StoreResult<()> {
-        if dedupe_keys.is_empty() {
+        self.record_and_mark_seen(&[], dedupe_keys).await
+    }
+
+    /// One write job (one savepoint in a group commit) for both.
+    async fn record_and_mark_seen(&self, touches: &[TouchRecord], dedupe_keys: &[String]) -> StoreResult<()> {
+        if touches.is_empty() && dedupe_keys.is_empty() {
             return Ok(());
         }
+        let rows = touches.iter().map(|t| touch_row(&t.event)).collect::<StoreResult<Vec<_>>>()?;
         let keys = dedupe_keys.to_vec();
         let now = Utc::now();
         let (now_ms, cutoff) = (millis(now), millis(self.cutoff(now)));
         self.write(move |conn| {
-            // A key marked again keeps its first time, unless that one had expired.
-            let mut mark = conn.prepare_cached(
-                "INSERT INTO seen (dedupe_key, created_at) VALUES (?1, ?2) \
-                 ON CONFLICT (dedupe_key) DO UPDATE SET created_at = excluded.created_at WHERE seen.created_at < ?3",
-            )?;
-            for key in &keys {
-                mark.execute((key, now_ms, cutoff))?;
-            }
-            Ok(())
+            write_touches(conn, &rows, now_ms)?;
+            write_seen(conn, &keys, now_ms, cutoff)
         })
         .await
     }
+}
+
+fn write_touches(conn: &Connection, rows: &[TouchRow], now: i64) -> StoreResult<()> {
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let mut whole = conn.prepare_cached(
+        "INSERT INTO touches (transaction_id, kind, event, created_at) VALUES (?1, ?2, ?3, ?4) \
+         ON CONFLICT (transaction_id, kind) DO UPDATE SET event = excluded.event, created_at = excluded.created_at",
+    )?;
+    let mut status = conn.prepare_cached(
+        "INSERT INTO statuses (transaction_id, status_key, current, created_at) VALUES (?1, ?2, ?3, ?4) \
+         ON CONFLICT (transaction_id, status_key) DO UPDATE SET current = excluded.current, \
+         created_at = excluded.created_at",
+    )?;
+    // In order, so within one call the later report wins too.
+    for row in rows {
+        match row {
+            TouchRow::Whole { transaction_id, kind, event } => whole.execute((transaction_id, kind, event, now))?,
+            TouchRow::Status { transaction_id, key, current } => status.execute((transaction_id, key, current, now))?,
+        };
+    }
+    Ok(())
+}
+
+fn write_seen(conn: &Connection, keys: &[String], now: i64, cutoff: i64) -> StoreResult<()> {
+    if keys.is_empty() {
+        return Ok(());
+    }
+    // A key marked again keeps its first time, unless that one had expired.
+    let mut mark = conn.prepare_cached(
+        "INSERT INTO seen (dedupe_key, created_at) VALUES (?1, ?2) \
+         ON CONFLICT (dedupe_key) DO UPDATE SET created_at = excluded.created_at WHERE seen.created_at < ?3",
+    )?;
+    for key in keys {
+        mark.execute((key, now, cutoff))?;
+    }
+    Ok(())
 }

@@ -100,13 +100,11 @@ impl App {
             new_keys.push(key);
         }
 
-        if !records.is_empty() {
+        if firings.is_empty() {
+            touches.record_and_mark_seen(&records, &new_keys).await?;
+        } else {
             touches.record(&records).await?;
-        }
-        if !firings.is_empty() {
             self.ports.queue.enqueue(&firings).await?;
-        }
-        if !new_keys.is_empty() {
             touches.mark_seen(&new_keys).await?;
         }
         tracing::debug!(events = results.len(), firings = firings.len(), "ingested");

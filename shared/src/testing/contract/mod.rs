@@ -51,6 +51,7 @@ checks!(CHECKS:
     touches_status_keys_are_separate,
     touches_record_is_idempotent,
     touches_seen_and_mark_seen,
+    touches_record_and_mark_seen,
     logs_append_and_get,
     logs_newest_first,
     logs_every_filter,

@@ -145,3 +145,14 @@ pub async fn touches_seen_and_mark_seen(a: &Adapters) {
     assert_eq!(store.seen(&keys(&[a_key, b_key, c_key])).await.unwrap(), set(&[a_key, b_key, c_key]));
     assert_eq!(store.seen(&keys(&[c_key, "other"])).await.unwrap(), set(&[c_key]), "only the asked keys");
 }
+
+/// `record_and_mark_seen` stores the touches and marks the keys, like the two calls.
+pub async fn touches_record_and_mark_seen(a: &Adapters) {
+    let store = &a.touches;
+    let click = fixtures::event(EventType::Click, "T9");
+    let key = click.dedupe_key();
+    store.record_and_mark_seen(&[touch(&click)], std::slice::from_ref(&key)).await.unwrap();
+    assert_eq!(store.get_click("T9").await.unwrap(), Some(click));
+    assert_eq!(store.seen(std::slice::from_ref(&key)).await.unwrap(), HashSet::from([key]));
+    store.record_and_mark_seen(&[], &[]).await.unwrap();
+}
