@@ -197,7 +197,8 @@ fn bench_render(c: &mut Criterion) {
             let mut out = black_box(url_source).to_string();
             for name in &names {
                 let value = ctx.value(name).unwrap_or_default();
-                let encoded = percent_encoding::utf8_percent_encode(&value, percent_encoding::NON_ALPHANUMERIC).to_string();
+                let encoded =
+                    percent_encoding::utf8_percent_encode(&value, percent_encoding::NON_ALPHANUMERIC).to_string();
                 out = out.replace(&format!("{{{name}}}"), &encoded);
             }
             out
