@@ -11,6 +11,7 @@ use crate::domain::firing::Firing;
 use crate::domain::log::{LogEntry, Outcome};
 use crate::domain::macros::MacroContext;
 use crate::domain::postback::CompiledPostback;
+use crate::domain::redact::redact_url;
 use crate::ports::{Leased, StoreResult};
 
 /// What became of one firing attempt.
@@ -197,36 +198,13 @@ impl Dispatcher {
         fired_at: DateTime<Utc>,
         test: bool,
     ) -> LogEntry {
-        let shown = request.map(OutboundRequest::redacted);
-        LogEntry {
-            id: uuid::Uuid::now_v7().to_string(),
-            delivery_id: firing.delivery_id.clone(),
-            postback_id: postback.postback.id.clone(),
-            postback_name: postback.postback.name.clone(),
-            transaction_id: firing.event.transaction_id.clone(),
-            event_id: firing.event.event_id.clone(),
-            kind: firing.event.kind,
-            offer_id: firing.event.offer_id.clone(),
-            publisher_id: firing.event.publisher_id.clone(),
-            fired_at,
-            attempt: firing.attempt,
-            method: postback.postback.method.as_str().to_string(),
-            url: shown
-                .as_ref()
-                .map(|r| r.url.clone())
-                .unwrap_or_else(|| crate::domain::redact::redact_url(&postback.postback.url)),
-            request_headers: shown.as_ref().map(|r| r.headers.clone()).unwrap_or_default(),
-            request_body: shown.and_then(|r| r.body),
-            status_code: None,
-            response_body: None,
-            error: None,
-            duration_ms: 0,
-            outcome: Outcome::Skipped,
-            test,
-            next_attempt_at: None,
-            resend_of: firing.resend_of.clone(),
-            firing: Some(firing.clone()),
+        let mut entry = base_entry(firing, Some(postback), fired_at, test);
+        if let Some(shown) = request.map(OutboundRequest::redacted) {
+            entry.url = shown.url;
+            entry.request_headers = shown.headers;
+            entry.request_body = shown.body;
         }
+        entry
     }
 
     fn skipped_entry(
@@ -236,36 +214,44 @@ impl Dispatcher {
         reason: String,
         test: bool,
     ) -> LogEntry {
-        let (name, method, url) = match postback {
-            Some(p) => (p.postback.name.clone(), p.postback.method.as_str().to_string(), p.postback.url.clone()),
-            None => (String::new(), String::new(), String::new()),
-        };
-        LogEntry {
-            id: uuid::Uuid::now_v7().to_string(),
-            delivery_id: firing.delivery_id.clone(),
-            postback_id: firing.postback_id.clone(),
-            postback_name: name,
-            transaction_id: firing.event.transaction_id.clone(),
-            event_id: firing.event.event_id.clone(),
-            kind: firing.event.kind,
-            offer_id: firing.event.offer_id.clone(),
-            publisher_id: firing.event.publisher_id.clone(),
-            fired_at: Utc::now(),
-            attempt: firing.attempt,
-            method,
-            url: crate::domain::redact::redact_url(&url),
-            request_headers: Default::default(),
-            request_body: None,
-            status_code: None,
-            response_body: None,
-            error: Some(reason),
-            duration_ms: 0,
-            outcome: Outcome::Skipped,
-            test,
-            next_attempt_at: None,
-            resend_of: firing.resend_of.clone(),
-            firing: Some(firing.clone()),
-        }
+        let mut entry = base_entry(firing, postback, Utc::now(), test);
+        entry.error = Some(reason);
+        entry
+    }
+}
+
+/// A log entry for a firing with no request shown yet and outcome `skipped`; the
+/// callers fill in what happened.
+fn base_entry(firing: &Firing, postback: Option<&CompiledPostback>, fired_at: DateTime<Utc>, test: bool) -> LogEntry {
+    let (name, method, url) = match postback {
+        Some(p) => (p.postback.name.clone(), p.postback.method.as_str().to_string(), redact_url(&p.postback.url)),
+        None => (String::new(), String::new(), String::new()),
+    };
+    LogEntry {
+        id: uuid::Uuid::now_v7().to_string(),
+        delivery_id: firing.delivery_id.clone(),
+        postback_id: firing.postback_id.clone(),
+        postback_name: name,
+        transaction_id: firing.event.transaction_id.clone(),
+        event_id: firing.event.event_id.clone(),
+        kind: firing.event.kind,
+        offer_id: firing.event.offer_id.clone(),
+        publisher_id: firing.event.publisher_id.clone(),
+        fired_at,
+        attempt: firing.attempt,
+        method,
+        url,
+        request_headers: Default::default(),
+        request_body: None,
+        status_code: None,
+        response_body: None,
+        error: None,
+        duration_ms: 0,
+        outcome: Outcome::Skipped,
+        test,
+        next_attempt_at: None,
+        resend_of: firing.resend_of.clone(),
+        firing: Some(firing.clone()),
     }
 }
 
