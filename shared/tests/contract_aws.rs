@@ -22,6 +22,7 @@ use postback::domain::firing::Firing;
 use postback::domain::log::{Cursor, LogEntry, LogFilter, Outcome};
 use postback::domain::postback::Postback;
 use postback::ports::{FiringQueue, Leased, LogStore, PostbackStore, StoreError, TouchRecord, TouchStore};
+use postback::testing::{contract, AdapterFactory, Adapters};
 
 /// The queue lease in these tests (the contract suite's `contract::LEASE`).
 const LEASE: Duration = Duration::from_secs(2);
@@ -96,33 +97,26 @@ fn queue_with(f: &Fixture, adjust: impl FnOnce(&mut QueueSettings)) -> SqsFiring
 // The shared port contract suite
 // ---------------------------------------------------------------------------------
 
-/// Fresh, empty adapters per call: what `postback::testing::AdapterFactory::fresh`
-/// must return.
+/// Fresh, empty adapters per call: uniquely named tables, queue and schedule group, the
+/// queue's visibility (and `receive`'s lease) = `contract::LEASE`.
 struct AwsFactory;
 
-impl AwsFactory {
-    async fn fresh(&self) -> (Arc<dyn PostbackStore>, Arc<dyn TouchStore>, Arc<dyn LogStore>, Arc<dyn FiringQueue>) {
+#[async_trait::async_trait]
+impl AdapterFactory for AwsFactory {
+    async fn fresh(&self) -> Adapters {
         let name = format!("c{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
         let f = fixture(&name, |_| {}).await;
         let queue = Arc::new(queue_with(&f, |_| {}));
-        (f.adapters.postbacks, f.adapters.touches, f.adapters.logs, queue)
+        Adapters { postbacks: f.adapters.postbacks, touches: f.adapters.touches, logs: f.adapters.logs, queue }
     }
 }
 
-// TODO(contract suite): `postback::testing::{Adapters, AdapterFactory, contract}` is being
-// written in parallel in shared/src/testing.rs. When it lands on this branch, implement
-// `AdapterFactory for AwsFactory` (returning `Adapters { postbacks, touches, logs, queue }`
-// from `fresh` above) and replace the body of this test with
-// `postback::testing::contract::run_all(&AwsFactory).await;`. Until then it checks that
-// the factory really hands out empty, working adapters.
-#[tokio::test]
-async fn port_contract_suite() {
+/// The same port contract suite the embedded adapters pass.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn aws_adapters_pass_the_contract() {
     require_emulators!();
-    let (postbacks, touches, logs, queue) = AwsFactory.fresh().await;
-    assert!(postbacks.list(None).await.unwrap().is_empty());
-    assert!(touches.get_click("t").await.unwrap().is_none());
-    assert!(logs.query(&LogFilter { limit: 10, ..LogFilter::default() }).await.unwrap().items.is_empty());
-    assert!(queue.receive(10).await.unwrap().is_empty());
+    assert_eq!(LEASE, contract::LEASE);
+    contract::run_all(&AwsFactory).await;
 }
 
 // ---------------------------------------------------------------------------------
