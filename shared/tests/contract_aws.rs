@@ -304,6 +304,13 @@ async fn touches_store_clicks_statuses_and_seen_keys() {
         (0..60).map(|i| TouchRecord { event: event(EventType::Click, &format!("M{i}")) }).collect();
     store.record(&many).await.unwrap();
     assert!(store.get_click("M59").await.unwrap().is_some());
+    // Many at once: more than one BatchGetItem (100 keys), missing ones and repeats left out.
+    let wanted: Vec<String> = (0..120).map(|i| format!("M{i}")).chain(["T1".into(), "M0".into(), "T2".into()]).collect();
+    let clicks = store.get_clicks(&wanted).await.unwrap();
+    assert_eq!(clicks.len(), 61, "M0..M59 and T1");
+    assert_eq!(clicks["M7"], many[7].event);
+    assert_eq!(clicks["T1"].subs[0].as_deref(), Some("later"));
+    assert!(store.get_clicks(&[]).await.unwrap().is_empty());
 
     // Seen keys: more than a BatchGetItem (100), with repeats, with odd characters.
     conversion.event_id = Some("e|1".into());
@@ -436,6 +443,25 @@ async fn logs_list_newest_first_through_every_index() {
     // One entry.
     assert_eq!(logs.get(&entries[7].id).await.unwrap().as_ref(), Some(&entries[7]));
     assert_eq!(logs.get("missing").await.unwrap(), None);
+}
+
+#[tokio::test]
+async fn log_limits_default_to_50_and_cap_at_500() {
+    require_emulators!();
+    let f = fixture("limits", |_| {}).await;
+    let logs = f.adapters.logs.as_ref();
+    let base = Utc::now() - chrono::Duration::minutes(10);
+    let entries: Vec<LogEntry> = (0..510)
+        .map(|i| log_entry(base + chrono::Duration::milliseconds(i), "pbL", &format!("T{i}"), Outcome::Delivered))
+        .collect();
+    logs.append(&entries).await.unwrap();
+    let default = logs.query(&LogFilter { limit: 0, ..LogFilter::default() }).await.unwrap();
+    assert_eq!(default.items.len(), 50, "limit 0 means the default page of 50");
+    assert!(default.next_cursor.is_some());
+    let capped = logs.query(&LogFilter { limit: 10_000, postback_id: Some("pbL".into()), ..Default::default() }).await;
+    let capped = capped.unwrap();
+    assert_eq!(capped.items.len(), 500, "a limit over 500 is capped at 500");
+    assert!(capped.next_cursor.is_some(), "ten more remain");
 }
 
 #[tokio::test]
