@@ -8,14 +8,16 @@
 //! group, so tests run in parallel and runs never see each other's data.
 #![cfg(all(feature = "aws", feature = "testing"))]
 
+mod aws_support;
+
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use postback::aws::{
-    at_expression, config_loader, ensure_resources, schedule_name, AwsAdapters, AwsClients, DynamoLogStore,
-    DynamoTouchStore, QueueSettings, ResourceNames, ResourcePlan, SqsFiringQueue,
+    at_expression, config_loader, schedule_name, AwsAdapters, AwsClients, DynamoLogStore, DynamoTouchStore,
+    QueueSettings, ResourceNames, ResourcePlan, SqsFiringQueue,
 };
 use postback::domain::event::{Event, EventType, Status, StatusKey};
 use postback::domain::firing::Firing;
@@ -26,49 +28,10 @@ use postback::testing::{contract, AdapterFactory, Adapters};
 
 /// The queue lease in these tests (the contract suite's `contract::LEASE`).
 const LEASE: Duration = Duration::from_secs(2);
-const SKIP_VAR: &str = "POSTBACK_SKIP_AWS_TESTS";
 
 // ---------------------------------------------------------------------------------
 // Emulator check and per-test resources
 // ---------------------------------------------------------------------------------
-
-/// `false` only when the run explicitly opted out; missing emulators fail the test.
-fn emulators_required() -> bool {
-    if std::env::var(SKIP_VAR).as_deref() == Ok("1") {
-        eprintln!("{SKIP_VAR}=1: AWS adapter tests skipped");
-        return false;
-    }
-    for service in ["DYNAMODB", "SQS", "SCHEDULER"] {
-        let endpoint = std::env::var(format!("AWS_ENDPOINT_URL_{service}"))
-            .or_else(|_| std::env::var("AWS_ENDPOINT_URL"))
-            .unwrap_or_else(|_| {
-                panic!(
-                    "AWS_ENDPOINT_URL_{service} is not set: these tests need the local emulators. Run them with \
-                     `scripts/emulators.sh run cargo test -p postback --features aws,testing --test contract_aws`, \
-                     or set {SKIP_VAR}=1 to skip them on purpose."
-                )
-            });
-        let host = url::Url::parse(&endpoint).ok().and_then(|u| u.host_str().map(str::to_string));
-        assert!(
-            matches!(host.as_deref(), Some("127.0.0.1" | "localhost" | "[::1]")),
-            "refusing to create test resources at {endpoint}: not a loopback emulator"
-        );
-    }
-    true
-}
-
-macro_rules! require_emulators {
-    () => {
-        if !emulators_required() {
-            return;
-        }
-    };
-}
-
-fn run_id() -> &'static str {
-    static ID: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-    ID.get_or_init(|| uuid::Uuid::new_v4().simple().to_string()[..8].to_string())
-}
 
 struct Fixture {
     clients: AwsClients,
@@ -77,11 +40,11 @@ struct Fixture {
 }
 
 async fn fixture(test: &str, adjust: impl FnOnce(&mut ResourcePlan)) -> Fixture {
-    let clients = AwsClients::from_env().await;
-    let mut plan = ResourcePlan::with_prefix(&format!("pbt-{}-{test}", run_id()));
-    plan.visibility_timeout = LEASE;
-    adjust(&mut plan);
-    let names = ensure_resources(&clients, &plan).await.expect("create test resources");
+    let (clients, names) = aws_support::resources(test, |plan| {
+        plan.visibility_timeout = LEASE;
+        adjust(plan);
+    })
+    .await;
     let adapters = AwsAdapters::new(&clients, &names, chrono::Duration::days(30));
     Fixture { clients, names, adapters }
 }
@@ -305,7 +268,8 @@ async fn touches_store_clicks_statuses_and_seen_keys() {
     store.record(&many).await.unwrap();
     assert!(store.get_click("M59").await.unwrap().is_some());
     // Many at once: more than one BatchGetItem (100 keys), missing ones and repeats left out.
-    let wanted: Vec<String> = (0..120).map(|i| format!("M{i}")).chain(["T1".into(), "M0".into(), "T2".into()]).collect();
+    let wanted: Vec<String> =
+        (0..120).map(|i| format!("M{i}")).chain(["T1".into(), "M0".into(), "T2".into()]).collect();
     let clicks = store.get_clicks(&wanted).await.unwrap();
     assert_eq!(clicks.len(), 61, "M0..M59 and T1");
     assert_eq!(clicks["M7"], many[7].event);

@@ -20,7 +20,7 @@ use aws_lambda_events::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent, SqsMe
 use chrono::Utc;
 use futures::StreamExt;
 
-use super::{AwsAdapters, AwsClients, ResourceNames, SqsFiringQueue};
+use super::{AwsAdapters, AwsClients, QueueSettings, ResourceNames, SqsFiringQueue};
 use crate::config::{Settings, SettingsError};
 use crate::domain::firing::Firing;
 use crate::http::{router, ApiKeys, RouteSet};
@@ -104,7 +104,19 @@ impl LambdaApp {
 
     /// Build from explicit parts (tests, tools).
     pub fn build(settings: Settings, clients: &AwsClients, names: &ResourceNames) -> Result<Self, InitError> {
-        let adapters = AwsAdapters::new(clients, names, settings.log_retention());
+        Self::build_with_queue(settings, clients, names, QueueSettings::from_names(names))
+    }
+
+    /// As `build`, with the queue's settings given (tests shorten the scheduling
+    /// threshold and lead to watch real schedules fire within seconds).
+    pub fn build_with_queue(
+        settings: Settings,
+        clients: &AwsClients,
+        names: &ResourceNames,
+        queue: QueueSettings,
+    ) -> Result<Self, InitError> {
+        let mut adapters = AwsAdapters::new(clients, names, settings.log_retention());
+        adapters.queue = Arc::new(SqsFiringQueue::new(clients, queue));
         let sender = ReqwestSender::new(SenderConfig::new(settings.delivery_timeout, settings.allow_private_targets))
             .map_err(|e| InitError::Sender(e.to_string()))?;
         let ports = Ports {
@@ -120,11 +132,7 @@ impl LambdaApp {
 
     /// The shared HTTP router with this deployment's keys, for `lambda_http::run`.
     pub fn router(&self, routes: RouteSet) -> axum::Router {
-        router(
-            self.app.clone(),
-            ApiKeys::new(&self.settings.admin_api_key, &self.settings.ingest_api_key),
-            routes,
-        )
+        router(self.app.clone(), ApiKeys::new(&self.settings.admin_api_key, &self.settings.ingest_api_key), routes)
     }
 
     /// What the dispatch function's handler calls `dispatch_batch` with.
