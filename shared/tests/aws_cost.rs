@@ -146,8 +146,8 @@ async fn aws_calls_per_event_and_per_firing() {
     let counted = counted_clients(&counter).await;
     // Set-up and the event source's own calls go through uncounted clients.
     let mut d = Deployment::with(clients.clone(), names.clone(), &[]);
-    d.ingest = LambdaApp::build(settings(&[]), &counted, &names).unwrap();
-    d.dispatch = LambdaApp::build(settings(&[]), &counted, &names).unwrap();
+    d.ingest = LambdaApp::build(settings(&[]), &counted, &names);
+    d.dispatch = LambdaApp::build(settings(&[]), &counted, &names);
     let admin = d.config_api.router(RouteSet::Admin);
     let ingest = d.ingest.router(RouteSet::Ingest);
 

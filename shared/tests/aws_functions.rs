@@ -384,7 +384,7 @@ async fn a_schedule_fires_into_the_queue_and_is_delivered_once_due() {
     let mut queue = QueueSettings::from_names(&names);
     queue.max_sqs_delay = Duration::from_secs(1);
     queue.schedule_lead = Duration::from_secs(3);
-    d.ingest = LambdaApp::build_with_queue(settings(&[]), &clients, &names, queue).unwrap();
+    d.ingest = LambdaApp::build_with_queue(settings(&[]), &clients, &names, queue);
     create_postback(&d, json!({"name": "Soon", "type": "conversion", "delay_seconds": 6, "url": sink.url("/soon")}))
         .await;
     let accepted_at = Utc::now();
@@ -447,7 +447,7 @@ async fn dependency_failures_are_503_and_leave_nothing_half_written() {
 
     for (what, dynamodb_down, sqs_down) in [("DynamoDB", true, false), ("SQS", false, true)] {
         let clients = clients_with_dead(dynamodb_down, sqs_down).await;
-        let broken = LambdaApp::build(settings(&[]), &clients, &d.names).unwrap();
+        let broken = LambdaApp::build(settings(&[]), &clients, &d.names);
         let router = broken.router(RouteSet::Ingest);
         let started = Instant::now();
         let reply = invoke(&router, &apigw_event("POST", "/events", "", &ingest_key(), Some(&event))).await;
@@ -466,7 +466,7 @@ async fn dependency_failures_are_503_and_leave_nothing_half_written() {
     // Dispatch with DynamoDB down: the message is reported failed and stays queued.
     let event = receive_event(&d, 1, Duration::from_secs(10)).await;
     let clients = clients_with_dead(true, false).await;
-    let broken = LambdaApp::build(settings(&[]), &clients, &d.names).unwrap();
+    let broken = LambdaApp::build(settings(&[]), &clients, &d.names);
     let response = dispatch_batch(&broken.batch_dispatcher(), event.clone()).await;
     let failed: Vec<&str> = response.batch_item_failures.iter().map(|f| f.item_identifier.as_str()).collect();
     assert_eq!(failed, [event.records[0].message_id.as_deref().unwrap()]);

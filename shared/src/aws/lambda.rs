@@ -1,6 +1,6 @@
 //! Wiring for the three Lambda functions. Everything is built once per execution
 //! environment, at init (outside the handler): settings, SDK clients, adapters, the
-//! HTTP sender and the `App`. The functions themselves only start a runtime:
+//! HTTP sender (its TLS client on first use) and the `App`. The functions themselves only start a runtime:
 //!
 //! - `config-api`: `lambda_http::run(app.router(RouteSet::Admin))`
 //! - `ingest`: `lambda_http::run(app.router(RouteSet::Ingest))`
@@ -24,7 +24,8 @@ use super::{AwsAdapters, AwsClients, QueueSettings, ResourceNames, SqsFiringQueu
 use crate::config::{Settings, SettingsError};
 use crate::domain::firing::Firing;
 use crate::http::{router, ApiKeys, RouteSet};
-use crate::ports::{FiringQueue, Leased, StoreResult};
+use crate::domain::delivery::{OutboundRequest, OutboundResponse, SendFailure};
+use crate::ports::{FiringQueue, HttpSender, Leased, StoreResult};
 use crate::sender::{ReqwestSender, SenderConfig};
 use crate::service::{App, AttemptOutcome, Dispatcher, Policy, Ports};
 
@@ -39,8 +40,37 @@ pub const DISPATCH_CONCURRENCY: usize = 10;
 pub enum InitError {
     #[error(transparent)]
     Settings(#[from] SettingsError),
-    #[error("cannot build the HTTP client: {0}")]
-    Sender(String),
+}
+
+/// The outbound HTTP client, built on first use. Building it loads the TLS trust roots
+/// (a few milliseconds, about a third of a function's init): config-api and ingest send
+/// only for `/postbacks/{id}/test` and resends, so most of their instances never pay
+/// it; dispatch pays it once, on its first batch.
+pub struct LazySender {
+    config: SenderConfig,
+    sender: tokio::sync::OnceCell<ReqwestSender>,
+}
+
+impl LazySender {
+    pub fn new(config: SenderConfig) -> Self {
+        Self { config, sender: tokio::sync::OnceCell::new() }
+    }
+}
+
+#[async_trait]
+impl HttpSender for LazySender {
+    async fn send(&self, request: &OutboundRequest) -> Result<OutboundResponse, SendFailure> {
+        let sender = self
+            .sender
+            .get_or_try_init(|| async { ReqwestSender::new(self.config.clone()) })
+            .await
+            .map_err(|e| {
+                // Only a broken TLS set-up gets here; retried like any transport failure.
+                tracing::error!(error = %e, "cannot build the HTTP client");
+                SendFailure::Other(e.to_string())
+            })?;
+        sender.send(request).await
+    }
 }
 
 /// The firing queue as the dispatch function sees it: `ack` is a no-op because the SQS
@@ -99,11 +129,11 @@ impl LambdaApp {
         let (settings, _) = Settings::from_env(false)?;
         let names = ResourceNames::from_env()?;
         let clients = AwsClients::from_env().await;
-        Self::build(settings, &clients, &names)
+        Ok(Self::build(settings, &clients, &names))
     }
 
     /// Build from explicit parts (tests, tools).
-    pub fn build(settings: Settings, clients: &AwsClients, names: &ResourceNames) -> Result<Self, InitError> {
+    pub fn build(settings: Settings, clients: &AwsClients, names: &ResourceNames) -> Self {
         Self::build_with_queue(settings, clients, names, QueueSettings::from_names(names))
     }
 
@@ -114,11 +144,10 @@ impl LambdaApp {
         clients: &AwsClients,
         names: &ResourceNames,
         queue: QueueSettings,
-    ) -> Result<Self, InitError> {
+    ) -> Self {
         let mut adapters = AwsAdapters::new(clients, names, settings.log_retention());
         adapters.queue = Arc::new(SqsFiringQueue::new(clients, queue));
-        let sender = ReqwestSender::new(SenderConfig::new(settings.delivery_timeout, settings.allow_private_targets))
-            .map_err(|e| InitError::Sender(e.to_string()))?;
+        let sender = LazySender::new(SenderConfig::new(settings.delivery_timeout, settings.allow_private_targets));
         let ports = Ports {
             postbacks: adapters.postbacks,
             touches: adapters.touches,
@@ -127,7 +156,7 @@ impl LambdaApp {
             sender: Arc::new(sender),
         };
         let app = App::new(ports, Policy { retry: settings.retry, catalog_ttl: CATALOG_TTL });
-        Ok(Self { app, settings, names: names.clone(), queue: adapters.queue })
+        Self { app, settings, names: names.clone(), queue: adapters.queue }
     }
 
     /// The shared HTTP router with this deployment's keys, for `lambda_http::run`.

@@ -103,7 +103,7 @@ impl Deployment {
     }
 
     pub fn with(clients: AwsClients, names: ResourceNames, overrides: &[(&str, &str)]) -> Deployment {
-        let app = || LambdaApp::build(settings(overrides), &clients, &names).expect("build the function app");
+        let app = || LambdaApp::build(settings(overrides), &clients, &names);
         Deployment { config_api: app(), ingest: app(), dispatch: app(), clients, names }
     }
 }
