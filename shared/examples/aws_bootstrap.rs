@@ -3,7 +3,7 @@
 //! ```text
 //! eval "$(scripts/emulators.sh start)"
 //! eval "$(cargo run -p postback --features aws --example aws_bootstrap)"          # create resources, print env
-//! cargo lambda watch -A 127.0.0.1                                                   # serves the three functions
+//! cargo lambda watch -A 127.0.0.1 -P 9003 -p dispatch                             # (and 9001 config-api, 9002 ingest)
 //! cargo run -p postback --features aws --example aws_bootstrap -- pump            # SQS → dispatch, like the event source
 //! ```
 //!
@@ -23,8 +23,8 @@ use aws_sdk_sqs::types::MessageSystemAttributeName;
 use postback::aws::{ensure_resources, AwsClients, ResourceNames, ResourcePlan};
 
 const DEFAULT_PREFIX: &str = "postbacks-local";
-/// `cargo lambda watch`'s invoke endpoint for the dispatch function.
-const DEFAULT_INVOKE: &str = "http://127.0.0.1:9000/2015-03-31/functions/dispatch/invocations";
+/// The invoke endpoint of `cargo lambda watch -P 9003 -p dispatch` (docs/aws.md).
+const DEFAULT_INVOKE: &str = "http://127.0.0.1:9003/2015-03-31/functions/dispatch/invocations";
 /// The keys of the committed API Gateway fixtures (`functions/*/fixtures/`).
 const FIXTURE_ADMIN_KEY: &str = "local-admin-key-0123456789";
 const FIXTURE_INGEST_KEY: &str = "local-ingest-key-0123456789";
