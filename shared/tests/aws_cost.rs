@@ -157,17 +157,30 @@ async fn aws_calls_per_event_and_per_firing() {
                "headers": {"Authorization": "Bearer affiliate-secret"}})
     };
     // Offer o1 matches one postback, offer o3 three.
-    for (name, offers) in [("one", json!(["o1"])), ("three-a", json!(["o3"])), ("three-b", json!(["o3"])), ("three-c", json!(["o3"]))]
+    for (name, offers) in
+        [("one", json!(["o1"])), ("three-a", json!(["o3"])), ("three-b", json!(["o3"])), ("three-c", json!(["o3"]))]
     {
-        let reply = invoke(&admin, &apigw_event("POST", "/postbacks", "", &[("x-api-key", ADMIN_KEY)], Some(&postback(name, offers).to_string()))).await;
+        let reply = invoke(
+            &admin,
+            &apigw_event(
+                "POST",
+                "/postbacks",
+                "",
+                &[("x-api-key", ADMIN_KEY)],
+                Some(&postback(name, offers).to_string()),
+            ),
+        )
+        .await;
         assert_eq!(reply.status, StatusCode::CREATED);
     }
     let post = |body: Value| {
         let ingest = ingest.clone();
         async move {
-            let reply =
-                invoke(&ingest, &apigw_event("POST", "/events", "", &[("x-api-key", INGEST_KEY)], Some(&body.to_string())))
-                    .await;
+            let reply = invoke(
+                &ingest,
+                &apigw_event("POST", "/events", "", &[("x-api-key", INGEST_KEY)], Some(&body.to_string())),
+            )
+            .await;
             assert_eq!(reply.status, StatusCode::ACCEPTED, "{:?}", reply.body);
             reply.body
         }
@@ -195,14 +208,20 @@ async fn aws_calls_per_event_and_per_firing() {
 
     post(conversion("T1")).await;
     let one = counter.take();
-    assert_eq!(one, calls(&[("DynamoDB BatchGetItem", 2), ("DynamoDB BatchWriteItem", 2), ("SQS SendMessageBatch", 1)]));
+    assert_eq!(
+        one,
+        calls(&[("DynamoDB BatchGetItem", 2), ("DynamoDB BatchWriteItem", 2), ("SQS SendMessageBatch", 1)])
+    );
     table.push(("ingest: conversion, 1 matching postback", one));
 
     post(click("T3", "o3")).await;
     counter.take();
     post(conversion("T3")).await;
     let three = counter.take();
-    assert_eq!(three, calls(&[("DynamoDB BatchGetItem", 2), ("DynamoDB BatchWriteItem", 2), ("SQS SendMessageBatch", 1)]));
+    assert_eq!(
+        three,
+        calls(&[("DynamoDB BatchGetItem", 2), ("DynamoDB BatchWriteItem", 2), ("SQS SendMessageBatch", 1)])
+    );
     table.push(("ingest: conversion, 3 matching postbacks", three));
 
     // A batch of 500 conversions (their clicks stored first), one match each.
@@ -230,7 +249,8 @@ async fn aws_calls_per_event_and_per_firing() {
     }
     assert_eq!(pending.len(), 504, "every firing was queued");
     let body_of = |m: &aws_lambda_events::sqs::SqsMessage| m.body.clone().unwrap_or_default();
-    let (t1, rest): (Vec<_>, Vec<_>) = pending.into_iter().partition(|m| body_of(m).contains("\"transaction_id\":\"T1\""));
+    let (t1, rest): (Vec<_>, Vec<_>) =
+        pending.into_iter().partition(|m| body_of(m).contains("\"transaction_id\":\"T1\""));
     let (t3, rest): (Vec<_>, Vec<_>) = rest.into_iter().partition(|m| body_of(m).contains("\"transaction_id\":\"T3\""));
     let batcher = d.dispatch.batch_dispatcher();
     let dispatch = |records: Vec<aws_lambda_events::sqs::SqsMessage>| {
@@ -269,7 +289,8 @@ async fn aws_calls_per_event_and_per_firing() {
     sink.answer(200);
 
     // The conversion is rejected before the other two firings come due: skipped.
-    post(json!({"type": "conversion", "transaction_id": "T3", "status": "rejected", "rejection_reason": "fraud"})).await;
+    post(json!({"type": "conversion", "transaction_id": "T3", "status": "rejected", "rejection_reason": "fraud"}))
+        .await;
     counter.take();
     dispatch(t3[1..2].to_vec()).await;
     let skipped = counter.take();
@@ -285,8 +306,13 @@ async fn aws_calls_per_event_and_per_firing() {
     // A delay over 15 minutes: one CreateSchedule instead of the SendMessageBatch.
     let reply = invoke(
         &admin,
-        &apigw_event("POST", "/postbacks", "", &[("x-api-key", ADMIN_KEY)],
-            Some(&json!({"name": "late", "type": "event", "delay_seconds": 3600, "url": url}).to_string())),
+        &apigw_event(
+            "POST",
+            "/postbacks",
+            "",
+            &[("x-api-key", ADMIN_KEY)],
+            Some(&json!({"name": "late", "type": "event", "delay_seconds": 3600, "url": url}).to_string()),
+        ),
     )
     .await;
     assert_eq!(reply.status, StatusCode::CREATED);

@@ -22,9 +22,9 @@ use futures::StreamExt;
 
 use super::{AwsAdapters, AwsClients, QueueSettings, ResourceNames, SqsFiringQueue};
 use crate::config::{Settings, SettingsError};
+use crate::domain::delivery::{OutboundRequest, OutboundResponse, SendFailure};
 use crate::domain::firing::Firing;
 use crate::http::{router, ApiKeys, RouteSet};
-use crate::domain::delivery::{OutboundRequest, OutboundResponse, SendFailure};
 use crate::ports::{FiringQueue, HttpSender, Leased, StoreResult};
 use crate::sender::{ReqwestSender, SenderConfig};
 use crate::service::{App, AttemptOutcome, Dispatcher, Policy, Ports};
@@ -60,11 +60,8 @@ impl LazySender {
 #[async_trait]
 impl HttpSender for LazySender {
     async fn send(&self, request: &OutboundRequest) -> Result<OutboundResponse, SendFailure> {
-        let sender = self
-            .sender
-            .get_or_try_init(|| async { ReqwestSender::new(self.config.clone()) })
-            .await
-            .map_err(|e| {
+        let sender =
+            self.sender.get_or_try_init(|| async { ReqwestSender::new(self.config.clone()) }).await.map_err(|e| {
                 // Only a broken TLS set-up gets here; retried like any transport failure.
                 tracing::error!(error = %e, "cannot build the HTTP client");
                 SendFailure::Other(e.to_string())
