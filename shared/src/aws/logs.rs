@@ -44,9 +44,11 @@ const DELIVERED_PREFIX: &str = "delivered#";
 /// A delivered marker outlives any redelivery of the message that delivered: SQS keeps
 /// messages 14 days (and a DLQ redrive can bring one back within that time).
 const MIN_MARKER_TTL: chrono::Duration = chrono::Duration::days(15);
-/// A log id is minted when its attempt is logged, which can be a little after
-/// `fired_at` (the request's duration, clock skew between functions); the id range
-/// derived from `from`/`to` is widened by this much and `fired_at` is filtered exactly.
+/// A log id is minted when its attempt is logged, at or a little after `fired_at` (the
+/// request's duration, clock skew between functions), never much before it; so `from`
+/// also bounds the id range read (widened by this much) and `fired_at` is filtered
+/// exactly. `to` cannot bound ids (an entry may be logged any time after it fired), so
+/// it is only a filter.
 const ID_TIME_SLACK: chrono::Duration = chrono::Duration::minutes(15);
 /// Items evaluated per Query page when filters may discard many of them.
 const FILTERED_PAGE: i32 = 1000;
@@ -81,50 +83,28 @@ fn id_floor(t: DateTime<Utc>) -> String {
     uuid7_prefix(t)
 }
 
-/// An id above every id minted at or before `t` (`~` sorts after hex digits and `-`).
-fn id_ceiling(t: DateTime<Utc>) -> String {
-    format!("{}~", uuid7_prefix(t))
-}
-
-/// The sort-key range a listing reads.
+/// The sort-key range a listing reads: ids at or above `low` (from `from`), below `high`
+/// (the cursor: the last id already returned).
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct IdRange {
     low: Option<String>,
-    /// The bound and whether it is inclusive (a `to` bound) or not (a cursor).
-    high: Option<(String, bool)>,
+    high: Option<String>,
 }
 
 impl IdRange {
     fn for_filter(filter: &LogFilter) -> IdRange {
-        let low = filter.from.map(|t| id_floor(t - ID_TIME_SLACK));
-        let mut high = filter.to.map(|t| (id_ceiling(t + ID_TIME_SLACK), true));
-        if let Some(Cursor { last_id }) = &filter.cursor {
-            if high.as_ref().is_none_or(|(h, _)| last_id <= h) {
-                high = Some((last_id.clone(), false));
-            }
+        IdRange {
+            low: filter.from.map(|t| id_floor(t - ID_TIME_SLACK)),
+            high: filter.cursor.as_ref().map(|Cursor { last_id }| last_id.clone()),
         }
-        IdRange { low, high }
     }
 
     fn is_empty(&self) -> bool {
-        match (&self.low, &self.high) {
-            (Some(l), Some((h, inclusive))) => {
-                if *inclusive {
-                    l > h
-                } else {
-                    l >= h
-                }
-            }
-            _ => false,
-        }
+        matches!((&self.low, &self.high), (Some(l), Some(h)) if l >= h)
     }
 
     fn admits(&self, id: &str) -> bool {
-        self.low.as_deref().is_none_or(|l| id >= l)
-            && self
-                .high
-                .as_ref()
-                .is_none_or(|(h, inclusive)| if *inclusive { id <= h.as_str() } else { id < h.as_str() })
+        self.low.as_deref().is_none_or(|l| id >= l) && self.high.as_deref().is_none_or(|h| id < h)
     }
 
     /// The sort-key part of a KeyConditionExpression, with its values.
@@ -132,10 +112,9 @@ impl IdRange {
         match (&self.low, &self.high) {
             (None, None) => (None, vec![]),
             (Some(l), None) => (Some("#id >= :lo"), vec![(":lo", l.clone())]),
-            (None, Some((h, true))) => (Some("#id <= :hi"), vec![(":hi", h.clone())]),
-            (None, Some((h, false))) => (Some("#id < :hi"), vec![(":hi", h.clone())]),
-            // BETWEEN is inclusive; an exclusive cursor bound is then dropped by `admits`.
-            (Some(l), Some((h, _))) => (Some("#id BETWEEN :lo AND :hi"), vec![(":lo", l.clone()), (":hi", h.clone())]),
+            (None, Some(h)) => (Some("#id < :hi"), vec![(":hi", h.clone())]),
+            // BETWEEN is inclusive; the exclusive cursor bound is then dropped by `admits`.
+            (Some(l), Some(h)) => (Some("#id BETWEEN :lo AND :hi"), vec![(":lo", l.clone()), (":hi", h.clone())]),
         }
     }
 }
@@ -411,7 +390,8 @@ impl LogStore for DynamoLogStore {
             (None, None) => (LOGS_NEWEST, SHARD, (0..LOG_SHARDS).map(|i| format!("all#{i}")).collect()),
         };
         let plan = Plan::new(filter, index, want, Utc::now());
-        if plan.range.is_empty() {
+        let inverted = matches!((filter.from, filter.to), (Some(from), Some(to)) if from > to);
+        if inverted || plan.range.is_empty() {
             return Ok(LogPage { items: vec![], next_cursor: None });
         }
         let mut sources: Vec<Source> = hash_values
@@ -455,26 +435,23 @@ mod tests {
     use chrono::TimeZone;
 
     #[test]
-    fn id_bounds_bracket_uuid7_ids_of_their_millisecond() {
+    fn id_floor_is_at_or_below_uuid7_ids_of_its_millisecond() {
         let t = Utc.timestamp_millis_opt(1_767_225_600_123).unwrap();
         let ts = uuid::Timestamp::from_unix(uuid::NoContext, 1_767_225_600, 123_000_000);
         let id = uuid::Uuid::new_v7(ts).to_string();
-        assert!(id_floor(t) <= id && id < id_ceiling(t), "{} {id} {}", id_floor(t), id_ceiling(t));
+        assert!(id_floor(t) <= id, "{} {id}", id_floor(t));
         let later = Utc.timestamp_millis_opt(1_767_225_600_124).unwrap();
         assert!(id < id_floor(later));
-        let earlier = Utc.timestamp_millis_opt(1_767_225_600_122).unwrap();
-        assert!(id_ceiling(earlier) < id);
     }
 
     #[test]
-    fn cursor_tightens_the_upper_bound() {
+    fn cursor_is_the_exclusive_upper_bound() {
         let t = Utc.timestamp_millis_opt(1_767_225_600_000).unwrap();
         let mut filter = LogFilter { to: Some(t), ..LogFilter::default() };
-        let high = IdRange::for_filter(&filter).high.unwrap();
-        assert!(high.1);
+        assert_eq!(IdRange::for_filter(&filter).high, None, "`to` does not bound ids");
         filter.cursor = Some(Cursor { last_id: "0000".into() });
         let range = IdRange::for_filter(&filter);
-        assert_eq!(range.high, Some(("0000".to_string(), false)));
+        assert_eq!(range.high.as_deref(), Some("0000"));
         assert!(!range.admits("0000") && range.admits("00"));
         filter.from = Some(t);
         assert!(IdRange::for_filter(&filter).is_empty());

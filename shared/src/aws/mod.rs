@@ -9,6 +9,7 @@
 
 mod error;
 mod item;
+pub mod lambda;
 mod logs;
 mod postbacks;
 mod queue;

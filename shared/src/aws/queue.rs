@@ -239,16 +239,25 @@ impl SqsFiringQueue {
     }
 
     /// For the dispatcher: a firing that arrived before its due time (a schedule fires
-    /// early on purpose) goes back on the queue with the remaining delay and `true` is
-    /// returned; the caller then does not dispatch it. Always SQS (capped at 15 min, so
-    /// an improbably early arrival just comes round again), never a new schedule: the
-    /// schedule that brought it is already used up.
+    /// early on purpose) goes back on the queue with the remaining delay, the old
+    /// message is deleted, and `true` is returned; the caller then does not dispatch it.
+    /// Always SQS (capped at 15 min, so an improbably early arrival just comes round
+    /// again), never a new schedule: the schedule that brought it is already used up.
     pub async fn defer_if_early(&self, leased: &Leased, now: DateTime<Utc>) -> StoreResult<bool> {
+        let early = self.requeue_if_early(leased, now).await?;
+        if early {
+            self.ack(leased).await?;
+        }
+        Ok(early)
+    }
+
+    /// `defer_if_early` without deleting the message: for the dispatch function, whose
+    /// SQS event source deletes the messages it processed.
+    pub async fn requeue_if_early(&self, leased: &Leased, now: DateTime<Utc>) -> StoreResult<bool> {
         let early = (leased.firing.due_at - now).to_std().is_ok_and(|ahead| ahead >= EARLY_TOLERANCE);
         if early {
             let delay = delay_until(leased.firing.due_at, now).min(MAX_SQS_DELAY.as_secs());
             self.send_messages(vec![(Self::body(&leased.firing)?, delay)]).await?;
-            self.ack(leased).await?;
         }
         Ok(early)
     }

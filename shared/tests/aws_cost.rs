@@ -1,0 +1,355 @@
+//! How many DynamoDB, SQS and Scheduler calls each ingested event and each fired
+//! postback costs, counted by an SDK interceptor on the functions' clients, and the size
+//! of every kind of item written (DynamoDB bills writes per started KB, reads per
+//! started 4 KB). The counts are asserted, so a change of the code paths shows up here;
+//! `docs/aws-cost.md` is computed from them. Print the table with `-- --nocapture`.
+//!
+//! Run: `scripts/emulators.sh run cargo test -p postback --features aws,testing --test aws_cost -- --nocapture`.
+#![cfg(all(feature = "aws", feature = "testing"))]
+
+mod aws_support;
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use aws_sdk_dynamodb::config::interceptors::BeforeTransmitInterceptorContextRef;
+use aws_sdk_dynamodb::config::{ConfigBag, Intercept, RuntimeComponents};
+use aws_sdk_dynamodb::types::AttributeValue;
+use aws_support::*;
+use axum::http::StatusCode;
+use postback::aws::lambda::{dispatch_batch, LambdaApp};
+use postback::aws::AwsClients;
+use postback::http::RouteSet;
+use serde_json::{json, Value};
+
+/// Counts every request sent (retries included, as they are billed), by operation.
+#[derive(Debug, Clone, Default)]
+struct CallCounter {
+    calls: Arc<Mutex<BTreeMap<String, u64>>>,
+}
+
+/// Queries only come from reloading the postback cache (every `CATALOG_TTL` per
+/// function instance, whenever a call needs it); they are kept apart from the per-event
+/// counts, so a reload that happens to fall into a step does not change its count.
+const QUERY: &str = "DynamoDB Query";
+
+impl CallCounter {
+    /// The calls since the last `take`, without cache reloads.
+    fn take(&self) -> BTreeMap<String, u64> {
+        let mut calls = std::mem::take(&mut *self.calls.lock().unwrap());
+        calls.remove(QUERY);
+        calls
+    }
+
+    /// The calls since the last `take`, cache reloads included.
+    fn take_all(&self) -> BTreeMap<String, u64> {
+        std::mem::take(&mut *self.calls.lock().unwrap())
+    }
+}
+
+impl Intercept for CallCounter {
+    fn name(&self) -> &'static str {
+        "CallCounter"
+    }
+
+    fn read_before_transmit(
+        &self,
+        context: &BeforeTransmitInterceptorContextRef<'_>,
+        _components: &RuntimeComponents,
+        _cfg: &mut ConfigBag,
+    ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+        let request = context.request();
+        // DynamoDB and SQS speak JSON with the operation in `x-amz-target`
+        // (`DynamoDB_20120810.PutItem`, `AmazonSQS.SendMessageBatch`); the scheduler is REST.
+        let operation = match request.headers().get("x-amz-target") {
+            Some(target) => target.replace("DynamoDB_20120810.", "DynamoDB ").replace("AmazonSQS.", "SQS "),
+            None => {
+                let path = url::Url::parse(request.uri()).map(|u| u.path().to_string()).unwrap_or_default();
+                match (request.method(), path.split('/').nth(1)) {
+                    ("POST", Some("schedules")) => "Scheduler CreateSchedule".to_string(),
+                    (method, _) => format!("Scheduler {method} {path}"),
+                }
+            }
+        };
+        *self.calls.lock().unwrap().entry(operation).or_default() += 1;
+        Ok(())
+    }
+}
+
+async fn counted_clients(counter: &CallCounter) -> AwsClients {
+    let config = postback::aws::config_loader().load().await;
+    AwsClients {
+        dynamodb: aws_sdk_dynamodb::Client::from_conf(
+            aws_sdk_dynamodb::config::Builder::from(&config).interceptor(counter.clone()).build(),
+        ),
+        sqs: aws_sdk_sqs::Client::from_conf(
+            aws_sdk_sqs::config::Builder::from(&config).interceptor(counter.clone()).build(),
+        ),
+        scheduler: aws_sdk_scheduler::Client::from_conf(
+            aws_sdk_scheduler::config::Builder::from(&config).interceptor(counter.clone()).build(),
+        ),
+    }
+}
+
+fn calls(pairs: &[(&str, u64)]) -> BTreeMap<String, u64> {
+    pairs.iter().map(|(k, v)| (k.to_string(), *v)).collect()
+}
+
+/// DynamoDB's item size: attribute names plus values (strings as UTF-8 bytes, numbers
+/// about one byte per two significant digits plus one).
+fn item_size(item: &std::collections::HashMap<String, AttributeValue>) -> usize {
+    item.iter()
+        .map(|(name, value)| {
+            name.len()
+                + match value {
+                    AttributeValue::S(s) => s.len(),
+                    AttributeValue::N(n) => n.trim_start_matches('-').replace('.', "").len().div_ceil(2) + 1,
+                    AttributeValue::Bool(_) | AttributeValue::Null(_) => 1,
+                    other => format!("{other:?}").len(),
+                }
+        })
+        .sum()
+}
+
+/// The largest item of each kind in a table (`kind_of` names it), in bytes.
+async fn item_sizes(
+    clients: &AwsClients,
+    table: &str,
+    kind_of: impl Fn(&std::collections::HashMap<String, AttributeValue>) -> String,
+) -> BTreeMap<String, usize> {
+    let mut sizes = BTreeMap::new();
+    let mut start = None;
+    loop {
+        let page = clients.dynamodb.scan().table_name(table).set_exclusive_start_key(start).send().await.unwrap();
+        for item in page.items() {
+            let size = sizes.entry(kind_of(item)).or_insert(0);
+            *size = (*size).max(item_size(item));
+        }
+        match page.last_evaluated_key {
+            Some(key) if !key.is_empty() => start = Some(key),
+            _ => return sizes,
+        }
+    }
+}
+
+fn s_attr<'a>(item: &'a std::collections::HashMap<String, AttributeValue>, name: &str) -> &'a str {
+    item.get(name).and_then(|v| v.as_s().ok()).map(String::as_str).unwrap_or_default()
+}
+
+#[tokio::test]
+async fn aws_calls_per_event_and_per_firing() {
+    require_emulators!();
+    let sink = Sink::start().await;
+    let (clients, names) = resources("cost", |_| {}).await;
+    let counter = CallCounter::default();
+    let counted = counted_clients(&counter).await;
+    // Set-up and the event source's own calls go through uncounted clients.
+    let mut d = Deployment::with(clients.clone(), names.clone(), &[]);
+    d.ingest = LambdaApp::build(settings(&[]), &counted, &names);
+    d.dispatch = LambdaApp::build(settings(&[]), &counted, &names);
+    let admin = d.config_api.router(RouteSet::Admin);
+    let ingest = d.ingest.router(RouteSet::Ingest);
+
+    let url = sink.url("/pb?clickid={external_transaction_id}&payout={payout}&tx={transaction_id}&d={delivery_id}");
+    let postback = |name: &str, offers: Value| {
+        json!({"name": name, "type": "conversion", "offers": offers, "url": url,
+               "headers": {"Authorization": "Bearer affiliate-secret"}})
+    };
+    // Offer o1 matches one postback, offer o3 three.
+    for (name, offers) in
+        [("one", json!(["o1"])), ("three-a", json!(["o3"])), ("three-b", json!(["o3"])), ("three-c", json!(["o3"]))]
+    {
+        let reply = invoke(
+            &admin,
+            &apigw_event(
+                "POST",
+                "/postbacks",
+                "",
+                &[("x-api-key", ADMIN_KEY)],
+                Some(&postback(name, offers).to_string()),
+            ),
+        )
+        .await;
+        assert_eq!(reply.status, StatusCode::CREATED);
+    }
+    let post = |body: Value| {
+        let ingest = ingest.clone();
+        async move {
+            let reply = invoke(
+                &ingest,
+                &apigw_event("POST", "/events", "", &[("x-api-key", INGEST_KEY)], Some(&body.to_string())),
+            )
+            .await;
+            assert_eq!(reply.status, StatusCode::ACCEPTED, "{:?}", reply.body);
+            reply.body
+        }
+    };
+    let click = |txid: &str, offer: &str| {
+        json!({"type": "click", "transaction_id": txid, "offer_id": offer, "publisher_id": "p1",
+               "external_transaction_id": format!("aff-{txid}"), "sub1": "campaign", "ip": "203.0.113.7",
+               "user_agent": "Mozilla/5.0 (iPhone; CPU iPhone OS 17_0 like Mac OS X)", "country": "DE"})
+    };
+    let conversion = |txid: &str| json!({"type": "conversion", "transaction_id": txid, "status": "approved", "payout": "12.50", "currency": "EUR"});
+
+    // The first call loads the postback cache (4 queries, once per CATALOG_TTL per
+    // function instance); counted apart.
+    post(json!({"type": "impression", "transaction_id": "warm", "offer_id": "o9", "publisher_id": "p1"})).await;
+    let mut catalog = counter.take_all();
+    catalog.retain(|op, _| op == QUERY);
+    assert_eq!(catalog.get(QUERY), Some(&4), "{catalog:?}");
+    let mut table: Vec<(&str, BTreeMap<String, u64>)> =
+        vec![("postback cache reload (per function instance, at most once per 5 s)", catalog)];
+
+    post(click("T1", "o1")).await;
+    let click_calls = counter.take();
+    assert_eq!(click_calls, calls(&[("DynamoDB BatchGetItem", 1), ("DynamoDB BatchWriteItem", 2)]));
+    table.push(("ingest: click (no click postback)", click_calls));
+
+    post(conversion("T1")).await;
+    let one = counter.take();
+    assert_eq!(
+        one,
+        calls(&[("DynamoDB BatchGetItem", 2), ("DynamoDB BatchWriteItem", 2), ("SQS SendMessageBatch", 1)])
+    );
+    table.push(("ingest: conversion, 1 matching postback", one));
+
+    post(click("T3", "o3")).await;
+    counter.take();
+    post(conversion("T3")).await;
+    let three = counter.take();
+    assert_eq!(
+        three,
+        calls(&[("DynamoDB BatchGetItem", 2), ("DynamoDB BatchWriteItem", 2), ("SQS SendMessageBatch", 1)])
+    );
+    table.push(("ingest: conversion, 3 matching postbacks", three));
+
+    // A batch of 500 conversions (their clicks stored first), one match each.
+    let clicks: Vec<Value> = (0..500).map(|i| click(&format!("B{i}"), "o1")).collect();
+    post(json!({"events": clicks})).await;
+    let click_batch = counter.take();
+    table.push(("ingest: batch of 500 clicks", click_batch));
+    let conversions: Vec<Value> = (0..500).map(|i| conversion(&format!("B{i}"))).collect();
+    let body = post(json!({"events": conversions})).await;
+    assert_eq!(body["accepted"], 500);
+    let batch = counter.take();
+    assert_eq!(batch.get("DynamoDB BatchGetItem"), Some(&10), "5 for clicks, 5 for seen markers: {batch:?}");
+    assert_eq!(batch.get("DynamoDB BatchWriteItem"), Some(&40), "20 for statuses, 20 for seen markers: {batch:?}");
+    assert_eq!(batch.get("SQS SendMessageBatch"), Some(&50), "10 firings per call: {batch:?}");
+    table.push(("ingest: batch of 500 conversions, 1 match each", batch));
+
+    // Dispatch: the 504 queued firings minus the batch; take T1's and T3's (4 messages).
+    let mut pending = Vec::new();
+    while pending.len() < 504 {
+        let event = receive_event(&d, 504 - pending.len(), Duration::from_secs(5)).await;
+        if event.records.is_empty() {
+            break;
+        }
+        pending.extend(event.records);
+    }
+    assert_eq!(pending.len(), 504, "every firing was queued");
+    let body_of = |m: &aws_lambda_events::sqs::SqsMessage| m.body.clone().unwrap_or_default();
+    let (t1, rest): (Vec<_>, Vec<_>) =
+        pending.into_iter().partition(|m| body_of(m).contains("\"transaction_id\":\"T1\""));
+    let (t3, rest): (Vec<_>, Vec<_>) = rest.into_iter().partition(|m| body_of(m).contains("\"transaction_id\":\"T3\""));
+    let batcher = d.dispatch.batch_dispatcher();
+    let dispatch = |records: Vec<aws_lambda_events::sqs::SqsMessage>| {
+        let batcher = batcher.clone();
+        async move {
+            let mut event = aws_lambda_events::sqs::SqsEvent::default();
+            event.records = records;
+            let response = dispatch_batch(&batcher, event).await;
+            assert!(response.batch_item_failures.is_empty());
+        }
+    };
+
+    dispatch(t1.clone()).await;
+    let delivered = counter.take();
+    assert_eq!(
+        delivered,
+        calls(&[("DynamoDB GetItem", 2), ("DynamoDB TransactWriteItems", 1)]),
+        "is_delivered, status re-check, delivered marker + entry"
+    );
+    table.push(("dispatch: delivered", delivered));
+
+    dispatch(t1).await;
+    let redelivered = counter.take();
+    assert_eq!(redelivered, calls(&[("DynamoDB GetItem", 1)]));
+    table.push(("dispatch: redelivered message (already delivered)", redelivered));
+
+    sink.answer(503);
+    dispatch(t3[..1].to_vec()).await;
+    let retried = counter.take();
+    assert_eq!(
+        retried,
+        calls(&[("DynamoDB GetItem", 2), ("DynamoDB BatchWriteItem", 1), ("SQS SendMessageBatch", 1)]),
+        "is_delivered, status re-check, retrying entry, next attempt"
+    );
+    table.push(("dispatch: retried (5xx), next attempt within 15 min", retried));
+    sink.answer(200);
+
+    // The conversion is rejected before the other two firings come due: skipped.
+    post(json!({"type": "conversion", "transaction_id": "T3", "status": "rejected", "rejection_reason": "fraud"}))
+        .await;
+    counter.take();
+    dispatch(t3[1..2].to_vec()).await;
+    let skipped = counter.take();
+    assert_eq!(skipped, calls(&[("DynamoDB GetItem", 2), ("DynamoDB BatchWriteItem", 1)]), "skipped entry");
+    table.push(("dispatch: skipped (status changed)", skipped));
+
+    sink.answer(200);
+    dispatch(rest[..10].to_vec()).await;
+    let ten = counter.take();
+    assert_eq!(ten, calls(&[("DynamoDB GetItem", 20), ("DynamoDB TransactWriteItems", 10)]));
+    table.push(("dispatch: batch of 10 delivered", ten));
+
+    // A delay over 15 minutes: one CreateSchedule instead of the SendMessageBatch.
+    let reply = invoke(
+        &admin,
+        &apigw_event(
+            "POST",
+            "/postbacks",
+            "",
+            &[("x-api-key", ADMIN_KEY)],
+            Some(&json!({"name": "late", "type": "event", "delay_seconds": 3600, "url": url}).to_string()),
+        ),
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::CREATED);
+    tokio::time::sleep(postback::aws::lambda::CATALOG_TTL).await;
+    post(json!({"type": "event", "event_name": "deposit", "transaction_id": "T1"})).await;
+    let delayed = counter.take();
+    assert_eq!(delayed.get("Scheduler CreateSchedule"), Some(&1), "{delayed:?}");
+    table.push(("ingest: event, 1 postback delayed 1 h", delayed));
+
+    println!("\n| path | calls |\n|---|---|");
+    for (what, counts) in &table {
+        let text: Vec<String> = counts.iter().map(|(op, n)| format!("{op} × {n}")).collect();
+        println!("| {what} | {} |", text.join(", "));
+    }
+
+    // Item sizes, for the billable units.
+    let touches = item_sizes(&clients, &names.touches_table, |item| {
+        let kind = s_attr(item, "kind");
+        kind.split('#').next().unwrap_or(kind).to_string()
+    })
+    .await;
+    let logs = item_sizes(&clients, &names.logs_table, |item| {
+        if s_attr(item, "id").starts_with("delivered#") {
+            "delivered marker".into()
+        } else {
+            format!("log entry ({})", s_attr(item, "outcome"))
+        }
+    })
+    .await;
+    let postbacks = item_sizes(&clients, &names.postbacks_table, |_| "postback".into()).await;
+    let message = rest[10].body.as_deref().unwrap_or_default().len();
+    println!("\n| item | largest size (bytes) |\n|---|---|");
+    for (kind, size) in touches.iter().chain(&logs).chain(&postbacks) {
+        println!("| {kind} | {size} |");
+    }
+    println!("| SQS message (firing) | {message} |");
+    assert!(touches["click"] <= 1024, "a click fits one write unit: {touches:?}");
+    assert!(logs.values().all(|&s| s <= 4096), "{logs:?}");
+    assert!(message < 64 * 1024, "one SQS billing chunk");
+}
