@@ -105,9 +105,21 @@ class Handler(BaseHTTPRequestHandler):
         self._reply(202, b"{}", [("Content-Type", "application/json")])
 
 
-def one_run(server, binary, event, invokes, env):
+class Server(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def handle_error(self, request, client_address):
+        pass  # a killed bootstrap's connection breaking is expected
+
+
+def one_run(binary, event, invokes, env):
+    # A fresh Runtime API server (and port) per run: a request the previous, killed
+    # bootstrap still had in flight can never be counted in this run.
     run = Run(event, invokes)
+    server = Server(("127.0.0.1", 0), Handler)
     server.run = run
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    env = dict(env, AWS_LAMBDA_RUNTIME_API=f"127.0.0.1:{server.server_address[1]}")
     started = time.perf_counter()
     proc = subprocess.Popen([binary], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
@@ -118,10 +130,11 @@ def one_run(server, binary, event, invokes, env):
             if time.perf_counter() > deadline:
                 raise SystemExit(f"{binary}: no {invokes} invocations within 60 s")
     finally:
-        run.release.set()
         proc.send_signal(signal.SIGKILL)
         _, stderr = proc.communicate()
-        server.run = None
+        run.release.set()
+        server.shutdown()
+        server.server_close()
     if run.errors:
         raise SystemExit(f"{binary}: {run.errors[0]}\n{stderr.decode(errors='replace')[-2000:]}")
     init = run.next_times[0] - started
@@ -137,14 +150,9 @@ def main():
     parser.add_argument("targets", nargs="+", help="NAME=BINARY=EVENT_FILE")
     args = parser.parse_args()
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    server.daemon_threads = True
-    server.run = None
-    threading.Thread(target=server.serve_forever, daemon=True).start()
     env = dict(os.environ)
     env.update(
         {
-            "AWS_LAMBDA_RUNTIME_API": f"127.0.0.1:{server.server_address[1]}",
             "AWS_LAMBDA_FUNCTION_NAME": "bench",
             "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": "256",
             "AWS_LAMBDA_FUNCTION_VERSION": "$LATEST",
@@ -157,10 +165,10 @@ def main():
     for target in args.targets:
         name, binary, event_file = target.split("=", 2)
         event = b"{}" if event_file == "-" else open(event_file, "rb").read()
-        one_run(server, binary, event, args.invokes, env)  # warm the page cache
+        one_run(binary, event, args.invokes, env)  # warm the page cache
         inits, firsts, warms = [], [], []
         for _ in range(args.runs):
-            init, first, warm = one_run(server, binary, event, args.invokes, env)
+            init, first, warm = one_run(binary, event, args.invokes, env)
             inits.append(init)
             firsts.append(first)
             warms.extend(warm)
@@ -180,7 +188,6 @@ def main():
             ),
             flush=True,
         )
-    server.shutdown()
 
 
 if __name__ == "__main__":

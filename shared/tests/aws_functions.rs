@@ -233,6 +233,25 @@ async fn full_flow_delivers_each_firing_once() {
     assert_eq!(peek_count(&d).await, 0, "the event source deleted the processed messages");
 }
 
+/// The same firing enqueued twice (a tracker's retry after a partial failure) can land
+/// in one batch: it is sent once.
+#[tokio::test]
+async fn the_same_firing_twice_in_one_batch_is_sent_once() {
+    require_emulators!();
+    let sink = Sink::start().await;
+    let d = Deployment::new("dupbatch").await;
+    create_postback(&d, json!({"name": "Once", "type": "click", "url": sink.url("/once?d={delivery_id}")})).await;
+    assert_eq!(post_events(&d, click("T6")).await.body["matched"], 1);
+    let mut event = receive_event(&d, 1, Duration::from_secs(10)).await;
+    let mut twin = event.records[0].clone();
+    twin.message_id = Some("twin-message".into());
+    event.records.push(twin);
+    let response = dispatch_batch(&d.dispatch.batch_dispatcher(), event).await;
+    assert!(response.batch_item_failures.is_empty());
+    assert_eq!(sink.received().len(), 1, "one firing, one request");
+    assert_eq!(logs(&d, "transaction_id=T6").await.len(), 1);
+}
+
 /// A 5xx receiver: the attempt is logged as retrying and attempt 2 appears on the queue
 /// (the current message is done); once the receiver recovers, attempt 2 is delivered.
 #[tokio::test]

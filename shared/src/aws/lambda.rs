@@ -12,6 +12,7 @@
 //! one SQS request less per firing, and a dependency failure simply leaves the message
 //! to come back after the visibility timeout.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -210,6 +211,28 @@ impl MessageOutcome {
     }
 }
 
+/// The messages grouped by firing and attempt, in batch order; an unreadable message
+/// is a group of its own.
+fn same_firing_groups(messages: Vec<SqsMessage>) -> Vec<Vec<SqsMessage>> {
+    let mut groups: Vec<Vec<SqsMessage>> = Vec::with_capacity(messages.len());
+    let mut by_firing: HashMap<(String, u32), usize> = HashMap::new();
+    for message in messages {
+        let key = super::leased_from_lambda_message(&message)
+            .ok()
+            .map(|leased| (leased.firing.delivery_id, leased.firing.attempt));
+        match key.as_ref().and_then(|k| by_firing.get(k)) {
+            Some(&group) => groups[group].push(message),
+            None => {
+                if let Some(key) = key {
+                    by_firing.insert(key, groups.len());
+                }
+                groups.push(vec![message]);
+            }
+        }
+    }
+    groups
+}
+
 /// Process one message: parse, defer if early, else dispatch.
 pub async fn dispatch_message(batch: &BatchDispatcher, message: &SqsMessage) -> MessageOutcome {
     let message_id = message.message_id.as_deref().unwrap_or_default();
@@ -252,15 +275,25 @@ pub async fn dispatch_message(batch: &BatchDispatcher, message: &SqsMessage) -> 
 /// The dispatch function's handler: every message of the batch concurrently (at most
 /// `DISPATCH_CONCURRENCY`), reporting the ones to retry as batch item failures. Never
 /// fails as a whole: a function error would make SQS return every message of the batch.
+///
+/// Messages carrying the same attempt of the same firing (the same firing enqueued
+/// twice, e.g. by a tracker's retry after a partial failure, can land in one batch) are
+/// processed one after the other, so the second sees the first's delivered marker
+/// instead of racing it to the receiver.
 pub async fn dispatch_batch(batch: &BatchDispatcher, event: SqsEvent) -> SqsBatchResponse {
     let started = Instant::now();
     let total = event.records.len();
-    let outcomes: Vec<(Option<String>, MessageOutcome)> = futures::stream::iter(event.records)
-        .map(|message| async move {
-            let outcome = dispatch_message(batch, &message).await;
-            (message.message_id, outcome)
+    let outcomes: Vec<(Option<String>, MessageOutcome)> = futures::stream::iter(same_firing_groups(event.records))
+        .map(|group| async move {
+            let mut outcomes = Vec::with_capacity(group.len());
+            for message in group {
+                let outcome = dispatch_message(batch, &message).await;
+                outcomes.push((message.message_id, outcome));
+            }
+            outcomes
         })
         .buffer_unordered(DISPATCH_CONCURRENCY)
+        .flat_map(futures::stream::iter)
         .collect()
         .await;
     let mut response = SqsBatchResponse::default();
@@ -285,4 +318,42 @@ pub async fn dispatch_batch(batch: &BatchDispatcher, event: SqsEvent) -> SqsBatc
         "batch dispatched"
     );
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn message(id: &str, body: &str) -> SqsMessage {
+        let mut m = SqsMessage::default();
+        m.message_id = Some(id.into());
+        m.body = Some(body.into());
+        m
+    }
+
+    fn firing(delivery_id: &str, attempt: u32) -> String {
+        serde_json::json!({
+            "delivery_id": delivery_id, "postback_id": "p", "attempt": attempt,
+            "due_at": "2030-01-01T00:00:00Z", "queued_at": "2030-01-01T00:00:00Z",
+            "event": {"type": "click", "transaction_id": "t", "timestamp": "2030-01-01T00:00:00Z"}
+        })
+        .to_string()
+    }
+
+    #[test]
+    fn messages_of_one_firing_attempt_are_grouped_in_order() {
+        let messages = vec![
+            message("m1", &firing("d1", 1)),
+            message("m2", "not a firing"),
+            message("m3", &firing("d2", 1)),
+            message("m4", &firing("d1", 1)),
+            message("m5", &firing("d1", 2)),
+            message("m6", "not a firing"),
+        ];
+        let ids: Vec<Vec<String>> = same_firing_groups(messages)
+            .iter()
+            .map(|group| group.iter().filter_map(|m| m.message_id.clone()).collect())
+            .collect();
+        assert_eq!(ids, vec![vec!["m1", "m4"], vec!["m2"], vec!["m3"], vec!["m5"], vec!["m6"]]);
+    }
 }
