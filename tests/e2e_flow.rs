@@ -265,6 +265,21 @@ async fn preview_test_resend_batch_and_get_ingest() {
     assert_eq!(results.len(), 3);
     assert_eq!(results[2]["duplicate"], true);
 
+    // A conversion is enriched from a click earlier in the same batch.
+    let conv = api
+        .create_postback(json!({"name": "Conv", "type": "conversion", "url": sink.url("/ok/conv?c={external_transaction_id}&o={offer_id}")}))
+        .await;
+    let r = api
+        .ingest(json!({"events": [
+            {"type": "click", "transaction_id": "BC1", "offer_id": "O7", "publisher_id": "P1", "external_transaction_id": "aff-9"},
+            {"type": "conversion", "transaction_id": "BC1"}
+        ]}))
+        .await;
+    assert_eq!(r.body["results"][1]["click_found"], true, "{}", r.body);
+    let hits = sink.wait_for("/ok/conv", 1, Duration::from_secs(10)).await;
+    assert_eq!(hits[0].query, "c=aff-9&o=O7");
+    api.admin(reqwest::Method::DELETE, &format!("/postbacks/{conv}"), None).await;
+
     // A batch with one bad event is rejected whole, naming the index.
     let r = api
         .ingest(json!({"events": [
@@ -281,7 +296,8 @@ async fn preview_test_resend_batch_and_get_ingest() {
         .await;
     assert_eq!(r.status, 202, "{}", r.body);
 
-    let hits = sink.wait_for("/ok/pix", 4, WAIT).await;
+    // test + B1 + B2 + BC1 + G1
+    let hits = sink.wait_for("/ok/pix", 5, WAIT).await;
     assert!(hits.iter().any(|h| h.query.contains("c=G1&k=z")), "{hits:?}");
     assert!(sink.hits_on("/ok/pix").iter().all(|h| !h.query.contains("c=B3")), "rejected batch half-written");
 

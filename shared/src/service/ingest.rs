@@ -1,6 +1,6 @@
 //! Ingest: enrich, deduplicate, record, match and durably queue the firings of events.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 use chrono::{Duration as ChronoDuration, Utc};
 use serde::Serialize;
@@ -8,7 +8,7 @@ use sha2::{Digest, Sha256};
 
 use super::{App, ServiceResult};
 use crate::domain::enrich::enrich_from_click;
-use crate::domain::event::Event;
+use crate::domain::event::{Event, EventType};
 use crate::domain::firing::Firing;
 use crate::ports::TouchRecord;
 
@@ -49,13 +49,18 @@ impl App {
             ids
         };
         let clicks = if wanted.is_empty() { Default::default() } else { touches.get_clicks(&wanted).await? };
+        // A click earlier in the same batch counts as stored: it is recorded with it.
+        let mut batch_clicks: HashMap<String, Event> = HashMap::new();
         let mut click_found = Vec::with_capacity(events.len());
         for event in &mut events {
+            if event.kind == EventType::Click {
+                batch_clicks.insert(event.transaction_id.clone(), event.clone());
+            }
             if !event.kind.has_status() {
                 click_found.push(None);
                 continue;
             }
-            match clicks.get(&event.transaction_id) {
+            match batch_clicks.get(&event.transaction_id).or_else(|| clicks.get(&event.transaction_id)) {
                 Some(click) => {
                     enrich_from_click(event, click);
                     click_found.push(Some(true));
