@@ -68,7 +68,20 @@ install_venv_package() { # package==version
     touch "$VENV/.installed-$1"
 }
 
+# A machine without a tool the emulators need gets it from Debian's packages (as root).
+ensure_tool() { # command debian-package
+    command -v "$1" >/dev/null 2>&1 && return 0
+    if [[ $(id -u) -eq 0 ]] && command -v apt-get >/dev/null 2>&1; then
+        echo "emulators.sh: installing $2 (for $1)" >&2
+        { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$2"; } >/dev/null 2>&1 ||
+            die "apt-get install $2 failed"
+    fi
+}
+
 cmd_install() {
+    ensure_tool java openjdk-17-jre-headless
+    ensure_tool npm npm
+    ensure_tool curl curl
     mkdir -p "$EMULATOR_HOME"
     install_dynamodb_local
     install_venv_package "ministack==$MINISTACK_VERSION"
