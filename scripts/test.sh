@@ -12,4 +12,12 @@ scripts/emulators.sh install
 scripts/emulators.sh lint-template
 # Build first, outside the emulators' lifetime, so they do not idle through a compile.
 cargo build --workspace --all-targets --all-features --locked
-scripts/emulators.sh run cargo test --workspace --all-features --locked "$@"
+log="$(mktemp)"
+trap 'rm -f "$log"' EXIT
+status=0
+scripts/emulators.sh run cargo test --workspace --all-features --locked "$@" 2>&1 | tee "$log" || status=$?
+# One closing line over every test binary (cargo prints one result line per binary, the
+# last being the doc-tests').
+awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }
+     END { printf "tests: %d passed, %d failed\n", p, f }' "$log"
+exit "$status"
