@@ -107,11 +107,13 @@ impl Dispatcher {
             }
         };
 
+        let started = std::time::Instant::now();
         let result = self.app.ports.sender.send(&request).await;
+        let elapsed = started.elapsed();
         let jitter: f64 = rand::random();
         let verdict = self.app.policy.retry.classify(&result, firing.attempt, jitter, Utc::now());
         let mut entry = self.entry(firing, postback, Some(&request), fired_at, test);
-        fill_result(&mut entry, &result);
+        fill_result(&mut entry, &result, elapsed);
 
         let outcome = match verdict {
             Verdict::Delivered => {
@@ -255,7 +257,8 @@ fn base_entry(firing: &Firing, postback: Option<&CompiledPostback>, fired_at: Da
     }
 }
 
-fn fill_result(entry: &mut LogEntry, result: &Result<OutboundResponse, SendFailure>) {
+/// `elapsed` is the whole send as the dispatcher saw it, used when there is no response.
+fn fill_result(entry: &mut LogEntry, result: &Result<OutboundResponse, SendFailure>, elapsed: Duration) {
     match result {
         Ok(response) => {
             entry.status_code = Some(response.status);
@@ -267,9 +270,7 @@ fn fill_result(entry: &mut LogEntry, result: &Result<OutboundResponse, SendFailu
         }
         Err(failure) => {
             entry.error = Some(failure.to_string());
-            if let SendFailure::Timeout(ms) = failure {
-                entry.duration_ms = *ms;
-            }
+            entry.duration_ms = duration_ms(elapsed);
         }
     }
 }
