@@ -67,6 +67,35 @@ fn backoff(round: u32) -> Duration {
     Duration::from_millis(25u64 << round.min(6))
 }
 
+/// Run one batch call per chunk and re-send what DynamoDB left unprocessed (it does so
+/// under throttling), with backoff, for at most `UNPROCESSED_ROUNDS` rounds. `call`
+/// returns the items it produced and the requests left unprocessed.
+async fn until_processed<R, T, F, Fut>(table: &str, operation: &str, chunk: Vec<R>, mut call: F) -> StoreResult<Vec<T>>
+where
+    F: FnMut(Vec<R>) -> Fut,
+    Fut: std::future::Future<Output = StoreResult<(Vec<T>, Vec<R>)>>,
+{
+    let mut produced = Vec::new();
+    let mut pending = chunk;
+    let mut round = 0;
+    while !pending.is_empty() {
+        if round > 0 {
+            tokio::time::sleep(backoff(round)).await;
+        }
+        if round >= UNPROCESSED_ROUNDS {
+            return Err(StoreError::Unavailable(format!(
+                "DynamoDB {operation} on {table}: {} requests still unprocessed (throttled)",
+                pending.len()
+            )));
+        }
+        let (items, unprocessed) = call(pending).await?;
+        produced.extend(items);
+        pending = unprocessed;
+        round += 1;
+    }
+    Ok(produced)
+}
+
 /// Put all items (no conditions), in chunks of 25, re-sending unprocessed ones.
 /// Callers pass items with distinct keys (a batch with a repeated key is rejected).
 pub(crate) async fn batch_put(client: &aws_sdk_dynamodb::Client, table: &str, items: Vec<Item>) -> StoreResult<()> {
@@ -76,27 +105,17 @@ pub(crate) async fn batch_put(client: &aws_sdk_dynamodb::Client, table: &str, it
         requests.push(WriteRequest::builder().put_request(put).build());
     }
     for chunk in requests.chunks(BATCH_WRITE_MAX) {
-        let mut pending = chunk.to_vec();
-        let mut round = 0;
-        while !pending.is_empty() {
-            if round > 0 {
-                tokio::time::sleep(backoff(round)).await;
-            }
-            if round >= UNPROCESSED_ROUNDS {
-                return Err(StoreError::Unavailable(format!(
-                    "DynamoDB BatchWriteItem on {table}: {} items still unprocessed (throttled)",
-                    pending.len()
-                )));
-            }
+        until_processed(table, "BatchWriteItem", chunk.to_vec(), |pending| async move {
             let out = client
                 .batch_write_item()
                 .request_items(table, pending)
                 .send()
                 .await
                 .map_err(|e| unavailable("DynamoDB BatchWriteItem", e))?;
-            pending = out.unprocessed_items.and_then(|mut m| m.remove(table)).unwrap_or_default();
-            round += 1;
-        }
+            let unprocessed = out.unprocessed_items.and_then(|mut m| m.remove(table)).unwrap_or_default();
+            Ok((Vec::<()>::new(), unprocessed))
+        })
+        .await?;
     }
     Ok(())
 }
@@ -110,18 +129,7 @@ pub(crate) async fn batch_get(
 ) -> StoreResult<Vec<Item>> {
     let mut found = Vec::new();
     for chunk in keys.chunks(BATCH_GET_MAX) {
-        let mut pending = chunk.to_vec();
-        let mut round = 0;
-        while !pending.is_empty() {
-            if round > 0 {
-                tokio::time::sleep(backoff(round)).await;
-            }
-            if round >= UNPROCESSED_ROUNDS {
-                return Err(StoreError::Unavailable(format!(
-                    "DynamoDB BatchGetItem on {table}: {} keys still unprocessed (throttled)",
-                    pending.len()
-                )));
-            }
+        let items = until_processed(table, "BatchGetItem", chunk.to_vec(), |pending| async move {
             let request = KeysAndAttributes::builder()
                 .set_keys(Some(pending))
                 .consistent_read(true)
@@ -133,12 +141,13 @@ pub(crate) async fn batch_get(
                 .send()
                 .await
                 .map_err(|e| unavailable("DynamoDB BatchGetItem", e))?;
-            if let Some(items) = out.responses.and_then(|mut m| m.remove(table)) {
-                found.extend(items);
-            }
-            pending = out.unprocessed_keys.and_then(|mut m| m.remove(table)).map(|k| k.keys).unwrap_or_default();
-            round += 1;
-        }
+            let items = out.responses.and_then(|mut m| m.remove(table)).unwrap_or_default();
+            let unprocessed =
+                out.unprocessed_keys.and_then(|mut m| m.remove(table)).map(|k| k.keys).unwrap_or_default();
+            Ok((items, unprocessed))
+        })
+        .await?;
+        found.extend(items);
     }
     Ok(found)
 }
