@@ -70,10 +70,16 @@ impl Sink {
 
     /// Wait until at least `n` hits on `prefix` arrived (bounded).
     pub async fn wait_for(&self, prefix: &str, n: usize, within: Duration) -> Vec<Hit> {
+        self.wait_until(prefix, within, |hits| hits.len() >= n).await
+    }
+
+    /// Wait until the hits on `prefix` satisfy `done` (bounded). Counting hits is not
+    /// enough where re-sends are allowed: a re-sent firing would stand in for a missing one.
+    pub async fn wait_until(&self, prefix: &str, within: Duration, done: impl Fn(&[Hit]) -> bool) -> Vec<Hit> {
         let deadline = Instant::now() + within;
         loop {
             let hits = self.hits_on(prefix);
-            if hits.len() >= n || Instant::now() > deadline {
+            if done(&hits) || Instant::now() > deadline {
                 return hits;
             }
             tokio::time::sleep(Duration::from_millis(25)).await;
