@@ -175,7 +175,8 @@ async fn a_failing_job_in_a_batch_does_not_fail_the_others() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn purge_expired_removes_old_rows_and_reads_ignore_them() {
     let dir = tempfile::tempdir().unwrap();
-    let retention = chrono::Duration::milliseconds(1_500);
+    // Long enough that a slow disk cannot expire rows before the first reads below.
+    let retention = chrono::Duration::milliseconds(2_500);
     let store =
         EmbeddedStore::open(&db_path(&dir), EmbeddedOptions { lease: Duration::from_secs(30), retention }).unwrap();
     let conversion = fixtures::event(EventType::Conversion, "T1");
@@ -198,7 +199,7 @@ async fn purge_expired_removes_old_rows_and_reads_ignore_them() {
     assert!(store.get_click("T1").await.unwrap().is_some(), "fresh rows are visible");
     assert_eq!(store.purge_expired().await.unwrap(), 0, "nothing expired yet");
 
-    tokio::time::sleep(Duration::from_millis(1_800)).await;
+    tokio::time::sleep(Duration::from_millis(2_800)).await;
     // Expired but not yet purged: invisible.
     assert_eq!(store.get_click("T1").await.unwrap(), None);
     assert_eq!(store.get_status("T1", &StatusKey::Conversion).await.unwrap(), None);
