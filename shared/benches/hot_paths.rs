@@ -4,6 +4,9 @@
 //! `-- matching` for one group. `matching/linear_scan` is the baseline for
 //! `matching/10k_postbacks_1k_offers` (same postbacks, same event, same predicate).
 
+#[path = "../tests/matching_oracle/mod.rs"]
+mod matching_oracle;
+
 use std::collections::BTreeMap;
 use std::hint::black_box;
 use std::sync::Arc;
@@ -134,24 +137,8 @@ fn conversion() -> Event {
 
 /// The naive baseline: the whole predicate over every postback, then sort by id.
 fn linear_scan(all: &[Arc<CompiledPostback>], e: &Event) -> Vec<Arc<CompiledPostback>> {
-    let mut out: Vec<Arc<CompiledPostback>> = all
-        .iter()
-        .filter(|c| {
-            let p = &c.postback;
-            p.enabled
-                && p.kind == e.kind
-                && p.offers.contains(e.offer_id.as_deref())
-                && p.publishers.contains(e.publisher_id.as_deref())
-                && (!e.kind.has_status()
-                    || p.fires_for_status(e.status.unwrap_or(Status::Approved), e.rejection_reason.as_deref()))
-                && (e.kind != EventType::Event
-                    || p.event_names
-                        .as_ref()
-                        .filter(|n| !n.is_empty())
-                        .is_none_or(|names| e.event_name.as_ref().is_some_and(|name| names.contains(name))))
-        })
-        .cloned()
-        .collect();
+    let mut out: Vec<Arc<CompiledPostback>> =
+        all.iter().filter(|c| matching_oracle::matches(&c.postback, e)).cloned().collect();
     out.sort_by(|a, b| a.postback.id.cmp(&b.postback.id));
     out
 }

@@ -1,6 +1,8 @@
 //! The postback index: unit cases, and the property that it answers exactly what a
 //! naive linear filter over every postback answers.
 
+mod matching_oracle;
+
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
@@ -278,23 +280,8 @@ fn event_strategy() -> impl Strategy<Value = Event> {
 
 /// The specification, written as plainly as possible.
 fn naive_matching(postbacks: &[Postback], e: &Event) -> Vec<String> {
-    let mut out: Vec<String> = postbacks
-        .iter()
-        .filter(|p| {
-            p.enabled
-                && p.kind == e.kind
-                && p.offers.contains(e.offer_id.as_deref())
-                && p.publishers.contains(e.publisher_id.as_deref())
-                && (!e.kind.has_status()
-                    || p.fires_for_status(e.status.unwrap_or(Status::Approved), e.rejection_reason.as_deref()))
-                && (e.kind != EventType::Event
-                    || match &p.event_names {
-                        Some(names) if !names.is_empty() => e.event_name.as_ref().is_some_and(|n| names.contains(n)),
-                        _ => true,
-                    })
-        })
-        .map(|p| p.id.clone())
-        .collect();
+    let mut out: Vec<String> =
+        postbacks.iter().filter(|p| matching_oracle::matches(p, e)).map(|p| p.id.clone()).collect();
     out.sort();
     out
 }
