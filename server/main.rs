@@ -6,10 +6,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use postback::config::{KeySource, Settings};
-use postback::embedded::{EmbeddedOptions, EmbeddedStore};
-use postback::http::{router, ApiKeys, RouteSet};
-use postback::sender::{ReqwestSender, SenderConfig};
+use postback::adapters::embedded::{EmbeddedOptions, EmbeddedStore};
+use postback::adapters::sender::{ReqwestSender, SenderConfig};
+use postback::entry::config::{KeySource, Settings};
+use postback::entry::http::{router, ApiKeys, RouteSet};
 use postback::service::{run_queue_loop, App, Policy, Ports, LOCAL_CONCURRENCY};
 
 /// How often expired logs and touches are purged.
@@ -17,7 +17,7 @@ const PURGE_EVERY: Duration = Duration::from_secs(3600);
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    postback::telemetry::init();
+    postback::entry::telemetry::init();
     let (settings, sources) = Settings::from_env(true).context("invalid settings")?;
     print_generated_keys(&settings, sources);
 

@@ -4,7 +4,7 @@
 //! `-- matching` for one group. `matching/linear_scan` is the baseline for
 //! `matching/10k_postbacks_1k_offers` (same postbacks, same event, same predicate).
 
-#[path = "../tests/matching_oracle/mod.rs"]
+#[path = "../tests/it/matching_oracle/mod.rs"]
 mod matching_oracle;
 
 use std::collections::BTreeMap;

@@ -20,7 +20,7 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use aws_lambda_events::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
 use aws_sdk_sqs::types::MessageSystemAttributeName;
-use postback::aws::{ensure_resources, AwsClients, ResourceNames, ResourcePlan};
+use postback::adapters::aws::{ensure_resources, AwsClients, ResourceNames, ResourcePlan};
 
 const DEFAULT_PREFIX: &str = "postbacks-local";
 /// The invoke endpoint of `cargo lambda watch -P 9003 -p dispatch` (docs/aws.md).
@@ -65,7 +65,7 @@ fn require_loopback_endpoints() -> anyhow::Result<()> {
 }
 
 fn print_env(names: &ResourceNames) {
-    use postback::aws::env;
+    use postback::adapters::aws::env;
     let mut lines = vec![
         (env::POSTBACKS_TABLE, names.postbacks_table.clone()),
         (env::TOUCHES_TABLE, names.touches_table.clone()),

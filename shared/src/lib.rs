@@ -1,23 +1,23 @@
-//! Postback manager library: the domain (pure), the ports it needs, the services that
-//! drive them, the one HTTP router, and the adapters (embedded SQLite, AWS).
+//! Postback manager library, laid out as a hexagon:
 //!
-//! Dependency direction: `domain` knows nothing else; `ports` names what the services
-//! need from the outside world; `service` and `http` depend on `domain` + `ports`;
-//! adapters implement `ports`.
+//! - `domain`: the pure rules (templates, macros, matching, delivery policy, guard,
+//!   redaction). It knows nothing of HTTP, AWS, SQLite or the clock.
+//! - `ports`: the traits the use cases need from the outside world (stores, queue,
+//!   HTTP sending, clock, jitter).
+//! - `service`: the use cases (ingest, configuration, dispatch), driving the domain
+//!   through the ports.
+//! - `adapters`: implementations of the ports: `embedded` (SQLite, the local server),
+//!   `aws` (DynamoDB, SQS, EventBridge Scheduler), `sender` (reqwest), and `memory`
+//!   (in-memory fakes for tests).
+//! - `entry`: how requests come in: the one HTTP router (`http`, with request parsing at
+//!   the edge), the Lambda glue (`lambda`), settings and logging set-up.
+//! - `testing`: the one port contract suite every adapter passes, and fixtures.
 
-pub mod config;
+pub mod adapters;
 pub mod domain;
-pub mod http;
+pub mod entry;
 pub mod ports;
-pub mod sender;
 pub mod service;
-pub mod telemetry;
-
-#[cfg(feature = "embedded")]
-pub mod embedded;
-
-#[cfg(feature = "aws")]
-pub mod aws;
 
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;

@@ -1,13 +1,13 @@
 //! `dispatch` Lambda: consumes the firing queue (SQS event source, batches of 10,
-//! `ReportBatchItemFailures`) and delivers each firing; see `postback::aws::lambda`.
+//! `ReportBatchItemFailures`) and delivers each firing; see `postback::entry::lambda`.
 
 use aws_lambda_events::sqs::{SqsBatchResponse, SqsEvent};
 use lambda_runtime::{service_fn, LambdaEvent};
-use postback::aws::lambda::{dispatch_batch, LambdaApp};
+use postback::entry::lambda::{dispatch_batch, LambdaApp};
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), lambda_runtime::Error> {
-    postback::telemetry::init();
+    postback::entry::telemetry::init();
     // Built once per execution environment, before the first batch.
     let app = LambdaApp::from_env().await.inspect_err(|e| tracing::error!(error = %e, "init failed"))?;
     let batch = app.batch_dispatcher();

@@ -38,7 +38,7 @@ pub struct Policy {
     pub catalog_ttl: Duration,
 }
 
-/// Why a use case did not complete. Mapped to HTTP in one place (`crate::http::error`).
+/// Why a use case did not complete. Mapped to HTTP in one place (`crate::entry::http::error`).
 #[derive(Debug, thiserror::Error)]
 pub enum ServiceError {
     #[error(transparent)]

@@ -1,6 +1,6 @@
 //! The spec's flow, end to end: the local server as a real process, a real HTTP sink.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

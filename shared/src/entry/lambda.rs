@@ -21,13 +21,15 @@ use aws_lambda_events::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent, SqsMe
 use chrono::Utc;
 use futures::StreamExt;
 
-use super::{AwsAdapters, AwsClients, QueueSettings, ResourceNames, SqsFiringQueue};
-use crate::config::{Settings, SettingsError};
+use crate::adapters::aws::{
+    leased_from_lambda_message, AwsAdapters, AwsClients, QueueSettings, ResourceNames, SqsFiringQueue,
+};
+use crate::adapters::sender::{ReqwestSender, SenderConfig};
 use crate::domain::delivery::{OutboundRequest, OutboundResponse, SendFailure};
 use crate::domain::firing::Firing;
-use crate::http::{router, ApiKeys, RouteSet};
+use crate::entry::config::{Settings, SettingsError};
+use crate::entry::http::{router, ApiKeys, RouteSet};
 use crate::ports::{FiringQueue, HttpSender, Leased, StoreResult};
-use crate::sender::{ReqwestSender, SenderConfig};
 use crate::service::{App, AttemptOutcome, Dispatcher, Policy, Ports};
 
 /// How long a function uses its in-memory postback index before reloading it: another
@@ -217,9 +219,8 @@ fn same_firing_groups(messages: Vec<SqsMessage>) -> Vec<Vec<SqsMessage>> {
     let mut groups: Vec<Vec<SqsMessage>> = Vec::with_capacity(messages.len());
     let mut by_firing: HashMap<(String, u32), usize> = HashMap::new();
     for message in messages {
-        let key = super::leased_from_lambda_message(&message)
-            .ok()
-            .map(|leased| (leased.firing.delivery_id, leased.firing.attempt));
+        let key =
+            leased_from_lambda_message(&message).ok().map(|leased| (leased.firing.delivery_id, leased.firing.attempt));
         match key.as_ref().and_then(|k| by_firing.get(k)) {
             Some(&group) => groups[group].push(message),
             None => {
@@ -237,7 +238,7 @@ fn same_firing_groups(messages: Vec<SqsMessage>) -> Vec<Vec<SqsMessage>> {
 pub async fn dispatch_message(batch: &BatchDispatcher, message: &SqsMessage) -> MessageOutcome {
     let message_id = message.message_id.as_deref().unwrap_or_default();
     let receive_count = message.attributes.get("ApproximateReceiveCount").map(String::as_str).unwrap_or("");
-    let leased = match super::leased_from_lambda_message(message) {
+    let leased = match leased_from_lambda_message(message) {
         Ok(leased) => leased,
         Err(e) => {
             let outcome = MessageOutcome::Unreadable(e.to_string());

@@ -12,9 +12,9 @@ use axum::http::{HeaderMap, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get};
 use axum::Router;
+use postback::adapters::sender::{ReqwestSender, SenderConfig};
 use postback::domain::delivery::{OutboundRequest, SendFailure};
 use postback::ports::HttpSender;
-use postback::sender::{ReqwestSender, SenderConfig};
 
 #[derive(Clone, Default)]
 struct Hits(Arc<AtomicUsize>);

@@ -12,10 +12,10 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use chrono::Utc;
+use postback::adapters::embedded::{Durability, EmbeddedOptions, EmbeddedStore, StoreTuning};
 use postback::domain::event::{EventType, StatusKey};
 use postback::domain::firing::Firing;
 use postback::domain::log::{LogFilter, Outcome};
-use postback::embedded::{Durability, EmbeddedOptions, EmbeddedStore, StoreTuning};
 use postback::ports::{FiringQueue, LogStore, PostbackStore, StoreError, TouchRecord, TouchStore};
 use postback::testing::{contract, fixtures, AdapterFactory, Adapters};
 

@@ -8,14 +8,14 @@
 //! group, so tests run in parallel and runs never see each other's data.
 #![cfg(all(feature = "aws", feature = "testing"))]
 
-mod aws_support;
+use crate::aws_support;
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
-use postback::aws::{
+use postback::adapters::aws::{
     at_expression, config_loader, schedule_name, AwsAdapters, AwsClients, DynamoLogStore, DynamoTouchStore,
     QueueSettings, ResourceNames, ResourcePlan, SqsFiringQueue,
 };
@@ -540,7 +540,7 @@ async fn long_delays_become_one_time_schedules() {
         .await
         .unwrap();
     assert_eq!(schedule_name(&long), "d_long-a3");
-    let fire_at = due - chrono::Duration::from_std(postback::aws::SCHEDULE_LEAD).unwrap();
+    let fire_at = due - chrono::Duration::from_std(postback::adapters::aws::SCHEDULE_LEAD).unwrap();
     assert_eq!(schedule.schedule_expression(), Some(at_expression(fire_at).as_str()));
     assert!(schedule.schedule_expression().unwrap().starts_with("at(20"));
     assert_eq!(schedule.action_after_completion().map(|a| a.as_str()), Some("DELETE"));
@@ -599,7 +599,8 @@ async fn lambda_sqs_messages_become_leases() {
     let raw = f.clients.sqs.receive_message().queue_url(&f.names.queue_url).wait_time_seconds(2).send().await.unwrap();
     let message = &raw.messages()[0];
     let leased =
-        postback::aws::leased_from_sqs_message(message.body().unwrap(), message.receipt_handle().unwrap()).unwrap();
+        postback::adapters::aws::leased_from_sqs_message(message.body().unwrap(), message.receipt_handle().unwrap())
+            .unwrap();
     assert_eq!(leased.firing.delivery_id, "d_l");
     queue.ack(&leased).await.unwrap();
 }

@@ -7,7 +7,7 @@
 //! Run: `scripts/emulators.sh run cargo test -p postback --features aws,testing --test aws_cost -- --nocapture`.
 #![cfg(all(feature = "aws", feature = "testing"))]
 
-mod aws_support;
+use crate::aws_support;
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -18,9 +18,9 @@ use aws_sdk_dynamodb::config::{ConfigBag, Intercept, RuntimeComponents};
 use aws_sdk_dynamodb::types::AttributeValue;
 use aws_support::*;
 use axum::http::StatusCode;
-use postback::aws::lambda::{dispatch_batch, LambdaApp};
-use postback::aws::AwsClients;
-use postback::http::RouteSet;
+use postback::adapters::aws::AwsClients;
+use postback::entry::http::RouteSet;
+use postback::entry::lambda::{dispatch_batch, LambdaApp};
 use serde_json::{json, Value};
 
 /// Counts every request sent (retries included, as they are billed), by operation.
@@ -78,7 +78,7 @@ impl Intercept for CallCounter {
 }
 
 async fn counted_clients(counter: &CallCounter) -> AwsClients {
-    let config = postback::aws::config_loader().load().await;
+    let config = postback::adapters::aws::config_loader().load().await;
     AwsClients {
         dynamodb: aws_sdk_dynamodb::Client::from_conf(
             aws_sdk_dynamodb::config::Builder::from(&config).interceptor(counter.clone()).build(),
@@ -316,7 +316,7 @@ async fn aws_calls_per_event_and_per_firing() {
     )
     .await;
     assert_eq!(reply.status, StatusCode::CREATED);
-    tokio::time::sleep(postback::aws::lambda::CATALOG_TTL).await;
+    tokio::time::sleep(postback::entry::lambda::CATALOG_TTL).await;
     post(json!({"type": "event", "event_name": "deposit", "transaction_id": "T1"})).await;
     let delayed = counter.take();
     assert_eq!(delayed.get("Scheduler CreateSchedule"), Some(&1), "{delayed:?}");

@@ -10,7 +10,7 @@ use serde_yaml::Value;
 use super::env;
 use super::resources::{KeyDef, TableDef, FIRING_QUEUE, SCHEDULER_ROLE_LOGICAL_ID, SCHEDULE_GROUP_LOGICAL_ID, TABLES};
 
-const TEMPLATE: &str = include_str!("../../../template.yaml");
+const TEMPLATE: &str = include_str!("../../../../template.yaml");
 
 fn tagged(tag: &str, value: &str) -> Value {
     Value::Tagged(Box::new(TaggedValue { tag: serde_yaml::value::Tag::new(tag), value: Value::String(value.into()) }))

@@ -3,7 +3,7 @@
 //! operator would add a private CA), and a receiver with a certificate from no trusted CA
 //! is never delivered to.
 
-mod common;
+use crate::common;
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;

@@ -1,7 +1,7 @@
 //! Crash safety by killing the server process (`kill -9`) at arbitrary points: under
 //! ingest load and with deliveries in flight.
 
-mod common;
+use crate::common;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};

@@ -9,7 +9,6 @@
 
 mod error;
 mod item;
-pub mod lambda;
 mod logs;
 mod postbacks;
 mod queue;
@@ -34,7 +33,7 @@ pub use queue::{
 pub use resources::{ensure_resources, ResourcePlan};
 pub use touches::DynamoTouchStore;
 
-use crate::config::SettingsError;
+use crate::entry::config::SettingsError;
 
 /// How long one SDK call may take, retries included. DynamoDB and SQS answer in
 /// milliseconds; a call still pending after this is better reported as unavailable

@@ -7,7 +7,7 @@
 //! Without the emulator endpoints these tests FAIL; `POSTBACK_SKIP_AWS_TESTS=1` skips them.
 #![cfg(all(feature = "aws", feature = "testing"))]
 
-mod aws_support;
+use crate::aws_support;
 
 use std::time::{Duration, Instant};
 
@@ -16,10 +16,10 @@ use aws_support::*;
 use axum::http::StatusCode;
 use chrono::Utc;
 use lambda_http::Service;
-use postback::aws::lambda::{dispatch_batch, dispatch_message, LambdaApp, MessageOutcome};
-use postback::aws::{AwsClients, QueueSettings, SCHEDULE_LEAD};
+use postback::adapters::aws::{AwsClients, QueueSettings, SCHEDULE_LEAD};
 use postback::domain::firing::Firing;
-use postback::http::RouteSet;
+use postback::entry::http::RouteSet;
+use postback::entry::lambda::{dispatch_batch, dispatch_message, LambdaApp, MessageOutcome};
 use postback::service::AttemptOutcome;
 use serde_json::{json, Value};
 
@@ -119,7 +119,7 @@ async fn http_functions_serve_their_routes_from_api_gateway_events() {
     assert_eq!(invoke(&ingest, &pixel).await.status, StatusCode::UNAUTHORIZED);
 
     // Bad requests: too large, not JSON, invalid event, wrong content type.
-    let huge = format!("{{\"type\": \"click\", \"pad\": \"{}\"}}", "x".repeat(postback::http::MAX_BODY_BYTES));
+    let huge = format!("{{\"type\": \"click\", \"pad\": \"{}\"}}", "x".repeat(postback::entry::http::MAX_BODY_BYTES));
     let reply = invoke(&ingest, &apigw_event("POST", "/events", "", &ingest_key(), Some(&huge))).await;
     assert_eq!(
         (reply.status, reply.body["error"]["code"].clone()),
@@ -370,9 +370,9 @@ async fn a_two_hour_delay_is_scheduled_and_an_early_arrival_waits() {
     assert_eq!((firing.postback_id.as_str(), firing.attempt), (pb.as_str(), 1));
     let wanted_due = accepted_at + chrono::Duration::hours(2);
     assert!((firing.due_at - wanted_due).num_seconds().abs() <= 5, "due {} vs {wanted_due}", firing.due_at);
-    assert_eq!(name, postback::aws::schedule_name(&firing));
+    assert_eq!(name, postback::adapters::aws::schedule_name(&firing));
     let fire_at = firing.due_at - chrono::Duration::from_std(SCHEDULE_LEAD).unwrap();
-    assert_eq!(schedule.schedule_expression(), Some(postback::aws::at_expression(fire_at).as_str()));
+    assert_eq!(schedule.schedule_expression(), Some(postback::adapters::aws::at_expression(fire_at).as_str()));
     assert_eq!(schedule.action_after_completion().map(|a| a.as_str()), Some("DELETE"));
 
     // What the schedule will do at its time: put the input on the queue.
@@ -434,7 +434,7 @@ async fn clients_with_dead(dynamodb: bool, sqs: bool) -> AwsClients {
     let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let dead = format!("http://127.0.0.1:{closed}");
     let good = AwsClients::from_env().await;
-    let config = postback::aws::config_loader().load().await;
+    let config = postback::adapters::aws::config_loader().load().await;
     AwsClients {
         dynamodb: if dynamodb {
             aws_sdk_dynamodb::Client::from_conf(

@@ -12,9 +12,9 @@ use aws_lambda_events::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
 use aws_sdk_sqs::types::MessageSystemAttributeName;
 use axum::http::StatusCode;
 use http_body_util::BodyExt;
-use postback::aws::lambda::LambdaApp;
-use postback::aws::{ensure_resources, AwsClients, ResourceNames, ResourcePlan};
-use postback::config::Settings;
+use postback::adapters::aws::{ensure_resources, AwsClients, ResourceNames, ResourcePlan};
+use postback::entry::config::Settings;
+use postback::entry::lambda::LambdaApp;
 use serde_json::{json, Value};
 use tower::ServiceExt;
 
@@ -260,7 +260,7 @@ pub async fn finish_batch(d: &Deployment, event: &SqsEvent, response: &SqsBatchR
 pub async fn pump(d: &Deployment, want: usize, within: Duration) -> (SqsEvent, SqsBatchResponse) {
     let event = receive_event(d, want, within).await;
     assert_eq!(event.records.len(), want, "messages on the queue");
-    let response = postback::aws::lambda::dispatch_batch(&d.dispatch.batch_dispatcher(), event.clone()).await;
+    let response = postback::entry::lambda::dispatch_batch(&d.dispatch.batch_dispatcher(), event.clone()).await;
     finish_batch(d, &event, &response).await;
     (event, response)
 }

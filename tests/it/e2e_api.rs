@@ -1,6 +1,6 @@
 //! The HTTP contract at its edges: auth, limits, errors naming fields, no 500s.
 
-mod common;
+use crate::common;
 
 use common::*;
 use serde_json::json;

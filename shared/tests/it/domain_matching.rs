@@ -1,7 +1,7 @@
 //! The postback index: unit cases, and the property that it answers exactly what a
 //! naive linear filter over every postback answers.
 
-mod matching_oracle;
+use crate::matching_oracle;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;

@@ -1,0 +1,11 @@
+//! Implementations of the ports. Each storage/queue port has an embedded adapter (the
+//! local server), an AWS adapter (Lambda) and an in-memory one (tests); all pass the one
+//! contract suite in `crate::testing::contract`.
+
+pub mod sender;
+
+#[cfg(feature = "embedded")]
+pub mod embedded;
+
+#[cfg(feature = "aws")]
+pub mod aws;

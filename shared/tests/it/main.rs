@@ -1,0 +1,26 @@
+//! The library's integration tests, one binary (one link, one process, tests in
+//! parallel): domain rules, the sender against live local servers, the port contract
+//! suite on the embedded and AWS adapters, and the Lambda functions against the
+//! emulators (`scripts/emulators.sh run ...` provides them).
+
+// First, so its macros (`require_emulators!`) are in scope for the AWS test modules.
+#[cfg(all(feature = "aws", feature = "testing"))]
+#[macro_use]
+mod aws_support;
+
+mod domain_delivery;
+mod domain_matching;
+mod domain_templates;
+mod domain_validation;
+mod matching_oracle;
+mod sender;
+
+#[cfg(all(feature = "embedded", feature = "testing"))]
+mod contract_embedded;
+
+#[cfg(all(feature = "aws", feature = "testing"))]
+mod aws_cost;
+#[cfg(all(feature = "aws", feature = "testing"))]
+mod aws_functions;
+#[cfg(all(feature = "aws", feature = "testing"))]
+mod contract_aws;
