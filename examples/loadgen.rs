@@ -11,6 +11,7 @@
 //!   cargo run --release --example loadgen -- --base http://127.0.0.1:3000 \
 //!       --admin-key ... --ingest-key ... [--requests 20000] [--concurrency 32]
 //! `scripts/load.sh` starts a server in a temp dir and runs this for you.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests and tools: a panic is the failure report
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;

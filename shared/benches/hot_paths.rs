@@ -3,6 +3,7 @@
 //! `cargo bench -p postback --bench hot_paths` runs all; add a filter such as
 //! `-- matching` for one group. `matching/linear_scan` is the baseline for
 //! `matching/10k_postbacks_1k_offers` (same postbacks, same event, same predicate).
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests and tools: a panic is the failure report
 
 #[path = "../tests/it/matching_oracle/mod.rs"]
 mod matching_oracle;

@@ -14,6 +14,7 @@
 //! `dispatch` function with each batch as an `SqsEvent`, and deletes the messages the
 //! function did not report as failed. Only for emulators: it refuses to run unless
 //! every AWS endpoint points at a loopback address.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests and tools: a panic is the failure report
 
 use std::time::Duration;
 

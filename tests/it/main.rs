@@ -1,6 +1,7 @@
 //! End-to-end tests: the local server as a real process (`cargo run`'s binary), real
 //! HTTP sinks, kill -9. One binary; each test starts its own server on its own data
 //! folder and port.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests and tools: a panic is the failure report
 
 mod common;
 mod e2e_api;

@@ -1,4 +1,5 @@
 //! The port contract suite, written once and run against every adapter (embedded SQLite
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test support: a panic is the failure report
 //! in `tests/contract_embedded.rs`, DynamoDB/SQS in the AWS adapter's tests), plus the
 //! fixtures it builds its values with.
 //!

@@ -2,6 +2,7 @@
 //! parallel): domain rules, the sender against live local servers, the port contract
 //! suite on the embedded and AWS adapters, and the Lambda functions against the
 //! emulators (`scripts/emulators.sh run ...` provides them).
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests and tools: a panic is the failure report
 
 // First, so its macros (`require_emulators!`) are in scope for the AWS test modules.
 #[cfg(all(feature = "aws", feature = "testing"))]
