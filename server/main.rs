@@ -8,6 +8,7 @@ use std::time::Duration;
 use anyhow::Context;
 use postback::adapters::embedded::{EmbeddedOptions, EmbeddedStore};
 use postback::adapters::sender::{ReqwestSender, SenderConfig};
+use postback::adapters::system::{RandomJitter, SystemClock};
 use postback::entry::config::{KeySource, Settings};
 use postback::entry::http::{router, ApiKeys, RouteSet};
 use postback::service::{run_queue_loop, App, Policy, Ports, LOCAL_CONCURRENCY};
@@ -52,6 +53,8 @@ async fn main() -> anyhow::Result<()> {
         logs: store.clone(),
         queue: store.clone(),
         sender: Arc::new(sender),
+        clock: Arc::new(SystemClock),
+        jitter: Arc::new(RandomJitter),
     };
     // Every postback write in this process invalidates the index; the TTL is a backstop.
     let app = App::new(ports, Policy { retry: settings.retry, catalog_ttl: Duration::from_secs(60) });

@@ -1,8 +1,9 @@
 //! Implementations of the ports. Each storage/queue port has an embedded adapter (the
 //! local server), an AWS adapter (Lambda) and an in-memory one (tests); all pass the one
-//! contract suite in `crate::testing::contract`.
+//! contract suite in `crate::testing::contract`. `system` holds the real clock and jitter.
 
 pub mod sender;
+pub mod system;
 
 #[cfg(feature = "embedded")]
 pub mod embedded;

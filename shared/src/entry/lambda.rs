@@ -25,6 +25,7 @@ use crate::adapters::aws::{
     leased_from_lambda_message, AwsAdapters, AwsClients, QueueSettings, ResourceNames, SqsFiringQueue,
 };
 use crate::adapters::sender::{ReqwestSender, SenderConfig};
+use crate::adapters::system::{RandomJitter, SystemClock};
 use crate::domain::delivery::{OutboundRequest, OutboundResponse, SendFailure};
 use crate::domain::firing::Firing;
 use crate::entry::config::{Settings, SettingsError};
@@ -154,6 +155,8 @@ impl LambdaApp {
             logs: adapters.logs,
             queue: Arc::new(EventSourceQueue::new(adapters.queue.clone())),
             sender: Arc::new(sender),
+            clock: Arc::new(SystemClock),
+            jitter: Arc::new(RandomJitter),
         };
         let app = App::new(ports, Policy { retry: settings.retry, catalog_ttl: CATALOG_TTL });
         Self { app, settings, names: names.clone(), queue: adapters.queue }

@@ -1,6 +1,7 @@
 //! The ports: what the services need from storage, the queue and the network. Each has
 //! an embedded adapter (SQLite, for the local server) and an AWS adapter (DynamoDB, SQS,
 //! EventBridge Scheduler); `crate::testing` holds the one contract suite both must pass.
+//! The clock and the retry jitter are ports too (`time`).
 
 use std::collections::HashSet;
 
@@ -11,6 +12,9 @@ use crate::domain::event::{CurrentStatus, Event, EventType, StatusKey};
 use crate::domain::firing::Firing;
 use crate::domain::log::{LogEntry, LogFilter, LogPage};
 use crate::domain::postback::Postback;
+
+mod time;
+pub use time::{Clock, Jitter};
 
 /// A dependency failed (disk, DynamoDB throttling, SQS unreachable). Maps to 503.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

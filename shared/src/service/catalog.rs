@@ -2,24 +2,26 @@
 //! when a local write invalidates it.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use chrono::{DateTime, Utc};
 use tokio::sync::{Mutex, RwLock};
 
 use crate::domain::matching::PostbackIndex;
-use crate::ports::{PostbackStore, StoreResult};
+use crate::ports::{Clock, PostbackStore, StoreResult};
 
 pub struct Catalog {
     store: Arc<dyn PostbackStore>,
     ttl: Duration,
-    current: RwLock<Option<(Arc<PostbackIndex>, Instant)>>,
+    clock: Arc<dyn Clock>,
+    current: RwLock<Option<(Arc<PostbackIndex>, DateTime<Utc>)>>,
     /// Serialises reloads so a burst of requests after expiry loads once.
     reload: Mutex<()>,
 }
 
 impl Catalog {
-    pub fn new(store: Arc<dyn PostbackStore>, ttl: Duration) -> Self {
-        Self { store, ttl, current: RwLock::new(None), reload: Mutex::new(()) }
+    pub fn new(store: Arc<dyn PostbackStore>, ttl: Duration, clock: Arc<dyn Clock>) -> Self {
+        Self { store, ttl, clock, current: RwLock::new(None), reload: Mutex::new(()) }
     }
 
     /// The current index, reloading it first if it is missing or older than the TTL.
@@ -33,7 +35,7 @@ impl Catalog {
         }
         let postbacks = self.store.list(None).await?;
         let index = Arc::new(PostbackIndex::build(postbacks));
-        *self.current.write().await = Some((index.clone(), Instant::now()));
+        *self.current.write().await = Some((index.clone(), self.clock.now()));
         Ok(index)
     }
 
@@ -46,7 +48,10 @@ impl Catalog {
     }
 
     async fn fresh(&self) -> Option<Arc<PostbackIndex>> {
+        let now = self.clock.now();
         let guard = self.current.read().await;
-        guard.as_ref().filter(|(_, loaded)| loaded.elapsed() < self.ttl).map(|(index, _)| index.clone())
+        // A clock that went back (wall clock adjusted) counts as expired: reload.
+        let young = |loaded: &DateTime<Utc>| (now - *loaded).to_std().is_ok_and(|age| age < self.ttl);
+        guard.as_ref().filter(|(_, loaded)| young(loaded)).map(|(index, _)| index.clone())
     }
 }

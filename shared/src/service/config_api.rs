@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 use super::{App, AttemptOutcome, ServiceError, ServiceResult};
@@ -106,7 +106,7 @@ pub struct TestOutput {
 impl App {
     pub async fn create_postback(&self, body: &serde_json::Value) -> ServiceResult<Postback> {
         let spec = PostbackSpec::from_json(body)?;
-        let now = Utc::now();
+        let now = self.ports.clock.now();
         let postback = spec.into_postback(new_postback_id(), now, now);
         self.ports.postbacks.create(&postback).await?;
         self.catalog.invalidate().await;
@@ -141,7 +141,7 @@ impl App {
                 }
             }
         }
-        let postback = spec.into_postback(existing.id.clone(), existing.created_at, Utc::now());
+        let postback = spec.into_postback(existing.id.clone(), existing.created_at, self.ports.clock.now());
         if !self.ports.postbacks.replace(&postback).await? {
             return Err(ServiceError::NotFound("postback"));
         }
@@ -160,7 +160,7 @@ impl App {
     /// Render the request a postback would send for a sample event; sends nothing.
     pub async fn preview_postback(&self, id: &str, sample: Option<&serde_json::Value>) -> ServiceResult<PreviewOutput> {
         let postback = self.compiled(id).await?;
-        let event = sample_event(&postback.postback, sample)?;
+        let event = sample_event(&postback.postback, sample, self.ports.clock.now())?;
         let delivery_id = format!("preview_{}", uuid::Uuid::new_v4().simple());
         let ctx = MacroContext {
             event: &event,
@@ -183,8 +183,8 @@ impl App {
         sample: Option<&serde_json::Value>,
     ) -> ServiceResult<TestOutput> {
         let postback = self.compiled(id).await?;
-        let event = sample_event(&postback.postback, sample)?;
-        let now = Utc::now();
+        let now = self.ports.clock.now();
+        let event = sample_event(&postback.postback, sample, now)?;
         let firing = Firing {
             delivery_id: format!("test_{}", uuid::Uuid::new_v4().simple()),
             postback_id: postback.postback.id.clone(),
@@ -231,7 +231,7 @@ impl App {
         let Some(source) = original.firing.clone() else {
             return Err(ServiceError::Conflict("this log entry has no stored firing to resend".into()));
         };
-        let now = Utc::now();
+        let now = self.ports.clock.now();
         let firing = Firing {
             delivery_id: format!("r_{}", uuid::Uuid::new_v4().simple()),
             attempt: 1,
@@ -266,7 +266,11 @@ fn new_postback_id() -> String {
 
 /// The sample event for preview/test: defaults suited to the postback, overridden by
 /// any fields the admin sent (validated like an ingested event).
-fn sample_event(postback: &Postback, overrides: Option<&serde_json::Value>) -> Result<Event, ValidationError> {
+fn sample_event(
+    postback: &Postback,
+    overrides: Option<&serde_json::Value>,
+    now: DateTime<Utc>,
+) -> Result<Event, ValidationError> {
     let first = |scope: &Scope, fallback: &str| match scope {
         Scope::Only(ids) => ids.first().cloned().unwrap_or_else(|| fallback.to_string()),
         Scope::All => fallback.to_string(),
@@ -308,5 +312,5 @@ fn sample_event(postback: &Postback, overrides: Option<&serde_json::Value>) -> R
             Some(_) => return Err(ValidationError::invalid("event", "the sample event must be a JSON object")),
         }
     }
-    Event::from_json(&sample, Utc::now()).map_err(|e| e.within("event."))
+    Event::from_json(&sample, now).map_err(|e| e.within("event."))
 }

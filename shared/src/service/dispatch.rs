@@ -93,7 +93,7 @@ impl Dispatcher {
             delivery_id: &firing.delivery_id,
             attempt: firing.attempt,
         };
-        let fired_at = Utc::now();
+        let fired_at = self.app.ports.clock.now();
         let request = match postback.render(&ctx) {
             Ok(request) => request,
             Err(err) => {
@@ -110,8 +110,8 @@ impl Dispatcher {
         let started = std::time::Instant::now();
         let result = self.app.ports.sender.send(&request).await;
         let elapsed = started.elapsed();
-        let jitter: f64 = rand::random();
-        let verdict = self.app.policy.retry.classify(&result, firing.attempt, jitter, Utc::now());
+        let jitter = self.app.ports.jitter.next();
+        let verdict = self.app.policy.retry.classify(&result, firing.attempt, jitter, self.app.ports.clock.now());
         let mut entry = self.entry(firing, postback, Some(&request), fired_at, test);
         fill_result(&mut entry, &result, elapsed);
 
@@ -216,7 +216,7 @@ impl Dispatcher {
         reason: String,
         test: bool,
     ) -> LogEntry {
-        let mut entry = base_entry(firing, postback, Utc::now(), test);
+        let mut entry = base_entry(firing, postback, self.app.ports.clock.now(), test);
         entry.error = Some(reason);
         entry
     }
@@ -301,6 +301,7 @@ pub async fn run_queue_loop(
     drain: Duration,
 ) {
     let queue = dispatcher.app.ports.queue.clone();
+    let clock = dispatcher.app.ports.clock.clone();
     let notify = queue.notifier();
     let limit = Arc::new(tokio::sync::Semaphore::new(concurrency));
     let mut tasks = tokio::task::JoinSet::new();
@@ -332,20 +333,23 @@ pub async fn run_queue_loop(
             Err(e) => {
                 tracing::error!(error = %e, "queue receive failed; retrying in 1 s");
                 tokio::select! {
-                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                    _ = clock.sleep_until(clock.now() + chrono::Duration::seconds(1)) => {}
                     _ = shutdown.changed() => {}
                 }
                 continue;
             }
         };
         if batch.is_empty() {
-            let wait = match queue.next_due().await {
-                Ok(Some(due)) => (due - Utc::now()).to_std().unwrap_or(Duration::ZERO).min(Duration::from_secs(1)),
+            let next_due = queue.next_due().await;
+            let now = clock.now();
+            let wait = match next_due {
+                Ok(Some(due)) => (due - now).to_std().unwrap_or(Duration::ZERO).min(Duration::from_secs(1)),
                 Ok(None) => Duration::from_secs(1),
                 Err(_) => Duration::from_secs(1),
             };
+            let wake_at = now + chrono::Duration::from_std(wait.max(Duration::from_millis(5))).unwrap_or_default();
             tokio::select! {
-                _ = tokio::time::sleep(wait.max(Duration::from_millis(5))) => {}
+                _ = clock.sleep_until(wake_at) => {}
                 _ = &mut notified_fut => {}
                 _ = shutdown.changed() => {}
             }
@@ -363,8 +367,20 @@ pub async fn run_queue_loop(
             });
         }
     }
-    let finished = tokio::time::timeout(drain, async { while tasks.join_next().await.is_some() {} }).await;
-    if finished.is_err() {
+    let drained = async {
+        while tasks.join_next().await.is_some() {}
+        true
+    };
+    let give_up_at = chrono::Duration::from_std(drain)
+        .ok()
+        .and_then(|d| clock.now().checked_add_signed(d))
+        .unwrap_or(DateTime::<Utc>::MAX_UTC);
+    let give_up = clock.sleep_until(give_up_at);
+    let finished = tokio::select! {
+        done = drained => done,
+        _ = give_up => false,
+    };
+    if !finished {
         tracing::warn!(left = tasks.len(), "shutdown: in-flight firings abandoned; they come back after their lease");
         tasks.abort_all();
     }

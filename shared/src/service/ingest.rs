@@ -2,7 +2,7 @@
 
 use std::collections::{HashMap, HashSet};
 
-use chrono::{Duration as ChronoDuration, Utc};
+use chrono::Duration as ChronoDuration;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
@@ -72,7 +72,7 @@ impl App {
         let keys: Vec<String> = events.iter().map(Event::dedupe_key).collect();
         let seen = touches.seen(&keys).await?;
         let index = self.catalog.index().await?;
-        let now = Utc::now();
+        let now = self.ports.clock.now();
 
         let mut in_batch = HashSet::with_capacity(keys.len());
         let mut results = Vec::with_capacity(events.len());

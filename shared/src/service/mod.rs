@@ -16,7 +16,7 @@ pub use ingest::IngestResult;
 
 use crate::domain::delivery::RetryPolicy;
 use crate::domain::ValidationError;
-use crate::ports::{FiringQueue, HttpSender, LogStore, PostbackStore, StoreError, TouchStore};
+use crate::ports::{Clock, FiringQueue, HttpSender, Jitter, LogStore, PostbackStore, StoreError, TouchStore};
 
 /// The adapters a deployment wires in.
 #[derive(Clone)]
@@ -26,6 +26,10 @@ pub struct Ports {
     pub logs: Arc<dyn LogStore>,
     pub queue: Arc<dyn FiringQueue>,
     pub sender: Arc<dyn HttpSender>,
+    /// Every "now" and every wait of the services (`SystemClock` in deployments).
+    pub clock: Arc<dyn Clock>,
+    /// Retry jitter (`RandomJitter` in deployments).
+    pub jitter: Arc<dyn Jitter>,
 }
 
 /// What the services need from the settings.
@@ -62,7 +66,7 @@ pub struct App {
 
 impl App {
     pub fn new(ports: Ports, policy: Policy) -> Arc<App> {
-        let catalog = Catalog::new(ports.postbacks.clone(), policy.catalog_ttl);
+        let catalog = Catalog::new(ports.postbacks.clone(), policy.catalog_ttl, ports.clock.clone());
         Arc::new(App { ports, policy, catalog })
     }
 

@@ -9,7 +9,6 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use chrono::Utc;
 use serde_json::json;
 
 use super::extract::{json_body, query_pairs};
@@ -138,7 +137,7 @@ pub async fn resend_log(AxumState(s): AxumState<State>, Path(id): Path<String>) 
 /// its index in the field name.
 pub async fn post_events(AxumState(s): AxumState<State>, headers: HeaderMap, body: Body) -> ApiResult {
     let value = json_body(&headers, body).await?.ok_or_else(|| ValidationError::required("body"))?;
-    let received_at = Utc::now();
+    let received_at = s.app.ports.clock.now();
     let batch = match &value {
         serde_json::Value::Object(o) if o.contains_key("events") => {
             if o.len() > 1 {
@@ -198,7 +197,7 @@ pub async fn post_events(AxumState(s): AxumState<State>, headers: HeaderMap, bod
 
 /// `GET /events?type=...&transaction_id=...` for trackers that only do GET.
 pub async fn get_events(AxumState(s): AxumState<State>, RawQuery(q): RawQuery) -> ApiResult {
-    let event = Event::from_query(&query_pairs(q.as_deref()), Utc::now())?;
+    let event = Event::from_query(&query_pairs(q.as_deref()), s.app.ports.clock.now())?;
     single(&s, event).await
 }
 
