@@ -10,3 +10,6 @@ pub mod embedded;
 
 #[cfg(feature = "aws")]
 pub mod aws;
+
+#[cfg(any(test, feature = "testing"))]
+pub mod memory;

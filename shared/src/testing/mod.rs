@@ -1,30 +1,91 @@
-//! The port contract suite, written once and run against every adapter (embedded SQLite
+//! The port contract suite, written once and run against every adapter (memory,
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test support: a panic is the failure report
-//! in `tests/contract_embedded.rs`, DynamoDB/SQS in the AWS adapter's tests), plus the
-//! fixtures it builds its values with.
+//! embedded SQLite, DynamoDB/SQS), plus the fixtures it builds its values with, and the
+//! in-memory fakes of every port (re-exported from `crate::adapters::memory`).
 //!
-//! An adapter's test implements `AdapterFactory` and calls `contract::run_all`.
+//! An adapter's test implements `AdapterFactory` and expands `contract_tests!` with it:
+//! one `#[tokio::test]` per check (see `contract`).
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
+use chrono::{DateTime, Utc};
 
-use crate::ports::{FiringQueue, LogStore, PostbackStore, TouchStore};
+use crate::ports::{Clock, FiringQueue, LogStore, PostbackStore, TouchStore};
 
 pub mod contract;
 pub mod fixtures;
 
-/// The four storage ports of one adapter family.
+pub use crate::adapters::memory::{
+    Answer, FixedJitter, ManualClock, MemoryAdapters, MemoryLogStore, MemoryOptions, MemoryPostbackStore, MemoryQueue,
+    MemoryTouchStore, Reply, ScriptedJitter, ScriptedSender, SentRequest,
+};
+
+/// The four storage ports of one adapter family, and the time they run on.
 #[derive(Clone)]
 pub struct Adapters {
     pub postbacks: Arc<dyn PostbackStore>,
     pub touches: Arc<dyn TouchStore>,
     pub logs: Arc<dyn LogStore>,
     pub queue: Arc<dyn FiringQueue>,
+    /// The manual clock the adapters are timed by, if any; `None`: real time.
+    pub clock: Option<Arc<ManualClock>>,
+}
+
+impl Adapters {
+    /// Adapters that run on real time.
+    pub fn real_time(
+        postbacks: Arc<dyn PostbackStore>,
+        touches: Arc<dyn TouchStore>,
+        logs: Arc<dyn LogStore>,
+        queue: Arc<dyn FiringQueue>,
+    ) -> Self {
+        Self { postbacks, touches, logs, queue, clock: None }
+    }
+
+    /// Now on the adapters' time, in whole milliseconds.
+    pub fn now(&self) -> DateTime<Utc> {
+        match &self.clock {
+            Some(clock) => clock.now(),
+            None => fixtures::now(),
+        }
+    }
+
+    /// Let `d` pass: a real sleep, or the manual clock moved on (then other tasks get a
+    /// turn).
+    pub async fn pause(&self, d: Duration) {
+        match &self.clock {
+            Some(clock) => {
+                clock.advance(d);
+                tokio::task::yield_now().await;
+            }
+            None => tokio::time::sleep(d).await,
+        }
+    }
 }
 
 #[async_trait]
 pub trait AdapterFactory: Send + Sync {
     /// Fresh, empty adapters whose queue lease/visibility is `contract::LEASE` (2 s).
     async fn fresh(&self) -> Adapters;
+}
+
+/// Fresh memory adapters on a manual clock that starts at the real time now.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct MemoryFactory;
+
+#[async_trait]
+impl AdapterFactory for MemoryFactory {
+    async fn fresh(&self) -> Adapters {
+        let clock = Arc::new(ManualClock::starting_now());
+        let memory = MemoryAdapters::new(clock.clone(), MemoryOptions { lease: contract::LEASE, ..Default::default() });
+        Adapters {
+            postbacks: memory.postbacks,
+            touches: memory.touches,
+            logs: memory.logs,
+            queue: memory.queue,
+            clock: Some(clock),
+        }
+    }
 }

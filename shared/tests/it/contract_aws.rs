@@ -70,17 +70,19 @@ impl AdapterFactory for AwsFactory {
         let name = format!("c{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
         let f = fixture(&name, |_| {}).await;
         let queue = Arc::new(queue_with(&f, |_| {}));
-        Adapters { postbacks: f.adapters.postbacks, touches: f.adapters.touches, logs: f.adapters.logs, queue }
+        Adapters::real_time(f.adapters.postbacks, f.adapters.touches, f.adapters.logs, queue)
     }
 }
 
-/// The same port contract suite the embedded adapters pass.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn aws_adapters_pass_the_contract() {
-    require_emulators!();
-    assert_eq!(LEASE, contract::LEASE);
-    contract::run_all(&AwsFactory).await;
-}
+// The same port contract suite the embedded adapters pass, one test per check
+// (`contract_aws::checks::*`).
+const _: () = assert!(LEASE.as_millis() == contract::LEASE.as_millis());
+postback::contract_tests!(
+    factory = AwsFactory,
+    before = {
+        require_emulators!();
+    }
+);
 
 // ---------------------------------------------------------------------------------
 // Fixtures

@@ -24,17 +24,24 @@ fn options(lease: Duration) -> EmbeddedOptions {
 }
 
 fn adapters(store: &EmbeddedStore) -> Adapters {
-    Adapters {
-        postbacks: Arc::new(store.clone()),
-        touches: Arc::new(store.clone()),
-        logs: Arc::new(store.clone()),
-        queue: Arc::new(store.clone()),
-    }
+    Adapters::real_time(
+        Arc::new(store.clone()),
+        Arc::new(store.clone()),
+        Arc::new(store.clone()),
+        Arc::new(store.clone()),
+    )
 }
 
+/// Fresh stores in files of one temporary folder (removed with the factory).
 struct EmbeddedFactory {
     dir: tempfile::TempDir,
     opened: AtomicUsize,
+}
+
+impl EmbeddedFactory {
+    fn new() -> Self {
+        Self { dir: tempfile::tempdir().unwrap(), opened: AtomicUsize::new(0) }
+    }
 }
 
 #[async_trait]
@@ -46,12 +53,8 @@ impl AdapterFactory for EmbeddedFactory {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn embedded_adapters_pass_the_contract() {
-    let factory = EmbeddedFactory { dir: tempfile::tempdir().unwrap(), opened: AtomicUsize::new(0) };
-    contract::run_all(&factory).await;
-    contract::run_enqueue_dedupe_checks(&factory).await;
-}
+// The port contract suite: one test per check (`contract_embedded::checks::*`).
+postback::contract_tests!(factory = EmbeddedFactory::new(), enqueue_dedupe);
 
 fn db_path(dir: &tempfile::TempDir) -> PathBuf {
     dir.path().join("data").join("postbacks.sqlite")

@@ -1,6 +1,6 @@
 //! The library's integration tests, one binary (one link, one process, tests in
 //! parallel): domain rules, the sender against live local servers, the port contract
-//! suite on the embedded and AWS adapters, and the Lambda functions against the
+//! suite on the memory, embedded and AWS adapters, and the Lambda functions against the
 //! emulators (`scripts/emulators.sh run ...` provides them).
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests and tools: a panic is the failure report
 
@@ -18,6 +18,8 @@ mod sender;
 
 #[cfg(all(feature = "embedded", feature = "testing"))]
 mod contract_embedded;
+#[cfg(feature = "testing")]
+mod contract_memory;
 
 #[cfg(all(feature = "aws", feature = "testing"))]
 mod aws_cost;

@@ -1,17 +1,24 @@
 //! The checks every storage adapter must pass. Each check gets fresh, empty adapters,
-//! is small, and panics with a message saying what broke; `run_all` names the check.
+//! is small, and panics with a message saying what broke. `contract_tests!` expands to
+//! one `#[tokio::test]` per check for an adapter family, so every failing check is
+//! reported by name and the checks run in parallel:
 //!
-//! Time-dependent checks poll with short sleeps against bounded deadlines, never a long
-//! fixed sleep, and allow `CLOCK_SLACK` for adapters whose clock is remote (SQS).
+//! ```ignore
+//! postback::contract_tests!(factory = EmbeddedFactory::new(), enqueue_dedupe);
+//! postback::contract_tests!(factory = AwsFactory, before = { require_emulators!(); });
+//! ```
+//!
+//! Time-dependent checks poll with short pauses against bounded deadlines, never a long
+//! fixed sleep, and allow `CLOCK_SLACK` for adapters whose clock is remote (SQS). Time
+//! is the adapters' time (`Adapters::now`, `Adapters::pause`): real time for the real
+//! adapters; for the memory adapters a manual clock that each pause moves on, so their
+//! checks take no real time.
 
 use std::future::Future;
-use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use futures::FutureExt;
-
-use super::{AdapterFactory, Adapters};
+use super::Adapters;
 
 mod logs;
 mod postbacks;
@@ -35,70 +42,112 @@ pub(crate) const POLL: Duration = Duration::from_millis(50);
 pub type CheckFuture<'a> = Pin<Box<dyn Future<Output = ()> + Send + 'a>>;
 pub type Check = for<'a> fn(&'a Adapters) -> CheckFuture<'a>;
 
-macro_rules! checks {
-    ($list:ident: $($check:ident),* $(,)?) => {
-        pub const $list: &[(&str, Check)] = &[$((stringify!($check), |a| Box::pin($check(a)))),*];
+/// The one list of checks. It calls back `$callback` (a macro at this crate's root)
+/// with the lists: `common`, which every adapter must pass, and `enqueue_dedupe`, only
+/// for queues that deduplicate at enqueue time (the embedded and memory queues; SQS
+/// cannot: it relies on the delivered marker instead, which `common` covers).
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __contract_check_lists {
+    ($callback:ident { $($args:tt)* }) => {
+        $crate::$callback! {
+            { $($args)* }
+            common: [
+                postbacks_crud,
+                postbacks_create_conflict,
+                postbacks_list_ordered_and_by_type,
+                touches_click_latest_wins,
+                touches_status_latest_wins,
+                touches_status_keys_are_separate,
+                touches_record_is_idempotent,
+                touches_seen_and_mark_seen,
+                touches_record_and_mark_seen,
+                logs_append_and_get,
+                logs_newest_first,
+                logs_every_filter,
+                logs_pagination_without_gaps_or_duplicates,
+                logs_record_delivered_once,
+                queue_enqueue_receive_ack,
+                queue_not_received_before_due,
+                queue_lease_hides_then_returns,
+                queue_retry_replaces_with_next_attempt,
+                queue_duplicate_enqueue_fires_once,
+                queue_delivered_firing_is_not_fired_again,
+                queue_batch_of_250_received_exactly_once,
+            ]
+            enqueue_dedupe: [
+                queue_duplicate_enqueue_is_one_message,
+                queue_enqueue_of_delivered_firing_is_dropped,
+            ]
+        }
     };
 }
 
-// Every adapter must pass these.
-checks!(CHECKS:
-    postbacks_crud,
-    postbacks_create_conflict,
-    postbacks_list_ordered_and_by_type,
-    touches_click_latest_wins,
-    touches_status_latest_wins,
-    touches_status_keys_are_separate,
-    touches_record_is_idempotent,
-    touches_seen_and_mark_seen,
-    touches_record_and_mark_seen,
-    logs_append_and_get,
-    logs_newest_first,
-    logs_every_filter,
-    logs_pagination_without_gaps_or_duplicates,
-    logs_record_delivered_once,
-    queue_enqueue_receive_ack,
-    queue_not_received_before_due,
-    queue_lease_hides_then_returns,
-    queue_retry_replaces_with_next_attempt,
-    queue_duplicate_enqueue_fires_once,
-    queue_delivered_firing_is_not_fired_again,
-    queue_batch_of_250_received_exactly_once,
-);
-
-// Only for queues that deduplicate at enqueue time (the embedded queue). SQS cannot: it
-// relies on the delivered marker instead, which `CHECKS` covers.
-checks!(ENQUEUE_DEDUPE_CHECKS:
-    queue_duplicate_enqueue_is_one_message,
-    queue_enqueue_of_delivered_firing_is_dropped,
-);
-
-/// Run every check of `CHECKS`, each on fresh adapters, printing its name; panics with
-/// the check's name on the first failure.
-pub async fn run_all(factory: &dyn AdapterFactory) {
-    run_checks(factory, CHECKS).await;
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __contract_check_consts {
+    ({} common: [$($common:ident),* $(,)?] enqueue_dedupe: [$($dedupe:ident),* $(,)?]) => {
+        /// Every adapter must pass these.
+        pub const CHECKS: &[(&str, Check)] = &[$((stringify!($common), |a| Box::pin($common(a)))),*];
+        /// Only for queues that deduplicate at enqueue time.
+        pub const ENQUEUE_DEDUPE_CHECKS: &[(&str, Check)] = &[$((stringify!($dedupe), |a| Box::pin($dedupe(a)))),*];
+    };
 }
 
-/// Run `ENQUEUE_DEDUPE_CHECKS` (embedded queue only).
-pub async fn run_enqueue_dedupe_checks(factory: &dyn AdapterFactory) {
-    run_checks(factory, ENQUEUE_DEDUPE_CHECKS).await;
+crate::__contract_check_lists!(__contract_check_consts {});
+
+/// One `#[tokio::test]` per contract check, in a module `checks` (so the tests are
+/// `<your module>::checks::<check>`), each on `factory.fresh()` adapters. `factory` is
+/// an expression evaluated in every test (it sees the enclosing module's items); it
+/// must implement `postback::testing::AdapterFactory`. `enqueue_dedupe` adds the checks
+/// for queues that deduplicate at enqueue; `before` is run first in every test (e.g. to
+/// skip without emulators).
+#[macro_export]
+macro_rules! contract_tests {
+    (factory = $factory:expr, enqueue_dedupe $(, before = $before:block)? $(,)?) => {
+        $crate::__contract_check_lists!(__contract_test_fns { [$factory] { $($before)? } [enqueue_dedupe] });
+    };
+    (factory = $factory:expr $(, before = $before:block)? $(,)?) => {
+        $crate::__contract_check_lists!(__contract_test_fns { [$factory] { $($before)? } [] });
+    };
 }
 
-pub async fn run_checks(factory: &dyn AdapterFactory, checks: &[(&str, Check)]) {
-    let started = Instant::now();
-    for (name, check) in checks {
-        println!("contract: {name} ...");
-        let adapters = factory.fresh().await;
-        let check_started = Instant::now();
-        if let Err(panic) = AssertUnwindSafe(check(&adapters)).catch_unwind().await {
-            let message = panic
-                .downcast_ref::<String>()
-                .map(String::as_str)
-                .or_else(|| panic.downcast_ref::<&str>().copied())
-                .unwrap_or("(no message)");
-            panic!("contract check `{name}` failed: {message}");
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __contract_test_fns {
+    (
+        { [$factory:expr] $before:tt [$($dedupe:ident)?] }
+        common: [$($common:ident),* $(,)?]
+        enqueue_dedupe: [$($extra:ident),* $(,)?]
+    ) => {
+        mod checks {
+            #[allow(unused_imports)]
+            use super::*;
+            $( $crate::__contract_test_fn!([$factory] $before $common); )*
+            $crate::__contract_if_dedupe!([$($dedupe)?] [$factory] $before $($extra),*);
         }
-        println!("contract: {name} ok ({} ms)", check_started.elapsed().as_millis());
-    }
-    println!("contract: {} checks passed in {} ms", checks.len(), started.elapsed().as_millis());
+    };
+}
+
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __contract_if_dedupe {
+    ([] $($rest:tt)*) => {};
+    ([enqueue_dedupe] [$factory:expr] $before:tt $($extra:ident),*) => {
+        $( $crate::__contract_test_fn!([$factory] $before $extra); )*
+    };
+}
+
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __contract_test_fn {
+    ([$factory:expr] $before:tt $check:ident) => {
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn $check() {
+            $before
+            let factory = $factory;
+            let adapters = $crate::testing::AdapterFactory::fresh(&factory).await;
+            $crate::testing::contract::$check(&adapters).await;
+        }
+    };
 }

@@ -1,5 +1,5 @@
 use std::collections::HashMap;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
@@ -16,20 +16,25 @@ fn ids(batch: &[Leased]) -> Vec<&str> {
     batch.iter().map(|l| l.firing.delivery_id.as_str()).collect()
 }
 
-fn already_due() -> DateTime<Utc> {
-    fixtures::now() - chrono::Duration::seconds(1)
+fn already_due(a: &Adapters) -> DateTime<Utc> {
+    a.now() - chrono::Duration::seconds(1)
 }
 
 fn chrono(d: Duration) -> chrono::Duration {
     chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX)
 }
 
-/// Poll until `delivery_id` is handed out; returns it and the instant just before the
+/// `a.now()` + `d`: deadlines are on the adapters' time (real, or their manual clock).
+fn after(a: &Adapters, d: Duration) -> DateTime<Utc> {
+    a.now() + chrono(d)
+}
+
+/// Poll until `delivery_id` is handed out; returns it and the time just before the
 /// `receive` call that returned it (its lease started no earlier). Any other firing
 /// received meanwhile fails the check: the adapters are fresh.
-async fn wait_for(a: &Adapters, delivery_id: &str, deadline: Instant, what: &str) -> (Leased, Instant) {
+async fn wait_for(a: &Adapters, delivery_id: &str, deadline: DateTime<Utc>, what: &str) -> (Leased, DateTime<Utc>) {
     loop {
-        let asked_at = Instant::now();
+        let asked_at = a.now();
         let batch = a.queue.receive(10).await.unwrap();
         let (wanted, other): (Vec<Leased>, Vec<Leased>) =
             batch.into_iter().partition(|l| l.firing.delivery_id == delivery_id);
@@ -38,31 +43,31 @@ async fn wait_for(a: &Adapters, delivery_id: &str, deadline: Instant, what: &str
         if let Some(leased) = wanted.into_iter().next() {
             return (leased, asked_at);
         }
-        assert!(Instant::now() < deadline, "{what}: {delivery_id} was not received in time");
-        tokio::time::sleep(POLL).await;
+        assert!(a.now() < deadline, "{what}: {delivery_id} was not received in time");
+        a.pause(POLL).await;
     }
 }
 
 /// Poll until `deadline`; nothing may be handed out.
-async fn expect_nothing_until(a: &Adapters, deadline: Instant, what: &str) {
+async fn expect_nothing_until(a: &Adapters, deadline: DateTime<Utc>, what: &str) {
     loop {
         let batch = a.queue.receive(10).await.unwrap();
         assert!(batch.is_empty(), "{what}: received {:?}", ids(&batch));
-        if Instant::now() >= deadline {
+        if a.now() >= deadline {
             return;
         }
-        tokio::time::sleep(POLL).await;
+        a.pause(POLL).await;
     }
 }
 
 /// Poll until `firing` (due in the future) is handed out, failing if that happens
 /// before its `due_at`. At least one poll must come back empty first.
 async fn wait_until_due(a: &Adapters, firing: &Firing, what: &str) -> Leased {
-    let deadline = Instant::now() + (firing.due_at - Utc::now()).to_std().unwrap_or_default() + SHOW_UP;
+    let deadline = firing.due_at.max(a.now()) + chrono(SHOW_UP);
     let mut empty_polls = 0;
     loop {
         let batch = a.queue.receive(10).await.unwrap();
-        let returned_at = Utc::now();
+        let returned_at = a.now();
         if let Some(leased) = batch.iter().find(|l| l.firing.delivery_id == firing.delivery_id) {
             assert!(
                 returned_at + chrono(CLOCK_SLACK) >= firing.due_at,
@@ -75,8 +80,8 @@ async fn wait_until_due(a: &Adapters, firing: &Firing, what: &str) -> Leased {
         }
         assert!(batch.is_empty(), "{what}: unexpected firings received: {:?}", ids(&batch));
         empty_polls += 1;
-        assert!(Instant::now() < deadline, "{what}: not received within {SHOW_UP:?} after it was due");
-        tokio::time::sleep(POLL).await;
+        assert!(a.now() < deadline, "{what}: not received within {SHOW_UP:?} after it was due");
+        a.pause(POLL).await;
     }
 }
 
@@ -96,16 +101,16 @@ async fn dispatch(a: &Adapters, leased: &Leased) -> bool {
 /// Receive and dispatch everything that shows up during `window`; returns how many
 /// were received and how many sent.
 async fn dispatch_for(a: &Adapters, window: Duration) -> (usize, usize) {
-    let deadline = Instant::now() + window;
+    let deadline = after(a, window);
     let (mut received, mut sent) = (0, 0);
-    while Instant::now() < deadline {
+    while a.now() < deadline {
         let batch = a.queue.receive(10).await.unwrap();
         for leased in &batch {
             received += 1;
             sent += usize::from(dispatch(a, leased).await);
         }
         if batch.is_empty() {
-            tokio::time::sleep(POLL).await;
+            a.pause(POLL).await;
         }
     }
     (received, sent)
@@ -113,18 +118,18 @@ async fn dispatch_for(a: &Adapters, window: Duration) -> (usize, usize) {
 
 /// enqueue → receive (whole) → ack → it never comes back, not even after the lease.
 pub async fn queue_enqueue_receive_ack(a: &Adapters) {
-    let firing = fixtures::firing("d_basic", already_due());
+    let firing = fixtures::firing("d_basic", already_due(a));
     a.queue.enqueue(std::slice::from_ref(&firing)).await.unwrap();
     a.queue.enqueue(&[]).await.unwrap();
-    let (leased, asked_at) = wait_for(a, "d_basic", Instant::now() + SHOW_UP, "due firing").await;
+    let (leased, asked_at) = wait_for(a, "d_basic", after(a, SHOW_UP), "due firing").await;
     assert_eq!(leased.firing, firing, "the firing comes back whole");
     a.queue.ack(&leased).await.unwrap();
-    expect_nothing_until(a, asked_at + LEASE + Duration::from_millis(500), "an acked firing came back").await;
+    expect_nothing_until(a, asked_at + chrono(LEASE + Duration::from_millis(500)), "an acked firing came back").await;
 }
 
 /// A firing due in 3 s is not handed out before then, and is soon after.
 pub async fn queue_not_received_before_due(a: &Adapters) {
-    let firing = fixtures::firing("d_later", fixtures::now() + chrono::Duration::seconds(3));
+    let firing = fixtures::firing("d_later", a.now() + chrono::Duration::seconds(3));
     a.queue.enqueue(std::slice::from_ref(&firing)).await.unwrap();
     let leased = wait_until_due(a, &firing, "firing due in 3 s").await;
     assert_eq!(leased.firing, firing);
@@ -133,16 +138,20 @@ pub async fn queue_not_received_before_due(a: &Adapters) {
 
 /// A received but unacked firing is invisible for the lease, then comes back.
 pub async fn queue_lease_hides_then_returns(a: &Adapters) {
-    let firing = fixtures::firing("d_lease", already_due());
+    let firing = fixtures::firing("d_lease", already_due(a));
     a.queue.enqueue(std::slice::from_ref(&firing)).await.unwrap();
-    let (first, asked_at) = wait_for(a, "d_lease", Instant::now() + SHOW_UP, "due firing").await;
-    expect_nothing_until(a, asked_at + LEASE - Duration::from_millis(300), "a leased firing was handed out again")
-        .await;
-    let (again, _) = wait_for(a, "d_lease", asked_at + LEASE + SHOW_UP, "firing after its lease ran out").await;
+    let (first, asked_at) = wait_for(a, "d_lease", after(a, SHOW_UP), "due firing").await;
+    expect_nothing_until(
+        a,
+        asked_at + chrono(LEASE - Duration::from_millis(300)),
+        "a leased firing was handed out again",
+    )
+    .await;
+    let (again, _) = wait_for(a, "d_lease", asked_at + chrono(LEASE + SHOW_UP), "firing after its lease ran out").await;
+    let elapsed = (a.now() - asked_at).to_std().unwrap_or_default();
     assert!(
-        asked_at.elapsed() + CLOCK_SLACK >= LEASE,
-        "came back {:?} after the receive, before the {LEASE:?} lease ran out",
-        asked_at.elapsed()
+        elapsed + CLOCK_SLACK >= LEASE,
+        "came back {elapsed:?} after the receive, before the {LEASE:?} lease ran out"
     );
     assert_eq!(again.firing, firing, "the same firing comes back");
     assert_ne!(again.receipt, first.receipt, "a new lease has a new receipt");
@@ -152,22 +161,22 @@ pub async fn queue_lease_hides_then_returns(a: &Adapters) {
 /// `retry` replaces the leased message by the next attempt, due at its time; the first
 /// attempt does not come back when its lease would have run out.
 pub async fn queue_retry_replaces_with_next_attempt(a: &Adapters) {
-    let firing = fixtures::firing("d_retry", already_due());
+    let firing = fixtures::firing("d_retry", already_due(a));
     a.queue.enqueue(std::slice::from_ref(&firing)).await.unwrap();
-    let (leased, asked_at) = wait_for(a, "d_retry", Instant::now() + SHOW_UP, "due firing").await;
-    let next = firing.next_attempt(fixtures::now() + chrono::Duration::seconds(1));
+    let (leased, asked_at) = wait_for(a, "d_retry", after(a, SHOW_UP), "due firing").await;
+    let next = firing.next_attempt(a.now() + chrono::Duration::seconds(1));
     a.queue.retry(&leased, &next).await.unwrap();
     let retried = wait_until_due(a, &next, "next attempt due in 1 s").await;
     assert_eq!(retried.firing, next, "the next attempt replaced the message");
     assert_eq!(retried.firing.attempt, 2);
     a.queue.ack(&retried).await.unwrap();
-    expect_nothing_until(a, asked_at + LEASE + Duration::from_millis(500), "the first attempt came back").await;
+    expect_nothing_until(a, asked_at + chrono(LEASE + Duration::from_millis(500)), "the first attempt came back").await;
 }
 
 /// The same firing enqueued twice is sent once: the queue may hold one message (the
 /// embedded queue) or two (SQS, deduplicated by the delivered marker at dispatch).
 pub async fn queue_duplicate_enqueue_fires_once(a: &Adapters) {
-    let firing = fixtures::firing("d_dup", already_due());
+    let firing = fixtures::firing("d_dup", already_due(a));
     a.queue.enqueue(std::slice::from_ref(&firing)).await.unwrap();
     a.queue.enqueue(std::slice::from_ref(&firing)).await.unwrap();
     let (received, sent) = dispatch_for(a, Duration::from_secs(2)).await;
@@ -177,9 +186,9 @@ pub async fn queue_duplicate_enqueue_fires_once(a: &Adapters) {
 
 /// A delivered firing enqueued again (redelivery, re-ingest) is not sent again.
 pub async fn queue_delivered_firing_is_not_fired_again(a: &Adapters) {
-    let firing = fixtures::firing("d_done", already_due());
+    let firing = fixtures::firing("d_done", already_due(a));
     a.queue.enqueue(std::slice::from_ref(&firing)).await.unwrap();
-    let (leased, _) = wait_for(a, "d_done", Instant::now() + SHOW_UP, "due firing").await;
+    let (leased, _) = wait_for(a, "d_done", after(a, SHOW_UP), "due firing").await;
     assert!(dispatch(a, &leased).await, "the first delivery is sent");
     a.queue.enqueue(std::slice::from_ref(&firing)).await.unwrap();
     let (_, sent) = dispatch_for(a, Duration::from_secs(2)).await;
@@ -191,14 +200,14 @@ pub async fn queue_delivered_firing_is_not_fired_again(a: &Adapters) {
 
 /// 250 firings enqueued in one call are all received, each exactly once, whole.
 pub async fn queue_batch_of_250_received_exactly_once(a: &Adapters) {
-    let due = already_due();
+    let due = already_due(a);
     let firings: Vec<Firing> = (0..250).map(|i| fixtures::firing(&format!("d_batch_{i:03}"), due)).collect();
     a.queue.enqueue(&firings).await.unwrap();
     let expected: HashMap<&str, &Firing> = firings.iter().map(|f| (f.delivery_id.as_str(), f)).collect();
     let mut received: HashMap<String, usize> = HashMap::new();
-    let deadline = Instant::now() + Duration::from_secs(20);
+    let deadline = after(a, Duration::from_secs(20));
     while received.len() < firings.len() {
-        assert!(Instant::now() < deadline, "only {} of 250 received in time", received.len());
+        assert!(a.now() < deadline, "only {} of 250 received in time", received.len());
         let batch = a.queue.receive(10).await.unwrap();
         for leased in &batch {
             let id = leased.firing.delivery_id.as_str();
@@ -208,15 +217,15 @@ pub async fn queue_batch_of_250_received_exactly_once(a: &Adapters) {
         }
         futures::future::try_join_all(batch.iter().map(|l| a.queue.ack(l))).await.unwrap();
         if batch.is_empty() {
-            tokio::time::sleep(POLL).await;
+            a.pause(POLL).await;
         }
     }
-    expect_nothing_until(a, Instant::now() + Duration::from_millis(300), "after all 250 were acked").await;
+    expect_nothing_until(a, after(a, Duration::from_millis(300)), "after all 250 were acked").await;
 }
 
 /// Embedded only: enqueueing a queued delivery id again adds no message.
 pub async fn queue_duplicate_enqueue_is_one_message(a: &Adapters) {
-    let firing = fixtures::firing("d_dup_strict", already_due());
+    let firing = fixtures::firing("d_dup_strict", already_due(a));
     a.queue.enqueue(std::slice::from_ref(&firing)).await.unwrap();
     let mut changed = firing.clone();
     changed.postback_id = "pb_other".into();
@@ -233,11 +242,11 @@ pub async fn queue_duplicate_enqueue_is_one_message(a: &Adapters) {
 
 /// Embedded only: enqueueing a delivered delivery id adds no message at all.
 pub async fn queue_enqueue_of_delivered_firing_is_dropped(a: &Adapters) {
-    let firing = fixtures::firing("d_done_strict", already_due());
+    let firing = fixtures::firing("d_done_strict", already_due(a));
     assert!(a.logs.record_delivered(&fixtures::log_entry(&firing, Outcome::Delivered)).await.unwrap());
     a.queue.enqueue(std::slice::from_ref(&firing)).await.unwrap();
     assert!(a.queue.receive(10).await.unwrap().is_empty(), "a delivered firing was queued again");
-    let other = fixtures::firing("d_not_done", already_due());
+    let other = fixtures::firing("d_not_done", already_due(a));
     a.queue.enqueue(&[firing, other]).await.unwrap();
     assert_eq!(ids(&a.queue.receive(10).await.unwrap()), ["d_not_done"], "the others of the call are queued");
 }

@@ -1,0 +1,129 @@
+//! `LogStore` in maps: entries by id, delivery markers by delivery id. Entries are
+//! listed newest first by `fired_at`, ties broken by id (descending); entries and
+//! markers older than the retention (by the store's clock) are invisible.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+
+use crate::domain::log::{Cursor, LogEntry, LogFilter, LogPage, DEFAULT_LOG_LIMIT, MAX_LOG_LIMIT};
+use crate::ports::{Clock, LogStore, StoreResult};
+
+#[derive(Debug, Default)]
+struct Logs {
+    entries: HashMap<String, LogEntry>,
+    /// Delivery id → when it was marked delivered.
+    delivered: HashMap<String, DateTime<Utc>>,
+}
+
+pub struct MemoryLogStore {
+    clock: Arc<dyn Clock>,
+    retention: chrono::Duration,
+    logs: Mutex<Logs>,
+}
+
+impl std::fmt::Debug for MemoryLogStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MemoryLogStore").field("retention", &self.retention).finish_non_exhaustive()
+    }
+}
+
+/// The listing order: newest `fired_at` first, then the higher id first.
+fn position(e: &LogEntry) -> (DateTime<Utc>, &str) {
+    (e.fired_at, e.id.as_str())
+}
+
+impl MemoryLogStore {
+    pub fn new(clock: Arc<dyn Clock>, retention: chrono::Duration) -> Self {
+        Self { clock, retention, logs: Mutex::new(Logs::default()) }
+    }
+
+    fn logs(&self) -> std::sync::MutexGuard<'_, Logs> {
+        self.logs.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn cutoff(&self, now: DateTime<Utc>) -> DateTime<Utc> {
+        now.checked_sub_signed(self.retention).unwrap_or(DateTime::<Utc>::MIN_UTC)
+    }
+
+    /// Whether `delivery_id` carries an unexpired delivered marker (the memory queue
+    /// asks this at enqueue, as the embedded queue does).
+    pub fn delivered_now(&self, delivery_id: &str) -> bool {
+        let cutoff = self.cutoff(self.clock.now());
+        self.logs().delivered.get(delivery_id).is_some_and(|at| *at >= cutoff)
+    }
+
+    /// Every visible entry, newest first (for assertions in tests).
+    pub fn entries(&self) -> Vec<LogEntry> {
+        let cutoff = self.cutoff(self.clock.now());
+        let logs = self.logs();
+        let mut entries: Vec<LogEntry> = logs.entries.values().filter(|e| e.fired_at >= cutoff).cloned().collect();
+        entries.sort_unstable_by(|a, b| position(b).cmp(&position(a)));
+        entries
+    }
+}
+
+#[async_trait]
+impl LogStore for MemoryLogStore {
+    async fn append(&self, entries: &[LogEntry]) -> StoreResult<()> {
+        let mut logs = self.logs();
+        for entry in entries {
+            // Appending the same entry twice is harmless: the first stays.
+            logs.entries.entry(entry.id.clone()).or_insert_with(|| entry.clone());
+        }
+        Ok(())
+    }
+
+    async fn record_delivered(&self, entry: &LogEntry) -> StoreResult<bool> {
+        let now = self.clock.now();
+        let cutoff = self.cutoff(now);
+        let mut logs = self.logs();
+        if logs.delivered.get(&entry.delivery_id).is_some_and(|at| *at >= cutoff) {
+            return Ok(false);
+        }
+        logs.delivered.insert(entry.delivery_id.clone(), now);
+        logs.entries.entry(entry.id.clone()).or_insert_with(|| entry.clone());
+        Ok(true)
+    }
+
+    async fn is_delivered(&self, delivery_id: &str) -> StoreResult<bool> {
+        Ok(self.delivered_now(delivery_id))
+    }
+
+    async fn get(&self, id: &str) -> StoreResult<Option<LogEntry>> {
+        let cutoff = self.cutoff(self.clock.now());
+        Ok(self.logs().entries.get(id).filter(|e| e.fired_at >= cutoff).cloned())
+    }
+
+    async fn query(&self, filter: &LogFilter) -> StoreResult<LogPage> {
+        let limit = match filter.limit {
+            0 => DEFAULT_LOG_LIMIT,
+            n => n.min(MAX_LOG_LIMIT),
+        };
+        let cutoff = self.cutoff(self.clock.now());
+        let logs = self.logs();
+        // The cursor names the last entry returned; the page goes on after its position.
+        // Should that entry be gone, ids (time-ordered) stand in for the position.
+        let after = filter.cursor.as_ref().map(|Cursor { last_id }| match logs.entries.get(last_id) {
+            Some(last) => (Some(last.fired_at), last_id.clone()),
+            None => (None, last_id.clone()),
+        });
+        let mut matching: Vec<&LogEntry> = logs
+            .entries
+            .values()
+            .filter(|e| e.fired_at >= cutoff && filter.matches(e))
+            .filter(|e| match &after {
+                Some((Some(fired_at), id)) => position(e) < (*fired_at, id.as_str()),
+                Some((None, id)) => e.id.as_str() < id.as_str(),
+                None => true,
+            })
+            .collect();
+        matching.sort_unstable_by(|a, b| position(b).cmp(&position(a)));
+        let has_more = matching.len() > limit;
+        let items: Vec<LogEntry> = matching.into_iter().take(limit).cloned().collect();
+        let next_cursor = items.last().filter(|_| has_more).map(|last| Cursor { last_id: last.id.clone() }.encode());
+        Ok(LogPage { items, next_cursor })
+    }
+}
