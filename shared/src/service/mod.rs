@@ -5,6 +5,8 @@ mod catalog;
 pub mod config_api;
 mod dispatch;
 pub mod ingest;
+#[cfg(test)]
+mod tests;
 
 use std::sync::Arc;
 use std::time::Duration;

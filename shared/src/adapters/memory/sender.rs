@@ -19,8 +19,8 @@ use crate::ports::{Clock, HttpSender};
 pub enum Reply {
     /// An HTTP response.
     Response { status: u16, headers: Vec<(String, String)>, body: String },
-    /// No response within the timeout: `SendFailure::Timeout` after the answer's delay.
-    Timeout,
+    /// No response within this timeout: `SendFailure::Timeout` with its milliseconds.
+    Timeout(Duration),
     /// The request failed this way (connection error, refused destination, ...).
     Failure(SendFailure),
 }
@@ -48,9 +48,10 @@ impl Answer {
         Self::failure(SendFailure::Connect(message.to_string()))
     }
 
-    /// No response: `SendFailure::Timeout(after)`, reported after `after`.
-    pub fn timeout(after: Duration) -> Self {
-        Self { reply: Reply::Timeout, delay: after }
+    /// No response within `limit`: `SendFailure::Timeout`, reported at once (add
+    /// `.after(limit)` to let that time pass on the sender's clock first).
+    pub fn timeout(limit: Duration) -> Self {
+        Self { reply: Reply::Timeout(limit), delay: Duration::ZERO }
     }
 
     pub fn failure(failure: SendFailure) -> Self {
@@ -204,7 +205,7 @@ impl HttpSender for ScriptedSender {
                 truncate(&mut body, MAX_LOGGED_RESPONSE_BYTES);
                 Ok(OutboundResponse { status, retry_after, body, duration: answer.delay })
             }
-            Reply::Timeout => Err(SendFailure::Timeout(u64::try_from(answer.delay.as_millis()).unwrap_or(u64::MAX))),
+            Reply::Timeout(limit) => Err(SendFailure::Timeout(u64::try_from(limit.as_millis()).unwrap_or(u64::MAX))),
             Reply::Failure(failure) => Err(failure),
         }
     }
