@@ -194,3 +194,35 @@ pub async fn logs_record_delivered_once(a: &Adapters) {
     assert_eq!(ids(&a.logs.query(&f).await.unwrap().items), [first.id], "one entry for the delivery");
     assert!(!a.logs.is_delivered("d_other").await.unwrap(), "other delivery ids are not delivered");
 }
+
+/// Newest first by `fired_at`, entries fired at the same time by id (descending), even
+/// where ids and fire times disagree (an entry written late for an early attempt); the
+/// cursor walks the same order across ties without a gap or a duplicate.
+pub async fn logs_newest_first_by_fired_at_then_id(a: &Adapters) {
+    let base = fixtures::now() - Duration::hours(1);
+    // Ids ascending in creation order; fire times out of that order, with ties.
+    let seconds = [30, 10, 30, 20, 10, 0, 30];
+    let entries: Vec<LogEntry> = seconds
+        .iter()
+        .enumerate()
+        .map(|(i, s)| {
+            let mut e = fixtures::log_entry(&fixtures::firing(&format!("d_fired_{i}"), base), Outcome::Delivered);
+            e.transaction_id = "T_fired".into();
+            e.fired_at = base + Duration::seconds(*s);
+            e
+        })
+        .collect();
+    a.logs.append(&entries).await.unwrap();
+    let mut expected: Vec<&LogEntry> = entries.iter().collect();
+    expected.sort_by(|x, y| (y.fired_at, &y.id).cmp(&(x.fired_at, &x.id)));
+    let expected: Vec<String> = expected.into_iter().map(|e| e.id.clone()).collect();
+    assert_eq!(entries.iter().filter(|e| e.fired_at == base + Duration::seconds(30)).count(), 3, "a three-way tie");
+
+    let page = a.logs.query(&filter()).await.unwrap();
+    assert_eq!(ids(&page.items), expected, "fired_at descending, then id descending");
+    for limit in [1, 2, 3] {
+        let f = LogFilter { transaction_id: Some("T_fired".into()), limit, ..LogFilter::default() };
+        let walked: Vec<String> = walk_pages(a, &f).await.concat();
+        assert_eq!(walked, expected, "pages of {limit}: the same order, no gap or duplicate across ties");
+    }
+}

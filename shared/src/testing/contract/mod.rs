@@ -4,7 +4,7 @@
 //! reported by name and the checks run in parallel:
 //!
 //! ```ignore
-//! postback::contract_tests!(factory = EmbeddedFactory::new(), enqueue_dedupe);
+//! postback::contract_tests!(factory = EmbeddedFactory::new(), extra = [enqueue_dedupe]);
 //! postback::contract_tests!(factory = AwsFactory, before = { require_emulators!(); });
 //! ```
 //!
@@ -43,9 +43,14 @@ pub type CheckFuture<'a> = Pin<Box<dyn Future<Output = ()> + Send + 'a>>;
 pub type Check = for<'a> fn(&'a Adapters) -> CheckFuture<'a>;
 
 /// The one list of checks. It calls back `$callback` (a macro at this crate's root)
-/// with the lists: `common`, which every adapter must pass, and `enqueue_dedupe`, only
-/// for queues that deduplicate at enqueue time (the embedded and memory queues; SQS
-/// cannot: it relies on the delivered marker instead, which `common` covers).
+/// with the lists:
+/// - `common`: every adapter must pass these;
+/// - `enqueue_dedupe`: only for queues that deduplicate at enqueue time (the embedded
+///   and memory queues; SQS cannot: it relies on the delivered marker instead, which
+///   `common` covers);
+/// - `fired_at_order`: logs listed newest first by `fired_at`, ties by id, whatever the
+///   id order (the spec's order; the memory log store follows it; the real adapters
+///   join once they order by `fired_at`, then this list moves into `common`).
 #[doc(hidden)]
 #[macro_export]
 macro_rules! __contract_check_lists {
@@ -79,6 +84,9 @@ macro_rules! __contract_check_lists {
                 queue_duplicate_enqueue_is_one_message,
                 queue_enqueue_of_delivered_firing_is_dropped,
             ]
+            fired_at_order: [
+                logs_newest_first_by_fired_at_then_id,
+            ]
         }
     };
 }
@@ -86,11 +94,18 @@ macro_rules! __contract_check_lists {
 #[doc(hidden)]
 #[macro_export]
 macro_rules! __contract_check_consts {
-    ({} common: [$($common:ident),* $(,)?] enqueue_dedupe: [$($dedupe:ident),* $(,)?]) => {
+    (
+        {}
+        common: [$($common:ident),* $(,)?]
+        enqueue_dedupe: [$($dedupe:ident),* $(,)?]
+        fired_at_order: [$($fired:ident),* $(,)?]
+    ) => {
         /// Every adapter must pass these.
         pub const CHECKS: &[(&str, Check)] = &[$((stringify!($common), |a| Box::pin($common(a)))),*];
         /// Only for queues that deduplicate at enqueue time.
         pub const ENQUEUE_DEDUPE_CHECKS: &[(&str, Check)] = &[$((stringify!($dedupe), |a| Box::pin($dedupe(a)))),*];
+        /// Only for log stores that list by `fired_at` (ties by id).
+        pub const FIRED_AT_ORDER_CHECKS: &[(&str, Check)] = &[$((stringify!($fired), |a| Box::pin($fired(a)))),*];
     };
 }
 
@@ -99,16 +114,13 @@ crate::__contract_check_lists!(__contract_check_consts {});
 /// One `#[tokio::test]` per contract check, in a module `checks` (so the tests are
 /// `<your module>::checks::<check>`), each on `factory.fresh()` adapters. `factory` is
 /// an expression evaluated in every test (it sees the enclosing module's items); it
-/// must implement `postback::testing::AdapterFactory`. `enqueue_dedupe` adds the checks
-/// for queues that deduplicate at enqueue; `before` is run first in every test (e.g. to
-/// skip without emulators).
+/// must implement `postback::testing::AdapterFactory`. `extra` adds lists beyond
+/// `common` (`enqueue_dedupe`, `fired_at_order`); `before` is run first in every test
+/// (e.g. to skip without emulators).
 #[macro_export]
 macro_rules! contract_tests {
-    (factory = $factory:expr, enqueue_dedupe $(, before = $before:block)? $(,)?) => {
-        $crate::__contract_check_lists!(__contract_test_fns { [$factory] { $($before)? } [enqueue_dedupe] });
-    };
-    (factory = $factory:expr $(, before = $before:block)? $(,)?) => {
-        $crate::__contract_check_lists!(__contract_test_fns { [$factory] { $($before)? } [] });
+    (factory = $factory:expr $(, extra = [$($extra:ident),* $(,)?])? $(, before = $before:block)? $(,)?) => {
+        $crate::__contract_check_lists!(__contract_test_fns { [$factory] { $($before)? } [$($($extra)*)?] });
     };
 }
 
@@ -116,25 +128,29 @@ macro_rules! contract_tests {
 #[macro_export]
 macro_rules! __contract_test_fns {
     (
-        { [$factory:expr] $before:tt [$($dedupe:ident)?] }
+        { [$factory:expr] $before:tt [$($extra:ident)*] }
         common: [$($common:ident),* $(,)?]
-        enqueue_dedupe: [$($extra:ident),* $(,)?]
+        enqueue_dedupe: $dedupe:tt
+        fired_at_order: $fired:tt
     ) => {
         mod checks {
             #[allow(unused_imports)]
             use super::*;
             $( $crate::__contract_test_fn!([$factory] $before $common); )*
-            $crate::__contract_if_dedupe!([$($dedupe)?] [$factory] $before $($extra),*);
+            $( $crate::__contract_extra_list!($extra [$factory] $before enqueue_dedupe: $dedupe fired_at_order: $fired); )*
         }
     };
 }
 
+/// The tests of the one extra list named first.
 #[doc(hidden)]
 #[macro_export]
-macro_rules! __contract_if_dedupe {
-    ([] $($rest:tt)*) => {};
-    ([enqueue_dedupe] [$factory:expr] $before:tt $($extra:ident),*) => {
-        $( $crate::__contract_test_fn!([$factory] $before $extra); )*
+macro_rules! __contract_extra_list {
+    (enqueue_dedupe [$factory:expr] $before:tt enqueue_dedupe: [$($check:ident),* $(,)?] fired_at_order: $other:tt) => {
+        $( $crate::__contract_test_fn!([$factory] $before $check); )*
+    };
+    (fired_at_order [$factory:expr] $before:tt enqueue_dedupe: $other:tt fired_at_order: [$($check:ident),* $(,)?]) => {
+        $( $crate::__contract_test_fn!([$factory] $before $check); )*
     };
 }
 
