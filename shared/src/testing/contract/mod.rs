@@ -54,6 +54,7 @@ checks!(CHECKS:
     touches_record_and_mark_seen,
     logs_append_and_get,
     logs_newest_first,
+    logs_newest_first_by_fired_at,
     logs_every_filter,
     logs_pagination_without_gaps_or_duplicates,
     logs_record_delivered_once,
