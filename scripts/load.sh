@@ -7,15 +7,19 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/postback-target}"
 cargo build --release --locked --bin postback-server --example loadgen >/dev/null
 data="$(mktemp -d)"
-port="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')"
 admin="load-admin-$(date +%s%N)"
 ingest="load-ingest-$(date +%s%N)"
-PORT="$port" DATA_DIR="$data" ADMIN_API_KEY="$admin" INGEST_API_KEY="$ingest" ALLOW_PRIVATE_TARGETS=true RUST_LOG=warn \
-    "$CARGO_TARGET_DIR/release/postback-server" >/dev/null &
+# PORT=0: the OS picks a free port and the server prints `listening on http://ADDR`.
+PORT=0 DATA_DIR="$data" ADMIN_API_KEY="$admin" INGEST_API_KEY="$ingest" ALLOW_PRIVATE_TARGETS=true RUST_LOG=warn \
+    "$CARGO_TARGET_DIR/release/postback-server" >"$data/stdout" &
 server=$!
 trap 'kill "$server" 2>/dev/null; wait "$server" 2>/dev/null; rm -rf "$data"' EXIT
-for _ in $(seq 100); do
-    curl -fs "http://127.0.0.1:$port/health" >/dev/null 2>&1 && break
+base=""
+for _ in $(seq 300); do
+    base="$(sed -n 's/^listening on //p' "$data/stdout" 2>/dev/null)"
+    [[ -n "$base" ]] && curl -fs "$base/health" >/dev/null 2>&1 && break
+    kill -0 "$server" 2>/dev/null || { echo "load.sh: the server exited" >&2; exit 1; }
     sleep 0.1
 done
-"$CARGO_TARGET_DIR/release/examples/loadgen" --base "http://127.0.0.1:$port" --admin-key "$admin" --ingest-key "$ingest" "$@"
+[[ -n "$base" ]] || { echo "load.sh: the server never printed its address" >&2; exit 1; }
+"$CARGO_TARGET_DIR/release/examples/loadgen" --base "$base" --admin-key "$admin" --ingest-key "$ingest" "$@"

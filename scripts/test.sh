@@ -15,7 +15,10 @@ cargo build --workspace --all-targets --all-features --locked
 log="$(mktemp)"
 trap 'rm -f "$log"' EXIT
 status=0
-scripts/emulators.sh run cargo test --workspace --all-features --locked "$@" 2>&1 | tee "$log" || status=$?
+# Most tests wait on sockets, child processes and emulators rather than on the CPU, so run
+# many at once (libtest's default is one per core: 2 here).
+threads="${TEST_THREADS:-16}"
+scripts/emulators.sh run cargo test --workspace --all-features --locked "$@" -- --test-threads="$threads" 2>&1 | tee "$log" || status=$?
 # One closing line over every test binary (cargo prints one result line per binary, the
 # last being the doc-tests').
 awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }

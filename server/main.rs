@@ -67,7 +67,12 @@ async fn main() -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", settings.port))
         .await
         .with_context(|| format!("cannot bind 127.0.0.1:{}", settings.port))?;
-    tracing::info!(address = %listener.local_addr()?, data = %db_path.display(), "postback manager listening");
+    let address = listener.local_addr()?;
+    tracing::info!(%address, data = %db_path.display(), "postback manager listening");
+    // One plain line on stdout with the bound address: with PORT=0 the OS picks a free
+    // port, and scripts and tests read it from here instead of racing for one.
+    println!("listening on http://{address}");
+    std::io::Write::flush(&mut std::io::stdout()).context("cannot write to stdout")?;
     let routes = router(app, ApiKeys::new(&settings.admin_api_key, &settings.ingest_api_key), RouteSet::All);
     axum::serve(listener, routes).with_graceful_shutdown(shutdown_signal()).await?;
 

@@ -72,7 +72,7 @@ async fn click_then_conversion_fires_enriched_postback_once() {
     assert_eq!(e["status_code"], 200);
     assert_eq!(e["attempt"], 1);
     assert_eq!(e["test"], false);
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    api.sentinel(&sink, "after-duplicate", 0).await;
     assert_eq!(sink.hits_on("/ok/aff").len(), 1, "fired exactly once");
     assert!(sink.hits_on("/ok/other").is_empty(), "out-of-scope postback fired");
 }
@@ -156,12 +156,13 @@ async fn retries_5xx_then_delivers_and_does_not_retry_4xx() {
     let failed = api.wait_logs(&format!("postback_id={bad}"), 1, WAIT, outcome_is("failed")).await;
     assert_eq!(failed.len(), 1);
     assert_eq!(failed[0]["status_code"], 404);
-    tokio::time::sleep(Duration::from_millis(800)).await;
-    assert_eq!(sink.hits_on("/status/404").len(), 1, "a 4xx is not retried");
 
     // 503 on every attempt: bounded attempts (3), then failed.
     let down_logs = api.wait_logs(&format!("postback_id={down}"), 1, WAIT, outcome_is("failed")).await;
     assert_eq!(down_logs.len(), 1);
+    // The same event queued both; the 503's third attempt came after two retry delays,
+    // later than a wrongly retried 404 would have been sent.
+    assert_eq!(sink.hits_on("/status/404").len(), 1, "a 4xx is not retried");
     assert_eq!(sink.hits_on("/status/503").len(), 3);
     assert_eq!(api.logs(&format!("postback_id={down}&status_code=503")).await.len(), 3);
 }
@@ -365,6 +366,59 @@ async fn log_filters_and_pagination() {
     assert_eq!(r.body["error"]["field"], "cursor");
 }
 
+/// Two postbacks fired by one click, concurrently: the slow one (3 s receiver) first,
+/// the fast one a second later. The fast attempt is logged first, so its entry's id is
+/// the older one; `GET /logs` still lists newest first by `fired_at`: fast, then slow,
+/// on one page and across pages, and the time filters select by `fired_at`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logs_of_concurrent_attempts_are_newest_first_by_fired_at() {
+    let sink = Sink::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &[("DELIVERY_TIMEOUT_MS", "10000")]).await;
+    let api = server.client();
+    let slow = api
+        .create_postback(
+            json!({"name": "Slow receiver", "type": "click", "url": sink.url("/slow/3000/s?d={delivery_id}")}),
+        )
+        .await;
+    let fast = api
+        .create_postback(
+            json!({"name": "Fast receiver", "type": "click", "delay_seconds": 1, "url": sink.url("/ok/f?d={delivery_id}")}),
+        )
+        .await;
+    let r =
+        api.ingest(json!({"type": "click", "transaction_id": "ORD1", "offer_id": "O1", "publisher_id": "P1"})).await;
+    assert_eq!((r.status, r.body["matched"].clone()), (202, json!(2)), "{}", r.body);
+
+    let logs = api.wait_logs("transaction_id=ORD1", 2, Duration::from_secs(20), outcome_is("delivered")).await;
+    assert_eq!(logs.len(), 2, "{logs:?}");
+    let postbacks: Vec<&str> = logs.iter().map(|e| e["postback_id"].as_str().unwrap()).collect();
+    assert_eq!(postbacks, [fast.as_str(), slow.as_str()], "newest first by fired_at");
+    let fired_at = |e: &Value| chrono::DateTime::parse_from_rfc3339(e["fired_at"].as_str().unwrap()).unwrap();
+    let (fast_entry, slow_entry) = (&logs[0], &logs[1]);
+    assert!(fired_at(fast_entry) > fired_at(slow_entry), "{logs:?}");
+    assert!(
+        slow_entry["id"].as_str().unwrap() > fast_entry["id"].as_str().unwrap(),
+        "the slow attempt ended last, so id order would have listed it first: {logs:?}"
+    );
+    assert!(slow_entry["duration_ms"].as_u64().unwrap() >= 2900);
+
+    // The same without a filter, by postback, and in pages of one.
+    let ids = |entries: &[Value]| entries.iter().map(|e| e["id"].as_str().unwrap().to_string()).collect::<Vec<_>>();
+    assert_eq!(ids(&api.logs("").await), ids(&logs));
+    let r = api.get("/logs?transaction_id=ORD1&limit=1").await;
+    assert_eq!(ids(r.body["items"].as_array().unwrap()), ids(&logs[..1]));
+    let cursor = r.body["next_cursor"].as_str().expect("a second page");
+    let r = api.get(&format!("/logs?transaction_id=ORD1&limit=1&cursor={cursor}")).await;
+    assert_eq!(ids(r.body["items"].as_array().unwrap()), ids(&logs[1..]));
+    assert_eq!(r.body["next_cursor"], Value::Null);
+
+    // `from` / `to` at an entry's own fired_at select by fired_at (inclusive).
+    let at = |e: &Value| e["fired_at"].as_str().unwrap().replace('+', "%2B");
+    assert_eq!(ids(&api.logs(&format!("from={}", at(fast_entry))).await), ids(&logs[..1]));
+    assert_eq!(ids(&api.logs(&format!("to={}", at(slow_entry))).await), ids(&logs[1..]));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill9_with_delayed_firings_pending_fires_each_exactly_once_after_restart() {
     let sink = Sink::start().await;
@@ -393,7 +447,9 @@ async fn kill9_with_delayed_firings_pending_fires_each_exactly_once_after_restar
     api.wait_logs("outcome=delivered", 50, WAIT, |_| true).await;
     server.kill9();
     server.restart().await;
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // A delayed sentinel queued after the restart: the firings released at start-up were
+    // due before it, so they have been dealt with when it arrives.
+    server.client().sentinel(&sink, "after-restart", 1).await;
     let hits = sink.hits_on("/ok/later");
     let mut ids: Vec<&str> = hits.iter().map(|h| h.query.as_str()).collect();
     ids.sort_unstable();

@@ -13,8 +13,10 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     let batch = app.batch_dispatcher();
     let batch = &batch;
     lambda_runtime::run(service_fn(move |event: LambdaEvent<SqsEvent>| async move {
-        // Never an error as a whole: failed messages are reported individually.
-        Ok::<SqsBatchResponse, std::convert::Infallible>(dispatch_batch(batch, event.payload).await)
+        // Never an error as a whole: failed messages are reported individually. The
+        // invocation's deadline decides which messages may still start.
+        let deadline = event.context.deadline();
+        Ok::<SqsBatchResponse, std::convert::Infallible>(dispatch_batch(batch, event.payload, deadline).await)
     }))
     .await
 }

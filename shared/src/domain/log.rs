@@ -41,7 +41,8 @@ impl Outcome {
 /// One firing attempt (or skip). Secrets are redacted before an entry is built.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct LogEntry {
-    /// Time-ordered (UUIDv7), so newest-first is id-descending.
+    /// UUIDv7, minted when the attempt is logged (after its request). Listings are
+    /// ordered by `fired_at`; the id only breaks ties.
     pub id: String,
     pub delivery_id: String,
     pub postback_id: String,
@@ -217,26 +218,47 @@ fn time_value(name: &str, value: &str) -> Result<DateTime<Utc>, ValidationError>
     })
 }
 
-/// Opaque position in the newest-first log listing: the id of the last entry returned
-/// (ids are time-ordered).
+/// Opaque position in the log listing, which is newest first by `fired_at`, ties by id
+/// (descending): the `fired_at` and id of the last entry returned. The next page holds
+/// the entries strictly after it in that order.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Cursor {
+    pub fired_at: DateTime<Utc>,
     pub last_id: String,
 }
 
 impl Cursor {
-    pub fn encode(&self) -> String {
-        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(format!("v1:{}", self.last_id))
+    /// The position just after `entry`.
+    pub fn after(entry: &LogEntry) -> Cursor {
+        Cursor { fired_at: entry.fired_at, last_id: entry.id.clone() }
     }
+
+    pub fn encode(&self) -> String {
+        let (secs, nanos) = (self.fired_at.timestamp(), self.fired_at.timestamp_subsec_nanos());
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(format!("v2:{secs}.{nanos:09}:{}", self.last_id))
+    }
+
+    /// A cursor this server issued. `v1` cursors (the id alone, from before the listing
+    /// was ordered by `fired_at`) are refused like any other: start again from the top.
     pub fn decode(s: &str) -> Result<Cursor, ValidationError> {
         let bad = || ValidationError::invalid("cursor", "cursor is not one this server issued");
         let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(s).map_err(|_| bad())?;
         let text = String::from_utf8(raw).map_err(|_| bad())?;
-        let id = text.strip_prefix("v1:").ok_or_else(bad)?;
+        let rest = text.strip_prefix("v2:").ok_or_else(bad)?;
+        let (time, id) = rest.split_once(':').ok_or_else(bad)?;
+        let (secs, nanos) = time.split_once('.').ok_or_else(bad)?;
+        let digits = |t: &str| !t.is_empty() && t.len() <= 19 && t.bytes().all(|b| b.is_ascii_digit());
+        let secs_digits = secs.strip_prefix('-').unwrap_or(secs);
+        if !digits(secs_digits) || nanos.len() != 9 || !digits(nanos) {
+            return Err(bad());
+        }
+        let secs: i64 = secs.parse().map_err(|_| bad())?;
+        let nanos: u32 = nanos.parse().map_err(|_| bad())?;
+        let fired_at = DateTime::from_timestamp(secs, nanos).ok_or_else(bad)?;
         if id.is_empty() || id.len() > 64 || !id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
             return Err(bad());
         }
-        Ok(Cursor { last_id: id.to_string() })
+        Ok(Cursor { fired_at, last_id: id.to_string() })
     }
 }
 

@@ -48,6 +48,12 @@ pub enum KeySource {
 /// Shortest key accepted from the environment: keys are bearer secrets.
 pub const MIN_KEY_LEN: usize = 16;
 
+/// Longest `DELIVERY_TIMEOUT_MS` accepted, the same as `template.yaml`'s
+/// `DeliveryTimeoutMs` maximum: the dispatch function (60 s) must fit one request plus
+/// the store writes around it, and `/postbacks/{id}/test` waits for one request within
+/// API Gateway's 30 s.
+pub const MAX_DELIVERY_TIMEOUT_MS: u64 = 30_000;
+
 impl Settings {
     /// Read settings through `get` (the environment in production, a map in tests).
     /// With `generate_missing_keys` (local server) absent keys are generated; otherwise
@@ -81,8 +87,11 @@ impl Settings {
         let max_attempts: u32 = parse_or(&get, "RETRY_MAX_ATTEMPTS", 10)?;
         let base_delay_ms: u64 = parse_or(&get, "RETRY_BASE_DELAY_MS", 30_000)?;
         let log_retention_days: u32 = parse_or(&get, "LOG_RETENTION_DAYS", 30)?;
-        if timeout_ms == 0 || timeout_ms > 300_000 {
-            return Err(SettingsError { name: "DELIVERY_TIMEOUT_MS", message: "must be 1..=300000".into() });
+        if timeout_ms == 0 || timeout_ms > MAX_DELIVERY_TIMEOUT_MS {
+            return Err(SettingsError {
+                name: "DELIVERY_TIMEOUT_MS",
+                message: format!("must be 1..={MAX_DELIVERY_TIMEOUT_MS}"),
+            });
         }
         if max_attempts == 0 || max_attempts > 100 {
             return Err(SettingsError { name: "RETRY_MAX_ATTEMPTS", message: "must be 1..=100".into() });
@@ -145,4 +154,29 @@ pub fn generate_key() -> String {
     use base64::Engine;
     let bytes: [u8; 32] = rand::random();
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with_timeout(value: &str) -> Result<Settings, SettingsError> {
+        let vars = [
+            ("ADMIN_API_KEY", "admin-key-0123456789"),
+            ("INGEST_API_KEY", "ingest-key-0123456789"),
+            ("DELIVERY_TIMEOUT_MS", value),
+        ];
+        Settings::from_lookup(|k| vars.iter().find(|(n, _)| *n == k).map(|(_, v)| v.to_string()), false).map(|s| s.0)
+    }
+
+    #[test]
+    fn delivery_timeout_is_1_to_30000_ms() {
+        assert_eq!(with_timeout("").unwrap().delivery_timeout, Duration::from_secs(10), "default");
+        assert_eq!(with_timeout("1").unwrap().delivery_timeout, Duration::from_millis(1));
+        assert_eq!(with_timeout("30000").unwrap().delivery_timeout, Duration::from_secs(30));
+        for bad in ["0", "30001", "300000"] {
+            let err = with_timeout(bad).map(|_| ()).unwrap_err();
+            assert_eq!(err.to_string(), "setting DELIVERY_TIMEOUT_MS: must be 1..=30000", "{bad}");
+        }
+    }
 }

@@ -4,7 +4,7 @@
 //!
 //! - `config-api`: `lambda_http::run(app.router(RouteSet::Admin))`
 //! - `ingest`: `lambda_http::run(app.router(RouteSet::Ingest))`
-//! - `dispatch`: `lambda_runtime::run(service_fn(|e| dispatch_batch(&batch, e.payload)))`
+//! - `dispatch`: `lambda_runtime::run(service_fn(|e| dispatch_batch(&batch, e.payload, e.context.deadline())))`
 //!
 //! Queue messages reach `dispatch` through the SQS event source with
 //! `ReportBatchItemFailures`: the event source deletes every message not reported as
@@ -13,13 +13,15 @@
 //! to come back after the visibility timeout.
 
 use std::collections::HashMap;
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use async_trait::async_trait;
 use aws_lambda_events::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent, SqsMessage};
 use chrono::Utc;
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 
 use crate::adapters::aws::{
     leased_from_lambda_message, AwsAdapters, AwsClients, QueueSettings, ResourceNames, SqsFiringQueue,
@@ -169,7 +171,11 @@ impl LambdaApp {
 
     /// What the dispatch function's handler calls `dispatch_batch` with.
     pub fn batch_dispatcher(&self) -> BatchDispatcher {
-        BatchDispatcher { dispatcher: self.app.dispatcher(), queue: self.queue.clone() }
+        BatchDispatcher {
+            dispatcher: self.app.dispatcher(),
+            queue: self.queue.clone(),
+            delivery_timeout: self.settings.delivery_timeout,
+        }
     }
 }
 
@@ -178,7 +184,32 @@ impl LambdaApp {
 pub struct BatchDispatcher {
     pub dispatcher: Dispatcher,
     pub queue: Arc<SqsFiringQueue>,
+    /// `DELIVERY_TIMEOUT_MS`: how long one send may take.
+    pub delivery_timeout: Duration,
 }
+
+impl BatchDispatcher {
+    /// How much of the invocation must be left to start a message: its request's
+    /// timeout plus `STORE_MARGIN`.
+    pub fn start_budget(&self) -> Duration {
+        self.delivery_timeout.saturating_add(STORE_MARGIN)
+    }
+}
+
+/// What a message needs beyond its request's timeout: the store reads before the send
+/// (delivered marker, postback index, current status) and the writes after it (log
+/// entry and marker, next attempt). Each takes milliseconds; the margin is one SDK
+/// call's `OPERATION_TIMEOUT` (retries included), so even one call that runs into its
+/// timeout still finishes before the invocation's deadline. With `DELIVERY_TIMEOUT_MS`
+/// at its maximum (30 s) a message starts only with 40 s of the dispatch function's
+/// 60 s left, which a fresh invocation always has.
+pub const STORE_MARGIN: Duration = crate::adapters::aws::OPERATION_TIMEOUT;
+
+/// How long before the deadline `dispatch_batch` stops waiting for messages still in
+/// flight and answers, reporting them as failed: a Lambda timeout would return every
+/// message of the batch, the delivered ones too. With `STORE_MARGIN` this only happens
+/// when several store calls in a row hang.
+pub const RESPONSE_GRACE: Duration = Duration::from_secs(1);
 
 /// What became of one queue message of a batch.
 #[derive(Debug, Clone, PartialEq)]
@@ -195,11 +226,28 @@ pub enum MessageOutcome {
     /// A dependency failed; reported as failed, so the message comes back after the
     /// visibility timeout.
     DependencyFailed(String),
+    /// Not started: too little of the invocation was left for a send and the store
+    /// writes after it. Reported as failed; it comes back after the visibility timeout.
+    NotStarted,
+    /// Handling it panicked (a bug); reported as failed like a dependency failure, so
+    /// it comes back and, panicking every time, ends in the dead-letter queue.
+    Panicked(String),
+    /// Still in flight when the handler had to answer (`RESPONSE_GRACE` before the
+    /// deadline); reported as failed. If its delivery was recorded after all, the
+    /// redelivered message finds the delivered marker and sends nothing.
+    Unfinished,
 }
 
 impl MessageOutcome {
     fn is_failure(&self) -> bool {
-        matches!(self, MessageOutcome::Unreadable(_) | MessageOutcome::DependencyFailed(_))
+        matches!(
+            self,
+            MessageOutcome::Unreadable(_)
+                | MessageOutcome::DependencyFailed(_)
+                | MessageOutcome::NotStarted
+                | MessageOutcome::Panicked(_)
+                | MessageOutcome::Unfinished
+        )
     }
 
     fn label(&self) -> &'static str {
@@ -212,25 +260,57 @@ impl MessageOutcome {
             MessageOutcome::Deferred => "deferred",
             MessageOutcome::Unreadable(_) => "unreadable",
             MessageOutcome::DependencyFailed(_) => "dependency_failed",
+            MessageOutcome::NotStarted => "not_started",
+            MessageOutcome::Panicked(_) => "panicked",
+            MessageOutcome::Unfinished => "unfinished",
         }
     }
 }
 
+/// One queue message of a batch, parsed once: grouping and dispatch both use it.
+#[derive(Debug, Clone)]
+pub struct BatchMessage {
+    pub message_id: Option<String>,
+    /// SQS's `ApproximateReceiveCount` attribute, for the logs.
+    pub receive_count: Option<String>,
+    /// The firing, or why the message is not one.
+    pub leased: Result<Leased, String>,
+}
+
+impl BatchMessage {
+    pub fn parse(message: &SqsMessage) -> Self {
+        #[cfg(test)]
+        tests::PARSES.with(|count| count.set(count.get() + 1));
+        Self {
+            message_id: message.message_id.clone(),
+            receive_count: message.attributes.get("ApproximateReceiveCount").cloned(),
+            leased: leased_from_lambda_message(message).map_err(|e| e.to_string()),
+        }
+    }
+
+    fn id(&self) -> &str {
+        self.message_id.as_deref().unwrap_or_default()
+    }
+
+    fn receive_count(&self) -> &str {
+        self.receive_count.as_deref().unwrap_or_default()
+    }
+}
+
 /// The messages grouped by firing and attempt, in batch order; an unreadable message
-/// is a group of its own.
-fn same_firing_groups(messages: Vec<SqsMessage>) -> Vec<Vec<SqsMessage>> {
-    let mut groups: Vec<Vec<SqsMessage>> = Vec::with_capacity(messages.len());
+/// is a group of its own. Each message keeps its position in the batch.
+fn same_firing_groups(messages: Vec<BatchMessage>) -> Vec<Vec<(usize, BatchMessage)>> {
+    let mut groups: Vec<Vec<(usize, BatchMessage)>> = Vec::with_capacity(messages.len());
     let mut by_firing: HashMap<(String, u32), usize> = HashMap::new();
-    for message in messages {
-        let key =
-            leased_from_lambda_message(&message).ok().map(|leased| (leased.firing.delivery_id, leased.firing.attempt));
+    for (position, message) in messages.into_iter().enumerate() {
+        let key = message.leased.as_ref().ok().map(|l| (l.firing.delivery_id.clone(), l.firing.attempt));
         match key.as_ref().and_then(|k| by_firing.get(k)) {
-            Some(&group) => groups[group].push(message),
+            Some(&group) => groups[group].push((position, message)),
             None => {
                 if let Some(key) = key {
                     by_firing.insert(key, groups.len());
                 }
-                groups.push(vec![message]);
+                groups.push(vec![(position, message)]);
             }
         }
     }
@@ -239,21 +319,25 @@ fn same_firing_groups(messages: Vec<SqsMessage>) -> Vec<Vec<SqsMessage>> {
 
 /// Process one message: parse, defer if early, else dispatch.
 pub async fn dispatch_message(batch: &BatchDispatcher, message: &SqsMessage) -> MessageOutcome {
-    let message_id = message.message_id.as_deref().unwrap_or_default();
-    let receive_count = message.attributes.get("ApproximateReceiveCount").map(String::as_str).unwrap_or("");
-    let leased = match leased_from_lambda_message(message) {
+    process_message(batch, BatchMessage::parse(message)).await
+}
+
+/// Process one parsed message: defer if early, else dispatch.
+async fn process_message(batch: &BatchDispatcher, message: BatchMessage) -> MessageOutcome {
+    let (message_id, receive_count) = (message.id(), message.receive_count());
+    let leased = match &message.leased {
         Ok(leased) => leased,
-        Err(e) => {
-            let outcome = MessageOutcome::Unreadable(e.to_string());
-            tracing::error!(message_id, receive_count, error = %e, outcome = outcome.label(),
+        Err(error) => {
+            let outcome = MessageOutcome::Unreadable(error.clone());
+            tracing::error!(message_id, receive_count, %error, outcome = outcome.label(),
                 "unreadable queue message; it goes to the dead-letter queue after its last receive");
             return outcome;
         }
     };
     let firing = &leased.firing;
-    let outcome = match batch.queue.requeue_if_early(&leased, Utc::now()).await {
+    let outcome = match batch.queue.requeue_if_early(leased, Utc::now()).await {
         Ok(true) => MessageOutcome::Deferred,
-        Ok(false) => match batch.dispatcher.process(&leased).await {
+        Ok(false) => match batch.dispatcher.process(leased).await {
             Ok(done) => MessageOutcome::Done(done),
             Err(e) => MessageOutcome::DependencyFailed(e.to_string()),
         },
@@ -284,24 +368,99 @@ pub async fn dispatch_message(batch: &BatchDispatcher, message: &SqsMessage) -> 
 /// twice, e.g. by a tracker's retry after a partial failure, can land in one batch) are
 /// processed one after the other, so the second sees the first's delivered marker
 /// instead of racing it to the receiver.
-pub async fn dispatch_batch(batch: &BatchDispatcher, event: SqsEvent) -> SqsBatchResponse {
+///
+/// `deadline` is the invocation's (`LambdaEvent.context.deadline()`). A message is
+/// started only while at least `start_budget()` (`DELIVERY_TIMEOUT_MS` +
+/// `STORE_MARGIN`) is left; later ones are reported as failed without being touched.
+/// `RESPONSE_GRACE` before the deadline the handler answers whatever is still in
+/// flight, reporting those as failed too. A message that finished is never reported as
+/// failed for lack of time. A panic while handling one message fails only that message.
+pub async fn dispatch_batch(batch: &BatchDispatcher, event: SqsEvent, deadline: SystemTime) -> SqsBatchResponse {
+    let limits =
+        BatchLimits { deadline: instant_of(deadline), start_budget: batch.start_budget(), grace: RESPONSE_GRACE };
+    run_batch(event.records, limits, |message| process_message(batch, message)).await
+}
+
+/// The wall-clock deadline as a monotonic instant (capped at a day away).
+fn instant_of(deadline: SystemTime) -> Instant {
+    let left = deadline.duration_since(SystemTime::now()).unwrap_or_default().min(Duration::from_secs(86_400));
+    Instant::now() + left
+}
+
+/// The time limits of one batch.
+#[derive(Debug, Clone, Copy)]
+struct BatchLimits {
+    deadline: Instant,
+    /// A message starts only while this much is left before the deadline.
+    start_budget: Duration,
+    /// The handler answers this long before the deadline.
+    grace: Duration,
+}
+
+impl BatchLimits {
+    fn left(&self) -> Duration {
+        self.deadline.saturating_duration_since(Instant::now())
+    }
+
+    fn may_start(&self) -> bool {
+        self.left() >= self.start_budget
+    }
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// `dispatch_batch` with the per-message work given (unit tests drive it with fakes).
+async fn run_batch<F, Fut>(records: Vec<SqsMessage>, limits: BatchLimits, process: F) -> SqsBatchResponse
+where
+    F: Fn(BatchMessage) -> Fut,
+    Fut: Future<Output = MessageOutcome>,
+{
     let started = Instant::now();
-    let total = event.records.len();
-    let outcomes: Vec<(Option<String>, MessageOutcome)> = futures::stream::iter(same_firing_groups(event.records))
-        .map(|group| async move {
-            let mut outcomes = Vec::with_capacity(group.len());
-            for message in group {
-                let outcome = dispatch_message(batch, &message).await;
-                outcomes.push((message.message_id, outcome));
-            }
-            outcomes
-        })
-        .buffer_unordered(DISPATCH_CONCURRENCY)
-        .flat_map(futures::stream::iter)
-        .collect()
-        .await;
+    let messages: Vec<BatchMessage> = records.iter().map(BatchMessage::parse).collect();
+    let total = messages.len();
+    if total > 0 && !limits.may_start() {
+        tracing::error!(
+            left_ms = millis(limits.left()),
+            needed_ms = millis(limits.start_budget),
+            "the invocation starts with less time than one message needs (DELIVERY_TIMEOUT_MS + store margin); \
+             raise the function's timeout or lower DELIVERY_TIMEOUT_MS"
+        );
+    }
+    let ids: Vec<Option<String>> = messages.iter().map(|m| m.message_id.clone()).collect();
+    let process = &process;
+    let mut finished = Box::pin(
+        futures::stream::iter(same_firing_groups(messages))
+            .map(|group| {
+                Box::pin(futures::stream::iter(group).then(move |(position, message)| async move {
+                    (position, run_one(message, limits, process).await)
+                }))
+            })
+            .flatten_unordered(DISPATCH_CONCURRENCY),
+    );
+    let cutoff = tokio::time::Instant::from_std(limits.deadline.checked_sub(limits.grace).unwrap_or(limits.deadline));
+    let mut outcomes: Vec<Option<MessageOutcome>> = vec![None; total];
+    loop {
+        match tokio::time::timeout_at(cutoff, finished.next()).await {
+            Ok(Some((position, outcome))) => outcomes[position] = Some(outcome),
+            Ok(None) => break,
+            // The rest is dropped unfinished: answering now beats a Lambda timeout,
+            // which would return every message of the batch.
+            Err(_) => break,
+        }
+    }
+    drop(finished);
     let mut response = SqsBatchResponse::default();
-    for (message_id, outcome) in outcomes {
+    for (message_id, outcome) in ids.into_iter().zip(outcomes) {
+        let outcome = outcome.unwrap_or_else(|| {
+            tracing::error!(
+                message_id = message_id.as_deref().unwrap_or_default(),
+                outcome = MessageOutcome::Unfinished.label(),
+                "still in flight at the invocation's deadline; reported as failed"
+            );
+            MessageOutcome::Unfinished
+        });
         if !outcome.is_failure() {
             continue;
         }
@@ -318,15 +477,74 @@ pub async fn dispatch_batch(batch: &BatchDispatcher, event: SqsEvent) -> SqsBatc
     tracing::info!(
         messages = total,
         failures = response.batch_item_failures.len(),
-        duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+        duration_ms = millis(started.elapsed()),
+        left_ms = millis(limits.left()),
         "batch dispatched"
     );
     response
 }
 
+/// One message within the batch's limits: not started when the deadline is too near,
+/// a panic turned into that message's failure.
+async fn run_one<F, Fut>(message: BatchMessage, limits: BatchLimits, process: &F) -> MessageOutcome
+where
+    F: Fn(BatchMessage) -> Fut,
+    Fut: Future<Output = MessageOutcome>,
+{
+    let (message_id, receive_count) = (message.id().to_string(), message.receive_count().to_string());
+    let (message_id, receive_count) = (message_id.as_str(), receive_count.as_str());
+    // What the logs name the firing by, kept for a panic (the message moves into the work).
+    let (delivery_id, postback_id, attempt) = match &message.leased {
+        Ok(l) => (l.firing.delivery_id.clone(), l.firing.postback_id.clone(), l.firing.attempt),
+        Err(_) => (String::new(), String::new(), 0),
+    };
+    if !limits.may_start() {
+        let outcome = MessageOutcome::NotStarted;
+        tracing::warn!(
+            message_id,
+            receive_count,
+            left_ms = millis(limits.left()),
+            needed_ms = millis(limits.start_budget),
+            outcome = outcome.label(),
+            "too close to the invocation's deadline to start; the message comes back after the visibility timeout"
+        );
+        return outcome;
+    }
+    // The future is built inside the guarded block, so a panic while building it is
+    // caught too.
+    match AssertUnwindSafe(async { process(message).await }).catch_unwind().await {
+        Ok(outcome) => outcome,
+        Err(panic) => {
+            let error = panic_text(panic.as_ref());
+            let outcome = MessageOutcome::Panicked(error.clone());
+            tracing::error!(
+                message_id, receive_count, %delivery_id, %postback_id, attempt,
+                outcome = outcome.label(), %error,
+                "handling the message panicked; only it fails, and it comes back after the visibility timeout"
+            );
+            outcome
+        }
+    }
+}
+
+fn panic_text(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<String>()
+        .cloned()
+        .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+        .unwrap_or_else(|| "(no message)".into())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::cell::Cell;
+    use std::sync::Mutex;
+
+    thread_local! {
+        /// `BatchMessage::parse` calls on this thread (the tests' runtime is single-threaded).
+        pub(super) static PARSES: Cell<usize> = const { Cell::new(0) };
+    }
 
     fn message(id: &str, body: &str) -> SqsMessage {
         let mut m = SqsMessage::default();
@@ -344,9 +562,32 @@ mod tests {
         .to_string()
     }
 
+    fn limits(deadline_in: Duration, start_budget: Duration, grace: Duration) -> BatchLimits {
+        BatchLimits { deadline: Instant::now() + deadline_in, start_budget, grace }
+    }
+
+    fn failed(response: &SqsBatchResponse) -> Vec<&str> {
+        response.batch_item_failures.iter().map(|f| f.item_identifier.as_str()).collect()
+    }
+
+    /// The fake per-message work: records which message ids it was called for.
+    #[derive(Default)]
+    struct Calls(Mutex<Vec<String>>);
+
+    impl Calls {
+        fn record(&self, message: &BatchMessage) {
+            self.0.lock().unwrap().push(message.id().to_string());
+        }
+        fn ids(&self) -> Vec<String> {
+            let mut ids = self.0.lock().unwrap().clone();
+            ids.sort();
+            ids
+        }
+    }
+
     #[test]
     fn messages_of_one_firing_attempt_are_grouped_in_order() {
-        let messages = vec![
+        let messages = [
             message("m1", &firing("d1", 1)),
             message("m2", "not a firing"),
             message("m3", &firing("d2", 1)),
@@ -354,10 +595,148 @@ mod tests {
             message("m5", &firing("d1", 2)),
             message("m6", "not a firing"),
         ];
-        let ids: Vec<Vec<String>> = same_firing_groups(messages)
-            .iter()
-            .map(|group| group.iter().filter_map(|m| m.message_id.clone()).collect())
+        let parsed = messages.iter().map(BatchMessage::parse).collect();
+        let ids: Vec<Vec<(usize, String)>> = same_firing_groups(parsed)
+            .into_iter()
+            .map(|group| group.into_iter().map(|(i, m)| (i, m.id().to_string())).collect())
             .collect();
-        assert_eq!(ids, vec![vec!["m1", "m4"], vec!["m2"], vec!["m3"], vec!["m5"], vec!["m6"]]);
+        let expected = [vec![(0, "m1"), (3, "m4")], vec![(1, "m2")], vec![(2, "m3")], vec![(4, "m5")], vec![(5, "m6")]];
+        let expected: Vec<Vec<(usize, String)>> =
+            expected.iter().map(|g| g.iter().map(|(i, id)| (*i, id.to_string())).collect()).collect();
+        assert_eq!(ids, expected);
+    }
+
+    #[tokio::test]
+    async fn each_message_is_parsed_once() {
+        let records = vec![
+            message("m1", &firing("d1", 1)),
+            message("m2", &firing("d1", 1)),
+            message("m3", "not a firing"),
+            message("m4", &firing("d2", 1)),
+        ];
+        PARSES.with(|c| c.set(0));
+        let seen = Mutex::new(Vec::new());
+        let response =
+            run_batch(records, limits(Duration::from_secs(60), Duration::ZERO, RESPONSE_GRACE), |m: BatchMessage| {
+                let delivery = m.leased.as_ref().map(|l| l.firing.delivery_id.clone()).ok();
+                seen.lock().unwrap().push((m.id().to_string(), delivery));
+                async { MessageOutcome::Done(AttemptOutcome::Delivered) }
+            })
+            .await;
+        assert_eq!(PARSES.with(Cell::get), 4, "one parse per message, shared by grouping and dispatch");
+        assert!(response.batch_item_failures.is_empty());
+        let mut seen = seen.into_inner().unwrap();
+        seen.sort();
+        let firing_of = |d: &str| Some(d.to_string());
+        assert_eq!(
+            seen,
+            [
+                ("m1".to_string(), firing_of("d1")),
+                ("m2".into(), firing_of("d1")),
+                ("m3".into(), None),
+                ("m4".into(), firing_of("d2"))
+            ],
+            "the work gets the parsed firing"
+        );
+    }
+
+    /// m1 and m3 start at once; m2 (the same firing as m1) would start after m1, when
+    /// less than its budget is left: it is reported failed and never handed to the work.
+    #[tokio::test]
+    async fn a_near_deadline_leaves_messages_unstarted_and_reports_only_them() {
+        let records =
+            vec![message("m1", &firing("d1", 1)), message("m2", &firing("d1", 1)), message("m3", &firing("d2", 1))];
+        let calls = Calls::default();
+        let near = limits(Duration::from_millis(2000), Duration::from_millis(1500), Duration::from_millis(50));
+        let response = run_batch(records, near, |m| {
+            calls.record(&m);
+            async {
+                tokio::time::sleep(Duration::from_millis(700)).await;
+                MessageOutcome::Done(AttemptOutcome::Delivered)
+            }
+        })
+        .await;
+        assert_eq!(failed(&response), ["m2"], "only the unstarted message; the delivered ones are not failures");
+        assert_eq!(calls.ids(), ["m1", "m3"], "the unstarted message was not sent");
+
+        // A deadline already too near: nothing starts, everything is reported.
+        let calls = Calls::default();
+        let records = vec![message("m1", &firing("d1", 1)), message("m2", "not a firing")];
+        let too_near = limits(Duration::from_secs(5), Duration::from_secs(13), RESPONSE_GRACE);
+        let response = run_batch(records, too_near, |m| {
+            calls.record(&m);
+            async { MessageOutcome::Done(AttemptOutcome::Delivered) }
+        })
+        .await;
+        assert_eq!(failed(&response), ["m1", "m2"]);
+        assert!(calls.ids().is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_panic_fails_only_its_message() {
+        let records = vec![
+            message("m1", &firing("d1", 1)),
+            message("m2", &firing("d1", 1)),
+            message("m3", &firing("d2", 1)),
+            message("m4", &firing("d3", 1)),
+        ];
+        let calls = Calls::default();
+        let response = run_batch(records, limits(Duration::from_secs(60), Duration::ZERO, RESPONSE_GRACE), |m| {
+            calls.record(&m);
+            let id = m.id().to_string();
+            async move {
+                tokio::task::yield_now().await;
+                match id.as_str() {
+                    "m1" => panic!("boom in m1"),
+                    "m4" => MessageOutcome::DependencyFailed("down".into()),
+                    _ => MessageOutcome::Done(AttemptOutcome::Delivered),
+                }
+            }
+        })
+        .await;
+        assert_eq!(failed(&response), ["m1", "m4"], "the panicking one and the real failure, nothing else");
+        assert_eq!(calls.ids(), ["m1", "m2", "m3", "m4"], "m2 (after m1 in its group) still ran");
+
+        // A panic while building the work's future is caught as well.
+        let response = run_batch(
+            vec![message("m1", &firing("d1", 1)), message("m2", &firing("d2", 1))],
+            limits(Duration::from_secs(60), Duration::ZERO, RESPONSE_GRACE),
+            |m| {
+                assert_ne!(m.id(), "m2", "sync panic");
+                async { MessageOutcome::Deferred }
+            },
+        )
+        .await;
+        assert_eq!(failed(&response), ["m2"]);
+    }
+
+    #[tokio::test]
+    async fn messages_still_in_flight_at_the_grace_are_reported_and_the_rest_is_not() {
+        let records = vec![message("m1", &firing("d1", 1)), message("m2", &firing("d2", 1))];
+        let started = Instant::now();
+        let limits = limits(Duration::from_millis(600), Duration::ZERO, Duration::from_millis(100));
+        let response = run_batch(records, limits, |m| {
+            let slow = m.id() == "m1";
+            async move {
+                if slow {
+                    tokio::time::sleep(Duration::from_secs(30)).await;
+                }
+                MessageOutcome::Done(AttemptOutcome::Delivered)
+            }
+        })
+        .await;
+        assert_eq!(failed(&response), ["m1"]);
+        let took = started.elapsed();
+        assert!(took >= Duration::from_millis(450) && took < Duration::from_secs(5), "answered at the grace: {took:?}");
+    }
+
+    #[test]
+    fn the_deadline_becomes_an_instant() {
+        let soon = instant_of(SystemTime::now() + Duration::from_secs(10));
+        let left = soon.saturating_duration_since(Instant::now());
+        assert!(left > Duration::from_secs(9) && left <= Duration::from_secs(10), "{left:?}");
+        assert!(instant_of(SystemTime::UNIX_EPOCH) <= Instant::now(), "a past deadline is now");
+        let capped = instant_of(SystemTime::now() + Duration::from_secs(10 * 86_400));
+        assert!(capped.saturating_duration_since(Instant::now()) <= Duration::from_secs(86_400));
     }
 }

@@ -258,7 +258,7 @@ async fn aws_calls_per_event_and_per_firing() {
         async move {
             let mut event = aws_lambda_events::sqs::SqsEvent::default();
             event.records = records;
-            let response = dispatch_batch(&batcher, event).await;
+            let response = dispatch_batch(&batcher, event, fresh_deadline()).await;
             assert!(response.batch_item_failures.is_empty());
         }
     };

@@ -222,7 +222,7 @@ async fn full_flow_delivers_each_firing_once() {
     assert_eq!(logs(&d, &format!("postback_id={conv_pb}&outcome=delivered")).await.len(), 1);
 
     // SQS delivers the same messages again (at-least-once): nothing is sent twice.
-    let response = dispatch_batch(&d.dispatch.batch_dispatcher(), event.clone()).await;
+    let response = dispatch_batch(&d.dispatch.batch_dispatcher(), event.clone(), fresh_deadline()).await;
     assert!(response.batch_item_failures.is_empty());
     assert_eq!(sink.received().len(), 2, "a redelivered message fired again");
     assert_eq!(logs(&d, "transaction_id=T1").await.len(), 2, "no entry for the redelivery");
@@ -246,10 +246,44 @@ async fn the_same_firing_twice_in_one_batch_is_sent_once() {
     let mut twin = event.records[0].clone();
     twin.message_id = Some("twin-message".into());
     event.records.push(twin);
-    let response = dispatch_batch(&d.dispatch.batch_dispatcher(), event).await;
+    let response = dispatch_batch(&d.dispatch.batch_dispatcher(), event, fresh_deadline()).await;
     assert!(response.batch_item_failures.is_empty());
     assert_eq!(sink.received().len(), 1, "one firing, one request");
     assert_eq!(logs(&d, "transaction_id=T6").await.len(), 1);
+}
+
+/// An invocation with less time left than one send needs (`DELIVERY_TIMEOUT_MS` 3 s
+/// here, plus the 10 s store margin) starts nothing: every message is a batch item
+/// failure, nothing is sent or logged, and the messages stay on the queue. The same
+/// messages with a fresh invocation's time are delivered, and none is reported.
+#[tokio::test]
+async fn a_near_deadline_starts_nothing_and_reports_the_messages() {
+    require_emulators!();
+    let sink = Sink::start().await;
+    let d = Deployment::new("deadline").await;
+    create_postback(&d, json!({"name": "Late", "type": "click", "url": sink.url("/late?d={delivery_id}")})).await;
+    create_postback(&d, json!({"name": "Later", "type": "click", "url": sink.url("/later?d={delivery_id}")})).await;
+    assert_eq!(post_events(&d, click("T7")).await.body["matched"], 2);
+    let event = receive_event(&d, 2, Duration::from_secs(10)).await;
+    let batch = d.dispatch.batch_dispatcher();
+    assert_eq!(batch.start_budget(), Duration::from_secs(13));
+
+    let near = std::time::SystemTime::now() + Duration::from_secs(5);
+    let response = dispatch_batch(&batch, event.clone(), near).await;
+    let mut failed: Vec<&str> = response.batch_item_failures.iter().map(|f| f.item_identifier.as_str()).collect();
+    let mut all: Vec<&str> = event.records.iter().filter_map(|m| m.message_id.as_deref()).collect();
+    failed.sort_unstable();
+    all.sort_unstable();
+    assert_eq!(failed, all, "every unstarted message is reported");
+    finish_batch(&d, &event, &response).await;
+    assert!(sink.received().is_empty(), "nothing was sent");
+    assert!(logs(&d, "transaction_id=T7").await.is_empty(), "nothing was attempted");
+
+    let response = dispatch_batch(&batch, event.clone(), fresh_deadline()).await;
+    assert!(response.batch_item_failures.is_empty(), "{response:?}");
+    finish_batch(&d, &event, &response).await;
+    assert_eq!(sink.received().len(), 2);
+    assert_eq!(logs(&d, "transaction_id=T7&outcome=delivered").await.len(), 2);
 }
 
 /// A 5xx receiver: the attempt is logged as retrying and attempt 2 appears on the queue
@@ -280,7 +314,7 @@ async fn a_failing_receiver_queues_the_next_attempt() {
     assert!(Utc::now() + chrono::Duration::milliseconds(200) >= next_at, "not received before it was due");
 
     sink.answer(200);
-    let response = dispatch_batch(&d.dispatch.batch_dispatcher(), event.clone()).await;
+    let response = dispatch_batch(&d.dispatch.batch_dispatcher(), event.clone(), fresh_deadline()).await;
     finish_batch(&d, &event, &response).await;
     assert!(response.batch_item_failures.is_empty());
     let received = sink.received();
@@ -330,7 +364,7 @@ async fn unreadable_messages_fail_and_early_ones_are_deferred() {
     // The committed fixture: the unreadable second record fails; the first names a
     // postback that does not exist here and is logged as skipped.
     let event: SqsEvent = serde_json::from_value(fixture("dispatch", "sqs-event")).unwrap();
-    let response = dispatch_batch(&d.dispatch.batch_dispatcher(), event).await;
+    let response = dispatch_batch(&d.dispatch.batch_dispatcher(), event, fresh_deadline()).await;
     let failed: Vec<&str> = response.batch_item_failures.iter().map(|f| f.item_identifier.as_str()).collect();
     assert_eq!(failed, ["059f36b4-87a3-44ab-83d2-661975830a7d"]);
     let entries = logs(&d, "transaction_id=T-fixture-1").await;
@@ -486,7 +520,7 @@ async fn dependency_failures_are_503_and_leave_nothing_half_written() {
     let event = receive_event(&d, 1, Duration::from_secs(10)).await;
     let clients = clients_with_dead(true, false).await;
     let broken = LambdaApp::build(settings(&[]), &clients, &d.names);
-    let response = dispatch_batch(&broken.batch_dispatcher(), event.clone()).await;
+    let response = dispatch_batch(&broken.batch_dispatcher(), event.clone(), fresh_deadline()).await;
     let failed: Vec<&str> = response.batch_item_failures.iter().map(|f| f.item_identifier.as_str()).collect();
     assert_eq!(failed, [event.records[0].message_id.as_deref().unwrap()]);
     assert!(sink.received().is_empty());

@@ -160,6 +160,28 @@ fn log_entry(fired_at: DateTime<Utc>, postback_id: &str, txid: &str, outcome: Ou
 }
 
 /// Receive until `n` firings arrived or `within` passed.
+/// A positive signal instead of "sleep, then assert nothing came back": queue a sentinel
+/// that becomes visible after `after`, receive until it arrives, and return what else
+/// was handed out meanwhile. Anything that came back within the sentinel's delay (an
+/// acked message whose lease ran out, a retried one not deleted) is in that list.
+async fn received_before_sentinel(queue: &dyn FiringQueue, name: &str, after: Duration) -> Vec<Leased> {
+    let sentinel = firing(name, Utc::now() + chrono::Duration::from_std(after).unwrap());
+    queue.enqueue(std::slice::from_ref(&sentinel)).await.unwrap();
+    let deadline = Instant::now() + after + Duration::from_secs(15);
+    let mut others = Vec::new();
+    while Instant::now() < deadline {
+        let got = queue.receive(10).await.unwrap();
+        let (mine, rest): (Vec<Leased>, Vec<Leased>) = got.into_iter().partition(|l| l.firing.delivery_id == name);
+        others.extend(rest);
+        if let Some(leased) = mine.first() {
+            queue.ack(leased).await.unwrap();
+            return others;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("sentinel {name} never arrived");
+}
+
 async fn receive_n(queue: &dyn FiringQueue, n: usize, within: Duration) -> Vec<Leased> {
     let deadline = Instant::now() + within;
     let mut got = Vec::new();
@@ -468,8 +490,8 @@ async fn queue_sends_batches_of_ten_and_acks() {
     for leased in &got {
         queue.ack(leased).await.unwrap();
     }
-    tokio::time::sleep(LEASE + Duration::from_millis(500)).await;
-    assert!(queue.receive(10).await.unwrap().is_empty(), "acked messages never come back");
+    let back = received_before_sentinel(&queue, "sentinel-acked", LEASE + Duration::from_secs(1)).await;
+    assert!(back.is_empty(), "acked messages never come back: {:?}", back.len());
 }
 
 #[tokio::test]
@@ -517,8 +539,8 @@ async fn queue_delays_leases_and_retries() {
     assert_eq!(retried.len(), 1);
     assert_eq!(retried[0].firing.attempt, 2);
     queue.ack(&retried[0]).await.unwrap();
-    tokio::time::sleep(LEASE + Duration::from_millis(500)).await;
-    assert!(queue.receive(10).await.unwrap().is_empty(), "the retried message was deleted");
+    let back = received_before_sentinel(&queue, "sentinel-retried", LEASE + Duration::from_secs(1)).await;
+    assert!(back.is_empty(), "the retried message was deleted");
 }
 
 #[tokio::test]

@@ -298,7 +298,8 @@ fn log_filter_defaults() {
 
 #[test]
 fn log_filter_parses_every_parameter() {
-    let cursor = Cursor { last_id: "0190abcd-0000-7000-8000-000000000001".into() };
+    let fired_at = chrono::DateTime::parse_from_rfc3339("2024-05-01T01:00:00.123456789Z").unwrap().to_utc();
+    let cursor = Cursor { fired_at, last_id: "0190abcd-0000-7000-8000-000000000001".into() };
     let encoded = cursor.encode();
     let f = LogFilter::from_query(&q(&[
         ("postback_id", "pb_1"),
@@ -325,6 +326,34 @@ fn log_filter_parses_every_parameter() {
     assert_eq!(f.to, Some(Utc.with_ymd_and_hms(2024, 5, 1, 0, 0, 0).unwrap()), "from == to is allowed");
     assert_eq!(f.limit, MAX_LOG_LIMIT);
     assert_eq!(f.cursor, Some(cursor));
+}
+
+/// The cursor carries the last entry's `fired_at` (to the nanosecond) and id; what this
+/// server did not issue, including the id-only `v1` cursors of before, is refused.
+#[test]
+fn log_cursor_round_trips_fired_at_and_id() {
+    use base64::Engine;
+    let b64 = |text: &str| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(text);
+    for time in ["2024-05-01T01:00:00.123456789Z", "1970-01-01T00:00:00Z", "1969-12-31T23:59:59.5Z"] {
+        let fired_at = chrono::DateTime::parse_from_rfc3339(time).unwrap().to_utc();
+        let cursor = Cursor { fired_at, last_id: "0190abcd-0000-7000-8000-000000000001".into() };
+        assert_eq!(Cursor::decode(&cursor.encode()), Ok(cursor), "{time}");
+    }
+    assert_eq!(Cursor::decode(&b64("v2:1714525200.000000001:abc")).unwrap().fired_at.timestamp_subsec_nanos(), 1);
+    for text in [
+        "v1:0190abcd-0000-7000-8000-000000000001",
+        "v2:1714525200:abc",
+        "v2:1714525200.1:abc",
+        "v2:+1714525200.000000000:abc",
+        "v2:1714525200.00000000x:abc",
+        "v2:99999999999999999999.000000000:abc",
+        "v2:1714525200.000000000:",
+        "v2:1714525200.000000000:a:b",
+        "v2:1714525200.000000000",
+    ] {
+        let err = Cursor::decode(&b64(text)).unwrap_err();
+        assert_eq!(err.field, "cursor", "{text}");
+    }
 }
 
 #[test]

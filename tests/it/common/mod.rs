@@ -142,8 +142,17 @@ pub struct Server {
     extra_env: Vec<(String, String)>,
 }
 
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+/// Read the server's stdout until its `listening on http://ADDR` line, then keep
+/// draining it on this thread so the child never blocks on a full pipe.
+fn bound_address(stdout: std::process::ChildStdout) -> Option<SocketAddr> {
+    use std::io::BufRead;
+    let mut lines = std::io::BufReader::new(stdout).lines();
+    let addr = lines
+        .by_ref()
+        .map_while(Result::ok)
+        .find_map(|line| line.strip_prefix("listening on http://").and_then(|a| a.trim().parse::<SocketAddr>().ok()))?;
+    std::thread::spawn(move || lines.for_each(drop));
+    Some(addr)
 }
 
 impl Server {
@@ -152,7 +161,7 @@ impl Server {
     pub async fn start(data_dir: &Path, env: &[(&str, &str)]) -> Server {
         let mut server = Server {
             base: String::new(),
-            port: free_port(),
+            port: 0,
             data_dir: data_dir.to_path_buf(),
             child: None,
             extra_env: env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
@@ -165,7 +174,8 @@ impl Server {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_postback-server"));
         cmd.env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())
-            .env("PORT", self.port.to_string())
+            // The OS picks a free port; the server prints the address it bound.
+            .env("PORT", "0")
             .env("DATA_DIR", &self.data_dir)
             .env("ADMIN_API_KEY", ADMIN_KEY)
             .env("INGEST_API_KEY", INGEST_KEY)
@@ -174,13 +184,18 @@ impl Server {
             .env("RETRY_MAX_ATTEMPTS", "3")
             .env("DELIVERY_TIMEOUT_MS", "2000")
             .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
+            .stdout(Stdio::piped())
             .stderr(Stdio::inherit());
         for (k, v) in &self.extra_env {
             cmd.env(k, v);
         }
-        self.child = Some(cmd.spawn().expect("start the server binary"));
-        self.base = format!("http://127.0.0.1:{}", self.port);
+        let mut child = cmd.spawn().expect("start the server binary");
+        let stdout = child.stdout.take().expect("piped stdout");
+        self.child = Some(child);
+        let addr = tokio::task::spawn_blocking(move || bound_address(stdout)).await.unwrap();
+        let addr = addr.expect("the server exited before printing the address it listens on");
+        self.port = addr.port();
+        self.base = format!("http://{addr}");
         let client = reqwest::Client::new();
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
@@ -300,6 +315,29 @@ impl Api {
             }
         }
     }
+    /// A positive signal that the dispatcher has worked through everything due before
+    /// now: fire a click postback (its own offer, `delay_seconds` later) and wait for it at
+    /// the sink. The queue hands out firings in due order, so any firing that was due
+    /// earlier (a wrong retry, a re-fire after a restart) has been sent by the time the
+    /// sentinel arrives. Replaces "sleep, then assert nothing more arrived".
+    pub async fn sentinel(&self, sink: &Sink, name: &str, delay_seconds: u32) {
+        let offer = format!("sentinel-{name}");
+        self.create_postback(serde_json::json!({
+            "name": format!("Sentinel {name}"), "type": "click", "offers": [offer],
+            "delay_seconds": delay_seconds,
+            "url": sink.url(&format!("/ok/sentinel/{name}?t={{transaction_id}}")),
+        }))
+        .await;
+        let r = self
+            .ingest(serde_json::json!({"type": "click", "transaction_id": format!("S-{name}"),
+                "offer_id": offer, "publisher_id": "sentinel"}))
+            .await;
+        assert_eq!(r.status, 202, "sentinel click: {}", r.body);
+        let wait = Duration::from_secs(u64::from(delay_seconds) + 20);
+        let hits = sink.wait_for(&format!("/ok/sentinel/{name}"), 1, wait).await;
+        assert_eq!(hits.len(), 1, "sentinel {name} did not arrive");
+    }
+
     /// Wait until the logs for `query` hold at least `n` entries matching `pred`.
     pub async fn wait_logs(
         &self,

@@ -1,9 +1,11 @@
-//! `LogStore` on DynamoDB. Entries are keyed by `id` (UUIDv7, so id order is time
-//! order) and listed newest first through one of three indexes, all sorted by `id`:
+//! `LogStore` on DynamoDB. Entries are keyed by `id` and listed newest first by
+//! `fired_at` (ties by id, descending) through one of three indexes, all sorted by
+//! `fired_key` = `fired_at` as fixed-width RFC 3339 UTC with nanoseconds + `#` + id:
 //! `by_transaction`, `by_postback`, or — with neither filter — `newest`, whose
 //! partition key spreads entries over `LOG_SHARDS` shards (`all#0`..) that a query
-//! merges. Time bounds become key conditions on `id`; the other filters are a
-//! FilterExpression. The cursor is the last id returned: every index resumes below it.
+//! merges. `from`/`to` become key conditions on `fired_key`; the other filters are a
+//! FilterExpression. The cursor is the last entry's `fired_at` and id, i.e. its
+//! `fired_key`: every index resumes below it.
 //!
 //! Delivered markers (`delivered#<delivery id>`) share the table; they carry no index
 //! attributes, so no listing sees them.
@@ -12,12 +14,12 @@ use std::collections::{BTreeMap, VecDeque};
 
 use async_trait::async_trait;
 use aws_sdk_dynamodb::types::{AttributeValue, Put, TransactWriteItem};
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, SecondsFormat, Utc};
 use futures::future::try_join_all;
 
 use super::error::{build_error, unavailable};
 use super::item::{batch_put, doc, expires_at, get_s, is_expired, n, s, to_json, Item, DOC, EXPIRES_AT};
-use super::resources::{LOGS_BY_POSTBACK, LOGS_BY_TRANSACTION, LOGS_NEWEST};
+use super::resources::{LOGS_BY_POSTBACK, LOGS_BY_TRANSACTION, LOGS_NEWEST, LOGS_SORT_KEY};
 use crate::domain::firing::Firing;
 use crate::domain::log::{Cursor, LogEntry, LogFilter, LogPage, DEFAULT_LOG_LIMIT, MAX_LOG_LIMIT};
 use crate::ports::{LogStore, StoreError, StoreResult};
@@ -37,19 +39,13 @@ const OFFER_ID: &str = "offer_id";
 const PUBLISHER_ID: &str = "publisher_id";
 const STATUS_CODE: &str = "status_code";
 const OUTCOME: &str = "outcome";
-/// `fired_at` in nanoseconds since the epoch, for exact time filters.
-const FIRED_AT_NS: &str = "fired_at_ns";
+/// The indexes' sort key (`fired_key`).
+const FIRED_KEY: &str = LOGS_SORT_KEY;
 
 const DELIVERED_PREFIX: &str = "delivered#";
 /// A delivered marker outlives any redelivery of the message that delivered: SQS keeps
 /// messages 14 days (and a DLQ redrive can bring one back within that time).
 const MIN_MARKER_TTL: chrono::Duration = chrono::Duration::days(15);
-/// A log id is minted when its attempt is logged, at or a little after `fired_at` (the
-/// request's duration, clock skew between functions), never much before it; so `from`
-/// also bounds the id range read (widened by this much) and `fired_at` is filtered
-/// exactly. `to` cannot bound ids (an entry may be logged any time after it fired), so
-/// it is only a filter.
-const ID_TIME_SLACK: chrono::Duration = chrono::Duration::minutes(15);
 /// Items evaluated per Query page when filters may discard many of them.
 const FILTERED_PAGE: i32 = 1000;
 
@@ -66,55 +62,65 @@ fn shard_of(id: &str) -> u32 {
     hash % LOG_SHARDS
 }
 
-fn nanos(t: DateTime<Utc>) -> i128 {
-    i128::from(t.timestamp()) * 1_000_000_000 + i128::from(t.timestamp_subsec_nanos())
+/// `t` clamped to the years 0000-9999, whose RFC 3339 form has the fixed width that
+/// makes text order time order.
+fn key_time(t: DateTime<Utc>) -> DateTime<Utc> {
+    // 0000-01-01T00:00:00Z and 9999-12-31T23:59:59.999999999Z.
+    let min = DateTime::from_timestamp(-62_167_219_200, 0).unwrap_or(DateTime::<Utc>::MIN_UTC);
+    let max = DateTime::from_timestamp(253_402_300_799, 999_999_999).unwrap_or(DateTime::<Utc>::MAX_UTC);
+    t.clamp(min, max)
 }
 
-/// The text prefix of every UUIDv7 minted in the millisecond of `t`:
-/// `xxxxxxxx-xxxx` (48-bit big-endian millisecond timestamp).
-fn uuid7_prefix(t: DateTime<Utc>) -> String {
-    let ms = u64::try_from(t.timestamp_millis()).unwrap_or(0).min((1 << 48) - 1);
-    let hex = format!("{ms:012x}");
-    format!("{}-{}", &hex[..8], &hex[8..])
+/// `fired_at` as the fixed-width text that sorts like the time:
+/// `2026-01-02T03:04:05.123456789Z`.
+fn time_key(t: DateTime<Utc>) -> String {
+    key_time(t).to_rfc3339_opts(SecondsFormat::Nanos, true)
 }
 
-/// Lowest id minted at or after `t`.
-fn id_floor(t: DateTime<Utc>) -> String {
-    uuid7_prefix(t)
+/// The indexes' sort key of an entry (or of a cursor's position): its `fired_at` key,
+/// `#`, its id. Ordered as the listing is: by `fired_at`, then by id.
+fn fired_key(fired_at: DateTime<Utc>, id: &str) -> String {
+    format!("{}#{id}", time_key(fired_at))
 }
 
-/// The sort-key range a listing reads: ids at or above `low` (from `from`), below `high`
-/// (the cursor: the last id already returned).
+/// The sort-key range a listing reads: keys at or above `low` (from `from`), below
+/// `high` (the smaller of: the cursor's key, the first key after `to`).
 #[derive(Debug, Clone, PartialEq, Eq)]
-struct IdRange {
+struct KeyRange {
     low: Option<String>,
     high: Option<String>,
 }
 
-impl IdRange {
-    fn for_filter(filter: &LogFilter) -> IdRange {
-        IdRange {
-            low: filter.from.map(|t| id_floor(t - ID_TIME_SLACK)),
-            high: filter.cursor.as_ref().map(|Cursor { last_id }| last_id.clone()),
-        }
+impl KeyRange {
+    fn for_filter(filter: &LogFilter) -> KeyRange {
+        // A bare time key sorts before every `time#id` of that time and after every
+        // earlier one, so it bounds inclusively from below and exclusively from above.
+        let low = filter.from.map(time_key);
+        let to_high = filter.to.and_then(|t| t.checked_add_signed(chrono::Duration::nanoseconds(1))).map(time_key);
+        let cursor_high = filter.cursor.as_ref().map(|c| fired_key(c.fired_at, &c.last_id));
+        let high = match (to_high, cursor_high) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        KeyRange { low, high }
     }
 
     fn is_empty(&self) -> bool {
         matches!((&self.low, &self.high), (Some(l), Some(h)) if l >= h)
     }
 
-    fn admits(&self, id: &str) -> bool {
-        self.low.as_deref().is_none_or(|l| id >= l) && self.high.as_deref().is_none_or(|h| id < h)
+    fn admits(&self, key: &str) -> bool {
+        self.low.as_deref().is_none_or(|l| key >= l) && self.high.as_deref().is_none_or(|h| key < h)
     }
 
     /// The sort-key part of a KeyConditionExpression, with its values.
     fn condition(&self) -> (Option<&'static str>, Vec<(&'static str, String)>) {
         match (&self.low, &self.high) {
             (None, None) => (None, vec![]),
-            (Some(l), None) => (Some("#id >= :lo"), vec![(":lo", l.clone())]),
-            (None, Some(h)) => (Some("#id < :hi"), vec![(":hi", h.clone())]),
-            // BETWEEN is inclusive; the exclusive cursor bound is then dropped by `admits`.
-            (Some(l), Some(h)) => (Some("#id BETWEEN :lo AND :hi"), vec![(":lo", l.clone()), (":hi", h.clone())]),
+            (Some(l), None) => (Some("#fk >= :lo"), vec![(":lo", l.clone())]),
+            (None, Some(h)) => (Some("#fk < :hi"), vec![(":hi", h.clone())]),
+            // BETWEEN is inclusive; the exclusive upper bound is then dropped by `admits`.
+            (Some(l), Some(h)) => (Some("#fk BETWEEN :lo AND :hi"), vec![(":lo", l.clone()), (":hi", h.clone())]),
         }
     }
 }
@@ -124,7 +130,8 @@ struct Source {
     index: &'static str,
     hash_attribute: &'static str,
     hash_value: String,
-    buffer: VecDeque<LogEntry>,
+    /// Entries read and not merged yet, with their sort keys.
+    buffer: VecDeque<(String, LogEntry)>,
     start_key: Option<Item>,
     done: bool,
 }
@@ -132,7 +139,7 @@ struct Source {
 /// The Query parts every source of one listing shares.
 struct Plan<'a> {
     filter: &'a LogFilter,
-    range: IdRange,
+    range: KeyRange,
     filter_expression: String,
     names: BTreeMap<String, String>,
     values: BTreeMap<String, AttributeValue>,
@@ -171,17 +178,11 @@ impl<'a> Plan<'a> {
         if let Some(outcome) = filter.outcome {
             add(OUTCOME, "=", s(outcome.as_str()));
         }
-        if let Some(from) = filter.from {
-            add(FIRED_AT_NS, ">=", n(nanos(from)));
-        }
-        if let Some(to) = filter.to {
-            add(FIRED_AT_NS, "<=", n(nanos(to)));
-        }
         let filtered = conditions.len() > 1;
         let want = i32::try_from(want).unwrap_or(FILTERED_PAGE);
         Plan {
             filter,
-            range: IdRange::for_filter(filter),
+            range: KeyRange::for_filter(filter),
             filter_expression: conditions.join(" AND "),
             names,
             values,
@@ -203,7 +204,7 @@ impl DynamoLogStore {
             (SHARD.to_string(), s(format!("all#{}", shard_of(&entry.id)))),
             (TYPE.to_string(), s(entry.kind.as_str())),
             (OUTCOME.to_string(), s(entry.outcome.as_str())),
-            (FIRED_AT_NS.to_string(), n(nanos(entry.fired_at))),
+            (FIRED_KEY.to_string(), s(fired_key(entry.fired_at, &entry.id))),
             (EXPIRES_AT.to_string(), expires_at(now, self.retention)),
         ]);
         // Index key attributes may not be empty strings; an entry without one is simply
@@ -264,7 +265,7 @@ impl DynamoLogStore {
                 None => "#hk = :hk".to_string(),
             };
             // DynamoDB rejects names and values the expressions do not use.
-            let id_name = range_condition.map(|_| ID.to_string());
+            let key_name = range_condition.map(|_| FIRED_KEY.to_string());
             let mut query = self
                 .client
                 .query()
@@ -283,8 +284,8 @@ impl DynamoLogStore {
             for (k, v) in &plan.values {
                 query = query.expression_attribute_values(k, v.clone());
             }
-            if let Some(id) = id_name {
-                query = query.expression_attribute_names("#id", id);
+            if let Some(name) = key_name {
+                query = query.expression_attribute_names("#fk", name);
             }
             for (k, v) in range_values {
                 query = query.expression_attribute_values(k, s(v));
@@ -292,8 +293,9 @@ impl DynamoLogStore {
             let page = query.send().await.map_err(|e| unavailable("DynamoDB Query logs", e))?;
             for item in page.items() {
                 let entry = Self::parse_entry(item)?;
-                if plan.range.admits(&entry.id) && plan.filter.matches(&entry) {
-                    source.buffer.push_back(entry);
+                let key = fired_key(entry.fired_at, &entry.id);
+                if plan.range.admits(&key) && plan.filter.matches(&entry) {
+                    source.buffer.push_back((key, entry));
                 }
             }
             match page.last_evaluated_key {
@@ -409,19 +411,19 @@ impl LogStore for DynamoLogStore {
         while items.len() < want {
             try_join_all(sources.iter_mut().filter(|s| s.buffer.is_empty() && !s.done).map(|s| self.fill(s, &plan)))
                 .await?;
-            // Merge: the newest head among the sources comes next.
+            // Merge: the head with the highest sort key (newest) comes next.
             let newest = sources
                 .iter_mut()
                 .filter(|s| !s.buffer.is_empty())
-                .max_by(|a, b| a.buffer.front().map(|e| &e.id).cmp(&b.buffer.front().map(|e| &e.id)));
+                .max_by(|a, b| a.buffer.front().map(|(k, _)| k).cmp(&b.buffer.front().map(|(k, _)| k)));
             match newest.and_then(|s| s.buffer.pop_front()) {
-                Some(entry) => items.push(entry),
+                Some((_, entry)) => items.push(entry),
                 None => break,
             }
         }
         let next_cursor = if items.len() > limit {
             items.truncate(limit);
-            items.last().map(|e| Cursor { last_id: e.id.clone() }.encode())
+            items.last().map(|e| Cursor::after(e).encode())
         } else {
             None
         };
@@ -434,27 +436,74 @@ mod tests {
     use super::*;
     use chrono::TimeZone;
 
-    #[test]
-    fn id_floor_is_at_or_below_uuid7_ids_of_its_millisecond() {
-        let t = Utc.timestamp_millis_opt(1_767_225_600_123).unwrap();
-        let ts = uuid::Timestamp::from_unix(uuid::NoContext, 1_767_225_600, 123_000_000);
-        let id = uuid::Uuid::new_v7(ts).to_string();
-        assert!(id_floor(t) <= id, "{} {id}", id_floor(t));
-        let later = Utc.timestamp_millis_opt(1_767_225_600_124).unwrap();
-        assert!(id < id_floor(later));
+    fn at(secs: i64, nanos: u32) -> DateTime<Utc> {
+        Utc.timestamp_opt(secs, nanos).unwrap()
     }
 
     #[test]
-    fn cursor_is_the_exclusive_upper_bound() {
-        let t = Utc.timestamp_millis_opt(1_767_225_600_000).unwrap();
-        let mut filter = LogFilter { to: Some(t), ..LogFilter::default() };
-        assert_eq!(IdRange::for_filter(&filter).high, None, "`to` does not bound ids");
-        filter.cursor = Some(Cursor { last_id: "0000".into() });
-        let range = IdRange::for_filter(&filter);
-        assert_eq!(range.high.as_deref(), Some("0000"));
-        assert!(!range.admits("0000") && range.admits("00"));
-        filter.from = Some(t);
-        assert!(IdRange::for_filter(&filter).is_empty());
+    fn fired_keys_sort_by_fired_at_then_id() {
+        let ids = ["0190a0a0-0000-7000-8000-00000000000b", "0190a0a0-0000-7000-8000-00000000000a"];
+        // (fired_at, id) pairs in the listing's order, ascending; ids deliberately
+        // opposite to time.
+        let ordered = [
+            (at(1_767_225_599, 999_999_999), ids[0]),
+            (at(1_767_225_600, 0), ids[1]),
+            (at(1_767_225_600, 0), ids[0]),
+            (at(1_767_225_600, 1), ids[1]),
+            (at(1_767_225_600, 100_000_000), ids[1]),
+            (at(1_767_225_609, 0), ids[1]),
+            (at(1_767_225_610, 0), ids[0]),
+        ];
+        let keys: Vec<String> = ordered.iter().map(|(t, id)| fired_key(*t, id)).collect();
+        let mut sorted = keys.clone();
+        sorted.sort();
+        assert_eq!(keys, sorted);
+        assert_eq!(keys[1], "2026-01-01T00:00:00.000000000Z#0190a0a0-0000-7000-8000-00000000000a");
+        assert!(keys.iter().all(|k| k.len() == keys[0].len()), "fixed width");
+    }
+
+    #[test]
+    fn time_bounds_and_the_cursor_bound_the_key_range() {
+        let t = at(1_767_225_600, 500);
+        let key = |secs_offset: i64, nanos: i64, id: &str| {
+            fired_key(t + chrono::Duration::seconds(secs_offset) + chrono::Duration::nanoseconds(nanos), id)
+        };
+        let mut filter = LogFilter { from: Some(t), to: Some(t), ..LogFilter::default() };
+        let range = KeyRange::for_filter(&filter);
+        assert!(range.admits(&key(0, 0, "a")) && range.admits(&key(0, 0, "zzzz")), "from and to are inclusive");
+        assert!(!range.admits(&key(0, -1, "zzzz")) && !range.admits(&key(0, 1, "0")), "and exact to the nanosecond");
+        assert!(!range.is_empty());
+
+        // The cursor is an exclusive upper bound on (fired_at, id).
+        filter = LogFilter { cursor: Some(Cursor { fired_at: t, last_id: "m".into() }), ..LogFilter::default() };
+        let range = KeyRange::for_filter(&filter);
+        assert_eq!(range.high.as_deref(), Some(key(0, 0, "m").as_str()));
+        assert!(range.admits(&key(0, 0, "l")) && !range.admits(&key(0, 0, "m")) && !range.admits(&key(0, 0, "n")));
+        assert!(range.admits(&key(-1, 0, "z")));
+        // With `to` as well, the lower of the two bounds counts.
+        filter.to = Some(t - chrono::Duration::seconds(1));
+        assert!(!KeyRange::for_filter(&filter).admits(&key(0, 0, "l")));
+        assert!(KeyRange::for_filter(&filter).admits(&key(-1, 0, "z")));
+        filter.to = Some(t + chrono::Duration::seconds(1));
+        assert_eq!(KeyRange::for_filter(&filter).high.as_deref(), Some(key(0, 0, "m").as_str()));
+        // A cursor older than `from`: nothing left.
+        filter.from = Some(t + chrono::Duration::nanoseconds(1));
+        assert!(KeyRange::for_filter(&filter).is_empty());
+    }
+
+    #[test]
+    fn times_outside_years_0000_to_9999_are_clamped() {
+        // `from` in an offset that moves it past 9999 in UTC, `to` at the very end.
+        let late = DateTime::parse_from_rfc3339("9999-12-31T23:00:00-02:00").unwrap().with_timezone(&Utc);
+        let range = KeyRange::for_filter(&LogFilter { from: Some(late), ..LogFilter::default() });
+        assert!(!range.admits(&fired_key(Utc::now(), "x")), "a bound past 9999 admits nothing of today");
+        let end = DateTime::parse_from_rfc3339("9999-12-31T23:59:59.999999999Z").unwrap().with_timezone(&Utc);
+        let range = KeyRange::for_filter(&LogFilter { to: Some(end), ..LogFilter::default() });
+        assert!(range.admits(&fired_key(Utc::now(), "x")));
+        let early = DateTime::parse_from_rfc3339("0000-01-01T00:00:00+01:00").unwrap().with_timezone(&Utc);
+        let range = KeyRange::for_filter(&LogFilter { from: Some(early), ..LogFilter::default() });
+        assert!(range.admits(&fired_key(Utc::now(), "x")));
+        assert!(time_key(early).starts_with("0000-01-01T00:00:00"));
     }
 
     #[test]

@@ -54,6 +54,9 @@ pub(crate) const POSTBACKS_BY_TYPE: &str = "by_type";
 pub(crate) const LOGS_BY_POSTBACK: &str = "by_postback";
 pub(crate) const LOGS_BY_TRANSACTION: &str = "by_transaction";
 pub(crate) const LOGS_NEWEST: &str = "newest";
+/// The log indexes' sort key: `fired_at` (fixed-width RFC 3339, UTC, nanoseconds) + `#`
+/// + id, so every index lists newest first by `fired_at`, ties by id (`logs.rs`).
+pub(crate) const LOGS_SORT_KEY: &str = "fired_key";
 
 /// Postbacks: by id; by type for matching and for listing (see `docs/aws.md`).
 pub const POSTBACKS_TABLE: TableDef = TableDef {
@@ -76,9 +79,9 @@ pub const LOGS_TABLE: TableDef = TableDef {
     logical_id: "LogsTable",
     key: KeyDef { hash: "id", range: None },
     indexes: &[
-        IndexDef { name: LOGS_BY_POSTBACK, key: KeyDef { hash: "postback_id", range: Some("id") } },
-        IndexDef { name: LOGS_BY_TRANSACTION, key: KeyDef { hash: "transaction_id", range: Some("id") } },
-        IndexDef { name: LOGS_NEWEST, key: KeyDef { hash: "log_shard", range: Some("id") } },
+        IndexDef { name: LOGS_BY_POSTBACK, key: KeyDef { hash: "postback_id", range: Some(LOGS_SORT_KEY) } },
+        IndexDef { name: LOGS_BY_TRANSACTION, key: KeyDef { hash: "transaction_id", range: Some(LOGS_SORT_KEY) } },
+        IndexDef { name: LOGS_NEWEST, key: KeyDef { hash: "log_shard", range: Some(LOGS_SORT_KEY) } },
     ],
     ttl_attribute: Some("expires_at"),
 };

@@ -9,6 +9,8 @@ use serde_yaml::Value;
 
 use super::env;
 use super::resources::{KeyDef, TableDef, FIRING_QUEUE, SCHEDULER_ROLE_LOGICAL_ID, SCHEDULE_GROUP_LOGICAL_ID, TABLES};
+use crate::entry::config::MAX_DELIVERY_TIMEOUT_MS;
+use crate::entry::lambda::STORE_MARGIN;
 
 const TEMPLATE: &str = include_str!("../../../../template.yaml");
 
@@ -134,6 +136,16 @@ fn check_template(text: &str) -> Vec<String> {
         "queue VisibilityTimeout >= 6 x dispatch Timeout",
         u64::from(FIRING_QUEUE.visibility_timeout_s) >= timeout.saturating_mul(6),
     );
+    // DELIVERY_TIMEOUT_MS: the template's bounds are the code's, and the longest request
+    // plus the store margin fits a fresh dispatch invocation (else nothing ever starts).
+    let delivery_timeout = &doc["Parameters"]["DeliveryTimeoutMs"];
+    expect("DeliveryTimeoutMs MinValue 1", as_u64(&delivery_timeout["MinValue"]) == Some(1));
+    expect(
+        &format!("DeliveryTimeoutMs MaxValue {MAX_DELIVERY_TIMEOUT_MS} (entry::config)"),
+        as_u64(&delivery_timeout["MaxValue"]) == Some(MAX_DELIVERY_TIMEOUT_MS),
+    );
+    let budget_ms = MAX_DELIVERY_TIMEOUT_MS + u64::try_from(STORE_MARGIN.as_millis()).unwrap_or(u64::MAX);
+    expect("dispatch Timeout > DeliveryTimeoutMs MaxValue + store margin", timeout.saturating_mul(1000) > budget_ms);
     let source = &dispatch["Events"]["Firings"]["Properties"];
     expect("dispatch reads the firing queue", source["Queue"] == tagged("!GetAtt", "FiringQueue.Arn"));
     expect(
@@ -185,5 +197,9 @@ fn the_check_notices_a_difference() {
     let changed =
         TEMPLATE.replace("TimeToLiveSpecification: { AttributeName: expires_at, Enabled: true }\n      Point", "Point");
     assert!(check_template(&changed).iter().any(|p| p == "TouchesTable: TTL attribute"));
+    let changed = TEMPLATE.replace("MaxValue: 30000", "MaxValue: 300000");
+    assert_eq!(check_template(&changed), ["DeliveryTimeoutMs MaxValue 30000 (entry::config)"]);
+    let changed = TEMPLATE.replace("Timeout: 60\n", "Timeout: 40\n");
+    assert_eq!(check_template(&changed), ["dispatch Timeout > DeliveryTimeoutMs MaxValue + store margin"]);
     assert!(!check_template("Resources: {}").is_empty());
 }

@@ -136,27 +136,27 @@ impl LogStore for EmbeddedStore {
         let (sql, params) = query_sql(filter, nanos(self.cutoff(Utc::now())), limit);
         self.read(move |conn| {
             let mut stmt = conn.prepare_cached(&sql)?;
-            let rows: Vec<(String, String, Option<String>)> = stmt
-                .query_map(rusqlite::params_from_iter(params), |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))?
+            let rows: Vec<(String, Option<String>)> = stmt
+                .query_map(rusqlite::params_from_iter(params), |row| Ok((row.get(0)?, row.get(1)?)))?
                 .collect::<Result<_, _>>()?;
             // One row more than the page tells whether another page follows.
             let has_more = rows.len() > limit;
             let mut items = Vec::with_capacity(limit.min(rows.len()));
-            let mut last_id = None;
-            for (id, body, firing) in rows.into_iter().take(limit) {
+            for (body, firing) in rows.into_iter().take(limit) {
                 items.push(read_entry(&body, firing.as_deref())?);
-                last_id = Some(id);
             }
-            let next_cursor = last_id.filter(|_| has_more).map(|last_id| Cursor { last_id }.encode());
+            let next_cursor = items.last().filter(|_| has_more).map(|last| Cursor::after(last).encode());
             Ok(LogPage { items, next_cursor })
         })
         .await
     }
 }
 
-/// The newest-first query for a filter; every set filter becomes a `WHERE` term.
+/// The listing's query for a filter: newest first by `fired_at`, ties by id (both
+/// descending, as the indexes `logs_by_*` on `(…, fired_at_ns, id)` read backwards);
+/// every set filter becomes a `WHERE` term, the cursor a row-value bound.
 fn query_sql(filter: &LogFilter, cutoff_ns: i64, limit: usize) -> (String, Vec<Value>) {
-    let mut sql = String::from("SELECT id, body, firing FROM logs WHERE fired_at_ns >= ?");
+    let mut sql = String::from("SELECT body, firing FROM logs WHERE fired_at_ns >= ?");
     let mut params = vec![Value::Integer(cutoff_ns)];
     let mut term = |sql_term: &str, value: Value| {
         sql.push_str(" AND ");
@@ -191,9 +191,61 @@ fn query_sql(filter: &LogFilter, cutoff_ns: i64, limit: usize) -> (String, Vec<V
         term("fired_at_ns <= ?", Value::Integer(nanos(v)));
     }
     if let Some(cursor) = &filter.cursor {
-        term("id < ?", Value::Text(cursor.last_id.clone()));
+        sql.push_str(" AND (fired_at_ns, id) < (?, ?)");
+        params.push(Value::Integer(nanos(cursor.fired_at)));
+        params.push(Value::Text(cursor.last_id.clone()));
     }
-    sql.push_str(" ORDER BY id DESC LIMIT ?");
+    sql.push_str(" ORDER BY fired_at_ns DESC, id DESC LIMIT ?");
     params.push(Value::Integer(i64::try_from(limit + 1).unwrap_or(i64::MAX)));
     (sql, params)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::adapters::embedded::schema::open_writer;
+    use crate::domain::event::EventType;
+
+    /// Every listing reads an index in its order: no table scan, no sort of the matches.
+    #[test]
+    fn listings_read_an_index_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let conn = open_writer(&dir.path().join("db.sqlite"), "NORMAL").unwrap();
+        let t = Utc::now();
+        let cursor = Some(Cursor { fired_at: t, last_id: "0190a0a0-0000-7000-8000-000000000000".into() });
+        let cases = [
+            ("everything", LogFilter::default(), "logs_by_fired_at"),
+            ("postback", LogFilter { postback_id: Some("pb".into()), ..LogFilter::default() }, "logs_by_postback"),
+            (
+                "transaction",
+                LogFilter { transaction_id: Some("T".into()), ..LogFilter::default() },
+                "logs_by_transaction",
+            ),
+            ("cursor", LogFilter { cursor: cursor.clone(), ..LogFilter::default() }, "logs_by_fired_at"),
+            (
+                "postback, range and cursor",
+                LogFilter {
+                    postback_id: Some("pb".into()),
+                    from: Some(t),
+                    to: Some(t),
+                    cursor,
+                    ..LogFilter::default()
+                },
+                "logs_by_postback",
+            ),
+            ("type", LogFilter { kind: Some(EventType::Click), ..LogFilter::default() }, "logs_by_fired_at"),
+        ];
+        for (name, filter, index) in cases {
+            let (sql, params) = query_sql(&filter, 0, 10);
+            let plan: Vec<String> = conn
+                .prepare(&format!("EXPLAIN QUERY PLAN {sql}"))
+                .unwrap()
+                .query_map(rusqlite::params_from_iter(params), |r| r.get::<_, String>(3))
+                .unwrap()
+                .map(Result::unwrap)
+                .collect();
+            assert!(plan.iter().any(|step| step.contains(index)), "{name}: {plan:?}");
+            assert!(!plan.iter().any(|step| step.contains("TEMP B-TREE")), "{name} sorts: {plan:?}");
+        }
+    }
 }

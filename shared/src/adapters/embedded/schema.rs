@@ -88,6 +88,16 @@ const MIGRATIONS: &[&str] = &[
         quarantined_at INTEGER NOT NULL
     );
     ",
+    // 2: `GET /logs` is ordered by fired_at (ties by id), not by id (minted when the
+    // attempt is logged, after its request): the log indexes end in (fired_at_ns, id).
+    "
+    DROP INDEX logs_by_postback;
+    DROP INDEX logs_by_transaction;
+    DROP INDEX logs_by_fired_at;
+    CREATE INDEX logs_by_postback ON logs(postback_id, fired_at_ns, id);
+    CREATE INDEX logs_by_transaction ON logs(transaction_id, fired_at_ns, id);
+    CREATE INDEX logs_by_fired_at ON logs(fired_at_ns, id);
+    ",
 ];
 
 /// The schema version this build writes.
@@ -159,6 +169,39 @@ mod tests {
         conn.pragma_update(None, "user_version", SCHEMA_VERSION + 1).unwrap();
         drop(conn);
         assert!(matches!(open_writer(&path, "FULL"), Err(SchemaError::TooNew { .. })));
+    }
+
+    /// A version-1 file (log indexes on id) gets the fired_at indexes and keeps its rows.
+    #[test]
+    fn version_1_gets_the_fired_at_log_indexes() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db.sqlite");
+        let conn = Connection::open(&path).unwrap();
+        conn.execute_batch(MIGRATIONS[0]).unwrap();
+        conn.pragma_update(None, "user_version", 1).unwrap();
+        conn.execute(
+            "INSERT INTO logs (id, postback_id, transaction_id, kind, outcome, fired_at_ns, body) \
+             VALUES ('l1', 'pb', 'T', 'click', 'delivered', 5, '{}')",
+            [],
+        )
+        .unwrap();
+        drop(conn);
+        let conn = open_writer(&path, "FULL").unwrap();
+        let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0)).unwrap();
+        assert_eq!(version, SCHEMA_VERSION);
+        let columns = |index: &str| -> Vec<String> {
+            conn.prepare(&format!("PRAGMA index_info({index})"))
+                .unwrap()
+                .query_map([], |r| r.get::<_, String>(2))
+                .unwrap()
+                .map(Result::unwrap)
+                .collect()
+        };
+        assert_eq!(columns("logs_by_postback"), ["postback_id", "fired_at_ns", "id"]);
+        assert_eq!(columns("logs_by_transaction"), ["transaction_id", "fired_at_ns", "id"]);
+        assert_eq!(columns("logs_by_fired_at"), ["fired_at_ns", "id"]);
+        let rows: i64 = conn.query_row("SELECT count(*) FROM logs", [], |r| r.get(0)).unwrap();
+        assert_eq!(rows, 1);
     }
 
     #[test]

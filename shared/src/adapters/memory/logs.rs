@@ -104,26 +104,18 @@ impl LogStore for MemoryLogStore {
         };
         let cutoff = self.cutoff(self.clock.now());
         let logs = self.logs();
-        // The cursor names the last entry returned; the page goes on after its position.
-        // Should that entry be gone, ids (time-ordered) stand in for the position.
-        let after = filter.cursor.as_ref().map(|Cursor { last_id }| match logs.entries.get(last_id) {
-            Some(last) => (Some(last.fired_at), last_id.clone()),
-            None => (None, last_id.clone()),
-        });
+        // The page goes on strictly after the cursor's position in the listing order.
+        let after = filter.cursor.as_ref().map(|c| (c.fired_at, c.last_id.as_str()));
         let mut matching: Vec<&LogEntry> = logs
             .entries
             .values()
             .filter(|e| e.fired_at >= cutoff && filter.matches(e))
-            .filter(|e| match &after {
-                Some((Some(fired_at), id)) => position(e) < (*fired_at, id.as_str()),
-                Some((None, id)) => e.id.as_str() < id.as_str(),
-                None => true,
-            })
+            .filter(|e| after.is_none_or(|after| position(e) < after))
             .collect();
         matching.sort_unstable_by(|a, b| position(b).cmp(&position(a)));
         let has_more = matching.len() > limit;
         let items: Vec<LogEntry> = matching.into_iter().take(limit).cloned().collect();
-        let next_cursor = items.last().filter(|_| has_more).map(|last| Cursor { last_id: last.id.clone() }.encode());
+        let next_cursor = items.last().filter(|_| has_more).map(|last| Cursor::after(last).encode());
         Ok(LogPage { items, next_cursor })
     }
 }

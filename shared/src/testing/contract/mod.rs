@@ -47,10 +47,7 @@ pub type Check = for<'a> fn(&'a Adapters) -> CheckFuture<'a>;
 /// - `common`: every adapter must pass these;
 /// - `enqueue_dedupe`: only for queues that deduplicate at enqueue time (the embedded
 ///   and memory queues; SQS cannot: it relies on the delivered marker instead, which
-///   `common` covers);
-/// - `fired_at_order`: logs listed newest first by `fired_at`, ties by id, whatever the
-///   id order (the spec's order; the memory log store follows it; the real adapters
-///   join once they order by `fired_at`, then this list moves into `common`).
+///   `common` covers).
 #[doc(hidden)]
 #[macro_export]
 macro_rules! __contract_check_lists {
@@ -69,6 +66,7 @@ macro_rules! __contract_check_lists {
                 touches_record_and_mark_seen,
                 logs_append_and_get,
                 logs_newest_first,
+                logs_newest_first_by_fired_at,
                 logs_every_filter,
                 logs_pagination_without_gaps_or_duplicates,
                 logs_record_delivered_once,
@@ -84,9 +82,6 @@ macro_rules! __contract_check_lists {
                 queue_duplicate_enqueue_is_one_message,
                 queue_enqueue_of_delivered_firing_is_dropped,
             ]
-            fired_at_order: [
-                logs_newest_first_by_fired_at_then_id,
-            ]
         }
     };
 }
@@ -98,14 +93,11 @@ macro_rules! __contract_check_consts {
         {}
         common: [$($common:ident),* $(,)?]
         enqueue_dedupe: [$($dedupe:ident),* $(,)?]
-        fired_at_order: [$($fired:ident),* $(,)?]
     ) => {
         /// Every adapter must pass these.
         pub const CHECKS: &[(&str, Check)] = &[$((stringify!($common), |a| Box::pin($common(a)))),*];
         /// Only for queues that deduplicate at enqueue time.
         pub const ENQUEUE_DEDUPE_CHECKS: &[(&str, Check)] = &[$((stringify!($dedupe), |a| Box::pin($dedupe(a)))),*];
-        /// Only for log stores that list by `fired_at` (ties by id).
-        pub const FIRED_AT_ORDER_CHECKS: &[(&str, Check)] = &[$((stringify!($fired), |a| Box::pin($fired(a)))),*];
     };
 }
 
@@ -115,8 +107,8 @@ crate::__contract_check_lists!(__contract_check_consts {});
 /// `<your module>::checks::<check>`), each on `factory.fresh()` adapters. `factory` is
 /// an expression evaluated in every test (it sees the enclosing module's items); it
 /// must implement `postback::testing::AdapterFactory`. `extra` adds lists beyond
-/// `common` (`enqueue_dedupe`, `fired_at_order`); `before` is run first in every test
-/// (e.g. to skip without emulators).
+/// `common` (`enqueue_dedupe`); `before` is run first in every test (e.g. to skip
+/// without emulators).
 #[macro_export]
 macro_rules! contract_tests {
     (factory = $factory:expr $(, extra = [$($extra:ident),* $(,)?])? $(, before = $before:block)? $(,)?) => {
@@ -131,13 +123,12 @@ macro_rules! __contract_test_fns {
         { [$factory:expr] $before:tt [$($extra:ident)*] }
         common: [$($common:ident),* $(,)?]
         enqueue_dedupe: $dedupe:tt
-        fired_at_order: $fired:tt
     ) => {
         mod checks {
             #[allow(unused_imports)]
             use super::*;
             $( $crate::__contract_test_fn!([$factory] $before $common); )*
-            $( $crate::__contract_extra_list!($extra [$factory] $before enqueue_dedupe: $dedupe fired_at_order: $fired); )*
+            $( $crate::__contract_extra_list!($extra [$factory] $before enqueue_dedupe: $dedupe); )*
         }
     };
 }
@@ -146,10 +137,7 @@ macro_rules! __contract_test_fns {
 #[doc(hidden)]
 #[macro_export]
 macro_rules! __contract_extra_list {
-    (enqueue_dedupe [$factory:expr] $before:tt enqueue_dedupe: [$($check:ident),* $(,)?] fired_at_order: $other:tt) => {
-        $( $crate::__contract_test_fn!([$factory] $before $check); )*
-    };
-    (fired_at_order [$factory:expr] $before:tt enqueue_dedupe: $other:tt fired_at_order: [$($check:ident),* $(,)?]) => {
+    (enqueue_dedupe [$factory:expr] $before:tt enqueue_dedupe: [$($check:ident),* $(,)?]) => {
         $( $crate::__contract_test_fn!([$factory] $before $check); )*
     };
 }

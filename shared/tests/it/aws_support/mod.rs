@@ -256,11 +256,17 @@ pub async fn finish_batch(d: &Deployment, event: &SqsEvent, response: &SqsBatchR
     }
 }
 
+/// The deadline of a fresh dispatch invocation (the function's timeout is 60 s).
+pub fn fresh_deadline() -> std::time::SystemTime {
+    std::time::SystemTime::now() + Duration::from_secs(60)
+}
+
 /// Receive, dispatch through `dispatch_batch`, and finish the batch like the event source.
 pub async fn pump(d: &Deployment, want: usize, within: Duration) -> (SqsEvent, SqsBatchResponse) {
     let event = receive_event(d, want, within).await;
     assert_eq!(event.records.len(), want, "messages on the queue");
-    let response = postback::entry::lambda::dispatch_batch(&d.dispatch.batch_dispatcher(), event.clone()).await;
+    let response =
+        postback::entry::lambda::dispatch_batch(&d.dispatch.batch_dispatcher(), event.clone(), fresh_deadline()).await;
     finish_batch(d, &event, &response).await;
     (event, response)
 }
