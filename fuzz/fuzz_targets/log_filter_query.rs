@@ -1,13 +1,14 @@
-//! `LogFilter::from_query` (GET /logs) on the pairs of an arbitrary query string, and
+//! `parse::query::log_filter` (GET /logs) on the pairs of an arbitrary query string, and
 //! `Cursor::decode` on the raw text: never panic, and what they accept is consistent.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use postback::domain::log::{Cursor, LogFilter, MAX_LOG_LIMIT};
+use postback::domain::log::{Cursor, MAX_LOG_LIMIT};
+use postback::entry::http::parse;
 
 fuzz_target!(|data: &[u8]| {
     let pairs: Vec<(String, String)> = url::form_urlencoded::parse(data).into_owned().collect();
-    if let Ok(filter) = LogFilter::from_query(&pairs) {
+    if let Ok(filter) = parse::query::log_filter(&pairs) {
         assert!((1..=MAX_LOG_LIMIT).contains(&filter.limit), "limit {} out of range", filter.limit);
         if let (Some(from), Some(to)) = (filter.from, filter.to) {
             assert!(from <= to, "from {from} after to {to}");

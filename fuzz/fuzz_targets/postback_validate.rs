@@ -1,16 +1,17 @@
-//! `PostbackSpec::from_json` (POST/PUT /postbacks) on arbitrary JSON: never panics; what
+//! `parse::postback::spec_from_json` (POST/PUT /postbacks) on arbitrary JSON: never panics; what
 //! it accepts compiles, renders with sample values, and, PUT back as GOT, is accepted
 //! again unchanged.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
 use postback::domain::macros::{sample_event, MacroContext};
-use postback::domain::postback::{Postback, PostbackSpec};
+use postback::domain::postback::Postback;
+use postback::entry::http::parse::postback::spec_from_json;
 use postback_fuzz::received_at;
 
 fuzz_target!(|data: &[u8]| {
     let Ok(value) = serde_json::from_slice::<serde_json::Value>(data) else { return };
-    let Ok(spec) = PostbackSpec::from_json(&value) else { return };
+    let Ok(spec) = spec_from_json(&value) else { return };
 
     let postback = spec.clone().into_postback("pb_fuzz".to_string(), received_at(), received_at());
     let compiled = match postback.compile() {
@@ -45,7 +46,7 @@ fuzz_target!(|data: &[u8]| {
 
     // PUT back what was GOT: accepted again, unchanged.
     let json = serde_json::to_value(&postback).expect("a postback serializes");
-    let again = PostbackSpec::from_json(&json);
+    let again = spec_from_json(&json);
     assert_eq!(again.as_ref(), Ok(&spec), "re-validating the stored postback changed or refused it: {json}");
     let back: Postback = serde_json::from_value(json).expect("a stored postback deserializes");
     assert_eq!(back, postback, "the stored postback does not survive serde");

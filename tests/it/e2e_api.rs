@@ -111,6 +111,9 @@ async fn auth_limits_and_errors() {
     assert_eq!(api.get("/nope").await.status, 404);
     assert_eq!(api.admin(reqwest::Method::PATCH, "/postbacks", None).await.status, 405);
     assert_eq!(api.admin(reqwest::Method::DELETE, "/postbacks/nope", None).await.status, 404);
+    // An unknown id is a 404 even when the body would be refused.
+    assert_eq!(api.admin(reqwest::Method::PUT, "/postbacks/nope", Some(json!({"name": 1}))).await.status, 404);
+    assert_eq!(api.post("/postbacks/nope/preview", json!({"type": "bogus"})).await.status, 404);
 
     // Create → read → list filters → replace → delete.
     let id = api.create_postback(json!({"name": "A", "type": "conversion", "offers": ["O1"], "url": "https://a.example/?t={transaction_id}"})).await;

@@ -5,8 +5,6 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use super::ValidationError;
-
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum EventType {
@@ -106,35 +104,6 @@ pub struct Event {
 }
 
 impl Event {
-    /// Parse and validate one event from a JSON object (POST /events). Unknown fields are
-    /// rejected (extras belong in `params`). `received_at` is the default `timestamp`.
-    ///
-    /// Decisions beyond the spec: `null`, empty and all-blank values count as absent and
-    /// surrounding whitespace is trimmed; string fields also take JSON numbers (as their
-    /// JSON text), never booleans, lists or objects; control characters are refused.
-    /// `type` and `status` are case-insensitive. `status` is ignored (stored as none) for
-    /// impressions and clicks, `rejection_reason` is kept only with status `rejected`, and
-    /// `event_name` only for `event`. `payout`/`revenue` must be plain decimals (`-12.50`,
-    /// no exponent, at most 32 characters) and are kept as sent (a JSON number goes
-    /// through `f64`, so send a string for exact digits). `currency` and `country` are
-    /// stored upper case; `ip` in canonical form. `timestamp` is RFC 3339 (any offset,
-    /// stored as UTC) or whole unix seconds. `params` values may be strings, numbers or
-    /// booleans (stored as text).
-    pub fn from_json(value: &serde_json::Value, received_at: DateTime<Utc>) -> Result<Event, ValidationError> {
-        super::validate::event::from_json(value, received_at)
-    }
-
-    /// Parse and validate one event from query pairs (GET /events). `key` (the ingest
-    /// key) is skipped; `params.<k>` and any unrecognised pair go to `params`.
-    ///
-    /// The same rules as [`Event::from_json`]. A known field given twice is refused; a
-    /// repeated param keeps its first value; an unrecognised pair whose name cannot be a
-    /// param name (letters, digits, `_`, `-`, `.`, at most 64) is dropped, while an
-    /// explicit `params.<k>` / `params[k]` with such a name is refused.
-    pub fn from_query(pairs: &[(String, String)], received_at: DateTime<Utc>) -> Result<Event, ValidationError> {
-        super::validate::event::from_query(pairs, received_at)
-    }
-
     pub fn sub(&self, n: usize) -> Option<&str> {
         n.checked_sub(1).and_then(|i| self.subs.get(i)).and_then(|s| s.as_deref())
     }

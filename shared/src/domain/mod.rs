@@ -1,5 +1,7 @@
-//! Pure domain logic: models, validation, templates, matching, delivery policy.
-//! Nothing here touches AWS, HTTP frameworks, the clock of a store, or the network.
+//! Pure domain logic: models, the rules their values keep, templates, matching, delivery
+//! policy. Nothing here touches AWS, HTTP frameworks, the clock of a store, or the network;
+//! nor does it read requests: `crate::entry::http::parse` turns those into the typed values
+//! used here.
 
 pub mod delivery;
 pub mod enrich;
@@ -13,7 +15,7 @@ pub mod matching;
 pub mod postback;
 pub mod redact;
 pub mod render;
+pub mod rules;
 pub mod template;
-mod validate;
 
 pub use error::ValidationError;

@@ -1,4 +1,5 @@
-//! Postback configuration: the model, its validation and its compiled (parsed) form.
+//! Postback configuration: the model and its compiled (parsed) form. The rules a
+//! postback's values keep are in `super::rules::postback`.
 
 use std::collections::BTreeMap;
 
@@ -109,7 +110,8 @@ pub struct Postback {
     pub updated_at: DateTime<Utc>,
 }
 
-/// The validated content of a create/replace request (everything but id and timestamps).
+/// The validated content of a create/replace request (everything but id and timestamps),
+/// as `crate::entry::http::parse::postback::spec_from_json` reads it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct PostbackSpec {
     pub name: String,
@@ -129,20 +131,6 @@ pub struct PostbackSpec {
 }
 
 impl PostbackSpec {
-    /// Validate a create/replace request body. Every rule of the spec; errors name the
-    /// field (and, for templates, the macro). Unknown fields are rejected.
-    /// Read-only fields (`id`, `created_at`, `updated_at`) are ignored so a client can PUT
-    /// back what it GOT.
-    ///
-    /// Decisions beyond the spec's table: `null` counts as absent; `name` and `url` are
-    /// trimmed; `method` is case-insensitive (stored upper case); scope lists accept
-    /// integer ids and drop duplicates; `fire_on` is accepted but ignored for impression
-    /// and click postbacks; an empty `rejection_reasons` / `event_names` list is stored as
-    /// none; `Content-Type` and connection-managed headers cannot be set in `headers`.
-    pub fn from_json(value: &serde_json::Value) -> Result<Self, ValidationError> {
-        super::validate::postback::postback_spec(value)
-    }
-
     pub fn into_postback(self, id: String, created_at: DateTime<Utc>, updated_at: DateTime<Utc>) -> Postback {
         Postback {
             id,

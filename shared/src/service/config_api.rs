@@ -3,7 +3,6 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 use super::{App, AttemptOutcome, ServiceError, ServiceResult};
@@ -11,11 +10,11 @@ use crate::domain::event::{Event, EventType};
 use crate::domain::firing::Firing;
 use crate::domain::log::{LogEntry, LogFilter, LogPage};
 use crate::domain::macros::MacroContext;
-use crate::domain::postback::{CompiledPostback, Postback, PostbackSpec, Scope};
+use crate::domain::postback::{CompiledPostback, Postback, PostbackSpec};
 use crate::domain::redact::{redact_headers, REDACTED};
 use crate::domain::ValidationError;
 
-/// Filters of `GET /postbacks`.
+/// Filters of `GET /postbacks` (read by `crate::entry::http::parse::query::postback_filter`).
 #[derive(Debug, Default, Clone, PartialEq)]
 pub struct PostbackFilter {
     pub kind: Option<EventType>,
@@ -26,36 +25,6 @@ pub struct PostbackFilter {
 }
 
 impl PostbackFilter {
-    pub fn from_query(pairs: &[(String, String)]) -> Result<Self, ValidationError> {
-        let mut filter = PostbackFilter::default();
-        for (name, value) in pairs {
-            match name.as_str() {
-                "type" => {
-                    filter.kind = Some(EventType::parse(value).ok_or_else(|| {
-                        ValidationError::invalid("type", "type must be impression, click, conversion or event")
-                    })?)
-                }
-                "offer_id" => filter.offer_id = Some(value.clone()),
-                "publisher_id" => filter.publisher_id = Some(value.clone()),
-                "enabled" => {
-                    filter.enabled = Some(match value.as_str() {
-                        "true" => true,
-                        "false" => false,
-                        _ => return Err(ValidationError::invalid("enabled", "enabled must be true or false")),
-                    })
-                }
-                other => {
-                    return Err(ValidationError::new(
-                        "unknown_field",
-                        other,
-                        format!("unknown filter {other:?}; use type, offer_id, publisher_id or enabled"),
-                    ))
-                }
-            }
-        }
-        Ok(filter)
-    }
-
     fn matches(&self, p: &Postback) -> bool {
         self.kind.is_none_or(|k| k == p.kind)
             && self.enabled.is_none_or(|e| e == p.enabled)
@@ -104,8 +73,7 @@ pub struct TestOutput {
 }
 
 impl App {
-    pub async fn create_postback(&self, body: &serde_json::Value) -> ServiceResult<Postback> {
-        let spec = PostbackSpec::from_json(body)?;
+    pub async fn create_postback(&self, spec: PostbackSpec) -> ServiceResult<Postback> {
         let now = self.ports.clock.now();
         let postback = spec.into_postback(new_postback_id(), now, now);
         self.ports.postbacks.create(&postback).await?;
@@ -124,9 +92,8 @@ impl App {
 
     /// Replace a postback. A header sent back as `[REDACTED]` keeps its stored value, so
     /// a client can PUT what it GOT without knowing the secret.
-    pub async fn replace_postback(&self, id: &str, body: &serde_json::Value) -> ServiceResult<Postback> {
+    pub async fn replace_postback(&self, id: &str, mut spec: PostbackSpec) -> ServiceResult<Postback> {
         let existing = self.get_postback(id).await?;
-        let mut spec = PostbackSpec::from_json(body)?;
         for (name, value) in spec.headers.iter_mut() {
             if value == REDACTED {
                 match existing.headers.get(name) {
@@ -158,9 +125,8 @@ impl App {
     }
 
     /// Render the request a postback would send for a sample event; sends nothing.
-    pub async fn preview_postback(&self, id: &str, sample: Option<&serde_json::Value>) -> ServiceResult<PreviewOutput> {
+    pub async fn preview_postback(&self, id: &str, event: Event) -> ServiceResult<PreviewOutput> {
         let postback = self.compiled(id).await?;
-        let event = sample_event(&postback.postback, sample, self.ports.clock.now())?;
         let delivery_id = format!("preview_{}", uuid::Uuid::new_v4().simple());
         let ctx = MacroContext {
             event: &event,
@@ -177,14 +143,9 @@ impl App {
     }
 
     /// Send a postback now for a sample event; logged as a test, never retried.
-    pub async fn test_postback(
-        self: &Arc<Self>,
-        id: &str,
-        sample: Option<&serde_json::Value>,
-    ) -> ServiceResult<TestOutput> {
+    pub async fn test_postback(self: &Arc<Self>, id: &str, event: Event) -> ServiceResult<TestOutput> {
         let postback = self.compiled(id).await?;
         let now = self.ports.clock.now();
-        let event = sample_event(&postback.postback, sample, now)?;
         let firing = Firing {
             delivery_id: format!("test_{}", uuid::Uuid::new_v4().simple()),
             postback_id: postback.postback.id.clone(),
@@ -262,55 +223,4 @@ fn view(r: crate::domain::delivery::OutboundRequest) -> RequestView {
 
 fn new_postback_id() -> String {
     format!("pb_{}", uuid::Uuid::now_v7().simple())
-}
-
-/// The sample event for preview/test: defaults suited to the postback, overridden by
-/// any fields the admin sent (validated like an ingested event).
-fn sample_event(
-    postback: &Postback,
-    overrides: Option<&serde_json::Value>,
-    now: DateTime<Utc>,
-) -> Result<Event, ValidationError> {
-    let first = |scope: &Scope, fallback: &str| match scope {
-        Scope::Only(ids) => ids.first().cloned().unwrap_or_else(|| fallback.to_string()),
-        Scope::All => fallback.to_string(),
-    };
-    let mut sample = serde_json::json!({
-        "type": postback.kind.as_str(),
-        "transaction_id": format!("test-{}", uuid::Uuid::new_v4().simple()),
-        "offer_id": first(&postback.offers, "test-offer"),
-        "publisher_id": first(&postback.publishers, "test-publisher"),
-        "external_transaction_id": "test-click-id",
-        "payout": "1.00",
-        "revenue": "2.00",
-        "currency": "USD",
-        "sub1": "test-sub1",
-        "ip": "203.0.113.7",
-        "country": "US",
-        "user_agent": "postback-manager-test",
-    });
-    if let Some(obj) = sample.as_object_mut() {
-        if postback.kind.has_status() {
-            obj.insert("status".into(), "approved".into());
-        }
-        if postback.kind == EventType::Event {
-            let name = postback.event_names.as_ref().and_then(|n| n.first().cloned()).unwrap_or_else(|| "test".into());
-            obj.insert("event_name".into(), name.into());
-        }
-        // Accept `{"event": {...}}` as well as the event's fields at the top level.
-        let overrides = match overrides {
-            Some(serde_json::Value::Object(o)) if o.len() == 1 && o.contains_key("event") => o.get("event"),
-            other => other,
-        };
-        match overrides {
-            None | Some(serde_json::Value::Null) => {}
-            Some(serde_json::Value::Object(fields)) => {
-                for (k, v) in fields {
-                    obj.insert(k.clone(), v.clone());
-                }
-            }
-            Some(_) => return Err(ValidationError::invalid("event", "the sample event must be a JSON object")),
-        }
-    }
-    Event::from_json(&sample, now).map_err(|e| e.within("event."))
 }

@@ -12,9 +12,6 @@ use crate::domain::event::{Event, EventType};
 use crate::domain::firing::Firing;
 use crate::ports::TouchRecord;
 
-/// Most events in one `POST /events` batch.
-pub const MAX_BATCH: usize = 500;
-
 /// What ingest says about one event.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct IngestResult {

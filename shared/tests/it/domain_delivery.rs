@@ -1,5 +1,5 @@
 //! Delivery policy (backoff, classification, Retry-After), enrichment and the log
-//! filter's query parsing.
+//! filter's query parsing (`entry::http::parse::query::log_filter`).
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -9,6 +9,7 @@ use postback::domain::delivery::{parse_retry_after, OutboundResponse, RetryPolic
 use postback::domain::enrich::enrich_from_click;
 use postback::domain::event::{Event, EventType, Status};
 use postback::domain::log::{Cursor, LogFilter, Outcome, DEFAULT_LOG_LIMIT, MAX_LOG_LIMIT};
+use postback::entry::http::parse;
 use proptest::prelude::*;
 
 fn policy() -> RetryPolicy {
@@ -292,7 +293,7 @@ fn q(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
 
 #[test]
 fn log_filter_defaults() {
-    let f = LogFilter::from_query(&[]).unwrap();
+    let f = parse::query::log_filter(&[]).unwrap();
     assert_eq!(f, LogFilter { limit: DEFAULT_LOG_LIMIT, ..LogFilter::default() });
 }
 
@@ -301,7 +302,7 @@ fn log_filter_parses_every_parameter() {
     let fired_at = chrono::DateTime::parse_from_rfc3339("2024-05-01T01:00:00.123456789Z").unwrap().to_utc();
     let cursor = Cursor { fired_at, last_id: "0190abcd-0000-7000-8000-000000000001".into() };
     let encoded = cursor.encode();
-    let f = LogFilter::from_query(&q(&[
+    let f = parse::query::log_filter(&q(&[
         ("postback_id", "pb_1"),
         ("transaction_id", "T1"),
         ("type", "conversion"),
@@ -358,7 +359,7 @@ fn log_cursor_round_trips_fired_at_and_id() {
 
 #[test]
 fn log_filter_empty_value_means_unset() {
-    let f = LogFilter::from_query(&q(&[("offer_id", ""), ("limit", ""), ("status_code", "")])).unwrap();
+    let f = parse::query::log_filter(&q(&[("offer_id", ""), ("limit", ""), ("status_code", "")])).unwrap();
     assert_eq!(f.offer_id, None);
     assert_eq!(f.limit, DEFAULT_LOG_LIMIT);
     assert_eq!(f.status_code, None);
@@ -388,7 +389,7 @@ fn log_filter_errors_name_the_parameter() {
         (&[("transaction_id", long.as_str())], "too_long", "transaction_id"),
     ];
     for (pairs, code, field) in cases {
-        let err = LogFilter::from_query(&q(pairs)).unwrap_err();
+        let err = parse::query::log_filter(&q(pairs)).unwrap_err();
         assert_eq!((err.code, err.field.as_str()), (*code, *field), "{pairs:?}: {err}");
     }
 }

@@ -1,10 +1,13 @@
-//! Validation of postback configurations and ingested events: every rule, the field
+//! Validation of postback configurations and ingested events, as the edge parses them
+//! (`entry::http::parse`) with the domain's rules (`domain::rules`): every rule, the field
 //! each error names, and property tests that no input can make validation panic.
 
 use chrono::{DateTime, TimeZone, Utc};
 use postback::domain::event::{Event, EventType, Status};
-use postback::domain::postback::{FireOn, HttpMethod, PostbackSpec, Scope, MAX_DELAY_SECONDS};
+use postback::domain::postback::{FireOn, HttpMethod, Scope, MAX_DELAY_SECONDS};
 use postback::domain::ValidationError;
+use postback::entry::http::parse;
+use postback::entry::http::parse::postback::spec_from_json;
 use proptest::prelude::*;
 use serde_json::{json, Map, Value};
 
@@ -21,7 +24,7 @@ fn postback_with(field: &str, value: Value) -> Value {
 }
 
 fn postback_err(body: Value) -> ValidationError {
-    PostbackSpec::from_json(&body).expect_err("should be refused")
+    spec_from_json(&body).expect_err("should be refused")
 }
 
 fn assert_postback_err(body: Value, code: &str, field: &str) -> ValidationError {
@@ -32,7 +35,7 @@ fn assert_postback_err(body: Value, code: &str, field: &str) -> ValidationError 
 
 #[test]
 fn minimal_postback_gets_defaults() {
-    let spec = PostbackSpec::from_json(&base_postback()).unwrap();
+    let spec = spec_from_json(&base_postback()).unwrap();
     assert_eq!(spec.name, "Affiliate A");
     assert_eq!(spec.kind, EventType::Conversion);
     assert!(spec.enabled);
@@ -70,7 +73,7 @@ fn full_webhook_postback_is_accepted() {
         "created_at": "whatever",
         "updated_at": 5
     });
-    let spec = PostbackSpec::from_json(&body).unwrap();
+    let spec = spec_from_json(&body).unwrap();
     assert_eq!(spec.name, "CRM webhook");
     assert_eq!(spec.kind, EventType::Event);
     assert!(!spec.enabled);
@@ -92,9 +95,9 @@ fn postback_round_trips_through_its_api_form() {
         "offers": [7], "method": "PUT", "url": "https://a.example/{sub2}",
         "headers": {"X-Key": "k"}, "body": "{\"a\":\"{sub3}\"}", "delay_seconds": 60
     });
-    let spec = PostbackSpec::from_json(&body).unwrap();
+    let spec = spec_from_json(&body).unwrap();
     let stored = spec.clone().into_postback("pb_1".into(), Utc::now(), Utc::now());
-    let again = PostbackSpec::from_json(&serde_json::to_value(&stored).unwrap()).unwrap();
+    let again = spec_from_json(&serde_json::to_value(&stored).unwrap()).unwrap();
     assert_eq!(again, spec);
 }
 
@@ -120,7 +123,7 @@ fn postback_name_rules() {
     assert_postback_err(postback_with("name", json!(5)), "invalid", "name");
     assert_postback_err(postback_with("name", json!("a\nb")), "invalid", "name");
     assert_postback_err(postback_with("name", json!("é".repeat(201))), "too_long", "name");
-    assert!(PostbackSpec::from_json(&postback_with("name", json!("é".repeat(200)))).is_ok());
+    assert!(spec_from_json(&postback_with("name", json!("é".repeat(200)))).is_ok());
 }
 
 #[test]
@@ -131,7 +134,7 @@ fn postback_type_and_enabled() {
     assert_postback_err(postback_with("type", json!("sale")), "invalid", "type");
     assert_postback_err(postback_with("type", json!("Conversion")), "invalid", "type");
     for t in ["impression", "click", "conversion", "event"] {
-        assert!(PostbackSpec::from_json(&postback_with("type", json!(t))).is_ok(), "{t}");
+        assert!(spec_from_json(&postback_with("type", json!(t))).is_ok(), "{t}");
     }
     assert_postback_err(postback_with("enabled", json!("true")), "invalid", "enabled");
     assert_postback_err(postback_with("enabled", json!(1)), "invalid", "enabled");
@@ -152,8 +155,8 @@ fn postback_scope_rules() {
         let many: Vec<String> = (0..1001).map(|i| i.to_string()).collect();
         assert_postback_err(postback_with(field, json!(many)), "too_long", field);
         let max: Vec<String> = (0..1000).map(|i| i.to_string()).collect();
-        assert!(PostbackSpec::from_json(&postback_with(field, json!(max))).is_ok());
-        let spec = PostbackSpec::from_json(&postback_with(field, json!(["b", "a", "b", 10]))).unwrap();
+        assert!(spec_from_json(&postback_with(field, json!(max))).is_ok());
+        let spec = spec_from_json(&postback_with(field, json!(["b", "a", "b", 10]))).unwrap();
         let scope = if field == "offers" { spec.offers } else { spec.publishers };
         assert_eq!(scope, Scope::Only(vec!["b".into(), "a".into(), "10".into()]));
     }
@@ -168,18 +171,18 @@ fn fire_on_rejection_reasons_and_event_names() {
         ("rejected", FireOn::Rejected),
         ("all", FireOn::All),
     ] {
-        assert_eq!(PostbackSpec::from_json(&postback_with("fire_on", json!(fire_on))).unwrap().fire_on, expected);
+        assert_eq!(spec_from_json(&postback_with("fire_on", json!(fire_on))).unwrap().fire_on, expected);
     }
     // Accepted and ignored for clicks.
     let mut click = postback_with("type", json!("click"));
     click["fire_on"] = json!("rejected");
-    assert!(PostbackSpec::from_json(&click).is_ok());
+    assert!(spec_from_json(&click).is_ok());
 
     // rejection_reasons need fire_on rejected or all, on a type with a status.
     assert_postback_err(postback_with("rejection_reasons", json!(["fraud"])), "invalid", "rejection_reasons");
     let mut rejected = postback_with("fire_on", json!("rejected"));
     rejected["rejection_reasons"] = json!(["fraud"]);
-    assert!(PostbackSpec::from_json(&rejected).is_ok());
+    assert!(spec_from_json(&rejected).is_ok());
     click["rejection_reasons"] = json!(["fraud"]);
     assert_postback_err(click, "invalid", "rejection_reasons");
     rejected["rejection_reasons"] = json!(["fraud", ""]);
@@ -187,27 +190,24 @@ fn fire_on_rejection_reasons_and_event_names() {
     rejected["rejection_reasons"] = json!("fraud");
     assert_postback_err(rejected.clone(), "invalid", "rejection_reasons");
     rejected["rejection_reasons"] = json!([]);
-    assert_eq!(PostbackSpec::from_json(&rejected).unwrap().rejection_reasons, None);
-    assert_eq!(
-        PostbackSpec::from_json(&postback_with("rejection_reasons", json!([]))).unwrap().rejection_reasons,
-        None
-    );
+    assert_eq!(spec_from_json(&rejected).unwrap().rejection_reasons, None);
+    assert_eq!(spec_from_json(&postback_with("rejection_reasons", json!([]))).unwrap().rejection_reasons, None);
 
     // event_names only for event postbacks; empty means any.
     assert_postback_err(postback_with("event_names", json!(["deposit"])), "invalid", "event_names");
     let mut event = postback_with("type", json!("event"));
     event["event_names"] = json!(["deposit"]);
-    assert_eq!(PostbackSpec::from_json(&event).unwrap().event_names, Some(vec!["deposit".to_string()]));
+    assert_eq!(spec_from_json(&event).unwrap().event_names, Some(vec!["deposit".to_string()]));
     event["event_names"] = json!([]);
-    assert_eq!(PostbackSpec::from_json(&event).unwrap().event_names, None);
+    assert_eq!(spec_from_json(&event).unwrap().event_names, None);
     event["event_names"] = json!(["x".repeat(129)]);
     assert_postback_err(event, "too_long", "event_names[0]");
 }
 
 #[test]
 fn delay_seconds_rules() {
-    assert_eq!(PostbackSpec::from_json(&postback_with("delay_seconds", json!(0))).unwrap().delay_seconds, 0);
-    let max = PostbackSpec::from_json(&postback_with("delay_seconds", json!(MAX_DELAY_SECONDS))).unwrap();
+    assert_eq!(spec_from_json(&postback_with("delay_seconds", json!(0))).unwrap().delay_seconds, 0);
+    let max = spec_from_json(&postback_with("delay_seconds", json!(MAX_DELAY_SECONDS))).unwrap();
     assert_eq!(max.delay_seconds, MAX_DELAY_SECONDS);
     for bad in
         [json!(MAX_DELAY_SECONDS + 1), json!(-1), json!(1.5), json!(5.0), json!("10"), json!(true), json!(u64::MAX)]
@@ -219,7 +219,7 @@ fn delay_seconds_rules() {
 #[test]
 fn method_rules() {
     for (m, expected) in [("GET", HttpMethod::Get), ("post", HttpMethod::Post), ("Put", HttpMethod::Put)] {
-        assert_eq!(PostbackSpec::from_json(&postback_with("method", json!(m))).unwrap().method, expected);
+        assert_eq!(spec_from_json(&postback_with("method", json!(m))).unwrap().method, expected);
     }
     assert_postback_err(postback_with("method", json!("PATCH")), "invalid", "method");
     assert_postback_err(postback_with("method", json!(1)), "invalid", "method");
@@ -266,8 +266,7 @@ fn url_rules() {
         "https://aff.example/a b?q=é",
         "  https://aff.example/trimmed  ",
     ] {
-        let spec =
-            PostbackSpec::from_json(&postback_with("url", json!(good))).unwrap_or_else(|e| panic!("{good}: {e}"));
+        let spec = spec_from_json(&postback_with("url", json!(good))).unwrap_or_else(|e| panic!("{good}: {e}"));
         assert_eq!(spec.url, good.trim());
     }
     let err = assert_postback_err(postback_with("url", json!("https://a.example/?s={Sub5}")), "unknown_macro", "url");
@@ -281,7 +280,7 @@ fn url_rules() {
 #[test]
 fn header_rules() {
     let with_headers = |headers: Value| postback_with("headers", headers);
-    assert!(PostbackSpec::from_json(&with_headers(json!({}))).is_ok());
+    assert!(spec_from_json(&with_headers(json!({}))).is_ok());
     assert_postback_err(with_headers(json!(["a"])), "invalid", "headers");
     assert_postback_err(with_headers(json!("Authorization: x")), "invalid", "headers");
     assert_postback_err(with_headers(json!({"Bad Name": "x"})), "invalid", "headers.Bad Name");
@@ -294,7 +293,7 @@ fn header_rules() {
     assert_postback_err(with_headers(json!({"X-A": 1})), "invalid", "headers.X-A");
     assert_postback_err(with_headers(json!({"X-A": "a\r\nX-Injected: 1"})), "invalid", "headers.X-A");
     assert_postback_err(with_headers(json!({"X-A": "a\u{0}"})), "invalid", "headers.X-A");
-    assert!(PostbackSpec::from_json(&with_headers(json!({"X-A": "a\tb"}))).is_ok());
+    assert!(spec_from_json(&with_headers(json!({"X-A": "a\tb"}))).is_ok());
     let err =
         assert_postback_err(with_headers(json!({"X-Click": "{transactionid}"})), "unknown_macro", "headers.X-Click");
     assert!(err.message.contains("did you mean {transaction_id}?"), "{}", err.message);
@@ -304,7 +303,7 @@ fn header_rules() {
     let many: Map<String, Value> = (0..51).map(|i| (format!("X-H{i}"), json!("v"))).collect();
     assert_postback_err(with_headers(Value::Object(many)), "too_long", "headers");
     let fifty: Map<String, Value> = (0..50).map(|i| (format!("X-H{i}"), json!("v"))).collect();
-    assert_eq!(PostbackSpec::from_json(&with_headers(Value::Object(fifty))).unwrap().headers.len(), 50);
+    assert_eq!(spec_from_json(&with_headers(Value::Object(fifty))).unwrap().headers.len(), 50);
 }
 
 #[test]
@@ -319,11 +318,11 @@ fn body_rules() {
     };
     // GET cannot have a body; an empty body is no body.
     assert_postback_err(postback_with("body", json!("{}")), "invalid", "body");
-    assert_eq!(PostbackSpec::from_json(&postback_with("body", json!(""))).unwrap().body, None);
+    assert_eq!(spec_from_json(&postback_with("body", json!(""))).unwrap().body, None);
 
-    assert!(PostbackSpec::from_json(&post(json!(r#"{"lead": "{transaction_id}"}"#), None)).is_ok());
+    assert!(spec_from_json(&post(json!(r#"{"lead": "{transaction_id}"}"#), None)).is_ok());
     // Numeric macros may sit unquoted.
-    assert!(PostbackSpec::from_json(&post(json!(r#"{"amount": {payout}, "n": {attempt}}"#), None)).is_ok());
+    assert!(spec_from_json(&post(json!(r#"{"amount": {payout}, "n": {attempt}}"#), None)).is_ok());
     // Broken quoting is caught at save time.
     for broken in [
         r#"{"lead": "{transaction_id}"#,
@@ -336,23 +335,22 @@ fn body_rules() {
     }
     // The same check for +json types; none for other types.
     assert_postback_err(post(json!("[1,"), Some("application/vnd.api+json")), "invalid", "body");
-    assert!(PostbackSpec::from_json(&post(json!("lead={transaction_id}"), Some("application/x-www-form-urlencoded")))
-        .is_ok());
-    assert!(PostbackSpec::from_json(&post(json!("<lead>{transaction_id}</lead>"), Some("application/xml"))).is_ok());
+    assert!(spec_from_json(&post(json!("lead={transaction_id}"), Some("application/x-www-form-urlencoded"))).is_ok());
+    assert!(spec_from_json(&post(json!("<lead>{transaction_id}</lead>"), Some("application/xml"))).is_ok());
 
     let err = assert_postback_err(post(json!(r#"{"a": "{payot}"}"#), None), "unknown_macro", "body");
     assert!(err.message.contains("did you mean {payout}?"), "{}", err.message);
     assert_postback_err(post(json!("x={sub1"), Some("text/plain")), "unclosed_macro", "body");
     assert_postback_err(post(json!(format!("\"{}\"", "x".repeat(64 * 1024))), None), "too_long", "body");
-    assert!(PostbackSpec::from_json(&post(json!(format!("\"{}\"", "x".repeat(64 * 1024 - 2))), None)).is_ok());
+    assert!(spec_from_json(&post(json!(format!("\"{}\"", "x".repeat(64 * 1024 - 2))), None)).is_ok());
     assert_postback_err(post(json!({"lead": "x"}), None), "invalid", "body");
 }
 
 #[test]
 fn content_type_rules() {
     let ct = |v: Value| postback_with("content_type", v);
-    assert_eq!(PostbackSpec::from_json(&ct(json!("text/plain"))).unwrap().content_type, "text/plain");
-    assert_eq!(PostbackSpec::from_json(&ct(json!(""))).unwrap().content_type, "application/json");
+    assert_eq!(spec_from_json(&ct(json!("text/plain"))).unwrap().content_type, "text/plain");
+    assert_eq!(spec_from_json(&ct(json!(""))).unwrap().content_type, "application/json");
     assert_postback_err(ct(json!("json")), "invalid", "content_type");
     assert_postback_err(ct(json!("text/plain\r\nX-Injected: 1")), "invalid", "content_type");
     assert_postback_err(ct(json!(format!("text/{}", "x".repeat(200)))), "too_long", "content_type");
@@ -366,7 +364,7 @@ fn received() -> DateTime<Utc> {
 }
 
 fn event(body: Value) -> Result<Event, ValidationError> {
-    Event::from_json(&body, received())
+    parse::event::from_json(&body, received())
 }
 
 fn assert_event_err(body: Value, code: &str, field: &str) -> ValidationError {
@@ -627,7 +625,7 @@ fn query_events() {
         ("empty", ""),
         ("timestamp", "2024-05-01T14:00:00 02:00"),
     ]);
-    let e = Event::from_query(&q, received()).unwrap();
+    let e = parse::event::from_query(&q, received()).unwrap();
     assert_eq!(e.kind, EventType::Conversion);
     assert_eq!(e.status, Some(Status::Rejected));
     assert_eq!(e.rejection_reason.as_deref(), Some("fraud"));
@@ -641,11 +639,11 @@ fn query_events() {
 #[test]
 fn query_errors_name_fields_as_sent() {
     let base = [("type", "click"), ("transaction_id", "T1"), ("offer_id", "1"), ("publisher_id", "2")];
-    assert!(Event::from_query(&pairs(&base), received()).is_ok());
+    assert!(parse::event::from_query(&pairs(&base), received()).is_ok());
     let with = |extra: &[(&str, &str)]| {
         let mut q = pairs(&base);
         q.extend(pairs(extra));
-        Event::from_query(&q, received()).expect_err("should be refused")
+        parse::event::from_query(&q, received()).expect_err("should be refused")
     };
     let err = with(&[("transaction_id", "T2")]);
     assert_eq!((err.code, err.field.as_str()), ("invalid", "transaction_id"));
@@ -662,8 +660,8 @@ fn query_errors_name_fields_as_sent() {
     let many: Vec<(String, String)> = (0..51).map(|i| (format!("x{i}"), "v".to_string())).collect();
     let mut q = pairs(&base);
     q.extend(many);
-    assert_eq!(Event::from_query(&q, received()).unwrap_err().field, "params");
-    assert_eq!(Event::from_query(&[], received()).unwrap_err().field, "type");
+    assert_eq!(parse::event::from_query(&q, received()).unwrap_err().field, "params");
+    assert_eq!(parse::event::from_query(&[], received()).unwrap_err().field, "type");
 }
 
 #[test]
@@ -784,29 +782,29 @@ proptest! {
 
     #[test]
     fn postback_validation_never_panics(value in arb_json()) {
-        let _ = PostbackSpec::from_json(&value);
+        let _ = spec_from_json(&value);
     }
 
     #[test]
     fn postback_validation_of_plausible_input_never_panics_and_round_trips(
         value in prop_oneof![object_with_fields(POSTBACK_FIELDS), mutated_postback()]
     ) {
-        if let Ok(spec) = PostbackSpec::from_json(&value) {
+        if let Ok(spec) = spec_from_json(&value) {
             // What was accepted is accepted again, unchanged, when PUT back as GOT.
             let stored = spec.clone().into_postback("pb".into(), Utc::now(), Utc::now());
-            let again = PostbackSpec::from_json(&serde_json::to_value(&stored).unwrap());
+            let again = spec_from_json(&serde_json::to_value(&stored).unwrap());
             prop_assert_eq!(again, Ok(spec));
         }
     }
 
     #[test]
     fn event_validation_never_panics(value in arb_json()) {
-        let _ = Event::from_json(&value, received());
+        let _ = parse::event::from_json(&value, received());
     }
 
     #[test]
     fn event_validation_of_plausible_input_keeps_its_invariants(value in object_with_fields(EVENT_FIELDS)) {
-        if let Ok(e) = Event::from_json(&value, received()) {
+        if let Ok(e) = parse::event::from_json(&value, received()) {
             prop_assert!(!e.transaction_id.is_empty() && e.transaction_id.chars().count() <= 256);
             prop_assert_eq!(e.status.is_some(), e.kind.has_status());
             prop_assert_eq!(e.event_name.is_some(), e.kind == EventType::Event);
@@ -827,19 +825,19 @@ proptest! {
             0..16,
         )
     ) {
-        let _ = Event::from_query(&list, received());
+        let _ = parse::event::from_query(&list, received());
     }
 }
 
 #[test]
 fn huge_and_unicode_inputs_are_refused_cleanly() {
     let huge = "😀".repeat(512 * 1024);
-    let err = PostbackSpec::from_json(&postback_with("name", json!(huge))).unwrap_err();
+    let err = spec_from_json(&postback_with("name", json!(huge))).unwrap_err();
     assert_eq!(err.code, "too_long");
-    let err = PostbackSpec::from_json(&postback_with("url", json!(format!("https://a.example/{huge}")))).unwrap_err();
+    let err = spec_from_json(&postback_with("url", json!(format!("https://a.example/{huge}")))).unwrap_err();
     assert_eq!(err.code, "too_long");
     let err = event(conversion_with("transaction_id", json!(huge))).unwrap_err();
     assert_eq!(err.code, "too_long");
-    let err = Event::from_query(&pairs(&[("type", "click"), ("x", &huge)]), received()).unwrap_err();
+    let err = parse::event::from_query(&pairs(&[("type", "click"), ("x", &huge)]), received()).unwrap_err();
     assert_eq!((err.code, err.field.as_str()), ("too_long", "x"));
 }

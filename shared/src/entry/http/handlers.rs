@@ -12,12 +12,11 @@ use axum::Json;
 use serde_json::json;
 
 use super::extract::{json_body, query_pairs};
+use super::parse::{self, event::EventsBody};
 use super::{ApiError, State};
 use crate::domain::event::Event;
-use crate::domain::log::LogFilter;
 use crate::domain::ValidationError;
-use crate::service::config_api::{shown, PostbackFilter};
-use crate::service::ingest::MAX_BATCH;
+use crate::service::config_api::shown;
 
 type ApiResult = Result<Response, ApiError>;
 
@@ -61,13 +60,13 @@ pub async fn access_log(request: Request, next: Next) -> Response {
 
 pub async fn create_postback(AxumState(s): AxumState<State>, headers: HeaderMap, body: Body) -> ApiResult {
     let value = json_body(&headers, body).await?.ok_or_else(|| ValidationError::required("body"))?;
-    let postback = s.app.create_postback(&value).await?;
+    let postback = s.app.create_postback(parse::postback::spec_from_json(&value)?).await?;
     let location = format!("/postbacks/{}", postback.id);
     Ok((StatusCode::CREATED, [(header::LOCATION, location)], Json(shown(postback))).into_response())
 }
 
 pub async fn list_postbacks(AxumState(s): AxumState<State>, RawQuery(q): RawQuery) -> ApiResult {
-    let filter = PostbackFilter::from_query(&query_pairs(q.as_deref()))?;
+    let filter = parse::query::postback_filter(&query_pairs(q.as_deref()))?;
     let items: Vec<_> = s.app.list_postbacks(&filter).await?.into_iter().map(shown).collect();
     Ok(Json(json!({ "items": items })).into_response())
 }
@@ -85,7 +84,16 @@ pub async fn replace_postback(
 ) -> ApiResult {
     id_ok(&id, "postback")?;
     let value = json_body(&headers, body).await?.ok_or_else(|| ValidationError::required("body"))?;
-    Ok(Json(shown(s.app.replace_postback(&id, &value).await?)).into_response())
+    let spec = match parse::postback::spec_from_json(&value) {
+        Ok(spec) => spec,
+        Err(invalid) => {
+            // An unknown id is a 404 whatever the body (the service checks the id before
+            // anything else); only a refused body costs this extra read.
+            s.app.get_postback(&id).await?;
+            return Err(invalid.into());
+        }
+    };
+    Ok(Json(shown(s.app.replace_postback(&id, spec).await?)).into_response())
 }
 
 pub async fn delete_postback(AxumState(s): AxumState<State>, Path(id): Path<String>) -> ApiResult {
@@ -101,8 +109,8 @@ pub async fn preview_postback(
     body: Body,
 ) -> ApiResult {
     id_ok(&id, "postback")?;
-    let sample = json_body(&headers, body).await?;
-    Ok(Json(s.app.preview_postback(&id, sample.as_ref()).await?).into_response())
+    let sample = sample_event(&s, &id, headers, body).await?;
+    Ok(Json(s.app.preview_postback(&id, sample).await?).into_response())
 }
 
 pub async fn test_postback(
@@ -112,12 +120,20 @@ pub async fn test_postback(
     body: Body,
 ) -> ApiResult {
     id_ok(&id, "postback")?;
-    let sample = json_body(&headers, body).await?;
-    Ok(Json(s.app.test_postback(&id, sample.as_ref()).await?).into_response())
+    let sample = sample_event(&s, &id, headers, body).await?;
+    Ok(Json(s.app.test_postback(&id, sample).await?).into_response())
+}
+
+/// The sample event of preview/test: the body's fields over defaults suited to the
+/// stored postback.
+async fn sample_event(s: &State, id: &str, headers: HeaderMap, body: Body) -> Result<Event, ApiError> {
+    let overrides = json_body(&headers, body).await?;
+    let postback = s.app.get_postback(id).await?;
+    Ok(parse::postback::sample_event(&postback, overrides.as_ref(), s.app.ports.clock.now())?)
 }
 
 pub async fn list_logs(AxumState(s): AxumState<State>, RawQuery(q): RawQuery) -> ApiResult {
-    let filter = LogFilter::from_query(&query_pairs(q.as_deref()))?;
+    let filter = parse::query::log_filter(&query_pairs(q.as_deref()))?;
     Ok(Json(s.app.query_logs(&filter).await?).into_response())
 }
 
@@ -137,45 +153,8 @@ pub async fn resend_log(AxumState(s): AxumState<State>, Path(id): Path<String>) 
 /// its index in the field name.
 pub async fn post_events(AxumState(s): AxumState<State>, headers: HeaderMap, body: Body) -> ApiResult {
     let value = json_body(&headers, body).await?.ok_or_else(|| ValidationError::required("body"))?;
-    let received_at = s.app.ports.clock.now();
-    let batch = match &value {
-        serde_json::Value::Object(o) if o.contains_key("events") => {
-            if o.len() > 1 {
-                let extra = o.keys().find(|k| *k != "events").cloned().unwrap_or_default();
-                return Err(ValidationError::new(
-                    "unknown_field",
-                    extra.clone(),
-                    format!("a batch has only \"events\"; unexpected {extra:?}"),
-                )
-                .into());
-            }
-            Some(
-                o.get("events")
-                    .and_then(|e| e.as_array())
-                    .ok_or_else(|| ValidationError::invalid("events", "events must be an array of event objects"))?,
-            )
-        }
-        serde_json::Value::Object(_) => None,
-        _ => return Err(ValidationError::invalid("body", "body must be an event object or {\"events\": [...]}").into()),
-    };
-    match batch {
-        Some(items) => {
-            if items.is_empty() {
-                return Err(ValidationError::invalid("events", "events must not be empty").into());
-            }
-            if items.len() > MAX_BATCH {
-                return Err(ValidationError::new(
-                    "too_many",
-                    "events",
-                    format!("at most {MAX_BATCH} events per batch, got {}", items.len()),
-                )
-                .into());
-            }
-            let events = items
-                .iter()
-                .enumerate()
-                .map(|(i, item)| Event::from_json(item, received_at).map_err(|e| e.within(&format!("events[{i}]."))))
-                .collect::<Result<Vec<_>, _>>()?;
+    match parse::event::events_body(&value, s.app.ports.clock.now())? {
+        EventsBody::Batch(events) => {
             let results = s.app.ingest(events).await?;
             let duplicates = results.iter().filter(|r| r.duplicate).count();
             Ok((
@@ -188,16 +167,13 @@ pub async fn post_events(AxumState(s): AxumState<State>, headers: HeaderMap, bod
             )
                 .into_response())
         }
-        None => {
-            let event = Event::from_json(&value, received_at)?;
-            single(&s, event).await
-        }
+        EventsBody::One(event) => single(&s, *event).await,
     }
 }
 
 /// `GET /events?type=...&transaction_id=...` for trackers that only do GET.
 pub async fn get_events(AxumState(s): AxumState<State>, RawQuery(q): RawQuery) -> ApiResult {
-    let event = Event::from_query(&query_pairs(q.as_deref()), s.app.ports.clock.now())?;
+    let event = parse::event::from_query(&query_pairs(q.as_deref()), s.app.ports.clock.now())?;
     single(&s, event).await
 }
 

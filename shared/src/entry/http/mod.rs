@@ -1,11 +1,13 @@
 //! The one HTTP router (axum). The local server serves it on 127.0.0.1; the
 //! `config-api` and `ingest` Lambdas serve the same router through `lambda_http`.
-//! Handlers only parse, call a service, and map errors (in `error`).
+//! Handlers only parse (with `parse`, the one place requests become typed values), call a
+//! service, and map errors (in `error`).
 
 mod auth;
 mod error;
 mod extract;
 mod handlers;
+pub mod parse;
 
 use std::sync::Arc;
 

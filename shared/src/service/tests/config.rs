@@ -2,7 +2,7 @@
 
 use serde_json::json;
 
-use super::{ms, start, World};
+use super::{ms, spec, start, World};
 use crate::domain::redact::REDACTED;
 use crate::service::AttemptOutcome;
 
@@ -17,7 +17,7 @@ fn crm() -> serde_json::Value {
 #[tokio::test]
 async fn the_receiver_gets_the_secrets_and_the_logs_never_show_them() {
     let w = World::new();
-    let created = w.app.create_postback(&crm()).await.unwrap();
+    let created = w.app.create_postback(spec(&crm())).await.unwrap();
     assert_eq!((created.created_at, created.updated_at), (start(), start()), "times from the clock");
     w.ingest_one(json!({"type": "event", "transaction_id": "T4", "event_name": "deposit", "payout": 5, "params": {"note": "he said \"hi\"\n"}}))
         .await;
@@ -49,13 +49,13 @@ async fn a_postback_put_back_as_it_was_shown_keeps_its_secret() {
     back["name"] = json!("CRM v2");
     back["headers"]["Authorization"] = json!(REDACTED);
     w.advance_ms(5_000);
-    let replaced = w.app.replace_postback(&id, &back).await.unwrap();
+    let replaced = w.app.replace_postback(&id, spec(&back)).await.unwrap();
     assert_eq!(replaced.headers["Authorization"], "Bearer s3cr3t", "the stored secret is kept");
     assert_eq!((replaced.created_at, replaced.updated_at), (start(), start() + ms(5_000)));
 
     let mut unknown = crm();
     unknown["headers"] = json!({"X-Api-Key": REDACTED});
-    assert!(w.app.replace_postback(&id, &unknown).await.is_err(), "[REDACTED] for a header with no stored value");
+    assert!(w.app.replace_postback(&id, spec(&unknown)).await.is_err(), "[REDACTED] for a header with no stored value");
 }
 
 #[tokio::test]
@@ -66,8 +66,11 @@ async fn a_preview_renders_the_sample_and_sends_nothing() {
             json!({"name": "Pixel", "type": "click", "url": "https://p.example/?c={transaction_id}&k={params.k}"}),
         )
         .await;
-    let preview =
-        w.app.preview_postback(&id, Some(&json!({"transaction_id": "PREV-1", "params": {"k": "v w"}}))).await.unwrap();
+    let preview = w
+        .app
+        .preview_postback(&id, w.sample(&id, Some(json!({"transaction_id": "PREV-1", "params": {"k": "v w"}}))).await)
+        .await
+        .unwrap();
     assert_eq!(preview.request.url, "https://p.example/?c=PREV-1&k=v%20w");
     assert_eq!(preview.event.timestamp, start(), "the sample is received now, by the clock");
     assert_eq!(w.sender.count(), 0);

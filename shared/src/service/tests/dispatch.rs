@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use serde_json::json;
 
-use super::{ms, start, World, FIRST_WAIT_MS, RETRY};
+use super::{ms, spec, start, World, FIRST_WAIT_MS, RETRY};
 use crate::domain::delivery::{RetryPolicy, SendFailure};
 use crate::domain::log::Outcome;
 use crate::ports::{FiringQueue, LogStore, TouchStore};
@@ -299,7 +299,7 @@ async fn skipped_when_the_postback_was_disabled_or_deleted() {
     let w = World::new();
     let id = delayed_conversion(&w, json!({})).await;
     let disabled = json!({"name": "Delayed", "type": "conversion", "delay_seconds": 60, "url": URL, "enabled": false});
-    w.app.replace_postback(&id, &disabled).await.unwrap();
+    w.app.replace_postback(&id, spec(&disabled)).await.unwrap();
     w.advance_ms(60_000);
     assert_eq!(w.process_one().await, AttemptOutcome::Skipped("postback disabled".into()));
 
@@ -358,7 +358,7 @@ async fn test_attempts_are_logged_as_tests_and_never_retried() {
         let w = World::new();
         let id = w.postback(json!({"name": "T", "type": "conversion", "delay_seconds": 3600, "url": URL})).await;
         w.sender.set_default(answer.clone());
-        let out = w.app.test_postback(&id, None).await.unwrap();
+        let out = w.app.test_postback(&id, w.sample(&id, None).await).await.unwrap();
         assert_eq!(out.outcome, outcome, "{answer:?}");
         assert_eq!(w.sender.count(), 1, "{answer:?}: sent now, whatever the delay");
         assert!(w.queued().is_empty(), "{answer:?}: nothing queued");

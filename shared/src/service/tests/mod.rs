@@ -23,6 +23,8 @@ use crate::domain::delivery::RetryPolicy;
 use crate::domain::event::Event;
 use crate::domain::firing::Firing;
 use crate::domain::log::LogEntry;
+use crate::domain::postback::PostbackSpec;
+use crate::entry::http::parse;
 use crate::ports::{Clock, FiringQueue, Jitter, Leased};
 use crate::testing::{FixedJitter, ManualClock, MemoryAdapters, MemoryOptions, ScriptedSender};
 
@@ -81,15 +83,21 @@ impl World {
     }
 
     /// Create a postback through the configuration use case; returns its id.
-    pub async fn postback(&self, spec: Value) -> String {
-        self.app.create_postback(&spec).await.unwrap().id
+    pub async fn postback(&self, json: Value) -> String {
+        self.app.create_postback(spec(&json)).await.unwrap().id
     }
 
     /// Ingest events given as the JSON a tracker sends, received now.
     pub async fn ingest(&self, events: &[Value]) -> Vec<IngestResult> {
         let now = self.now();
-        let events: Vec<Event> = events.iter().map(|e| Event::from_json(e, now).unwrap()).collect();
+        let events: Vec<Event> = events.iter().map(|e| parse::event::from_json(e, now).unwrap()).collect();
         self.app.ingest(events).await.unwrap()
+    }
+
+    /// The sample event of preview/test for a stored postback, received now.
+    pub async fn sample(&self, postback_id: &str, overrides: Option<Value>) -> Event {
+        let postback = self.app.get_postback(postback_id).await.unwrap();
+        parse::postback::sample_event(&postback, overrides.as_ref(), self.now()).unwrap()
     }
 
     pub async fn ingest_one(&self, event: Value) -> IngestResult {
@@ -127,6 +135,11 @@ impl World {
     pub fn queued(&self) -> Vec<Firing> {
         self.memory.queue.queued()
     }
+}
+
+/// A postback spec from the JSON an admin sends.
+pub(super) fn spec(json: &Value) -> PostbackSpec {
+    parse::postback::spec_from_json(json).unwrap()
 }
 
 fn ids(batch: &[Leased]) -> Vec<&str> {

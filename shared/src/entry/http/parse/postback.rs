@@ -1,0 +1,284 @@
+//! The body of `POST /postbacks` and `PUT /postbacks/{id}` into a [`PostbackSpec`], and
+//! the body of `POST /postbacks/{id}/preview` and `/test` into their sample [`Event`].
+//!
+//! This reads each field's JSON shape and hands the value to its rule in
+//! `crate::domain::rules::postback`, field by field in the order of the spec's Postback
+//! table: the first error is the first field in that order that is wrong, whatever the
+//! order of the keys sent.
+
+use chrono::{DateTime, Utc};
+use serde_json::{Map, Value};
+
+use super::{json_kind, present, unknown_field};
+use crate::domain::event::{Event, EventType};
+use crate::domain::postback::{FireOn, HttpMethod, Postback, PostbackSpec, Scope};
+use crate::domain::rules::postback::{
+    self as rules, DEFAULT_CONTENT_TYPE, MAX_EVENT_NAME_CHARS, MAX_REJECTION_REASON_CHARS,
+};
+use crate::domain::ValidationError;
+
+const FIELDS: &[&str] = &[
+    "name",
+    "type",
+    "enabled",
+    "offers",
+    "publishers",
+    "fire_on",
+    "rejection_reasons",
+    "event_names",
+    "delay_seconds",
+    "method",
+    "url",
+    "headers",
+    "body",
+    "content_type",
+];
+/// Server-assigned; accepted and ignored so a client can PUT back what it GOT.
+const READ_ONLY_FIELDS: &[&str] = &["id", "created_at", "updated_at"];
+
+/// Validate a create/replace request body. Every rule of the spec; errors name the field
+/// (and, for templates, the macro). Unknown fields are refused. Read-only fields (`id`,
+/// `created_at`, `updated_at`) are ignored so a client can PUT back what it GOT.
+///
+/// Decisions beyond the spec's table: `null` counts as absent; `name` and `url` are
+/// trimmed; `method` is case-insensitive (stored upper case); scope lists accept integer
+/// ids and drop duplicates; `fire_on` is accepted but ignored for impression and click
+/// postbacks; an empty `rejection_reasons` / `event_names` list is stored as none;
+/// `Content-Type` and connection-managed headers cannot be set in `headers`.
+pub fn spec_from_json(value: &Value) -> Result<PostbackSpec, ValidationError> {
+    let object = value.as_object().ok_or_else(|| ValidationError::invalid("", "a postback must be a JSON object"))?;
+    if let Some(unknown) =
+        object.keys().find(|k| !FIELDS.contains(&k.as_str()) && !READ_ONLY_FIELDS.contains(&k.as_str()))
+    {
+        return Err(unknown_field(unknown, FIELDS, ""));
+    }
+
+    let name = required_string(object, "name")?.trim();
+    rules::name(name)?;
+
+    let kind_text = required_string(object, "type")?;
+    let kind = EventType::parse(kind_text)
+        .ok_or_else(|| ValidationError::invalid("type", "type must be one of impression, click, conversion, event"))?;
+
+    let enabled = match present(object, "enabled") {
+        None => true,
+        Some(Value::Bool(b)) => *b,
+        Some(other) => {
+            return Err(ValidationError::invalid(
+                "enabled",
+                format!("enabled must be true or false, not {}", json_kind(other)),
+            ))
+        }
+    };
+
+    let offers = scope(object, "offers")?;
+    let publishers = scope(object, "publishers")?;
+
+    // Ignored for impression and click postbacks, which always fire.
+    let fire_on = match optional_string(object, "fire_on")? {
+        None => FireOn::Approved,
+        Some("approved") => FireOn::Approved,
+        Some("pending") => FireOn::Pending,
+        Some("rejected") => FireOn::Rejected,
+        Some("all") => FireOn::All,
+        Some(_) => {
+            return Err(ValidationError::invalid("fire_on", "fire_on must be one of approved, pending, rejected, all"))
+        }
+    };
+
+    let rejection_reasons = string_list(object, "rejection_reasons", MAX_REJECTION_REASON_CHARS)?;
+    if rejection_reasons.is_some() {
+        rules::rejection_reasons_apply(kind, fire_on)?;
+    }
+    let event_names = string_list(object, "event_names", MAX_EVENT_NAME_CHARS)?;
+    if event_names.is_some() {
+        rules::event_names_apply(kind)?;
+    }
+
+    let delay_seconds = match present(object, "delay_seconds") {
+        None => 0,
+        Some(Value::Number(n)) => rules::delay_seconds(n.as_u64())?,
+        Some(_) => rules::delay_seconds(None)?,
+    };
+
+    // Case-insensitive for convenience; stored upper case.
+    let method = match optional_string(object, "method")? {
+        None => HttpMethod::Get,
+        Some(m) if m.eq_ignore_ascii_case("GET") => HttpMethod::Get,
+        Some(m) if m.eq_ignore_ascii_case("POST") => HttpMethod::Post,
+        Some(m) if m.eq_ignore_ascii_case("PUT") => HttpMethod::Put,
+        Some(_) => return Err(ValidationError::invalid("method", "method must be one of GET, POST, PUT")),
+    };
+
+    let url_source = required_string(object, "url")?.trim();
+    let url_template = rules::url(url_source)?;
+
+    let headers = match present(object, "headers") {
+        None => Default::default(),
+        Some(Value::Object(map)) => rules::headers(map.iter().map(|(name, value)| {
+            let source = match value {
+                Value::String(source) => Ok(source.as_str()),
+                other => Err(ValidationError::invalid(
+                    format!("headers.{name}"),
+                    format!("a header value must be a string, not {}", json_kind(other)),
+                )),
+            };
+            (name.as_str(), source)
+        }))?,
+        Some(other) => {
+            return Err(ValidationError::invalid(
+                "headers",
+                format!("headers must be an object of header names to values, not {}", json_kind(other)),
+            ))
+        }
+    };
+
+    let content_type = match optional_string(object, "content_type")?.map(str::trim).filter(|c| !c.is_empty()) {
+        None => DEFAULT_CONTENT_TYPE,
+        Some(c) => {
+            rules::content_type(c)?;
+            c
+        }
+    };
+
+    let body_source = optional_string(object, "body")?.filter(|b| !b.is_empty());
+    let body_template = body_source.map(|b| rules::body(method, b)).transpose()?;
+
+    rules::check_rendering(kind, name, &url_template, &headers, body_template.as_ref(), content_type)?;
+
+    Ok(PostbackSpec {
+        name: name.to_string(),
+        kind,
+        enabled,
+        offers,
+        publishers,
+        fire_on,
+        rejection_reasons,
+        event_names,
+        delay_seconds,
+        method,
+        url: url_source.to_string(),
+        headers: headers.into_values().map(|header| (header.name, header.source)).collect(),
+        body: body_source.map(str::to_string),
+        content_type: content_type.to_string(),
+    })
+}
+
+fn required_string<'v>(object: &'v Map<String, Value>, field: &str) -> Result<&'v str, ValidationError> {
+    optional_string(object, field)?.ok_or_else(|| ValidationError::required(field))
+}
+
+fn optional_string<'v>(object: &'v Map<String, Value>, field: &str) -> Result<Option<&'v str>, ValidationError> {
+    match present(object, field) {
+        None => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s)),
+        Some(other) => {
+            Err(ValidationError::invalid(field, format!("{field} must be a string, not {}", json_kind(other))))
+        }
+    }
+}
+
+/// `"all"` (the default) or a non-empty list of ids; numeric ids are accepted as numbers
+/// and kept as text; ids are trimmed.
+fn scope(object: &Map<String, Value>, field: &str) -> Result<Scope, ValidationError> {
+    let items = match present(object, field) {
+        None => return Ok(Scope::All),
+        Some(Value::String(s)) if s == "all" => return Ok(Scope::All),
+        Some(Value::Array(items)) if !items.is_empty() => items,
+        Some(_) => {
+            return Err(ValidationError::invalid(field, format!("{field} must be \"all\" or a non-empty list of ids")))
+        }
+    };
+    rules::scope(
+        field,
+        items.iter().enumerate().map(|(i, item)| match item {
+            Value::String(s) => Ok(s.trim().to_string()),
+            Value::Number(n) if n.is_i64() || n.is_u64() => Ok(n.to_string()),
+            other => Err(ValidationError::invalid(
+                format!("{field}[{i}]"),
+                format!("an id must be a string, not {}", json_kind(other)),
+            )),
+        }),
+    )
+}
+
+/// An optional list of strings, each trimmed.
+fn string_list(
+    object: &Map<String, Value>,
+    field: &str,
+    max_chars: usize,
+) -> Result<Option<Vec<String>>, ValidationError> {
+    let items = match present(object, field) {
+        None => return Ok(None),
+        Some(Value::Array(items)) => items,
+        Some(other) => {
+            return Err(ValidationError::invalid(
+                field,
+                format!("{field} must be a list of strings, not {}", json_kind(other)),
+            ))
+        }
+    };
+    rules::entries(
+        field,
+        items.iter().enumerate().map(|(i, item)| match item {
+            Value::String(s) => Ok(s.trim().to_string()),
+            other => Err(ValidationError::invalid(
+                format!("{field}[{i}]"),
+                format!("an entry must be a string, not {}", json_kind(other)),
+            )),
+        }),
+        max_chars,
+    )
+}
+
+/// The sample event for preview/test: defaults suited to the postback, overridden by any
+/// fields the admin sent (as the event's fields, or as `{"event": {...}}`), then
+/// validated like an ingested event; errors name `event.<field>`.
+pub fn sample_event(
+    postback: &Postback,
+    overrides: Option<&Value>,
+    received_at: DateTime<Utc>,
+) -> Result<Event, ValidationError> {
+    let first = |scope: &Scope, fallback: &str| match scope {
+        Scope::Only(ids) => ids.first().cloned().unwrap_or_else(|| fallback.to_string()),
+        Scope::All => fallback.to_string(),
+    };
+    let mut sample = serde_json::json!({
+        "type": postback.kind.as_str(),
+        "transaction_id": format!("test-{}", uuid::Uuid::new_v4().simple()),
+        "offer_id": first(&postback.offers, "test-offer"),
+        "publisher_id": first(&postback.publishers, "test-publisher"),
+        "external_transaction_id": "test-click-id",
+        "payout": "1.00",
+        "revenue": "2.00",
+        "currency": "USD",
+        "sub1": "test-sub1",
+        "ip": "203.0.113.7",
+        "country": "US",
+        "user_agent": "postback-manager-test",
+    });
+    if let Some(obj) = sample.as_object_mut() {
+        if postback.kind.has_status() {
+            obj.insert("status".into(), "approved".into());
+        }
+        if postback.kind == EventType::Event {
+            let name = postback.event_names.as_ref().and_then(|n| n.first().cloned()).unwrap_or_else(|| "test".into());
+            obj.insert("event_name".into(), name.into());
+        }
+        // Accept `{"event": {...}}` as well as the event's fields at the top level.
+        let overrides = match overrides {
+            Some(Value::Object(o)) if o.len() == 1 && o.contains_key("event") => o.get("event"),
+            other => other,
+        };
+        match overrides {
+            None | Some(Value::Null) => {}
+            Some(Value::Object(fields)) => {
+                for (k, v) in fields {
+                    obj.insert(k.clone(), v.clone());
+                }
+            }
+            Some(_) => return Err(ValidationError::invalid("event", "the sample event must be a JSON object")),
+        }
+    }
+    super::event::from_json(&sample, received_at).map_err(|e| e.within("event."))
+}

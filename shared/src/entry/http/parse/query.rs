@@ -1,0 +1,145 @@
+//! The filters of `GET /postbacks` and `GET /logs`, from query pairs. Hand-written: a
+//! repeated parameter is refused rather than one of them winning, an empty value means
+//! "not set", and every error names the parameter.
+
+use chrono::{DateTime, Utc};
+
+use crate::domain::event::EventType;
+use crate::domain::log::{Cursor, LogFilter, Outcome, DEFAULT_LOG_LIMIT, MAX_LOG_LIMIT};
+use crate::domain::ValidationError;
+use crate::service::config_api::PostbackFilter;
+
+/// The parameters `GET /logs` accepts.
+const LOG_QUERY_PARAMS: &[&str] = &[
+    "postback_id",
+    "transaction_id",
+    "type",
+    "offer_id",
+    "publisher_id",
+    "status_code",
+    "outcome",
+    "from",
+    "to",
+    "limit",
+    "cursor",
+];
+
+/// Longest id accepted as a filter value; longer ones cannot match anything stored.
+const MAX_FILTER_ID_LEN: usize = 512;
+
+/// `GET /postbacks?type=&offer_id=&publisher_id=&enabled=`.
+pub fn postback_filter(pairs: &[(String, String)]) -> Result<PostbackFilter, ValidationError> {
+    let mut filter = PostbackFilter::default();
+    for (name, value) in pairs {
+        match name.as_str() {
+            "type" => {
+                filter.kind = Some(EventType::parse(value).ok_or_else(|| {
+                    ValidationError::invalid("type", "type must be impression, click, conversion or event")
+                })?)
+            }
+            "offer_id" => filter.offer_id = Some(value.clone()),
+            "publisher_id" => filter.publisher_id = Some(value.clone()),
+            "enabled" => {
+                filter.enabled = Some(match value.as_str() {
+                    "true" => true,
+                    "false" => false,
+                    _ => return Err(ValidationError::invalid("enabled", "enabled must be true or false")),
+                })
+            }
+            other => {
+                return Err(ValidationError::new(
+                    "unknown_field",
+                    other,
+                    format!("unknown filter {other:?}; use type, offer_id, publisher_id or enabled"),
+                ))
+            }
+        }
+    }
+    Ok(filter)
+}
+
+/// `GET /logs` query pairs; a bad value is a 400 naming the parameter.
+///
+/// An unknown parameter is refused (`unknown_field`) rather than ignored, so a typo such
+/// as `status=500` cannot silently widen the result; a repeated parameter is refused
+/// (`duplicate`) rather than guessing which one counts. An empty value means "not set",
+/// as HTML forms send unset fields.
+pub fn log_filter(pairs: &[(String, String)]) -> Result<LogFilter, ValidationError> {
+    let mut filter = LogFilter { limit: DEFAULT_LOG_LIMIT, ..LogFilter::default() };
+    let mut seen: Vec<&str> = Vec::with_capacity(pairs.len());
+    for (name, value) in pairs {
+        let name = name.as_str();
+        if !LOG_QUERY_PARAMS.contains(&name) {
+            return Err(ValidationError::new(
+                "unknown_field",
+                name,
+                format!("unknown parameter {name:?}; known: {}", LOG_QUERY_PARAMS.join(", ")),
+            ));
+        }
+        if seen.contains(&name) {
+            return Err(ValidationError::new("duplicate", name, format!("{name} is given more than once")));
+        }
+        seen.push(name);
+        if value.is_empty() {
+            continue;
+        }
+        match name {
+            "postback_id" => filter.postback_id = Some(id_value(name, value)?),
+            "transaction_id" => filter.transaction_id = Some(id_value(name, value)?),
+            "offer_id" => filter.offer_id = Some(id_value(name, value)?),
+            "publisher_id" => filter.publisher_id = Some(id_value(name, value)?),
+            "type" => {
+                filter.kind = Some(EventType::parse(value).ok_or_else(|| {
+                    ValidationError::invalid(name, "type must be impression, click, conversion or event")
+                })?)
+            }
+            "status_code" => {
+                filter.status_code = Some(
+                    value
+                        .parse::<u16>()
+                        .ok()
+                        .filter(|code| (100..=599).contains(code))
+                        .ok_or_else(|| ValidationError::invalid(name, "status_code must be a number 100-599"))?,
+                )
+            }
+            "outcome" => {
+                filter.outcome = Some(Outcome::parse(value).ok_or_else(|| {
+                    ValidationError::invalid(name, "outcome must be delivered, failed, retrying or skipped")
+                })?)
+            }
+            "from" => filter.from = Some(time_value(name, value)?),
+            "to" => filter.to = Some(time_value(name, value)?),
+            "limit" => {
+                filter.limit =
+                    value.parse::<usize>().ok().filter(|n| (1..=MAX_LOG_LIMIT).contains(n)).ok_or_else(|| {
+                        ValidationError::invalid(name, format!("limit must be a number 1-{MAX_LOG_LIMIT}"))
+                    })?
+            }
+            "cursor" => filter.cursor = Some(Cursor::decode(value)?),
+            _ => {} // LOG_QUERY_PARAMS and this match list the same names.
+        }
+    }
+    if let (Some(from), Some(to)) = (filter.from, filter.to) {
+        if from > to {
+            return Err(ValidationError::invalid("from", "from must not be after to"));
+        }
+    }
+    Ok(filter)
+}
+
+fn id_value(name: &str, value: &str) -> Result<String, ValidationError> {
+    if value.len() > MAX_FILTER_ID_LEN {
+        return Err(ValidationError::new(
+            "too_long",
+            name,
+            format!("{name} must be at most {MAX_FILTER_ID_LEN} bytes"),
+        ));
+    }
+    Ok(value.to_string())
+}
+
+fn time_value(name: &str, value: &str) -> Result<DateTime<Utc>, ValidationError> {
+    DateTime::parse_from_rfc3339(value).map(|t| t.with_timezone(&Utc)).map_err(|_| {
+        ValidationError::invalid(name, format!("{name} must be an RFC 3339 time, e.g. 2024-05-01T12:00:00Z"))
+    })
+}
