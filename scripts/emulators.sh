@@ -207,8 +207,14 @@ cmd_start() {
     mkdir -p "$STATE_DIR"
     # Half a start is no start: stop what did come up.
     trap 'rc=$?; ((rc == 0)) || cmd_stop' EXIT
-    start_dynamodb
-    start_ministack
+    # Both boot at once (each takes a few seconds); a failure of either fails the start.
+    local ddb mini
+    start_dynamodb &
+    ddb=$!
+    start_ministack &
+    mini=$!
+    wait "$ddb" || exit 1
+    wait "$mini" || exit 1
     trap - EXIT
     print_env
 }

@@ -1,26 +1,45 @@
 #!/usr/bin/env bash
-# The one test command: unit, property, port contract (embedded and AWS emulators),
-# Lambda handlers and end-to-end tests. Installs what a fresh machine lacks.
+# The one test command: unit, property, port contract (memory, embedded and AWS
+# emulators), Lambda handlers and end-to-end tests. Installs what a fresh machine lacks.
+#   scripts/test.sh [FILTER...]    (extra arguments go to the test runner)
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 # Build outputs live outside the clone so repeated runs reuse them; correctness does not
 # depend on it.
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/postback-target}"
+# Most tests wait on sockets, child processes and emulators rather than on the CPU, so
+# run many at once (the runners' default is one per core: 2 here).
+threads="${TEST_THREADS:-16}"
 
 scripts/emulators.sh install
+work="$(mktemp -d)"
+export EMULATOR_STATE_DIR="$work/emulators"
+mkdir -p "$EMULATOR_STATE_DIR"
+trap 'scripts/emulators.sh stop >/dev/null 2>&1 || true; rm -rf "$work"' EXIT
+# The emulators boot (a JVM, a Python server) while the template is linted and the
+# code builds.
+scripts/emulators.sh start >"$work/emulators.env" 2>"$work/emulators.err" &
+starter=$!
 scripts/emulators.sh lint-template
-# Build first, outside the emulators' lifetime, so they do not idle through a compile.
 cargo build --workspace --all-targets --all-features --locked
-log="$(mktemp)"
-trap 'rm -f "$log"' EXIT
+wait "$starter" || { cat "$work/emulators.err" >&2; echo "test.sh: the emulators did not start" >&2; exit 1; }
+eval "$(cat "$work/emulators.env")"
+
 status=0
-# Most tests wait on sockets, child processes and emulators rather than on the CPU, so run
-# many at once (libtest's default is one per core: 2 here).
-threads="${TEST_THREADS:-16}"
-scripts/emulators.sh run cargo test --workspace --all-features --locked "$@" -- --test-threads="$threads" 2>&1 | tee "$log" || status=$?
-# One closing line over every test binary (cargo prints one result line per binary, the
-# last being the doc-tests').
-awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }
-     END { printf "tests: %d passed, %d failed\n", p, f }' "$log"
+log="$work/test.log"
+if cargo nextest --version >/dev/null 2>&1; then
+    # One pool over every test binary of the workspace, so the end-to-end binary runs
+    # beside the library's instead of after it.
+    cargo nextest run --workspace --all-features --locked --no-fail-fast --test-threads="$threads" \
+        --failure-output final "$@" 2>&1 | tee "$log" || status=$?
+    passed="$(sed -n 's/.* tests\{0,1\} run: \([0-9]*\) passed.*/\1/p' "$log" | tail -n 1)"
+    failed="$(sed -n 's/.* run: [0-9]* passed, \([0-9]*\) failed.*/\1/p' "$log" | tail -n 1)"
+    echo "tests: ${passed:-0} passed, ${failed:-0} failed"
+else
+    # No cargo-nextest on this machine: the same tests, one binary after the other.
+    cargo test --workspace --all-features --locked "$@" -- --test-threads="$threads" 2>&1 | tee "$log" || status=$?
+    awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }
+         END { printf "tests: %d passed, %d failed\n", p, f }' "$log"
+fi
 exit "$status"
