@@ -4,7 +4,7 @@
 //! started 4 KB). The counts are asserted, so a change of the code paths shows up here;
 //! `docs/aws-cost.md` is computed from them. Print the table with `-- --nocapture`.
 //!
-//! Run: `scripts/emulators.sh run cargo test -p postback --features aws,testing --test aws_cost -- --nocapture`.
+//! Run: `scripts/emulators.sh run cargo test -p postback --features aws,testing --test it aws_cost -- --nocapture`.
 #![cfg(all(feature = "aws", feature = "testing"))]
 
 use crate::aws_support;

@@ -3,7 +3,7 @@
 //! `functions/*/fixtures/` and built ones), the dispatch function on real SQS messages,
 //! schedules, and dependency failures.
 //!
-//! Run: `scripts/emulators.sh run cargo test -p postback --features aws,testing --test aws_functions`.
+//! Run: `scripts/emulators.sh run cargo test -p postback --features aws,testing --test it aws_functions`.
 //! Without the emulator endpoints these tests FAIL; `POSTBACK_SKIP_AWS_TESTS=1` skips them.
 #![cfg(all(feature = "aws", feature = "testing"))]
 

@@ -1,7 +1,7 @@
 //! The AWS adapters against local emulators: DynamoDB Local (Amazon's own engine) for
 //! the stores, ministack for SQS and EventBridge Scheduler (its schedules really fire).
 //!
-//! Run: `scripts/emulators.sh run cargo test -p postback --features aws,testing --test contract_aws`
+//! Run: `scripts/emulators.sh run cargo test -p postback --features aws,testing --test it contract_aws`
 //! (it installs and starts the emulators, exports their endpoints, and stops them).
 //! Without the endpoints these tests FAIL; `POSTBACK_SKIP_AWS_TESTS=1` skips them
 //! explicitly. Every test creates its own uniquely named tables, queues and schedule

@@ -1,7 +1,7 @@
 //! The port contract suite on the embedded (SQLite) adapters, plus what only the
 //! embedded store promises: durability across reopen, group commit, retention, leases.
 //!
-//! Run: `cargo test -p postback --features testing --test contract_embedded`.
+//! Run: `cargo test -p postback --features testing --test it contract_embedded`.
 //! Throughput figures: add `--release -- --ignored --nocapture throughput`.
 #![cfg(all(feature = "embedded", feature = "testing"))]
 
@@ -321,7 +321,7 @@ async fn opening_something_that_is_not_a_database_is_an_error() {
 
 /// Throughput figures (not a pass/fail test): single-firing enqueue from 64 concurrent
 /// callers with FULL and NORMAL sync, then receive + ack.
-/// `cargo test -p postback --features testing --release --test contract_embedded -- --ignored --nocapture throughput`
+/// `cargo test -p postback --features testing --release --test it contract_embedded:: -- --ignored --nocapture throughput`
 #[tokio::test(flavor = "multi_thread")]
 #[ignore]
 async fn throughput() {
