@@ -48,16 +48,14 @@ async fn wait_for(a: &Adapters, delivery_id: &str, deadline: DateTime<Utc>, what
     }
 }
 
-/// Poll until `deadline`; nothing may be handed out.
-async fn expect_nothing_until(a: &Adapters, deadline: DateTime<Utc>, what: &str) {
-    loop {
-        let batch = a.queue.receive(10).await.unwrap();
-        assert!(batch.is_empty(), "{what}: received {:?}", ids(&batch));
-        if a.now() >= deadline {
-            return;
-        }
-        a.pause(POLL).await;
-    }
+/// Nothing else may be handed out before `due`: instead of polling an empty queue until a
+/// deadline, enqueue a sentinel due then and wait for it. Any firing that comes back
+/// before it (an acked one, a replaced attempt) is received first and fails the check.
+async fn expect_nothing_before_sentinel(a: &Adapters, due: DateTime<Utc>, what: &str) {
+    let sentinel = fixtures::firing("d_sentinel", due);
+    a.queue.enqueue(std::slice::from_ref(&sentinel)).await.unwrap();
+    let (leased, _) = wait_for(a, "d_sentinel", due.max(a.now()) + chrono(SHOW_UP), what).await;
+    a.queue.ack(&leased).await.unwrap();
 }
 
 /// Poll until `firing` (due in the future) is handed out, failing if that happens
@@ -124,7 +122,12 @@ pub async fn queue_enqueue_receive_ack(a: &Adapters) {
     let (leased, asked_at) = wait_for(a, "d_basic", after(a, SHOW_UP), "due firing").await;
     assert_eq!(leased.firing, firing, "the firing comes back whole");
     a.queue.ack(&leased).await.unwrap();
-    expect_nothing_until(a, asked_at + chrono(LEASE + Duration::from_millis(500)), "an acked firing came back").await;
+    expect_nothing_before_sentinel(
+        a,
+        asked_at + chrono(LEASE + Duration::from_millis(500)),
+        "an acked firing came back",
+    )
+    .await;
 }
 
 /// A firing due in 3 s is not handed out before then, and is soon after.
@@ -141,12 +144,13 @@ pub async fn queue_lease_hides_then_returns(a: &Adapters) {
     let firing = fixtures::firing("d_lease", already_due(a));
     a.queue.enqueue(std::slice::from_ref(&firing)).await.unwrap();
     let (first, asked_at) = wait_for(a, "d_lease", after(a, SHOW_UP), "due firing").await;
-    expect_nothing_until(
-        a,
-        asked_at + chrono(LEASE - Duration::from_millis(300)),
-        "a leased firing was handed out again",
-    )
-    .await;
+    // Not handed out again while leased: a window check, closed by the positive signal
+    // below (it does come back once the lease runs out).
+    while a.now() < asked_at + chrono(LEASE - Duration::from_millis(300)) {
+        let batch = a.queue.receive(10).await.unwrap();
+        assert!(batch.is_empty(), "a leased firing was handed out again: {:?}", ids(&batch));
+        a.pause(POLL).await;
+    }
     let (again, _) = wait_for(a, "d_lease", asked_at + chrono(LEASE + SHOW_UP), "firing after its lease ran out").await;
     let elapsed = (a.now() - asked_at).to_std().unwrap_or_default();
     assert!(
@@ -170,7 +174,12 @@ pub async fn queue_retry_replaces_with_next_attempt(a: &Adapters) {
     assert_eq!(retried.firing, next, "the next attempt replaced the message");
     assert_eq!(retried.firing.attempt, 2);
     a.queue.ack(&retried).await.unwrap();
-    expect_nothing_until(a, asked_at + chrono(LEASE + Duration::from_millis(500)), "the first attempt came back").await;
+    expect_nothing_before_sentinel(
+        a,
+        asked_at + chrono(LEASE + Duration::from_millis(500)),
+        "the first attempt came back",
+    )
+    .await;
 }
 
 /// The same firing enqueued twice is sent once: the queue may hold one message (the
@@ -220,7 +229,7 @@ pub async fn queue_batch_of_250_received_exactly_once(a: &Adapters) {
             a.pause(POLL).await;
         }
     }
-    expect_nothing_until(a, after(a, Duration::from_millis(300)), "after all 250 were acked").await;
+    expect_nothing_before_sentinel(a, after(a, Duration::from_millis(300)), "after all 250 were acked").await;
 }
 
 /// Embedded only: enqueueing a queued delivery id again adds no message.
