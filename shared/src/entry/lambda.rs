@@ -20,7 +20,6 @@ use std::time::{Duration, Instant, SystemTime};
 
 use async_trait::async_trait;
 use aws_lambda_events::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent, SqsMessage};
-use chrono::Utc;
 use futures::{FutureExt, StreamExt};
 
 use crate::adapters::aws::{
@@ -335,7 +334,7 @@ async fn process_message(batch: &BatchDispatcher, message: BatchMessage) -> Mess
         }
     };
     let firing = &leased.firing;
-    let outcome = match batch.queue.requeue_if_early(leased, Utc::now()).await {
+    let outcome = match batch.queue.requeue_if_early(leased, batch.dispatcher.now()).await {
         Ok(true) => MessageOutcome::Deferred,
         Ok(false) => match batch.dispatcher.process(leased).await {
             Ok(done) => MessageOutcome::Done(done),

@@ -32,6 +32,12 @@ pub struct Dispatcher {
 }
 
 impl Dispatcher {
+    /// The clock the dispatcher judges due times by (the Lambda glue uses it to tell an
+    /// early scheduled firing from a due one).
+    pub fn now(&self) -> DateTime<Utc> {
+        self.app.ports.clock.now()
+    }
+
     pub fn new(app: Arc<App>) -> Self {
         Self { app }
     }
