@@ -12,20 +12,32 @@
 //! need. `aws_bootstrap pump [--prefix NAME] [--invoke URL]` plays the SQS event source
 //! for `cargo lambda watch`: it long-polls the firing queue, invokes the local
 //! `dispatch` function with each batch as an `SqsEvent`, and deletes the messages the
-//! function did not report as failed. Only for emulators: it refuses to run unless
-//! every AWS endpoint points at a loopback address.
+//! function did not report as failed. It runs until Ctrl-C: an empty queue, a failed
+//! receive or a failed invocation is logged and polled again (messages of a failed
+//! invocation are not deleted, so they come back after the visibility timeout, as with
+//! the real event source). The long poll has its own SQS client, since the library's
+//! clients give a call at most 3 s per attempt and 10 s in all (`postback::aws`).
+//! Only for emulators: it refuses to run unless every AWS endpoint points at a loopback
+//! address.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests and tools: a panic is the failure report
 
 use std::time::Duration;
 
 use anyhow::{bail, Context};
+use aws_config::timeout::TimeoutConfig;
 use aws_lambda_events::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
 use aws_sdk_sqs::types::MessageSystemAttributeName;
-use postback::adapters::aws::{ensure_resources, AwsClients, ResourceNames, ResourcePlan};
+use postback::adapters::aws::{
+    config_loader, ensure_resources, AwsClients, ResourceNames, ResourcePlan, CONNECT_TIMEOUT,
+};
 
 const DEFAULT_PREFIX: &str = "postbacks-local";
 /// The invoke endpoint of `cargo lambda watch -P 9003 -p dispatch` (docs/aws.md).
 const DEFAULT_INVOKE: &str = "http://127.0.0.1:9003/2015-03-31/functions/dispatch/invocations";
+/// The pump's long poll (SQS allows up to 20 s).
+const POLL_WAIT: Duration = Duration::from_secs(10);
+/// Longest pause between polls after failures (the emulators went away, say).
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
 /// The keys of the committed API Gateway fixtures (`functions/*/fixtures/`).
 const FIXTURE_ADMIN_KEY: &str = "local-admin-key-0123456789";
 const FIXTURE_INGEST_KEY: &str = "local-ingest-key-0123456789";
@@ -36,7 +48,8 @@ async fn main() -> anyhow::Result<()> {
     let flag = |name: &str| args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).cloned();
     let prefix = flag("--prefix").unwrap_or_else(|| DEFAULT_PREFIX.to_string());
     require_loopback_endpoints()?;
-    let clients = AwsClients::from_env().await;
+    let sdk_config = config_loader().load().await;
+    let clients = AwsClients::from_sdk_config(&sdk_config);
     let names = ensure_resources(&clients, &ResourcePlan::with_prefix(&prefix))
         .await
         .context("creating the resources (are the emulators running? eval \"$(scripts/emulators.sh start)\")")?;
@@ -45,7 +58,17 @@ async fn main() -> anyhow::Result<()> {
             print_env(&names);
             Ok(())
         }
-        Some("pump") => pump(&clients, &names, &flag("--invoke").unwrap_or_else(|| DEFAULT_INVOKE.to_string())).await,
+        Some("pump") => {
+            let invoke = flag("--invoke").unwrap_or_else(|| DEFAULT_INVOKE.to_string());
+            let poller = long_poll_client(&sdk_config);
+            tokio::select! {
+                result = pump(&clients, &poller, &names, &invoke) => result,
+                _ = tokio::signal::ctrl_c() => {
+                    eprintln!("pump: stopped");
+                    Ok(())
+                }
+            }
+        }
         Some(other) => bail!("unknown command {other:?}: use `env` (default) or `pump`"),
     }
 }
@@ -88,64 +111,113 @@ fn print_env(names: &ResourceNames) {
     println!("export ALLOW_PRIVATE_TARGETS=true");
 }
 
-async fn pump(clients: &AwsClients, names: &ResourceNames, invoke: &str) -> anyhow::Result<()> {
+/// An SQS client whose calls may outlast a long poll: the library's timeouts (3 s per
+/// attempt, 10 s per call) would cut every empty `POLL_WAIT` receive short.
+fn long_poll_client(sdk_config: &aws_config::SdkConfig) -> aws_sdk_sqs::Client {
+    let timeouts = TimeoutConfig::builder()
+        .connect_timeout(CONNECT_TIMEOUT)
+        .operation_attempt_timeout(POLL_WAIT + Duration::from_secs(5))
+        .operation_timeout(POLL_WAIT + Duration::from_secs(10))
+        .build();
+    aws_sdk_sqs::Client::from_conf(aws_sdk_sqs::config::Builder::from(sdk_config).timeout_config(timeouts).build())
+}
+
+/// Plays the SQS event source until Ctrl-C (the caller's `select!`).
+async fn pump(
+    clients: &AwsClients,
+    poller: &aws_sdk_sqs::Client,
+    names: &ResourceNames,
+    invoke: &str,
+) -> anyhow::Result<()> {
     let http = reqwest::Client::builder().timeout(Duration::from_secs(120)).build()?;
     eprintln!("pump: {} → {invoke} (Ctrl-C stops)", names.queue_url);
+    let mut backoff = Duration::ZERO;
     loop {
-        let out = clients
-            .sqs
-            .receive_message()
-            .queue_url(&names.queue_url)
-            .max_number_of_messages(10)
-            .wait_time_seconds(5)
-            .message_system_attribute_names(MessageSystemAttributeName::All)
-            .send()
-            .await
-            .context("ReceiveMessage")?;
-        if out.messages().is_empty() {
+        if !backoff.is_zero() {
+            tokio::time::sleep(backoff).await;
+        }
+        match pump_once(clients, poller, names, invoke, &http).await {
+            Ok(()) => backoff = Duration::ZERO,
+            Err(e) => {
+                backoff = (backoff * 2).clamp(Duration::from_millis(500), MAX_BACKOFF);
+                eprintln!("pump: {e:#} (polling again in {} ms)", backoff.as_millis());
+            }
+        }
+    }
+}
+
+/// One receive, and when it brought messages, one invocation and the deletes.
+async fn pump_once(
+    clients: &AwsClients,
+    poller: &aws_sdk_sqs::Client,
+    names: &ResourceNames,
+    invoke: &str,
+    http: &reqwest::Client,
+) -> anyhow::Result<()> {
+    let out = poller
+        .receive_message()
+        .queue_url(&names.queue_url)
+        .max_number_of_messages(10)
+        .wait_time_seconds(POLL_WAIT.as_secs() as i32)
+        .message_system_attribute_names(MessageSystemAttributeName::All)
+        .send()
+        .await
+        .context("ReceiveMessage")?;
+    if out.messages().is_empty() {
+        return Ok(());
+    }
+    let mut event = SqsEvent::default();
+    for m in out.messages() {
+        let mut message = SqsMessage::default();
+        message.message_id = m.message_id.clone();
+        message.receipt_handle = m.receipt_handle.clone();
+        message.body = m.body.clone();
+        message.md5_of_body = m.md5_of_body.clone();
+        message.attributes = m
+            .attributes
+            .as_ref()
+            .map(|a| a.iter().map(|(k, v)| (k.as_str().to_string(), v.clone())).collect())
+            .unwrap_or_default();
+        message.event_source = Some("aws:sqs".into());
+        message.event_source_arn = Some(names.queue_arn.clone());
+        event.records.push(message);
+    }
+    // Not delivered (watcher down, or a timeout): nothing is deleted, so the batch comes
+    // back after the queue's visibility timeout, as it would from the real event source.
+    let response = http
+        .post(invoke)
+        .header("content-type", "application/json")
+        .body(serde_json::to_vec(&event)?)
+        .send()
+        .await
+        .with_context(|| {
+            format!("invoking {invoke} (is `cargo lambda watch -P 9003 -p dispatch` running?); {} messages come back after the visibility timeout", event.records.len())
+        })?;
+    let status = response.status();
+    let body = response.bytes().await.context("reading the dispatch response")?;
+    let failed: Vec<String> = match serde_json::from_slice::<SqsBatchResponse>(&body) {
+        Ok(r) if status.is_success() => r.batch_item_failures.into_iter().map(|f| f.item_identifier).collect(),
+        // A function error: the event source would retry the whole batch.
+        _ => {
+            eprintln!("pump: dispatch failed ({status}): {}", String::from_utf8_lossy(&body));
+            event.records.iter().filter_map(|m| m.message_id.clone()).collect()
+        }
+    };
+    for message in &event.records {
+        if failed.iter().any(|f| Some(f) == message.message_id.as_ref()) {
             continue;
         }
-        let mut event = SqsEvent::default();
-        for m in out.messages() {
-            let mut message = SqsMessage::default();
-            message.message_id = m.message_id.clone();
-            message.receipt_handle = m.receipt_handle.clone();
-            message.body = m.body.clone();
-            message.md5_of_body = m.md5_of_body.clone();
-            message.attributes = m
-                .attributes
-                .as_ref()
-                .map(|a| a.iter().map(|(k, v)| (k.as_str().to_string(), v.clone())).collect())
-                .unwrap_or_default();
-            message.event_source = Some("aws:sqs".into());
-            message.event_source_arn = Some(names.queue_arn.clone());
-            event.records.push(message);
+        if let Some(receipt) = &message.receipt_handle {
+            clients
+                .sqs
+                .delete_message()
+                .queue_url(&names.queue_url)
+                .receipt_handle(receipt)
+                .send()
+                .await
+                .context("DeleteMessage (the message comes back after the visibility timeout)")?;
         }
-        let response = http
-            .post(invoke)
-            .header("content-type", "application/json")
-            .body(serde_json::to_vec(&event)?)
-            .send()
-            .await
-            .with_context(|| format!("invoking {invoke} (is `cargo lambda watch` running?)"))?;
-        let status = response.status();
-        let body = response.bytes().await?;
-        let failed: Vec<String> = match serde_json::from_slice::<SqsBatchResponse>(&body) {
-            Ok(r) if status.is_success() => r.batch_item_failures.into_iter().map(|f| f.item_identifier).collect(),
-            // A function error: the event source would retry the whole batch.
-            _ => {
-                eprintln!("pump: dispatch failed ({status}): {}", String::from_utf8_lossy(&body));
-                event.records.iter().filter_map(|m| m.message_id.clone()).collect()
-            }
-        };
-        for message in &event.records {
-            if failed.iter().any(|f| Some(f) == message.message_id.as_ref()) {
-                continue;
-            }
-            if let Some(receipt) = &message.receipt_handle {
-                clients.sqs.delete_message().queue_url(&names.queue_url).receipt_handle(receipt).send().await?;
-            }
-        }
-        eprintln!("pump: {} messages dispatched, {} failed", event.records.len(), failed.len());
     }
+    eprintln!("pump: {} messages dispatched, {} failed", event.records.len(), failed.len());
+    Ok(())
 }
