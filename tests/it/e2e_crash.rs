@@ -43,7 +43,16 @@ async fn kill9_under_load_loses_no_accepted_event_and_never_refires_a_delivered_
                 }
             }));
         }
-        tokio::time::sleep(Duration::from_millis(400)).await;
+        // Kill once this round has put real load on the server (at least 400 ms and 60
+        // accepted events), not after a fixed time: on a loaded machine a fixed time may
+        // see almost no traffic.
+        let round_start = accepted.lock().unwrap().len();
+        let started = std::time::Instant::now();
+        while started.elapsed() < Duration::from_millis(400)
+            || (accepted.lock().unwrap().len() - round_start < 60 && started.elapsed() < Duration::from_secs(20))
+        {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
         server.kill9();
         for s in senders {
             let _ = s.await;
