@@ -280,6 +280,20 @@ mod tests {
         assert!(!text.contains(secret.expose()) && !text.contains("CQkJ"), "{text}");
     }
 
+    /// The numbers of docs/DESIGN.md, *Signatures* (computed there with Python's hmac).
+    #[test]
+    fn design_doc_worked_example() {
+        let key = spec_example_key();
+        assert_eq!(
+            url_signature(&key, "https://aff.example/pb?clickid=abc%201&sig="),
+            "8ffdb45469e10ecc89e2f9d87f09e021789f8558b69829139ba61b0fb155cda8"
+        );
+        assert_eq!(
+            sign(&key, "d_7f3a", 1714564800, r#"{"lead": "T1"}"#),
+            "v1,gEvWHTmRTLvxtFesIhxdD5fIGd8yrg1Yvk8dcwmJycw="
+        );
+    }
+
     #[test]
     fn url_signature_is_lowercase_hex_hmac() {
         let key = Key::new(b"key".to_vec());
