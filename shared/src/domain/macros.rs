@@ -39,6 +39,9 @@ pub const KNOWN_MACROS: &[&str] = &[
     "postback_name",
     "attempt",
     "delivery_id",
+    // Filled in by the renderer of a signing postback's URL (`super::signing`); `value`
+    // has none for it.
+    "signature",
 ];
 
 /// Is `name` a macro the engine knows (case-sensitive)? `params.<key>` with a

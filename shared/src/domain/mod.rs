@@ -16,6 +16,7 @@ pub mod postback;
 pub mod redact;
 pub mod render;
 pub mod rules;
+pub mod signing;
 pub mod template;
 
 pub use error::ValidationError;

@@ -7,6 +7,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use super::event::{EventType, Status};
+use super::signing::{PreviousSecret, Signing, SigningKeys, SigningSecret};
 use super::template::Template;
 use super::ValidationError;
 
@@ -108,6 +109,14 @@ pub struct Postback {
     pub content_type: String,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+    // Signing (see `super::signing`): the secret is shown only where the spec says.
+    #[serde(default)]
+    pub signing: Signing,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signing_secret: Option<SigningSecret>,
+    /// The secret before the last rotation while it still signs; stored, never shown.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous_signing_secret: Option<PreviousSecret>,
 }
 
 /// The validated content of a create/replace request (everything but id and timestamps),
@@ -128,6 +137,19 @@ pub struct PostbackSpec {
     pub headers: BTreeMap<String, String>,
     pub body: Option<String>,
     pub content_type: String,
+    pub signing: Signing,
+    pub signing_secret: SecretInput,
+}
+
+/// What a create/replace said about `signing_secret`.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum SecretInput {
+    /// Absent: generated when signing is on (create), kept (replace).
+    #[default]
+    Absent,
+    /// `"[REDACTED]"`: keep the stored secret.
+    Keep,
+    Given(SigningSecret),
 }
 
 impl PostbackSpec {
@@ -150,6 +172,13 @@ impl PostbackSpec {
             content_type: self.content_type,
             created_at,
             updated_at,
+            signing: self.signing,
+            // The service resolves `Absent`/`Keep` (generate or keep) before saving.
+            signing_secret: match self.signing_secret {
+                SecretInput::Given(secret) if self.signing.is_on() => Some(secret),
+                _ => None,
+            },
+            previous_signing_secret: None,
         }
     }
 }
@@ -192,6 +221,8 @@ pub struct CompiledPostback {
     pub url: Template,
     pub headers: Vec<(String, Template)>,
     pub body: Option<Template>,
+    /// With signing on: the keys to sign with.
+    pub signing: Option<SigningKeys>,
 }
 
 impl CompiledPostback {
@@ -206,6 +237,17 @@ impl CompiledPostback {
             Some(b) => Some(Template::parse(b).map_err(|e| e.for_field("body"))?),
             None => None,
         };
-        Ok(Self { postback, url, headers, body })
+        let signing = match (&postback.signing, &postback.signing_secret) {
+            (Signing::None, _) => None,
+            (_, None) => return Err(ValidationError::required("signing_secret")),
+            (_, Some(secret)) => Some(SigningKeys {
+                current: secret.key()?,
+                previous: match &postback.previous_signing_secret {
+                    Some(p) => Some((p.secret.key()?, p.expires_at)),
+                    None => None,
+                },
+            }),
+        };
+        Ok(Self { postback, url, headers, body, signing })
     }
 }

@@ -230,6 +230,11 @@ impl Template {
         self.segments.iter().map(|s| if let Segment::Literal(text) = s { text.len() } else { 0 }).sum()
     }
 
+    /// Does the template use `{signature}`?
+    pub fn uses_signature(&self) -> bool {
+        self.macros().any(|m| m == super::signing::SIGNATURE_MACRO)
+    }
+
     /// The macro names used, in order.
     pub fn macros(&self) -> impl Iterator<Item = &str> {
         self.segments.iter().filter_map(|s| match s {
@@ -241,10 +246,24 @@ impl Template {
     /// Render with one event's values, each encoded for where it lands. A macro with no
     /// value renders empty.
     pub fn render(&self, ctx: &MacroContext<'_>, encoding: Encoding) -> Result<String, RenderError> {
+        self.render_with_signature(ctx, encoding, None)
+    }
+
+    /// As [`Template::render`], with `{signature}` rendering `signature` (inserted as is:
+    /// it is hex, or a redaction mark) instead of empty.
+    pub fn render_with_signature(
+        &self,
+        ctx: &MacroContext<'_>,
+        encoding: Encoding,
+        signature: Option<&str>,
+    ) -> Result<String, RenderError> {
         let mut out = String::with_capacity(self.literal_len() + self.macros().count() * TYPICAL_VALUE_LEN);
         for segment in &self.segments {
             match segment {
                 Segment::Literal(text) => out.push_str(text),
+                Segment::Macro(name) if name == super::signing::SIGNATURE_MACRO => {
+                    out.push_str(signature.unwrap_or_default());
+                }
                 Segment::Macro(name) => {
                     if let Some(value) = ctx.value(name) {
                         encoding

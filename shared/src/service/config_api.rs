@@ -3,6 +3,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 use super::{App, AttemptOutcome, ServiceError, ServiceResult};
@@ -10,8 +11,9 @@ use crate::domain::event::{Event, EventType};
 use crate::domain::firing::Firing;
 use crate::domain::log::{LogEntry, LogFilter, LogPage};
 use crate::domain::macros::MacroContext;
-use crate::domain::postback::{CompiledPostback, Postback, PostbackSpec};
+use crate::domain::postback::{CompiledPostback, Postback, PostbackSpec, SecretInput};
 use crate::domain::redact::{redact_headers, REDACTED};
+use crate::domain::signing::{PreviousSecret, SigningSecret, GENERATED_SECRET_BYTES};
 use crate::domain::ValidationError;
 
 /// Filters of `GET /postbacks` (read by `crate::entry::http::parse::query::postback_filter`).
@@ -33,10 +35,49 @@ impl PostbackFilter {
     }
 }
 
-/// A postback as the API shows it: secret header values redacted.
-pub fn shown(mut postback: Postback) -> Postback {
-    postback.headers = redact_headers(&postback.headers);
+/// A postback as the API shows it: secret header values and the signing secret
+/// redacted, the previous (rotated) secret left out.
+pub fn shown(postback: Postback) -> Postback {
+    let mut postback = shown_with_secret(postback);
+    if postback.signing_secret.is_some() {
+        postback.signing_secret = Some(SigningSecret::redacted());
+    }
     postback
+}
+
+/// As [`shown`] but with the signing secret whole: only for the response of the create
+/// or replace that set it.
+pub fn shown_with_secret(mut postback: Postback) -> Postback {
+    postback.headers = redact_headers(&postback.headers);
+    postback.previous_signing_secret = None;
+    postback
+}
+
+/// A saved postback, and whether this save set its signing secret (then, and only then,
+/// the response shows it whole).
+#[derive(Debug, Clone)]
+pub struct Saved {
+    pub postback: Postback,
+    pub secret_set: bool,
+}
+
+impl Saved {
+    /// The postback as this save's response shows it.
+    pub fn shown(self) -> Postback {
+        if self.secret_set {
+            shown_with_secret(self.postback)
+        } else {
+            shown(self.postback)
+        }
+    }
+}
+
+/// `GET /postbacks/{id}/secret` and `POST /postbacks/{id}/secret/rotate`.
+#[derive(Debug, Clone, Serialize)]
+pub struct SecretView {
+    pub signing_secret: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub previous_expires_at: Option<DateTime<Utc>>,
 }
 
 /// The rendered request of a preview or test, secrets redacted.
@@ -74,11 +115,29 @@ pub struct TestOutput {
 
 impl App {
     pub async fn create_postback(&self, spec: PostbackSpec) -> ServiceResult<Postback> {
+        Ok(self.create_postback_saved(spec).await?.postback)
+    }
+
+    /// Create; a signing postback sent without a secret gets a new one.
+    pub async fn create_postback_saved(&self, mut spec: PostbackSpec) -> ServiceResult<Saved> {
+        let secret_set = spec.signing.is_on();
+        spec.signing_secret = match spec.signing_secret {
+            SecretInput::Keep if spec.signing.is_on() => {
+                return Err(ValidationError::invalid(
+                    "signing_secret",
+                    "[REDACTED] keeps a stored secret, but a new postback has none",
+                )
+                .into())
+            }
+            SecretInput::Given(secret) => SecretInput::Given(secret),
+            _ if spec.signing.is_on() => SecretInput::Given(new_signing_secret()),
+            _ => SecretInput::Absent,
+        };
         let now = self.ports.clock.now();
         let postback = spec.into_postback(new_postback_id(), now, now);
         self.ports.postbacks.create(&postback).await?;
         self.catalog.invalidate().await;
-        Ok(postback)
+        Ok(Saved { postback, secret_set })
     }
 
     pub async fn get_postback(&self, id: &str) -> ServiceResult<Postback> {
@@ -92,7 +151,14 @@ impl App {
 
     /// Replace a postback. A header sent back as `[REDACTED]` keeps its stored value, so
     /// a client can PUT what it GOT without knowing the secret.
-    pub async fn replace_postback(&self, id: &str, mut spec: PostbackSpec) -> ServiceResult<Postback> {
+    pub async fn replace_postback(&self, id: &str, spec: PostbackSpec) -> ServiceResult<Postback> {
+        Ok(self.replace_postback_saved(id, spec).await?.postback)
+    }
+
+    /// Replace. The signing secret: `[REDACTED]` or absent keeps the stored one (and a
+    /// rotation's previous secret), a new one replaces it at once (no overlap: rotate
+    /// for that), turning signing on without one generates one, turning it off drops both.
+    pub async fn replace_postback_saved(&self, id: &str, mut spec: PostbackSpec) -> ServiceResult<Saved> {
         let existing = self.get_postback(id).await?;
         for (name, value) in spec.headers.iter_mut() {
             if value == REDACTED {
@@ -108,12 +174,54 @@ impl App {
                 }
             }
         }
-        let postback = spec.into_postback(existing.id.clone(), existing.created_at, self.ports.clock.now());
+        let signing_on = spec.signing.is_on();
+        let (secret, previous, secret_set) = match std::mem::take(&mut spec.signing_secret) {
+            _ if !signing_on => (None, None, false),
+            SecretInput::Given(secret) => {
+                let unchanged = existing.signing_secret.as_ref() == Some(&secret);
+                let previous = if unchanged { existing.previous_signing_secret.clone() } else { None };
+                (Some(secret), previous, !unchanged)
+            }
+            SecretInput::Absent | SecretInput::Keep => match &existing.signing_secret {
+                Some(stored) => (Some(stored.clone()), existing.previous_signing_secret.clone(), false),
+                None => (Some(new_signing_secret()), None, true),
+            },
+        };
+        let mut postback = spec.into_postback(existing.id.clone(), existing.created_at, self.ports.clock.now());
+        postback.signing_secret = secret;
+        postback.previous_signing_secret = previous;
         if !self.ports.postbacks.replace(&postback).await? {
             return Err(ServiceError::NotFound("postback"));
         }
         self.catalog.invalidate().await;
-        Ok(postback)
+        Ok(Saved { postback, secret_set })
+    }
+
+    /// The signing secret whole (`GET /postbacks/{id}/secret`); 409 when signing is off.
+    pub async fn signing_secret(&self, id: &str) -> ServiceResult<SecretView> {
+        let postback = self.get_postback(id).await?;
+        let secret = signing_secret_of(&postback)?;
+        Ok(SecretView { signing_secret: secret.expose().to_string(), previous_expires_at: None })
+    }
+
+    /// Make a new signing secret; the current one becomes the previous one and keeps
+    /// signing beside it for 24 h (a previous one still in force is dropped). 409 when
+    /// signing is off.
+    pub async fn rotate_signing_secret(&self, id: &str) -> ServiceResult<SecretView> {
+        let mut postback = self.get_postback(id).await?;
+        let current = signing_secret_of(&postback)?.clone();
+        let now = self.ports.clock.now();
+        let previous = PreviousSecret::rotated_at(current, now);
+        let expires_at = previous.expires_at;
+        let secret = new_signing_secret();
+        postback.signing_secret = Some(secret.clone());
+        postback.previous_signing_secret = Some(previous);
+        postback.updated_at = now;
+        if !self.ports.postbacks.replace(&postback).await? {
+            return Err(ServiceError::NotFound("postback"));
+        }
+        self.catalog.invalidate().await;
+        Ok(SecretView { signing_secret: secret.expose().to_string(), previous_expires_at: Some(expires_at) })
     }
 
     pub async fn delete_postback(&self, id: &str) -> ServiceResult<()> {
@@ -135,10 +243,10 @@ impl App {
             delivery_id: &delivery_id,
             attempt: 1,
         };
-        let request = postback
-            .render(&ctx)
-            .map_err(|e| ValidationError::new("invalid", "event", format!("the sample event cannot be rendered: {e}")))?
-            .redacted();
+        let request = postback.render_signed(&ctx, self.ports.clock.now()).map_err(|e| {
+            ValidationError::new("invalid", "event", format!("the sample event cannot be rendered: {e}"))
+        })?;
+        let request = postback.shown(&request, &ctx);
         Ok(PreviewOutput { request: view(request), event })
     }
 
@@ -219,6 +327,20 @@ impl App {
 
 fn view(r: crate::domain::delivery::OutboundRequest) -> RequestView {
     RequestView { method: r.method, url: r.url, headers: r.headers, body: r.body }
+}
+
+fn signing_secret_of(postback: &Postback) -> ServiceResult<&SigningSecret> {
+    match (&postback.signing_secret, postback.signing.is_on()) {
+        (Some(secret), true) => Ok(secret),
+        _ => Err(ServiceError::Conflict(
+            "this postback does not sign its requests (signing is none); set signing to standard-webhooks first".into(),
+        )),
+    }
+}
+
+/// A new secret of 32 random bytes (the OS-seeded thread generator).
+fn new_signing_secret() -> SigningSecret {
+    SigningSecret::from_key_bytes(&rand::random::<[u8; GENERATED_SECRET_BYTES]>())
 }
 
 fn new_postback_id() -> String {

@@ -100,7 +100,7 @@ impl Dispatcher {
             attempt: firing.attempt,
         };
         let fired_at = self.app.ports.clock.now();
-        let request = match postback.render(&ctx) {
+        let request = match postback.render_signed(&ctx, fired_at) {
             Ok(request) => request,
             Err(err) => {
                 // Only reachable with a value that cannot go into a header (CR/LF):
@@ -118,7 +118,7 @@ impl Dispatcher {
         let elapsed = started.elapsed();
         let jitter = self.app.ports.jitter.next();
         let verdict = self.app.policy.retry.classify(&result, firing.attempt, jitter, self.app.ports.clock.now());
-        let mut entry = self.entry(firing, postback, Some(&request), fired_at, test);
+        let mut entry = self.entry(firing, postback, Some(postback.shown(&request, &ctx)), fired_at, test);
         fill_result(&mut entry, &result, elapsed);
 
         let outcome = match verdict {
@@ -202,12 +202,12 @@ impl Dispatcher {
         &self,
         firing: &Firing,
         postback: &CompiledPostback,
-        request: Option<&OutboundRequest>,
+        shown: Option<OutboundRequest>,
         fired_at: DateTime<Utc>,
         test: bool,
     ) -> LogEntry {
         let mut entry = base_entry(firing, Some(postback), fired_at, test);
-        if let Some(shown) = request.map(OutboundRequest::redacted) {
+        if let Some(shown) = shown {
             entry.url = shown.url;
             entry.request_headers = shown.headers;
             entry.request_body = shown.body;

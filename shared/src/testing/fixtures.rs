@@ -37,6 +37,9 @@ pub fn postback(id: &str, kind: EventType) -> Postback {
         content_type: "application/json".into(),
         created_at: created,
         updated_at: created,
+        signing: Default::default(),
+        signing_secret: None,
+        previous_signing_secret: None,
     }
 }
 

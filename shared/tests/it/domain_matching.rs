@@ -33,13 +33,16 @@ fn postback(id: &str, kind: EventType) -> Postback {
         content_type: "application/json".into(),
         created_at: at,
         updated_at: at,
+        signing: Default::default(),
+        signing_secret: None,
+        previous_signing_secret: None,
     }
 }
 
 /// Compiled by hand (a literal URL) so these tests do not need the template parser.
 fn compiled(p: Postback) -> CompiledPostback {
     let url = Template { segments: vec![Segment::Literal(p.url.clone())] };
-    CompiledPostback { postback: p, url, headers: Vec::new(), body: None }
+    CompiledPostback { postback: p, url, headers: Vec::new(), body: None, signing: None }
 }
 
 fn index(postbacks: Vec<Postback>) -> PostbackIndex {

@@ -12,7 +12,8 @@ use std::collections::{BTreeMap, HashSet};
 use super::{check_max_chars, check_no_control_chars, ValidationError};
 use crate::domain::event::EventType;
 use crate::domain::macros::{sample_event, MacroContext};
-use crate::domain::postback::{FireOn, HttpMethod, Scope, MAX_DELAY_SECONDS};
+use crate::domain::postback::{FireOn, HttpMethod, Scope, SecretInput, MAX_DELAY_SECONDS};
+use crate::domain::signing::Signing;
 use crate::domain::template::{is_json_content_type, Encoding, Template};
 
 pub const MAX_NAME_CHARS: usize = 200;
@@ -222,6 +223,44 @@ pub fn body(method: HttpMethod, source: &str) -> Result<Template, ValidationErro
         return Err(ValidationError::new("too_long", "body", format!("body must be at most {MAX_BODY_BYTES} bytes")));
     }
     Template::parse(source).map_err(|e| e.for_field("body"))
+}
+
+/// Signing: a secret is only given with signing on (`[REDACTED]`, what a GET of a
+/// postback with signing on shows, is accepted either way), and `{signature}` is a URL
+/// macro of signing postbacks only.
+pub fn signing(
+    signing: Signing,
+    secret: &SecretInput,
+    url: &Template,
+    headers: &BTreeMap<String, HeaderTemplate>,
+    body: Option<&Template>,
+) -> Result<(), ValidationError> {
+    if !signing.is_on() && matches!(secret, SecretInput::Given(_)) {
+        return Err(ValidationError::invalid(
+            "signing_secret",
+            "signing_secret needs signing standard-webhooks (signing is none)",
+        ));
+    }
+    if !signing.is_on() && url.uses_signature() {
+        return Err(ValidationError::invalid(
+            "url",
+            "the {signature} macro needs signing standard-webhooks (signing is none)",
+        ));
+    }
+    if let Some(header) = headers.values().find(|h| h.template.uses_signature()) {
+        return Err(ValidationError::invalid(
+            format!("headers.{}", header.name),
+            "{signature} signs the URL and may only be used in url; signing standard-webhooks \
+             already sends the webhook-signature header",
+        ));
+    }
+    if body.is_some_and(Template::uses_signature) {
+        return Err(ValidationError::invalid(
+            "body",
+            "{signature} signs the URL and may only be used in url; the body is signed by the webhook-signature header",
+        ));
+    }
+    Ok(())
 }
 
 /// Render with a value for every macro: the URL must come out absolute with a literal

@@ -60,9 +60,9 @@ pub async fn access_log(request: Request, next: Next) -> Response {
 
 pub async fn create_postback(AxumState(s): AxumState<State>, headers: HeaderMap, body: Body) -> ApiResult {
     let value = json_body(&headers, body).await?.ok_or_else(|| ValidationError::required("body"))?;
-    let postback = s.app.create_postback(parse::postback::spec_from_json(&value)?).await?;
-    let location = format!("/postbacks/{}", postback.id);
-    Ok((StatusCode::CREATED, [(header::LOCATION, location)], Json(shown(postback))).into_response())
+    let saved = s.app.create_postback_saved(parse::postback::spec_from_json(&value)?).await?;
+    let location = format!("/postbacks/{}", saved.postback.id);
+    Ok((StatusCode::CREATED, [(header::LOCATION, location)], Json(saved.shown())).into_response())
 }
 
 pub async fn list_postbacks(AxumState(s): AxumState<State>, RawQuery(q): RawQuery) -> ApiResult {
@@ -93,7 +93,17 @@ pub async fn replace_postback(
             return Err(invalid.into());
         }
     };
-    Ok(Json(shown(s.app.replace_postback(&id, spec).await?)).into_response())
+    Ok(Json(s.app.replace_postback_saved(&id, spec).await?.shown()).into_response())
+}
+
+pub async fn get_signing_secret(AxumState(s): AxumState<State>, Path(id): Path<String>) -> ApiResult {
+    id_ok(&id, "postback")?;
+    Ok(Json(s.app.signing_secret(&id).await?).into_response())
+}
+
+pub async fn rotate_signing_secret(AxumState(s): AxumState<State>, Path(id): Path<String>) -> ApiResult {
+    id_ok(&id, "postback")?;
+    Ok(Json(s.app.rotate_signing_secret(&id).await?).into_response())
 }
 
 pub async fn delete_postback(AxumState(s): AxumState<State>, Path(id): Path<String>) -> ApiResult {

@@ -47,6 +47,8 @@ pub fn router(app: Arc<App>, keys: ApiKeys, routes: RouteSet) -> Router {
         )
         .route("/postbacks/{id}/preview", post(handlers::preview_postback))
         .route("/postbacks/{id}/test", post(handlers::test_postback))
+        .route("/postbacks/{id}/secret", get(handlers::get_signing_secret))
+        .route("/postbacks/{id}/secret/rotate", post(handlers::rotate_signing_secret))
         .route("/logs", get(handlers::list_logs))
         .route("/logs/{id}", get(handlers::get_log))
         .route("/logs/{id}/resend", post(handlers::resend_log))

@@ -11,6 +11,7 @@ mod config;
 mod dispatch;
 mod ingest;
 mod queue_loop;
+mod signing;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -2,6 +2,7 @@ use chrono::Duration;
 
 use crate::domain::event::EventType;
 use crate::domain::postback::{FireOn, Scope};
+use crate::domain::signing::{PreviousSecret, Signing, SigningSecret};
 use crate::ports::StoreError;
 use crate::testing::{fixtures, Adapters};
 
@@ -23,6 +24,11 @@ pub async fn postbacks_crud(a: &Adapters) {
     changed.headers.insert("X-Extra".into(), "{sub1}".into());
     changed.body = None;
     changed.updated_at = original.updated_at + Duration::seconds(5);
+    // Signing: the secrets are kept with the postback, the rotated one with its expiry.
+    changed.signing = Signing::StandardWebhooks;
+    changed.signing_secret = Some(SigningSecret::from_key_bytes(&[7; 32]));
+    changed.previous_signing_secret =
+        Some(PreviousSecret::rotated_at(SigningSecret::from_key_bytes(&[8; 24]), changed.updated_at));
     assert!(store.replace(&changed).await.unwrap(), "replace of an existing postback → true");
     assert_eq!(store.get("pb_crud").await.unwrap(), Some(changed.clone()), "get returns the replacement whole");
 

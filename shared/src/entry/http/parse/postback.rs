@@ -11,10 +11,12 @@ use serde_json::{Map, Value};
 
 use super::{json_kind, present, unknown_field};
 use crate::domain::event::{Event, EventType};
-use crate::domain::postback::{FireOn, HttpMethod, Postback, PostbackSpec, Scope};
+use crate::domain::postback::{FireOn, HttpMethod, Postback, PostbackSpec, Scope, SecretInput};
+use crate::domain::redact::REDACTED;
 use crate::domain::rules::postback::{
     self as rules, DEFAULT_CONTENT_TYPE, MAX_EVENT_NAME_CHARS, MAX_REJECTION_REASON_CHARS,
 };
+use crate::domain::signing::{Signing, SigningSecret};
 use crate::domain::ValidationError;
 
 const FIELDS: &[&str] = &[
@@ -32,6 +34,8 @@ const FIELDS: &[&str] = &[
     "headers",
     "body",
     "content_type",
+    "signing",
+    "signing_secret",
 ];
 /// Server-assigned; accepted and ignored so a client can PUT back what it GOT.
 const READ_ONLY_FIELDS: &[&str] = &["id", "created_at", "updated_at"];
@@ -146,6 +150,19 @@ pub fn spec_from_json(value: &Value) -> Result<PostbackSpec, ValidationError> {
 
     rules::check_rendering(kind, name, &url_template, &headers, body_template.as_ref(), content_type)?;
 
+    let signing = match optional_string(object, "signing")? {
+        None | Some("none") => Signing::None,
+        Some("standard-webhooks") => Signing::StandardWebhooks,
+        Some(_) => return Err(ValidationError::invalid("signing", "signing must be one of none, standard-webhooks")),
+    };
+    // `[REDACTED]` (what a GET shows) keeps the stored secret, as for header secrets.
+    let signing_secret = match optional_string(object, "signing_secret")? {
+        None => SecretInput::Absent,
+        Some(REDACTED) => SecretInput::Keep,
+        Some(text) => SecretInput::Given(SigningSecret::parse(text)?),
+    };
+    rules::signing(signing, &signing_secret, &url_template, &headers, body_template.as_ref())?;
+
     Ok(PostbackSpec {
         name: name.to_string(),
         kind,
@@ -161,6 +178,8 @@ pub fn spec_from_json(value: &Value) -> Result<PostbackSpec, ValidationError> {
         headers: headers.into_values().map(|header| (header.name, header.source)).collect(),
         body: body_source.map(str::to_string),
         content_type: content_type.to_string(),
+        signing,
+        signing_secret,
     })
 }
 
