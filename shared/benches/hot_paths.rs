@@ -102,6 +102,7 @@ fn postbacks() -> Vec<Postback> {
                 content_type: "application/json".into(),
                 created_at: at,
                 updated_at: at,
+                version: 1,
             }
         })
         .collect()

@@ -74,6 +74,11 @@ pub struct LogEntry {
     pub duration_ms: u64,
     pub outcome: Outcome,
     pub test: bool,
+    /// The version of the postback that produced the attempt; `null` when the postback
+    /// no longer existed (a skip says so). Entries logged before versions existed have
+    /// no such key and read as version 1.
+    #[serde(default = "legacy_postback_version")]
+    pub postback_version: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub next_attempt_at: Option<DateTime<Utc>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -82,6 +87,10 @@ pub struct LogEntry {
     /// output.
     #[serde(default, skip_serializing)]
     pub firing: Option<Firing>,
+}
+
+fn legacy_postback_version() -> Option<u32> {
+    Some(super::postback::FIRST_VERSION)
 }
 
 /// Filters for `GET /logs` (read by `crate::entry::http::parse::query::log_filter`). All

@@ -108,6 +108,17 @@ pub struct Postback {
     pub content_type: String,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+    /// Server-set: 1 on create, +1 on every replace. Rows stored before versions existed
+    /// read as version 1.
+    #[serde(default = "first_version")]
+    pub version: u32,
+}
+
+/// The version of a new postback (and of one stored before versions existed).
+pub const FIRST_VERSION: u32 = 1;
+
+fn first_version() -> u32 {
+    FIRST_VERSION
 }
 
 /// The validated content of a create/replace request (everything but id and timestamps),
@@ -150,6 +161,7 @@ impl PostbackSpec {
             content_type: self.content_type,
             created_at,
             updated_at,
+            version: FIRST_VERSION,
         }
     }
 }

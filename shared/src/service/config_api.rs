@@ -108,12 +108,24 @@ impl App {
                 }
             }
         }
-        let postback = spec.into_postback(existing.id.clone(), existing.created_at, self.ports.clock.now());
+        let mut postback = spec.into_postback(existing.id.clone(), existing.created_at, self.ports.clock.now());
+        // The store refuses it (409) if another replace got in since `existing` was read.
+        postback.version = existing
+            .version
+            .checked_add(1)
+            .ok_or_else(|| ServiceError::Conflict(format!("postback {id} has reached the last version number")))?;
         if !self.ports.postbacks.replace(&postback).await? {
             return Err(ServiceError::NotFound("postback"));
         }
         self.catalog.invalidate().await;
         Ok(postback)
+    }
+
+    /// Every version of a postback, newest first, as the API shows them (secrets
+    /// redacted). A deleted postback has none (404), like an unknown id.
+    pub async fn postback_versions(&self, id: &str) -> ServiceResult<Vec<Postback>> {
+        let versions = self.ports.postbacks.versions(id).await?.ok_or(ServiceError::NotFound("postback"))?;
+        Ok(versions.into_iter().map(shown).collect())
     }
 
     pub async fn delete_postback(&self, id: &str) -> ServiceResult<()> {

@@ -37,6 +37,7 @@ pub fn postback(id: &str, kind: EventType) -> Postback {
         content_type: "application/json".into(),
         created_at: created,
         updated_at: created,
+        version: 1,
     }
 }
 
@@ -113,6 +114,7 @@ pub fn log_entry(firing: &Firing, outcome: Outcome) -> LogEntry {
         duration_ms: 42,
         outcome,
         test: false,
+        postback_version: Some(1),
         next_attempt_at: None,
         resend_of: None,
         firing: Some(firing.clone()),

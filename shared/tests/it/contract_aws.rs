@@ -153,6 +153,7 @@ fn log_entry(fired_at: DateTime<Utc>, postback_id: &str, txid: &str, outcome: Ou
         duration_ms: 12,
         outcome,
         test: false,
+        postback_version: Some(1),
         next_attempt_at: None,
         resend_of: None,
         firing: Some(firing(&format!("d-{postback_id}-{txid}"), fired_at)),
@@ -220,6 +221,7 @@ async fn postbacks_crud_and_listing_by_type() {
     let mut changed = c2.clone();
     changed.kind = EventType::Event;
     changed.name = "renamed".into();
+    changed.version = 2;
     assert!(store.replace(&changed).await.unwrap());
     assert_eq!(store.get("c2").await.unwrap().unwrap().name, "renamed");
     assert_eq!(ids(store.list(Some(EventType::Event)).await.unwrap()), ["c2"]);
@@ -247,6 +249,35 @@ async fn corrupt_items_are_reported_as_corrupt() {
         .unwrap();
     assert!(matches!(f.adapters.postbacks.get("bad").await, Err(StoreError::Corrupt(_))));
     assert!(matches!(f.adapters.postbacks.list(None).await, Err(StoreError::Corrupt(_))));
+}
+
+/// An item written before versions (no `version` attribute, no `version` in its doc) is
+/// version 1: replaced as such, and its first version is kept.
+#[tokio::test]
+async fn postbacks_from_before_versions_are_version_1() {
+    require_emulators!();
+    let f = fixture("legacy_versions", |_| {}).await;
+    let legacy = postback("old", EventType::Click);
+    let mut doc = serde_json::to_value(&legacy).unwrap();
+    doc.as_object_mut().unwrap().remove("version");
+    f.clients
+        .dynamodb
+        .put_item()
+        .table_name(&f.names.postbacks_table)
+        .item("id", aws_sdk_dynamodb::types::AttributeValue::S("old".into()))
+        .item("type", aws_sdk_dynamodb::types::AttributeValue::S("click".into()))
+        .item("doc", aws_sdk_dynamodb::types::AttributeValue::S(doc.to_string()))
+        .send()
+        .await
+        .unwrap();
+    let store = &f.adapters.postbacks;
+    assert_eq!(store.get("old").await.unwrap(), Some(legacy.clone()), "reads as version 1");
+    assert_eq!(store.versions("old").await.unwrap(), Some(vec![legacy.clone()]));
+    let mut next = legacy.clone();
+    next.version = 2;
+    next.name = "second".into();
+    assert!(store.replace(&next).await.unwrap());
+    assert_eq!(store.versions("old").await.unwrap(), Some(vec![next, legacy]));
 }
 
 // ---------------------------------------------------------------------------------

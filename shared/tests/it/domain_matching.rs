@@ -33,6 +33,7 @@ fn postback(id: &str, kind: EventType) -> Postback {
         content_type: "application/json".into(),
         created_at: at,
         updated_at: at,
+        version: 1,
     }
 }
 

@@ -58,6 +58,7 @@ macro_rules! __contract_check_lists {
                 postbacks_crud,
                 postbacks_create_conflict,
                 postbacks_list_ordered_and_by_type,
+                postbacks_versions,
                 touches_click_latest_wins,
                 touches_status_latest_wins,
                 touches_status_keys_are_separate,
