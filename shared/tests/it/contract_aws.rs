@@ -17,11 +17,11 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, Utc};
 use postback::adapters::aws::{
     at_expression, config_loader, schedule_name, AwsAdapters, AwsClients, DynamoLogStore, DynamoTouchStore,
-    QueueSettings, ResourceNames, ResourcePlan, SqsFiringQueue,
+    QueueSettings, ReadBound, ResourceNames, ResourcePlan, SqsFiringQueue,
 };
 use postback::domain::event::{Event, EventType, Status, StatusKey};
 use postback::domain::firing::Firing;
-use postback::domain::log::{Cursor, LogEntry, LogFilter, Outcome};
+use postback::domain::log::{Cursor, LogColumn, LogEntry, LogFilter, LogOp, LogPredicate, Outcome};
 use postback::domain::postback::Postback;
 use postback::ports::{FiringQueue, Leased, LogStore, PostbackStore, StoreError, TouchRecord, TouchStore};
 use postback::testing::{contract, AdapterFactory, Adapters};
@@ -383,6 +383,78 @@ async fn all_pages(logs: &dyn LogStore, mut filter: LogFilter) -> Vec<LogEntry> 
         }
     }
     panic!("pagination did not end");
+}
+
+/// With filters that match little, a listing reads a bounded number of Query pages and
+/// answers short (even empty) pages with a cursor where it stopped; following the
+/// cursors still yields every match exactly once, newest first (all shards, and the
+/// postback index).
+#[tokio::test]
+async fn logs_filtered_listing_reads_a_bounded_number_of_pages() {
+    require_emulators!();
+    let f = fixture("logs_bound", |_| {}).await;
+    let bound = ReadBound { pages: 5, page_items: 3 };
+    let logs = DynamoLogStore::new(f.clients.dynamodb.clone(), &f.names.logs_table, chrono::Duration::days(1))
+        .with_read_bound(bound);
+    let base = Utc::now() - chrono::Duration::hours(3);
+    let entries: Vec<LogEntry> = (0..60)
+        .map(|i| {
+            let mut e = log_entry(
+                base + chrono::Duration::seconds(i),
+                ["pbA", "pbB"][i as usize % 2],
+                "T1",
+                Outcome::Delivered,
+            );
+            if i % 17 == 5 {
+                e.url = format!("https://rare.example/{i}");
+            }
+            e
+        })
+        .collect();
+    logs.append(&entries).await.unwrap();
+    let rare = LogPredicate::new(LogColumn::Url, LogOp::Contains, "rare.example").unwrap();
+    let newest = |keep: &dyn Fn(&LogEntry) -> bool| {
+        let mut want: Vec<&LogEntry> = entries.iter().filter(|e| keep(e)).collect();
+        want.sort_by(|a, b| (b.fired_at, &b.id).cmp(&(a.fired_at, &a.id)));
+        want.into_iter().map(|e| e.id.clone()).collect::<Vec<_>>()
+    };
+    let cases = [
+        (
+            LogFilter { limit: 2, predicates: vec![rare.clone()], ..LogFilter::default() },
+            newest(&|e| e.url.contains("rare")),
+        ),
+        (
+            LogFilter {
+                limit: 2,
+                postback_id: Some("pbB".into()),
+                predicates: vec![rare.clone()],
+                ..LogFilter::default()
+            },
+            newest(&|e| e.url.contains("rare") && e.postback_id == "pbB"),
+        ),
+    ];
+    for (filter, want) in cases {
+        assert!(!want.is_empty());
+        let mut got = Vec::new();
+        let mut short_with_cursor = 0;
+        let mut f = filter.clone();
+        for _ in 0..200 {
+            let page = logs.query(&f).await.unwrap();
+            got.extend(page.items.iter().map(|e| e.id.clone()));
+            match page.next_cursor {
+                Some(c) => {
+                    short_with_cursor += usize::from(page.items.len() < f.limit);
+                    f.cursor = Some(Cursor::decode(&c).unwrap());
+                }
+                None => break,
+            }
+        }
+        assert_eq!(got, want, "every match once, newest first ({:?})", filter.postback_id);
+        assert!(short_with_cursor > 0, "the bound stopped some request short");
+    }
+    // Unfiltered listings are not cut short: a full page of the newest.
+    let page = logs.query(&LogFilter { limit: 10, ..LogFilter::default() }).await.unwrap();
+    assert_eq!(page.items.len(), 10);
 }
 
 #[tokio::test]

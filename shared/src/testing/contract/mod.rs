@@ -70,6 +70,7 @@ macro_rules! __contract_check_lists {
                 logs_newest_first_by_fired_at,
                 logs_every_filter,
                 logs_pagination_without_gaps_or_duplicates,
+                logs_is_not_and_contains,
                 logs_record_delivered_once,
                 queue_enqueue_receive_ack,
                 queue_not_received_before_due,
