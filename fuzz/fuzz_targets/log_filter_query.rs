@@ -1,9 +1,11 @@
 //! `parse::query::log_filter` (GET /logs) on the pairs of an arbitrary query string, and
-//! `Cursor::decode` on the raw text: never panic, and what they accept is consistent.
+//! `Cursor::decode` on the raw text: never panic, and what they accept is consistent:
+//! every predicate (`col.not`, `col.contains`, `is` on the untyped columns) came from a
+//! parameter that was sent, rebuilds from its own parts, and `.contains` only on text.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use postback::domain::log::{Cursor, MAX_LOG_LIMIT};
+use postback::domain::log::{Cursor, LogOp, LogPredicate, MAX_LOG_LIMIT};
 use postback::entry::http::parse;
 
 fuzz_target!(|data: &[u8]| {
@@ -15,6 +17,13 @@ fuzz_target!(|data: &[u8]| {
         }
         if let Some(cursor) = &filter.cursor {
             assert_eq!(Cursor::decode(&cursor.encode()).as_ref(), Ok(cursor), "cursor does not round trip");
+        }
+        assert!(filter.predicates.len() <= pairs.len(), "more predicates than parameters");
+        for p in &filter.predicates {
+            let name = format!("{}{}", p.column().name(), p.op().suffix());
+            assert!(pairs.iter().any(|(k, _)| *k == name), "predicate {name} was not sent");
+            assert!(p.op() != LogOp::Contains || p.column().is_text(), "contains on {name}");
+            assert_eq!(LogPredicate::new(p.column(), p.op(), p.value()).as_ref(), Ok(p), "{name} does not rebuild");
         }
     }
 

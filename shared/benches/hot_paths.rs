@@ -105,6 +105,7 @@ fn postbacks() -> Vec<Postback> {
                 signing: Default::default(),
                 signing_secret: None,
                 previous_signing_secret: None,
+                version: 1,
             }
         })
         .collect()

@@ -160,3 +160,74 @@ async fn private_targets_are_refused_unless_allowed() {
     assert_eq!(r.body["outcome"], "failed");
     assert!(sink.hits().is_empty());
 }
+
+/// Versions and the new log filters over HTTP: `version` counts replaces (a sent one is
+/// ignored), `/versions` lists them newest first and redacted, log entries name the
+/// version; `GET /logs` with `.not` and `.contains`, and 400s naming the parameter.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn versions_and_log_filters_over_http() {
+    let sink = Sink::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &[]).await;
+    let api = server.client();
+    let body = |name: &str, path: &str| {
+        json!({"name": name, "type": "click", "url": sink.url(path), "headers": {"Authorization": "Bearer s3cr3t"},
+               "version": 7})
+    };
+    let ok = api.create_postback(body("Affise", "/ok/aff?c={transaction_id}")).await;
+    let r = api.get(&format!("/postbacks/{ok}")).await;
+    assert_eq!(r.body["version"], 1, "a sent version is ignored");
+    let r = api.admin(reqwest::Method::PUT, &format!("/postbacks/{ok}"), Some(body("Affise v2", "/ok/aff2"))).await;
+    assert_eq!((r.status, r.body["version"].clone()), (200, json!(2)), "{}", r.body);
+    let failing = api.create_postback(body("Broken", "/status/404")).await;
+
+    let r = api.get(&format!("/postbacks/{ok}/versions")).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let items = r.body["items"].as_array().unwrap();
+    let seen: Vec<(i64, &str)> =
+        items.iter().map(|p| (p["version"].as_i64().unwrap(), p["name"].as_str().unwrap())).collect();
+    assert_eq!(seen, [(2, "Affise v2"), (1, "Affise")]);
+    assert!(!r.body.to_string().contains("s3cr3t"), "secrets redacted: {}", r.body);
+    assert_eq!(api.get("/postbacks/pb_nope/versions").await.status, 404);
+
+    for id in [&ok, &failing] {
+        let r = api.post(&format!("/postbacks/{id}/test"), json!({})).await;
+        assert_eq!(r.status, 200, "{}", r.body);
+    }
+    for i in 0..3 {
+        let r = api
+            .ingest(json!({"type": "click", "transaction_id": format!("TX{i}"), "offer_id": "o", "publisher_id": "p"}))
+            .await;
+        assert_eq!(r.status, 202, "{}", r.body);
+    }
+    let all = api.wait_logs("", 8, std::time::Duration::from_secs(20), |_| true).await;
+    assert_eq!(all.len(), 8, "2 tests + 3 clicks × 2 postbacks");
+    assert!(all.iter().all(|e| e["postback_version"] == json!(if e["postback_id"] == ok { 2 } else { 1 })));
+
+    let not_404 = api.logs("status_code.not=404").await;
+    assert_eq!(not_404.len(), 4);
+    assert!(not_404.iter().all(|e| e["status_code"] == 200));
+    let aff = api.logs("url.contains=%2Fok%2Faff2&test.not=true").await;
+    assert_eq!(aff.len(), 3, "three clicks, not the test");
+    assert!(aff.iter().all(|e| e["test"] == false && e["url"].as_str().unwrap().contains("/ok/aff2")));
+    let broken = api.logs("postback_name.contains=Brok&outcome.not=delivered&test=true").await;
+    assert_eq!(broken.len(), 1);
+    assert_eq!(broken[0]["postback_id"], json!(failing));
+
+    for (query, field) in [
+        ("status_code.contains=20", "status_code.contains"),
+        ("outcome.contains=fail", "outcome.contains"),
+        ("status_code.not=abc", "status_code.not"),
+        ("outcome=lost", "outcome"),
+        ("test=yes", "test"),
+        ("url.startswith=x", "url.startswith"),
+        ("bogus.not=1", "bogus.not"),
+    ] {
+        let r = api.get(&format!("/logs?{query}")).await;
+        assert_eq!(r.status, 400, "{query}: {}", r.body);
+        assert_eq!(r.body["error"]["field"], field, "{query}");
+    }
+
+    api.admin(reqwest::Method::DELETE, &format!("/postbacks/{ok}"), None).await;
+    assert_eq!(api.get(&format!("/postbacks/{ok}/versions")).await.status, 404, "deleted: no versions");
+}

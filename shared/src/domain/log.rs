@@ -74,6 +74,11 @@ pub struct LogEntry {
     pub duration_ms: u64,
     pub outcome: Outcome,
     pub test: bool,
+    /// The version of the postback that produced the attempt; `null` when the postback
+    /// no longer existed (a skip says so). Entries logged before versions existed have
+    /// no such key and read as version 1.
+    #[serde(default = "legacy_postback_version")]
+    pub postback_version: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub next_attempt_at: Option<DateTime<Utc>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -84,8 +89,200 @@ pub struct LogEntry {
     pub firing: Option<Firing>,
 }
 
+fn legacy_postback_version() -> Option<u32> {
+    Some(super::postback::FIRST_VERSION)
+}
+
+/// A column `GET /logs` filters on, by its parameter name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum LogColumn {
+    PostbackId,
+    PostbackName,
+    TransactionId,
+    EventId,
+    Type,
+    OfferId,
+    PublisherId,
+    StatusCode,
+    Outcome,
+    Url,
+    Error,
+    ResponseBody,
+    Test,
+}
+
+impl LogColumn {
+    pub const ALL: [LogColumn; 13] = [
+        LogColumn::PostbackId,
+        LogColumn::PostbackName,
+        LogColumn::TransactionId,
+        LogColumn::EventId,
+        LogColumn::Type,
+        LogColumn::OfferId,
+        LogColumn::PublisherId,
+        LogColumn::StatusCode,
+        LogColumn::Outcome,
+        LogColumn::Url,
+        LogColumn::Error,
+        LogColumn::ResponseBody,
+        LogColumn::Test,
+    ];
+
+    /// The parameter name, which is also the entry's field name.
+    pub fn name(self) -> &'static str {
+        match self {
+            LogColumn::PostbackId => "postback_id",
+            LogColumn::PostbackName => "postback_name",
+            LogColumn::TransactionId => "transaction_id",
+            LogColumn::EventId => "event_id",
+            LogColumn::Type => "type",
+            LogColumn::OfferId => "offer_id",
+            LogColumn::PublisherId => "publisher_id",
+            LogColumn::StatusCode => "status_code",
+            LogColumn::Outcome => "outcome",
+            LogColumn::Url => "url",
+            LogColumn::Error => "error",
+            LogColumn::ResponseBody => "response_body",
+            LogColumn::Test => "test",
+        }
+    }
+
+    pub fn parse(name: &str) -> Option<LogColumn> {
+        LogColumn::ALL.into_iter().find(|c| c.name() == name)
+    }
+
+    /// Free-text columns, the ones *contains* applies to. `type`, `status_code`,
+    /// `outcome` and `test` take a value from a closed set (or a number): only *is* and
+    /// *is not*.
+    pub fn is_text(self) -> bool {
+        !matches!(self, LogColumn::Type | LogColumn::StatusCode | LogColumn::Outcome | LogColumn::Test)
+    }
+
+    /// The entry's value in this column as the filter compares it: the status code in
+    /// decimal, `test` as `true`/`false`; `None` when the entry has none.
+    pub fn value_of(self, e: &LogEntry) -> Option<std::borrow::Cow<'_, str>> {
+        use std::borrow::Cow::{Borrowed, Owned};
+        match self {
+            LogColumn::PostbackId => Some(Borrowed(&e.postback_id)),
+            LogColumn::PostbackName => Some(Borrowed(&e.postback_name)),
+            LogColumn::TransactionId => Some(Borrowed(&e.transaction_id)),
+            LogColumn::EventId => e.event_id.as_deref().map(Borrowed),
+            LogColumn::Type => Some(Borrowed(e.kind.as_str())),
+            LogColumn::OfferId => e.offer_id.as_deref().map(Borrowed),
+            LogColumn::PublisherId => e.publisher_id.as_deref().map(Borrowed),
+            LogColumn::StatusCode => e.status_code.map(|c| Owned(c.to_string())),
+            LogColumn::Outcome => Some(Borrowed(e.outcome.as_str())),
+            LogColumn::Url => Some(Borrowed(&e.url)),
+            LogColumn::Error => e.error.as_deref().map(Borrowed),
+            LogColumn::ResponseBody => e.response_body.as_deref().map(Borrowed),
+            LogColumn::Test => Some(Borrowed(if e.test { "true" } else { "false" })),
+        }
+    }
+}
+
+/// How a predicate compares: *is* (`col=v`), *is not* (`col.not=v`: also every entry
+/// without a value in that column), *contains* (`col.contains=v`: case-sensitive
+/// substring, text columns only; an entry without a value never contains anything).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum LogOp {
+    Is,
+    IsNot,
+    Contains,
+}
+
+impl LogOp {
+    /// The parameter name's suffix (`""`, `".not"`, `".contains"`).
+    pub fn suffix(self) -> &'static str {
+        match self {
+            LogOp::Is => "",
+            LogOp::IsNot => ".not",
+            LogOp::Contains => ".contains",
+        }
+    }
+}
+
+/// Longest value a log filter takes; longer ones could not match anything stored (ids,
+/// names and URLs are shorter; response bodies are cut to `MAX_LOGGED_RESPONSE_BYTES`).
+pub const MAX_LOG_FILTER_VALUE_BYTES: usize = MAX_LOGGED_RESPONSE_BYTES;
+
+/// One filter of `GET /logs` beyond the typed fields of [`LogFilter`]. Built only by
+/// [`LogPredicate::new`], so `value` is valid for its column: a status code is its
+/// number in decimal (100-599), an outcome or type its name, `test` `true`/`false`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogPredicate {
+    column: LogColumn,
+    op: LogOp,
+    value: String,
+}
+
+impl LogPredicate {
+    /// Check `value` for the column and op; errors name the parameter (`url.contains`).
+    pub fn new(column: LogColumn, op: LogOp, value: &str) -> Result<LogPredicate, ValidationError> {
+        let param = format!("{}{}", column.name(), op.suffix());
+        if op == LogOp::Contains && !column.is_text() {
+            return Err(ValidationError::invalid(
+                param,
+                format!("{} is not a text column: use {0} or {0}.not", column.name()),
+            ));
+        }
+        if value.len() > MAX_LOG_FILTER_VALUE_BYTES {
+            return Err(ValidationError::new(
+                "too_long",
+                param,
+                format!("a log filter value must be at most {MAX_LOG_FILTER_VALUE_BYTES} bytes"),
+            ));
+        }
+        let value = match column {
+            LogColumn::StatusCode => value
+                .parse::<u16>()
+                .ok()
+                .filter(|code| (100..=599).contains(code))
+                .ok_or_else(|| ValidationError::invalid(&param, "status_code must be a number 100-599"))?
+                .to_string(),
+            LogColumn::Outcome => Outcome::parse(value)
+                .ok_or_else(|| {
+                    ValidationError::invalid(&param, "outcome must be delivered, failed, retrying or skipped")
+                })?
+                .as_str()
+                .to_string(),
+            LogColumn::Type => EventType::parse(value)
+                .ok_or_else(|| ValidationError::invalid(&param, "type must be impression, click, conversion or event"))?
+                .as_str()
+                .to_string(),
+            LogColumn::Test => match value {
+                "true" | "false" => value.to_string(),
+                _ => return Err(ValidationError::invalid(&param, "test must be true or false")),
+            },
+            _ => value.to_string(),
+        };
+        Ok(LogPredicate { column, op, value })
+    }
+
+    pub fn column(&self) -> LogColumn {
+        self.column
+    }
+    pub fn op(&self) -> LogOp {
+        self.op
+    }
+    /// The checked value, as text (see the type's doc).
+    pub fn value(&self) -> &str {
+        &self.value
+    }
+
+    pub fn matches(&self, e: &LogEntry) -> bool {
+        let actual = self.column.value_of(e);
+        match self.op {
+            LogOp::Is => actual.as_deref() == Some(self.value.as_str()),
+            LogOp::IsNot => actual.as_deref() != Some(self.value.as_str()),
+            LogOp::Contains => actual.is_some_and(|a| a.contains(self.value.as_str())),
+        }
+    }
+}
+
 /// Filters for `GET /logs` (read by `crate::entry::http::parse::query::log_filter`). All
-/// set filters must match.
+/// set filters must match (AND): the typed *is* fields, which the stores' indexes serve
+/// where they can, and the `predicates` (*is* on the other columns, *is not*,
+/// *contains*).
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct LogFilter {
     pub postback_id: Option<String>,
@@ -99,6 +296,7 @@ pub struct LogFilter {
     pub to: Option<DateTime<Utc>>,
     pub limit: usize,
     pub cursor: Option<Cursor>,
+    pub predicates: Vec<LogPredicate>,
 }
 
 impl LogFilter {
@@ -113,6 +311,7 @@ impl LogFilter {
             && self.outcome.is_none_or(|v| v == e.outcome)
             && self.from.is_none_or(|v| e.fired_at >= v)
             && self.to.is_none_or(|v| e.fired_at <= v)
+            && self.predicates.iter().all(|p| p.matches(e))
     }
 }
 

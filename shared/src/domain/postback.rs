@@ -117,6 +117,17 @@ pub struct Postback {
     /// The secret before the last rotation while it still signs; stored, never shown.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub previous_signing_secret: Option<PreviousSecret>,
+    /// Server-set: 1 on create, +1 on every replace. Rows stored before versions existed
+    /// read as version 1.
+    #[serde(default = "first_version")]
+    pub version: u32,
+}
+
+/// The version of a new postback (and of one stored before versions existed).
+pub const FIRST_VERSION: u32 = 1;
+
+fn first_version() -> u32 {
+    FIRST_VERSION
 }
 
 /// The validated content of a create/replace request (everything but id and timestamps),
@@ -179,6 +190,7 @@ impl PostbackSpec {
                 _ => None,
             },
             previous_signing_secret: None,
+            version: FIRST_VERSION,
         }
     }
 }

@@ -36,10 +36,16 @@ pub trait PostbackStore: Send + Sync {
     /// Insert a new postback; `Conflict` if the id exists.
     async fn create(&self, postback: &Postback) -> StoreResult<()>;
     async fn get(&self, id: &str) -> StoreResult<Option<Postback>>;
-    /// Replace an existing postback; `Ok(false)` if there is none with that id.
+    /// Replace an existing postback whose stored version is `postback.version - 1`, and
+    /// keep the stored one as a saved version, in one atomic write. `Ok(false)` if there
+    /// is none with that id; `Conflict` (nothing written) if the stored version is another
+    /// (a concurrent replace won).
     async fn replace(&self, postback: &Postback) -> StoreResult<bool>;
-    /// `Ok(false)` if there was none.
+    /// Delete the postback and its saved versions. `Ok(false)` if there was none.
     async fn delete(&self, id: &str) -> StoreResult<bool>;
+    /// Every version of a postback, newest first: the current one, then the saved ones
+    /// it replaced. `None` if there is no such postback (never created, or deleted).
+    async fn versions(&self, id: &str) -> StoreResult<Option<Vec<Postback>>>;
     /// All postbacks, or those of one type; ordered by id.
     async fn list(&self, kind: Option<EventType>) -> StoreResult<Vec<Postback>>;
 }

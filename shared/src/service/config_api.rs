@@ -190,6 +190,11 @@ impl App {
         let mut postback = spec.into_postback(existing.id.clone(), existing.created_at, self.ports.clock.now());
         postback.signing_secret = secret;
         postback.previous_signing_secret = previous;
+        // The store refuses it (409) if another replace got in since `existing` was read.
+        postback.version = existing
+            .version
+            .checked_add(1)
+            .ok_or_else(|| ServiceError::Conflict(format!("postback {id} has reached the last version number")))?;
         if !self.ports.postbacks.replace(&postback).await? {
             return Err(ServiceError::NotFound("postback"));
         }
@@ -217,11 +222,24 @@ impl App {
         postback.signing_secret = Some(secret.clone());
         postback.previous_signing_secret = Some(previous);
         postback.updated_at = now;
+        // A rotation is a saved change of the postback (what it signs with), so it makes a
+        // version like a replace does; the store refuses it (409) if a replace got in.
+        postback.version = postback
+            .version
+            .checked_add(1)
+            .ok_or_else(|| ServiceError::Conflict(format!("postback {id} has reached the last version number")))?;
         if !self.ports.postbacks.replace(&postback).await? {
             return Err(ServiceError::NotFound("postback"));
         }
         self.catalog.invalidate().await;
         Ok(SecretView { signing_secret: secret.expose().to_string(), previous_expires_at: Some(expires_at) })
+    }
+
+    /// Every version of a postback, newest first, as the API shows them (secrets
+    /// redacted). A deleted postback has none (404), like an unknown id.
+    pub async fn postback_versions(&self, id: &str) -> ServiceResult<Vec<Postback>> {
+        let versions = self.ports.postbacks.versions(id).await?.ok_or(ServiceError::NotFound("postback"))?;
+        Ok(versions.into_iter().map(shown).collect())
     }
 
     pub async fn delete_postback(&self, id: &str) -> ServiceResult<()> {

@@ -257,6 +257,7 @@ fn base_entry(firing: &Firing, postback: Option<&CompiledPostback>, fired_at: Da
         duration_ms: 0,
         outcome: Outcome::Skipped,
         test,
+        postback_version: postback.map(|p| p.postback.version),
         next_attempt_at: None,
         resend_of: firing.resend_of.clone(),
         firing: Some(firing.clone()),

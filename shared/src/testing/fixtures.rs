@@ -40,6 +40,7 @@ pub fn postback(id: &str, kind: EventType) -> Postback {
         signing: Default::default(),
         signing_secret: None,
         previous_signing_secret: None,
+        version: 1,
     }
 }
 
@@ -116,6 +117,7 @@ pub fn log_entry(firing: &Firing, outcome: Outcome) -> LogEntry {
         duration_ms: 42,
         outcome,
         test: false,
+        postback_version: Some(1),
         next_attempt_at: None,
         resend_of: None,
         firing: Some(firing.clone()),

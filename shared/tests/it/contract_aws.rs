@@ -17,11 +17,11 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, Utc};
 use postback::adapters::aws::{
     at_expression, config_loader, schedule_name, AwsAdapters, AwsClients, DynamoLogStore, DynamoTouchStore,
-    QueueSettings, ResourceNames, ResourcePlan, SqsFiringQueue,
+    QueueSettings, ReadBound, ResourceNames, ResourcePlan, SqsFiringQueue,
 };
 use postback::domain::event::{Event, EventType, Status, StatusKey};
 use postback::domain::firing::Firing;
-use postback::domain::log::{Cursor, LogEntry, LogFilter, Outcome};
+use postback::domain::log::{Cursor, LogColumn, LogEntry, LogFilter, LogOp, LogPredicate, Outcome};
 use postback::domain::postback::Postback;
 use postback::ports::{FiringQueue, Leased, LogStore, PostbackStore, StoreError, TouchRecord, TouchStore};
 use postback::testing::{contract, AdapterFactory, Adapters};
@@ -153,6 +153,7 @@ fn log_entry(fired_at: DateTime<Utc>, postback_id: &str, txid: &str, outcome: Ou
         duration_ms: 12,
         outcome,
         test: false,
+        postback_version: Some(1),
         next_attempt_at: None,
         resend_of: None,
         firing: Some(firing(&format!("d-{postback_id}-{txid}"), fired_at)),
@@ -220,6 +221,7 @@ async fn postbacks_crud_and_listing_by_type() {
     let mut changed = c2.clone();
     changed.kind = EventType::Event;
     changed.name = "renamed".into();
+    changed.version = 2;
     assert!(store.replace(&changed).await.unwrap());
     assert_eq!(store.get("c2").await.unwrap().unwrap().name, "renamed");
     assert_eq!(ids(store.list(Some(EventType::Event)).await.unwrap()), ["c2"]);
@@ -247,6 +249,35 @@ async fn corrupt_items_are_reported_as_corrupt() {
         .unwrap();
     assert!(matches!(f.adapters.postbacks.get("bad").await, Err(StoreError::Corrupt(_))));
     assert!(matches!(f.adapters.postbacks.list(None).await, Err(StoreError::Corrupt(_))));
+}
+
+/// An item written before versions (no `version` attribute, no `version` in its doc) is
+/// version 1: replaced as such, and its first version is kept.
+#[tokio::test]
+async fn postbacks_from_before_versions_are_version_1() {
+    require_emulators!();
+    let f = fixture("legacy_versions", |_| {}).await;
+    let legacy = postback("old", EventType::Click);
+    let mut doc = serde_json::to_value(&legacy).unwrap();
+    doc.as_object_mut().unwrap().remove("version");
+    f.clients
+        .dynamodb
+        .put_item()
+        .table_name(&f.names.postbacks_table)
+        .item("id", aws_sdk_dynamodb::types::AttributeValue::S("old".into()))
+        .item("type", aws_sdk_dynamodb::types::AttributeValue::S("click".into()))
+        .item("doc", aws_sdk_dynamodb::types::AttributeValue::S(doc.to_string()))
+        .send()
+        .await
+        .unwrap();
+    let store = &f.adapters.postbacks;
+    assert_eq!(store.get("old").await.unwrap(), Some(legacy.clone()), "reads as version 1");
+    assert_eq!(store.versions("old").await.unwrap(), Some(vec![legacy.clone()]));
+    let mut next = legacy.clone();
+    next.version = 2;
+    next.name = "second".into();
+    assert!(store.replace(&next).await.unwrap());
+    assert_eq!(store.versions("old").await.unwrap(), Some(vec![next, legacy]));
 }
 
 // ---------------------------------------------------------------------------------
@@ -352,6 +383,78 @@ async fn all_pages(logs: &dyn LogStore, mut filter: LogFilter) -> Vec<LogEntry> 
         }
     }
     panic!("pagination did not end");
+}
+
+/// With filters that match little, a listing reads a bounded number of Query pages and
+/// answers short (even empty) pages with a cursor where it stopped; following the
+/// cursors still yields every match exactly once, newest first (all shards, and the
+/// postback index).
+#[tokio::test]
+async fn logs_filtered_listing_reads_a_bounded_number_of_pages() {
+    require_emulators!();
+    let f = fixture("logs_bound", |_| {}).await;
+    let bound = ReadBound { pages: 5, page_items: 3 };
+    let logs = DynamoLogStore::new(f.clients.dynamodb.clone(), &f.names.logs_table, chrono::Duration::days(1))
+        .with_read_bound(bound);
+    let base = Utc::now() - chrono::Duration::hours(3);
+    let entries: Vec<LogEntry> = (0..60)
+        .map(|i| {
+            let mut e = log_entry(
+                base + chrono::Duration::seconds(i),
+                ["pbA", "pbB"][i as usize % 2],
+                "T1",
+                Outcome::Delivered,
+            );
+            if i % 17 == 5 {
+                e.url = format!("https://rare.example/{i}");
+            }
+            e
+        })
+        .collect();
+    logs.append(&entries).await.unwrap();
+    let rare = LogPredicate::new(LogColumn::Url, LogOp::Contains, "rare.example").unwrap();
+    let newest = |keep: &dyn Fn(&LogEntry) -> bool| {
+        let mut want: Vec<&LogEntry> = entries.iter().filter(|e| keep(e)).collect();
+        want.sort_by(|a, b| (b.fired_at, &b.id).cmp(&(a.fired_at, &a.id)));
+        want.into_iter().map(|e| e.id.clone()).collect::<Vec<_>>()
+    };
+    let cases = [
+        (
+            LogFilter { limit: 2, predicates: vec![rare.clone()], ..LogFilter::default() },
+            newest(&|e| e.url.contains("rare")),
+        ),
+        (
+            LogFilter {
+                limit: 2,
+                postback_id: Some("pbB".into()),
+                predicates: vec![rare.clone()],
+                ..LogFilter::default()
+            },
+            newest(&|e| e.url.contains("rare") && e.postback_id == "pbB"),
+        ),
+    ];
+    for (filter, want) in cases {
+        assert!(!want.is_empty());
+        let mut got = Vec::new();
+        let mut short_with_cursor = 0;
+        let mut f = filter.clone();
+        for _ in 0..200 {
+            let page = logs.query(&f).await.unwrap();
+            got.extend(page.items.iter().map(|e| e.id.clone()));
+            match page.next_cursor {
+                Some(c) => {
+                    short_with_cursor += usize::from(page.items.len() < f.limit);
+                    f.cursor = Some(Cursor::decode(&c).unwrap());
+                }
+                None => break,
+            }
+        }
+        assert_eq!(got, want, "every match once, newest first ({:?})", filter.postback_id);
+        assert!(short_with_cursor > 0, "the bound stopped some request short");
+    }
+    // Unfiltered listings are not cut short: a full page of the newest.
+    let page = logs.query(&LogFilter { limit: 10, ..LogFilter::default() }).await.unwrap();
+    assert_eq!(page.items.len(), 10);
 }
 
 #[tokio::test]

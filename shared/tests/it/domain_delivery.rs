@@ -393,3 +393,69 @@ fn log_filter_errors_name_the_parameter() {
         assert_eq!((err.code, err.field.as_str()), (*code, *field), "{pairs:?}: {err}");
     }
 }
+
+/// `col.not` and `col.contains` become predicates (and `is` on the untyped columns);
+/// values are checked for their column; several filters are all kept (AND).
+#[test]
+fn log_filter_parses_not_and_contains() {
+    use postback::domain::log::{LogColumn, LogOp, LogPredicate};
+    let f = parse::query::log_filter(&q(&[
+        ("status_code.not", "200"),
+        ("url.contains", "aff"),
+        ("url.not", "https://aff.example/x"),
+        ("outcome.not", "failed"),
+        ("test", "true"),
+        ("postback_name", "CRM"),
+        ("response_body.contains", "100%_"),
+        ("postback_id", "pb_1"),
+    ]))
+    .unwrap();
+    let p = |c, o, v| LogPredicate::new(c, o, v).unwrap();
+    assert_eq!(
+        f.predicates,
+        vec![
+            p(LogColumn::StatusCode, LogOp::IsNot, "200"),
+            p(LogColumn::Url, LogOp::Contains, "aff"),
+            p(LogColumn::Url, LogOp::IsNot, "https://aff.example/x"),
+            p(LogColumn::Outcome, LogOp::IsNot, "failed"),
+            p(LogColumn::Test, LogOp::Is, "true"),
+            p(LogColumn::PostbackName, LogOp::Is, "CRM"),
+            p(LogColumn::ResponseBody, LogOp::Contains, "100%_"),
+        ]
+    );
+    assert_eq!(f.postback_id.as_deref(), Some("pb_1"), "is on postback_id stays the typed (indexed) field");
+    assert_eq!(parse::query::log_filter(&q(&[("url.contains", "")])).unwrap().predicates, vec![], "empty: not set");
+}
+
+/// Every bad name or value is a 400 naming the parameter as sent.
+#[test]
+fn log_filter_refuses_bad_columns_ops_and_values() {
+    for (name, value, code) in [
+        ("status_code.contains", "20", "invalid"),
+        ("status_code.contains", "", "invalid"),
+        ("outcome.contains", "fail", "invalid"),
+        ("test.contains", "t", "invalid"),
+        ("type.contains", "conv", "invalid"),
+        ("status_code.not", "abc", "invalid"),
+        ("status_code.not", "99", "invalid"),
+        ("outcome.not", "lost", "invalid"),
+        ("outcome", "lost", "invalid"),
+        ("test", "yes", "invalid"),
+        ("test.not", "1", "invalid"),
+        ("type.not", "sale", "invalid"),
+        ("url.startswith", "x", "unknown_field"),
+        ("nope.not", "x", "unknown_field"),
+        ("url.", "x", "unknown_field"),
+        (".not", "x", "unknown_field"),
+        ("url.not.not", "x", "unknown_field"),
+        ("status", "500", "unknown_field"),
+    ] {
+        let err = parse::query::log_filter(&q(&[(name, value)])).unwrap_err();
+        assert_eq!((err.field.as_str(), err.code), (name, code), "{name}={value}");
+    }
+    let long = "x".repeat(5000);
+    let err = parse::query::log_filter(&q(&[("response_body.contains", &long)])).unwrap_err();
+    assert_eq!(err.field, "response_body.contains");
+    let err = parse::query::log_filter(&q(&[("url.not", "a"), ("url.not", "b")])).unwrap_err();
+    assert_eq!((err.field.as_str(), err.code), ("url.not", "duplicate"));
+}

@@ -36,6 +36,7 @@ fn postback(id: &str, kind: EventType) -> Postback {
         signing: Default::default(),
         signing_secret: None,
         previous_signing_secret: None,
+        version: 1,
     }
 }
 

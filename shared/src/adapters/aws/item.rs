@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use aws_sdk_dynamodb::types::{AttributeValue, KeysAndAttributes, PutRequest, WriteRequest};
+use aws_sdk_dynamodb::types::{AttributeValue, DeleteRequest, KeysAndAttributes, PutRequest, WriteRequest};
 use chrono::{DateTime, Utc};
 
 use super::error::{build_error, corrupt, unavailable};
@@ -103,6 +103,31 @@ pub(crate) async fn batch_put(client: &aws_sdk_dynamodb::Client, table: &str, it
     for item in items {
         let put = PutRequest::builder().set_item(Some(item)).build().map_err(|e| build_error("PutRequest", e))?;
         requests.push(WriteRequest::builder().put_request(put).build());
+    }
+    for chunk in requests.chunks(BATCH_WRITE_MAX) {
+        until_processed(table, "BatchWriteItem", chunk.to_vec(), |pending| async move {
+            let out = client
+                .batch_write_item()
+                .request_items(table, pending)
+                .send()
+                .await
+                .map_err(|e| unavailable("DynamoDB BatchWriteItem", e))?;
+            let unprocessed = out.unprocessed_items.and_then(|mut m| m.remove(table)).unwrap_or_default();
+            Ok((Vec::<()>::new(), unprocessed))
+        })
+        .await?;
+    }
+    Ok(())
+}
+
+/// Delete items by key (no conditions), in chunks of 25, re-sending unprocessed ones.
+/// Keys must be distinct.
+pub(crate) async fn batch_delete(client: &aws_sdk_dynamodb::Client, table: &str, keys: Vec<Item>) -> StoreResult<()> {
+    let mut requests = Vec::with_capacity(keys.len());
+    for key in keys {
+        let delete =
+            DeleteRequest::builder().set_key(Some(key)).build().map_err(|e| build_error("DeleteRequest", e))?;
+        requests.push(WriteRequest::builder().delete_request(delete).build());
     }
     for chunk in requests.chunks(BATCH_WRITE_MAX) {
         until_processed(table, "BatchWriteItem", chunk.to_vec(), |pending| async move {

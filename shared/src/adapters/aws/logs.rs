@@ -21,7 +21,9 @@ use super::error::{build_error, unavailable};
 use super::item::{batch_put, doc, expires_at, get_s, is_expired, n, s, to_json, Item, DOC, EXPIRES_AT};
 use super::resources::{LOGS_BY_POSTBACK, LOGS_BY_TRANSACTION, LOGS_NEWEST, LOGS_SORT_KEY};
 use crate::domain::firing::Firing;
-use crate::domain::log::{Cursor, LogEntry, LogFilter, LogPage, DEFAULT_LOG_LIMIT, MAX_LOG_LIMIT};
+use crate::domain::log::{
+    Cursor, LogColumn, LogEntry, LogFilter, LogOp, LogPage, LogPredicate, DEFAULT_LOG_LIMIT, MAX_LOG_LIMIT,
+};
 use crate::ports::{LogStore, StoreError, StoreResult};
 
 /// Shards of the `newest` index: each index partition takes ~1000 writes/s, so four
@@ -39,6 +41,12 @@ const OFFER_ID: &str = "offer_id";
 const PUBLISHER_ID: &str = "publisher_id";
 const STATUS_CODE: &str = "status_code";
 const OUTCOME: &str = "outcome";
+const POSTBACK_NAME: &str = "postback_name";
+const EVENT_ID: &str = "event_id";
+const URL: &str = "url";
+const ERROR: &str = "error";
+const RESPONSE_BODY: &str = "response_body";
+const TEST: &str = "test";
 /// The indexes' sort key (`fired_key`).
 const FIRED_KEY: &str = LOGS_SORT_KEY;
 
@@ -46,14 +54,33 @@ const DELIVERED_PREFIX: &str = "delivered#";
 /// A delivered marker outlives any redelivery of the message that delivered: SQS keeps
 /// messages 14 days (and a DLQ redrive can bring one back within that time).
 const MIN_MARKER_TTL: chrono::Duration = chrono::Duration::days(15);
-/// Items evaluated per Query page when filters may discard many of them.
+/// Items evaluated per Query page when filters may discard many of them (a page also
+/// stops at 1 MB read).
 const FILTERED_PAGE: i32 = 1000;
+/// Query pages one listing reads at most (over all its sources): with filters that
+/// match little, a request reads at most this many pages (≤ 1 MB each), then answers
+/// what it found with a cursor where it stopped, even if the page is short or empty.
+const MAX_QUERY_PAGES: usize = 8;
+
+/// How much one listing may read: pages, and items evaluated per filtered page.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReadBound {
+    pub pages: usize,
+    pub page_items: i32,
+}
+
+impl Default for ReadBound {
+    fn default() -> Self {
+        ReadBound { pages: MAX_QUERY_PAGES, page_items: FILTERED_PAGE }
+    }
+}
 
 #[derive(Debug, Clone)]
 pub struct DynamoLogStore {
     client: aws_sdk_dynamodb::Client,
     table: String,
     retention: chrono::Duration,
+    bound: ReadBound,
 }
 
 fn shard_of(id: &str) -> u32 {
@@ -133,6 +160,9 @@ struct Source {
     /// Entries read and not merged yet, with their sort keys.
     buffer: VecDeque<(String, LogEntry)>,
     start_key: Option<Item>,
+    /// The sort key of the last item evaluated (matching or not): everything of this
+    /// source at or above it has been seen.
+    read_down_to: Option<String>,
     done: bool,
 }
 
@@ -147,7 +177,7 @@ struct Plan<'a> {
 }
 
 impl<'a> Plan<'a> {
-    fn new(filter: &'a LogFilter, index: &str, want: usize, now: DateTime<Utc>) -> Plan<'a> {
+    fn new(filter: &'a LogFilter, index: &str, want: usize, page_items: i32, now: DateTime<Utc>) -> Plan<'a> {
         let mut conditions = vec!["#exp > :now".to_string()];
         let mut names = BTreeMap::from([("#exp".to_string(), EXPIRES_AT.to_string())]);
         let mut values = BTreeMap::from([(":now".to_string(), n(now.timestamp()))]);
@@ -178,15 +208,26 @@ impl<'a> Plan<'a> {
         if let Some(outcome) = filter.outcome {
             add(OUTCOME, "=", s(outcome.as_str()));
         }
+        for p in &filter.predicates {
+            let i = names.len();
+            names.insert(format!("#f{i}"), predicate_attribute(p.column()).to_string());
+            values.insert(format!(":f{i}"), predicate_value(p));
+            conditions.push(match p.op() {
+                LogOp::Is => format!("#f{i} = :f{i}"),
+                // `<>` is false where the attribute is missing; *is not* keeps those.
+                LogOp::IsNot => format!("(attribute_not_exists(#f{i}) OR #f{i} <> :f{i})"),
+                LogOp::Contains => format!("contains(#f{i}, :f{i})"),
+            });
+        }
         let filtered = conditions.len() > 1;
-        let want = i32::try_from(want).unwrap_or(FILTERED_PAGE);
+        let want = i32::try_from(want).unwrap_or(page_items);
         Plan {
             filter,
             range: KeyRange::for_filter(filter),
             filter_expression: conditions.join(" AND "),
             names,
             values,
-            page: if filtered { FILTERED_PAGE.max(want) } else { want },
+            page: if filtered { page_items.max(want) } else { want },
         }
     }
 }
@@ -194,7 +235,13 @@ impl<'a> Plan<'a> {
 impl DynamoLogStore {
     /// `retention` is how long entries live (`LOG_RETENTION_DAYS`).
     pub fn new(client: aws_sdk_dynamodb::Client, table: &str, retention: chrono::Duration) -> Self {
-        Self { client, table: table.to_string(), retention }
+        Self { client, table: table.to_string(), retention, bound: ReadBound::default() }
+    }
+
+    /// Another read bound (tests use a tiny one to see listings stop and resume).
+    pub fn with_read_bound(mut self, bound: ReadBound) -> Self {
+        self.bound = bound;
+        self
     }
 
     fn entry_item(&self, entry: &LogEntry, now: DateTime<Utc>) -> StoreResult<Item> {
@@ -221,6 +268,16 @@ impl DynamoLogStore {
         }
         if let Some(code) = entry.status_code {
             item.insert(STATUS_CODE.to_string(), n(code));
+        }
+        // What the other filters compare (`Plan::new`); absent values stay absent.
+        item.insert(POSTBACK_NAME.to_string(), s(&entry.postback_name));
+        item.insert(URL.to_string(), s(&entry.url));
+        item.insert(TEST.to_string(), AttributeValue::Bool(entry.test));
+        for (name, value) in [(EVENT_ID, &entry.event_id), (ERROR, &entry.error), (RESPONSE_BODY, &entry.response_body)]
+        {
+            if let Some(v) = value {
+                item.insert(name.to_string(), s(v));
+            }
         }
         // The entry's serialized form leaves the firing out (it is not API output).
         if let Some(firing) = &entry.firing {
@@ -256,9 +313,9 @@ impl DynamoLogStore {
         Ok(out.item.filter(|item| !is_expired(item, Utc::now())))
     }
 
-    /// Read the next page of `source` until it yields an entry or is exhausted.
-    async fn fill(&self, source: &mut Source, plan: &Plan<'_>) -> StoreResult<()> {
-        while source.buffer.is_empty() && !source.done {
+    /// Read the next page of `source` (one Query call).
+    async fn read_page(&self, source: &mut Source, plan: &Plan<'_>) -> StoreResult<()> {
+        {
             let (range_condition, range_values) = plan.range.condition();
             let key_condition = match range_condition {
                 Some(c) => format!("#hk = :hk AND {c}"),
@@ -299,7 +356,10 @@ impl DynamoLogStore {
                 }
             }
             match page.last_evaluated_key {
-                Some(key) if !key.is_empty() => source.start_key = Some(key),
+                Some(key) if !key.is_empty() => {
+                    source.read_down_to = get_s(&key, FIRED_KEY).map(str::to_string);
+                    source.start_key = Some(key);
+                }
                 _ => source.done = true,
             }
         }
@@ -391,7 +451,7 @@ impl LogStore for DynamoLogStore {
             (None, Some(pb)) => (LOGS_BY_POSTBACK, POSTBACK_ID, vec![pb.clone()]),
             (None, None) => (LOGS_NEWEST, SHARD, (0..LOG_SHARDS).map(|i| format!("all#{i}")).collect()),
         };
-        let plan = Plan::new(filter, index, want, Utc::now());
+        let plan = Plan::new(filter, index, want, self.bound.page_items, Utc::now());
         let inverted = matches!((filter.from, filter.to), (Some(from), Some(to)) if from > to);
         if inverted || plan.range.is_empty() {
             return Ok(LogPage { items: vec![], next_cursor: None });
@@ -404,30 +464,97 @@ impl LogStore for DynamoLogStore {
                 hash_value,
                 buffer: VecDeque::new(),
                 start_key: None,
+                read_down_to: None,
                 done: false,
             })
             .collect();
         let mut items = Vec::with_capacity(want);
+        let mut pages = 0;
+        // The first round reads every source once, whatever the bound.
+        let max_pages = self.bound.pages.max(sources.len());
+        // Where the listing stopped for the read bound, if it did: the highest key an
+        // unfinished source has been read down to. Every source has been read at and
+        // above it, so everything there was seen.
+        let mut stopped_at: Option<String> = None;
         while items.len() < want {
-            try_join_all(sources.iter_mut().filter(|s| s.buffer.is_empty() && !s.done).map(|s| self.fill(s, &plan)))
-                .await?;
-            // Merge: the head with the highest sort key (newest) comes next.
-            let newest = sources
-                .iter_mut()
-                .filter(|s| !s.buffer.is_empty())
-                .max_by(|a, b| a.buffer.front().map(|(k, _)| k).cmp(&b.buffer.front().map(|(k, _)| k)));
-            match newest.and_then(|s| s.buffer.pop_front()) {
-                Some((_, entry)) => items.push(entry),
+            // A head can be merged only when every unfinished source has one.
+            let empty: Vec<&mut Source> = sources.iter_mut().filter(|s| s.buffer.is_empty() && !s.done).collect();
+            if !empty.is_empty() {
+                if pages + empty.len() > max_pages {
+                    stopped_at = sources.iter().filter(|s| !s.done).filter_map(|s| s.read_down_to.clone()).max();
+                    break;
+                }
+                pages += empty.len();
+                try_join_all(empty.into_iter().map(|s| self.read_page(s, &plan))).await?;
+                continue;
+            }
+            match pop_newest(&mut sources, None) {
+                Some(entry) => items.push(entry),
                 None => break,
+            }
+        }
+        if let Some(bound) = &stopped_at {
+            // Heads the other sources still hold at or above the stop are complete too.
+            while items.len() < want {
+                match pop_newest(&mut sources, Some(bound)) {
+                    Some(entry) => items.push(entry),
+                    None => break,
+                }
             }
         }
         let next_cursor = if items.len() > limit {
             items.truncate(limit);
             items.last().map(|e| Cursor::after(e).encode())
         } else {
-            None
+            // Stopped short: resume strictly below the stop (that item was evaluated).
+            stopped_at.as_deref().and_then(cursor_at).map(|c| c.encode())
         };
         Ok(LogPage { items, next_cursor })
+    }
+}
+
+/// Take the newest buffered entry of all sources (the merge step), if its key is at or
+/// above `floor`.
+fn pop_newest(sources: &mut [Source], floor: Option<&String>) -> Option<LogEntry> {
+    let newest = sources
+        .iter_mut()
+        .filter(|s| s.buffer.front().is_some_and(|(k, _)| floor.is_none_or(|f| k >= f)))
+        .max_by(|a, b| a.buffer.front().map(|(k, _)| k).cmp(&b.buffer.front().map(|(k, _)| k)))?;
+    newest.buffer.pop_front().map(|(_, entry)| entry)
+}
+
+/// The cursor at a sort key (`fired_at#id`), i.e. just after that position.
+fn cursor_at(key: &str) -> Option<Cursor> {
+    let (time, id) = key.split_once('#')?;
+    let fired_at = DateTime::parse_from_rfc3339(time).ok()?.with_timezone(&Utc);
+    Some(Cursor { fired_at, last_id: id.to_string() })
+}
+
+/// The item attribute a predicate compares (`entry_item` writes them all).
+fn predicate_attribute(column: LogColumn) -> &'static str {
+    match column {
+        LogColumn::PostbackId => POSTBACK_ID,
+        LogColumn::PostbackName => POSTBACK_NAME,
+        LogColumn::TransactionId => TRANSACTION_ID,
+        LogColumn::EventId => EVENT_ID,
+        LogColumn::Type => TYPE,
+        LogColumn::OfferId => OFFER_ID,
+        LogColumn::PublisherId => PUBLISHER_ID,
+        LogColumn::StatusCode => STATUS_CODE,
+        LogColumn::Outcome => OUTCOME,
+        LogColumn::Url => URL,
+        LogColumn::Error => ERROR,
+        LogColumn::ResponseBody => RESPONSE_BODY,
+        LogColumn::Test => TEST,
+    }
+}
+
+/// The predicate's value as the attribute holds it: a number, a boolean or a string.
+fn predicate_value(p: &LogPredicate) -> AttributeValue {
+    match p.column() {
+        LogColumn::StatusCode => n(p.value()),
+        LogColumn::Test => AttributeValue::Bool(p.value() == "true"),
+        _ => s(p.value()),
     }
 }
 

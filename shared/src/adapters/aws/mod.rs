@@ -24,7 +24,7 @@ use aws_config::retry::RetryConfig;
 use aws_config::timeout::TimeoutConfig;
 use aws_config::{BehaviorVersion, SdkConfig};
 
-pub use logs::{DynamoLogStore, LOG_SHARDS};
+pub use logs::{DynamoLogStore, ReadBound, LOG_SHARDS};
 pub use postbacks::DynamoPostbackStore;
 pub use queue::{
     at_expression, leased_from_lambda_message, leased_from_sqs_message, schedule_name, QueueSettings, SqsFiringQueue,

@@ -8,7 +8,7 @@ use rusqlite::{Connection, OptionalExtension};
 
 use super::{decode, encode, millis, nanos, EmbeddedStore};
 use crate::domain::firing::Firing;
-use crate::domain::log::{Cursor, LogEntry, LogFilter, LogPage, DEFAULT_LOG_LIMIT, MAX_LOG_LIMIT};
+use crate::domain::log::{Cursor, LogColumn, LogEntry, LogFilter, LogOp, LogPage, DEFAULT_LOG_LIMIT, MAX_LOG_LIMIT};
 use crate::ports::{LogStore, StoreResult};
 
 /// A log entry encoded for its row.
@@ -184,6 +184,22 @@ fn query_sql(filter: &LogFilter, cutoff_ns: i64, limit: usize) -> (String, Vec<V
     if let Some(v) = filter.outcome {
         term("outcome = ?", Value::Text(v.as_str().into()));
     }
+    for p in &filter.predicates {
+        let value = match p.column() {
+            LogColumn::StatusCode => Value::Integer(p.value().parse().unwrap_or(0)),
+            LogColumn::Test => Value::Integer(i64::from(p.value() == "true")),
+            _ => Value::Text(p.value().to_string()),
+        };
+        let column = predicate_column(p.column());
+        // `IS NOT` (unlike `<>`) is true where the column is NULL: *is not* keeps entries
+        // without a value. instr() takes the needle literally (no LIKE wildcards).
+        let sql_term = match p.op() {
+            LogOp::Is => format!("{column} = ?"),
+            LogOp::IsNot => format!("{column} IS NOT ?"),
+            LogOp::Contains => format!("instr({column}, ?) > 0"),
+        };
+        term(&sql_term, value);
+    }
     if let Some(v) = filter.from {
         term("fired_at_ns >= ?", Value::Integer(nanos(v)));
     }
@@ -200,11 +216,33 @@ fn query_sql(filter: &LogFilter, cutoff_ns: i64, limit: usize) -> (String, Vec<V
     (sql, params)
 }
 
+/// A predicate's column: the row's own column where there is one, else the field of the
+/// entry's JSON (`test` reads as 1/0). These filters are not index-served: they narrow
+/// whichever index the listing reads.
+fn predicate_column(column: LogColumn) -> &'static str {
+    match column {
+        LogColumn::PostbackId => "postback_id",
+        LogColumn::TransactionId => "transaction_id",
+        LogColumn::Type => "kind",
+        LogColumn::OfferId => "offer_id",
+        LogColumn::PublisherId => "publisher_id",
+        LogColumn::StatusCode => "status_code",
+        LogColumn::Outcome => "outcome",
+        LogColumn::PostbackName => "json_extract(body, '$.postback_name')",
+        LogColumn::EventId => "json_extract(body, '$.event_id')",
+        LogColumn::Url => "json_extract(body, '$.url')",
+        LogColumn::Error => "json_extract(body, '$.error')",
+        LogColumn::ResponseBody => "json_extract(body, '$.response_body')",
+        LogColumn::Test => "json_extract(body, '$.test')",
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::adapters::embedded::schema::open_writer;
     use crate::domain::event::EventType;
+    use crate::domain::log::LogPredicate;
 
     /// Every listing reads an index in its order: no table scan, no sort of the matches.
     #[test]
@@ -234,6 +272,26 @@ mod tests {
                 "logs_by_postback",
             ),
             ("type", LogFilter { kind: Some(EventType::Click), ..LogFilter::default() }, "logs_by_fired_at"),
+            (
+                "postback and predicates",
+                LogFilter {
+                    postback_id: Some("pb".into()),
+                    predicates: vec![
+                        LogPredicate::new(LogColumn::Url, LogOp::Contains, "aff").unwrap(),
+                        LogPredicate::new(LogColumn::StatusCode, LogOp::IsNot, "200").unwrap(),
+                    ],
+                    ..LogFilter::default()
+                },
+                "logs_by_postback",
+            ),
+            (
+                "predicates only",
+                LogFilter {
+                    predicates: vec![LogPredicate::new(LogColumn::TransactionId, LogOp::IsNot, "T").unwrap()],
+                    ..LogFilter::default()
+                },
+                "logs_by_fired_at",
+            ),
         ];
         for (name, filter, index) in cases {
             let (sql, params) = query_sql(&filter, 0, 10);

@@ -1,4 +1,5 @@
-//! `PostbackStore`: one row per postback, the whole postback as JSON.
+//! `PostbackStore`: one row per postback, the whole postback as JSON, and its current
+//! `version`; the versions a replace superseded in `postback_versions`.
 
 use async_trait::async_trait;
 use rusqlite::{ErrorCode, OptionalExtension};
@@ -14,11 +15,11 @@ const WHAT: &str = "postback";
 impl PostbackStore for EmbeddedStore {
     async fn create(&self, postback: &Postback) -> StoreResult<()> {
         let body = encode(postback, WHAT)?;
-        let (id, kind) = (postback.id.clone(), postback.kind.as_str());
+        let (id, kind, version) = (postback.id.clone(), postback.kind.as_str(), postback.version);
         self.write(move |conn| {
             let inserted = conn
-                .prepare_cached("INSERT INTO postbacks (id, kind, body) VALUES (?1, ?2, ?3)")?
-                .execute((&id, kind, &body));
+                .prepare_cached("INSERT INTO postbacks (id, kind, body, version) VALUES (?1, ?2, ?3, ?4)")?
+                .execute((&id, kind, &body, version));
             match inserted {
                 Ok(_) => Ok(()),
                 Err(rusqlite::Error::SqliteFailure(e, _)) if e.code == ErrorCode::ConstraintViolation => {
@@ -44,20 +45,59 @@ impl PostbackStore for EmbeddedStore {
 
     async fn replace(&self, postback: &Postback) -> StoreResult<bool> {
         let body = encode(postback, WHAT)?;
-        let (id, kind) = (postback.id.clone(), postback.kind.as_str());
+        let (id, kind, version) = (postback.id.clone(), postback.kind.as_str(), postback.version);
+        // One job = one savepoint: a conflict (an `Err`) rolls the copy back too.
         self.write(move |conn| {
-            let changed = conn
-                .prepare_cached("UPDATE postbacks SET kind = ?2, body = ?3 WHERE id = ?1")?
-                .execute((&id, kind, &body))?;
-            Ok(changed > 0)
+            let stored: Option<u32> = conn
+                .prepare_cached("SELECT version FROM postbacks WHERE id = ?1")?
+                .query_row([&id], |row| row.get(0))
+                .optional()?;
+            let Some(stored) = stored else { return Ok(false) };
+            if stored.checked_add(1) != Some(version) {
+                return Err(StoreError::Conflict(format!(
+                    "postback {id} is at version {stored}, not {}",
+                    version.saturating_sub(1)
+                )));
+            }
+            conn.prepare_cached(
+                "INSERT INTO postback_versions (postback_id, version, body) \
+                 SELECT id, version, body FROM postbacks WHERE id = ?1",
+            )?
+            .execute([&id])?;
+            conn.prepare_cached("UPDATE postbacks SET kind = ?2, body = ?3, version = ?4 WHERE id = ?1")?
+                .execute((&id, kind, &body, version))?;
+            Ok(true)
         })
         .await
     }
 
     async fn delete(&self, id: &str) -> StoreResult<bool> {
         let id = id.to_string();
-        self.write(move |conn| Ok(conn.prepare_cached("DELETE FROM postbacks WHERE id = ?1")?.execute([&id])? > 0))
-            .await
+        self.write(move |conn| {
+            conn.prepare_cached("DELETE FROM postback_versions WHERE postback_id = ?1")?.execute([&id])?;
+            Ok(conn.prepare_cached("DELETE FROM postbacks WHERE id = ?1")?.execute([&id])? > 0)
+        })
+        .await
+    }
+
+    async fn versions(&self, id: &str) -> StoreResult<Option<Vec<Postback>>> {
+        let id = id.to_string();
+        // One read transaction: the current row and the saved ones are of the same moment.
+        self.read(move |conn| {
+            let tx = conn.unchecked_transaction()?;
+            let current: Option<String> = tx
+                .prepare_cached("SELECT body FROM postbacks WHERE id = ?1")?
+                .query_row([&id], |row| row.get(0))
+                .optional()?;
+            let Some(current) = current else { return Ok(None) };
+            let saved: Vec<String> = tx
+                .prepare_cached("SELECT body FROM postback_versions WHERE postback_id = ?1 ORDER BY version DESC")?
+                .query_map([&id], |row| row.get(0))?
+                .collect::<Result<_, _>>()?;
+            let all = std::iter::once(&current).chain(&saved).map(|b| decode(b, WHAT)).collect::<StoreResult<_>>()?;
+            Ok(Some(all))
+        })
+        .await
     }
 
     async fn list(&self, kind: Option<EventType>) -> StoreResult<Vec<Postback>> {

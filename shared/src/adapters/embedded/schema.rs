@@ -98,6 +98,18 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX logs_by_transaction ON logs(transaction_id, fired_at_ns, id);
     CREATE INDEX logs_by_fired_at ON logs(fired_at_ns, id);
     ",
+    // 3: postback versions. `postbacks.version` is the current one (rows from before
+    // read as 1, like their bodies); `postback_versions` keeps the versions a replace
+    // superseded, written in the replace's transaction.
+    "
+    ALTER TABLE postbacks ADD COLUMN version INTEGER NOT NULL DEFAULT 1;
+    CREATE TABLE postback_versions (
+        postback_id TEXT NOT NULL,
+        version     INTEGER NOT NULL,
+        body        TEXT NOT NULL,
+        PRIMARY KEY (postback_id, version)
+    ) WITHOUT ROWID;
+    ",
 ];
 
 /// The schema version this build writes.
@@ -202,6 +214,24 @@ mod tests {
         assert_eq!(columns("logs_by_fired_at"), ["fired_at_ns", "id"]);
         let rows: i64 = conn.query_row("SELECT count(*) FROM logs", [], |r| r.get(0)).unwrap();
         assert_eq!(rows, 1);
+    }
+
+    /// A version-2 file keeps its postbacks, each at version 1 with no saved versions.
+    #[test]
+    fn version_2_postbacks_become_version_1() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db.sqlite");
+        let conn = Connection::open(&path).unwrap();
+        conn.execute_batch(MIGRATIONS[0]).unwrap();
+        conn.execute_batch(MIGRATIONS[1]).unwrap();
+        conn.pragma_update(None, "user_version", 2).unwrap();
+        conn.execute("INSERT INTO postbacks (id, kind, body) VALUES ('pb', 'click', '{}')", []).unwrap();
+        drop(conn);
+        let conn = open_writer(&path, "FULL").unwrap();
+        let version: i64 = conn.query_row("SELECT version FROM postbacks WHERE id = 'pb'", [], |r| r.get(0)).unwrap();
+        assert_eq!(version, 1);
+        let saved: i64 = conn.query_row("SELECT count(*) FROM postback_versions", [], |r| r.get(0)).unwrap();
+        assert_eq!(saved, 0);
     }
 
     #[test]

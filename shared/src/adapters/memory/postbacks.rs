@@ -11,7 +11,14 @@ use crate::ports::{PostbackStore, StoreError, StoreResult};
 
 #[derive(Debug, Default)]
 pub struct MemoryPostbackStore {
-    postbacks: Mutex<BTreeMap<String, Postback>>,
+    postbacks: Mutex<BTreeMap<String, Stored>>,
+}
+
+/// A postback and the versions it replaced, oldest first.
+#[derive(Debug)]
+struct Stored {
+    current: Postback,
+    replaced: Vec<Postback>,
 }
 
 impl MemoryPostbackStore {
@@ -19,7 +26,7 @@ impl MemoryPostbackStore {
         Self::default()
     }
 
-    fn map(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, Postback>> {
+    fn map(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, Stored>> {
         self.postbacks.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
@@ -31,22 +38,32 @@ impl PostbackStore for MemoryPostbackStore {
         if map.contains_key(&postback.id) {
             return Err(StoreError::Conflict(format!("postback {} already exists", postback.id)));
         }
-        map.insert(postback.id.clone(), postback.clone());
+        map.insert(postback.id.clone(), Stored { current: postback.clone(), replaced: Vec::new() });
         Ok(())
     }
 
     async fn get(&self, id: &str) -> StoreResult<Option<Postback>> {
-        Ok(self.map().get(id).cloned())
+        Ok(self.map().get(id).map(|s| s.current.clone()))
     }
 
     async fn replace(&self, postback: &Postback) -> StoreResult<bool> {
-        Ok(match self.map().get_mut(&postback.id) {
-            Some(stored) => {
-                *stored = postback.clone();
-                true
-            }
-            None => false,
-        })
+        let mut map = self.map();
+        let Some(stored) = map.get_mut(&postback.id) else { return Ok(false) };
+        if stored.current.version.checked_add(1) != Some(postback.version) {
+            return Err(StoreError::Conflict(format!(
+                "postback {} is at version {}, not {}",
+                postback.id,
+                stored.current.version,
+                postback.version.saturating_sub(1)
+            )));
+        }
+        let previous = std::mem::replace(&mut stored.current, postback.clone());
+        stored.replaced.push(previous);
+        Ok(true)
+    }
+
+    async fn versions(&self, id: &str) -> StoreResult<Option<Vec<Postback>>> {
+        Ok(self.map().get(id).map(|s| std::iter::once(&s.current).chain(s.replaced.iter().rev()).cloned().collect()))
     }
 
     async fn delete(&self, id: &str) -> StoreResult<bool> {
@@ -54,6 +71,6 @@ impl PostbackStore for MemoryPostbackStore {
     }
 
     async fn list(&self, kind: Option<EventType>) -> StoreResult<Vec<Postback>> {
-        Ok(self.map().values().filter(|p| kind.is_none_or(|k| k == p.kind)).cloned().collect())
+        Ok(self.map().values().map(|s| &s.current).filter(|p| kind.is_none_or(|k| k == p.kind)).cloned().collect())
     }
 }

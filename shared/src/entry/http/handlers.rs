@@ -76,6 +76,11 @@ pub async fn get_postback(AxumState(s): AxumState<State>, Path(id): Path<String>
     Ok(Json(shown(s.app.get_postback(&id).await?)).into_response())
 }
 
+pub async fn postback_versions(AxumState(s): AxumState<State>, Path(id): Path<String>) -> ApiResult {
+    id_ok(&id, "postback")?;
+    Ok(Json(json!({ "items": s.app.postback_versions(&id).await? })).into_response())
+}
+
 pub async fn replace_postback(
     AxumState(s): AxumState<State>,
     Path(id): Path<String>,

@@ -45,6 +45,7 @@ pub fn router(app: Arc<App>, keys: ApiKeys, routes: RouteSet) -> Router {
             "/postbacks/{id}",
             get(handlers::get_postback).put(handlers::replace_postback).delete(handlers::delete_postback),
         )
+        .route("/postbacks/{id}/versions", get(handlers::postback_versions))
         .route("/postbacks/{id}/preview", post(handlers::preview_postback))
         .route("/postbacks/{id}/test", post(handlers::test_postback))
         .route("/postbacks/{id}/secret", get(handlers::get_signing_secret))

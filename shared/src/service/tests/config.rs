@@ -76,3 +76,38 @@ async fn a_preview_renders_the_sample_and_sends_nothing() {
     assert_eq!(w.sender.count(), 0);
     assert!(w.logs().is_empty() && w.queued().is_empty());
 }
+
+/// Versions: 1 on create, +1 on each replace (a client-sent `version` is ignored), each
+/// attempt logs the version it rendered, the history is newest first with secrets
+/// redacted, and a deleted postback has none.
+#[tokio::test]
+async fn replaces_count_versions_and_entries_name_the_version_they_fired() {
+    let w = World::new();
+    let mut body = crm();
+    body["version"] = json!(41);
+    let id = w.postback(body.clone()).await;
+    assert_eq!(w.app.get_postback(&id).await.unwrap().version, 1, "a sent version is ignored");
+    let deposit = json!({"type": "event", "transaction_id": "T1", "event_name": "deposit"});
+    w.ingest_one(deposit.clone()).await;
+    assert_eq!(w.process_one().await, AttemptOutcome::Delivered);
+
+    body["name"] = json!("CRM v2");
+    let v2 = w.app.replace_postback(&id, spec(&body)).await.unwrap();
+    assert_eq!(v2.version, 2);
+    body["name"] = json!("CRM v3");
+    assert_eq!(w.app.replace_postback(&id, spec(&body)).await.unwrap().version, 3);
+    w.ingest_one(json!({"type": "event", "transaction_id": "T2", "event_name": "deposit"})).await;
+    assert_eq!(w.process_one().await, AttemptOutcome::Delivered);
+    let fired: Vec<(String, Option<u32>)> =
+        w.logs().into_iter().map(|e| (e.transaction_id, e.postback_version)).collect();
+    assert_eq!(fired, [("T2".to_string(), Some(3)), ("T1".to_string(), Some(1))], "newest first");
+
+    let versions = w.app.postback_versions(&id).await.unwrap();
+    let names: Vec<(u32, &str)> = versions.iter().map(|p| (p.version, p.name.as_str())).collect();
+    assert_eq!(names, [(3, "CRM v3"), (2, "CRM v2"), (1, "CRM")]);
+    assert!(versions.iter().all(|p| p.headers["Authorization"] == REDACTED), "secrets redacted in every version");
+
+    w.app.delete_postback(&id).await.unwrap();
+    assert!(matches!(w.app.postback_versions(&id).await, Err(crate::service::ServiceError::NotFound(_))));
+    assert!(matches!(w.app.postback_versions("pb_never").await, Err(crate::service::ServiceError::NotFound(_))));
+}

@@ -3,7 +3,7 @@ use std::collections::HashSet;
 use chrono::Duration;
 
 use crate::domain::event::EventType;
-use crate::domain::log::{Cursor, LogEntry, LogFilter, Outcome};
+use crate::domain::log::{Cursor, LogColumn, LogEntry, LogFilter, LogOp, LogPredicate, Outcome};
 use crate::testing::{fixtures, Adapters};
 
 fn ids(entries: &[LogEntry]) -> Vec<String> {
@@ -270,6 +270,142 @@ pub async fn logs_newest_first_by_fired_at(a: &Adapters) {
     let times: Vec<_> = page.items.iter().map(|e| e.fired_at).collect();
     assert!(times.windows(2).all(|w| w[0] >= w[1]), "fired_at never increases down the list: {times:?}");
     assert_eq!(page.items[0].id, entries[10].id, "the latest fired comes first, though not the latest id");
+}
+
+/// *is*, *is not* and *contains* on many columns, alone, together (AND), with the typed
+/// *is* filters (so on the postback and transaction indexes too) and a time range; each
+/// exactly the matching entries, newest first, whole and in pages of 1, 3 and 7.
+/// *Is not* keeps entries without a value; *contains* is a literal, case-sensitive
+/// substring (`%` and `_` are no wildcards).
+pub async fn logs_is_not_and_contains(a: &Adapters) {
+    let base = fixtures::now() - Duration::hours(2);
+    let entries: Vec<LogEntry> = (0..24)
+        .map(|i: usize| {
+            let outcome = [Outcome::Delivered, Outcome::Failed, Outcome::Retrying, Outcome::Skipped][i % 4];
+            let mut e = fixtures::log_entry(&fixtures::firing(&format!("d_pred_{i}"), base), outcome);
+            e.postback_id = ["pb_a", "pb_b", "pb_c"][i % 3].into();
+            e.postback_name = ["Affise main", "CRM", "affise 100%_off"][i % 3].into();
+            e.transaction_id = format!("T{}", i % 5);
+            e.event_id = i.is_multiple_of(2).then(|| format!("ev_{i}"));
+            e.kind = [EventType::Conversion, EventType::Click, EventType::Event][i % 3];
+            e.offer_id = (i % 4 != 3).then(|| format!("o{}", i % 2));
+            e.publisher_id = Some(format!("p{}", i % 3));
+            e.status_code = [Some(200), Some(500), None, Some(404), Some(201)][i % 5];
+            e.url = match i % 4 {
+                0 => format!("https://aff.example/pb?c={i}"),
+                1 => format!("https://crm.example/x?off=100%25_{i}"),
+                2 => format!("https://AFF.example/pb?c={i}"),
+                _ => format!("https://track.example/p/{i}"),
+            };
+            e.error = (i % 3 == 1).then(|| ["connection refused", "timeout after 10s"][i % 2].to_string());
+            e.response_body = (i % 5 != 2).then(|| format!("{{\"ok\": {}, \"n\": \"50%_{i}\"}}", i.is_multiple_of(2)));
+            e.test = i.is_multiple_of(6);
+            // Pairs share a fired_at: ties are cut by id.
+            e.fired_at = base + Duration::minutes((i / 2) as i64);
+            e
+        })
+        .collect();
+    a.logs.append(&entries[..11]).await.unwrap();
+    a.logs.append(&entries[11..]).await.unwrap();
+
+    let p = |column, op, value: &str| LogPredicate::new(column, op, value).unwrap();
+    let with = |predicates: Vec<LogPredicate>| LogFilter { predicates, ..filter() };
+    use LogColumn as C;
+    use LogOp::{Contains, Is, IsNot};
+    #[allow(clippy::type_complexity)]
+    let cases: Vec<(&str, LogFilter, Box<dyn Fn(&LogEntry) -> bool + Send + Sync>)> = vec![
+        ("url contains", with(vec![p(C::Url, Contains, "aff")]), Box::new(|e| e.url.contains("aff"))),
+        ("contains is case-sensitive", with(vec![p(C::Url, Contains, "AFF")]), Box::new(|e| e.url.contains("AFF"))),
+        ("% is literal", with(vec![p(C::Url, Contains, "%25_")]), Box::new(|e| e.url.contains("%25_"))),
+        (
+            "_ is literal",
+            with(vec![p(C::ResponseBody, Contains, "%_1")]),
+            Box::new(|e| e.response_body.as_deref().is_some_and(|b| b.contains("%_1"))),
+        ),
+        ("status_code not", with(vec![p(C::StatusCode, IsNot, "200")]), Box::new(|e| e.status_code != Some(200))),
+        ("outcome not", with(vec![p(C::Outcome, IsNot, "failed")]), Box::new(|e| e.outcome != Outcome::Failed)),
+        ("type not", with(vec![p(C::Type, IsNot, "click")]), Box::new(|e| e.kind != EventType::Click)),
+        ("test is", with(vec![p(C::Test, Is, "true")]), Box::new(|e| e.test)),
+        ("test not", with(vec![p(C::Test, IsNot, "true")]), Box::new(|e| !e.test)),
+        ("postback_name is", with(vec![p(C::PostbackName, Is, "CRM")]), Box::new(|e| e.postback_name == "CRM")),
+        (
+            "event_id not (keeps entries without one)",
+            with(vec![p(C::EventId, IsNot, "ev_4")]),
+            Box::new(|e| e.event_id.as_deref() != Some("ev_4")),
+        ),
+        (
+            "offer_id not (keeps entries without one)",
+            with(vec![p(C::OfferId, IsNot, "o1")]),
+            Box::new(|e| e.offer_id.as_deref() != Some("o1")),
+        ),
+        (
+            "error contains (entries without one never match)",
+            with(vec![p(C::Error, Contains, "refused")]),
+            Box::new(|e| e.error.as_deref().is_some_and(|x| x.contains("refused"))),
+        ),
+        (
+            "error is",
+            with(vec![p(C::Error, Is, "timeout after 10s")]),
+            Box::new(|e| e.error.as_deref() == Some("timeout after 10s")),
+        ),
+        (
+            "postback_id not and transaction_id contains",
+            with(vec![p(C::PostbackId, IsNot, "pb_a"), p(C::TransactionId, Contains, "T1")]),
+            Box::new(|e| e.postback_id != "pb_a" && e.transaction_id.contains("T1")),
+        ),
+        (
+            "on the postback index: contains and not together",
+            LogFilter {
+                postback_id: Some("pb_c".into()),
+                predicates: vec![p(C::PostbackName, Contains, "100%"), p(C::Outcome, IsNot, "skipped")],
+                ..filter()
+            },
+            Box::new(|e| e.postback_id == "pb_c" && e.postback_name.contains("100%") && e.outcome != Outcome::Skipped),
+        ),
+        (
+            "on the transaction index, with a range",
+            LogFilter {
+                transaction_id: Some("T3".into()),
+                from: Some(base + Duration::minutes(2)),
+                predicates: vec![p(C::ResponseBody, Contains, "true")],
+                ..filter()
+            },
+            Box::new(move |e| {
+                e.transaction_id == "T3"
+                    && e.fired_at >= base + Duration::minutes(2)
+                    && e.response_body.as_deref().is_some_and(|b| b.contains("true"))
+            }),
+        ),
+        (
+            "typed is with predicates on the same column",
+            LogFilter {
+                status_code: Some(500),
+                predicates: vec![p(C::Url, Contains, "crm"), p(C::PublisherId, IsNot, "p2")],
+                ..filter()
+            },
+            Box::new(|e| {
+                e.status_code == Some(500) && e.url.contains("crm") && e.publisher_id.as_deref() != Some("p2")
+            }),
+        ),
+    ];
+    for (name, f, keep) in cases {
+        let want = newest_first(&entries.iter().filter(|e| keep(e)).collect::<Vec<_>>());
+        assert!(
+            !want.is_empty() && want.len() < entries.len(),
+            "{name}: the case selects some, not all ({})",
+            want.len()
+        );
+        let page = a.logs.query(&f).await.unwrap();
+        assert_eq!(ids(&page.items), want, "{name}");
+        for limit in [1, 3, 7] {
+            let pages = walk_pages(a, &LogFilter { limit, ..f.clone() }).await;
+            assert_eq!(pages.concat(), want, "{name} in pages of {limit}: no gap or duplicate");
+        }
+    }
+    let none = with(vec![p(C::Url, Contains, "nowhere.example")]);
+    assert!(a.logs.query(&none).await.unwrap().items.is_empty(), "a contains that matches nothing");
+    let contradiction = with(vec![p(C::Outcome, Is, "failed"), p(C::Outcome, IsNot, "failed")]);
+    assert!(a.logs.query(&contradiction).await.unwrap().items.is_empty(), "is and is not of one value: nothing");
 }
 
 /// `record_delivered` marks and logs once; the second call writes nothing.

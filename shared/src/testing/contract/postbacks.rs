@@ -29,6 +29,7 @@ pub async fn postbacks_crud(a: &Adapters) {
     changed.signing_secret = Some(SigningSecret::from_key_bytes(&[7; 32]));
     changed.previous_signing_secret =
         Some(PreviousSecret::rotated_at(SigningSecret::from_key_bytes(&[8; 24]), changed.updated_at));
+    changed.version = original.version + 1;
     assert!(store.replace(&changed).await.unwrap(), "replace of an existing postback → true");
     assert_eq!(store.get("pb_crud").await.unwrap(), Some(changed.clone()), "get returns the replacement whole");
 
@@ -82,6 +83,7 @@ pub async fn postbacks_list_ordered_and_by_type(a: &Adapters) {
     // A replace that changes the type moves the postback between type lists.
     let mut moved = fixtures::postback("pb_m", EventType::Click);
     moved.name = "Now a click postback".into();
+    moved.version = 2;
     assert!(a.postbacks.replace(&moved).await.unwrap());
     assert_eq!(ids(a.postbacks.list(Some(EventType::Conversion)).await.unwrap()), ["pb_b", "pb_z"]);
     assert_eq!(ids(a.postbacks.list(Some(EventType::Click)).await.unwrap()), ["pb_a", "pb_m"]);
@@ -93,4 +95,77 @@ pub async fn postbacks_list_ordered_and_by_type(a: &Adapters) {
         vec![created[3].clone()],
         "list returns whole postbacks"
     );
+}
+
+/// Versions: create is the only version; each replace must carry the stored version + 1
+/// (else `Conflict`, nothing written) and keeps what it superseded; `versions` lists the
+/// current one then the saved ones, newest first, whole; the by-type listing never shows
+/// a saved version; delete takes the history along (then `None`, as for an unknown id).
+pub async fn postbacks_versions(a: &Adapters) {
+    let store = &a.postbacks;
+    assert_eq!(store.versions("pb_v").await.unwrap(), None, "unknown id → None");
+    let v1 = fixtures::postback("pb_v", EventType::Conversion);
+    store.create(&v1).await.unwrap();
+    assert_eq!(store.versions("pb_v").await.unwrap(), Some(vec![v1.clone()]), "after create: itself");
+
+    let mut v2 = v1.clone();
+    v2.version = 2;
+    v2.name = "second".into();
+    v2.kind = EventType::Click;
+    v2.updated_at = v1.updated_at + Duration::seconds(1);
+    assert!(store.replace(&v2).await.unwrap());
+    let mut v3 = v2.clone();
+    v3.version = 3;
+    v3.name = "third".into();
+    v3.headers.insert("X-Third".into(), "3".into());
+    assert!(store.replace(&v3).await.unwrap());
+    let all = vec![v3.clone(), v2.clone(), v1.clone()];
+    assert_eq!(store.versions("pb_v").await.unwrap(), Some(all.clone()), "newest first, whole");
+    assert_eq!(store.get("pb_v").await.unwrap(), Some(v3.clone()), "get is the newest");
+
+    // A stale replace (a version already taken, or one skipping ahead) changes nothing.
+    for stale in [2, 3, 5] {
+        let mut late = v1.clone();
+        late.version = stale;
+        late.name = format!("stale {stale}");
+        match store.replace(&late).await {
+            Err(StoreError::Conflict(_)) => {}
+            other => panic!("replace with version {stale} over version 3 must be Conflict, got {other:?}"),
+        }
+    }
+    assert_eq!(store.versions("pb_v").await.unwrap(), Some(all), "conflicts wrote nothing");
+
+    // Two replaces of the same version at once: exactly one wins, the other is a
+    // `Conflict`; the history holds the winner only.
+    let (mut a4, mut b4) = (v3.clone(), v3.clone());
+    (a4.version, b4.version) = (4, 4);
+    (a4.name, b4.name) = ("fourth a".into(), "fourth b".into());
+    let (ra, rb) = tokio::join!(store.replace(&a4), store.replace(&b4));
+    let winner = match (ra, rb) {
+        (Ok(true), Err(StoreError::Conflict(_))) => a4,
+        (Err(StoreError::Conflict(_)), Ok(true)) => b4,
+        other => panic!("concurrent replaces of version 3: one must win, one conflict; got {other:?}"),
+    };
+    let all = vec![winner.clone(), v3.clone(), v2.clone(), v1.clone()];
+    assert_eq!(store.versions("pb_v").await.unwrap(), Some(all), "the loser left no trace");
+    let v3 = winner;
+
+    // Saved versions are not postbacks: not listed, not gettable by any id.
+    let listed = store.list(None).await.unwrap();
+    assert_eq!(listed, vec![v3.clone()], "list shows the current version only");
+    assert_eq!(store.list(Some(EventType::Conversion)).await.unwrap(), vec![], "v1's type lists nothing");
+    for id in ["pb_v#v1", "pb_v#v2", "pb_v#1"] {
+        assert_eq!(store.get(id).await.unwrap(), None, "{id} is not a postback");
+        assert!(!store.delete(id).await.unwrap(), "{id} cannot be deleted");
+        assert_eq!(store.versions(id).await.unwrap(), None, "{id} has no versions");
+    }
+
+    // Another postback's history is its own.
+    let other = fixtures::postback("pb_w", EventType::Click);
+    store.create(&other).await.unwrap();
+    assert_eq!(store.versions("pb_w").await.unwrap(), Some(vec![other]));
+
+    assert!(store.delete("pb_v").await.unwrap());
+    assert_eq!(store.versions("pb_v").await.unwrap(), None, "deleted → None");
+    assert_eq!(store.get("pb_v").await.unwrap(), None);
 }

@@ -5,24 +5,14 @@
 use chrono::{DateTime, Utc};
 
 use crate::domain::event::EventType;
-use crate::domain::log::{Cursor, LogFilter, Outcome, DEFAULT_LOG_LIMIT, MAX_LOG_LIMIT};
+use crate::domain::log::{
+    Cursor, LogColumn, LogFilter, LogOp, LogPredicate, Outcome, DEFAULT_LOG_LIMIT, MAX_LOG_LIMIT,
+};
 use crate::domain::ValidationError;
 use crate::service::config_api::PostbackFilter;
 
-/// The parameters `GET /logs` accepts.
-const LOG_QUERY_PARAMS: &[&str] = &[
-    "postback_id",
-    "transaction_id",
-    "type",
-    "offer_id",
-    "publisher_id",
-    "status_code",
-    "outcome",
-    "from",
-    "to",
-    "limit",
-    "cursor",
-];
+/// The parameters of `GET /logs` other than the column filters.
+const LOG_PAGING_PARAMS: &[&str] = &["from", "to", "limit", "cursor"];
 
 /// Longest id accepted as a filter value; longer ones cannot match anything stored.
 const MAX_FILTER_ID_LEN: usize = 512;
@@ -60,53 +50,35 @@ pub fn postback_filter(pairs: &[(String, String)]) -> Result<PostbackFilter, Val
 
 /// `GET /logs` query pairs; a bad value is a 400 naming the parameter.
 ///
-/// An unknown parameter is refused (`unknown_field`) rather than ignored, so a typo such
-/// as `status=500` cannot silently widen the result; a repeated parameter is refused
+/// Every column filter is `col=v` (*is*), `col.not=v` (*is not*) or `col.contains=v`
+/// (*contains*, text columns only); all given filters must match (AND), so
+/// `url.contains=aff&url.not=https://aff.example/x` narrows twice. An unknown parameter
+/// is refused (`unknown_field`) rather than ignored, so a typo such as `status=500`
+/// cannot silently widen the result; the very same parameter twice is refused
 /// (`duplicate`) rather than guessing which one counts. An empty value means "not set",
-/// as HTML forms send unset fields.
+/// as HTML forms send unset fields (but `.contains` on a non-text column is refused
+/// whatever its value).
 pub fn log_filter(pairs: &[(String, String)]) -> Result<LogFilter, ValidationError> {
     let mut filter = LogFilter { limit: DEFAULT_LOG_LIMIT, ..LogFilter::default() };
     let mut seen: Vec<&str> = Vec::with_capacity(pairs.len());
     for (name, value) in pairs {
         let name = name.as_str();
-        if !LOG_QUERY_PARAMS.contains(&name) {
-            return Err(ValidationError::new(
-                "unknown_field",
-                name,
-                format!("unknown parameter {name:?}; known: {}", LOG_QUERY_PARAMS.join(", ")),
-            ));
-        }
+        let column = if LOG_PAGING_PARAMS.contains(&name) { None } else { Some(log_column(name)?) };
         if seen.contains(&name) {
             return Err(ValidationError::new("duplicate", name, format!("{name} is given more than once")));
         }
         seen.push(name);
+        if let Some((column, op)) = column {
+            if value.is_empty() && (op != LogOp::Contains || column.is_text()) {
+                continue;
+            }
+            log_column_filter(&mut filter, column, op, name, value)?;
+            continue;
+        }
         if value.is_empty() {
             continue;
         }
         match name {
-            "postback_id" => filter.postback_id = Some(id_value(name, value)?),
-            "transaction_id" => filter.transaction_id = Some(id_value(name, value)?),
-            "offer_id" => filter.offer_id = Some(id_value(name, value)?),
-            "publisher_id" => filter.publisher_id = Some(id_value(name, value)?),
-            "type" => {
-                filter.kind = Some(EventType::parse(value).ok_or_else(|| {
-                    ValidationError::invalid(name, "type must be impression, click, conversion or event")
-                })?)
-            }
-            "status_code" => {
-                filter.status_code = Some(
-                    value
-                        .parse::<u16>()
-                        .ok()
-                        .filter(|code| (100..=599).contains(code))
-                        .ok_or_else(|| ValidationError::invalid(name, "status_code must be a number 100-599"))?,
-                )
-            }
-            "outcome" => {
-                filter.outcome = Some(Outcome::parse(value).ok_or_else(|| {
-                    ValidationError::invalid(name, "outcome must be delivered, failed, retrying or skipped")
-                })?)
-            }
             "from" => filter.from = Some(time_value(name, value)?),
             "to" => filter.to = Some(time_value(name, value)?),
             "limit" => {
@@ -116,7 +88,7 @@ pub fn log_filter(pairs: &[(String, String)]) -> Result<LogFilter, ValidationErr
                     })?
             }
             "cursor" => filter.cursor = Some(Cursor::decode(value)?),
-            _ => {} // LOG_QUERY_PARAMS and this match list the same names.
+            _ => {} // LOG_PAGING_PARAMS and this match list the same names.
         }
     }
     if let (Some(from), Some(to)) = (filter.from, filter.to) {
@@ -125,6 +97,73 @@ pub fn log_filter(pairs: &[(String, String)]) -> Result<LogFilter, ValidationErr
         }
     }
     Ok(filter)
+}
+
+/// A column filter's parameter name: `col`, `col.not` or `col.contains`.
+fn log_column(name: &str) -> Result<(LogColumn, LogOp), ValidationError> {
+    let (base, op) = match name.rsplit_once('.') {
+        Some((base, "not")) => (base, LogOp::IsNot),
+        Some((base, "contains")) => (base, LogOp::Contains),
+        Some(_) => ("", LogOp::Is), // no such suffix: unknown below
+        None => (name, LogOp::Is),
+    };
+    LogColumn::parse(base).map(|column| (column, op)).ok_or_else(|| {
+        let columns: Vec<&str> = LogColumn::ALL.iter().map(|c| c.name()).collect();
+        ValidationError::new(
+            "unknown_field",
+            name,
+            format!(
+                "unknown parameter {name:?}; filters are COLUMN, COLUMN.not or COLUMN.contains with COLUMN one of {}, \
+                 and {}",
+                columns.join(", "),
+                LOG_PAGING_PARAMS.join(", ")
+            ),
+        )
+    })
+}
+
+/// *is* on a typed field (the ones indexes may serve) sets it; anything else is a
+/// predicate.
+fn log_column_filter(
+    filter: &mut LogFilter,
+    column: LogColumn,
+    op: LogOp,
+    name: &str,
+    value: &str,
+) -> Result<(), ValidationError> {
+    if op == LogOp::Is {
+        match column {
+            LogColumn::PostbackId => filter.postback_id = Some(id_value(name, value)?),
+            LogColumn::TransactionId => filter.transaction_id = Some(id_value(name, value)?),
+            LogColumn::OfferId => filter.offer_id = Some(id_value(name, value)?),
+            LogColumn::PublisherId => filter.publisher_id = Some(id_value(name, value)?),
+            LogColumn::Type => {
+                filter.kind = Some(EventType::parse(value).ok_or_else(|| {
+                    ValidationError::invalid(name, "type must be impression, click, conversion or event")
+                })?)
+            }
+            LogColumn::StatusCode => {
+                filter.status_code = Some(
+                    value
+                        .parse::<u16>()
+                        .ok()
+                        .filter(|code| (100..=599).contains(code))
+                        .ok_or_else(|| ValidationError::invalid(name, "status_code must be a number 100-599"))?,
+                )
+            }
+            LogColumn::Outcome => {
+                filter.outcome = Some(Outcome::parse(value).ok_or_else(|| {
+                    ValidationError::invalid(name, "outcome must be delivered, failed, retrying or skipped")
+                })?)
+            }
+            _ => {
+                filter.predicates.push(LogPredicate::new(column, op, value)?);
+            }
+        }
+        return Ok(());
+    }
+    filter.predicates.push(LogPredicate::new(column, op, value)?);
+    Ok(())
 }
 
 fn id_value(name: &str, value: &str) -> Result<String, ValidationError> {
