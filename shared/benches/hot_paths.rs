@@ -102,6 +102,8 @@ fn postbacks() -> Vec<Postback> {
                 content_type: "application/json".into(),
                 created_at: at,
                 updated_at: at,
+                conditions: Vec::new(),
+                success_rule: None,
             }
         })
         .collect()

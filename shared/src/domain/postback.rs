@@ -6,6 +6,8 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+use super::condition::Condition;
+use super::delivery::SuccessRule;
 use super::event::{EventType, Status};
 use super::template::Template;
 use super::ValidationError;
@@ -108,6 +110,11 @@ pub struct Postback {
     pub content_type: String,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+    // Delivery control: conditions, success rule.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub success_rule: Option<SuccessRule>,
 }
 
 /// The validated content of a create/replace request (everything but id and timestamps),
@@ -128,6 +135,8 @@ pub struct PostbackSpec {
     pub headers: BTreeMap<String, String>,
     pub body: Option<String>,
     pub content_type: String,
+    pub conditions: Vec<Condition>,
+    pub success_rule: Option<SuccessRule>,
 }
 
 impl PostbackSpec {
@@ -150,6 +159,8 @@ impl PostbackSpec {
             content_type: self.content_type,
             created_at,
             updated_at,
+            conditions: self.conditions,
+            success_rule: self.success_rule,
         }
     }
 }

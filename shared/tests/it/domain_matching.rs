@@ -33,6 +33,8 @@ fn postback(id: &str, kind: EventType) -> Postback {
         content_type: "application/json".into(),
         created_at: at,
         updated_at: at,
+        conditions: Vec::new(),
+        success_rule: None,
     }
 }
 
