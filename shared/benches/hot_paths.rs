@@ -2,7 +2,8 @@
 //!
 //! `cargo bench -p postback --bench hot_paths` runs all; add a filter such as
 //! `-- matching` for one group. `matching/linear_scan` is the baseline for
-//! `matching/10k_postbacks_1k_offers` (same postbacks, same event, same predicate).
+//! `matching/10k_postbacks_1k_offers` (same postbacks, same event, same predicate), which
+//! is in turn the baseline for `matching/10k_postbacks_third_with_conditions`.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests and tools: a panic is the failure report
 
 #[path = "../tests/it/matching_oracle/mod.rs"]
@@ -15,6 +16,7 @@ use std::time::Duration;
 
 use chrono::{TimeZone, Utc};
 use criterion::{criterion_group, criterion_main, Criterion};
+use postback::domain::condition::Condition;
 use postback::domain::event::{Event, EventType, Status};
 use postback::domain::macros::MacroContext;
 use postback::domain::matching::PostbackIndex;
@@ -106,9 +108,26 @@ fn postbacks() -> Vec<Postback> {
                 signing_secret: None,
                 previous_signing_secret: None,
                 version: 1,
+                conditions: Vec::new(),
+                success_rule: None,
             }
         })
         .collect()
+}
+
+/// One to three conditions that the benched conversion passes or fails at different
+/// points: a decimal comparison, a list, a substring, a missing value.
+fn conditions(i: usize) -> Vec<Condition> {
+    let c =
+        |field: &str, op: &str, value: Option<serde_json::Value>| Condition::new(field, op, value.as_ref()).unwrap();
+    let all = [
+        c("payout", "gte", Some(serde_json::json!(["10.00", "12.5", "15"][i % 3]))),
+        c("country", "in", Some(serde_json::json!(["DE", "AT", "CH"]))),
+        c("params.campaign", "contains", Some(serde_json::json!("sale"))),
+        c("sub3", "not_exists", None),
+    ];
+    let start = i % all.len();
+    all.iter().cycle().skip(start).take(1 + i % 3).cloned().collect()
 }
 
 /// Compiled by hand (literal URL) so matching can be benched on its own.
@@ -161,6 +180,27 @@ fn bench_matching(c: &mut Criterion) {
     let mut group = c.benchmark_group("matching");
     group.bench_function("10k_postbacks_1k_offers", |b| b.iter(|| index.matching(black_box(&event))));
     group.bench_function("linear_scan", |b| b.iter(|| linear_scan(black_box(&all), black_box(&event))));
+
+    // The same postbacks, a third of them with one to three conditions; baseline: the
+    // index above (no conditions), measured in the same run.
+    let conditioned: Vec<Arc<CompiledPostback>> = postbacks()
+        .into_iter()
+        .enumerate()
+        .map(|(i, mut p)| {
+            if i % 3 == 0 {
+                p.conditions = conditions(i / 3);
+            }
+            Arc::new(compiled(p))
+        })
+        .collect();
+    let conditioned_index = PostbackIndex::from_compiled(conditioned.iter().map(|c| (**c).clone()));
+    let expected = id_list(linear_scan(&conditioned, &event));
+    let found = id_list(conditioned_index.matching(&event));
+    assert_eq!(found, expected, "index and linear scan must agree with conditions too");
+    eprintln!("matching: with conditions on a third, the benched conversion fires {}", found.len());
+    group.bench_function("10k_postbacks_third_with_conditions", |b| {
+        b.iter(|| conditioned_index.matching(black_box(&event)))
+    });
     group.finish();
 }
 

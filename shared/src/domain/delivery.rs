@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
 
 /// Longest wait between two attempts.
 pub const MAX_BACKOFF: Duration = Duration::from_secs(6 * 3600);
@@ -41,6 +42,33 @@ pub enum SendFailure {
     /// Any other transport problem (TLS, protocol); retried.
     #[error("request failed: {0}")]
     Other(String),
+}
+
+/// A postback's `success_rule`: what a 2xx response body must (not) contain to count as
+/// delivered. Checked on the kept (truncated) body, as a plain case-sensitive substring.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SuccessRule {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub body_contains: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub body_not_contains: Option<String>,
+    /// Retry a broken rule like a 5xx (`true`) or fail at once (`false`, the default).
+    #[serde(default)]
+    pub retry: bool,
+}
+
+impl SuccessRule {
+    /// The rule the body breaks, as a log line, or `None` when it keeps the rule.
+    pub fn broken_by(&self, body: &str) -> Option<String> {
+        if let Some(text) = self.body_contains.as_deref().filter(|t| !body.contains(t)) {
+            return Some(format!("response body does not contain {text:?}"));
+        }
+        if let Some(text) = self.body_not_contains.as_deref().filter(|t| body.contains(t)) {
+            return Some(format!("response body contains {text:?}"));
+        }
+        None
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -90,9 +118,26 @@ impl RetryPolicy {
         jitter: f64,
         now: DateTime<Utc>,
     ) -> Verdict {
+        self.classify_with_rule(result, None, attempt, jitter, now)
+    }
+
+    /// [`Self::classify`] with a postback's success rule: a 2xx whose body breaks it fails
+    /// at once naming the rule, or with `retry` is retried like a 5xx.
+    pub fn classify_with_rule(
+        &self,
+        result: &Result<OutboundResponse, SendFailure>,
+        rule: Option<&SuccessRule>,
+        attempt: u32,
+        jitter: f64,
+        now: DateTime<Utc>,
+    ) -> Verdict {
         let (reason, retry_after) = match result {
             Ok(response) => match response.status {
-                200..=299 => return Verdict::Delivered,
+                200..=299 => match rule.and_then(|r| r.broken_by(&response.body).map(|why| (r.retry, why))) {
+                    None => return Verdict::Delivered,
+                    Some((false, why)) => return Verdict::Fail(why),
+                    Some((true, why)) => (why, None),
+                },
                 status @ 300..=399 => {
                     return Verdict::Fail(format!(
                         "HTTP {status}: redirects are not followed (a redirect could lead to a private address)"

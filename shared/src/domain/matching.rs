@@ -4,6 +4,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use super::condition::all_hold;
 use super::event::{Event, EventType, Status};
 use super::postback::{CompiledPostback, Postback, Scope};
 
@@ -109,7 +110,7 @@ impl PostbackIndex {
 
     /// The enabled postbacks this event fires, in a stable order (by id): type, offer
     /// and publisher scope, `fire_on` + `rejection_reasons` for conversions and events,
-    /// `event_names` for events.
+    /// `event_names` for events, then `conditions`.
     pub fn matching(&self, event: &Event) -> Vec<Arc<CompiledPostback>> {
         let [for_offer, for_publisher, global] = self.by_type[type_slot(event.kind)].candidates(event);
         // Only postbacks filed by offer can still be scoped to other publishers; those
@@ -148,8 +149,13 @@ fn sort_unique(list: &mut Vec<Arc<CompiledPostback>>) {
     list.dedup_by(|x, y| x.postback.id == y.postback.id);
 }
 
-/// The checks that scope cannot answer: status (with rejection reason) and event name.
+/// The checks that scope cannot answer: status (with rejection reason), event name and
+/// conditions (pre-parsed, so this parses nothing of the postback).
 fn fires_for_status_and_name(postback: &Postback, event: &Event) -> bool {
+    fires_for_status_and_name_only(postback, event) && all_hold(&postback.conditions, event)
+}
+
+fn fires_for_status_and_name_only(postback: &Postback, event: &Event) -> bool {
     if event.kind.has_status()
         && !postback.fires_for_status(event.status.unwrap_or(Status::Approved), event.rejection_reason.as_deref())
     {

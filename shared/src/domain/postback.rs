@@ -6,6 +6,8 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+use super::condition::Condition;
+use super::delivery::SuccessRule;
 use super::event::{EventType, Status};
 use super::signing::{PreviousSecret, Signing, SigningKeys, SigningSecret};
 use super::template::Template;
@@ -121,6 +123,11 @@ pub struct Postback {
     /// read as version 1.
     #[serde(default = "first_version")]
     pub version: u32,
+    // Delivery control: conditions, success rule.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub success_rule: Option<SuccessRule>,
 }
 
 /// The version of a new postback (and of one stored before versions existed).
@@ -150,6 +157,8 @@ pub struct PostbackSpec {
     pub content_type: String,
     pub signing: Signing,
     pub signing_secret: SecretInput,
+    pub conditions: Vec<Condition>,
+    pub success_rule: Option<SuccessRule>,
 }
 
 /// What a create/replace said about `signing_secret`.
@@ -191,6 +200,8 @@ impl PostbackSpec {
             },
             previous_signing_secret: None,
             version: FIRST_VERSION,
+            conditions: self.conditions,
+            success_rule: self.success_rule,
         }
     }
 }

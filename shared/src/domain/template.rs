@@ -295,7 +295,7 @@ fn unknown_macro(name: &str) -> TemplateError {
 }
 
 /// `{param.source}`, `{params_source}`, `{Params.source}` → `source`.
-fn misspelt_params_key(name: &str) -> Option<&str> {
+pub(crate) fn misspelt_params_key(name: &str) -> Option<&str> {
     let lower_prefix = |prefix: &str| {
         name.get(..prefix.len()).filter(|head| head.eq_ignore_ascii_case(prefix)).and_then(|_| name.get(prefix.len()..))
     };

@@ -7,6 +7,7 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 use super::{App, AttemptOutcome, ServiceError, ServiceResult};
+use crate::domain::condition::all_hold;
 use crate::domain::event::{Event, EventType};
 use crate::domain::firing::Firing;
 use crate::domain::log::{LogEntry, LogFilter, LogPage};
@@ -92,6 +93,8 @@ pub struct RequestView {
 #[derive(Debug, Clone, Serialize)]
 pub struct PreviewOutput {
     pub request: RequestView,
+    /// Whether the sample event meets the postback's `conditions` (would it match?).
+    pub conditions_met: bool,
     /// The sample event the request was rendered for.
     pub event: Event,
 }
@@ -106,6 +109,8 @@ pub struct ResponseView {
 #[derive(Debug, Clone, Serialize)]
 pub struct TestOutput {
     pub request: RequestView,
+    /// Whether the sample event meets the postback's `conditions`; a test sends anyway.
+    pub conditions_met: bool,
     pub response: Option<ResponseView>,
     pub error: Option<String>,
     pub outcome: crate::domain::log::Outcome,
@@ -265,13 +270,15 @@ impl App {
             ValidationError::new("invalid", "event", format!("the sample event cannot be rendered: {e}"))
         })?;
         let request = postback.shown(&request, &ctx);
-        Ok(PreviewOutput { request: view(request), event })
+        let conditions_met = all_hold(&postback.postback.conditions, &event);
+        Ok(PreviewOutput { request: view(request), conditions_met, event })
     }
 
     /// Send a postback now for a sample event; logged as a test, never retried.
     pub async fn test_postback(self: &Arc<Self>, id: &str, event: Event) -> ServiceResult<TestOutput> {
         let postback = self.compiled(id).await?;
         let now = self.ports.clock.now();
+        let conditions_met = all_hold(&postback.postback.conditions, &event);
         let firing = Firing {
             delivery_id: format!("test_{}", uuid::Uuid::new_v4().simple()),
             postback_id: postback.postback.id.clone(),
@@ -284,6 +291,7 @@ impl App {
         };
         let (_, entry) = self.dispatcher().attempt_with(&postback, &firing, true).await?;
         Ok(TestOutput {
+            conditions_met,
             request: RequestView {
                 method: entry.method.clone(),
                 url: entry.url.clone(),

@@ -117,9 +117,20 @@ impl Dispatcher {
         let result = self.app.ports.sender.send(&request).await;
         let elapsed = started.elapsed();
         let jitter = self.app.ports.jitter.next();
-        let verdict = self.app.policy.retry.classify(&result, firing.attempt, jitter, self.app.ports.clock.now());
+        let rule = postback.postback.success_rule.as_ref();
+        let verdict =
+            self.app.policy.retry.classify_with_rule(&result, rule, firing.attempt, jitter, self.app.ports.clock.now());
         let mut entry = self.entry(firing, postback, Some(postback.shown(&request, &ctx)), fired_at, test);
         fill_result(&mut entry, &result, elapsed);
+        // A 2xx that breaks the success rule: the entry says which rule (on a retry too).
+        if let (Some(rule), Ok(response)) = (rule, &result) {
+            if (200..300).contains(&response.status) {
+                entry.error = match &verdict {
+                    Verdict::Fail(reason) => Some(reason.clone()),
+                    _ => rule.broken_by(&response.body),
+                };
+            }
+        }
 
         let outcome = match verdict {
             Verdict::Delivered => {

@@ -6,6 +6,8 @@ use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
 
+use crate::domain::condition::Condition;
+use crate::domain::delivery::SuccessRule;
 use crate::domain::event::{Event, EventType, Status};
 use crate::domain::firing::Firing;
 use crate::domain::log::{LogEntry, Outcome};
@@ -41,7 +43,22 @@ pub fn postback(id: &str, kind: EventType) -> Postback {
         signing_secret: None,
         previous_signing_secret: None,
         version: 1,
+        conditions: vec![
+            condition("payout", "gte", serde_json::json!("12.50")),
+            condition("country", "in", serde_json::json!(["DE", "AT"])),
+            condition("sub3", "not_exists", serde_json::Value::Null),
+        ],
+        success_rule: Some(SuccessRule {
+            body_contains: Some("status=ok".into()),
+            body_not_contains: Some("error".into()),
+            retry: true,
+        }),
     }
+}
+
+/// A condition built from its parts (panics on a bad one: fixtures are hand-written).
+pub fn condition(field: &str, op: &str, value: serde_json::Value) -> Condition {
+    Condition::new(field, op, Some(&value).filter(|v| !v.is_null())).expect("a fixture condition is valid")
 }
 
 /// A validated-looking event: conversions and events are `approved`, events are named

@@ -7,11 +7,13 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use chrono::{TimeZone, Utc};
+use postback::domain::condition::Condition;
 use postback::domain::event::{Event, EventType, Status};
 use postback::domain::matching::PostbackIndex;
 use postback::domain::postback::{CompiledPostback, FireOn, HttpMethod, Postback, Scope};
 use postback::domain::template::{Segment, Template};
 use proptest::prelude::*;
+use serde_json::json;
 
 fn postback(id: &str, kind: EventType) -> Postback {
     let at = Utc.with_ymd_and_hms(2024, 1, 1, 0, 0, 0).unwrap();
@@ -37,6 +39,8 @@ fn postback(id: &str, kind: EventType) -> Postback {
         signing_secret: None,
         previous_signing_secret: None,
         version: 1,
+        conditions: Vec::new(),
+        success_rule: None,
     }
 }
 
@@ -226,18 +230,42 @@ fn status() -> impl Strategy<Value = Status> {
     prop::sample::select(vec![Status::Approved, Status::Pending, Status::Rejected])
 }
 
+/// Conditions over a few fields, with decimals written several ways (`12.5`, `12.50`,
+/// `-0`) and texts that are and are not decimals.
+fn condition_strategy() -> impl Strategy<Value = Condition> {
+    const FIELDS: &[&str] = &["payout", "revenue", "country", "sub3", "params.goal", "currency", "unix_timestamp"];
+    const TEXTS: &[&str] = &["DE", "US", "12.5", "abc", "ftd", "1", "E"];
+    const DECIMALS: &[&str] = &["12.5", "12.50", "012.500", "-0", "0", "-3.25", "100", "99.999", "1714564800"];
+    let text = prop::sample::select(TEXTS).prop_map(|t| json!(t));
+    let list = prop::collection::vec(prop::sample::select(TEXTS), 1..4).prop_map(|l| json!(l));
+    let decimal =
+        prop_oneof![prop::sample::select(DECIMALS).prop_map(|d| json!(d)), (-20i32..20).prop_map(|n| json!(n))];
+    let op_value = prop_oneof![
+        (prop::sample::select(vec!["eq", "ne", "contains"]), text).prop_map(|(op, v)| (op, Some(v))),
+        (prop::sample::select(vec!["in", "not_in"]), list).prop_map(|(op, v)| (op, Some(v))),
+        (prop::sample::select(vec!["gt", "gte", "lt", "lte"]), decimal).prop_map(|(op, v)| (op, Some(v))),
+        prop::sample::select(vec!["exists", "not_exists"]).prop_map(|op| (op, None)),
+    ];
+    (prop::sample::select(FIELDS), op_value)
+        .prop_map(|(field, (op, value))| Condition::new(field, op, value.as_ref()).unwrap())
+}
+
 fn postback_strategy() -> impl Strategy<Value = Postback> {
     (
-        kind(),
-        any::<bool>(),
-        scope(OFFERS),
-        scope(PUBLISHERS),
-        fire_on(),
-        prop::option::of(pick_list(REASONS)),
-        prop::option::of(pick_list(NAMES)),
+        prop::collection::vec(condition_strategy(), 0..3),
+        (
+            kind(),
+            any::<bool>(),
+            scope(OFFERS),
+            scope(PUBLISHERS),
+            fire_on(),
+            prop::option::of(pick_list(REASONS)),
+            prop::option::of(pick_list(NAMES)),
+        ),
     )
-        .prop_map(|(kind, enabled, offers, publishers, fire_on, reasons, names)| {
+        .prop_map(|(conditions, (kind, enabled, offers, publishers, fire_on, reasons, names))| {
             let mut p = postback("", kind);
+            p.conditions = conditions;
             p.enabled = enabled || kind == EventType::Conversion; // mostly enabled
             p.offers = offers;
             p.publishers = publishers;
@@ -270,9 +298,14 @@ fn event_strategy() -> impl Strategy<Value = Event> {
         prop::option::of(status()),
         prop::option::of(prop::sample::select(vec!["fraud", "duplicate", "test", "other"])),
         prop::option::of(prop::sample::select(vec!["deposit", "upsell", "ftd", "other"])),
+        event_values_strategy(),
     )
-        .prop_map(|(kind, offer, publisher, status, reason, name)| {
+        .prop_map(|(kind, offer, publisher, status, reason, name, values)| {
             let mut e = event(kind);
+            (e.payout, e.revenue, e.country, e.subs[2], e.currency) = values.0;
+            if let Some(goal) = values.1 {
+                e.params.insert("goal".into(), goal);
+            }
             e.offer_id = offer.map(String::from);
             e.publisher_id = publisher.map(String::from);
             e.status = status;
@@ -280,6 +313,15 @@ fn event_strategy() -> impl Strategy<Value = Event> {
             e.event_name = name.map(String::from);
             e
         })
+}
+
+type EventValues = ((Option<String>, Option<String>, Option<String>, Option<String>, Option<String>), Option<String>);
+
+/// The values conditions test: decimals written several ways, and non-decimals.
+fn event_values_strategy() -> impl Strategy<Value = EventValues> {
+    const VALUES: &[&str] = &["12.5", "12.50", "0", "-0.0", "-3.25", "100", "99.999", "abc", "DE", "US", "1"];
+    let value = || prop::option::of(prop::sample::select(VALUES).prop_map(String::from));
+    ((value(), value(), value(), value(), value()), value())
 }
 
 /// The specification, written as plainly as possible.
@@ -305,4 +347,28 @@ proptest! {
             prop_assert_eq!(found, naive_matching(&postbacks, e), "event {:?}", e);
         }
     }
+}
+
+#[test]
+fn conditions_must_all_hold() {
+    let cond = |field: &str, op: &str, value: serde_json::Value| Condition::new(field, op, Some(&value)).unwrap();
+    let mut big = postback("big", EventType::Conversion);
+    big.conditions = vec![cond("payout", "gte", json!("12.5")), cond("country", "in", json!(["DE", "AT"]))];
+    let mut goal = postback("goal", EventType::Conversion);
+    goal.conditions = vec![cond("params.goal", "eq", json!("ftd"))];
+    let plain = postback("plain", EventType::Conversion);
+    let idx = index(vec![big, goal, plain]);
+
+    let mut e = event(EventType::Conversion);
+    assert_eq!(ids(&idx.matching(&e)), ["plain"], "no payout, no country, no goal");
+    e.payout = Some("12.50".into());
+    e.country = Some("DE".into());
+    assert_eq!(ids(&idx.matching(&e)), ["big", "plain"], "12.50 >= 12.5 exactly");
+    e.payout = Some("12.49999999999999999999".into());
+    assert_eq!(ids(&idx.matching(&e)), ["plain"], "no float rounding");
+    e.payout = Some("20".into());
+    e.params.insert("goal".into(), "ftd".into());
+    assert_eq!(ids(&idx.matching(&e)), ["big", "goal", "plain"]);
+    e.country = Some("US".into());
+    assert_eq!(ids(&idx.matching(&e)), ["goal", "plain"], "every condition must hold");
 }

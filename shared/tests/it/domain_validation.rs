@@ -93,7 +93,9 @@ fn postback_round_trips_through_its_api_form() {
     let body = json!({
         "name": "x", "type": "conversion", "fire_on": "rejected", "rejection_reasons": ["fraud"],
         "offers": [7], "method": "PUT", "url": "https://a.example/{sub2}",
-        "headers": {"X-Key": "k"}, "body": "{\"a\":\"{sub3}\"}", "delay_seconds": 60
+        "headers": {"X-Key": "k"}, "body": "{\"a\":\"{sub3}\"}", "delay_seconds": 60,
+        "conditions": [{"field": "revenue", "op": "lt", "value": 0.1}, {"field": "country", "op": "not_in", "value": ["us"]}],
+        "success_rule": {"body_not_contains": "ERR", "retry": true}
     });
     let spec = spec_from_json(&body).unwrap();
     let stored = spec.clone().into_postback("pb_1".into(), Utc::now(), Utc::now());
@@ -355,6 +357,110 @@ fn content_type_rules() {
     assert_postback_err(ct(json!("text/plain\r\nX-Injected: 1")), "invalid", "content_type");
     assert_postback_err(ct(json!(format!("text/{}", "x".repeat(200)))), "too_long", "content_type");
     assert_postback_err(ct(json!(5)), "invalid", "content_type");
+}
+
+#[test]
+fn conditions_rules() {
+    let with = |conditions: Value| postback_with("conditions", conditions);
+    let ok = spec_from_json(&with(json!([
+        {"field": "payout", "op": "gt", "value": 12.5},
+        {"field": "payout", "op": "lte", "value": "100.00"},
+        {"field": "country", "op": "in", "value": ["de", "AT"]},
+        {"field": "sub3", "op": "ne", "value": "test"},
+        {"field": "params.goal", "op": "contains", "value": "ftd"},
+        {"field": "currency", "op": "exists"},
+        {"field": "sub10", "op": "not_exists", "value": null},
+    ])))
+    .unwrap();
+    let stored: Vec<Value> = ok.conditions.iter().map(|c| serde_json::to_value(c).unwrap()).collect();
+    assert_eq!(stored[0], json!({"field": "payout", "op": "gt", "value": "12.5"}), "a number is kept as its text");
+    assert_eq!(stored[2]["value"], json!(["DE", "AT"]), "country codes upper-cased like events'");
+    assert_eq!(stored[5], json!({"field": "currency", "op": "exists"}));
+    assert!(spec_from_json(&with(json!([]))).unwrap().conditions.is_empty());
+    assert!(spec_from_json(&with(Value::Null)).unwrap().conditions.is_empty());
+
+    let at2 = |condition: Value| {
+        with(json!([{"field": "sub1", "op": "exists"}, {"field": "sub2", "op": "exists"}, condition]))
+    };
+    assert_postback_err(with(json!({"field": "sub1"})), "invalid", "conditions");
+    assert_postback_err(with(json!(["sub1"])), "invalid", "conditions[0]");
+    assert_postback_err(
+        at2(json!({"field": "sub1", "op": "eq", "vaule": "x"})),
+        "unknown_field",
+        "conditions[2].vaule",
+    );
+    assert_postback_err(at2(json!({"op": "exists"})), "required", "conditions[2].field");
+    assert_postback_err(at2(json!({"field": 3, "op": "exists"})), "invalid", "conditions[2].field");
+    let e = assert_postback_err(at2(json!({"field": "Sub3", "op": "exists"})), "unknown_macro", "conditions[2].field");
+    assert!(e.message.contains("did you mean `sub3`"), "{}", e.message);
+    let e = assert_postback_err(
+        at2(json!({"field": "param.goal", "op": "exists"})),
+        "unknown_macro",
+        "conditions[2].field",
+    );
+    assert!(e.message.contains("params.goal"), "{}", e.message);
+    assert_postback_err(at2(json!({"field": "delivery_id", "op": "exists"})), "invalid", "conditions[2].field");
+    assert_postback_err(at2(json!({"field": "sub1"})), "required", "conditions[2].op");
+    assert_postback_err(at2(json!({"field": "sub1", "op": "=="})), "invalid", "conditions[2].op");
+    for (op, value) in [
+        ("eq", Value::Null),
+        ("eq", json!(["x"])),
+        ("eq", json!("")),
+        ("contains", json!({})),
+        ("in", json!([])),
+        ("in", json!("DE")),
+        ("not_in", Value::Null),
+        ("gt", json!("12,50")),
+        ("gte", json!("1e3")),
+        ("lt", json!("abc")),
+        ("lte", json!(true)),
+        ("gt", json!(1e300)),
+        ("gt", json!("1".repeat(40))),
+        ("exists", json!("x")),
+        ("not_exists", json!(false)),
+    ] {
+        let code = if value.is_null() { "required" } else { "invalid" };
+        assert_postback_err(at2(json!({"field": "payout", "op": op, "value": value})), code, "conditions[2].value");
+    }
+    assert_postback_err(
+        at2(json!({"field": "sub1", "op": "in", "value": ["a", 7, ["b"]]})),
+        "invalid",
+        "conditions[2].value[2]",
+    );
+    let many: Vec<Value> = (0..51).map(|_| json!({"field": "sub1", "op": "exists"})).collect();
+    assert_postback_err(with(json!(many)), "too_long", "conditions");
+    // The first error is the first field in the table's order: a bad url before a bad condition.
+    let mut both = with(json!([{"field": "nope", "op": "exists"}]));
+    both["url"] = json!("ftp://x");
+    assert_postback_err(both, "invalid", "url");
+}
+
+#[test]
+fn success_rule_rules() {
+    let with = |rule: Value| postback_with("success_rule", rule);
+    let spec = spec_from_json(&with(json!({"body_contains": " status=ok", "body_not_contains": "error"}))).unwrap();
+    let rule = spec.success_rule.unwrap();
+    assert_eq!(rule.body_contains.as_deref(), Some(" status=ok"), "kept as sent, not trimmed");
+    assert!(!rule.retry, "retry defaults to false");
+    assert!(
+        spec_from_json(&with(json!({"body_not_contains": "x", "retry": true}))).unwrap().success_rule.unwrap().retry
+    );
+    assert_eq!(spec_from_json(&with(Value::Null)).unwrap().success_rule, None);
+
+    assert_postback_err(with(json!("status=ok")), "invalid", "success_rule");
+    assert_postback_err(with(json!({})), "required", "success_rule");
+    assert_postback_err(with(json!({"retry": true})), "required", "success_rule");
+    let e = assert_postback_err(with(json!({"body_contain": "ok"})), "unknown_field", "success_rule.body_contain");
+    assert!(e.message.contains("did you mean `body_contains`"), "{}", e.message);
+    assert_postback_err(with(json!({"body_contains": ""})), "invalid", "success_rule.body_contains");
+    assert_postback_err(with(json!({"body_contains": 200})), "invalid", "success_rule.body_contains");
+    assert_postback_err(
+        with(json!({"body_not_contains": "x".repeat(201)})),
+        "too_long",
+        "success_rule.body_not_contains",
+    );
+    assert!(spec_from_json(&with(json!({"body_not_contains": "é".repeat(200)}))).is_ok(), "200 characters, not bytes");
+    assert_postback_err(with(json!({"body_contains": "ok", "retry": "yes"})), "invalid", "success_rule.retry");
 }
 
 // ================================================================ events
@@ -721,6 +827,8 @@ const POSTBACK_FIELDS: &[&str] = &[
     "headers",
     "body",
     "content_type",
+    "conditions",
+    "success_rule",
     "id",
     "created_at",
     "updated_at",
@@ -763,6 +871,8 @@ fn mutated_postback() -> impl Strategy<Value = Value> {
             let mut v = json!({
                 "name": "p", "type": "event", "url": "https://a.example/?t={transaction_id}",
                 "fire_on": "all", "rejection_reasons": ["fraud"], "event_names": ["deposit"],
+                "conditions": [{"field": "payout", "op": "gte", "value": 12.5}, {"field": "country", "op": "in", "value": ["de"]}],
+                "success_rule": {"body_contains": "ok"},
             });
             if post {
                 v["method"] = json!("POST");

@@ -38,7 +38,8 @@ struct SinkState {
 
 /// A local HTTP receiver. Paths decide the answer:
 /// `/ok/...` 200; `/status/<code>/...` that status; `/flaky/<n>/...` 500 for the first n
-/// hits of that exact path then 200; `/slow/<ms>/...` 200 after a pause.
+/// hits of that exact path then 200; `/slow/<ms>/...` 200 after a pause; `/body/<text>/...`
+/// 200 with `<text>` as the body.
 #[derive(Clone)]
 pub struct Sink {
     pub addr: SocketAddr,
@@ -129,6 +130,7 @@ async fn sink_handler(
             tokio::time::sleep(Duration::from_millis(ms)).await;
             (StatusCode::OK, "slow ok").into_response()
         }
+        Some("body") => (StatusCode::OK, parts.get(1).copied().unwrap_or_default().to_string()).into_response(),
         _ => (StatusCode::OK, "ok").into_response(),
     }
 }

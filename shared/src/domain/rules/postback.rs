@@ -29,6 +29,7 @@ pub const MAX_HEADER_VALUE_CHARS: usize = 8192;
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
 pub const MAX_CONTENT_TYPE_CHARS: usize = 200;
 pub const DEFAULT_CONTENT_TYPE: &str = "application/json";
+pub const MAX_SUCCESS_RULE_CHARS: usize = 200;
 
 /// Headers the HTTP client manages itself (framing, connection handling, the target
 /// host) or that `content_type` sets; a template may not override them.
@@ -261,6 +262,18 @@ pub fn signing(
         ));
     }
     Ok(())
+}
+
+/// A `success_rule` text (`body_contains`, `body_not_contains`): 1 to 200 characters,
+/// matched as sent.
+pub fn success_rule_text(field: &str, text: &str) -> Result<(), ValidationError> {
+    if text.is_empty() {
+        return Err(ValidationError::invalid(
+            field,
+            format!("{field} must be 1 to {MAX_SUCCESS_RULE_CHARS} characters; leave it out to not check it"),
+        ));
+    }
+    check_max_chars(field, text, MAX_SUCCESS_RULE_CHARS)
 }
 
 /// Render with a value for every macro: the URL must come out absolute with a literal

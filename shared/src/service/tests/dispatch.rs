@@ -413,3 +413,80 @@ async fn a_slow_answer_is_logged_with_its_duration_and_retry_counts_from_the_att
     let entry = w.logs().remove(0);
     assert_eq!((entry.fired_at, entry.duration_ms), (start(), 1_500));
 }
+
+/// `success_rule` on a 2xx: kept → delivered; broken → failed at once naming the rule,
+/// or retried like a 5xx with `retry` (failed on the last attempt); never on a non-2xx.
+#[tokio::test]
+async fn a_2xx_that_breaks_the_success_rule_fails_or_retries() {
+    let contains = json!({"body_contains": "status=ok"});
+    let not_contains = json!({"body_not_contains": "error"});
+    let both = json!({"body_contains": "status=ok", "body_not_contains": "error"});
+    let retrying = json!({"body_contains": "status=ok", "retry": true});
+    #[rustfmt::skip]
+    let cases: Vec<(&str, serde_json::Value, Answer, u32, Expect)> = vec![
+        ("contains: kept", contains.clone(), Answer::status(200).body("x status=ok y"), 1, Expect::Delivered),
+        ("contains: broken", contains.clone(), Answer::status(200).body("status=pending"), 1, Expect::Failed(r#"response body does not contain "status=ok""#)),
+        ("contains: case-sensitive", contains.clone(), Answer::status(204).body("STATUS=OK"), 1, Expect::Failed("does not contain")),
+        ("not_contains: kept", not_contains.clone(), Answer::status(200).body("fine"), 1, Expect::Delivered),
+        ("not_contains: broken", not_contains.clone(), Answer::status(200).body("an error occurred"), 1, Expect::Failed(r#"response body contains "error""#)),
+        ("both: kept", both.clone(), Answer::status(200).body("status=ok"), 1, Expect::Delivered),
+        ("both: second broken", both.clone(), Answer::status(200).body("status=ok error"), 1, Expect::Failed(r#"contains "error""#)),
+        ("both: first broken", both.clone(), Answer::status(200).body("error"), 1, Expect::Failed(r#"does not contain "status=ok""#)),
+        ("retry: broken is retried", retrying.clone(), Answer::status(200).body("nope"), 1, Expect::RetryAfterMs(FIRST_WAIT_MS)),
+        ("retry: on the last attempt", retrying.clone(), Answer::status(200).body("nope"), 3, Expect::Failed(r#"gave up after 3 attempts: response body does not contain "status=ok""#)),
+        ("retry: kept", retrying.clone(), Answer::status(200).body("status=ok"), 1, Expect::Delivered),
+        ("no rule for a 5xx", contains.clone(), Answer::status(503).body("status=ok"), 1, Expect::RetryAfterMs(FIRST_WAIT_MS)),
+        ("no rule for a 4xx", not_contains.clone(), Answer::status(404).body("error"), 1, Expect::Failed("HTTP 404")),
+    ];
+    for (name, rule, answer, attempt, expect) in cases {
+        let w = World::new();
+        w.postback(json!({"name": "Clicks", "type": "click", "url": URL, "success_rule": rule})).await;
+        w.ingest_one(json!({"type": "click", "transaction_id": "T1", "offer_id": "O1", "publisher_id": "P1"})).await;
+        w.sender.set_default(answer);
+        let mut leased = w.receive_one().await;
+        leased.firing.attempt = attempt;
+        let outcome = w.process(&leased).await;
+        let logs = w.logs();
+        assert_eq!(logs.len(), 1, "{name}");
+        let entry = &logs[0];
+        let delivered = w.memory.logs.is_delivered(&leased.firing.delivery_id).await.unwrap();
+        match expect {
+            Expect::Delivered => {
+                assert_eq!((outcome, entry.outcome, delivered), (AttemptOutcome::Delivered, Outcome::Delivered, true));
+                assert_eq!(entry.error, None, "{name}");
+            }
+            Expect::RetryAfterMs(wait) => {
+                assert_eq!(outcome, AttemptOutcome::Retrying(start() + ms(wait)), "{name}");
+                assert_eq!(entry.outcome, Outcome::Retrying, "{name}");
+                assert!(!delivered, "{name}");
+                assert_eq!(w.queued().len(), 1, "{name}: the next attempt is queued");
+                if entry.status_code == Some(200) {
+                    let error = entry.error.as_deref().unwrap_or_default();
+                    assert!(error.contains("does not contain"), "{name}: the retrying entry names the rule: {error:?}");
+                }
+            }
+            Expect::Failed(error) => {
+                assert_eq!(outcome, AttemptOutcome::Failed, "{name}");
+                assert_eq!(entry.outcome, Outcome::Failed, "{name}");
+                let got = entry.error.as_deref().unwrap_or_default();
+                assert!(got.contains(error), "{name}: error {got:?} should contain {error:?}");
+                assert!(!delivered, "{name}");
+                assert!(w.queued().is_empty(), "{name}: acked, not retried");
+            }
+        }
+    }
+}
+
+/// A test send applies the success rule too (the admin sees why it would fail).
+#[tokio::test]
+async fn a_test_send_judges_the_success_rule() {
+    let w = World::new();
+    let id = w
+        .postback(json!({"name": "Clicks", "type": "click", "url": URL, "success_rule": {"body_contains": "OK", "retry": true}}))
+        .await;
+    w.sender.set_default(Answer::status(200).body("queued"));
+    let event = crate::domain::macros::sample_event(crate::domain::event::EventType::Click, []);
+    let out = w.app.test_postback(&id, event).await.unwrap();
+    assert_eq!(out.outcome, Outcome::Failed, "a test is never retried");
+    assert_eq!(out.error.as_deref(), Some(r#"response body does not contain "OK""#));
+}

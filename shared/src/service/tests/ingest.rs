@@ -267,6 +267,7 @@ async fn the_postback_index_is_reloaded_after_its_ttl() {
     assert_eq!(w.ingest_one(click("T1")).await.matched, 0);
     let mut elsewhere = fixtures::postback("pb_elsewhere", crate::domain::event::EventType::Click);
     elsewhere.offers = crate::domain::postback::Scope::All;
+    elsewhere.conditions = Vec::new();
     w.memory.postbacks.create(&elsewhere).await.unwrap();
     w.advance_ms(59_999);
     assert_eq!(w.ingest_one(click("T2")).await.matched, 0, "cached index, 1 ms before the 60 s TTL");
@@ -274,4 +275,26 @@ async fn the_postback_index_is_reloaded_after_its_ttl() {
     assert_eq!(w.ingest_one(click("T3")).await.matched, 1, "reloaded");
     w.postback(json!({"name": "Local", "type": "click", "url": URL})).await;
     assert_eq!(w.ingest_one(click("T4")).await.matched, 2, "a local write invalidates at once");
+}
+
+/// Conditions are judged on the enriched event: a conversion inherits the click's
+/// country and params, so a condition on them holds; one that fails fires nothing and
+/// logs nothing.
+#[tokio::test]
+async fn conditions_are_judged_on_the_enriched_event() {
+    let w = World::new();
+    let cond = |conditions: Value| json!({"name": "Conv", "type": "conversion", "url": URL, "conditions": conditions});
+    let big = w
+        .postback(cond(
+            json!([{"field": "payout", "op": "gte", "value": 12.5}, {"field": "country", "op": "eq", "value": "de"}]),
+        ))
+        .await;
+    w.postback(cond(json!([{"field": "payout", "op": "gt", "value": "12.50"}]))).await;
+    w.postback(cond(json!([{"field": "sub3", "op": "exists"}]))).await;
+    w.ingest_one(click("T1")).await;
+    let r = w.ingest_one(conversion("T1", "approved")).await;
+    assert_eq!(r.matched, 1, "payout 12.50 >= 12.5 and the click's country DE; not > 12.50; no sub3");
+    let queued = w.queued();
+    assert_eq!(queued.iter().map(|f| f.postback_id.as_str()).collect::<Vec<_>>(), [big.as_str()]);
+    assert!(w.logs().is_empty(), "a postback whose conditions fail logs nothing");
 }

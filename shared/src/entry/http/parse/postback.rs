@@ -10,6 +10,8 @@ use chrono::{DateTime, Utc};
 use serde_json::{Map, Value};
 
 use super::{json_kind, present, unknown_field};
+use crate::domain::condition::{Condition, MAX_CONDITIONS};
+use crate::domain::delivery::SuccessRule;
 use crate::domain::event::{Event, EventType};
 use crate::domain::postback::{FireOn, HttpMethod, Postback, PostbackSpec, Scope, SecretInput};
 use crate::domain::redact::REDACTED;
@@ -36,6 +38,8 @@ const FIELDS: &[&str] = &[
     "content_type",
     "signing",
     "signing_secret",
+    "conditions",
+    "success_rule",
 ];
 /// Server-assigned; accepted and ignored so a client can PUT back what it GOT.
 const READ_ONLY_FIELDS: &[&str] = &["id", "created_at", "updated_at", "version"];
@@ -162,6 +166,8 @@ pub fn spec_from_json(value: &Value) -> Result<PostbackSpec, ValidationError> {
         Some(text) => SecretInput::Given(SigningSecret::parse(text)?),
     };
     rules::signing(signing, &signing_secret, &url_template, &headers, body_template.as_ref())?;
+    let conditions = conditions(object)?;
+    let success_rule = success_rule(object)?;
 
     Ok(PostbackSpec {
         name: name.to_string(),
@@ -180,7 +186,100 @@ pub fn spec_from_json(value: &Value) -> Result<PostbackSpec, ValidationError> {
         content_type: content_type.to_string(),
         signing,
         signing_secret,
+        conditions,
+        success_rule,
     })
+}
+
+/// `conditions`: an optional list of `{"field", "op", "value"}` objects; errors name
+/// `conditions[i].<part>`. An empty list is the same as none.
+fn conditions(object: &Map<String, Value>) -> Result<Vec<Condition>, ValidationError> {
+    const PARTS: &[&str] = &["field", "op", "value"];
+    let items = match present(object, "conditions") {
+        None => return Ok(Vec::new()),
+        Some(Value::Array(items)) => items,
+        Some(other) => {
+            return Err(ValidationError::invalid(
+                "conditions",
+                format!(
+                    "conditions must be a list of {{\"field\", \"op\", \"value\"}} objects, not {}",
+                    json_kind(other)
+                ),
+            ))
+        }
+    };
+    if items.len() > MAX_CONDITIONS {
+        return Err(ValidationError::new(
+            "too_long",
+            "conditions",
+            format!("conditions may list at most {MAX_CONDITIONS} conditions"),
+        ));
+    }
+    items
+        .iter()
+        .enumerate()
+        .map(|(i, item)| {
+            let at = format!("conditions[{i}]");
+            let Value::Object(parts) = item else {
+                return Err(ValidationError::invalid(
+                    &at,
+                    format!("a condition must be an object {{\"field\", \"op\", \"value\"}}, not {}", json_kind(item)),
+                ));
+            };
+            if let Some(unknown) = parts.keys().find(|k| !PARTS.contains(&k.as_str())) {
+                return Err(unknown_field(unknown, PARTS, "").within(&format!("{at}.")));
+            }
+            let part = |name: &str| optional_string(parts, name).map(Option::unwrap_or_default);
+            let field = part("field").map_err(|e| e.within(&format!("{at}.")))?;
+            let op = part("op").map_err(|e| e.within(&format!("{at}.")))?;
+            Condition::new(field.trim(), op.trim(), present(parts, "value")).map_err(|e| e.within(&format!("{at}.")))
+        })
+        .collect()
+}
+
+/// `success_rule`: an optional `{"body_contains", "body_not_contains", "retry"}` object,
+/// at least one text; errors name `success_rule.<key>`. Texts are kept as sent (not
+/// trimmed): they are matched as exact substrings.
+fn success_rule(object: &Map<String, Value>) -> Result<Option<SuccessRule>, ValidationError> {
+    const KEYS: &[&str] = &["body_contains", "body_not_contains", "retry"];
+    let rule = match present(object, "success_rule") {
+        None => return Ok(None),
+        Some(Value::Object(rule)) => rule,
+        Some(other) => {
+            return Err(ValidationError::invalid(
+                "success_rule",
+                format!("success_rule must be an object, not {}", json_kind(other)),
+            ))
+        }
+    };
+    if let Some(unknown) = rule.keys().find(|k| !KEYS.contains(&k.as_str())) {
+        return Err(unknown_field(unknown, KEYS, "").within("success_rule."));
+    }
+    let text = |key: &str| -> Result<Option<String>, ValidationError> {
+        let Some(text) = optional_string(rule, key).map_err(|e| e.within("success_rule."))? else { return Ok(None) };
+        rules::success_rule_text(&format!("success_rule.{key}"), text)?;
+        Ok(Some(text.to_string()))
+    };
+    let body_contains = text("body_contains")?;
+    let body_not_contains = text("body_not_contains")?;
+    let retry = match present(rule, "retry") {
+        None => false,
+        Some(Value::Bool(b)) => *b,
+        Some(other) => {
+            return Err(ValidationError::invalid(
+                "success_rule.retry",
+                format!("success_rule.retry must be true or false, not {}", json_kind(other)),
+            ))
+        }
+    };
+    if body_contains.is_none() && body_not_contains.is_none() {
+        return Err(ValidationError::new(
+            "required",
+            "success_rule",
+            "success_rule needs body_contains, body_not_contains or both",
+        ));
+    }
+    Ok(Some(SuccessRule { body_contains, body_not_contains, retry }))
 }
 
 fn required_string<'v>(object: &'v Map<String, Value>, field: &str) -> Result<&'v str, ValidationError> {
