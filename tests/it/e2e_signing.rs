@@ -84,7 +84,9 @@ async fn signed_deliveries_verify_with_an_independent_library_before_and_after_r
     let python = verifier_python();
     let sink = Sink::start().await;
     let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(dir.path(), &[]).await;
+    // Everything the server logs, at its most talkative, is searched for secrets below.
+    let trace = dir.path().join("server.log");
+    let server = Server::start_with_log(dir.path(), &[("RUST_LOG", "debug")], Some(trace.as_path())).await;
     let api = server.client();
 
     let created = api
@@ -180,6 +182,19 @@ async fn signed_deliveries_verify_with_an_independent_library_before_and_after_r
     }
     for secret in [&first_secret, &new_secret] {
         assert!(!shown.contains(key_text(secret)), "a secret shows in {shown}");
+    }
+
+    // Nor does the server's own trace log (debug level), which did log these requests.
+    let logged = std::fs::read_to_string(&trace).unwrap();
+    assert!(logged.contains("fired"), "the trace log was captured: {logged}");
+    for secret in [&first_secret, &new_secret] {
+        assert!(!logged.contains(key_text(secret)), "a secret shows in the server log");
+    }
+    for hit in sink.hits_on("/ok/hook") {
+        for sig in hit.headers["webhook-signature"].split(' ') {
+            assert!(!logged.contains(sig.trim_start_matches("v1,")), "a signature shows in the server log: {sig}");
+        }
+        assert!(!logged.contains(hit.query.rsplit("&s=").next().unwrap()), "the URL signature shows in the server log");
     }
 }
 

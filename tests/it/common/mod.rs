@@ -142,6 +142,8 @@ pub struct Server {
     pub data_dir: PathBuf,
     child: Option<Child>,
     extra_env: Vec<(String, String)>,
+    /// Where the server's stderr (its trace log) goes; inherited when `None`.
+    stderr_file: Option<PathBuf>,
 }
 
 /// Read the server's stdout until its `listening on http://ADDR` line, then keep
@@ -161,12 +163,19 @@ impl Server {
     /// Start with test-friendly settings (private targets allowed for the local sink,
     /// fast retries) plus `env` overrides.
     pub async fn start(data_dir: &Path, env: &[(&str, &str)]) -> Server {
+        Self::start_with_log(data_dir, env, None).await
+    }
+
+    /// As `start`, with the server's trace log (stderr) appended to `log` (across
+    /// restarts), for tests that read what the server logged.
+    pub async fn start_with_log(data_dir: &Path, env: &[(&str, &str)], log: Option<&Path>) -> Server {
         let mut server = Server {
             base: String::new(),
             port: 0,
             data_dir: data_dir.to_path_buf(),
             child: None,
             extra_env: env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            stderr_file: log.map(Path::to_path_buf),
         };
         server.spawn().await;
         server
@@ -187,7 +196,12 @@ impl Server {
             .env("DELIVERY_TIMEOUT_MS", "2000")
             .env("RUST_LOG", "warn")
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit());
+            .stderr(match &self.stderr_file {
+                Some(path) => Stdio::from(
+                    std::fs::OpenOptions::new().create(true).append(true).open(path).expect("open the server log"),
+                ),
+                None => Stdio::inherit(),
+            });
         for (k, v) in &self.extra_env {
             cmd.env(k, v);
         }
