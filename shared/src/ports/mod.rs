@@ -110,6 +110,20 @@ pub struct Leased {
     pub receipt: String,
 }
 
+/// How much work is queued (`GET /metrics`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct QueueDepth {
+    /// Firings queued: due, leased (in flight) or waiting for their due time. On SQS the
+    /// approximate visible + delayed + in-flight counts; firings parked in EventBridge
+    /// Scheduler (due more than 15 min ahead) are not in it.
+    pub queued: u64,
+    /// The earliest due time of any queued firing, `None` if the queue is empty or the
+    /// adapter cannot tell (SQS: only CloudWatch knows the oldest message's age).
+    pub earliest_due_at: Option<chrono::DateTime<chrono::Utc>>,
+    /// Whether `earliest_due_at` is known (the local queues) or not (SQS).
+    pub knows_due_times: bool,
+}
+
 #[async_trait]
 pub trait FiringQueue: Send + Sync {
     /// Durably queue firings to come due at their `due_at` (past or now: at once).
@@ -128,6 +142,8 @@ pub trait FiringQueue: Send + Sync {
     async fn next_due(&self) -> StoreResult<Option<chrono::DateTime<chrono::Utc>>> {
         Ok(None)
     }
+    /// How many firings are queued and the earliest due time (see `QueueDepth`).
+    async fn depth(&self) -> StoreResult<QueueDepth>;
     /// Signalled whenever `enqueue` or `retry` adds work, for a local dispatcher waiting
     /// on an idle queue.
     fn notifier(&self) -> Option<std::sync::Arc<tokio::sync::Notify>> {

@@ -147,6 +147,12 @@ async fn sample_event(s: &State, id: &str, headers: HeaderMap, body: Body) -> Re
     Ok(parse::postback::sample_event(&postback, overrides.as_ref(), s.app.ports.clock.now())?)
 }
 
+/// Prometheus text exposition format 0.0.4.
+pub async fn metrics(AxumState(s): AxumState<State>) -> ApiResult {
+    let text = s.app.metrics_text().await?;
+    Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], text).into_response())
+}
+
 pub async fn list_logs(AxumState(s): AxumState<State>, RawQuery(q): RawQuery) -> ApiResult {
     let filter = parse::query::log_filter(&query_pairs(q.as_deref()))?;
     Ok(Json(s.app.query_logs(&filter).await?).into_response())

@@ -63,6 +63,14 @@ pub fn router(app: Arc<App>, keys: ApiKeys, routes: RouteSet) -> Router {
     if matches!(routes, RouteSet::All | RouteSet::Admin) {
         router = router.merge(admin);
     }
+    if routes == RouteSet::All {
+        // Local server only: on AWS each function's counters are its own, and they go
+        // out as CloudWatch EMF lines instead (`crate::entry::lambda`).
+        let metrics = Router::new()
+            .route("/metrics", get(handlers::metrics))
+            .route_layer(middleware::from_fn_with_state(state.clone(), auth::require_admin));
+        router = router.merge(metrics);
+    }
     if matches!(routes, RouteSet::All | RouteSet::Ingest) {
         router = router.merge(ingest);
     }

@@ -79,6 +79,7 @@ macro_rules! __contract_check_lists {
                 queue_duplicate_enqueue_fires_once,
                 queue_delivered_firing_is_not_fired_again,
                 queue_batch_of_250_received_exactly_once,
+                queue_depth_counts_queued_firings,
             ]
             enqueue_dedupe: [
                 queue_duplicate_enqueue_is_one_message,
