@@ -34,6 +34,10 @@ pub async fn health() -> Response {
     Json(json!({"status": "ok"})).into_response()
 }
 
+pub async fn openapi() -> Response {
+    ([(header::CONTENT_TYPE, "application/json")], super::OPENAPI_JSON).into_response()
+}
+
 pub async fn not_found() -> ApiError {
     ApiError::NotFound("route".into())
 }
