@@ -20,9 +20,12 @@ async fn metrics_count_events_duplicates_and_firings() {
     let server = Server::start(dir.path(), &[]).await;
     let api = server.client();
 
-    api.create_postback(json!({"name": "Clicks", "type": "click", "url": sink.url("/ok/click?t={transaction_id}")}))
+    let clicks = api
+        .create_postback(json!({"name": "Clicks", "type": "click", "url": sink.url("/ok/click?t={transaction_id}")}))
         .await;
-    api.create_postback(json!({"name": "Refused", "type": "conversion", "url": sink.url("/status/400/conv")})).await;
+    let refused = api
+        .create_postback(json!({"name": "Refused", "type": "conversion", "url": sink.url("/status/400/conv")}))
+        .await;
 
     // 3 new clicks and 2 duplicates of the first, 1 conversion: 3 delivered, 1 failed.
     for t in ["T1", "T2", "T3", "T1", "T1"] {
@@ -57,4 +60,26 @@ async fn metrics_count_events_duplicates_and_firings() {
     }
     assert_eq!(series(&text, "postback_events_duplicate_total{type=\"conversion\"}"), None, "{text}");
     assert!(!text.contains("retrying"), "no retries in this flow:\n{text}");
+
+    // The same flow in the per-postback stats (a test send is not counted).
+    let r = api.post(&format!("/postbacks/{clicks}/test"), json!({})).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let total = |body: &serde_json::Value, field: &str| -> u64 {
+        body["buckets"].as_array().unwrap().iter().map(|b| b[field].as_u64().unwrap()).sum()
+    };
+    let r = api.get(&format!("/postbacks/{clicks}/stats?hours=2")).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.body["buckets"].as_array().unwrap().len(), 2, "{}", r.body);
+    assert_eq!((total(&r.body, "delivered"), total(&r.body, "failed")), (3, 0), "{}", r.body);
+    let r = api.get(&format!("/postbacks/{refused}/stats")).await;
+    assert_eq!(r.body["buckets"].as_array().unwrap().len(), 24, "default 24 hours");
+    assert_eq!((total(&r.body, "delivered"), total(&r.body, "failed")), (0, 1), "{}", r.body);
+    let hour = r.body["buckets"][0]["hour"].as_str().unwrap();
+    assert!(hour.ends_with(":00:00Z"), "RFC 3339 start of the UTC hour: {hour}");
+    for bad in ["hours=0", "hours=169", "hours=x", "hours=1.5"] {
+        let r = api.get(&format!("/postbacks/{clicks}/stats?{bad}")).await;
+        assert_eq!((r.status, r.body["error"]["field"].as_str()), (400, Some("hours")), "{bad}: {}", r.body);
+    }
+    let r = api.get("/postbacks/pb_nope/stats").await;
+    assert_eq!(r.status, 404, "{}", r.body);
 }

@@ -100,6 +100,13 @@ pub trait LogStore: Send + Sync {
     async fn get(&self, id: &str) -> StoreResult<Option<LogEntry>>;
     /// Newest first, filtered, paginated by the opaque cursor.
     async fn query(&self, filter: &LogFilter) -> StoreResult<LogPage>;
+    /// The counts of a postback's non-test entries in each of these hours (UTC hour
+    /// starts, `domain::stats::hour_of` of `fired_at`); hours with none may be absent.
+    async fn hourly_stats(
+        &self,
+        postback_id: &str,
+        hours: &[chrono::DateTime<chrono::Utc>],
+    ) -> StoreResult<std::collections::HashMap<chrono::DateTime<chrono::Utc>, crate::domain::stats::HourCounts>>;
 }
 
 /// A firing handed out by the queue, with what is needed to acknowledge it.

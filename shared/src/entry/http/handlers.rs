@@ -85,6 +85,16 @@ pub async fn postback_versions(AxumState(s): AxumState<State>, Path(id): Path<St
     Ok(Json(json!({ "items": s.app.postback_versions(&id).await? })).into_response())
 }
 
+pub async fn postback_stats(
+    AxumState(s): AxumState<State>,
+    Path(id): Path<String>,
+    RawQuery(q): RawQuery,
+) -> ApiResult {
+    let hours = parse::query::stats_hours(&query_pairs(q.as_deref()))?;
+    id_ok(&id, "postback")?;
+    Ok(Json(json!({ "buckets": s.app.postback_stats(&id, hours).await? })).into_response())
+}
+
 pub async fn replace_postback(
     AxumState(s): AxumState<State>,
     Path(id): Path<String>,

@@ -51,6 +51,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("PUT", "/postbacks/{id}"),
     ("DELETE", "/postbacks/{id}"),
     ("GET", "/postbacks/{id}/versions"),
+    ("GET", "/postbacks/{id}/stats"),
     ("POST", "/postbacks/{id}/preview"),
     ("POST", "/postbacks/{id}/test"),
     ("GET", "/postbacks/{id}/secret"),
@@ -75,6 +76,7 @@ pub fn router(app: Arc<App>, keys: ApiKeys, routes: RouteSet) -> Router {
             get(handlers::get_postback).put(handlers::replace_postback).delete(handlers::delete_postback),
         )
         .route("/postbacks/{id}/versions", get(handlers::postback_versions))
+        .route("/postbacks/{id}/stats", get(handlers::postback_stats))
         .route("/postbacks/{id}/preview", post(handlers::preview_postback))
         .route("/postbacks/{id}/test", post(handlers::test_postback))
         .route("/postbacks/{id}/secret", get(handlers::get_signing_secret))

@@ -72,6 +72,7 @@ macro_rules! __contract_check_lists {
                 logs_pagination_without_gaps_or_duplicates,
                 logs_is_not_and_contains,
                 logs_record_delivered_once,
+                logs_hourly_stats,
                 queue_enqueue_receive_ack,
                 queue_not_received_before_due,
                 queue_lease_hides_then_returns,
