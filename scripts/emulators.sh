@@ -20,6 +20,8 @@ CFN_LINT_VERSION="1.53.3"
 # An independent Standard Webhooks implementation: the end-to-end signing test verifies
 # the server's signatures with it (through STANDARDWEBHOOKS_PYTHON).
 STANDARDWEBHOOKS_VERSION="1.1.0"
+# Property-based API testing against openapi.json (scripts/schemathesis.sh).
+SCHEMATHESIS_VERSION="4.32.5"
 START_TIMEOUT_S="${EMULATOR_START_TIMEOUT_S:-60}"
 # How often ministack's scheduler checks for due schedules (its default is 10 s).
 SCHEDULE_TICK_S="${EMULATOR_SCHEDULE_TICK_S:-1}"
@@ -90,6 +92,7 @@ cmd_install() {
     install_venv_package "ministack==$MINISTACK_VERSION"
     install_venv_package "cfn-lint==$CFN_LINT_VERSION"
     install_venv_package "standardwebhooks==$STANDARDWEBHOOKS_VERSION"
+    install_venv_package "schemathesis==$SCHEMATHESIS_VERSION"
 }
 
 free_port() {
@@ -203,6 +206,7 @@ export AWS_SECRET_ACCESS_KEY=test
 export AWS_REGION=us-east-1
 export AWS_EC2_METADATA_DISABLED=true
 export STANDARDWEBHOOKS_PYTHON=$VENV/bin/python
+export SCHEMATHESIS=$VENV/bin/st
 ENV
 }
 

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The one test command: unit, property, port contract (memory, embedded and AWS
-# emulators), Lambda handlers and end-to-end tests. Installs what a fresh machine lacks.
+# emulators), Lambda handlers, end-to-end tests and Schemathesis against openapi.json. Installs what a fresh machine lacks.
 #   scripts/test.sh [FILTER...]    (extra arguments go to the test runner)
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -45,4 +45,8 @@ else
     awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }
          END { printf "tests: %d passed, %d failed\n", p, f }' "$log"
 fi
+# The API against its own OpenAPI document (Schemathesis, both keys, about 90 s).
+echo "schemathesis: the local server against GET /openapi.json"
+scripts/schemathesis.sh >"$work/schemathesis.log" 2>&1 || { cat "$work/schemathesis.log"; status=1; }
+tail -n 1 "$work/schemathesis.log"
 exit "$status"

@@ -8,5 +8,6 @@ mod e2e_api;
 mod e2e_crash;
 mod e2e_delivery_control;
 mod e2e_flow;
+mod e2e_metrics;
 mod e2e_signing;
 mod e2e_tls;

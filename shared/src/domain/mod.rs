@@ -18,6 +18,7 @@ pub mod redact;
 pub mod render;
 pub mod rules;
 pub mod signing;
+pub mod stats;
 pub mod template;
 
 pub use error::ValidationError;

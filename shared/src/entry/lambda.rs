@@ -31,7 +31,7 @@ use crate::domain::delivery::{OutboundRequest, OutboundResponse, SendFailure};
 use crate::domain::firing::Firing;
 use crate::entry::config::{Settings, SettingsError};
 use crate::entry::http::{router, ApiKeys, RouteSet};
-use crate::ports::{FiringQueue, HttpSender, Leased, StoreResult};
+use crate::ports::{FiringQueue, HttpSender, Leased, QueueDepth, StoreResult};
 use crate::service::{App, AttemptOutcome, Dispatcher, Policy, Ports};
 
 /// How long a function uses its in-memory postback index before reloading it: another
@@ -99,6 +99,10 @@ impl FiringQueue for EventSourceQueue {
         self.inner.receive(max).await
     }
 
+    async fn depth(&self) -> StoreResult<QueueDepth> {
+        self.inner.depth().await
+    }
+
     async fn ack(&self, _leased: &Leased) -> StoreResult<()> {
         Ok(())
     }
@@ -164,8 +168,20 @@ impl LambdaApp {
     }
 
     /// The shared HTTP router with this deployment's keys, for `lambda_http::run`.
+    /// After each request (one per invocation), the invocation's counts go to stdout as
+    /// one CloudWatch EMF line.
     pub fn router(&self, routes: RouteSet) -> axum::Router {
+        let app = self.app.clone();
+        let function = if routes == RouteSet::Ingest { "ingest" } else { "config-api" };
         router(self.app.clone(), ApiKeys::new(&self.settings.admin_api_key, &self.settings.ingest_api_key), routes)
+            .layer(axum::middleware::from_fn(move |request, next: axum::middleware::Next| {
+                let app = app.clone();
+                async move {
+                    let response = next.run(request).await;
+                    emit_metrics(&app, function);
+                    response
+                }
+            }))
     }
 
     /// What the dispatch function's handler calls `dispatch_batch` with.
@@ -377,7 +393,53 @@ async fn process_message(batch: &BatchDispatcher, message: BatchMessage) -> Mess
 pub async fn dispatch_batch(batch: &BatchDispatcher, event: SqsEvent, deadline: SystemTime) -> SqsBatchResponse {
     let limits =
         BatchLimits { deadline: instant_of(deadline), start_budget: batch.start_budget(), grace: RESPONSE_GRACE };
-    run_batch(event.records, limits, |message| process_message(batch, message)).await
+    let response = run_batch(event.records, limits, |message| process_message(batch, message)).await;
+    emit_metrics(batch.dispatcher.app(), "dispatch");
+    response
+}
+
+/// The CloudWatch namespace of the functions' EMF metrics.
+pub const METRICS_NAMESPACE: &str = "PostbackManager";
+
+/// Print the counts since the last call as one EMF line (nothing if nothing was counted).
+/// CloudWatch Logs turns it into metrics: no API call from the function.
+fn emit_metrics(app: &App, function: &str) {
+    if let Some(line) = emf_line(&app.metrics.take(), function, chrono::Utc::now().timestamp_millis()) {
+        println!("{line}");
+    }
+}
+
+/// One CloudWatch Embedded Metric Format line for these counts, with the dimension
+/// `function`. EMF holds one value per metric name, so the label goes into the name:
+/// `events_accepted_<type>`, `events_duplicate_<type>`, `firings_<outcome>`, and the
+/// delivery durations as `delivery_duration_ms_sum` / `delivery_duration_count`.
+pub fn emf_line(m: &crate::service::metrics::MetricsSnapshot, function: &str, timestamp_ms: i64) -> Option<String> {
+    let mut values: Vec<(String, &'static str, serde_json::Value)> = Vec::new();
+    let counts = [("events_accepted_", &m.accepted), ("events_duplicate_", &m.duplicates), ("firings_", &m.firings)];
+    for (prefix, map) in counts {
+        values.extend(map.iter().map(|(label, n)| (format!("{prefix}{label}"), "Count", serde_json::json!(n))));
+    }
+    if m.duration_count > 0 {
+        let ms = (m.duration_sum_seconds * 1000.0).round();
+        values.push(("delivery_duration_ms_sum".into(), "Milliseconds", serde_json::json!(ms)));
+        values.push(("delivery_duration_count".into(), "Count", serde_json::json!(m.duration_count)));
+    }
+    if values.is_empty() {
+        return None;
+    }
+    let definitions: Vec<_> =
+        values.iter().map(|(name, unit, _)| serde_json::json!({"Name": name, "Unit": unit})).collect();
+    let mut line = serde_json::json!({
+        "_aws": {
+            "Timestamp": timestamp_ms,
+            "CloudWatchMetrics": [{"Namespace": METRICS_NAMESPACE, "Dimensions": [["function"]], "Metrics": definitions}],
+        },
+        "function": function,
+    });
+    if let Some(object) = line.as_object_mut() {
+        object.extend(values.into_iter().map(|(name, _, value)| (name, value)));
+    }
+    Some(line.to_string())
 }
 
 /// The wall-clock deadline as a monotonic instant (capped at a day away).
@@ -536,6 +598,44 @@ fn panic_text(panic: &(dyn std::any::Any + Send)) -> String {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn emf_line_has_the_invocation_counts() {
+        let metrics = crate::service::metrics::Metrics::default();
+        assert_eq!(super::emf_line(&metrics.snapshot(), "ingest", 1), None, "nothing counted, no line");
+        metrics.event("click", false);
+        metrics.event("click", false);
+        metrics.event("conversion", true);
+        metrics.firing("delivered");
+        metrics.delivery_duration(Duration::from_millis(120));
+        let line = super::emf_line(&metrics.take(), "dispatch", 1_700_000_000_000).unwrap();
+        assert!(!line.contains('\n'), "one line");
+        let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(v["_aws"]["Timestamp"], 1_700_000_000_000_i64);
+        let directive = &v["_aws"]["CloudWatchMetrics"][0];
+        assert_eq!(directive["Namespace"], "PostbackManager");
+        assert_eq!(directive["Dimensions"], serde_json::json!([["function"]]));
+        assert_eq!(v["function"], "dispatch");
+        let names: Vec<&str> =
+            directive["Metrics"].as_array().unwrap().iter().map(|m| m["Name"].as_str().unwrap()).collect();
+        assert_eq!(
+            names,
+            [
+                "events_accepted_click",
+                "events_duplicate_conversion",
+                "firings_delivered",
+                "delivery_duration_ms_sum",
+                "delivery_duration_count"
+            ]
+        );
+        // Every declared metric has its value at the top level (EMF's rule).
+        for name in &names {
+            assert!(v[name].is_number(), "{name} in {line}");
+        }
+        assert_eq!(v["events_accepted_click"], 2);
+        assert_eq!(v["delivery_duration_ms_sum"], 120.0);
+        assert_eq!(super::emf_line(&metrics.take(), "dispatch", 1), None, "taken: the next invocation starts at zero");
+    }
+
     use super::*;
     use std::cell::Cell;
     use std::sync::Mutex;

@@ -100,6 +100,13 @@ pub trait LogStore: Send + Sync {
     async fn get(&self, id: &str) -> StoreResult<Option<LogEntry>>;
     /// Newest first, filtered, paginated by the opaque cursor.
     async fn query(&self, filter: &LogFilter) -> StoreResult<LogPage>;
+    /// The counts of a postback's non-test entries in each of these hours (UTC hour
+    /// starts, `domain::stats::hour_of` of `fired_at`); hours with none may be absent.
+    async fn hourly_stats(
+        &self,
+        postback_id: &str,
+        hours: &[chrono::DateTime<chrono::Utc>],
+    ) -> StoreResult<std::collections::HashMap<chrono::DateTime<chrono::Utc>, crate::domain::stats::HourCounts>>;
 }
 
 /// A firing handed out by the queue, with what is needed to acknowledge it.
@@ -108,6 +115,20 @@ pub struct Leased {
     pub firing: Firing,
     /// Adapter-specific handle (SQLite row lease token, SQS receipt handle).
     pub receipt: String,
+}
+
+/// How much work is queued (`GET /metrics`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct QueueDepth {
+    /// Firings queued: due, leased (in flight) or waiting for their due time. On SQS the
+    /// approximate visible + delayed + in-flight counts; firings parked in EventBridge
+    /// Scheduler (due more than 15 min ahead) are not in it.
+    pub queued: u64,
+    /// The earliest due time of any queued firing, `None` if the queue is empty or the
+    /// adapter cannot tell (SQS: only CloudWatch knows the oldest message's age).
+    pub earliest_due_at: Option<chrono::DateTime<chrono::Utc>>,
+    /// Whether `earliest_due_at` is known (the local queues) or not (SQS).
+    pub knows_due_times: bool,
 }
 
 #[async_trait]
@@ -128,6 +149,8 @@ pub trait FiringQueue: Send + Sync {
     async fn next_due(&self) -> StoreResult<Option<chrono::DateTime<chrono::Utc>>> {
         Ok(None)
     }
+    /// How many firings are queued and the earliest due time (see `QueueDepth`).
+    async fn depth(&self) -> StoreResult<QueueDepth>;
     /// Signalled whenever `enqueue` or `retry` adds work, for a local dispatcher waiting
     /// on an idle queue.
     fn notifier(&self) -> Option<std::sync::Arc<tokio::sync::Notify>> {

@@ -149,6 +149,14 @@ impl App {
         self.ports.postbacks.get(id).await?.ok_or(ServiceError::NotFound("postback"))
     }
 
+    /// The postback's last `hours` UTC hours, newest first, empty hours included.
+    pub async fn postback_stats(&self, id: &str, hours: u32) -> ServiceResult<Vec<crate::domain::stats::StatsBucket>> {
+        self.get_postback(id).await?;
+        let hours = crate::domain::stats::last_hours(self.ports.clock.now(), hours);
+        let counts = self.ports.logs.hourly_stats(id, &hours).await?;
+        Ok(crate::domain::stats::buckets(&hours, &counts))
+    }
+
     pub async fn list_postbacks(&self, filter: &PostbackFilter) -> ServiceResult<Vec<Postback>> {
         let all = self.ports.postbacks.list(filter.kind).await?;
         Ok(all.into_iter().filter(|p| filter.matches(p)).collect())

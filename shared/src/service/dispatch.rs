@@ -26,6 +26,19 @@ pub enum AttemptOutcome {
     AlreadyDelivered,
 }
 
+impl AttemptOutcome {
+    /// The outcome's name in metrics and logs.
+    pub fn label(&self) -> &'static str {
+        match self {
+            AttemptOutcome::Delivered => "delivered",
+            AttemptOutcome::Retrying(_) => "retrying",
+            AttemptOutcome::Failed => "failed",
+            AttemptOutcome::Skipped(_) => "skipped",
+            AttemptOutcome::AlreadyDelivered => "already_delivered",
+        }
+    }
+}
+
 #[derive(Clone)]
 pub struct Dispatcher {
     app: Arc<App>,
@@ -42,6 +55,10 @@ impl Dispatcher {
         Self { app }
     }
 
+    pub fn app(&self) -> &App {
+        &self.app
+    }
+
     /// Process one leased queue message to the end: skip, deliver, fail, or re-queue
     /// the next attempt. An `Err` means a dependency failed; the message was not
     /// acknowledged and comes back when its lease runs out.
@@ -51,6 +68,7 @@ impl Dispatcher {
         if self.app.ports.logs.is_delivered(&firing.delivery_id).await? {
             tracing::info!(delivery_id = %firing.delivery_id, "already delivered; dropping redelivered message");
             queue.ack(leased).await?;
+            self.app.metrics.firing(AttemptOutcome::AlreadyDelivered.label());
             return Ok(AttemptOutcome::AlreadyDelivered);
         }
         let (outcome, _entry) = self.attempt(firing, false).await?;
@@ -69,13 +87,30 @@ impl Dispatcher {
         let Some(postback) = index.get(&firing.postback_id) else {
             let entry = self.skipped_entry(firing, None, "postback deleted".to_string(), test);
             self.app.ports.logs.append(std::slice::from_ref(&entry)).await?;
+            if !test {
+                self.app.metrics.firing("skipped");
+            }
             return Ok((AttemptOutcome::Skipped("postback deleted".into()), entry));
         };
         self.attempt_with(&postback, firing, test).await
     }
 
     /// As `attempt`, with the postback given (the test route sends an unsaved sample).
+    /// Counted in the metrics unless it is a test attempt.
     pub async fn attempt_with(
+        &self,
+        postback: &CompiledPostback,
+        firing: &Firing,
+        test: bool,
+    ) -> StoreResult<(AttemptOutcome, LogEntry)> {
+        let (outcome, entry) = self.attempt_uncounted(postback, firing, test).await?;
+        if !test {
+            self.app.metrics.firing(outcome.label());
+        }
+        Ok((outcome, entry))
+    }
+
+    async fn attempt_uncounted(
         &self,
         postback: &CompiledPostback,
         firing: &Firing,
@@ -116,6 +151,9 @@ impl Dispatcher {
         let started = std::time::Instant::now();
         let result = self.app.ports.sender.send(&request).await;
         let elapsed = started.elapsed();
+        if !test {
+            self.app.metrics.delivery_duration(elapsed);
+        }
         let jitter = self.app.ports.jitter.next();
         let rule = postback.postback.success_rule.as_ref();
         let verdict =

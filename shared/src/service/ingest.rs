@@ -76,9 +76,11 @@ impl App {
         let mut records = Vec::new();
         let mut firings = Vec::new();
         let mut new_keys = Vec::new();
+        let mut counted = Vec::with_capacity(results.capacity());
         for ((event, key), click) in events.into_iter().zip(keys).zip(click_found) {
             let id = event.event_id.clone().unwrap_or_else(|| derived_event_id(&key));
             let duplicate = seen.contains(&key) || !in_batch.insert(key.clone());
+            counted.push((event.kind.as_str(), duplicate));
             if duplicate {
                 results.push(IngestResult { id, duplicate, matched: 0, click_found: click });
                 continue;
@@ -108,6 +110,9 @@ impl App {
             touches.record(&records).await?;
             self.ports.queue.enqueue(&firings).await?;
             touches.mark_seen(&new_keys).await?;
+        }
+        for (kind, duplicate) in counted {
+            self.metrics.event(kind, duplicate);
         }
         tracing::debug!(events = results.len(), firings = firings.len(), "ingested");
         Ok(results)

@@ -5,6 +5,7 @@ mod catalog;
 pub mod config_api;
 mod dispatch;
 pub mod ingest;
+pub mod metrics;
 #[cfg(test)]
 mod tests;
 
@@ -64,12 +65,14 @@ pub struct App {
     pub ports: Ports,
     pub policy: Policy,
     pub catalog: Catalog,
+    /// What ingest and dispatch did, for `GET /metrics` and the functions' EMF lines.
+    pub metrics: metrics::Metrics,
 }
 
 impl App {
     pub fn new(ports: Ports, policy: Policy) -> Arc<App> {
         let catalog = Catalog::new(ports.postbacks.clone(), policy.catalog_ttl, ports.clock.clone());
-        Arc::new(App { ports, policy, catalog })
+        Arc::new(App { ports, policy, catalog, metrics: metrics::Metrics::default() })
     }
 
     pub fn dispatcher(self: &Arc<Self>) -> Dispatcher {

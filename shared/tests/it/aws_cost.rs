@@ -296,8 +296,13 @@ async fn aws_calls_per_event_and_per_firing() {
     let retried = counter.take();
     assert_eq!(
         retried,
-        calls(&[("DynamoDB GetItem", 2), ("DynamoDB BatchWriteItem", 1), ("SQS SendMessageBatch", 1)]),
-        "is_delivered, status re-check, retrying entry, next attempt"
+        calls(&[
+            ("DynamoDB GetItem", 2),
+            ("DynamoDB BatchWriteItem", 1),
+            ("DynamoDB UpdateItem", 1),
+            ("SQS SendMessageBatch", 1)
+        ]),
+        "is_delivered, status re-check, retrying entry, its hour's stats counter, next attempt"
     );
     table.push(("dispatch: retried (5xx), next attempt within 15 min", retried));
     sink.answer(200);
@@ -308,7 +313,11 @@ async fn aws_calls_per_event_and_per_firing() {
     counter.take();
     dispatch(t3[1..2].to_vec()).await;
     let skipped = counter.take();
-    assert_eq!(skipped, calls(&[("DynamoDB GetItem", 2), ("DynamoDB BatchWriteItem", 1)]), "skipped entry");
+    assert_eq!(
+        skipped,
+        calls(&[("DynamoDB GetItem", 2), ("DynamoDB BatchWriteItem", 1), ("DynamoDB UpdateItem", 1)]),
+        "skipped entry and its hour's stats counter"
+    );
     table.push(("dispatch: skipped (status changed)", skipped));
 
     sink.answer(200);

@@ -13,17 +13,20 @@
 use std::collections::{BTreeMap, VecDeque};
 
 use async_trait::async_trait;
-use aws_sdk_dynamodb::types::{AttributeValue, Put, TransactWriteItem};
+use aws_sdk_dynamodb::types::{AttributeValue, Put, TransactWriteItem, Update};
 use chrono::{DateTime, SecondsFormat, Utc};
 use futures::future::try_join_all;
 
 use super::error::{build_error, unavailable};
-use super::item::{batch_put, doc, expires_at, get_s, is_expired, n, s, to_json, Item, DOC, EXPIRES_AT};
+use super::item::{
+    batch_get, batch_put, doc, expires_at, get_i64, get_s, is_expired, n, s, to_json, Item, DOC, EXPIRES_AT,
+};
 use super::resources::{LOGS_BY_POSTBACK, LOGS_BY_TRANSACTION, LOGS_NEWEST, LOGS_SORT_KEY};
 use crate::domain::firing::Firing;
 use crate::domain::log::{
     Cursor, LogColumn, LogEntry, LogFilter, LogOp, LogPage, LogPredicate, DEFAULT_LOG_LIMIT, MAX_LOG_LIMIT,
 };
+use crate::domain::stats::{hour_of, HourCounts};
 use crate::ports::{LogStore, StoreError, StoreResult};
 
 /// Shards of the `newest` index: each index partition takes ~1000 writes/s, so four
@@ -51,6 +54,8 @@ const TEST: &str = "test";
 const FIRED_KEY: &str = LOGS_SORT_KEY;
 
 const DELIVERED_PREFIX: &str = "delivered#";
+/// Ids of the per-postback hourly counter items.
+const STATS_PREFIX: &str = "stats#";
 /// A delivered marker outlives any redelivery of the message that delivered: SQS keeps
 /// messages 14 days (and a DLQ redrive can bring one back within that time).
 const MIN_MARKER_TTL: chrono::Duration = chrono::Duration::days(15);
@@ -296,6 +301,62 @@ impl DynamoLogStore {
         Ok(entry)
     }
 
+    /// The counter item of one postback and hour (`GET /postbacks/{id}/stats`). It has
+    /// no index attributes, so no listing sees it.
+    fn stats_id(postback_id: &str, hour: DateTime<Utc>) -> String {
+        format!("{STATS_PREFIX}{postback_id}#{}", hour.format("%Y-%m-%dT%H"))
+    }
+
+    /// `ADD` the counts to the hour's counter item (created by the first add) and renew
+    /// its expiry: the update expression, its names and its values.
+    fn stats_update(&self, c: &HourCounts, now: DateTime<Utc>) -> (String, Vec<(String, String)>, Item) {
+        let fields = [
+            ("delivered", c.delivered),
+            ("failed", c.failed),
+            ("retrying", c.retrying),
+            ("skipped", c.skipped),
+            ("duration_ms_sum", c.duration_ms_sum),
+            ("attempts", c.attempts),
+        ];
+        let adds: Vec<String> = (0..fields.len()).map(|i| format!("#c{i} :c{i}")).collect();
+        let mut names: Vec<(String, String)> =
+            fields.iter().enumerate().map(|(i, (name, _))| (format!("#c{i}"), name.to_string())).collect();
+        names.push(("#exp".into(), EXPIRES_AT.into()));
+        let mut values: Item = fields.iter().enumerate().map(|(i, (_, v))| (format!(":c{i}"), n(v))).collect();
+        values.insert(":exp".into(), expires_at(now, self.retention));
+        (format!("SET #exp = :exp ADD {}", adds.join(", ")), names, values)
+    }
+
+    fn stats_key(postback_id: &str, hour: DateTime<Utc>) -> Item {
+        Item::from([(ID.to_string(), s(Self::stats_id(postback_id, hour)))])
+    }
+
+    /// One `UpdateItem` per (postback, hour) among these entries (test entries and
+    /// entries without a postback are not counted).
+    async fn count(&self, entries: &[LogEntry], now: DateTime<Utc>) -> StoreResult<()> {
+        let mut groups: BTreeMap<(String, DateTime<Utc>), HourCounts> = BTreeMap::new();
+        for entry in entries.iter().filter(|e| !e.postback_id.is_empty()) {
+            if let Some(c) = HourCounts::of(entry) {
+                groups.entry((entry.postback_id.clone(), hour_of(entry.fired_at))).or_default().add(&c);
+            }
+        }
+        try_join_all(groups.iter().map(|((postback_id, hour), c)| async move {
+            let (expression, names, values) = self.stats_update(c, now);
+            self.client
+                .update_item()
+                .table_name(&self.table)
+                .set_key(Some(Self::stats_key(postback_id, *hour)))
+                .update_expression(expression)
+                .set_expression_attribute_names(Some(names.into_iter().collect()))
+                .set_expression_attribute_values(Some(values))
+                .send()
+                .await
+                .map_err(|e| unavailable("DynamoDB UpdateItem stats", e))
+        }))
+        .await?;
+        Ok(())
+    }
+
     fn marker_id(delivery_id: &str) -> String {
         format!("{DELIVERED_PREFIX}{delivery_id}")
     }
@@ -376,7 +437,8 @@ impl LogStore for DynamoLogStore {
         for entry in entries {
             by_id.insert(entry.id.clone(), self.entry_item(entry, now)?);
         }
-        batch_put(&self.client, &self.table, by_id.into_values().collect()).await
+        batch_put(&self.client, &self.table, by_id.into_values().collect()).await?;
+        self.count(entries, now).await
     }
 
     async fn record_delivered(&self, entry: &LogEntry) -> StoreResult<bool> {
@@ -401,13 +463,26 @@ impl LogStore for DynamoLogStore {
             .set_item(Some(self.entry_item(entry, now)?))
             .build()
             .map_err(|e| build_error("Put", e))?;
-        let result = self
+        let mut transaction = self
             .client
             .transact_write_items()
             .transact_items(TransactWriteItem::builder().put(marker_put).build())
-            .transact_items(TransactWriteItem::builder().put(entry_put).build())
-            .send()
-            .await;
+            .transact_items(TransactWriteItem::builder().put(entry_put).build());
+        // The hour's counters in the same transaction: counted exactly once, with the
+        // marker.
+        if let (Some(c), false) = (HourCounts::of(entry), entry.postback_id.is_empty()) {
+            let (expression, names, values) = self.stats_update(&c, now);
+            let update = Update::builder()
+                .table_name(&self.table)
+                .set_key(Some(Self::stats_key(&entry.postback_id, hour_of(entry.fired_at))))
+                .update_expression(expression)
+                .set_expression_attribute_names(Some(names.into_iter().collect()))
+                .set_expression_attribute_values(Some(values))
+                .build()
+                .map_err(|e| build_error("Update", e))?;
+            transaction = transaction.transact_items(TransactWriteItem::builder().update(update).build());
+        }
+        let result = transaction.send().await;
         match result {
             Ok(_) => Ok(true),
             Err(e) => {
@@ -432,8 +507,40 @@ impl LogStore for DynamoLogStore {
         Ok(self.get_item(&Self::marker_id(delivery_id)).await?.is_some())
     }
 
+    /// One `BatchGetItem` of the asked hours' counter items (≤ 100 keys a call).
+    async fn hourly_stats(
+        &self,
+        postback_id: &str,
+        hours: &[DateTime<Utc>],
+    ) -> StoreResult<std::collections::HashMap<DateTime<Utc>, HourCounts>> {
+        let keys: BTreeMap<String, DateTime<Utc>> =
+            hours.iter().map(|hour| (Self::stats_id(postback_id, *hour), *hour)).collect();
+        let items =
+            batch_get(&self.client, &self.table, keys.keys().map(|id| Item::from([(ID.to_string(), s(id))])).collect())
+                .await?;
+        let now = Utc::now();
+        let number =
+            |item: &Item, name: &str| get_i64(item, name).and_then(|v| u64::try_from(v).ok()).unwrap_or_default();
+        Ok(items
+            .iter()
+            .filter(|item| !is_expired(item, now))
+            .filter_map(|item| {
+                let hour = keys.get(get_s(item, ID)?)?;
+                let counts = HourCounts {
+                    delivered: number(item, "delivered"),
+                    failed: number(item, "failed"),
+                    retrying: number(item, "retrying"),
+                    skipped: number(item, "skipped"),
+                    duration_ms_sum: number(item, "duration_ms_sum"),
+                    attempts: number(item, "attempts"),
+                };
+                Some((*hour, counts))
+            })
+            .collect())
+    }
+
     async fn get(&self, id: &str) -> StoreResult<Option<LogEntry>> {
-        if id.starts_with(DELIVERED_PREFIX) {
+        if id.starts_with(DELIVERED_PREFIX) || id.starts_with(STATS_PREFIX) {
             return Ok(None);
         }
         self.get_item(id).await?.map(|item| Self::parse_entry(&item)).transpose()

@@ -25,7 +25,7 @@ use sha2::{Digest, Sha256};
 use super::error::{build_error, unavailable};
 use super::{AwsClients, ResourceNames};
 use crate::domain::firing::Firing;
-use crate::ports::{FiringQueue, Leased, StoreError, StoreResult};
+use crate::ports::{FiringQueue, Leased, QueueDepth, StoreError, StoreResult};
 
 /// The longest `DelaySeconds` SQS accepts.
 pub const MAX_SQS_DELAY: Duration = Duration::from_secs(900);
@@ -283,6 +283,33 @@ impl FiringQueue for SqsFiringQueue {
             try_join_all(chunk.iter().map(|(firing, at)| self.schedule(firing, *at))).await?;
         }
         Ok(())
+    }
+
+    /// One `GetQueueAttributes`: visible + delayed + in-flight (all approximate). SQS
+    /// tells no message's age (that is CloudWatch's `ApproximateAgeOfOldestMessage`), and
+    /// firings parked in EventBridge Scheduler are not counted.
+    async fn depth(&self) -> StoreResult<QueueDepth> {
+        use aws_sdk_sqs::types::QueueAttributeName as A;
+        let out = self
+            .sqs
+            .get_queue_attributes()
+            .queue_url(&self.settings.queue_url)
+            .attribute_names(A::ApproximateNumberOfMessages)
+            .attribute_names(A::ApproximateNumberOfMessagesDelayed)
+            .attribute_names(A::ApproximateNumberOfMessagesNotVisible)
+            .send()
+            .await
+            .map_err(|e| unavailable("SQS GetQueueAttributes", e))?;
+        let attributes = out.attributes.unwrap_or_default();
+        let queued = [
+            A::ApproximateNumberOfMessages,
+            A::ApproximateNumberOfMessagesDelayed,
+            A::ApproximateNumberOfMessagesNotVisible,
+        ]
+        .iter()
+        .map(|name| attributes.get(name).and_then(|v| v.parse::<u64>().ok()).unwrap_or_default())
+        .sum();
+        Ok(QueueDepth { queued, earliest_due_at: None, knows_due_times: false })
     }
 
     async fn receive(&self, max: usize) -> StoreResult<Vec<Leased>> {

@@ -187,6 +187,31 @@ fn template_declares_the_defined_resources() {
     assert!(problems.is_empty(), "template.yaml disagrees with resources.rs:\n{}", problems.join("\n"));
 }
 
+/// The API Gateway routes of all functions: exactly the router's table
+/// (`entry::http::ROUTES`) minus `GET /metrics`, which is the local server's only.
+#[test]
+fn template_routes_are_the_router_table() {
+    let template: Value = serde_yaml::from_str(TEMPLATE).unwrap_or(Value::Null);
+    let mut routes = BTreeSet::new();
+    for (_, resource) in template["Resources"].as_mapping().into_iter().flatten() {
+        for (_, event) in resource["Properties"]["Events"].as_mapping().into_iter().flatten() {
+            if event["Type"].as_str() == Some("HttpApi") {
+                let props = &event["Properties"];
+                routes.insert((
+                    props["Method"].as_str().unwrap_or_default().to_string(),
+                    props["Path"].as_str().unwrap_or_default().to_string(),
+                ));
+            }
+        }
+    }
+    let expected: BTreeSet<(String, String)> = crate::entry::http::ROUTES
+        .iter()
+        .filter(|(_, path)| *path != "/metrics")
+        .map(|(m, p)| (m.to_string(), p.to_string()))
+        .collect();
+    assert_eq!(routes, expected);
+}
+
 #[test]
 fn the_check_notices_a_difference() {
     let changed = TEMPLATE.replace("maxReceiveCount: 5", "maxReceiveCount: 6");

@@ -2,13 +2,16 @@
 //! markers in `delivered`.
 
 use async_trait::async_trait;
-use chrono::Utc;
+use std::collections::HashMap;
+
+use chrono::{DateTime, Utc};
 use rusqlite::types::Value;
 use rusqlite::{Connection, OptionalExtension};
 
 use super::{decode, encode, millis, nanos, EmbeddedStore};
 use crate::domain::firing::Firing;
 use crate::domain::log::{Cursor, LogColumn, LogEntry, LogFilter, LogOp, LogPage, DEFAULT_LOG_LIMIT, MAX_LOG_LIMIT};
+use crate::domain::stats::HourCounts;
 use crate::ports::{LogStore, StoreResult};
 
 /// A log entry encoded for its row.
@@ -111,6 +114,51 @@ impl LogStore for EmbeddedStore {
             Ok(conn
                 .prepare_cached("SELECT 1 FROM delivered WHERE delivery_id = ?1 AND created_at >= ?2")?
                 .exists((&delivery_id, cutoff))?)
+        })
+        .await
+    }
+
+    /// One range read of `logs_by_postback` (postback_id, fired_at_ns), grouped by hour
+    /// and outcome.
+    async fn hourly_stats(
+        &self,
+        postback_id: &str,
+        hours: &[DateTime<Utc>],
+    ) -> StoreResult<HashMap<DateTime<Utc>, HourCounts>> {
+        let (Some(first), Some(last)) = (hours.iter().min(), hours.iter().max()) else {
+            return Ok(HashMap::new());
+        };
+        let from_ns = nanos(*first).max(nanos(self.cutoff(Utc::now())));
+        let to_ns = nanos(*last + chrono::TimeDelta::hours(1));
+        let wanted: Vec<DateTime<Utc>> = hours.to_vec();
+        let postback_id = postback_id.to_string();
+        self.read(move |conn| {
+            let mut statement = conn.prepare_cached(
+                "SELECT fired_at_ns / 3600000000000, outcome, count(*),                  coalesce(sum(json_extract(body, '$.duration_ms')), 0) FROM logs                  WHERE postback_id = ?1 AND fired_at_ns >= ?2 AND fired_at_ns < ?3                  AND json_extract(body, '$.test') = 0 GROUP BY 1, 2",
+            )?;
+            let rows = statement.query_map(rusqlite::params![postback_id, from_ns, to_ns], |row| {
+                Ok((row.get::<_, i64>(0)?, row.get::<_, String>(1)?, row.get::<_, i64>(2)?, row.get::<_, i64>(3)?))
+            })?;
+            let mut counts: HashMap<DateTime<Utc>, HourCounts> = HashMap::new();
+            for row in rows {
+                let (hour, outcome, n, duration) = row?;
+                let Some(hour) = DateTime::from_timestamp(hour * 3600, 0).filter(|h| wanted.contains(h)) else {
+                    continue;
+                };
+                let (n, duration) = (u64::try_from(n).unwrap_or_default(), u64::try_from(duration).unwrap_or_default());
+                let c = counts.entry(hour).or_default();
+                match outcome.as_str() {
+                    "delivered" => c.delivered += n,
+                    "failed" => c.failed += n,
+                    "retrying" => c.retrying += n,
+                    _ => c.skipped += n,
+                }
+                if outcome != "skipped" {
+                    c.attempts += n;
+                    c.duration_ms_sum += duration;
+                }
+            }
+            Ok(counts)
         })
         .await
     }

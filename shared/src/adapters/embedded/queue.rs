@@ -13,7 +13,7 @@ use rusqlite::Connection;
 use super::writer::WriterCounters;
 use super::{decode, encode, from_millis, millis, EmbeddedStore};
 use crate::domain::firing::Firing;
-use crate::ports::{FiringQueue, Leased, StoreResult};
+use crate::ports::{FiringQueue, Leased, QueueDepth, StoreResult};
 
 /// Most firings handed out by one `receive`.
 const MAX_RECEIVE: usize = 1_000;
@@ -170,6 +170,20 @@ impl FiringQueue for EmbeddedStore {
                 Ok(())
             })
             .await
+    }
+
+    async fn depth(&self) -> StoreResult<QueueDepth> {
+        self.read(|conn| {
+            let (queued, earliest): (i64, Option<i64>) = conn
+                .prepare_cached("SELECT count(*), min(due_at) FROM firings")?
+                .query_row([], |row| Ok((row.get(0)?, row.get(1)?)))?;
+            Ok(QueueDepth {
+                queued: u64::try_from(queued).unwrap_or_default(),
+                earliest_due_at: earliest.map(from_millis).transpose()?,
+                knows_due_times: true,
+            })
+        })
+        .await
     }
 
     async fn next_due(&self) -> StoreResult<Option<DateTime<Utc>>> {

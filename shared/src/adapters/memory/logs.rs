@@ -9,6 +9,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
 use crate::domain::log::{Cursor, LogEntry, LogFilter, LogPage, DEFAULT_LOG_LIMIT, MAX_LOG_LIMIT};
+use crate::domain::stats::{hour_of, HourCounts};
 use crate::ports::{Clock, LogStore, StoreResult};
 
 #[derive(Debug, Default)]
@@ -90,6 +91,22 @@ impl LogStore for MemoryLogStore {
 
     async fn is_delivered(&self, delivery_id: &str) -> StoreResult<bool> {
         Ok(self.delivered_now(delivery_id))
+    }
+
+    async fn hourly_stats(
+        &self,
+        postback_id: &str,
+        hours: &[DateTime<Utc>],
+    ) -> StoreResult<HashMap<DateTime<Utc>, HourCounts>> {
+        let cutoff = self.cutoff(self.clock.now());
+        let mut counts = HashMap::new();
+        for entry in self.logs().entries.values().filter(|e| e.postback_id == postback_id && e.fired_at >= cutoff) {
+            let hour = hour_of(entry.fired_at);
+            if let (true, Some(c)) = (hours.contains(&hour), HourCounts::of(entry)) {
+                counts.entry(hour).or_insert_with(HourCounts::default).add(&c);
+            }
+        }
+        Ok(counts)
     }
 
     async fn get(&self, id: &str) -> StoreResult<Option<LogEntry>> {

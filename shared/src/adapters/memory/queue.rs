@@ -14,7 +14,7 @@ use tokio::sync::Notify;
 
 use super::MemoryLogStore;
 use crate::domain::firing::Firing;
-use crate::ports::{Clock, FiringQueue, Leased, StoreResult};
+use crate::ports::{Clock, FiringQueue, Leased, QueueDepth, StoreResult};
 
 /// Most firings handed out by one `receive` (as the embedded queue).
 const MAX_RECEIVE: usize = 1_000;
@@ -156,6 +156,15 @@ impl FiringQueue for MemoryQueue {
         }
         self.wake();
         Ok(())
+    }
+
+    async fn depth(&self) -> StoreResult<QueueDepth> {
+        let rows = self.rows();
+        Ok(QueueDepth {
+            queued: rows.by_id.len() as u64,
+            earliest_due_at: rows.by_id.values().map(|r| r.firing.due_at).min(),
+            knows_due_times: true,
+        })
     }
 
     async fn receive(&self, max: usize) -> StoreResult<Vec<Leased>> {

@@ -34,6 +34,10 @@ pub async fn health() -> Response {
     Json(json!({"status": "ok"})).into_response()
 }
 
+pub async fn openapi() -> Response {
+    ([(header::CONTENT_TYPE, "application/json")], super::OPENAPI_JSON).into_response()
+}
+
 pub async fn not_found() -> ApiError {
     ApiError::NotFound("route".into())
 }
@@ -79,6 +83,16 @@ pub async fn get_postback(AxumState(s): AxumState<State>, Path(id): Path<String>
 pub async fn postback_versions(AxumState(s): AxumState<State>, Path(id): Path<String>) -> ApiResult {
     id_ok(&id, "postback")?;
     Ok(Json(json!({ "items": s.app.postback_versions(&id).await? })).into_response())
+}
+
+pub async fn postback_stats(
+    AxumState(s): AxumState<State>,
+    Path(id): Path<String>,
+    RawQuery(q): RawQuery,
+) -> ApiResult {
+    let hours = parse::query::stats_hours(&query_pairs(q.as_deref()))?;
+    id_ok(&id, "postback")?;
+    Ok(Json(json!({ "buckets": s.app.postback_stats(&id, hours).await? })).into_response())
 }
 
 pub async fn replace_postback(
@@ -145,6 +159,12 @@ async fn sample_event(s: &State, id: &str, headers: HeaderMap, body: Body) -> Re
     let overrides = json_body(&headers, body).await?;
     let postback = s.app.get_postback(id).await?;
     Ok(parse::postback::sample_event(&postback, overrides.as_ref(), s.app.ports.clock.now())?)
+}
+
+/// Prometheus text exposition format 0.0.4.
+pub async fn metrics(AxumState(s): AxumState<State>) -> ApiResult {
+    let text = s.app.metrics_text().await?;
+    Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], text).into_response())
 }
 
 pub async fn list_logs(AxumState(s): AxumState<State>, RawQuery(q): RawQuery) -> ApiResult {

@@ -7,6 +7,8 @@ mod auth;
 mod error;
 mod extract;
 mod handlers;
+#[cfg(test)]
+mod openapi_tests;
 pub mod parse;
 
 use std::sync::Arc;
@@ -36,6 +38,34 @@ pub(crate) struct State {
     pub keys: Arc<ApiKeys>,
 }
 
+/// Every (method, path) the router serves with `RouteSet::All`, in axum's path syntax.
+/// `openapi.json` documents exactly these (a test probes the router for each, and for
+/// the methods it must refuse with 405): add a route here and to the document together.
+pub const ROUTES: &[(&str, &str)] = &[
+    ("GET", "/health"),
+    ("GET", "/openapi.json"),
+    ("GET", "/metrics"),
+    ("POST", "/postbacks"),
+    ("GET", "/postbacks"),
+    ("GET", "/postbacks/{id}"),
+    ("PUT", "/postbacks/{id}"),
+    ("DELETE", "/postbacks/{id}"),
+    ("GET", "/postbacks/{id}/versions"),
+    ("GET", "/postbacks/{id}/stats"),
+    ("POST", "/postbacks/{id}/preview"),
+    ("POST", "/postbacks/{id}/test"),
+    ("GET", "/postbacks/{id}/secret"),
+    ("POST", "/postbacks/{id}/secret/rotate"),
+    ("GET", "/logs"),
+    ("GET", "/logs/{id}"),
+    ("POST", "/logs/{id}/resend"),
+    ("POST", "/events"),
+    ("GET", "/events"),
+];
+
+/// The OpenAPI 3.1 document of the API (`GET /openapi.json`), kept as a file.
+pub const OPENAPI_JSON: &str = include_str!("openapi.json");
+
 pub fn router(app: Arc<App>, keys: ApiKeys, routes: RouteSet) -> Router {
     let state = State { app, keys: Arc::new(keys) };
 
@@ -46,6 +76,7 @@ pub fn router(app: Arc<App>, keys: ApiKeys, routes: RouteSet) -> Router {
             get(handlers::get_postback).put(handlers::replace_postback).delete(handlers::delete_postback),
         )
         .route("/postbacks/{id}/versions", get(handlers::postback_versions))
+        .route("/postbacks/{id}/stats", get(handlers::postback_stats))
         .route("/postbacks/{id}/preview", post(handlers::preview_postback))
         .route("/postbacks/{id}/test", post(handlers::test_postback))
         .route("/postbacks/{id}/secret", get(handlers::get_signing_secret))
@@ -59,9 +90,18 @@ pub fn router(app: Arc<App>, keys: ApiKeys, routes: RouteSet) -> Router {
         .route("/events", post(handlers::post_events).get(handlers::get_events))
         .route_layer(middleware::from_fn_with_state(state.clone(), auth::require_ingest));
 
-    let mut router = Router::new().route("/health", get(handlers::health));
+    let mut router =
+        Router::new().route("/health", get(handlers::health)).route("/openapi.json", get(handlers::openapi));
     if matches!(routes, RouteSet::All | RouteSet::Admin) {
         router = router.merge(admin);
+    }
+    if routes == RouteSet::All {
+        // Local server only: on AWS each function's counters are its own, and they go
+        // out as CloudWatch EMF lines instead (`crate::entry::lambda`).
+        let metrics = Router::new()
+            .route("/metrics", get(handlers::metrics))
+            .route_layer(middleware::from_fn_with_state(state.clone(), auth::require_admin));
+        router = router.merge(metrics);
     }
     if matches!(routes, RouteSet::All | RouteSet::Ingest) {
         router = router.merge(ingest);

@@ -424,3 +424,49 @@ pub async fn logs_record_delivered_once(a: &Adapters) {
     assert_eq!(ids(&a.logs.query(&f).await.unwrap().items), [first.id], "one entry for the delivery");
     assert!(!a.logs.is_delivered("d_other").await.unwrap(), "other delivery ids are not delivered");
 }
+
+/// `hourly_stats` counts a postback's entries per UTC hour of `fired_at`, whether
+/// appended or recorded delivered; test entries and other postbacks are not counted.
+pub async fn logs_hourly_stats(a: &Adapters) {
+    use crate::domain::stats::{hour_of, HourCounts};
+    let postback = format!("pb_stats_{}", uuid::Uuid::new_v4().simple());
+    let current = hour_of(a.now());
+    let previous = current - Duration::hours(1);
+    let entry = |n: u32, outcome: Outcome, at: chrono::DateTime<chrono::Utc>, duration_ms: u64| {
+        let mut firing = fixtures::firing(&format!("d_stats_{n}_{postback}"), at);
+        firing.postback_id = postback.clone();
+        let mut e = fixtures::log_entry(&firing, outcome);
+        e.fired_at = at;
+        e.duration_ms = duration_ms;
+        e
+    };
+    let mut test = entry(1, Outcome::Delivered, current, 999);
+    test.test = true;
+    let mut other = entry(2, Outcome::Delivered, current, 999);
+    other.postback_id = "pb_other".into();
+    a.logs
+        .append(&[
+            entry(3, Outcome::Failed, current + Duration::seconds(1), 30),
+            entry(4, Outcome::Retrying, current + Duration::seconds(2), 50),
+            entry(5, Outcome::Skipped, current + Duration::seconds(3), 0),
+            entry(6, Outcome::Failed, previous + Duration::minutes(59), 7),
+            test,
+            other,
+        ])
+        .await
+        .unwrap();
+    assert!(a.logs.record_delivered(&entry(7, Outcome::Delivered, current + Duration::seconds(4), 10)).await.unwrap());
+
+    let older = previous - Duration::hours(1);
+    let stats = a.logs.hourly_stats(&postback, &[current, previous, older]).await.unwrap();
+    let this_hour = HourCounts { delivered: 1, failed: 1, retrying: 1, skipped: 1, duration_ms_sum: 90, attempts: 3 };
+    assert_eq!(stats.get(&current), Some(&this_hour), "the current hour");
+    let last_hour = HourCounts { failed: 1, duration_ms_sum: 7, attempts: 1, ..HourCounts::default() };
+    assert_eq!(stats.get(&previous), Some(&last_hour), "the hour before");
+    assert_eq!(stats.get(&older).copied().unwrap_or_default(), HourCounts::default(), "an empty hour");
+    assert_eq!(stats.len(), 2, "only the asked hours with entries: {stats:?}");
+    let only_previous = a.logs.hourly_stats(&postback, &[previous]).await.unwrap();
+    assert_eq!(only_previous.keys().collect::<Vec<_>>(), [&previous], "only the asked hours");
+    assert!(a.logs.hourly_stats("pb_none", &[current]).await.unwrap().is_empty());
+    assert!(a.logs.get(&format!("stats#{postback}#x")).await.unwrap().is_none());
+}

@@ -72,6 +72,7 @@ macro_rules! __contract_check_lists {
                 logs_pagination_without_gaps_or_duplicates,
                 logs_is_not_and_contains,
                 logs_record_delivered_once,
+                logs_hourly_stats,
                 queue_enqueue_receive_ack,
                 queue_not_received_before_due,
                 queue_lease_hides_then_returns,
@@ -79,6 +80,7 @@ macro_rules! __contract_check_lists {
                 queue_duplicate_enqueue_fires_once,
                 queue_delivered_firing_is_not_fired_again,
                 queue_batch_of_250_received_exactly_once,
+                queue_depth_counts_queued_firings,
             ]
             enqueue_dedupe: [
                 queue_duplicate_enqueue_is_one_message,

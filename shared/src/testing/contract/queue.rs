@@ -259,3 +259,38 @@ pub async fn queue_enqueue_of_delivered_firing_is_dropped(a: &Adapters) {
     a.queue.enqueue(&[firing, other]).await.unwrap();
     assert_eq!(ids(&a.queue.receive(10).await.unwrap()), ["d_not_done"], "the others of the call are queued");
 }
+
+/// Poll `depth` until it reports `queued` (SQS counts are approximate and lag a little).
+async fn wait_for_depth(a: &Adapters, queued: u64, what: &str) -> crate::ports::QueueDepth {
+    let deadline = after(a, SHOW_UP);
+    loop {
+        let depth = a.queue.depth().await.unwrap();
+        if depth.queued == queued {
+            return depth;
+        }
+        assert!(a.now() < deadline, "{what}: depth stayed {} (wanted {queued})", depth.queued);
+        a.pause(POLL).await;
+    }
+}
+
+/// `depth` counts queued firings, due or not, until they are acked; where the adapter
+/// knows due times, it reports the earliest.
+pub async fn queue_depth_counts_queued_firings(a: &Adapters) {
+    let empty = a.queue.depth().await.unwrap();
+    assert_eq!(empty.queued, 0, "a fresh queue is empty");
+    assert_eq!(empty.earliest_due_at, None, "nothing queued, no due time");
+    let due = fixtures::firing("d_depth_due", already_due(a));
+    let later = fixtures::firing("d_depth_later", a.now() + chrono::Duration::seconds(60));
+    a.queue.enqueue(&[due.clone(), later]).await.unwrap();
+    let depth = wait_for_depth(a, 2, "two queued").await;
+    if depth.knows_due_times {
+        let earliest = depth.earliest_due_at.map(|t| t.timestamp_millis());
+        assert_eq!(earliest, Some(due.due_at.timestamp_millis()), "the earliest due time");
+    } else {
+        assert_eq!(depth.earliest_due_at, None, "an adapter that cannot tell reports no time");
+    }
+    let (leased, _) = wait_for(a, "d_depth_due", after(a, SHOW_UP), "due firing").await;
+    assert_eq!(a.queue.depth().await.unwrap().queued, 2, "a leased firing is still queued");
+    a.queue.ack(&leased).await.unwrap();
+    wait_for_depth(a, 1, "after the ack").await;
+}

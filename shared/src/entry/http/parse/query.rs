@@ -48,6 +48,25 @@ pub fn postback_filter(pairs: &[(String, String)]) -> Result<PostbackFilter, Val
     Ok(filter)
 }
 
+/// `GET /postbacks/{id}/stats?hours=N`: 1..=168, default 24.
+pub fn stats_hours(pairs: &[(String, String)]) -> Result<u32, ValidationError> {
+    use crate::domain::stats::{DEFAULT_HOURS, MAX_HOURS};
+    let mut hours = DEFAULT_HOURS;
+    for (name, value) in pairs {
+        if name != "hours" {
+            return Err(ValidationError::new(
+                "unknown_field",
+                name.as_str(),
+                format!("unknown parameter {name:?}; use hours"),
+            ));
+        }
+        hours = value.parse::<u32>().ok().filter(|h| (1..=MAX_HOURS).contains(h)).ok_or_else(|| {
+            ValidationError::invalid("hours", format!("hours must be a whole number from 1 to {MAX_HOURS}"))
+        })?;
+    }
+    Ok(hours)
+}
+
 /// `GET /logs` query pairs; a bad value is a 400 naming the parameter.
 ///
 /// Every column filter is `col=v` (*is*), `col.not=v` (*is not*) or `col.contains=v`

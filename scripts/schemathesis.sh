@@ -1,0 +1,53 @@
+#!/usr/bin/env bash
+# Schemathesis (PyPI, installed by scripts/emulators.sh) against the local server with
+# its own GET /openapi.json: every operation, once with the admin key and once with the
+# ingest key; checks: no 5xx, responses conform to the document's schemas and statuses.
+#   scripts/schemathesis.sh            (uses the server binary in $CARGO_TARGET_DIR,
+#                                       building it if absent)
+#   ST_MAX_EXAMPLES=20 ST_MAX_TIME=45  (per run; two runs)
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/postback-target}"
+max_examples="${ST_MAX_EXAMPLES:-20}"
+max_time="${ST_MAX_TIME:-45}"
+
+scripts/emulators.sh install
+SCHEMATHESIS="${EMULATOR_HOME:-$HOME/.cache/postback-emulators}/venv/bin/st"
+[[ -x "$SCHEMATHESIS" ]] || { echo "schemathesis.sh: no schemathesis in the venv" >&2; exit 1; }
+
+bin="$CARGO_TARGET_DIR/release/postback-server"
+[[ -x "$bin" ]] || bin="$CARGO_TARGET_DIR/debug/postback-server"
+[[ -x "$bin" ]] || { cargo build --locked -p postback-manager --bin postback-server; bin="$CARGO_TARGET_DIR/debug/postback-server"; }
+
+work="$(mktemp -d)"
+admin="admin-$(head -c 12 /dev/urandom | od -An -tx1 | tr -d ' \n')"
+ingest="ingest-$(head -c 12 /dev/urandom | od -An -tx1 | tr -d ' \n')"
+# PORT=0: the OS picks a free port and the server prints `listening on http://ADDR`.
+PORT=0 DATA_DIR="$work/data" ADMIN_API_KEY="$admin" INGEST_API_KEY="$ingest" ALLOW_PRIVATE_TARGETS=true \
+    DELIVERY_TIMEOUT_MS=2000 RUST_LOG=warn "$bin" >"$work/stdout" 2>"$work/stderr" &
+server=$!
+trap 'kill "$server" 2>/dev/null || true; wait "$server" 2>/dev/null || true; rm -rf "$work"' EXIT
+base=""
+for _ in $(seq 1 100); do
+    base="$(sed -n 's/^listening on //p' "$work/stdout" 2>/dev/null)"
+    [[ -n "$base" ]] && break
+    kill -0 "$server" 2>/dev/null || { cat "$work/stderr" >&2; echo "schemathesis.sh: the server exited" >&2; exit 1; }
+    sleep 0.1
+done
+[[ -n "$base" ]] || { echo "schemathesis.sh: the server did not start" >&2; exit 1; }
+
+status=0
+started=$SECONDS
+for key in "$admin" "$ingest"; do
+    "$SCHEMATHESIS" run "$base/openapi.json" --header "x-api-key: $key" \
+        --checks not_a_server_error,response_schema_conformance,status_code_conformance \
+        --max-examples "$max_examples" --max-time "$max_time" --seed 1 --request-timeout 10 \
+        --workers 2 --no-color 2>&1 | tee -a "$work/st.log" || status=$?
+done
+echo "schemathesis.sh: 2 runs in $((SECONDS - started)) s, exit $status"
+if grep -q 'panicked' "$work/stderr"; then
+    echo "schemathesis.sh: the server panicked" >&2
+    status=1
+fi
+exit "$status"

@@ -1,0 +1,174 @@
+//! `openapi.json` is well-formed OpenAPI 3.1 and describes exactly the router's routes.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is the failure report
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::http::{Method, Request};
+use serde_json::Value;
+use tower::ServiceExt;
+
+use super::{router, ApiKeys, RouteSet, OPENAPI_JSON, ROUTES};
+use crate::domain::delivery::RetryPolicy;
+use crate::service::{App, Policy, Ports};
+use crate::testing::{FixedJitter, ManualClock, MemoryAdapters, MemoryOptions, ScriptedSender};
+
+const ADMIN: &str = "admin-key-0123456789abcdef";
+const INGEST: &str = "ingest-key-0123456789abcdef";
+const METHODS: [&str; 5] = ["get", "put", "post", "delete", "patch"];
+
+fn doc() -> Value {
+    serde_json::from_str(OPENAPI_JSON).unwrap()
+}
+
+fn app() -> axum::Router {
+    let clock = Arc::new(ManualClock::new(chrono::Utc::now()));
+    let memory = MemoryAdapters::new(clock.clone(), MemoryOptions::default());
+    let ports = Ports {
+        postbacks: memory.postbacks.clone(),
+        touches: memory.touches.clone(),
+        logs: memory.logs.clone(),
+        queue: memory.queue.clone(),
+        sender: Arc::new(ScriptedSender::with_clock(clock.clone())),
+        clock,
+        jitter: Arc::new(FixedJitter(0.5)),
+    };
+    let retry = RetryPolicy { max_attempts: 3, base_delay: Duration::from_secs(10) };
+    let app = App::new(ports, Policy { retry, catalog_ttl: Duration::from_secs(60) });
+    router(app, ApiKeys::new(ADMIN, INGEST), RouteSet::All)
+}
+
+fn documented() -> BTreeSet<(String, String)> {
+    let doc = doc();
+    let mut ops = BTreeSet::new();
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for method in METHODS {
+            if item.get(method).is_some() {
+                ops.insert((method.to_uppercase(), path.clone()));
+            }
+        }
+    }
+    ops
+}
+
+fn walk_refs<'a>(v: &'a Value, out: &mut Vec<&'a str>) {
+    match v {
+        Value::Object(map) => {
+            if let Some(Value::String(r)) = map.get("$ref") {
+                out.push(r);
+            }
+            map.values().for_each(|v| walk_refs(v, out));
+        }
+        Value::Array(items) => items.iter().for_each(|v| walk_refs(v, out)),
+        _ => {}
+    }
+}
+
+#[test]
+fn document_is_openapi_3_1_and_every_ref_resolves() {
+    let doc = doc();
+    assert!(doc["openapi"].as_str().unwrap().starts_with("3.1."), "openapi: 3.1.x");
+    assert!(doc["info"]["title"].is_string() && doc["info"]["version"].is_string());
+    let mut refs = Vec::new();
+    walk_refs(&doc, &mut refs);
+    assert!(refs.len() > 20, "the document uses its components");
+    for r in refs {
+        let pointer = r.strip_prefix('#').unwrap_or_else(|| panic!("{r}: only local refs"));
+        assert!(doc.pointer(pointer).is_some(), "{r} does not resolve");
+    }
+    let schemes = doc["components"]["securitySchemes"].as_object().unwrap();
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for method in METHODS {
+            let Some(op) = item.get(method) else { continue };
+            assert!(op["operationId"].is_string(), "{method} {path}: operationId");
+            assert!(op["responses"].as_object().is_some_and(|r| !r.is_empty()), "{method} {path}: responses");
+            for requirement in op["security"].as_array().unwrap() {
+                for name in requirement.as_object().unwrap().keys() {
+                    assert!(schemes.contains_key(name), "{method} {path}: unknown security scheme {name}");
+                }
+            }
+            // Every path parameter in the template is declared, and only those.
+            let declared: BTreeSet<String> = op["parameters"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|p| match p.get("$ref").and_then(Value::as_str) {
+                    Some(r) => doc.pointer(r.trim_start_matches('#')).unwrap().clone(),
+                    None => p.clone(),
+                })
+                .filter(|p| p["in"] == "path")
+                .map(|p| p["name"].as_str().unwrap().to_string())
+                .collect();
+            let in_template: BTreeSet<String> =
+                path.split('/').filter_map(|s| s.strip_prefix('{')?.strip_suffix('}')).map(String::from).collect();
+            assert_eq!(declared, in_template, "{method} {path}: path parameters");
+        }
+    }
+}
+
+#[test]
+fn document_lists_exactly_the_router_table() {
+    let table: BTreeSet<(String, String)> = ROUTES.iter().map(|(m, p)| (m.to_string(), p.to_string())).collect();
+    assert_eq!(table.len(), ROUTES.len(), "no route twice in ROUTES");
+    assert_eq!(documented(), table);
+}
+
+/// The log filters: every column as *is* and *is not*, the text ones as *contains*.
+#[test]
+fn document_spells_out_every_log_filter() {
+    let doc = doc();
+    let names: BTreeSet<&str> = doc["paths"]["/logs"]["get"]["parameters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["name"].as_str().unwrap())
+        .collect();
+    for column in crate::domain::log::LogColumn::ALL {
+        let name = column.name();
+        assert!(names.contains(name), "{name}");
+        assert!(names.contains(format!("{name}.not").as_str()), "{name}.not");
+        assert_eq!(names.contains(format!("{name}.contains").as_str()), column.is_text(), "{name}.contains");
+    }
+}
+
+async fn probe(router: &axum::Router, method: &str, path: &str) -> (u16, Value) {
+    let uri = path.replace("{id}", "nope");
+    let key = if path == "/events" { INGEST } else { ADMIN };
+    let mut request =
+        Request::builder().method(Method::from_bytes(method.as_bytes()).unwrap()).uri(uri).header("x-api-key", key);
+    let body = if matches!(method, "POST" | "PUT" | "PATCH") {
+        request = request.header("content-type", "application/json");
+        Body::from("{}")
+    } else {
+        Body::empty()
+    };
+    let response = router.clone().oneshot(request.body(body).unwrap()).await.unwrap();
+    let status = response.status().as_u16();
+    let bytes = axum::body::to_bytes(response.into_body(), 1 << 20).await.unwrap();
+    (status, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
+}
+
+/// Every documented operation is served (no 405, no "route not found"), and every other
+/// method on a documented path is refused with 405.
+#[tokio::test]
+async fn router_serves_every_documented_operation_and_refuses_the_rest() {
+    let router = app();
+    let ops = documented();
+    let paths: BTreeSet<&String> = ops.iter().map(|(_, p)| p).collect();
+    for path in paths {
+        for method in METHODS.map(str::to_uppercase) {
+            let (status, body) = probe(&router, &method, path).await;
+            if ops.contains(&(method.clone(), path.clone())) {
+                assert_ne!(status, 405, "{method} {path}: {body}");
+                assert_ne!(body["error"]["message"], "route not found", "{method} {path}");
+                assert!(status < 500, "{method} {path}: {status} {body}");
+            } else {
+                assert_eq!(status, 405, "{method} {path} is not documented, so it must not be served: {body}");
+            }
+        }
+    }
+    let (status, body) = probe(&router, "GET", "/openapi.json").await;
+    assert_eq!((status, body), (200, doc()), "the route serves the document");
+}
