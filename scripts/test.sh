@@ -45,4 +45,8 @@ else
     awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }
          END { printf "tests: %d passed, %d failed\n", p, f }' "$log"
 fi
+# The admin console in headless Chromium against the debug server built above.
+browser_status=0
+scripts/browser-test.sh --no-build || browser_status=$?
+[[ "$status" -ne 0 ]] || status="$browser_status"
 exit "$status"

@@ -4,6 +4,7 @@
 //! service, and map errors (in `error`).
 
 mod auth;
+mod console;
 mod error;
 mod extract;
 mod handlers;
@@ -61,7 +62,12 @@ pub fn router(app: Arc<App>, keys: ApiKeys, routes: RouteSet) -> Router {
 
     let mut router = Router::new().route("/health", get(handlers::health));
     if matches!(routes, RouteSet::All | RouteSet::Admin) {
-        router = router.merge(admin);
+        // The console's own routes are open; every data call it makes needs the key.
+        router = router
+            .route("/console", get(console::index))
+            .route("/console/", get(console::index))
+            .route("/console/{asset}", get(console::asset))
+            .merge(admin);
     }
     if matches!(routes, RouteSet::All | RouteSet::Ingest) {
         router = router.merge(ingest);
