@@ -398,9 +398,12 @@ function logQuery(cursor) {
   return params.toString();
 }
 
+// `2026-12-01T10:33:44.043485654Z` → `2026-12-01 10:33:44.043Z` (the full value is the cell's title).
+const shortTime = (t) => (typeof t === "string" && t.length > 23 ? `${t.slice(0, 10)} ${t.slice(11, 23)}Z` : t);
+
 export function logRows(items) {
   return items.map((e) => h("tr", { "data-id": e.id, class: `outcome-${e.outcome}` },
-    h("td", { class: "mono" }, h("a", { href: `#/logs/${encodeURIComponent(e.id)}` }, e.fired_at)),
+    h("td", { class: "mono when", title: e.fired_at }, h("a", { href: `#/logs/${encodeURIComponent(e.id)}` }, shortTime(e.fired_at))),
     h("td", {}, e.postback_name), h("td", { class: "mono" }, e.transaction_id), h("td", {}, e.type),
     h("td", {}, e.attempt), h("td", {}, e.status_code ?? "—"), h("td", {}, e.outcome, e.test ? " (test)" : ""),
     h("td", {}, `${e.duration_ms} ms`), h("td", { class: "url" }, e.url)));
@@ -416,7 +419,7 @@ async function logsPage() {
   const pager = h("div", { class: "actions", id: "pager" });
   const form = h("form", { class: "card", id: "log-filters" },
     rows, h("button", { type: "button", class: "link", id: "add-filter", onclick: () => rows.append(filterRow()) }, "+ filter"),
-    h("div", { class: "row" }, h("label", { for: "from" }, "From"), from, h("label", { for: "to" }, "To"), to, h("label", { for: "limit" }, "Per page"), limit),
+    h("div", { class: "row" }, h("label", { for: "from" }, "From"), from, h("label", { for: "to" }, "To"), to, h("small", { class: "hint" }, "(your local time)"), h("label", { for: "limit" }, "Per page"), limit),
     h("div", { class: "actions" }, h("button", { type: "submit", id: "apply" }, "Apply")), err);
   form.addEventListener("submit", (e) => {
     e.preventDefault();
