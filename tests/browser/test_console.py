@@ -205,6 +205,14 @@ def test_preview_and_test():
     line = until(lambda: d.find_element(By.CSS_SELECTOR, "#result .req-line").text, "the preview")
     assert line.startswith(f"GET {RECEIVER}/ok?click=test-click-id&amount=1.00"), line
     assert "x-click: test-" in text_of("#result .req-headers").lower()
+    # A sample event of one's own: its fields over the defaults.
+    fill("#f-sample", '{"payout": "3.10", "params": {"goal": "trial"}}')
+    css("#preview").click()
+    until(lambda: "amount=3.10&goal=trial" in d.find_element(By.CSS_SELECTOR, "#result .req-line").text, "the sample's preview")
+    fill("#f-sample", "{not json")
+    css("#preview").click()
+    until(lambda: "not JSON" in d.find_element(By.ID, "result-error").text, "the sample's error")
+    css("#f-sample").clear()
     css("#test").click()
     status = until(lambda: d.find_element(By.ID, "resp-status").text, "the test response")
     assert status == "200", status

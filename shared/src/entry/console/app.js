@@ -13,7 +13,7 @@ export const MACROS = [
   "ip", "user_agent", "country", "timestamp", "unix_timestamp", "postback_id", "postback_name",
   "attempt", "delivery_id", "signature",
 ];
-const TYPES = ["impression", "click", "conversion", "event", "alert"];
+const TYPES = ["impression", "click", "conversion", "event"]; // `alert` postbacks are not in the API yet
 const FIRE_ON = ["approved", "pending", "rejected", "all"];
 const OPS = ["eq", "ne", "in", "not_in", "contains", "gt", "gte", "lt", "lte", "exists", "not_exists"];
 const LOG_COLUMNS = [
@@ -305,6 +305,8 @@ async function editPage(id) {
     h("div", { class: "grid" },
       field("Signing", "signing", h("select", { value: p.signing || "none" }, ["none", "standard-webhooks"].map((s) => h("option", { value: s }, s)))),
       field("Signing secret", "signing_secret", h("input", { value: p.signing_secret || "", placeholder: "generated when empty", autocomplete: "off" }), "whsec_…; [REDACTED] keeps the stored one")),
+    id ? field("Sample event for Preview / Test (JSON, optional)", "sample", h("textarea", { rows: 2, id: "f-sample", placeholder: '{"payout": "12.50", "params": {"goal": "signup"}}' }),
+      "its fields over a sample suited to this postback") : null,
     h("div", { class: "actions" },
       h("button", { type: "submit", id: "save" }, id ? "Save" : "Create"),
       id ? h("button", { type: "button", id: "preview", onclick: () => run("preview") }, "Preview") : null,
@@ -327,7 +329,12 @@ async function editPage(id) {
 
   async function run(kind) {
     mount(result, h("p", {}, kind === "test" ? "Sending…" : "Rendering…"));
-    const r = await api("POST", `/postbacks/${encodeURIComponent(id)}/${kind}`, {});
+    let sample = {};
+    const text = document.getElementById("f-sample").value.trim();
+    if (text) {
+      try { sample = JSON.parse(text); } catch (e) { return mount(result, h("p", { class: "error", id: "result-error" }, `Sample event: not JSON (${e.message})`)); }
+    }
+    const r = await api("POST", `/postbacks/${encodeURIComponent(id)}/${kind}`, sample);
     if (!r.ok) return mount(result, h("p", { class: "error", id: "result-error" }, errorText(r)));
     const d = r.data;
     mount(result,
