@@ -183,6 +183,14 @@ def test_create_with_macro_picker_and_errors():
     assert "Sub5" in err and "sub5" in err, err
     assert url.get_attribute("aria-invalid") == "true"
     url.send_keys("\b" * len("&s={Sub5}"))
+    # A header value's error lands beside that header (`headers.X-Click`).
+    hv.send_keys("{clickid}")
+    expected_failures["400"] += 1
+    css("#save").click()
+    err = until(lambda: d.find_element(By.CSS_SELECTOR, ".header-row .field-error").text, "the header error")
+    assert "clickid" in err and hv.get_attribute("aria-invalid") == "true", err
+    assert d.find_element(By.CSS_SELECTOR, '[data-for="url"] .field-error').text == ""
+    hv.send_keys("\b" * len("{clickid}"))
     # A condition whose value does not fit: the error lands beside conditions[0].value.
     css("#add-condition").click()
     fill(".condition-row .c-field", "payout")
@@ -395,11 +403,14 @@ def test_hundred_entries_render_fast():
     print(f"  logs page: 100 entries built in {render:.1f} ms; fetched and built in {total:.1f} ms; "
           f"fetched, built, laid out and painted in {painted:.1f} ms; console load event after {nav:.0f} ms")
     assert painted < 300, painted
+    first_page = [r.get_attribute("data-id") for r in d.find_elements(By.CSS_SELECTOR, "#logs tbody tr")]
     css("#next").click()
-    until(lambda: d.find_element(By.ID, "log-table").get_attribute("data-count") not in ("100", None)
-          and not d.find_element(By.ID, "prev").get_property("disabled"), "page 2")
+    until(lambda: "page 2" in d.find_element(By.ID, "pager").text, "page 2")
+    second_page = [r.get_attribute("data-id") for r in d.find_elements(By.CSS_SELECTOR, "#logs tbody tr")]
+    assert second_page and not set(first_page) & set(second_page), "page 2 holds other entries"
     css("#prev").click()
-    until(lambda: d.find_element(By.ID, "log-table").get_attribute("data-count") == "100", "page 1 again")
+    until(lambda: "page 1" in d.find_element(By.ID, "pager").text, "page 1 again")
+    assert d.find_element(By.ID, "prev").get_property("disabled")
 
 
 def test_clean_console_and_sign_out():

@@ -220,7 +220,6 @@ function tagRows(form) {
   });
   form.querySelectorAll(".header-row").forEach((row) => {
     const n = row.querySelector(".h-name").value.trim();
-    row.dataset.field = `headers.${n}`;
     row.querySelector(".h-value").dataset.field = `headers.${n}`;
   });
 }
