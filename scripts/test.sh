@@ -45,8 +45,12 @@ else
     awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }
          END { printf "tests: %d passed, %d failed\n", p, f }' "$log"
 fi
-# The API against its own OpenAPI document (Schemathesis, both keys, about 90 s).
+# The API against its own OpenAPI document (Schemathesis, both keys at once, about 30 s).
 echo "schemathesis: the local server against GET /openapi.json"
 scripts/schemathesis.sh >"$work/schemathesis.log" 2>&1 || { cat "$work/schemathesis.log"; status=1; }
 tail -n 1 "$work/schemathesis.log"
+# The admin console in headless Chromium against the debug server built above.
+browser_status=0
+scripts/browser-test.sh --no-build || browser_status=$?
+[[ "$status" -ne 0 ]] || status="$browser_status"
 exit "$status"

@@ -231,3 +231,37 @@ async fn versions_and_log_filters_over_http() {
     api.admin(reqwest::Method::DELETE, &format!("/postbacks/{ok}"), None).await;
     assert_eq!(api.get(&format!("/postbacks/{ok}/versions")).await.status, 404, "deleted: no versions");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_console_is_open_strict_and_built_in() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &[]).await;
+    let api = server.client();
+    let csp = "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; \
+               frame-ancestors 'none'; base-uri 'none'; form-action 'self'";
+    // No key needed for the page and its assets; each with its type and the same headers.
+    for (path, content_type) in [
+        ("/console", "text/html; charset=utf-8"),
+        ("/console/app.js", "text/javascript; charset=utf-8"),
+        ("/console/dom.js", "text/javascript; charset=utf-8"),
+        ("/console/app.css", "text/css; charset=utf-8"),
+    ] {
+        let resp = api.http.get(format!("{}{path}", api.base)).send().await.unwrap();
+        assert_eq!(resp.status(), 200, "{path}");
+        let h = resp.headers();
+        assert_eq!(h["content-type"], content_type, "{path}");
+        assert_eq!(h["content-security-policy"], csp, "{path}");
+        assert_eq!(h["x-content-type-options"], "nosniff", "{path}");
+        assert_eq!(h["referrer-policy"], "no-referrer", "{path}");
+        assert!(!resp.text().await.unwrap().is_empty(), "{path}");
+    }
+    let page = api.raw(api.http.get(format!("{}/console", api.base))).await;
+    assert!(page.body.as_str().unwrap().contains(r#"<script type="module" src="/console/app.js">"#));
+    // Unknown assets are the API's 404; the data behind the page still needs the key.
+    let r = api.raw(api.http.get(format!("{}/console/../postbacks", api.base))).await;
+    assert_ne!(r.status, 200);
+    let r = api.raw(api.http.get(format!("{}/console/secret.txt", api.base))).await;
+    assert_eq!((r.status, r.body["error"]["code"].as_str()), (404, Some("not_found")));
+    let r = api.raw(api.http.get(format!("{}/postbacks", api.base))).await;
+    assert_eq!(r.status, 401);
+}

@@ -97,6 +97,16 @@ async fn http_functions_serve_their_routes_from_api_gateway_events() {
     assert_eq!(pixel.status, StatusCode::ACCEPTED, "GET /events with ?key=: {:?}", pixel.body);
     assert_eq!(peek_count(&d).await, 1, "one firing queued (for the conversion)");
 
+    // The console: open on config-api (no key, the page asks for it), strict CSP; not on ingest.
+    let page = invoke(&config_api, &apigw_event("GET", "/console", "", &[], None)).await;
+    assert_eq!(page.status, StatusCode::OK);
+    assert!(page.headers["content-security-policy"].to_str().unwrap().contains("frame-ancestors 'none'"));
+    assert!(page.body.as_str().unwrap().contains("/console/app.js"), "{:?}", page.body);
+    let asset = invoke(&config_api, &apigw_event("GET", "/console/app.js", "", &[], None)).await;
+    assert_eq!(asset.status, StatusCode::OK);
+    assert_eq!(asset.headers["content-type"], "text/javascript; charset=utf-8");
+    assert_eq!(invoke(&ingest, &apigw_event("GET", "/console", "", &[], None)).await.status, StatusCode::NOT_FOUND);
+
     // Each function serves only its routes.
     let on_ingest = invoke(&ingest, &fixture("config-api", "create-postback")).await;
     assert_eq!(on_ingest.status, StatusCode::NOT_FOUND);

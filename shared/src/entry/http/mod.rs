@@ -4,6 +4,7 @@
 //! service, and map errors (in `error`).
 
 mod auth;
+mod console;
 mod error;
 mod extract;
 mod handlers;
@@ -43,6 +44,8 @@ pub(crate) struct State {
 /// the methods it must refuse with 405): add a route here and to the document together.
 pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/health"),
+    ("GET", "/console"),
+    ("GET", "/console/{asset}"),
     ("GET", "/openapi.json"),
     ("GET", "/metrics"),
     ("POST", "/postbacks"),
@@ -93,7 +96,12 @@ pub fn router(app: Arc<App>, keys: ApiKeys, routes: RouteSet) -> Router {
     let mut router =
         Router::new().route("/health", get(handlers::health)).route("/openapi.json", get(handlers::openapi));
     if matches!(routes, RouteSet::All | RouteSet::Admin) {
-        router = router.merge(admin);
+        // The console's own routes are open; every data call it makes needs the key.
+        router = router
+            .route("/console", get(console::index))
+            .route("/console/", get(console::index))
+            .route("/console/{asset}", get(console::asset))
+            .merge(admin);
     }
     if routes == RouteSet::All {
         // Local server only: on AWS each function's counters are its own, and they go

@@ -195,7 +195,14 @@ pub async fn invoke(router: &axum::Router, event: &Value) -> Reply {
     let status = response.status();
     let headers = response.headers().clone();
     let bytes = response.into_body().collect().await.expect("response body").to_bytes();
-    let body = if bytes.is_empty() { Value::Null } else { serde_json::from_slice(&bytes).expect("a JSON response") };
+    let json = headers.get("content-type").is_none_or(|t| t.as_bytes().starts_with(b"application/json"));
+    let body = if bytes.is_empty() {
+        Value::Null
+    } else if json {
+        serde_json::from_slice(&bytes).expect("a JSON response")
+    } else {
+        Value::String(String::from_utf8_lossy(&bytes).into_owned()) // the console's page and assets
+    };
     Reply { status, headers, body }
 }
 

@@ -1,0 +1,495 @@
+// The admin console: plain ES modules and DOM APIs, no build step, no dependency.
+// The admin key lives in this tab's sessionStorage only and goes in the x-api-key
+// header of each call, never in a URL. Everything from the API is rendered as text.
+import { h, mount, insertAtCursor } from "/console/dom.js";
+
+const KEY = "postback-admin-key";
+const main = () => document.getElementById("main");
+
+export const MACROS = [
+  "transaction_id", "external_transaction_id", "event_id", "type", "offer_id", "publisher_id",
+  "status", "rejection_reason", "event_name", "payout", "revenue", "currency",
+  "sub1", "sub2", "sub3", "sub4", "sub5", "sub6", "sub7", "sub8", "sub9", "sub10",
+  "ip", "user_agent", "country", "timestamp", "unix_timestamp", "postback_id", "postback_name",
+  "attempt", "delivery_id", "signature",
+];
+const TYPES = ["impression", "click", "conversion", "event"]; // `alert` postbacks are not in the API yet
+const FIRE_ON = ["approved", "pending", "rejected", "all"];
+const OPS = ["eq", "ne", "in", "not_in", "contains", "gt", "gte", "lt", "lte", "exists", "not_exists"];
+const LOG_COLUMNS = [
+  "postback_id", "postback_name", "transaction_id", "event_id", "type", "offer_id", "publisher_id",
+  "status_code", "outcome", "url", "error", "response_body", "test",
+];
+
+// ---------------------------------------------------------------- API
+async function api(method, path, body) {
+  const headers = { "x-api-key": sessionStorage.getItem(KEY) || "" };
+  if (body !== undefined) headers["content-type"] = "application/json";
+  let res;
+  try {
+    res = await fetch(path, { method, headers, body: body === undefined ? undefined : JSON.stringify(body) });
+  } catch (e) {
+    return { status: 0, ok: false, data: { error: { code: "network", message: String(e) } } };
+  }
+  const text = await res.text();
+  let data = null;
+  try { data = text ? JSON.parse(text) : null; } catch { data = { error: { code: "not_json", message: text } }; }
+  if (res.status === 401) { sessionStorage.removeItem(KEY); route(); }
+  return { status: res.status, ok: res.ok, data };
+}
+const errorText = (r) => (r.data && r.data.error ? `${r.status} ${r.data.error.code}: ${r.data.error.message}` : `HTTP ${r.status}`);
+const q = (params) => new URLSearchParams(params).toString();
+const pretty = (v) => (typeof v === "string" ? v : JSON.stringify(v, null, 2));
+
+// ---------------------------------------------------------------- routing
+window.addEventListener("hashchange", () => route());
+document.addEventListener("DOMContentLoaded", () => {
+  document.getElementById("sign-out").addEventListener("click", () => {
+    sessionStorage.removeItem(KEY);
+    location.hash = "#/";
+    route();
+  });
+  route();
+});
+
+function route() {
+  const signedIn = Boolean(sessionStorage.getItem(KEY));
+  document.getElementById("nav").hidden = !signedIn;
+  if (!signedIn) return loginPage();
+  const hash = location.hash.replace(/^#/, "") || "/postbacks";
+  const parts = hash.split("/").filter(Boolean).map(decodeURIComponent);
+  document.querySelectorAll("#nav a").forEach((a) => a.classList.toggle("active", hash.startsWith(a.getAttribute("href").slice(1))));
+  if (parts[0] === "logs" && parts[1]) return logDetailPage(parts[1]);
+  if (parts[0] === "logs") return logsPage();
+  if (parts[0] === "postbacks" && parts[1] === "new") return editPage(null);
+  if (parts[0] === "postbacks" && parts[1]) return editPage(parts[1]);
+  return postbacksPage();
+}
+
+// ---------------------------------------------------------------- login
+function loginPage() {
+  const key = h("input", { id: "admin-key", type: "password", autocomplete: "current-password", required: true });
+  const err = h("p", { class: "error", id: "login-error", role: "alert" });
+  const form = h("form", { class: "card narrow", id: "login" },
+    h("h1", {}, "Sign in"),
+    h("label", { for: "admin-key" }, "Admin API key"),
+    key, err,
+    h("p", { class: "hint" }, "Kept in this tab only (session storage); closing the tab forgets it."),
+    h("button", { type: "submit" }, "Sign in"));
+  form.addEventListener("submit", async (e) => {
+    e.preventDefault();
+    sessionStorage.setItem(KEY, key.value.trim());
+    const r = await api("GET", "/postbacks");
+    if (r.ok) { location.hash = "#/postbacks"; route(); }
+    else { sessionStorage.removeItem(KEY); loginPage(); document.getElementById("login-error").textContent = r.status === 401 ? "That key is not the admin key." : errorText(r); }
+  });
+  mount(main(), form);
+  key.focus();
+}
+
+// ---------------------------------------------------------------- postbacks list
+const scopeText = (s) => (s === "all" || s === undefined ? "all" : s.join(", "));
+
+async function postbacksPage() {
+  mount(main(), h("p", {}, "Loading…"));
+  const r = await api("GET", "/postbacks");
+  if (!r.ok) return mount(main(), h("p", { class: "error" }, errorText(r)));
+  const rows = r.data.items.map((p) => h("tr", {},
+    h("td", {}, h("a", { href: `#/postbacks/${encodeURIComponent(p.id)}`, class: "pb-name" }, p.name)),
+    h("td", {}, p.type),
+    h("td", {}, `offers: ${scopeText(p.offers)}; publishers: ${scopeText(p.publishers)}`),
+    h("td", {}, p.enabled ? "yes" : "no"),
+    h("td", { class: "mono" }, `v${p.version ?? 1}`)));
+  mount(main(),
+    h("div", { class: "bar" }, h("h1", {}, "Postbacks"), h("a", { class: "button", href: "#/postbacks/new", id: "new-postback" }, "New postback")),
+    rows.length === 0 ? h("p", { id: "empty" }, "No postbacks yet.") :
+      h("div", { class: "scroll" }, h("table", { id: "postbacks" },
+        h("thead", {}, h("tr", {}, h("th", {}, "Name"), h("th", {}, "Type"), h("th", {}, "Scope"), h("th", {}, "Enabled"), h("th", {}, "Version"))),
+        h("tbody", {}, rows))));
+}
+
+// ---------------------------------------------------------------- create / edit
+let lastTemplateField = null;
+const templateField = (el) => { el.classList.add("template"); el.addEventListener("focus", () => { lastTemplateField = el; }); return el; };
+
+function field(label, name, input, hint) {
+  input.dataset.field = name;
+  if (!input.id) input.id = `f-${name}`;
+  return h("div", { class: "field", "data-for": name },
+    h("label", { for: input.id }, label), input, hint ? h("small", { class: "hint" }, hint) : null,
+    h("div", { class: "field-error", role: "alert" }));
+}
+const listText = (v) => (Array.isArray(v) ? v.join(", ") : "");
+const splitList = (s) => s.split(",").map((x) => x.trim()).filter(Boolean);
+
+function headerRow(name = "", value = "") {
+  const n = h("input", { class: "h-name", placeholder: "Header name", value: name, "aria-label": "Header name" });
+  const v = templateField(h("input", { class: "h-value", placeholder: "Value (macros allowed)", value, "aria-label": "Header value" }));
+  const row = h("div", { class: "row header-row" }, n, v,
+    h("button", { type: "button", class: "link", onclick: () => row.remove() }, "Remove"),
+    h("div", { class: "field-error", role: "alert" }));
+  return row;
+}
+
+function conditionRow(c = {}) {
+  const valueText = c.value === undefined ? "" : Array.isArray(c.value) ? c.value.join(", ") : String(c.value);
+  const f = h("input", { class: "c-field", placeholder: "field, e.g. payout or params.goal", value: c.field || "", "aria-label": "Condition field" });
+  const op = h("select", { class: "c-op", "aria-label": "Condition operator", value: c.op || "eq" }, OPS.map((o) => h("option", { value: o }, o)));
+  const v = h("input", { class: "c-value", placeholder: "value (comma-separated for in / not_in)", value: valueText, "aria-label": "Condition value" });
+  const row = h("div", { class: "row condition-row" }, f, op, v,
+    h("button", { type: "button", class: "link", onclick: () => row.remove() }, "Remove"),
+    h("div", { class: "field-error", role: "alert" }));
+  return row;
+}
+
+function macroPicker() {
+  const key = h("input", { id: "macro-param", placeholder: "params key", "aria-label": "params key", size: 10 });
+  const pick = h("select", { id: "macro-picker", "aria-label": "Insert a macro" },
+    h("option", { value: "" }, "Insert macro…"), MACROS.map((m) => h("option", { value: m }, `{${m}}`)),
+    h("option", { value: "params." }, "{params.<key>}"));
+  const note = h("small", { class: "hint", id: "macro-target" }, "Inserts at the cursor of the last URL, header value or body field you were in.");
+  pick.addEventListener("change", () => {
+    let name = pick.value;
+    pick.value = "";
+    if (!name) return;
+    if (name === "params.") {
+      const k = key.value.trim();
+      if (!k) { note.textContent = "Type the params key first."; key.focus(); return; }
+      name += k;
+    }
+    const target = lastTemplateField || document.getElementById("f-url");
+    insertAtCursor(target, `{${name}}`);
+  });
+  return h("div", { class: "macro-picker row" }, pick, key, note);
+}
+
+function readForm(form) {
+  const val = (n) => form.querySelector(`[data-field="${n}"]`);
+  const body = { name: val("name").value, type: val("type").value, enabled: val("enabled").checked, method: val("method").value, url: val("url").value };
+  for (const n of ["offers", "publishers"]) {
+    const t = val(n).value.trim();
+    body[n] = t === "" || t === "all" ? "all" : splitList(t);
+  }
+  if (body.type === "conversion" || body.type === "event") {
+    body.fire_on = val("fire_on").value;
+    const rr = splitList(val("rejection_reasons").value);
+    if (rr.length) body.rejection_reasons = rr;
+  }
+  if (body.type === "event") {
+    const en = splitList(val("event_names").value);
+    if (en.length) body.event_names = en;
+  }
+  const delay = val("delay_seconds").value.trim();
+  body.delay_seconds = delay === "" ? 0 : Number(delay);
+  const headers = {};
+  for (const row of form.querySelectorAll(".header-row")) {
+    const n = row.querySelector(".h-name").value.trim();
+    if (n) headers[n] = row.querySelector(".h-value").value;
+  }
+  if (Object.keys(headers).length) body.headers = headers;
+  if (val("body").value !== "") body.body = val("body").value;
+  if (val("content_type").value.trim() !== "") body.content_type = val("content_type").value.trim();
+  const conditions = [...form.querySelectorAll(".condition-row")].map((row) => {
+    const c = { field: row.querySelector(".c-field").value.trim(), op: row.querySelector(".c-op").value };
+    const v = row.querySelector(".c-value").value;
+    if (c.op === "in" || c.op === "not_in") c.value = splitList(v);
+    else if (c.op !== "exists" && c.op !== "not_exists") c.value = v;
+    return c;
+  });
+  if (conditions.length) body.conditions = conditions;
+  const contains = val("success_rule.body_contains").value;
+  const notContains = val("success_rule.body_not_contains").value;
+  if (contains || notContains) {
+    body.success_rule = { retry: val("success_rule.retry").checked };
+    if (contains) body.success_rule.body_contains = contains;
+    if (notContains) body.success_rule.body_not_contains = notContains;
+  }
+  body.signing = val("signing").value;
+  if (val("signing_secret").value.trim() !== "") body.signing_secret = val("signing_secret").value.trim();
+  return body;
+}
+
+// Number the condition rows and name the header rows so an error's `field`
+// (`conditions[0].value`, `headers.X`) finds its input.
+function tagRows(form) {
+  form.querySelectorAll(".condition-row").forEach((row, i) => {
+    row.dataset.field = `conditions[${i}]`;
+    row.querySelector(".c-field").dataset.field = `conditions[${i}].field`;
+    row.querySelector(".c-op").dataset.field = `conditions[${i}].op`;
+    row.querySelector(".c-value").dataset.field = `conditions[${i}].value`;
+  });
+  form.querySelectorAll(".header-row").forEach((row) => {
+    const n = row.querySelector(".h-name").value.trim();
+    row.querySelector(".h-value").dataset.field = `headers.${n}`;
+  });
+}
+
+function clearErrors(form) {
+  form.querySelectorAll(".field-error").forEach((e) => { e.textContent = ""; });
+  form.querySelectorAll("[aria-invalid]").forEach((e) => e.removeAttribute("aria-invalid"));
+  form.querySelector("#form-error").textContent = "";
+}
+
+// Show the API's 400 beside the field it names: the input itself, else its nearest
+// named ancestor (`conditions[0]`, `success_rule`), else at the top of the form.
+export function showFieldError(form, error) {
+  let name = error.field || "";
+  while (name) {
+    const el = [...form.querySelectorAll("[data-field]")].find((x) => x.dataset.field === name);
+    if (el) {
+      el.setAttribute("aria-invalid", "true");
+      const box = el.closest(".field, .row").querySelector(".field-error");
+      box.textContent = error.message;
+      el.focus();
+      return;
+    }
+    const cut = Math.max(name.lastIndexOf("."), name.lastIndexOf("["));
+    name = cut > 0 ? name.slice(0, cut) : "";
+  }
+  form.querySelector("#form-error").textContent = `${error.field ? error.field + ": " : ""}${error.message}`;
+}
+
+function requestView(req) {
+  return h("div", { class: "request" },
+    h("h3", {}, "Request"),
+    h("pre", { class: "req-line" }, `${req.method} ${req.url}`),
+    Object.keys(req.headers || {}).length ? h("pre", { class: "req-headers" }, Object.entries(req.headers).map(([k, v]) => `${k}: ${v}`).join("\n")) : null,
+    req.body ? h("pre", { class: "req-body" }, req.body) : null);
+}
+
+async function editPage(id) {
+  mount(main(), h("p", {}, "Loading…"));
+  let p = { type: "conversion", enabled: true, method: "GET", offers: "all", publishers: "all", fire_on: "approved", signing: "none", url: "" };
+  if (id) {
+    const r = await api("GET", `/postbacks/${encodeURIComponent(id)}`);
+    if (!r.ok) return mount(main(), h("p", { class: "error" }, errorText(r)));
+    p = r.data;
+  }
+  lastTemplateField = null;
+  const url = templateField(h("input", { value: p.url, placeholder: "https://receiver.example/?clickid={external_transaction_id}" }));
+  const bodyArea = templateField(h("textarea", { rows: 4, value: p.body || "" }));
+  const headerRows = h("div", { id: "header-rows" }, Object.entries(p.headers || {}).map(([k, v]) => headerRow(k, v)));
+  const conditionRows = h("div", { id: "condition-rows" }, (p.conditions || []).map((c) => conditionRow(c)));
+  const rule = p.success_rule || {};
+  const result = h("div", { id: "result", class: "result" });
+  const form = h("form", { id: "postback-form", class: "card", novalidate: true },
+    h("p", { id: "form-error", class: "error", role: "alert" }),
+    h("div", { class: "grid" },
+      field("Name", "name", h("input", { value: p.name || "", maxlength: 200 })),
+      field("Type", "type", h("select", { value: p.type }, TYPES.map((t) => h("option", { value: t }, t)))),
+      field("Enabled", "enabled", h("input", { type: "checkbox", checked: p.enabled })),
+      field("Offers", "offers", h("input", { value: p.offers === "all" ? "all" : listText(p.offers) }), "all, or ids separated by commas"),
+      field("Publishers", "publishers", h("input", { value: p.publishers === "all" ? "all" : listText(p.publishers) }), "all, or ids separated by commas"),
+      field("Fire on", "fire_on", h("select", { value: p.fire_on || "approved" }, FIRE_ON.map((t) => h("option", { value: t }, t))), "conversion and event postbacks"),
+      field("Rejection reasons", "rejection_reasons", h("input", { value: listText(p.rejection_reasons) }), "with fire on rejected / all; commas"),
+      field("Event names", "event_names", h("input", { value: listText(p.event_names) }), "event postbacks; empty: any"),
+      field("Delay (seconds)", "delay_seconds", h("input", { type: "number", min: 0, value: p.delay_seconds ?? 0 })),
+      field("Method", "method", h("select", { value: p.method }, ["GET", "POST", "PUT"].map((m) => h("option", { value: m }, m))))),
+    macroPicker(),
+    field("URL", "url", url),
+    h("fieldset", { "data-field": "headers" }, h("legend", {}, "Headers"), headerRows,
+      h("button", { type: "button", class: "link", id: "add-header", onclick: () => headerRows.append(headerRow()) }, "+ header"),
+      h("div", { class: "field-error", role: "alert" })),
+    field("Body", "body", bodyArea, "POST / PUT"),
+    field("Content type", "content_type", h("input", { value: p.content_type || "", placeholder: "application/json" })),
+    h("fieldset", { "data-field": "conditions", class: "field" }, h("legend", {}, "Conditions (all must hold)"), conditionRows,
+      h("button", { type: "button", class: "link", id: "add-condition", onclick: () => conditionRows.append(conditionRow()) }, "+ condition"),
+      h("div", { class: "field-error", role: "alert" })),
+    h("fieldset", { "data-field": "success_rule", class: "field" }, h("legend", {}, "Success rule (optional)"),
+      h("div", { class: "grid" },
+        field("Body contains", "success_rule.body_contains", h("input", { value: rule.body_contains || "" })),
+        field("Body does not contain", "success_rule.body_not_contains", h("input", { value: rule.body_not_contains || "" })),
+        field("Retry when broken", "success_rule.retry", h("input", { type: "checkbox", checked: rule.retry }))),
+      h("div", { class: "field-error", role: "alert" })),
+    h("div", { class: "grid" },
+      field("Signing", "signing", h("select", { value: p.signing || "none" }, ["none", "standard-webhooks"].map((s) => h("option", { value: s }, s)))),
+      field("Signing secret", "signing_secret", h("input", { value: p.signing_secret || "", placeholder: "generated when empty", autocomplete: "off" }), "whsec_…; [REDACTED] keeps the stored one")),
+    id ? field("Sample event for Preview / Test (JSON, optional)", "sample", h("textarea", { rows: 2, id: "f-sample", placeholder: '{"payout": "12.50", "params": {"goal": "signup"}}' }),
+      "its fields over a sample suited to this postback") : null,
+    h("div", { class: "actions" },
+      h("button", { type: "submit", id: "save" }, id ? "Save" : "Create"),
+      id ? h("button", { type: "button", id: "preview", onclick: () => run("preview") }, "Preview") : null,
+      id ? h("button", { type: "button", id: "test", onclick: () => run("test") }, "Test") : null,
+      h("a", { href: "#/postbacks", class: "button secondary" }, "Back"),
+      id ? h("button", { type: "button", id: "delete", class: "danger", onclick: () => confirmDelete() }, "Delete") : null),
+    h("div", { id: "confirm" }));
+
+  form.addEventListener("submit", async (e) => {
+    e.preventDefault();
+    clearErrors(form);
+    tagRows(form);
+    const r = id ? await api("PUT", `/postbacks/${encodeURIComponent(id)}`, readForm(form)) : await api("POST", "/postbacks", readForm(form));
+    if (!r.ok) return showFieldError(form, (r.data && r.data.error) || { message: errorText(r) });
+    if (!id) { location.hash = `#/postbacks/${encodeURIComponent(r.data.id)}`; return; }
+    await editPage(id);
+    document.getElementById("form-error").textContent = "";
+    document.getElementById("saved").textContent = `Saved: version ${r.data.version}.`;
+  });
+
+  async function run(kind) {
+    mount(result, h("p", {}, kind === "test" ? "Sending…" : "Rendering…"));
+    let sample = {};
+    const text = document.getElementById("f-sample").value.trim();
+    if (text) {
+      try { sample = JSON.parse(text); } catch (e) { return mount(result, h("p", { class: "error", id: "result-error" }, `Sample event: not JSON (${e.message})`)); }
+    }
+    const r = await api("POST", `/postbacks/${encodeURIComponent(id)}/${kind}`, sample);
+    if (!r.ok) return mount(result, h("p", { class: "error", id: "result-error" }, errorText(r)));
+    const d = r.data;
+    mount(result,
+      h("h2", {}, kind === "test" ? "Test" : "Preview"),
+      h("p", { class: "hint" }, d.conditions_met ? "The sample event meets the conditions." : "The sample event does not meet the conditions (a real event like it would not match)."),
+      requestView(d.request),
+      kind === "test" ? h("div", { class: "response" },
+        h("h3", {}, "Response"),
+        d.response ? [
+          h("p", {}, "Status ", h("strong", { id: "resp-status" }, d.response.status), ` in ${d.response.duration_ms} ms — outcome `, h("strong", { id: "resp-outcome" }, d.outcome)),
+          h("pre", { id: "resp-body" }, d.response.body)] : null,
+        d.error ? h("p", { class: "error", id: "resp-error" }, d.error) : null,
+        h("p", {}, h("a", { href: `#/logs/${encodeURIComponent(d.log_id)}` }, "Log entry"))) : null);
+  }
+
+  function confirmDelete() {
+    const box = document.getElementById("confirm");
+    mount(box, h("div", { class: "confirm", role: "alertdialog" },
+      h("p", {}, `Delete “${p.name}”? Its configuration is gone for good; its log entries stay.`),
+      h("button", { type: "button", class: "danger", id: "confirm-delete", onclick: async () => {
+        const r = await api("DELETE", `/postbacks/${encodeURIComponent(id)}`);
+        if (r.ok) location.hash = "#/postbacks"; else mount(box, h("p", { class: "error" }, errorText(r)));
+      } }, "Yes, delete"),
+      h("button", { type: "button", class: "secondary", onclick: () => box.replaceChildren() }, "Cancel")));
+  }
+
+  mount(main(), h("div", { class: "bar" }, h("h1", {}, id ? `Postback: ${p.name}` : "New postback"), id ? h("span", { class: "mono" }, `${p.id} · v${p.version}`) : null),
+    h("p", { id: "saved", class: "ok" }), form, result, id ? await secretSection(id, p) : null, id ? await versionsSection(id) : null);
+}
+
+async function secretSection(id, p) {
+  if (p.signing !== "standard-webhooks") return null;
+  const out = h("pre", { id: "secret" });
+  return h("section", { class: "card" }, h("h2", {}, "Signing secret"), out,
+    h("button", { type: "button", onclick: async () => { const r = await api("GET", `/postbacks/${encodeURIComponent(id)}/secret`); out.textContent = r.ok ? r.data.signing_secret : errorText(r); } }, "Show"),
+    h("button", { type: "button", class: "secondary", onclick: async () => {
+      const r = await api("POST", `/postbacks/${encodeURIComponent(id)}/secret/rotate`);
+      out.textContent = r.ok ? `${r.data.signing_secret}\n(the previous one keeps signing until ${r.data.previous_expires_at})` : errorText(r);
+    } }, "Rotate"));
+}
+
+async function versionsSection(id) {
+  const r = await api("GET", `/postbacks/${encodeURIComponent(id)}/versions`);
+  if (!r.ok) return h("p", { class: "error" }, errorText(r));
+  return h("section", { class: "card", id: "versions" }, h("h2", {}, "Version history"),
+    r.data.items.map((v) => h("details", {}, h("summary", {}, `v${v.version} · ${v.updated_at || v.created_at || ""}`), h("pre", {}, pretty(v)))));
+}
+
+// ---------------------------------------------------------------- logs
+const logState = { filters: [], from: "", to: "", limit: "50", cursors: [null] };
+
+function filterRow(f = { column: "postback_name", op: "is", value: "" }) {
+  const row = h("div", { class: "row filter-row" },
+    h("select", { class: "f-col", "aria-label": "Column", value: f.column }, LOG_COLUMNS.map((c) => h("option", { value: c }, c))),
+    h("select", { class: "f-op", "aria-label": "Operator", value: f.op }, [["is", "is"], ["not", "is not"], ["contains", "contains"]].map(([v, t]) => h("option", { value: v }, t))),
+    h("input", { class: "f-value", "aria-label": "Value", value: f.value }),
+    h("button", { type: "button", class: "link", onclick: () => row.remove() }, "Remove"));
+  return row;
+}
+
+function logQuery(cursor) {
+  const params = new URLSearchParams();
+  for (const f of logState.filters) params.append(f.op === "is" ? f.column : `${f.column}.${f.op}`, f.value);
+  if (logState.from) params.set("from", new Date(logState.from).toISOString());
+  if (logState.to) params.set("to", new Date(logState.to).toISOString());
+  params.set("limit", logState.limit);
+  if (cursor) params.set("cursor", cursor);
+  return params.toString();
+}
+
+// `2026-12-01T10:33:44.043485654Z` → `2026-12-01 10:33:44.043Z` (the full value is the cell's title).
+const shortTime = (t) => (typeof t === "string" && t.length > 23 ? `${t.slice(0, 10)} ${t.slice(11, 23)}Z` : t);
+
+export function logRows(items) {
+  return items.map((e) => h("tr", { "data-id": e.id, class: `outcome-${e.outcome}` },
+    h("td", { class: "mono when", title: e.fired_at }, h("a", { href: `#/logs/${encodeURIComponent(e.id)}` }, shortTime(e.fired_at))),
+    h("td", {}, e.postback_name), h("td", { class: "mono" }, e.transaction_id), h("td", {}, e.type),
+    h("td", {}, e.attempt), h("td", {}, e.status_code ?? "—"), h("td", {}, e.outcome, e.test ? " (test)" : ""),
+    h("td", {}, `${e.duration_ms} ms`), h("td", { class: "url" }, e.url)));
+}
+
+async function logsPage() {
+  const rows = h("div", { id: "filter-rows" }, logState.filters.map(filterRow));
+  const from = h("input", { type: "datetime-local", id: "from", value: logState.from, step: 1 });
+  const to = h("input", { type: "datetime-local", id: "to", value: logState.to, step: 1 });
+  const limit = h("select", { id: "limit", value: logState.limit, "aria-label": "Per page" }, ["25", "50", "100"].map((n) => h("option", { value: n }, n)));
+  const err = h("p", { class: "error", id: "logs-error", role: "alert" });
+  const table = h("div", { id: "log-table", class: "scroll" });
+  const pager = h("div", { class: "actions", id: "pager" });
+  const form = h("form", { class: "card", id: "log-filters" },
+    rows, h("button", { type: "button", class: "link", id: "add-filter", onclick: () => rows.append(filterRow()) }, "+ filter"),
+    h("div", { class: "row" }, h("label", { for: "from" }, "From"), from, h("label", { for: "to" }, "To"), to, h("small", { class: "hint" }, "(your local time)"), h("label", { for: "limit" }, "Per page"), limit),
+    h("div", { class: "actions" }, h("button", { type: "submit", id: "apply" }, "Apply")), err);
+  form.addEventListener("submit", (e) => {
+    e.preventDefault();
+    logState.filters = [...rows.querySelectorAll(".filter-row")].map((r) => ({ column: r.querySelector(".f-col").value, op: r.querySelector(".f-op").value, value: r.querySelector(".f-value").value }));
+    logState.from = from.value; logState.to = to.value; logState.limit = limit.value; logState.cursors = [null];
+    load();
+  });
+  mount(main(), h("div", { class: "bar" }, h("h1", {}, "Logs"), h("button", { type: "button", class: "secondary", id: "refresh", onclick: () => load() }, "Refresh")), form, table, pager);
+
+  async function load() {
+    err.textContent = "";
+    const cursor = logState.cursors[logState.cursors.length - 1];
+    const asked = performance.now();
+    const r = await api("GET", `/logs?${logQuery(cursor)}`);
+    if (!r.ok) { err.textContent = errorText(r); return; }
+    const started = performance.now();
+    const t = h("table", { id: "logs" },
+      h("thead", {}, h("tr", {}, ["Fired at", "Postback", "Transaction", "Type", "Attempt", "Status", "Outcome", "Duration", "URL"].map((c) => h("th", {}, c)))),
+      h("tbody", {}, logRows(r.data.items)));
+    mount(table, r.data.items.length ? t : h("p", { id: "no-logs" }, "No log entries match."));
+    const ms = performance.now() - started;
+    table.dataset.renderMs = ms.toFixed(1);
+    table.dataset.count = String(r.data.items.length);
+    table.dataset.totalMs = (performance.now() - asked).toFixed(1);
+    // Until the frame with the rows has been laid out and painted.
+    delete table.dataset.paintedMs;
+    requestAnimationFrame(() => setTimeout(() => { table.dataset.paintedMs = (performance.now() - asked).toFixed(1); }, 0));
+    mount(pager,
+      h("button", { type: "button", class: "secondary", id: "prev", disabled: logState.cursors.length < 2, onclick: () => { logState.cursors.pop(); load(); } }, "Previous"),
+      h("span", { class: "hint" }, `page ${logState.cursors.length} · ${r.data.items.length} entries · rendered in ${ms.toFixed(1)} ms`),
+      h("button", { type: "button", class: "secondary", id: "next", disabled: !r.data.next_cursor, onclick: () => { logState.cursors.push(r.data.next_cursor); load(); } }, "Next"));
+  }
+  await load();
+}
+
+async function logDetailPage(id) {
+  mount(main(), h("p", {}, "Loading…"));
+  const r = await api("GET", `/logs/${encodeURIComponent(id)}`);
+  if (!r.ok) return mount(main(), h("p", { class: "error" }, errorText(r)));
+  const e = r.data;
+  const resent = h("div", { id: "resent" });
+  const facts = [["Postback", `${e.postback_name} (${e.postback_id}, v${e.postback_version ?? "—"})`], ["Transaction", e.transaction_id], ["Event id", e.event_id ?? "—"],
+    ["Type", e.type], ["Offer / publisher", `${e.offer_id ?? "—"} / ${e.publisher_id ?? "—"}`], ["Fired at", e.fired_at], ["Attempt", e.attempt],
+    ["Outcome", `${e.outcome}${e.test ? " (test)" : ""}`], ["Duration", `${e.duration_ms} ms`], ["Delivery id", e.delivery_id]];
+  if (e.resend_of) facts.push(["Resend of", e.resend_of]);
+  if (e.replay_of) facts.push(["Replay of", e.replay_of]);
+  if (e.next_attempt_at) facts.push(["Next attempt", e.next_attempt_at]);
+  const chain = await api("GET", `/logs?${q({ transaction_id: e.transaction_id, postback_id: e.postback_id, limit: 100 })}`);
+  const attempts = chain.ok ? chain.data.items.filter((x) => x.delivery_id === e.delivery_id).sort((a, b) => a.attempt - b.attempt || a.fired_at.localeCompare(b.fired_at)) : [];
+  mount(main(),
+    h("div", { class: "bar" }, h("h1", {}, "Log entry"), h("span", { class: "mono" }, e.id)),
+    h("section", { class: "card" }, h("dl", { class: "facts" }, facts.map(([k, v]) => [h("dt", {}, k), h("dd", {}, v)]))),
+    h("section", { class: "card" }, requestView({ method: e.method, url: e.url, headers: e.request_headers, body: e.request_body })),
+    h("section", { class: "card" }, h("h3", {}, "Response"),
+      h("p", {}, "Status ", h("strong", { id: "entry-status" }, e.status_code ?? "none")),
+      e.response_body ? h("pre", { id: "entry-body" }, e.response_body) : null,
+      e.error ? h("p", { class: "error", id: "entry-error" }, e.error) : null),
+    h("section", { class: "card" }, h("h3", {}, `Attempt chain (delivery ${e.delivery_id})`),
+      chain.ok ? h("div", { class: "scroll" }, h("table", { id: "chain" }, h("tbody", {}, logRows(attempts)))) : h("p", { class: "error" }, errorText(chain))),
+    h("div", { class: "actions" },
+      h("button", { type: "button", id: "resend", onclick: async () => {
+        const s = await api("POST", `/logs/${encodeURIComponent(e.id)}/resend`);
+        mount(resent, s.ok ? h("p", { class: "ok" }, `Resent: ${s.data.outcome}, status ${s.data.status_code ?? "none"} — `, h("a", { href: `#/logs/${encodeURIComponent(s.data.id)}`, id: "resent-link" }, "new entry")) : h("p", { class: "error" }, errorText(s)));
+      } }, "Resend"),
+      h("a", { href: "#/logs", class: "button secondary" }, "Back to logs")),
+    resent);
+}

@@ -1,0 +1,449 @@
+"""The admin console walked in headless Chromium as a person would.
+
+Run by scripts/browser-test.sh, which starts the server and the receiver and sets
+BASE, RECEIVER, ADMIN_KEY, INGEST_KEY and SHOTS. Prints `browser: N passed, N failed`.
+"""
+import json
+import os
+import sys
+import tempfile
+import time
+import traceback
+import urllib.error
+import urllib.request
+
+from selenium import webdriver
+from selenium.common.exceptions import NoAlertPresentException
+from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.common.by import By
+from selenium.webdriver.support.ui import Select, WebDriverWait
+
+BASE = os.environ["BASE"]
+RECEIVER = os.environ["RECEIVER"]
+ADMIN = os.environ["ADMIN_KEY"]
+INGEST = os.environ["INGEST_KEY"]
+SHOTS = os.environ.get("SHOTS", "docs/console")
+CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+       "connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'")
+XSS_BODY = "<img src=x onerror=alert(1)>"
+XSS_PARAM = "<script>window.__pwned = 1; alert(2)</script>"
+
+
+def http(method, path, body=None, key=None):
+    req = urllib.request.Request(BASE + path, method=method,
+                                 data=None if body is None else json.dumps(body).encode())
+    if body is not None:
+        req.add_header("content-type", "application/json")
+    if key:
+        req.add_header("x-api-key", key)
+    try:
+        with urllib.request.urlopen(req, timeout=10) as r:
+            return r.status, dict(r.headers), r.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, dict(e.headers), e.read().decode()
+
+
+def make_driver():
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = "/usr/bin/chromium"
+    for arg in ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                "--disable-component-update", "--disable-sync", "--no-first-run", "--window-size=1280,800",
+                f"--user-data-dir={tempfile.mkdtemp(prefix='console-chromium-')}"]:
+        opts.add_argument(arg)
+    opts.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    return webdriver.Chrome(options=opts, service=Service("/usr/bin/chromedriver"))
+
+
+d = make_driver()
+d.set_window_size(1280, 800)
+wait = WebDriverWait(d, 10)
+state = {}
+# Requests the walk makes fail on purpose (a wrong key, refused forms); the browser
+# notes each as "Failed to load resource". Anything else in the console is an error.
+expected_failures = {"401": 0, "400": 0}
+
+
+def css(sel):
+    return wait.until(lambda _: d.find_element(By.CSS_SELECTOR, sel))
+
+
+def text_of(sel):
+    return css(sel).text
+
+
+def until(fn, what, timeout=10):
+    end = time.time() + timeout
+    while time.time() < end:
+        try:
+            v = fn()
+            if v:
+                return v
+        except Exception:  # noqa: BLE001 - the page is still rendering
+            pass
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def shot(name):
+    os.makedirs(SHOTS, exist_ok=True)
+    d.save_screenshot(os.path.join(SHOTS, name))
+
+
+def no_dialog():
+    try:
+        d.switch_to.alert
+    except NoAlertPresentException:
+        return
+    raise AssertionError("a dialog opened")
+
+
+def browser_errors():
+    bad = []
+    for entry in d.get_log("browser"):
+        msg = entry["message"]
+        if entry["level"] not in ("SEVERE", "WARNING"):
+            continue
+        if "Failed to load resource" in msg and "status of 401" in msg and expected_failures["401"] > 0:
+            expected_failures["401"] -= 1
+            continue
+        if "Failed to load resource" in msg and "status of 400" in msg and expected_failures["400"] > 0:
+            expected_failures["400"] -= 1
+            continue
+        bad.append(msg)
+    return bad
+
+
+def fill(sel, value):
+    el = css(sel)
+    el.clear()
+    el.send_keys(value)
+    return el
+
+
+def open_hash(h):
+    d.get(f"{BASE}/console#{h}")
+
+
+# ------------------------------------------------------------------ steps
+def test_headers_and_assets():
+    status, headers, body = http("GET", "/console")
+    h = {k.lower(): v for k, v in headers.items()}
+    assert status == 200 and h["content-type"] == "text/html; charset=utf-8", (status, h)
+    assert h["content-security-policy"] == CSP, h["content-security-policy"]
+    assert h["x-content-type-options"] == "nosniff" and h["referrer-policy"] == "no-referrer"
+    for asset, ctype in [("app.js", "text/javascript"), ("dom.js", "text/javascript"), ("app.css", "text/css")]:
+        status, headers, _ = http("GET", f"/console/{asset}")
+        h = {k.lower(): v for k, v in headers.items()}
+        assert status == 200 and h["content-type"].startswith(ctype) and h["content-security-policy"] == CSP, (asset, h)
+    assert http("GET", "/console/nope.js")[0] == 404
+    assert http("GET", "/postbacks")[0] == 401, "data calls need the key"
+
+
+def test_sign_in():
+    d.get(f"{BASE}/console")
+    fill("#admin-key", "not-the-key")
+    expected_failures["401"] += 1
+    css("#login button[type=submit]").click()
+    until(lambda: "not the admin key" in d.find_element(By.ID, "login-error").text, "the wrong-key message")
+    shot("login.png")
+    fill("#admin-key", ADMIN)
+    css("#login button[type=submit]").click()
+    css("#new-postback")
+    assert ADMIN not in d.current_url
+    assert d.execute_script("return sessionStorage.getItem('postback-admin-key')") == ADMIN
+    assert d.execute_script("return localStorage.length") == 0
+    assert ADMIN not in d.execute_script("return document.cookie")
+
+
+def test_create_with_macro_picker_and_errors():
+    css("#new-postback").click()
+    fill("#f-name", "Affiliate S2S")
+    Select(css("#f-type")).select_by_value("conversion")
+    url = fill("#f-url", f"{RECEIVER}/ok?click=")
+    Select(css("#macro-picker")).select_by_value("external_transaction_id")
+    url.send_keys("&amount=")
+    Select(css("#macro-picker")).select_by_value("payout")
+    fill("#macro-param", "goal")
+    url.send_keys("&goal=")
+    Select(css("#macro-picker")).select_by_value("params.")
+    assert url.get_attribute("value") == (
+        f"{RECEIVER}/ok?click={{external_transaction_id}}&amount={{payout}}&goal={{params.goal}}"), url.get_attribute("value")
+    # A header picks macros too, at its cursor.
+    css("#add-header").click()
+    fill(".header-row .h-name", "X-Click")
+    hv = css(".header-row .h-value")
+    hv.click()
+    Select(css("#macro-picker")).select_by_value("transaction_id")
+    assert hv.get_attribute("value") == "{transaction_id}"
+    # A near-miss macro: the 400 is shown beside the URL.
+    url.send_keys("&s={Sub5}")
+    expected_failures["400"] += 1
+    css("#save").click()
+    err = until(lambda: d.find_element(By.CSS_SELECTOR, '[data-for="url"] .field-error').text, "the url error")
+    assert "Sub5" in err and "sub5" in err, err
+    assert url.get_attribute("aria-invalid") == "true"
+    url.send_keys("\b" * len("&s={Sub5}"))
+    # A header value's error lands beside that header (`headers.X-Click`).
+    hv.send_keys("{clickid}")
+    expected_failures["400"] += 1
+    css("#save").click()
+    err = until(lambda: d.find_element(By.CSS_SELECTOR, ".header-row .field-error").text, "the header error")
+    assert "clickid" in err and hv.get_attribute("aria-invalid") == "true", err
+    assert d.find_element(By.CSS_SELECTOR, '[data-for="url"] .field-error').text == ""
+    hv.send_keys("\b" * len("{clickid}"))
+    # A condition whose value does not fit: the error lands beside conditions[0].value.
+    css("#add-condition").click()
+    fill(".condition-row .c-field", "payout")
+    Select(css(".condition-row .c-op")).select_by_value("gte")
+    fill(".condition-row .c-value", "lots")
+    expected_failures["400"] += 1
+    css("#save").click()
+    err = until(lambda: d.find_element(By.CSS_SELECTOR, ".condition-row .field-error").text, "the condition error")
+    assert css(".condition-row .c-value").get_attribute("aria-invalid") == "true", err
+    assert d.find_element(By.CSS_SELECTOR, '[data-for="url"] .field-error').text == "", "old errors are cleared"
+    fill(".condition-row .c-value", "0.50")
+    css("#save").click()
+    css("#preview")
+    state["pb"] = d.current_url.split("#/postbacks/")[1]
+    assert "v1" in text_of(".bar .mono")
+
+
+def test_preview_and_test():
+    css("#preview").click()
+    line = until(lambda: d.find_element(By.CSS_SELECTOR, "#result .req-line").text, "the preview")
+    assert line.startswith(f"GET {RECEIVER}/ok?click=test-click-id&amount=1.00"), line
+    assert "x-click: test-" in text_of("#result .req-headers").lower()
+    # A sample event of one's own: its fields over the defaults.
+    fill("#f-sample", '{"payout": "3.10", "params": {"goal": "trial"}}')
+    css("#preview").click()
+    until(lambda: "amount=3.10&goal=trial" in d.find_element(By.CSS_SELECTOR, "#result .req-line").text, "the sample's preview")
+    fill("#f-sample", "{not json")
+    css("#preview").click()
+    until(lambda: "not JSON" in d.find_element(By.ID, "result-error").text, "the sample's error")
+    css("#f-sample").clear()
+    css("#test").click()
+    status = until(lambda: d.find_element(By.ID, "resp-status").text, "the test response")
+    assert status == "200", status
+    assert text_of("#resp-body") == "accepted: thanks"
+    assert text_of("#resp-outcome") == "delivered"
+    d.execute_script("document.getElementById('result').scrollIntoView()")
+    shot("postback-test.png")
+    d.execute_script("window.scrollTo(0, 0)")
+    shot("postback-edit.png")
+
+
+def test_edit_makes_a_version():
+    fill("#f-name", "Affiliate S2S (edited)")
+    css("#save").click()
+    until(lambda: "version 2" in d.find_element(By.ID, "saved").text, "the save")
+    summaries = [s.text for s in d.find_elements(By.CSS_SELECTOR, "#versions summary")]
+    assert summaries[0].startswith("v2") and summaries[-1].startswith("v1"), summaries
+
+
+def test_list_and_delete_with_confirmation():
+    # Two more postbacks through the API: a failing receiver and one answering markup.
+    for name, path, method in [("Failing CRM", "/fail", "GET"), ("Markup receiver", "/xss", "POST")]:
+        spec = {"name": name, "type": "conversion", "method": method, "url": f"{RECEIVER}{path}?t={{transaction_id}}"}
+        if method == "POST":
+            spec["body"] = '{"note": "{params.note}"}'
+        status, _, body = http("POST", "/postbacks", spec, ADMIN)
+        assert status == 201, body
+    status, _, body = http("POST", "/postbacks", {"name": "Doomed", "type": "click", "url": f"{RECEIVER}/ok"}, ADMIN)
+    doomed = json.loads(body)["id"]
+    open_hash("/postbacks")
+    until(lambda: len(d.find_elements(By.CSS_SELECTOR, "#postbacks tbody tr")) == 4, "four postbacks")
+    shot("postbacks.png")
+    open_hash(f"/postbacks/{doomed}")
+    css("#delete").click()
+    css("#confirm-delete")
+    assert http("GET", f"/postbacks/{doomed}", key=ADMIN)[0] == 200, "nothing deleted before the confirmation"
+    css("#confirm-delete").click()
+    until(lambda: len(d.find_elements(By.CSS_SELECTOR, "#postbacks tbody tr")) == 3, "three postbacks")
+    assert http("GET", f"/postbacks/{doomed}", key=ADMIN)[0] == 404
+
+
+def test_ingest_and_see_the_log():
+    status, _, body = http("POST", "/events", {"type": "click", "transaction_id": "T-browser", "offer_id": "o1",
+                                               "publisher_id": "p1", "external_transaction_id": "aff-click-9"}, INGEST)
+    assert status == 202, body
+    status, _, body = http("POST", "/events", {"type": "conversion", "transaction_id": "T-browser", "payout": "7.25",
+                                               "params": {"goal": "signup", "note": XSS_PARAM}}, INGEST)
+    assert status == 202 and json.loads(body)["matched"] == 3, body
+    open_hash("/logs")
+    # Delivered (ok), delivered (markup), failed twice (failing receiver: 2 attempts).
+    def rows():
+        css("#refresh").click()
+        time.sleep(0.3)
+        trs = d.find_elements(By.CSS_SELECTOR, "#logs tbody tr")
+        return trs if sum("T-browser" in r.text for r in trs) >= 4 else None
+    until(rows, "the conversion's log entries", timeout=15)
+    first = d.find_elements(By.CSS_SELECTOR, "#logs tbody tr td:first-child")
+    times = [t.get_attribute("title") for t in first]
+    assert times == sorted(times, reverse=True), "newest first"
+    shot("logs.png")
+
+
+def test_filter_is_not_and_contains():
+    css("#add-filter").click()
+    css("#add-filter").click()
+    rows = d.find_elements(By.CSS_SELECTOR, ".filter-row")
+    Select(rows[0].find_element(By.CSS_SELECTOR, ".f-col")).select_by_value("postback_name")
+    Select(rows[0].find_element(By.CSS_SELECTOR, ".f-op")).select_by_value("not")
+    rows[0].find_element(By.CSS_SELECTOR, ".f-value").send_keys("Failing CRM")
+    Select(rows[1].find_element(By.CSS_SELECTOR, ".f-col")).select_by_value("transaction_id")
+    Select(rows[1].find_element(By.CSS_SELECTOR, ".f-op")).select_by_value("contains")
+    rows[1].find_element(By.CSS_SELECTOR, ".f-value").send_keys("browser")
+    css("#apply").click()
+    def filtered():
+        trs = d.find_elements(By.CSS_SELECTOR, "#logs tbody tr")
+        return trs if len(trs) == 2 else None
+    trs = until(filtered, "the two delivered T-browser entries")
+    for tr in trs:
+        assert "delivered" in tr.text and "T-browser" in tr.text and "Failing" not in tr.text, tr.text
+    shot("logs-filtered.png")
+    # contains on a number column is refused by the API; the page shows its message.
+    Select(rows[0].find_element(By.CSS_SELECTOR, ".f-col")).select_by_value("status_code")
+    Select(rows[0].find_element(By.CSS_SELECTOR, ".f-op")).select_by_value("contains")
+    expected_failures["400"] += 1
+    css("#apply").click()
+    until(lambda: "400" in d.find_element(By.ID, "logs-error").text, "the filter error")
+    d.find_elements(By.CSS_SELECTOR, ".filter-row button")[0].click()
+    css("#apply").click()
+    until(lambda: len(d.find_elements(By.CSS_SELECTOR, "#logs tbody tr")) == 4, "four T-browser entries")
+    # A time range that ends before the conversion shows nothing.
+    d.execute_script("document.getElementById('to').value = '2020-01-01T00:00:00'")
+    css("#apply").click()
+    css("#no-logs")
+    d.execute_script("document.getElementById('to').value = ''")
+    d.find_elements(By.CSS_SELECTOR, ".filter-row button")[0].click()
+    css("#apply").click()
+    until(lambda: len(d.find_elements(By.CSS_SELECTOR, "#logs tbody tr")) >= 5, "every entry again")
+
+
+def open_entry(postback_name):
+    open_hash("/logs")
+    css("#refresh")
+    link = until(lambda: [r for r in d.find_elements(By.CSS_SELECTOR, "#logs tbody tr")
+                          if postback_name in r.text][0].find_element(By.TAG_NAME, "a"), postback_name)
+    link.click()
+    css("#resend")
+
+
+def test_entry_detail_and_resend():
+    open_entry("Affiliate S2S (edited)")
+    assert text_of("#entry-status") == "200"
+    assert text_of("#entry-body") == "accepted: thanks"
+    assert "click=aff-click-9" in text_of(".req-line") and "amount=7.25" in text_of(".req-line")
+    shot("log-entry.png")
+    css("#resend").click()
+    msg = until(lambda: d.find_element(By.CSS_SELECTOR, "#resent .ok").text, "the resend")
+    assert "delivered" in msg and "200" in msg, msg
+    css("#resent-link").click()
+    until(lambda: "Resend of" in d.find_element(By.CSS_SELECTOR, "dl.facts").text, "the resent entry")
+
+
+def test_attempt_chain():
+    open_entry("Failing CRM")
+    assert text_of("#entry-status") == "500"
+    chain = until(lambda: d.find_elements(By.CSS_SELECTOR, "#chain tbody tr") if len(
+        d.find_elements(By.CSS_SELECTOR, "#chain tbody tr")) == 2 else None, "two attempts in the chain")
+    assert [r.find_elements(By.TAG_NAME, "td")[4].text for r in chain] == ["1", "2"]
+
+
+def test_xss_payloads_are_text():
+    open_entry("Markup receiver")
+    assert text_of("#entry-body") == XSS_BODY
+    assert XSS_PARAM.replace('"', '\\"') in text_of(".req-body") or XSS_PARAM in text_of(".req-body"), text_of(".req-body")
+    assert d.find_elements(By.CSS_SELECTOR, "main img, main script") == []
+    no_dialog()
+    assert d.execute_script("return window.__pwned") is None
+    # The list shows the same rows, as text.
+    open_hash("/logs")
+    css("#logs")
+    assert d.find_elements(By.CSS_SELECTOR, "main img, main script") == []
+    no_dialog()
+    bad = browser_errors()
+    assert bad == [], bad
+
+
+def test_narrow_screen():
+    d.set_window_size(390, 844)
+    try:
+        for h, sel in [("/logs", "#logs"), ("/postbacks", "#postbacks"), (f"/postbacks/{state['pb']}", "#save")]:
+            open_hash(h)
+            css(sel)
+            time.sleep(0.2)
+            over = d.execute_script("return document.documentElement.scrollWidth - document.documentElement.clientWidth")
+            assert over <= 0, f"{h}: {over}px wider than a 390 px screen"
+            if h == "/logs":
+                shot("logs-390.png")
+        css("#test").click()
+        until(lambda: d.find_element(By.ID, "resp-status").text == "200", "a test at 390 px")
+        shot("postback-edit-390.png")
+    finally:
+        d.set_window_size(1280, 800)
+
+
+def test_hundred_entries_render_fast():
+    events = [{"type": "conversion", "transaction_id": f"T-bulk-{i}", "offer_id": "o1", "publisher_id": "p1",
+               "payout": "1"} for i in range(50)]
+    status, _, body = http("POST", "/events", {"events": events}, INGEST)
+    assert status == 202, body
+    until(lambda: len(json.loads(http("GET", "/logs?limit=100&url.contains=T-bulk", key=ADMIN)[2])["items"]) == 100,
+          "100 entries logged", timeout=30)
+    open_hash("/logs")
+    css("#logs")
+    Select(css("#limit")).select_by_value("100")
+    css("#apply").click()
+    until(lambda: d.find_element(By.ID, "log-table").get_attribute("data-count") == "100", "100 rows")
+    table = d.find_element(By.ID, "log-table")
+    painted = float(until(lambda: table.get_attribute("data-painted-ms"), "the painted frame"))
+    render, total = float(table.get_attribute("data-render-ms")), float(table.get_attribute("data-total-ms"))
+    nav = d.execute_script("const n = performance.getEntriesByType('navigation')[0]; return n.loadEventEnd - n.startTime")
+    print(f"  logs page: 100 entries built in {render:.1f} ms; fetched and built in {total:.1f} ms; "
+          f"fetched, built, laid out and painted in {painted:.1f} ms; console load event after {nav:.0f} ms")
+    assert painted < 300, painted
+    first_page = [r.get_attribute("data-id") for r in d.find_elements(By.CSS_SELECTOR, "#logs tbody tr")]
+    css("#next").click()
+    until(lambda: "page 2" in d.find_element(By.ID, "pager").text, "page 2")
+    second_page = [r.get_attribute("data-id") for r in d.find_elements(By.CSS_SELECTOR, "#logs tbody tr")]
+    assert second_page and not set(first_page) & set(second_page), "page 2 holds other entries"
+    css("#prev").click()
+    until(lambda: "page 1" in d.find_element(By.ID, "pager").text, "page 1 again")
+    assert d.find_element(By.ID, "prev").get_property("disabled")
+
+
+def test_clean_console_and_sign_out():
+    bad = browser_errors()
+    assert bad == [], bad
+    css("#sign-out").click()
+    css("#admin-key")
+    assert d.execute_script("return sessionStorage.getItem('postback-admin-key')") is None
+
+
+TESTS = [test_headers_and_assets, test_sign_in, test_create_with_macro_picker_and_errors, test_preview_and_test,
+         test_edit_makes_a_version, test_list_and_delete_with_confirmation, test_ingest_and_see_the_log,
+         test_filter_is_not_and_contains, test_entry_detail_and_resend, test_attempt_chain,
+         test_xss_payloads_are_text, test_narrow_screen, test_hundred_entries_render_fast,
+         test_clean_console_and_sign_out]
+
+passed = failed = 0
+try:
+    for t in TESTS:
+        started = time.time()
+        try:
+            t()
+            passed += 1
+            print(f"ok   {t.__name__} ({time.time() - started:.1f} s)", flush=True)
+        except Exception:  # noqa: BLE001 - report and go on
+            failed += 1
+            print(f"FAIL {t.__name__}", flush=True)
+            traceback.print_exc()
+            try:
+                shot(f"../../target-failure-{t.__name__}.png") if os.environ.get("KEEP_FAILURE_SHOTS") else None
+            except Exception:  # noqa: BLE001
+                pass
+finally:
+    d.quit()
+print(f"browser: {passed} passed, {failed} failed")
+sys.exit(1 if failed else 0)
