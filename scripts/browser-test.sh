@@ -3,7 +3,9 @@
 # (PyPI), against the local server as a real process and a real local receiver, both on
 # loopback. Installs what a fresh machine lacks (a fast no-op when present).
 #   scripts/browser-test.sh [--no-build]
-# Screenshots go to docs/console/*.png. Prints `browser: N passed, N failed`.
+# Screenshots go to docs/console/*.png (the committed ones: run this script alone to
+# refresh them), or to $SCREENSHOTS_DIR (scripts/test.sh points it at a temp folder, so
+# a test run leaves the tree clean). Prints `browser: N passed, N failed`.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/postback-target}"
@@ -59,7 +61,7 @@ done
 [[ -n "$base" && -n "$receiver" ]] || die "the server or the receiver never printed its address"
 
 status=0
-BASE="$base" RECEIVER="$receiver" ADMIN_KEY="$admin" INGEST_KEY="$ingest" SHOTS="docs/console" \
+BASE="$base" RECEIVER="$receiver" ADMIN_KEY="$admin" INGEST_KEY="$ingest" SHOTS="${SCREENSHOTS_DIR:-docs/console}" \
     "$VENV/bin/python" tests/browser/test_console.py 2>&1 | tee "$work/test.log" || status=$?
 grep -q '^browser: ' "$work/test.log" || echo "browser: 0 passed, 1 failed"
 exit "$status"

@@ -51,6 +51,6 @@ scripts/schemathesis.sh >"$work/schemathesis.log" 2>&1 || { cat "$work/schemathe
 tail -n 1 "$work/schemathesis.log"
 # The admin console in headless Chromium against the debug server built above.
 browser_status=0
-scripts/browser-test.sh --no-build || browser_status=$?
+SCREENSHOTS_DIR="$work/screenshots" scripts/browser-test.sh --no-build || browser_status=$?
 [[ "$status" -ne 0 ]] || status="$browser_status"
 exit "$status"
