@@ -12,6 +12,7 @@ use std::cmp::Ordering;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use super::error::json_kind;
 use super::event::Event;
 use super::macros;
 use super::rules::check_max_chars;
@@ -380,17 +381,6 @@ fn unknown_field(field: &str) -> ValidationError {
         String::new()
     };
     ValidationError::new("unknown_macro", "field", format!("unknown field `{field}`{hint}; a field is a macro name"))
-}
-
-fn json_kind(value: &Value) -> &'static str {
-    match value {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "a list",
-        Value::Object(_) => "an object",
-    }
 }
 
 impl Serialize for Condition {

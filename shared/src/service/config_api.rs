@@ -203,16 +203,22 @@ impl App {
         let mut postback = spec.into_postback(existing.id.clone(), existing.created_at, self.ports.clock.now());
         postback.signing_secret = secret;
         postback.previous_signing_secret = previous;
-        // The store refuses it (409) if another replace got in since `existing` was read.
-        postback.version = existing
-            .version
-            .checked_add(1)
-            .ok_or_else(|| ServiceError::Conflict(format!("postback {id} has reached the last version number")))?;
-        if !self.ports.postbacks.replace(&postback).await? {
+        postback.version = existing.version;
+        self.save_next_version(&mut postback).await?;
+        Ok(Saved { postback, secret_set })
+    }
+
+    /// Store `postback` as the version after the one it carries (the one read). The store
+    /// refuses it (409) if another write got in since that read.
+    async fn save_next_version(&self, postback: &mut Postback) -> ServiceResult<()> {
+        postback.version = postback.version.checked_add(1).ok_or_else(|| {
+            ServiceError::Conflict(format!("postback {} has reached the last version number", postback.id))
+        })?;
+        if !self.ports.postbacks.replace(postback).await? {
             return Err(ServiceError::NotFound("postback"));
         }
         self.catalog.invalidate().await;
-        Ok(Saved { postback, secret_set })
+        Ok(())
     }
 
     /// The signing secret whole (`GET /postbacks/{id}/secret`); 409 when signing is off.
@@ -236,15 +242,8 @@ impl App {
         postback.previous_signing_secret = Some(previous);
         postback.updated_at = now;
         // A rotation is a saved change of the postback (what it signs with), so it makes a
-        // version like a replace does; the store refuses it (409) if a replace got in.
-        postback.version = postback
-            .version
-            .checked_add(1)
-            .ok_or_else(|| ServiceError::Conflict(format!("postback {id} has reached the last version number")))?;
-        if !self.ports.postbacks.replace(&postback).await? {
-            return Err(ServiceError::NotFound("postback"));
-        }
-        self.catalog.invalidate().await;
+        // version like a replace does.
+        self.save_next_version(&mut postback).await?;
         Ok(SecretView { signing_secret: secret.expose().to_string(), previous_expires_at: Some(expires_at) })
     }
 

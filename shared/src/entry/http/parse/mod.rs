@@ -28,6 +28,7 @@ pub mod event;
 pub mod postback;
 pub mod query;
 
+pub(crate) use crate::domain::error::json_kind;
 use serde_json::Value;
 
 use crate::domain::ValidationError;
@@ -50,17 +51,6 @@ fn unknown_field(field: &str, allowed: &[&str], hint: &str) -> ValidationError {
 /// `null` counts as absent, like a missing field.
 fn present<'v>(object: &'v serde_json::Map<String, Value>, field: &str) -> Option<&'v Value> {
     object.get(field).filter(|v| !v.is_null())
-}
-
-fn json_kind(value: &Value) -> &'static str {
-    match value {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "a list",
-        Value::Object(_) => "an object",
-    }
 }
 
 #[cfg(test)]
