@@ -5,6 +5,7 @@ BASE, RECEIVER, ADMIN_KEY, INGEST_KEY and SHOTS. Prints `browser: N passed, N fa
 """
 import json
 import os
+import re
 import sys
 import tempfile
 import time
@@ -350,6 +351,24 @@ def test_attempt_chain():
     assert [r.find_elements(By.TAG_NAME, "td")[4].text for r in chain] == ["1", "2"]
 
 
+def test_postbacks_list_shows_the_last_24_hours():
+    open_hash("/postbacks")
+
+    def counts(name):
+        for row in d.find_elements(By.CSS_SELECTOR, "#postbacks tbody tr"):
+            if row.find_element(By.CSS_SELECTOR, ".pb-name").text == name:
+                text = row.find_element(By.CSS_SELECTOR, ".pb-24h").text
+                m = re.fullmatch(r"(\d+) delivered · (\d+) failed", text)
+                return (int(m.group(1)), int(m.group(2))) if m else None
+        return None
+
+    failing = until(lambda: counts("Failing CRM"), "the failing postback's 24 h counts")
+    assert failing == (0, 1), failing
+    delivered, failed = until(lambda: counts("Affiliate S2S (edited)"), "the affiliate postback's 24 h counts")
+    assert delivered >= 1 and failed == 0, (delivered, failed)
+    shot("postbacks.png")
+
+
 def test_xss_payloads_are_text():
     open_entry("Markup receiver")
     assert text_of("#entry-body") == XSS_BODY
@@ -424,7 +443,7 @@ def test_clean_console_and_sign_out():
 TESTS = [test_headers_and_assets, test_sign_in, test_create_with_macro_picker_and_errors, test_preview_and_test,
          test_edit_makes_a_version, test_list_and_delete_with_confirmation, test_ingest_and_see_the_log,
          test_filter_is_not_and_contains, test_entry_detail_and_resend, test_attempt_chain,
-         test_xss_payloads_are_text, test_narrow_screen, test_hundred_entries_render_fast,
+         test_postbacks_list_shows_the_last_24_hours, test_xss_payloads_are_text, test_narrow_screen, test_hundred_entries_render_fast,
          test_clean_console_and_sign_out]
 
 passed = failed = 0

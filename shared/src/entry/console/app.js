@@ -99,13 +99,32 @@ async function postbacksPage() {
     h("td", {}, p.type),
     h("td", {}, `offers: ${scopeText(p.offers)}; publishers: ${scopeText(p.publishers)}`),
     h("td", {}, p.enabled ? "yes" : "no"),
+    h("td", { class: "pb-24h", "data-id": p.id }, "…"),
     h("td", { class: "mono" }, `v${p.version ?? 1}`)));
   mount(main(),
     h("div", { class: "bar" }, h("h1", {}, "Postbacks"), h("a", { class: "button", href: "#/postbacks/new", id: "new-postback" }, "New postback")),
     rows.length === 0 ? h("p", { id: "empty" }, "No postbacks yet.") :
       h("div", { class: "scroll" }, h("table", { id: "postbacks" },
-        h("thead", {}, h("tr", {}, h("th", {}, "Name"), h("th", {}, "Type"), h("th", {}, "Scope"), h("th", {}, "Enabled"), h("th", {}, "Version"))),
+        h("thead", {}, h("tr", {}, h("th", {}, "Name"), h("th", {}, "Type"), h("th", {}, "Scope"), h("th", {}, "Enabled"), h("th", {}, "Last 24 h"), h("th", {}, "Version"))),
         h("tbody", {}, rows))));
+  fillDayCounts(document.querySelectorAll("#postbacks .pb-24h"));
+}
+
+// The last 24 hours' delivered / failed counts per postback, from GET /postbacks/{id}/stats,
+// a few requests at a time so a long list does not flood the server.
+async function fillDayCounts(cells) {
+  const queue = Array.from(cells);
+  const worker = async () => {
+    for (let cell = queue.shift(); cell; cell = queue.shift()) {
+      const r = await api("GET", `/postbacks/${encodeURIComponent(cell.dataset.id)}/stats?hours=24`);
+      if (!r.ok) { cell.textContent = "—"; continue; }
+      const sum = (k) => r.data.buckets.reduce((n, b) => n + (b[k] || 0), 0);
+      const failed = sum("failed");
+      mount(cell, h("span", { class: "ok" }, `${sum("delivered")} delivered`), " · ",
+        h("span", { class: failed ? "bad" : "" }, `${failed} failed`));
+    }
+  };
+  await Promise.all([worker(), worker(), worker(), worker()]);
 }
 
 // ---------------------------------------------------------------- create / edit
