@@ -104,20 +104,7 @@ pub(crate) async fn batch_put(client: &aws_sdk_dynamodb::Client, table: &str, it
         let put = PutRequest::builder().set_item(Some(item)).build().map_err(|e| build_error("PutRequest", e))?;
         requests.push(WriteRequest::builder().put_request(put).build());
     }
-    for chunk in requests.chunks(BATCH_WRITE_MAX) {
-        until_processed(table, "BatchWriteItem", chunk.to_vec(), |pending| async move {
-            let out = client
-                .batch_write_item()
-                .request_items(table, pending)
-                .send()
-                .await
-                .map_err(|e| unavailable("DynamoDB BatchWriteItem", e))?;
-            let unprocessed = out.unprocessed_items.and_then(|mut m| m.remove(table)).unwrap_or_default();
-            Ok((Vec::<()>::new(), unprocessed))
-        })
-        .await?;
-    }
-    Ok(())
+    batch_write(client, table, requests).await
 }
 
 /// Delete items by key (no conditions), in chunks of 25, re-sending unprocessed ones.
@@ -129,6 +116,11 @@ pub(crate) async fn batch_delete(client: &aws_sdk_dynamodb::Client, table: &str,
             DeleteRequest::builder().set_key(Some(key)).build().map_err(|e| build_error("DeleteRequest", e))?;
         requests.push(WriteRequest::builder().delete_request(delete).build());
     }
+    batch_write(client, table, requests).await
+}
+
+/// Send write requests in chunks of 25, re-sending unprocessed ones.
+async fn batch_write(client: &aws_sdk_dynamodb::Client, table: &str, requests: Vec<WriteRequest>) -> StoreResult<()> {
     for chunk in requests.chunks(BATCH_WRITE_MAX) {
         until_processed(table, "BatchWriteItem", chunk.to_vec(), |pending| async move {
             let out = client
