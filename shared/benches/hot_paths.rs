@@ -9,7 +9,6 @@
 #[path = "../tests/it/matching_oracle/mod.rs"]
 mod matching_oracle;
 
-use std::collections::BTreeMap;
 use std::hint::black_box;
 use std::sync::Arc;
 use std::time::Duration;
@@ -20,7 +19,7 @@ use postback::domain::condition::Condition;
 use postback::domain::event::{Event, EventType, Status};
 use postback::domain::macros::MacroContext;
 use postback::domain::matching::PostbackIndex;
-use postback::domain::postback::{CompiledPostback, FireOn, HttpMethod, Postback, Scope};
+use postback::domain::postback::{CompiledPostback, FireOn, Postback, Scope};
 use postback::domain::template::{Encoding, Segment, Template};
 
 const POSTBACKS: usize = 10_000;
@@ -55,7 +54,6 @@ fn ids(rng: &mut SplitMix, prefix: &str, pool: u64, count: u64) -> Vec<String> {
 /// also to publishers), most of the others scoped to publishers, ~1.5 % global.
 fn postbacks() -> Vec<Postback> {
     let mut rng = SplitMix(42);
-    let at = Utc.with_ymd_and_hms(2024, 1, 1, 0, 0, 0).unwrap();
     (0..POSTBACKS)
         .map(|i| {
             let kind = match rng.percent() {
@@ -87,29 +85,15 @@ fn postbacks() -> Vec<Postback> {
             let event_names = (kind == EventType::Event && rng.percent() < 60)
                 .then(|| vec![["deposit", "upsell", "ftd"][rng.below(3) as usize].to_string()]);
             Postback {
-                id: format!("pb_{i:05}"),
                 name: format!("postback {i}"),
-                kind,
                 enabled: rng.percent() < 95,
                 offers,
                 publishers,
                 fire_on,
                 rejection_reasons: (fire_on == FireOn::Rejected).then(|| vec!["fraud".to_string()]),
                 event_names,
-                delay_seconds: 0,
-                method: HttpMethod::Get,
                 url: format!("https://receiver{i}.example/pb?clickid={{external_transaction_id}}"),
-                headers: BTreeMap::new(),
-                body: None,
-                content_type: "application/json".into(),
-                created_at: at,
-                updated_at: at,
-                signing: Default::default(),
-                signing_secret: None,
-                previous_signing_secret: None,
-                version: 1,
-                conditions: Vec::new(),
-                success_rule: None,
+                ..matching_oracle::plain_postback(&format!("pb_{i:05}"), kind)
             }
         })
         .collect()

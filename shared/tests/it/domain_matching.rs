@@ -10,38 +10,13 @@ use chrono::{TimeZone, Utc};
 use postback::domain::condition::Condition;
 use postback::domain::event::{Event, EventType, Status};
 use postback::domain::matching::PostbackIndex;
-use postback::domain::postback::{CompiledPostback, FireOn, HttpMethod, Postback, Scope};
+use postback::domain::postback::{CompiledPostback, FireOn, Postback, Scope};
 use postback::domain::template::{Segment, Template};
 use proptest::prelude::*;
 use serde_json::json;
 
 fn postback(id: &str, kind: EventType) -> Postback {
-    let at = Utc.with_ymd_and_hms(2024, 1, 1, 0, 0, 0).unwrap();
-    Postback {
-        id: id.to_string(),
-        name: format!("postback {id}"),
-        kind,
-        enabled: true,
-        offers: Scope::All,
-        publishers: Scope::All,
-        fire_on: FireOn::Approved,
-        rejection_reasons: None,
-        event_names: None,
-        delay_seconds: 0,
-        method: HttpMethod::Get,
-        url: format!("https://receiver.example/{id}"),
-        headers: BTreeMap::new(),
-        body: None,
-        content_type: "application/json".into(),
-        created_at: at,
-        updated_at: at,
-        signing: Default::default(),
-        signing_secret: None,
-        previous_signing_secret: None,
-        version: 1,
-        conditions: Vec::new(),
-        success_rule: None,
-    }
+    matching_oracle::plain_postback(id, kind)
 }
 
 /// Compiled by hand (a literal URL) so these tests do not need the template parser.
