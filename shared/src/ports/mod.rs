@@ -7,6 +7,7 @@ use std::collections::HashSet;
 
 use async_trait::async_trait;
 
+use crate::domain::breaker::Breaker;
 use crate::domain::delivery::{OutboundRequest, OutboundResponse, SendFailure};
 use crate::domain::event::{CurrentStatus, Event, EventType, StatusKey};
 use crate::domain::firing::Firing;
@@ -156,6 +157,52 @@ pub trait FiringQueue: Send + Sync {
     fn notifier(&self) -> Option<std::sync::Arc<tokio::sync::Notify>> {
         None
     }
+}
+
+/// A breaker as stored, with the version its conditional writes compare.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredBreaker {
+    pub breaker: Breaker,
+    /// 1 for the first write, +1 on every write after.
+    pub version: u64,
+}
+
+/// Delivery control state shared by every dispatcher: breakers (conditional writes),
+/// held firings (durable, per postback, in order) and rate-limit slots (atomic).
+#[async_trait]
+pub trait ControlStore: Send + Sync {
+    /// A postback's breaker; `None` if none was ever written (closed, no failures).
+    async fn breaker(&self, postback_id: &str) -> StoreResult<Option<StoredBreaker>>;
+    /// The breakers of many postbacks (the list route); absent ones are not in the map.
+    async fn breakers(&self, postback_ids: &[String]) -> StoreResult<std::collections::HashMap<String, StoredBreaker>> {
+        let mut found = std::collections::HashMap::new();
+        for id in postback_ids {
+            if let Some(stored) = self.breaker(id).await? {
+                found.insert(id.clone(), stored);
+            }
+        }
+        Ok(found)
+    }
+    /// Write a breaker if its stored version is `expected` (`None`: none stored yet);
+    /// the stored version becomes `expected + 1` (or 1). `Ok(false)`, nothing written, if
+    /// another writer got there first: re-read and decide again.
+    async fn put_breaker(&self, postback_id: &str, breaker: &Breaker, expected: Option<u64>) -> StoreResult<bool>;
+    /// Durably keep firings held by an open breaker (each under its postback), until
+    /// `unhold`. Holding a firing again (same postback and delivery id) replaces it.
+    async fn hold(&self, firings: &[Firing]) -> StoreResult<()>;
+    /// Up to `max` of a postback's held firings, oldest first: by `queued_at`, then
+    /// delivery id.
+    async fn held(&self, postback_id: &str, max: usize) -> StoreResult<Vec<Firing>>;
+    /// Forget held firings (after they were queued again). Unknown ids are ignored.
+    async fn unhold(&self, postback_id: &str, delivery_ids: &[String]) -> StoreResult<()>;
+    /// How many firings a postback has held.
+    async fn held_count(&self, postback_id: &str) -> StoreResult<u64>;
+    /// Take one request slot of a rate-limited postback: in the first UTC second (unix
+    /// seconds) at or after `from_second` in which fewer than `limit` were taken, which
+    /// is returned. Atomic across every consumer of the store.
+    async fn take_slot(&self, postback_id: &str, from_second: i64, limit: u32) -> StoreResult<i64>;
+    /// Drop a deleted postback's breaker, held firings and slots.
+    async fn forget(&self, postback_id: &str) -> StoreResult<()>;
 }
 
 /// Sends one rendered postback. Implementations enforce the destination guard on the

@@ -6,6 +6,7 @@ pub mod config_api;
 mod dispatch;
 pub mod ingest;
 pub mod metrics;
+mod queue_loop;
 #[cfg(test)]
 mod tests;
 
@@ -14,12 +15,13 @@ use std::time::Duration;
 
 pub use catalog::Catalog;
 pub use config_api::{PreviewOutput, TestOutput};
-pub use dispatch::{run_queue_loop, AttemptOutcome, Dispatcher, LOCAL_CONCURRENCY};
+pub use dispatch::{AttemptOutcome, Dispatcher};
+pub use queue_loop::{run_queue_loop, LOCAL_CONCURRENCY};
 pub use ingest::IngestResult;
 
 use crate::domain::delivery::RetryPolicy;
 use crate::domain::ValidationError;
-use crate::ports::{Clock, FiringQueue, HttpSender, Jitter, LogStore, PostbackStore, StoreError, TouchStore};
+use crate::ports::{Clock, ControlStore, FiringQueue, HttpSender, Jitter, LogStore, PostbackStore, StoreError, TouchStore};
 
 /// The adapters a deployment wires in.
 #[derive(Clone)]
@@ -28,6 +30,8 @@ pub struct Ports {
     pub touches: Arc<dyn TouchStore>,
     pub logs: Arc<dyn LogStore>,
     pub queue: Arc<dyn FiringQueue>,
+    /// Breakers, held firings, rate-limit slots.
+    pub control: Arc<dyn ControlStore>,
     pub sender: Arc<dyn HttpSender>,
     /// Every "now" and every wait of the services (`SystemClock` in deployments).
     pub clock: Arc<dyn Clock>,

@@ -12,7 +12,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
-use crate::ports::{Clock, FiringQueue, LogStore, PostbackStore, TouchStore};
+use crate::ports::{Clock, ControlStore, FiringQueue, LogStore, PostbackStore, TouchStore};
 
 pub mod contract;
 pub mod fixtures;
@@ -29,6 +29,7 @@ pub struct Adapters {
     pub touches: Arc<dyn TouchStore>,
     pub logs: Arc<dyn LogStore>,
     pub queue: Arc<dyn FiringQueue>,
+    pub control: Arc<dyn ControlStore>,
     /// The manual clock the adapters are timed by, if any; `None`: real time.
     pub clock: Option<Arc<ManualClock>>,
 }
@@ -40,8 +41,9 @@ impl Adapters {
         touches: Arc<dyn TouchStore>,
         logs: Arc<dyn LogStore>,
         queue: Arc<dyn FiringQueue>,
+        control: Arc<dyn ControlStore>,
     ) -> Self {
-        Self { postbacks, touches, logs, queue, clock: None }
+        Self { postbacks, touches, logs, queue, control, clock: None }
     }
 
     /// Now on the adapters' time, in whole milliseconds.
@@ -85,6 +87,7 @@ impl AdapterFactory for MemoryFactory {
             touches: memory.touches,
             logs: memory.logs,
             queue: memory.queue,
+            control: memory.control,
             clock: Some(clock),
         }
     }

@@ -29,6 +29,8 @@ fn adapters(store: &EmbeddedStore) -> Adapters {
         Arc::new(store.clone()),
         Arc::new(store.clone()),
         Arc::new(store.clone()),
+        // SKELETON: the embedded ControlStore replaces this.
+        Arc::new(postback::adapters::memory::MemoryControlStore::new()),
     )
 }
 

@@ -5,6 +5,7 @@
 //! runs on them too (`tests/it/contract_memory.rs`), so they cannot drift from the real
 //! adapters.
 
+mod control;
 mod logs;
 mod postbacks;
 mod queue;
@@ -15,6 +16,7 @@ mod touches;
 use std::sync::Arc;
 use std::time::Duration;
 
+pub use control::{next_slot, MemoryControlStore};
 pub use logs::MemoryLogStore;
 pub use postbacks::MemoryPostbackStore;
 pub use queue::MemoryQueue;
@@ -51,6 +53,7 @@ pub struct MemoryAdapters {
     pub touches: Arc<MemoryTouchStore>,
     pub logs: Arc<MemoryLogStore>,
     pub queue: Arc<MemoryQueue>,
+    pub control: Arc<MemoryControlStore>,
 }
 
 impl MemoryAdapters {
@@ -62,6 +65,7 @@ impl MemoryAdapters {
             postbacks: Arc::new(MemoryPostbackStore::new()),
             touches: Arc::new(MemoryTouchStore::new(timer.clone(), options.retention)),
             queue: Arc::new(MemoryQueue::new(timer, options.lease, delivered)),
+            control: Arc::new(MemoryControlStore::new()),
             logs,
             clock,
         }

@@ -31,6 +31,7 @@ fn app() -> axum::Router {
         touches: memory.touches.clone(),
         logs: memory.logs.clone(),
         queue: memory.queue.clone(),
+        control: memory.control.clone(),
         sender: Arc::new(ScriptedSender::with_clock(clock.clone())),
         clock,
         jitter: Arc::new(FixedJitter(0.5)),

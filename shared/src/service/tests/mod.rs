@@ -67,6 +67,7 @@ impl World {
             touches: memory.touches.clone(),
             logs: memory.logs.clone(),
             queue: memory.queue.clone(),
+            control: memory.control.clone(),
             sender: sender.clone(),
             clock: clock.clone(),
             jitter,

@@ -1,0 +1,108 @@
+//! `ControlStore` in maps behind one mutex (so every operation is atomic, as the real
+//! adapters' conditional writes are).
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Mutex, PoisonError};
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+
+use crate::domain::breaker::Breaker;
+use crate::domain::firing::Firing;
+use crate::ports::{ControlStore, StoreResult, StoredBreaker};
+
+#[derive(Debug, Default)]
+pub struct MemoryControlStore {
+    state: Mutex<State>,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    breakers: HashMap<String, StoredBreaker>,
+    /// Per postback, held firings keyed by (queued_at, delivery_id) = their order.
+    held: HashMap<String, BTreeMap<(DateTime<Utc>, String), Firing>>,
+    /// Per postback: the latest second with a slot taken and how many were taken in it.
+    slots: HashMap<String, (i64, u32)>,
+}
+
+impl MemoryControlStore {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+#[async_trait]
+impl ControlStore for MemoryControlStore {
+    async fn breaker(&self, postback_id: &str) -> StoreResult<Option<StoredBreaker>> {
+        Ok(self.state().breakers.get(postback_id).cloned())
+    }
+
+    async fn put_breaker(&self, postback_id: &str, breaker: &Breaker, expected: Option<u64>) -> StoreResult<bool> {
+        let mut state = self.state();
+        let current = state.breakers.get(postback_id).map(|s| s.version);
+        if current != expected {
+            return Ok(false);
+        }
+        let version = expected.map_or(1, |v| v + 1);
+        state.breakers.insert(postback_id.to_string(), StoredBreaker { breaker: breaker.clone(), version });
+        Ok(true)
+    }
+
+    async fn hold(&self, firings: &[Firing]) -> StoreResult<()> {
+        let mut state = self.state();
+        for firing in firings {
+            let held = state.held.entry(firing.postback_id.clone()).or_default();
+            // The same delivery id held again replaces the earlier copy, wherever it sorts.
+            held.retain(|(_, id), _| id != &firing.delivery_id);
+            held.insert((firing.queued_at, firing.delivery_id.clone()), firing.clone());
+        }
+        Ok(())
+    }
+
+    async fn held(&self, postback_id: &str, max: usize) -> StoreResult<Vec<Firing>> {
+        Ok(self.state().held.get(postback_id).map(|h| h.values().take(max).cloned().collect()).unwrap_or_default())
+    }
+
+    async fn unhold(&self, postback_id: &str, delivery_ids: &[String]) -> StoreResult<()> {
+        if let Some(held) = self.state().held.get_mut(postback_id) {
+            held.retain(|(_, id), _| !delivery_ids.contains(id));
+        }
+        Ok(())
+    }
+
+    async fn held_count(&self, postback_id: &str) -> StoreResult<u64> {
+        Ok(self.state().held.get(postback_id).map_or(0, |h| h.len() as u64))
+    }
+
+    async fn take_slot(&self, postback_id: &str, from_second: i64, limit: u32) -> StoreResult<i64> {
+        let mut state = self.state();
+        let slot = state.slots.entry(postback_id.to_string()).or_insert((i64::MIN, 0));
+        *slot = next_slot(*slot, from_second, limit.max(1));
+        Ok(slot.0)
+    }
+
+    async fn forget(&self, postback_id: &str) -> StoreResult<()> {
+        let mut state = self.state();
+        state.breakers.remove(postback_id);
+        state.held.remove(postback_id);
+        state.slots.remove(postback_id);
+        Ok(())
+    }
+}
+
+/// The slot cursor after taking one: seconds before the cursor are full or past, so the
+/// first second at or after `from` with room is the cursor (if it has room and is not
+/// past), the next one, or `from` itself.
+pub fn next_slot((second, taken): (i64, u32), from: i64, limit: u32) -> (i64, u32) {
+    if second < from {
+        (from, 1)
+    } else if taken < limit {
+        (second, taken + 1)
+    } else {
+        (second + 1, 1)
+    }
+}
