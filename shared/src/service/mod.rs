@@ -1,6 +1,7 @@
 //! Use cases: ingest, postback configuration, dispatch. They drive the domain through the
 //! ports and know nothing of HTTP frameworks or AWS.
 
+pub mod alerts;
 mod catalog;
 pub mod config_api;
 mod dispatch;
