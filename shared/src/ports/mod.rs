@@ -188,13 +188,16 @@ pub trait ControlStore: Send + Sync {
     /// another writer got there first: re-read and decide again.
     async fn put_breaker(&self, postback_id: &str, breaker: &Breaker, expected: Option<u64>) -> StoreResult<bool>;
     /// Durably keep firings held by an open breaker (each under its postback), until
-    /// `unhold`. Holding a firing again (same postback and delivery id) replaces it.
+    /// `unhold`. When this returns `Ok` they survive a crash. Holding the same firing
+    /// again (same postback, `queued_at` and delivery id: a redelivered message) keeps
+    /// one copy.
     async fn hold(&self, firings: &[Firing]) -> StoreResult<()>;
     /// Up to `max` of a postback's held firings, oldest first: by `queued_at`, then
     /// delivery id.
     async fn held(&self, postback_id: &str, max: usize) -> StoreResult<Vec<Firing>>;
-    /// Forget held firings (after they were queued again). Unknown ids are ignored.
-    async fn unhold(&self, postback_id: &str, delivery_ids: &[String]) -> StoreResult<()>;
+    /// Forget held firings (as `held` returned them, after they were queued again).
+    /// Ones not held are ignored.
+    async fn unhold(&self, firings: &[Firing]) -> StoreResult<()>;
     /// How many firings a postback has held.
     async fn held_count(&self, postback_id: &str) -> StoreResult<u64>;
     /// Take one request slot of a rate-limited postback: in the first UTC second (unix

@@ -56,8 +56,6 @@ impl ControlStore for MemoryControlStore {
         let mut state = self.state();
         for firing in firings {
             let held = state.held.entry(firing.postback_id.clone()).or_default();
-            // The same delivery id held again replaces the earlier copy, wherever it sorts.
-            held.retain(|(_, id), _| id != &firing.delivery_id);
             held.insert((firing.queued_at, firing.delivery_id.clone()), firing.clone());
         }
         Ok(())
@@ -67,9 +65,12 @@ impl ControlStore for MemoryControlStore {
         Ok(self.state().held.get(postback_id).map(|h| h.values().take(max).cloned().collect()).unwrap_or_default())
     }
 
-    async fn unhold(&self, postback_id: &str, delivery_ids: &[String]) -> StoreResult<()> {
-        if let Some(held) = self.state().held.get_mut(postback_id) {
-            held.retain(|(_, id), _| !delivery_ids.contains(id));
+    async fn unhold(&self, firings: &[Firing]) -> StoreResult<()> {
+        let mut state = self.state();
+        for firing in firings {
+            if let Some(held) = state.held.get_mut(&firing.postback_id) {
+                held.remove(&(firing.queued_at, firing.delivery_id.clone()));
+            }
         }
         Ok(())
     }
