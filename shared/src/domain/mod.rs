@@ -20,6 +20,7 @@ pub mod redact;
 pub mod render;
 pub mod rules;
 pub mod signing;
+pub mod slot;
 pub mod stats;
 pub mod template;
 

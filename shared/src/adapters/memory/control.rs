@@ -9,6 +9,7 @@ use chrono::{DateTime, Utc};
 
 use crate::domain::breaker::Breaker;
 use crate::domain::firing::Firing;
+pub use crate::domain::slot::next_slot;
 use crate::ports::{ControlStore, StoreResult, StoredBreaker};
 
 #[derive(Debug, Default)]
@@ -92,18 +93,5 @@ impl ControlStore for MemoryControlStore {
         state.held.remove(postback_id);
         state.slots.remove(postback_id);
         Ok(())
-    }
-}
-
-/// The slot cursor after taking one: seconds before the cursor are full or past, so the
-/// first second at or after `from` with room is the cursor (if it has room and is not
-/// past), the next one, or `from` itself.
-pub fn next_slot((second, taken): (i64, u32), from: i64, limit: u32) -> (i64, u32) {
-    if second < from {
-        (from, 1)
-    } else if taken < limit {
-        (second, taken + 1)
-    } else {
-        (second + 1, 1)
     }
 }

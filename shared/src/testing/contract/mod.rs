@@ -20,11 +20,13 @@ use std::time::Duration;
 
 use super::Adapters;
 
+mod control;
 mod logs;
 mod postbacks;
 mod queue;
 mod touches;
 
+pub use control::*;
 pub use logs::*;
 pub use postbacks::*;
 pub use queue::*;
@@ -81,6 +83,16 @@ macro_rules! __contract_check_lists {
                 queue_delivered_firing_is_not_fired_again,
                 queue_batch_of_250_received_exactly_once,
                 queue_depth_counts_queued_firings,
+                control_breaker_first_write_is_version_1,
+                control_breaker_stale_write_changes_nothing,
+                control_breaker_concurrent_writers_one_wins,
+                control_breakers_of_many_postbacks,
+                control_held_in_order_per_postback,
+                control_rehold_keeps_one_copy,
+                control_held_paging_by_unhold,
+                control_take_slot_per_second,
+                control_take_slot_concurrent_takers,
+                control_forget_clears_all,
             ]
             enqueue_dedupe: [
                 queue_duplicate_enqueue_is_one_message,
