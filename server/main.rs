@@ -52,8 +52,7 @@ async fn main() -> anyhow::Result<()> {
         touches: store.clone(),
         logs: store.clone(),
         queue: store.clone(),
-        // SKELETON: the embedded ControlStore replaces this.
-        control: Arc::new(postback::adapters::memory::MemoryControlStore::new()),
+        control: store.clone(),
         sender: Arc::new(sender),
         clock: Arc::new(SystemClock),
         jitter: Arc::new(RandomJitter),

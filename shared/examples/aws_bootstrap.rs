@@ -94,6 +94,7 @@ fn print_env(names: &ResourceNames) {
         (env::POSTBACKS_TABLE, names.postbacks_table.clone()),
         (env::TOUCHES_TABLE, names.touches_table.clone()),
         (env::LOGS_TABLE, names.logs_table.clone()),
+        (env::CONTROL_TABLE, names.control_table.clone()),
         (env::QUEUE_URL, names.queue_url.clone()),
         (env::QUEUE_ARN, names.queue_arn.clone()),
         (env::SCHEDULE_GROUP, names.schedule_group.clone()),

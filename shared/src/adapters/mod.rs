@@ -11,6 +11,5 @@ pub mod embedded;
 #[cfg(feature = "aws")]
 pub mod aws;
 
-// SKELETON: ungated so the local server and the Lambdas can wire MemoryControlStore until
-// the embedded and AWS ControlStore adapters exist. Restore `#[cfg(any(test, feature = "testing"))]`.
+#[cfg(any(test, feature = "testing"))]
 pub mod memory;

@@ -159,8 +159,7 @@ impl LambdaApp {
             touches: adapters.touches,
             logs: adapters.logs,
             queue: Arc::new(EventSourceQueue::new(adapters.queue.clone())),
-            // SKELETON: the DynamoDB ControlStore replaces this.
-            control: Arc::new(crate::adapters::memory::MemoryControlStore::new()),
+            control: adapters.control,
             sender: Arc::new(sender),
             clock: Arc::new(SystemClock),
             jitter: Arc::new(RandomJitter),

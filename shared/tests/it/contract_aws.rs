@@ -23,7 +23,9 @@ use postback::domain::event::{Event, EventType, Status, StatusKey};
 use postback::domain::firing::Firing;
 use postback::domain::log::{Cursor, LogColumn, LogEntry, LogFilter, LogOp, LogPredicate, Outcome};
 use postback::domain::postback::Postback;
-use postback::ports::{FiringQueue, Leased, LogStore, PostbackStore, StoreError, TouchRecord, TouchStore};
+use postback::ports::{
+    ControlStore, FiringQueue, Leased, LogStore, PostbackStore, StoreError, TouchRecord, TouchStore,
+};
 use postback::testing::{contract, AdapterFactory, Adapters};
 
 /// The queue lease in these tests (the contract suite's `contract::LEASE`).
@@ -70,7 +72,7 @@ impl AdapterFactory for AwsFactory {
         let name = format!("c{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
         let f = fixture(&name, |_| {}).await;
         let queue = Arc::new(queue_with(&f, |_| {}));
-        Adapters::real_time(f.adapters.postbacks, f.adapters.touches, f.adapters.logs, queue, Arc::new(postback::adapters::memory::MemoryControlStore::new()))
+        Adapters::real_time(f.adapters.postbacks, f.adapters.touches, f.adapters.logs, queue, f.adapters.control)
     }
 }
 
@@ -751,6 +753,7 @@ async fn an_unreachable_endpoint_is_unavailable_quickly() {
         postbacks_table: "p".into(),
         touches_table: "t".into(),
         logs_table: "l".into(),
+        control_table: "c".into(),
         queue_url: format!("http://127.0.0.1:{closed}/000000000000/q"),
         queue_arn: "arn:aws:sqs:us-east-1:000000000000:q".into(),
         dead_letter_queue_arn: None,
@@ -771,4 +774,6 @@ async fn an_unreachable_endpoint_is_unavailable_quickly() {
     quick(adapters.logs.record_delivered(&log_entry(Utc::now(), "p", "t", Outcome::Delivered))).await;
     quick(adapters.queue.enqueue(&[firing("d", Utc::now())])).await;
     quick(adapters.queue.enqueue(&[firing("d", Utc::now() + chrono::Duration::days(1))])).await;
+    quick(adapters.control.breaker("p")).await;
+    quick(adapters.control.take_slot("p", Utc::now().timestamp(), 10)).await;
 }

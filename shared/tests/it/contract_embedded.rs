@@ -13,10 +13,13 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use chrono::Utc;
 use postback::adapters::embedded::{Durability, EmbeddedOptions, EmbeddedStore, StoreTuning};
+use postback::domain::breaker::{Breaker, BreakerState};
 use postback::domain::event::{EventType, StatusKey};
 use postback::domain::firing::Firing;
 use postback::domain::log::{LogFilter, Outcome};
-use postback::ports::{FiringQueue, LogStore, PostbackStore, StoreError, TouchRecord, TouchStore};
+use postback::ports::{
+    ControlStore, FiringQueue, LogStore, PostbackStore, StoreError, StoredBreaker, TouchRecord, TouchStore,
+};
 use postback::testing::{contract, fixtures, AdapterFactory, Adapters};
 
 fn options(lease: Duration) -> EmbeddedOptions {
@@ -29,8 +32,7 @@ fn adapters(store: &EmbeddedStore) -> Adapters {
         Arc::new(store.clone()),
         Arc::new(store.clone()),
         Arc::new(store.clone()),
-        // SKELETON: the embedded ControlStore replaces this.
-        Arc::new(postback::adapters::memory::MemoryControlStore::new()),
+        Arc::new(store.clone()),
     )
 }
 
@@ -120,6 +122,61 @@ async fn data_survives_close_and_reopen() {
     store.enqueue(&[fixtures::firing("d_delivered", fixtures::now())]).await.unwrap();
     assert!(store.receive(10).await.unwrap().is_empty(), "a delivered id stays delivered across reopen");
     assert_eq!(store.next_due().await.unwrap(), Some(due_later.due_at), "only the later firing is left");
+}
+
+/// Breakers and held firings are in the file: they survive closing and reopening (as
+/// after `kill -9`: every acknowledged write was committed). Slots are in memory only.
+/// A breaker row that no longer decodes is an error on read until a write replaces it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn control_state_survives_close_and_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = db_path(&dir);
+    let now = fixtures::now();
+    let open_breaker = Breaker {
+        state: BreakerState::Open,
+        consecutive_failures: 10,
+        opened_at: Some(now),
+        next_probe_at: Some(now + chrono::Duration::seconds(30)),
+        cooldown_ms: 30_000,
+        ..Breaker::default()
+    };
+    let held: Vec<Firing> = (0..3)
+        .map(|i| {
+            let mut f = fixtures::firing(&format!("d_held_{i}"), now);
+            f.queued_at = now + chrono::Duration::milliseconds(i);
+            f
+        })
+        .collect();
+    let second = now.timestamp();
+    {
+        let store = open(&path, Duration::from_secs(30));
+        assert!(store.put_breaker("pb_1", &Breaker::default(), None).await.unwrap());
+        assert!(store.put_breaker("pb_1", &open_breaker, Some(1)).await.unwrap());
+        assert!(store.put_breaker("pb_bad", &Breaker::default(), None).await.unwrap());
+        store.hold(&held).await.unwrap();
+        assert_eq!(store.take_slot("pb_1", second, 1).await.unwrap(), second);
+        store.close().await;
+    }
+    {
+        let raw = rusqlite::Connection::open(&path).unwrap();
+        raw.execute("UPDATE breakers SET body = '{\"state\": 1' WHERE postback_id = 'pb_bad'", []).unwrap();
+    }
+    let store = open(&path, Duration::from_secs(30));
+    assert_eq!(
+        store.breaker("pb_1").await.unwrap(),
+        Some(StoredBreaker { breaker: open_breaker.clone(), version: 2 }),
+        "the breaker and its version survive"
+    );
+    assert!(!store.put_breaker("pb_1", &Breaker::default(), Some(1)).await.unwrap(), "still at version 2");
+    assert_eq!(store.held("pb_1", 10).await.unwrap(), held, "held firings survive, in order");
+    assert_eq!(store.held_count("pb_1").await.unwrap(), 3);
+    assert_eq!(store.take_slot("pb_1", second, 1).await.unwrap(), second, "slots are not stored");
+
+    assert!(matches!(store.breaker("pb_bad").await, Err(StoreError::Corrupt(_))));
+    assert!(matches!(store.breakers(&["pb_bad".to_string()]).await, Err(StoreError::Corrupt(_))));
+    assert!(store.put_breaker("pb_bad", &open_breaker, Some(1)).await.unwrap(), "the version column still guards");
+    assert_eq!(store.breaker("pb_bad").await.unwrap().map(|b| b.version), Some(2), "a write replaces the bad row");
+    store.close().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -105,7 +105,7 @@ fn key_time(t: DateTime<Utc>) -> DateTime<Utc> {
 
 /// `fired_at` as the fixed-width text that sorts like the time:
 /// `2026-01-02T03:04:05.123456789Z`.
-fn time_key(t: DateTime<Utc>) -> String {
+pub(crate) fn time_key(t: DateTime<Utc>) -> String {
     key_time(t).to_rfc3339_opts(SecondsFormat::Nanos, true)
 }
 

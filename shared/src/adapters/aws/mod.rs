@@ -1,4 +1,4 @@
-//! AWS adapters: DynamoDB (postbacks, touches, logs), SQS + EventBridge Scheduler (the
+//! AWS adapters: DynamoDB (postbacks, touches, logs, delivery control), SQS + EventBridge Scheduler (the
 //! firing queue). The design (every access pattern and its key or index, why no Scan,
 //! how delays longer than SQS allows are scheduled) is in `docs/aws.md`.
 //!
@@ -7,6 +7,7 @@
 //! local emulator), read the resource names with [`ResourceNames::from_env`], and make
 //! the adapters with [`AwsAdapters::new`].
 
+mod control;
 mod error;
 mod item;
 mod logs;
@@ -24,6 +25,7 @@ use aws_config::retry::RetryConfig;
 use aws_config::timeout::TimeoutConfig;
 use aws_config::{BehaviorVersion, SdkConfig};
 
+pub use control::DynamoControlStore;
 pub use logs::{DynamoLogStore, ReadBound, LOG_SHARDS};
 pub use postbacks::DynamoPostbackStore;
 pub use queue::{
@@ -93,6 +95,7 @@ pub mod env {
     pub const POSTBACKS_TABLE: &str = "POSTBACKS_TABLE";
     pub const TOUCHES_TABLE: &str = "TOUCHES_TABLE";
     pub const LOGS_TABLE: &str = "LOGS_TABLE";
+    pub const CONTROL_TABLE: &str = "CONTROL_TABLE";
     pub const QUEUE_URL: &str = "QUEUE_URL";
     pub const QUEUE_ARN: &str = "QUEUE_ARN";
     pub const DEAD_LETTER_QUEUE_ARN: &str = "DEAD_LETTER_QUEUE_ARN";
@@ -106,6 +109,8 @@ pub struct ResourceNames {
     pub postbacks_table: String,
     pub touches_table: String,
     pub logs_table: String,
+    /// Breakers, held firings and rate-limit slot cursors.
+    pub control_table: String,
     pub queue_url: String,
     /// The target of the scheduler's one-time schedules.
     pub queue_arn: String,
@@ -133,6 +138,7 @@ impl ResourceNames {
             postbacks_table: required(env::POSTBACKS_TABLE)?,
             touches_table: required(env::TOUCHES_TABLE)?,
             logs_table: required(env::LOGS_TABLE)?,
+            control_table: required(env::CONTROL_TABLE)?,
             queue_url: required(env::QUEUE_URL)?,
             queue_arn: required(env::QUEUE_ARN)?,
             dead_letter_queue_arn: get(env::DEAD_LETTER_QUEUE_ARN)
@@ -144,13 +150,14 @@ impl ResourceNames {
     }
 }
 
-/// The four port implementations over one set of clients and resources.
+/// The five port implementations over one set of clients and resources.
 #[derive(Clone)]
 pub struct AwsAdapters {
     pub postbacks: Arc<DynamoPostbackStore>,
     pub touches: Arc<DynamoTouchStore>,
     pub logs: Arc<DynamoLogStore>,
     pub queue: Arc<SqsFiringQueue>,
+    pub control: Arc<DynamoControlStore>,
 }
 
 impl AwsAdapters {
@@ -161,6 +168,7 @@ impl AwsAdapters {
             touches: Arc::new(DynamoTouchStore::new(clients.dynamodb.clone(), &names.touches_table, retention)),
             logs: Arc::new(DynamoLogStore::new(clients.dynamodb.clone(), &names.logs_table, retention)),
             queue: Arc::new(SqsFiringQueue::new(clients, QueueSettings::from_names(names))),
+            control: Arc::new(DynamoControlStore::new(clients.dynamodb.clone(), &names.control_table)),
         }
     }
 }
@@ -176,6 +184,7 @@ mod tests {
             (env::POSTBACKS_TABLE, "p"),
             (env::TOUCHES_TABLE, "t"),
             (env::LOGS_TABLE, "l"),
+            (env::CONTROL_TABLE, "c"),
             (env::QUEUE_URL, "http://q"),
             (env::QUEUE_ARN, "arn:q"),
             (env::SCHEDULE_GROUP, "g"),
@@ -184,6 +193,7 @@ mod tests {
         .into();
         let names = ResourceNames::from_lookup(|k| vars.get(k).map(|v| v.to_string())).unwrap();
         assert_eq!(names.logs_table, "l");
+        assert_eq!(names.control_table, "c");
         assert_eq!(names.dead_letter_queue_arn, None);
         vars.insert(env::QUEUE_ARN, "  ");
         let err = ResourceNames::from_lookup(|k| vars.get(k).map(|v| v.to_string())).unwrap_err();

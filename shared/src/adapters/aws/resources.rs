@@ -86,7 +86,16 @@ pub const LOGS_TABLE: TableDef = TableDef {
     ttl_attribute: Some("expires_at"),
 };
 
-pub const TABLES: [TableDef; 3] = [POSTBACKS_TABLE, TOUCHES_TABLE, LOGS_TABLE];
+/// Delivery control: breakers, held firings and rate-limit slot cursors, each postback's
+/// under `breaker#` / `held#` / `slot#` + its id (`control.rs`); slot cursors expire.
+pub const CONTROL_TABLE: TableDef = TableDef {
+    logical_id: "ControlTable",
+    key: KeyDef { hash: "pk", range: Some("sk") },
+    indexes: &[],
+    ttl_attribute: Some("expires_at"),
+};
+
+pub const TABLES: [TableDef; 4] = [POSTBACKS_TABLE, TOUCHES_TABLE, LOGS_TABLE, CONTROL_TABLE];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct QueueDef {
@@ -119,6 +128,7 @@ pub struct ResourcePlan {
     pub postbacks_table: String,
     pub touches_table: String,
     pub logs_table: String,
+    pub control_table: String,
     pub queue_name: String,
     pub dead_letter_queue_name: String,
     pub schedule_group: String,
@@ -139,6 +149,7 @@ impl ResourcePlan {
             postbacks_table: format!("{prefix}-postbacks"),
             touches_table: format!("{prefix}-touches"),
             logs_table: format!("{prefix}-logs"),
+            control_table: format!("{prefix}-control"),
             queue_name: format!("{prefix}-firings"),
             dead_letter_queue_name: format!("{prefix}-firings-dlq"),
             schedule_group: format!("{prefix}-firings"),
@@ -158,6 +169,7 @@ pub async fn ensure_resources(clients: &AwsClients, plan: &ResourcePlan) -> Stor
         (&POSTBACKS_TABLE, &plan.postbacks_table),
         (&TOUCHES_TABLE, &plan.touches_table),
         (&LOGS_TABLE, &plan.logs_table),
+        (&CONTROL_TABLE, &plan.control_table),
     ];
     for (def, name) in tables {
         ensure_table(&clients.dynamodb, def, name, plan.ttl_enabled).await?;
@@ -182,6 +194,7 @@ pub async fn ensure_resources(clients: &AwsClients, plan: &ResourcePlan) -> Stor
         postbacks_table: plan.postbacks_table.clone(),
         touches_table: plan.touches_table.clone(),
         logs_table: plan.logs_table.clone(),
+        control_table: plan.control_table.clone(),
         queue_url,
         queue_arn,
         dead_letter_queue_arn: Some(dead_letter_arn),

@@ -8,11 +8,36 @@ use serde_yaml::value::TaggedValue;
 use serde_yaml::Value;
 
 use super::env;
-use super::resources::{KeyDef, TableDef, FIRING_QUEUE, SCHEDULER_ROLE_LOGICAL_ID, SCHEDULE_GROUP_LOGICAL_ID, TABLES};
+use super::resources::{
+    KeyDef, TableDef, CONTROL_TABLE, FIRING_QUEUE, SCHEDULER_ROLE_LOGICAL_ID, SCHEDULE_GROUP_LOGICAL_ID, TABLES,
+};
 use crate::entry::config::MAX_DELIVERY_TIMEOUT_MS;
 use crate::entry::lambda::STORE_MARGIN;
 
 const TEMPLATE: &str = include_str!("../../../../template.yaml");
+
+/// Dispatch makes every `ControlStore` call: breaker reads (GetItem) and conditional
+/// writes (PutItem), slot cursors (UpdateItem), hold (BatchWriteItem), release (Query,
+/// BatchWriteItem), forget (DeleteItem) of a postback deleted meanwhile.
+const DISPATCH_CONTROL_ACTIONS: &[&str] = &[
+    "dynamodb:BatchGetItem",
+    "dynamodb:BatchWriteItem",
+    "dynamodb:DeleteItem",
+    "dynamodb:GetItem",
+    "dynamodb:PutItem",
+    "dynamodb:Query",
+    "dynamodb:UpdateItem",
+];
+/// config-api: `health` (GetItem, BatchGetItem, Query count), resume (PutItem, Query,
+/// BatchWriteItem), delete (Query, BatchWriteItem). It takes no slots: no UpdateItem.
+const CONFIG_API_CONTROL_ACTIONS: &[&str] = &[
+    "dynamodb:BatchGetItem",
+    "dynamodb:BatchWriteItem",
+    "dynamodb:DeleteItem",
+    "dynamodb:GetItem",
+    "dynamodb:PutItem",
+    "dynamodb:Query",
+];
 
 fn tagged(tag: &str, value: &str) -> Value {
     Value::Tagged(Box::new(TaggedValue { tag: serde_yaml::value::Tag::new(tag), value: Value::String(value.into()) }))
@@ -163,12 +188,43 @@ fn check_template(text: &str) -> Vec<String> {
         expect(&format!("{function} binary {binary}"), metadata["BuildProperties"]["Binary"].as_str() == Some(binary));
     }
 
+    // Least privilege on the control table: what each function's ControlStore calls
+    // need (docs/aws.md), nothing through SAM's broad policy templates, and no Scan.
+    let control_arn = tagged("!GetAtt", &format!("{}.Arn", CONTROL_TABLE.logical_id));
+    let control_ref = tagged("!Ref", CONTROL_TABLE.logical_id);
+    for (function, wanted) in [
+        ("ConfigApiFunction", CONFIG_API_CONTROL_ACTIONS),
+        ("DispatchFunction", DISPATCH_CONTROL_ACTIONS),
+        ("IngestFunction", &[][..]),
+    ] {
+        let policies = resources[function]["Properties"]["Policies"].as_sequence().cloned().unwrap_or_default();
+        let mut granted = BTreeSet::new();
+        for policy in &policies {
+            let template_on_control = policy
+                .as_mapping()
+                .into_iter()
+                .flatten()
+                .any(|(name, args)| name.as_str() != Some("Statement") && args["TableName"] == control_ref);
+            expect(&format!("{function}: no SAM policy template on the control table"), !template_on_control);
+            for statement in policy["Statement"].as_sequence().into_iter().flatten() {
+                if statement["Resource"] == control_arn {
+                    for action in statement["Action"].as_sequence().into_iter().flatten() {
+                        granted.insert(action.as_str().unwrap_or_default().to_string());
+                    }
+                }
+            }
+        }
+        let wanted: BTreeSet<String> = wanted.iter().map(|a| (*a).to_string()).collect();
+        expect(&format!("{function}: control table actions {granted:?} != {wanted:?}"), granted == wanted);
+    }
+
     // The names the adapters read, from the resources above.
     let variables = &doc["Globals"]["Function"]["Environment"]["Variables"];
     let wiring = [
         (env::POSTBACKS_TABLE, tagged("!Ref", "PostbacksTable")),
         (env::TOUCHES_TABLE, tagged("!Ref", "TouchesTable")),
         (env::LOGS_TABLE, tagged("!Ref", "LogsTable")),
+        (env::CONTROL_TABLE, tagged("!Ref", "ControlTable")),
         (env::QUEUE_URL, tagged("!Ref", FIRING_QUEUE.logical_id)),
         (env::QUEUE_ARN, tagged("!GetAtt", &format!("{}.Arn", FIRING_QUEUE.logical_id))),
         (env::DEAD_LETTER_QUEUE_ARN, tagged("!GetAtt", &format!("{}.Arn", FIRING_QUEUE.dead_letter_logical_id))),
@@ -226,5 +282,12 @@ fn the_check_notices_a_difference() {
     assert_eq!(check_template(&changed), ["DeliveryTimeoutMs MaxValue 30000 (entry::config)"]);
     let changed = TEMPLATE.replace("Timeout: 60\n", "Timeout: 40\n");
     assert_eq!(check_template(&changed), ["dispatch Timeout > DeliveryTimeoutMs MaxValue + store margin"]);
+    let changed = TEMPLATE.replacen("                - dynamodb:UpdateItem\n", "", 1);
+    assert!(check_template(&changed).iter().any(|p| p.starts_with("DispatchFunction: control table actions")));
+    let changed = TEMPLATE.replace(
+        "        - DynamoDBCrudPolicy: { TableName: !Ref TouchesTable }\n",
+        "        - DynamoDBCrudPolicy: { TableName: !Ref TouchesTable }\n        - DynamoDBCrudPolicy: { TableName: !Ref ControlTable }\n",
+    );
+    assert_eq!(check_template(&changed), ["IngestFunction: no SAM policy template on the control table"]);
     assert!(!check_template("Resources: {}").is_empty());
 }

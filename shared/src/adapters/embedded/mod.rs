@@ -1,11 +1,12 @@
-//! Embedded (SQLite) adapters for the local server: postbacks, touches, logs and the
-//! firing queue with its timer, all in ONE database file, so an acknowledged event, its
+//! Embedded (SQLite) adapters for the local server: postbacks, touches, logs, the
+//! firing queue with its timer and delivery control (breakers, held firings), all in ONE database file, so an acknowledged event, its
 //! queued firings and their delivery markers share one durable store.
 //!
 //! Writes go through one writer thread that group-commits (see `writer`); reads go
 //! through a small pool of read-only connections (see `readers`). `EmbeddedStore` is a
-//! cheap handle (an `Arc`) implementing all four storage ports.
+//! cheap handle (an `Arc`) implementing all five storage ports.
 
+mod control;
 mod logs;
 mod postbacks;
 mod queue;
@@ -107,10 +108,12 @@ struct Core {
     notify: Arc<Notify>,
     options: EmbeddedOptions,
     path: PathBuf,
+    /// The breaker mirror and the rate-limit slots (`control.rs`).
+    control: control::ControlState,
 }
 
 /// The embedded store: one SQLite file, implementing `PostbackStore`, `TouchStore`,
-/// `LogStore` and `FiringQueue`. Clone it freely; all clones share one writer.
+/// `LogStore`, `FiringQueue` and `ControlStore`. Clone it freely; all clones share one writer.
 #[derive(Clone)]
 pub struct EmbeddedStore {
     core: Arc<Core>,
@@ -131,6 +134,7 @@ impl EmbeddedStore {
     pub fn open_with(path: &Path, options: EmbeddedOptions, tuning: StoreTuning) -> StoreResult<Self> {
         prepare_file(path)?;
         let write_conn = schema::open_writer(path, tuning.durability.pragma()).map_err(open_error)?;
+        let control = control::ControlState::load(&write_conn)?;
         let read_conns = (0..tuning.readers.max(1))
             .map(|_| schema::open_reader(path))
             .collect::<Result<Vec<Connection>, _>>()
@@ -149,6 +153,7 @@ impl EmbeddedStore {
                 notify,
                 options,
                 path: path.to_path_buf(),
+                control,
             }),
         })
     }

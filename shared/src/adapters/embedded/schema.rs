@@ -110,6 +110,23 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (postback_id, version)
     ) WITHOUT ROWID;
     ",
+    // 4: delivery control. A postback's breaker (the `Breaker` as JSON, and the version
+    // its conditional writes compare) and the firings its open breaker holds, in release
+    // order. Rate-limit slots are not stored (see `control.rs`).
+    "
+    CREATE TABLE breakers (
+        postback_id TEXT PRIMARY KEY NOT NULL,
+        version     INTEGER NOT NULL,
+        body        TEXT NOT NULL
+    ) WITHOUT ROWID;
+    CREATE TABLE held_firings (
+        postback_id  TEXT NOT NULL,
+        queued_at_ns INTEGER NOT NULL,
+        delivery_id  TEXT NOT NULL,
+        payload      TEXT NOT NULL,
+        PRIMARY KEY (postback_id, queued_at_ns, delivery_id)
+    ) WITHOUT ROWID;
+    ",
 ];
 
 /// The schema version this build writes.
