@@ -115,8 +115,9 @@ pub async fn control_breakers_of_many_postbacks(a: &Adapters) {
             written.insert(id, StoredBreaker { breaker: breaker(i), version: 1 });
         }
     }
-    assert!(c.put_breaker("pb_many_000", &open_breaker(a.now()), Some(1)).await.unwrap());
-    written.insert("pb_many_000".into(), StoredBreaker { breaker: open_breaker(a.now()), version: 2 });
+    let opened = open_breaker(a.now());
+    assert!(c.put_breaker("pb_many_000", &opened, Some(1)).await.unwrap());
+    written.insert("pb_many_000".into(), StoredBreaker { breaker: opened, version: 2 });
     let mut ids: Vec<String> = (0..105).map(|i| format!("pb_many_{i:03}")).collect();
     ids.push("pb_many_003".into());
     ids.push("pb_absent".into());
