@@ -364,3 +364,68 @@ async fn aws_calls_per_event_and_per_firing() {
     assert!(logs.values().all(|&s| s <= 4096), "{logs:?}");
     assert!(message < 64 * 1024, "one SQS billing chunk");
 }
+
+/// Percentiles of call durations, for the printed figures.
+fn latency_summary(mut samples: Vec<Duration>) -> String {
+    samples.sort();
+    let pick = |q: f64| samples[((samples.len() as f64 - 1.0) * q).round() as usize];
+    let mean = samples.iter().sum::<Duration>() / samples.len() as u32;
+    format!("mean {mean:.2?}, p50 {:.2?}, p99 {:.2?} (n = {})", pick(0.5), pick(0.99), samples.len())
+}
+
+/// The control table's calls: a breaker read is one GetItem; a rate-limit slot is one
+/// UpdateItem while a second fills (the cursor hint), two when the second is full (the
+/// failed check returns the cursor, so no extra read). Prints the latency of both
+/// against the emulator and the size of each item kind.
+#[tokio::test]
+async fn control_store_calls_per_slot_and_breaker_read() {
+    use postback::adapters::aws::DynamoControlStore;
+    use postback::ports::ControlStore;
+    require_emulators!();
+    let counter = CallCounter::default();
+    let (_, names) = resources("control-cost", |_| {}).await;
+    let clients = counted_clients(&counter).await;
+    let control = DynamoControlStore::new(clients.dynamodb.clone(), &names.control_table);
+    counter.take_all();
+
+    let breaker = postback::domain::breaker::Breaker { consecutive_failures: 3, ..Default::default() };
+    assert!(control.put_breaker("pb_read", &breaker, None).await.unwrap());
+    assert_eq!(counter.take_all(), calls(&[("DynamoDB PutItem", 1)]));
+    let mut reads = Vec::new();
+    for _ in 0..200 {
+        let started = std::time::Instant::now();
+        assert!(control.breaker("pb_read").await.unwrap().is_some());
+        reads.push(started.elapsed());
+    }
+    assert_eq!(counter.take_all(), calls(&[("DynamoDB GetItem", 200)]), "one GetItem per breaker read");
+
+    // A second far enough ahead that it does not change during the loop.
+    let second = chrono::Utc::now().timestamp() + 3_600;
+    let mut slots = Vec::new();
+    for _ in 0..200 {
+        let started = std::time::Instant::now();
+        assert_eq!(control.take_slot("pb_fill", second, 10_000).await.unwrap(), second);
+        slots.push(started.elapsed());
+    }
+    assert_eq!(counter.take_all(), calls(&[("DynamoDB UpdateItem", 200)]), "one UpdateItem per slot");
+
+    let mut taken = Vec::new();
+    for _ in 0..6 {
+        taken.push(control.take_slot("pb_roll", second, 2).await.unwrap());
+    }
+    assert_eq!(taken, [second, second, second + 1, second + 1, second + 2, second + 2]);
+    // 1 + 1, then for each full second one failed Add (returning the cursor) + one Next.
+    assert_eq!(counter.take_all(), calls(&[("DynamoDB UpdateItem", 8)]), "no extra read when a second is full");
+
+    let mut firing = postback::testing::fixtures::firing("d_sized", chrono::Utc::now());
+    firing.postback_id = "pb_read".into();
+    control.hold(std::slice::from_ref(&firing)).await.unwrap();
+    let sizes = item_sizes(&clients, &names.control_table, |item| {
+        s_attr(item, "pk").split('#').next().unwrap_or_default().to_string()
+    })
+    .await;
+    println!("breaker read (GetItem, consistent): {}", latency_summary(reads));
+    println!("take_slot (UpdateItem): {}", latency_summary(slots));
+    println!("control item sizes (bytes): {sizes:?}");
+    assert!(sizes.values().all(|&size| size < 1024), "each control write is one write unit: {sizes:?}");
+}
