@@ -292,7 +292,8 @@ impl ControlStore for DynamoControlStore {
         let mut items: BTreeMap<(String, String), Item> = BTreeMap::new();
         for firing in firings {
             let mut item = held_key(firing);
-            let id = (get_s(&item, PK).unwrap_or_default().to_string(), get_s(&item, SK).unwrap_or_default().to_string());
+            let id =
+                (get_s(&item, PK).unwrap_or_default().to_string(), get_s(&item, SK).unwrap_or_default().to_string());
             item.insert(DOC.to_string(), s(to_json(firing, "held firing")?));
             items.insert(id, item);
         }
@@ -335,7 +336,10 @@ impl ControlStore for DynamoControlStore {
             .iter()
             .map(|f| {
                 let key = held_key(f);
-                ((get_s(&key, PK).unwrap_or_default().to_string(), get_s(&key, SK).unwrap_or_default().to_string()), key)
+                (
+                    (get_s(&key, PK).unwrap_or_default().to_string(), get_s(&key, SK).unwrap_or_default().to_string()),
+                    key,
+                )
             })
             .collect();
         batch_delete(&self.client, &self.table, keys.into_values().collect()).await

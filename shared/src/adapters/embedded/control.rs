@@ -47,7 +47,8 @@ impl ControlState {
     /// Every stored breaker, read with the write connection before the writer starts.
     pub(crate) fn load(conn: &Connection) -> rusqlite::Result<Self> {
         let mut stmt = conn.prepare("SELECT postback_id, version, body FROM breakers")?;
-        let rows = stmt.query_map([], |row| Ok((row.get::<_, String>(0)?, row.get::<_, i64>(1)?, row.get::<_, String>(2)?)))?;
+        let rows =
+            stmt.query_map([], |row| Ok((row.get::<_, String>(0)?, row.get::<_, i64>(1)?, row.get::<_, String>(2)?)))?;
         let mut breakers = HashMap::new();
         for row in rows {
             let (id, version, body) = row?;
