@@ -251,6 +251,47 @@ mod tests {
         assert_eq!(saved, 0);
     }
 
+    /// A version-3 file gets the (empty) delivery-control tables and keeps its rows.
+    #[test]
+    fn version_3_gets_the_control_tables() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db.sqlite");
+        let conn = Connection::open(&path).unwrap();
+        for step in &MIGRATIONS[..3] {
+            conn.execute_batch(step).unwrap();
+        }
+        conn.pragma_update(None, "user_version", 3).unwrap();
+        conn.execute("INSERT INTO postbacks (id, kind, body) VALUES ('pb', 'click', '{}')", []).unwrap();
+        drop(conn);
+        let conn = open_writer(&path, "FULL").unwrap();
+        let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0)).unwrap();
+        assert!(version >= 4);
+        for table in ["breakers", "held_firings"] {
+            let rows: i64 = conn.query_row(&format!("SELECT count(*) FROM {table}"), [], |r| r.get(0)).unwrap();
+            assert_eq!(rows, 0, "{table}");
+        }
+        let postbacks: i64 = conn.query_row("SELECT count(*) FROM postbacks", [], |r| r.get(0)).unwrap();
+        assert_eq!(postbacks, 1);
+    }
+
+    #[test]
+    fn held_firings_are_read_in_order_from_the_primary_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let conn = open_writer(&dir.path().join("db.sqlite"), "NORMAL").unwrap();
+        let plan: Vec<String> = conn
+            .prepare(
+                "EXPLAIN QUERY PLAN SELECT payload FROM held_firings WHERE postback_id = ?1 \
+                 ORDER BY queued_at_ns, delivery_id LIMIT 10",
+            )
+            .unwrap()
+            .query_map(["pb"], |r| r.get::<_, String>(3))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        assert!(plan.iter().all(|step| !step.contains("TEMP B-TREE")), "no sort step: {plan:?}");
+        assert!(plan.iter().any(|step| step.contains("PRIMARY KEY")), "plan: {plan:?}");
+    }
+
     #[test]
     fn the_queue_query_uses_the_visibility_index() {
         let dir = tempfile::tempdir().unwrap();
