@@ -8,6 +8,7 @@ use chrono::{DateTime, Utc};
 
 use crate::domain::condition::Condition;
 use crate::domain::delivery::SuccessRule;
+use crate::domain::alert::AlertKind;
 use crate::domain::event::{Event, EventType, Status};
 use crate::domain::firing::Firing;
 use crate::domain::log::{LogEntry, Outcome};
@@ -53,6 +54,7 @@ pub fn postback(id: &str, kind: EventType) -> Postback {
             body_not_contains: Some("error".into()),
             retry: true,
         }),
+        alerts: if kind == EventType::Alert { AlertKind::ALL.to_vec() } else { Vec::new() },
     }
 }
 
@@ -100,6 +102,7 @@ pub fn firing(delivery_id: &str, due_at: DateTime<Utc>) -> Firing {
         queued_at: now(),
         check_status: true,
         resend_of: None,
+        alert: None,
     }
 }
 

@@ -10,6 +10,7 @@ use chrono::{DateTime, Utc};
 use serde_json::{Map, Value};
 
 use super::{json_kind, present, unknown_field};
+use crate::domain::alert::{AlertContext, AlertKind};
 use crate::domain::condition::{Condition, MAX_CONDITIONS};
 use crate::domain::delivery::SuccessRule;
 use crate::domain::event::{Event, EventType};
@@ -20,6 +21,7 @@ use crate::domain::rules::postback::{
 };
 use crate::domain::signing::{Signing, SigningSecret};
 use crate::domain::ValidationError;
+use crate::service::config_api::Sample;
 
 const FIELDS: &[&str] = &[
     "name",
@@ -40,6 +42,7 @@ const FIELDS: &[&str] = &[
     "signing_secret",
     "conditions",
     "success_rule",
+    "alerts",
 ];
 /// Server-assigned; accepted and ignored so a client can PUT back what it GOT.
 const READ_ONLY_FIELDS: &[&str] = &["id", "created_at", "updated_at", "version"];
@@ -52,7 +55,11 @@ const READ_ONLY_FIELDS: &[&str] = &["id", "created_at", "updated_at", "version"]
 /// trimmed; `method` is case-insensitive (stored upper case); scope lists accept integer
 /// ids and drop duplicates; `fire_on` is accepted but ignored for impression and click
 /// postbacks; an empty `rejection_reasons` / `event_names` list is stored as none;
-/// `Content-Type` and connection-managed headers cannot be set in `headers`.
+/// `Content-Type` and connection-managed headers cannot be set in `headers`. Alert
+/// postbacks: `alerts` defaults to all three kinds (stored explicitly), a kind listed
+/// twice counts once; the fields about tracker events (`offers`, `publishers`, `fire_on`,
+/// `rejection_reasons`, `event_names`, `delay_seconds`, `conditions`) are refused with a
+/// value other than their default (the defaults are accepted, so a GET can be PUT back).
 pub fn spec_from_json(value: &Value) -> Result<PostbackSpec, ValidationError> {
     let object = value.as_object().ok_or_else(|| ValidationError::invalid("", "a postback must be a JSON object"))?;
     if let Some(unknown) =
@@ -65,8 +72,10 @@ pub fn spec_from_json(value: &Value) -> Result<PostbackSpec, ValidationError> {
     rules::name(name)?;
 
     let kind_text = required_string(object, "type")?;
-    let kind = EventType::parse(kind_text)
-        .ok_or_else(|| ValidationError::invalid("type", "type must be one of impression, click, conversion, event"))?;
+    let kind = EventType::parse(kind_text).ok_or_else(|| {
+        ValidationError::invalid("type", "type must be one of impression, click, conversion, event, alert")
+    })?;
+    let alert = kind == EventType::Alert;
 
     let enabled = match present(object, "enabled") {
         None => true,
@@ -80,7 +89,13 @@ pub fn spec_from_json(value: &Value) -> Result<PostbackSpec, ValidationError> {
     };
 
     let offers = scope(object, "offers")?;
+    if alert && offers != Scope::All {
+        return Err(rules::not_for_alerts("offers"));
+    }
     let publishers = scope(object, "publishers")?;
+    if alert && publishers != Scope::All {
+        return Err(rules::not_for_alerts("publishers"));
+    }
 
     // Ignored for impression and click postbacks, which always fire.
     let fire_on = match optional_string(object, "fire_on")? {
@@ -93,6 +108,9 @@ pub fn spec_from_json(value: &Value) -> Result<PostbackSpec, ValidationError> {
             return Err(ValidationError::invalid("fire_on", "fire_on must be one of approved, pending, rejected, all"))
         }
     };
+    if alert && fire_on != FireOn::Approved {
+        return Err(rules::not_for_alerts("fire_on"));
+    }
 
     let rejection_reasons = string_list(object, "rejection_reasons", MAX_REJECTION_REASON_CHARS)?;
     if rejection_reasons.is_some() {
@@ -108,6 +126,9 @@ pub fn spec_from_json(value: &Value) -> Result<PostbackSpec, ValidationError> {
         Some(Value::Number(n)) => rules::delay_seconds(n.as_u64())?,
         Some(_) => rules::delay_seconds(None)?,
     };
+    if alert && delay_seconds != 0 {
+        return Err(rules::not_for_alerts("delay_seconds"));
+    }
 
     // Case-insensitive for convenience; stored upper case.
     let method = match optional_string(object, "method")? {
@@ -119,11 +140,11 @@ pub fn spec_from_json(value: &Value) -> Result<PostbackSpec, ValidationError> {
     };
 
     let url_source = required_string(object, "url")?.trim();
-    let url_template = rules::url(url_source)?;
+    let url_template = rules::url(kind, url_source)?;
 
     let headers = match present(object, "headers") {
         None => Default::default(),
-        Some(Value::Object(map)) => rules::headers(map.iter().map(|(name, value)| {
+        Some(Value::Object(map)) => rules::headers(kind, map.iter().map(|(name, value)| {
             let source = match value {
                 Value::String(source) => Ok(source.as_str()),
                 other => Err(ValidationError::invalid(
@@ -150,7 +171,7 @@ pub fn spec_from_json(value: &Value) -> Result<PostbackSpec, ValidationError> {
     };
 
     let body_source = optional_string(object, "body")?.filter(|b| !b.is_empty());
-    let body_template = body_source.map(|b| rules::body(method, b)).transpose()?;
+    let body_template = body_source.map(|b| rules::body(kind, method, b)).transpose()?;
 
     rules::check_rendering(kind, name, &url_template, &headers, body_template.as_ref(), content_type)?;
 
@@ -167,7 +188,11 @@ pub fn spec_from_json(value: &Value) -> Result<PostbackSpec, ValidationError> {
     };
     rules::signing(signing, &signing_secret, &url_template, &headers, body_template.as_ref())?;
     let conditions = conditions(object)?;
+    if alert && !conditions.is_empty() {
+        return Err(rules::not_for_alerts("conditions"));
+    }
     let success_rule = success_rule(object)?;
+    let alerts = alerts(object, kind)?;
 
     Ok(PostbackSpec {
         name: name.to_string(),
@@ -188,7 +213,33 @@ pub fn spec_from_json(value: &Value) -> Result<PostbackSpec, ValidationError> {
         signing_secret,
         conditions,
         success_rule,
+        alerts,
     })
+}
+
+/// `alerts`: alert postbacks only; absent: all three kinds (stored explicitly, so the
+/// postback shows what it fires on).
+fn alerts(object: &Map<String, Value>, kind: EventType) -> Result<Vec<AlertKind>, ValidationError> {
+    let Some(value) = present(object, "alerts") else {
+        return Ok(if kind == EventType::Alert { AlertKind::ALL.to_vec() } else { Vec::new() });
+    };
+    rules::alerts_apply(kind)?;
+    let Value::Array(items) = value else {
+        return Err(ValidationError::invalid(
+            "alerts",
+            format!(
+                "alerts must be a list of breaker_opened, breaker_closed, firing_failed, not {}",
+                json_kind(value)
+            ),
+        ));
+    };
+    rules::alerts(items.iter().enumerate().map(|(i, item)| match item {
+        Value::String(s) => Ok(s.trim().to_string()),
+        other => Err(ValidationError::invalid(
+            format!("alerts[{i}]"),
+            format!("an alert must be a string, not {}", json_kind(other)),
+        )),
+    }))
 }
 
 /// `conditions`: an optional list of `{"field", "op", "value"}` objects; errors name
@@ -347,6 +398,48 @@ fn string_list(
         }),
         max_chars,
     )
+}
+
+/// What preview/test render: for an alert postback a sample alert (see [`sample_alert`]),
+/// for any other the [`sample_event`].
+pub fn sample(postback: &Postback, overrides: Option<&Value>, received_at: DateTime<Utc>) -> Result<Sample, ValidationError> {
+    if postback.kind == EventType::Alert {
+        let alert = sample_alert(postback, overrides)?;
+        return Ok(Sample { event: alert.event(received_at), alert: Some(alert) });
+    }
+    sample_event(postback, overrides, received_at).map(Sample::from)
+}
+
+/// The sample alert of an alert postback's preview/test: nothing (or `{}`) for the kind
+/// of [`AlertKind::sample_for`], or `{"alert": "<kind>"}` for another. An alert has no
+/// tracker event, so no event field may be given (400 naming it).
+pub fn sample_alert(postback: &Postback, overrides: Option<&Value>) -> Result<AlertContext, ValidationError> {
+    let fields = match overrides {
+        None | Some(Value::Null) => return Ok(AlertContext::sample(AlertKind::sample_for(&postback.alerts))),
+        Some(Value::Object(fields)) => fields,
+        Some(other) => {
+            return Err(ValidationError::invalid(
+                "",
+                format!("the preview/test body of an alert postback must be an object such as {{\"alert\": \"firing_failed\"}}, not {}", json_kind(other)),
+            ))
+        }
+    };
+    if let Some(unknown) = fields.keys().find(|k| k.as_str() != "alert") {
+        return Err(ValidationError::invalid(
+            unknown,
+            format!(
+                "an alert postback is previewed and tested with a sample alert, not an event: \
+                 only \"alert\" (breaker_opened, breaker_closed or firing_failed) may be given, not {unknown}"
+            ),
+        ));
+    }
+    let kind = match optional_string(fields, "alert")? {
+        None => AlertKind::sample_for(&postback.alerts),
+        Some(text) => AlertKind::parse(text).ok_or_else(|| {
+            ValidationError::invalid("alert", "alert must be one of breaker_opened, breaker_closed, firing_failed")
+        })?,
+    };
+    Ok(AlertContext::sample(kind))
 }
 
 /// The sample event for preview/test: defaults suited to the postback, overridden by any
