@@ -274,3 +274,81 @@ pub fn sample_event<'k>(kind: EventType, param_keys: impl IntoIterator<Item = &'
 pub fn sample_time() -> DateTime<Utc> {
     DateTime::<Utc>::from_timestamp(1_714_564_800, 0).unwrap_or_default()
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+    use crate::domain::alert::AlertKind;
+    use crate::domain::template::{Encoding, Template};
+
+    fn ctx<'a>(event: &'a Event, alert: Option<&'a AlertContext>) -> MacroContext<'a> {
+        MacroContext { event, postback_id: "pb_chat", postback_name: "Chat", delivery_id: "d_1", attempt: 2, alert }
+    }
+
+    #[test]
+    fn alert_macros_take_the_alerts_values() {
+        let failed = AlertContext::sample(AlertKind::FiringFailed);
+        let event = failed.event(sample_time());
+        let c = ctx(&event, Some(&failed));
+        #[rustfmt::skip]
+        let cases = [
+            ("alert", Some("firing_failed")),
+            ("alert_message", Some(failed.message.as_str())),
+            ("alert_postback_id", Some("pb_sample_crm")),
+            ("alert_postback_name", Some("CRM \"Acme\" conversions")),
+            ("alert_url", Some(failed.url.as_str())),
+            ("transaction_id", Some("tx_5f2b9c1e7a")),
+            ("status_code", Some("400")),
+            ("error", Some("HTTP 400: client error, not retried")),
+            ("type", Some("alert")),
+            ("postback_id", Some("pb_chat")),
+            ("payout", None),
+        ];
+        for (name, want) in cases {
+            assert_eq!(c.value(name).as_deref(), want, "{name}");
+        }
+        let opened = AlertContext::sample(AlertKind::BreakerOpened);
+        let event = opened.event(sample_time());
+        let c = ctx(&event, Some(&opened));
+        for name in ["status_code", "error"] {
+            assert_eq!(c.value(name), None, "{name} is firing_failed's");
+        }
+        assert_eq!(c.value("transaction_id").as_deref(), Some(""));
+        // Not an alert firing: alert macros render empty.
+        let conversion = sample_event(EventType::Conversion, []);
+        assert_eq!(ctx(&conversion, None).value("alert_message"), None);
+    }
+
+    #[test]
+    fn hostile_alert_values_are_escaped_where_they_land() {
+        let mut alert = AlertContext::sample(AlertKind::FiringFailed);
+        alert.message = "a \"quote\",\nnew line, <script>x</script> \\ & é".into();
+        let event = alert.event(sample_time());
+        let c = ctx(&event, Some(&alert));
+        let body = Template::parse_for("{\"text\": \"{alert_message}\"}", EventType::Alert).unwrap();
+        let rendered = body.render(&c, Encoding::Json).unwrap();
+        let parsed: serde_json::Value = serde_json::from_str(&rendered).unwrap();
+        assert_eq!(parsed["text"], alert.message.as_str());
+        let url = Template::parse_for("https://chat.example/?m={alert_message}", EventType::Alert).unwrap();
+        let rendered = url.render(&c, Encoding::Url).unwrap();
+        assert_eq!(
+            rendered,
+            "https://chat.example/?m=a%20%22quote%22%2C%0Anew%20line%2C%20%3Cscript%3Ex%3C%2Fscript%3E%20%5C%20%26%20%C3%A9"
+        );
+        let header = Template::parse_for("{alert_message}", EventType::Alert).unwrap();
+        assert!(header.render(&c, Encoding::Header).is_err(), "a newline cannot go into a header");
+    }
+
+    #[test]
+    fn each_type_has_its_macro_set() {
+        assert!(MacroSet::Event.contains("payout") && MacroSet::Event.contains("params.goal"));
+        assert!(!MacroSet::Event.contains("alert_message") && !MacroSet::Event.contains("error"));
+        assert!(MacroSet::Alert.contains("alert_message") && MacroSet::Alert.contains("transaction_id"));
+        assert!(!MacroSet::Alert.contains("payout") && !MacroSet::Alert.contains("params.goal"));
+        assert_eq!(MacroSet::for_type(EventType::Alert), MacroSet::Alert);
+        assert_eq!(MacroSet::for_type(EventType::Event), MacroSet::Event);
+        assert!(ALERT_ONLY_MACROS.iter().all(|m| ALERT_MACROS.contains(m) && !KNOWN_MACROS.contains(m)));
+    }
+}

@@ -493,3 +493,134 @@ pub fn sample_event(
     }
     super::event::from_json(&sample, received_at).map_err(|e| e.within("event."))
 }
+
+#[cfg(test)]
+mod alert_tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use serde_json::json;
+
+    use super::*;
+
+    fn alert_postback() -> Value {
+        json!({"name": "Ops chat", "type": "alert", "method": "POST", "url": "https://chat.example/hook",
+               "body": "{\"text\": \"{alert_message}\"}"})
+    }
+
+    fn with(mut body: Value, field: &str, value: Value) -> Value {
+        body[field] = value;
+        body
+    }
+
+    fn conversion() -> Value {
+        json!({"name": "CRM", "type": "conversion", "method": "POST", "url": "https://crm.example/pb"})
+    }
+
+    fn refused(body: &Value) -> ValidationError {
+        spec_from_json(body).expect_err("should be refused")
+    }
+
+    #[test]
+    fn an_alert_postback_fires_on_every_alert_unless_told() {
+        let spec = spec_from_json(&alert_postback()).unwrap();
+        assert_eq!(spec.kind, EventType::Alert);
+        assert_eq!(spec.alerts, AlertKind::ALL, "the default is stored explicitly");
+        let spec = spec_from_json(&with(alert_postback(), "alerts", json!(["firing_failed", " breaker_opened", "firing_failed"])))
+            .unwrap();
+        assert_eq!(spec.alerts, [AlertKind::FiringFailed, AlertKind::BreakerOpened], "trimmed, a repeat counts once");
+        assert!(spec_from_json(&conversion()).unwrap().alerts.is_empty());
+    }
+
+    #[test]
+    fn the_alerts_field_names_what_is_wrong() {
+        #[rustfmt::skip]
+        let cases: Vec<(Value, &str, &str)> = vec![
+            (with(alert_postback(), "alerts", json!([])), "alerts", "at least one"),
+            (with(alert_postback(), "alerts", json!("firing_failed")), "alerts", "must be a list"),
+            (with(alert_postback(), "alerts", json!(["breaker_opened", "breaker_open"])), "alerts[1]", "unknown alert"),
+            (with(alert_postback(), "alerts", json!(["firing_failed", 3])), "alerts[1]", "must be a string"),
+            (with(conversion(), "alerts", json!(["firing_failed"])), "alerts", "only applies to postbacks of type alert"),
+            (with(conversion(), "alerts", json!([])), "alerts", "only applies"),
+        ];
+        for (body, field, message) in cases {
+            let err = refused(&body);
+            assert_eq!(err.field, field, "{body}: {}", err.message);
+            assert!(err.message.contains(message), "{body}: {}", err.message);
+        }
+    }
+
+    #[test]
+    fn fields_about_tracker_events_are_refused_on_alert_postbacks_but_their_defaults_pass() {
+        #[rustfmt::skip]
+        let cases: Vec<(&str, Value, Value)> = vec![
+            ("offers", json!(["o1"]), json!("all")),
+            ("publishers", json!(["p1"]), json!("all")),
+            ("fire_on", json!("rejected"), json!("approved")),
+            ("rejection_reasons", json!(["fraud"]), json!([])),
+            ("event_names", json!(["deposit"]), json!([])),
+            ("delay_seconds", json!(60), json!(0)),
+            ("conditions", json!([{"field": "transaction_id", "op": "exists"}]), json!([])),
+        ];
+        for (field, value, default) in cases {
+            let err = refused(&with(alert_postback(), field, value));
+            assert_eq!((err.code, err.field.as_str()), ("invalid", field), "{}", err.message);
+            assert!(spec_from_json(&with(alert_postback(), field, default)).is_ok(), "{field}: the default is accepted");
+        }
+    }
+
+    #[test]
+    fn a_postback_put_back_as_a_get_showed_it_is_accepted() {
+        let spec = spec_from_json(&alert_postback()).unwrap();
+        let shown = serde_json::to_value(spec.into_postback("pb_1".into(), Utc::now(), Utc::now())).unwrap();
+        assert_eq!(shown["type"], "alert");
+        assert_eq!(shown["alerts"], json!(["breaker_opened", "breaker_closed", "firing_failed"]));
+        assert!(spec_from_json(&shown).is_ok(), "{shown}");
+    }
+
+    #[test]
+    fn macros_are_checked_against_the_postbacks_type() {
+        #[rustfmt::skip]
+        let cases: Vec<(Value, &str, &str, &str)> = vec![
+            // (body, field, macro, words in the message)
+            (with(conversion(), "body", json!("{\"text\": \"{alert_message}\"}")), "body", "alert_message", "only for postbacks of type alert"),
+            (with(conversion(), "url", json!("https://crm.example/pb?s={status_code}")), "url", "status_code", "alert macro"),
+            (with(conversion(), "headers", json!({"X-Error": "{error}"})), "headers.X-Error", "error", "alert macro"),
+            (with(alert_postback(), "url", json!("https://chat.example/hook?p={payout}")), "url", "payout", "no tracker event"),
+            (with(alert_postback(), "body", json!("{\"s\": \"{sub1}\"}")), "body", "sub1", "no tracker event"),
+            (with(alert_postback(), "headers", json!({"X-Goal": "{params.goal}"})), "headers.X-Goal", "params.goal", "no tracker event"),
+            // Near misses are suggested from the type's own macros.
+            (with(alert_postback(), "body", json!("{\"t\": \"{alert_mesage}\"}")), "body", "alert_mesage", "did you mean {alert_message}?"),
+            (with(alert_postback(), "body", json!("{\"t\": \"{Alert}\"}")), "body", "Alert", "did you mean {alert}?"),
+            (with(conversion(), "url", json!("https://crm.example/pb?c={Sub5}")), "url", "Sub5", "did you mean {sub5}?"),
+            (with(conversion(), "url", json!("https://crm.example/pb?c={alert_mesage}")), "url", "alert_mesage", "unknown macro {alert_mesage}"),
+        ];
+        for (body, field, name, words) in cases {
+            let err = refused(&body);
+            assert_eq!((err.code, err.field.as_str()), ("unknown_macro", field), "{body}: {}", err.message);
+            assert!(err.message.contains(&format!("{{{name}}}")), "names the macro: {}", err.message);
+            assert!(err.message.contains(words), "{body}: {}", err.message);
+        }
+        // A conversion postback is never told to use an alert macro.
+        let err = refused(&with(conversion(), "url", json!("https://crm.example/pb?c={alert_mesage}")));
+        assert!(!err.message.contains("did you mean"), "{}", err.message);
+    }
+
+    #[test]
+    fn every_alert_macro_is_accepted_in_alert_postbacks() {
+        let body = crate::domain::macros::ALERT_MACROS
+            .iter()
+            .filter(|m| **m != "signature")
+            .map(|m| format!("\"{m}\": \"{{{m}}}\""))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let spec = spec_from_json(&with(alert_postback(), "body", json!(format!("{{{body}}}")))).unwrap();
+        assert!(spec.body.unwrap().contains("{alert_url}"));
+    }
+
+    #[test]
+    fn ingest_refuses_alert_events() {
+        let err = super::super::event::from_json(&json!({"type": "alert", "transaction_id": "T1"}), Utc::now()).unwrap_err();
+        assert_eq!(err.field, "type");
+        assert!(err.message.contains("raised by the postback manager"), "{}", err.message);
+    }
+}
