@@ -27,7 +27,11 @@ async fn alert_postbacks_through_the_api() {
     let id = api.create_postback(chat(&chat_sink.url("/ok/chat"))).await;
     let got = api.get(&format!("/postbacks/{id}")).await;
     assert_eq!((got.body["type"].as_str(), got.status), (Some("alert"), 200), "{}", got.body);
-    assert_eq!(got.body["alerts"], json!(["breaker_opened", "breaker_closed", "firing_failed"]), "the default, explicit");
+    assert_eq!(
+        got.body["alerts"],
+        json!(["breaker_opened", "breaker_closed", "firing_failed"]),
+        "the default, explicit"
+    );
     let put = api.admin(reqwest::Method::PUT, &format!("/postbacks/{id}"), Some(got.body.clone())).await;
     assert_eq!(put.status, 200, "a GET can be PUT back: {}", put.body);
     let listed = api.get("/postbacks?type=alert").await;
@@ -77,7 +81,9 @@ async fn a_failed_conversion_postback_alerts_the_chat_webhook() {
             "url": crm_sink.url("/status/400/crm?c={transaction_id}&key=s3cr3t")}))
         .await;
     let chat_id = api.create_postback(chat(&chat_sink.url("/ok/chat"))).await;
-    let r = api.ingest(json!({"type": "conversion", "transaction_id": "T-alert", "offer_id": "O1", "publisher_id": "P1"})).await;
+    let r = api
+        .ingest(json!({"type": "conversion", "transaction_id": "T-alert", "offer_id": "O1", "publisher_id": "P1"}))
+        .await;
     assert_eq!(r.status, 202, "{}", r.body);
 
     let failed = api.wait_logs(&format!("postback_id={crm}"), 1, WAIT, |e| e["outcome"] == "failed").await;

@@ -91,8 +91,11 @@ impl AlertContext {
     /// A plausible alert of `kind` (its postback name holds quotes, as real names may), for checking
     /// alert postbacks' templates at save time and for their preview and test.
     pub fn sample(kind: AlertKind) -> AlertContext {
-        let (postback_id, postback_name, url) =
-            ("pb_sample_crm", "CRM \"Acme\" conversions", "https://crm.example/postback?click=aff_click_9d8e7f&key=[REDACTED]");
+        let (postback_id, postback_name, url) = (
+            "pb_sample_crm",
+            "CRM \"Acme\" conversions",
+            "https://crm.example/postback?click=aff_click_9d8e7f&key=[REDACTED]",
+        );
         let failed = kind == AlertKind::FiringFailed;
         let message = match kind {
             AlertKind::BreakerOpened => format!(

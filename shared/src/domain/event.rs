@@ -22,7 +22,8 @@ impl EventType {
     pub const ALL: [EventType; 5] =
         [EventType::Impression, EventType::Click, EventType::Conversion, EventType::Event, EventType::Alert];
     /// The types a tracker reports (ingest refuses `alert`).
-    pub const TRACKED: [EventType; 4] = [EventType::Impression, EventType::Click, EventType::Conversion, EventType::Event];
+    pub const TRACKED: [EventType; 4] =
+        [EventType::Impression, EventType::Click, EventType::Conversion, EventType::Event];
     pub fn as_str(self) -> &'static str {
         match self {
             EventType::Impression => "impression",

@@ -6,9 +6,9 @@ use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
 
+use crate::domain::alert::AlertKind;
 use crate::domain::condition::Condition;
 use crate::domain::delivery::SuccessRule;
-use crate::domain::alert::AlertKind;
 use crate::domain::event::{Event, EventType, Status};
 use crate::domain::firing::Firing;
 use crate::domain::log::{LogEntry, Outcome};

@@ -53,7 +53,9 @@ async fn deliver_all(w: &World) -> Vec<String> {
         .sender
         .requests()
         .iter()
-        .map(|s| s.request.url.trim_start_matches(&format!("{CHAT}/")).split('?').next().unwrap_or_default().to_string())
+        .map(|s| {
+            s.request.url.trim_start_matches(&format!("{CHAT}/")).split('?').next().unwrap_or_default().to_string()
+        })
         .collect();
     paths.sort();
     paths
@@ -76,7 +78,10 @@ async fn each_kind_reaches_the_enabled_alert_postbacks_subscribed_to_it() {
         w.postback(chat("Off", "off", None, false)).await;
         raise(&w.app, &alert(kind, &about), "k1").await.unwrap();
         let queued = w.queued();
-        assert!(queued.iter().all(|f| f.attempt == 1 && f.due_at == w.now() && !f.check_status), "{kind:?}: {queued:?}");
+        assert!(
+            queued.iter().all(|f| f.attempt == 1 && f.due_at == w.now() && !f.check_status),
+            "{kind:?}: {queued:?}"
+        );
         assert_eq!(deliver_all(&w).await, expected, "{kind:?}");
     }
 }
@@ -100,7 +105,10 @@ async fn the_receiver_gets_the_rendered_alert_and_the_log_shows_type_alert() {
     );
 
     let entry = &w.logs()[0];
-    assert_eq!((entry.postback_id.as_str(), entry.kind, entry.outcome), (chat_id.as_str(), EventType::Alert, Outcome::Delivered));
+    assert_eq!(
+        (entry.postback_id.as_str(), entry.kind, entry.outcome),
+        (chat_id.as_str(), EventType::Alert, Outcome::Delivered)
+    );
     assert_eq!(entry.transaction_id, "T1", "a firing_failed alert's entry shows the failed firing's transaction");
     assert_eq!(entry.firing.as_ref().and_then(|f| f.alert.as_ref()).map(|a| a.kind), Some(AlertKind::FiringFailed));
 }
@@ -132,11 +140,16 @@ async fn hostile_alert_values_stay_inside_their_json_string_and_url_component() 
     deliver_all(&w).await;
 
     let sent = &w.sender.requests()[0].request;
-    let body: Value = serde_json::from_str(sent.body.as_deref().unwrap()).expect("valid JSON whatever the message holds");
+    let body: Value =
+        serde_json::from_str(sent.body.as_deref().unwrap()).expect("valid JSON whatever the message holds");
     assert_eq!(body["text"], hostile);
     assert_eq!(body["postback"], hostile);
     assert_eq!(body["error"], hostile);
-    assert_eq!(sent.url, format!("{CHAT}/ops?kind=firing_failed&about={about}%26evil%3D1"), "percent-encoded in the URL");
+    assert_eq!(
+        sent.url,
+        format!("{CHAT}/ops?kind=firing_failed&about={about}%26evil%3D1"),
+        "percent-encoded in the URL"
+    );
 }
 
 #[tokio::test]
@@ -175,7 +188,9 @@ async fn the_same_key_raises_once_and_another_key_again() {
 async fn tracker_events_never_fire_alert_postbacks() {
     let w = World::new();
     w.postback(chat("Ops chat", "ops", None, true)).await;
-    let result = w.ingest_one(json!({"type": "conversion", "transaction_id": "T1", "offer_id": "O1", "publisher_id": "P1"})).await;
+    let result = w
+        .ingest_one(json!({"type": "conversion", "transaction_id": "T1", "offer_id": "O1", "publisher_id": "P1"}))
+        .await;
     assert_eq!(result.matched, 0);
     assert!(w.queued().is_empty());
 }

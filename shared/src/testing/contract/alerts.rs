@@ -17,7 +17,9 @@ pub async fn alerts_round_trip(a: &Adapters) {
     assert_eq!(all, ["pb_alert", "pb_crm"], "listed with all");
 
     let mut entries = Vec::new();
-    for (kind, delivery_id) in [(AlertKind::FiringFailed, "d_alert_failed"), (AlertKind::BreakerOpened, "d_alert_opened")] {
+    for (kind, delivery_id) in
+        [(AlertKind::FiringFailed, "d_alert_failed"), (AlertKind::BreakerOpened, "d_alert_opened")]
+    {
         let alert = AlertContext::sample(kind);
         let mut firing = fixtures::firing(delivery_id, fixtures::now());
         firing.postback_id = chat.id.clone();

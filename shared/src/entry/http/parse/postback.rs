@@ -144,16 +144,19 @@ pub fn spec_from_json(value: &Value) -> Result<PostbackSpec, ValidationError> {
 
     let headers = match present(object, "headers") {
         None => Default::default(),
-        Some(Value::Object(map)) => rules::headers(kind, map.iter().map(|(name, value)| {
-            let source = match value {
-                Value::String(source) => Ok(source.as_str()),
-                other => Err(ValidationError::invalid(
-                    format!("headers.{name}"),
-                    format!("a header value must be a string, not {}", json_kind(other)),
-                )),
-            };
-            (name.as_str(), source)
-        }))?,
+        Some(Value::Object(map)) => rules::headers(
+            kind,
+            map.iter().map(|(name, value)| {
+                let source = match value {
+                    Value::String(source) => Ok(source.as_str()),
+                    other => Err(ValidationError::invalid(
+                        format!("headers.{name}"),
+                        format!("a header value must be a string, not {}", json_kind(other)),
+                    )),
+                };
+                (name.as_str(), source)
+            }),
+        )?,
         Some(other) => {
             return Err(ValidationError::invalid(
                 "headers",
@@ -227,10 +230,7 @@ fn alerts(object: &Map<String, Value>, kind: EventType) -> Result<Vec<AlertKind>
     let Value::Array(items) = value else {
         return Err(ValidationError::invalid(
             "alerts",
-            format!(
-                "alerts must be a list of breaker_opened, breaker_closed, firing_failed, not {}",
-                json_kind(value)
-            ),
+            format!("alerts must be a list of breaker_opened, breaker_closed, firing_failed, not {}", json_kind(value)),
         ));
     };
     rules::alerts(items.iter().enumerate().map(|(i, item)| match item {
@@ -402,7 +402,11 @@ fn string_list(
 
 /// What preview/test render: for an alert postback a sample alert (see [`sample_alert`]),
 /// for any other the [`sample_event`].
-pub fn sample(postback: &Postback, overrides: Option<&Value>, received_at: DateTime<Utc>) -> Result<Sample, ValidationError> {
+pub fn sample(
+    postback: &Postback,
+    overrides: Option<&Value>,
+    received_at: DateTime<Utc>,
+) -> Result<Sample, ValidationError> {
     if postback.kind == EventType::Alert {
         let alert = sample_alert(postback, overrides)?;
         return Ok(Sample { event: alert.event(received_at), alert: Some(alert) });
@@ -525,8 +529,12 @@ mod alert_tests {
         let spec = spec_from_json(&alert_postback()).unwrap();
         assert_eq!(spec.kind, EventType::Alert);
         assert_eq!(spec.alerts, AlertKind::ALL, "the default is stored explicitly");
-        let spec = spec_from_json(&with(alert_postback(), "alerts", json!(["firing_failed", " breaker_opened", "firing_failed"])))
-            .unwrap();
+        let spec = spec_from_json(&with(
+            alert_postback(),
+            "alerts",
+            json!(["firing_failed", " breaker_opened", "firing_failed"]),
+        ))
+        .unwrap();
         assert_eq!(spec.alerts, [AlertKind::FiringFailed, AlertKind::BreakerOpened], "trimmed, a repeat counts once");
         assert!(spec_from_json(&conversion()).unwrap().alerts.is_empty());
     }
@@ -564,7 +572,10 @@ mod alert_tests {
         for (field, value, default) in cases {
             let err = refused(&with(alert_postback(), field, value));
             assert_eq!((err.code, err.field.as_str()), ("invalid", field), "{}", err.message);
-            assert!(spec_from_json(&with(alert_postback(), field, default)).is_ok(), "{field}: the default is accepted");
+            assert!(
+                spec_from_json(&with(alert_postback(), field, default)).is_ok(),
+                "{field}: the default is accepted"
+            );
         }
     }
 
@@ -619,7 +630,8 @@ mod alert_tests {
 
     #[test]
     fn ingest_refuses_alert_events() {
-        let err = super::super::event::from_json(&json!({"type": "alert", "transaction_id": "T1"}), Utc::now()).unwrap_err();
+        let err =
+            super::super::event::from_json(&json!({"type": "alert", "transaction_id": "T1"}), Utc::now()).unwrap_err();
         assert_eq!(err.field, "type");
         assert!(err.message.contains("raised by the postback manager"), "{}", err.message);
     }
