@@ -13,10 +13,11 @@ export const MACROS = [
   "ip", "user_agent", "country", "timestamp", "unix_timestamp", "postback_id", "postback_name",
   "attempt", "delivery_id", "signature",
 ];
-// Alert postbacks' own macros (their templates take these and the firing's, not the event's).
+// Alert postbacks' own macros; their templates also take transaction_id (firing_failed),
+// type, timestamp, unix_timestamp, postback_id, postback_name, attempt, delivery_id, not
+// the event's values.
 export const ALERT_MACROS = [
-  "alert", "alert_message", "alert_postback_id", "alert_postback_name", "alert_url",
-  "transaction_id", "status_code", "error",
+  "alert", "alert_message", "alert_postback_id", "alert_postback_name", "alert_url", "status_code", "error",
 ];
 const TYPES = ["impression", "click", "conversion", "event", "alert"];
 const ALERT_KINDS = ["breaker_opened", "breaker_closed", "firing_failed"];
