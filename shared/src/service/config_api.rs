@@ -30,7 +30,10 @@ pub struct PostbackFilter {
 
 impl PostbackFilter {
     fn matches(&self, p: &Postback) -> bool {
-        self.kind.is_none_or(|k| k == p.kind)
+        // An alert postback fires for no offer or publisher, whatever its (default) scope.
+        let scoped = self.offer_id.is_some() || self.publisher_id.is_some();
+        !(scoped && p.kind == EventType::Alert)
+            && self.kind.is_none_or(|k| k == p.kind)
             && self.enabled.is_none_or(|e| e == p.enabled)
             && self.offer_id.as_deref().is_none_or(|o| p.offers.contains(Some(o)))
             && self.publisher_id.as_deref().is_none_or(|o| p.publishers.contains(Some(o)))

@@ -226,3 +226,18 @@ async fn preview_and_test_of_an_alert_postback_use_a_sample_alert() {
         assert_eq!(err.field, field, "{}", err.message);
     }
 }
+
+#[tokio::test]
+async fn alert_postbacks_are_listed_by_type_but_never_for_an_offer_or_publisher() {
+    use crate::service::config_api::PostbackFilter;
+    let w = World::new();
+    let about = crm(&w).await;
+    let chat_id = w.postback(chat("Ops chat", "ops", None, true)).await;
+    let ids = |list: Vec<crate::domain::postback::Postback>| list.into_iter().map(|p| p.id).collect::<Vec<_>>();
+    let by_type = PostbackFilter { kind: Some(EventType::Alert), ..Default::default() };
+    assert_eq!(ids(w.app.list_postbacks(&by_type).await.unwrap()), [chat_id.clone()]);
+    let for_offer = PostbackFilter { offer_id: Some("O1".into()), ..Default::default() };
+    assert_eq!(ids(w.app.list_postbacks(&for_offer).await.unwrap()), [about.clone()]);
+    let for_publisher = PostbackFilter { publisher_id: Some("P1".into()), ..Default::default() };
+    assert_eq!(ids(w.app.list_postbacks(&for_publisher).await.unwrap()), [about]);
+}
