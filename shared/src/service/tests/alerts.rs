@@ -235,9 +235,9 @@ async fn alert_postbacks_are_listed_by_type_but_never_for_an_offer_or_publisher(
     let chat_id = w.postback(chat("Ops chat", "ops", None, true)).await;
     let ids = |list: Vec<crate::domain::postback::Postback>| list.into_iter().map(|p| p.id).collect::<Vec<_>>();
     let by_type = PostbackFilter { kind: Some(EventType::Alert), ..Default::default() };
-    assert_eq!(ids(w.app.list_postbacks(&by_type).await.unwrap()), [chat_id.clone()]);
+    assert_eq!(ids(w.app.list_postbacks(&by_type).await.unwrap()), [chat_id.as_str()]);
     let for_offer = PostbackFilter { offer_id: Some("O1".into()), ..Default::default() };
-    assert_eq!(ids(w.app.list_postbacks(&for_offer).await.unwrap()), [about.clone()]);
+    assert_eq!(ids(w.app.list_postbacks(&for_offer).await.unwrap()), [about.as_str()]);
     let for_publisher = PostbackFilter { publisher_id: Some("P1".into()), ..Default::default() };
-    assert_eq!(ids(w.app.list_postbacks(&for_publisher).await.unwrap()), [about]);
+    assert_eq!(ids(w.app.list_postbacks(&for_publisher).await.unwrap()), [about.as_str()]);
 }
