@@ -203,6 +203,7 @@ fn bench_render(c: &mut Criterion) {
         postback_name: "CRM webhook",
         delivery_id: "d_0123456789abcdef0123456789abcdef",
         attempt: 1,
+        alert: None,
     };
     let mut group = c.benchmark_group("render");
     group.bench_function("url_template", |b| b.iter(|| url.render(black_box(&ctx), Encoding::Url)));

@@ -432,6 +432,38 @@ def test_hundred_entries_render_fast():
     assert d.find_element(By.ID, "prev").get_property("disabled")
 
 
+def test_alert_postback_form():
+    open_hash("/postbacks/new")
+    fill("#f-name", "Ops chat")
+    Select(css("#f-type")).select_by_value("alert")
+    Select(css("#f-method")).select_by_value("POST")
+    fill("#f-url", f"{RECEIVER}/ok/chat")
+    body = fill("#f-body", '{"text": "')
+    Select(css("#macro-picker")).select_by_value("alert_message")
+    body.send_keys('"}')
+    assert body.get_attribute("value") == '{"text": "{alert_message}"}', body.get_attribute("value")
+    css("#f-alert-breaker_closed").click()
+    css("#save").click()
+    css("#preview")
+    pb = d.current_url.split("#/postbacks/")[1]
+    status, _, got = http("GET", f"/postbacks/{pb}", key=ADMIN)
+    got = json.loads(got)
+    assert status == 200 and got["type"] == "alert", got
+    assert got["alerts"] == ["breaker_opened", "firing_failed"], got
+    assert not css("#f-alert-breaker_closed").is_selected() and css("#f-alert-firing_failed").is_selected()
+    # Preview renders a sample alert into the JSON body.
+    css("#preview").click()
+    sent = until(lambda: d.find_element(By.CSS_SELECTOR, "#result .req-body").text, "the alert preview")
+    assert json.loads(sent)["text"].startswith("Firing of postback"), sent
+    # No alert at all: the 400 lands beside the alerts.
+    css("#f-alert-breaker_opened").click()
+    css("#f-alert-firing_failed").click()
+    expected_failures["400"] += 1
+    css("#save").click()
+    err = until(lambda: d.find_element(By.CSS_SELECTOR, '[data-field="alerts"] .field-error').text, "the alerts error")
+    assert "at least one" in err, err
+
+
 def test_clean_console_and_sign_out():
     bad = browser_errors()
     assert bad == [], bad
@@ -444,7 +476,7 @@ TESTS = [test_headers_and_assets, test_sign_in, test_create_with_macro_picker_an
          test_edit_makes_a_version, test_list_and_delete_with_confirmation, test_ingest_and_see_the_log,
          test_filter_is_not_and_contains, test_entry_detail_and_resend, test_attempt_chain,
          test_postbacks_list_shows_the_last_24_hours, test_xss_payloads_are_text, test_narrow_screen, test_hundred_entries_render_fast,
-         test_clean_console_and_sign_out]
+         test_alert_postback_form, test_clean_console_and_sign_out]
 
 passed = failed = 0
 try:

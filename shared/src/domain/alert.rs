@@ -1,7 +1,10 @@
 //! What the postback manager says about itself to `alert` postbacks (see *Delivery
 //! control → Alerts*).
 
+use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
+
+use super::event::{Event, EventType};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -19,6 +22,20 @@ impl AlertKind {
             AlertKind::BreakerOpened => "breaker_opened",
             AlertKind::BreakerClosed => "breaker_closed",
             AlertKind::FiringFailed => "firing_failed",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|k| k.as_str() == s)
+    }
+
+    /// The kind an alert postback subscribed to `alerts` is previewed and tested with:
+    /// `firing_failed` when it has it (it sets every alert macro), else its first.
+    pub fn sample_for(alerts: &[AlertKind]) -> AlertKind {
+        if alerts.contains(&AlertKind::FiringFailed) {
+            AlertKind::FiringFailed
+        } else {
+            alerts.first().copied().unwrap_or(AlertKind::FiringFailed)
         }
     }
 }
@@ -41,4 +58,65 @@ pub struct AlertContext {
     pub status_code: Option<u16>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+}
+
+impl AlertContext {
+    /// The event an alert firing carries: type `alert`, the failed firing's transaction
+    /// id (`firing_failed`; empty otherwise), the time of the alert. Nothing else: an
+    /// alert is about a postback, not about a tracker's event, so the event's other
+    /// macros are refused in alert postbacks' templates.
+    pub fn event(&self, at: DateTime<Utc>) -> Event {
+        Event {
+            kind: EventType::Alert,
+            transaction_id: self.transaction_id.clone().unwrap_or_default(),
+            event_id: None,
+            offer_id: None,
+            publisher_id: None,
+            external_transaction_id: None,
+            status: None,
+            rejection_reason: None,
+            event_name: None,
+            payout: None,
+            revenue: None,
+            currency: None,
+            subs: Default::default(),
+            ip: None,
+            user_agent: None,
+            country: None,
+            timestamp: at,
+            params: Default::default(),
+        }
+    }
+
+    /// A plausible alert of `kind` (its postback name holds quotes, as real names may), for checking
+    /// alert postbacks' templates at save time and for their preview and test.
+    pub fn sample(kind: AlertKind) -> AlertContext {
+        let (postback_id, postback_name, url) = (
+            "pb_sample_crm",
+            "CRM \"Acme\" conversions",
+            "https://crm.example/postback?click=aff_click_9d8e7f&key=[REDACTED]",
+        );
+        let failed = kind == AlertKind::FiringFailed;
+        let message = match kind {
+            AlertKind::BreakerOpened => format!(
+                "Breaker opened for postback {postback_name} ({postback_id}) after 10 consecutive failures; its firings are held"
+            ),
+            AlertKind::BreakerClosed => {
+                format!("Breaker closed for postback {postback_name} ({postback_id}); held firings are being released")
+            }
+            AlertKind::FiringFailed => format!(
+                "Firing of postback {postback_name} ({postback_id}) failed for transaction tx_5f2b9c1e7a: HTTP 400"
+            ),
+        };
+        AlertContext {
+            kind,
+            message,
+            postback_id: postback_id.to_string(),
+            postback_name: postback_name.to_string(),
+            url: url.to_string(),
+            transaction_id: failed.then(|| "tx_5f2b9c1e7a".to_string()),
+            status_code: failed.then_some(400),
+            error: failed.then(|| "HTTP 400: client error, not retried".to_string()),
+        }
+    }
 }

@@ -12,20 +12,33 @@ pub enum EventType {
     Click,
     Conversion,
     Event,
+    /// Postbacks (and their firings) of the manager's own alerts (`super::alert`). Never
+    /// an ingested event: trackers report the other four.
+    Alert,
 }
 
 impl EventType {
-    pub const ALL: [EventType; 4] = [EventType::Impression, EventType::Click, EventType::Conversion, EventType::Event];
+    /// Every postback type (and log entry type).
+    pub const ALL: [EventType; 5] =
+        [EventType::Impression, EventType::Click, EventType::Conversion, EventType::Event, EventType::Alert];
+    /// The types a tracker reports (ingest refuses `alert`).
+    pub const TRACKED: [EventType; 4] =
+        [EventType::Impression, EventType::Click, EventType::Conversion, EventType::Event];
     pub fn as_str(self) -> &'static str {
         match self {
             EventType::Impression => "impression",
             EventType::Click => "click",
             EventType::Conversion => "conversion",
             EventType::Event => "event",
+            EventType::Alert => "alert",
         }
     }
     pub fn parse(s: &str) -> Option<Self> {
         Self::ALL.into_iter().find(|t| t.as_str() == s)
+    }
+    /// A type a tracker may report.
+    pub fn parse_tracked(s: &str) -> Option<Self> {
+        Self::TRACKED.into_iter().find(|t| t.as_str() == s)
     }
     /// Conversions and events carry a status and are re-checked at fire time.
     pub fn has_status(self) -> bool {

@@ -4,6 +4,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use super::alert::{AlertContext, AlertKind};
 use super::event::Event;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -27,6 +28,9 @@ pub struct Firing {
     /// The log entry this firing re-sends, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resend_of: Option<String>,
+    /// An alert postback's firing: the alert (the alert macros' values).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alert: Option<AlertContext>,
 }
 
 fn yes() -> bool {
@@ -43,6 +47,13 @@ impl Firing {
         let digest = h.finalize();
         // 128 bits is plenty for uniqueness and keeps ids short.
         format!("d_{}", hex::encode(&digest[..16]))
+    }
+
+    /// Deterministic delivery id for an alert postback's firing of one alert: the same
+    /// `key` (one outage, one failed firing) gives the same id, so raising it twice queues
+    /// it once. Distinct from every ingested firing's id (the kind is part of the input).
+    pub fn alert_delivery_id(key: &str, alert_postback_id: &str, kind: AlertKind) -> String {
+        Self::delivery_id_for(&format!("alert|{}|{key}", kind.as_str()), alert_postback_id)
     }
 
     /// The next attempt's message.

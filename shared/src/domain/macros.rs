@@ -4,9 +4,10 @@ use std::borrow::Cow;
 
 use chrono::{DateTime, SecondsFormat, Utc};
 
+use super::alert::AlertContext;
 use super::event::{Event, EventType, Status};
 
-/// Every fixed macro name (`params.<key>` is accepted in addition).
+/// Every fixed macro name of event postbacks (`params.<key>` is accepted in addition).
 pub const KNOWN_MACROS: &[&str] = &[
     "transaction_id",
     "external_transaction_id",
@@ -44,34 +45,117 @@ pub const KNOWN_MACROS: &[&str] = &[
     "signature",
 ];
 
-/// Is `name` a macro the engine knows (case-sensitive)? `params.<key>` with a
-/// non-empty key is always known.
-pub fn is_known(name: &str) -> bool {
-    match name.strip_prefix("params.") {
-        Some(key) => !key.is_empty(),
-        None => KNOWN_MACROS.contains(&name),
+/// The macros only alert postbacks have (`super::alert::AlertContext`'s values).
+pub const ALERT_ONLY_MACROS: &[&str] =
+    &["alert", "alert_message", "alert_postback_id", "alert_postback_name", "alert_url", "status_code", "error"];
+
+/// Every macro of alert postbacks: the alert's, and those of the firing itself. An alert
+/// has no tracker event, so the event's values (offer, payout, subs, params, ...) are not
+/// among them; `transaction_id` is the failed firing's (`firing_failed`).
+pub const ALERT_MACROS: &[&str] = &[
+    "alert",
+    "alert_message",
+    "alert_postback_id",
+    "alert_postback_name",
+    "alert_url",
+    "transaction_id",
+    "status_code",
+    "error",
+    "type",
+    "timestamp",
+    "unix_timestamp",
+    "postback_id",
+    "postback_name",
+    "attempt",
+    "delivery_id",
+    "signature",
+];
+
+/// Which macros a template may use: those of its postback's type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MacroSet {
+    /// Impression, click, conversion and event postbacks: [`KNOWN_MACROS`] and `params.<key>`.
+    Event,
+    /// Alert postbacks: [`ALERT_MACROS`].
+    Alert,
+}
+
+impl MacroSet {
+    pub fn for_type(kind: EventType) -> MacroSet {
+        if kind == EventType::Alert {
+            MacroSet::Alert
+        } else {
+            MacroSet::Event
+        }
+    }
+
+    fn names(self) -> &'static [&'static str] {
+        match self {
+            MacroSet::Event => KNOWN_MACROS,
+            MacroSet::Alert => ALERT_MACROS,
+        }
+    }
+
+    /// Is `name` one of this set's macros (case-sensitive)?
+    pub fn contains(self, name: &str) -> bool {
+        match (self, name.strip_prefix("params.")) {
+            (MacroSet::Event, Some(key)) => !key.is_empty(),
+            (MacroSet::Alert, Some(_)) => false,
+            (set, None) => set.names().contains(&name),
+        }
+    }
+
+    /// The closest name of this set for a near miss (see [`suggest`]).
+    pub fn suggest(self, name: &str) -> Option<&'static str> {
+        suggest_in(self.names(), name)
+    }
+
+    /// Why a known macro of the other set is not one of this one, for the error.
+    pub fn why_not(self, name: &str) -> Option<&'static str> {
+        match self {
+            MacroSet::Event if ALERT_ONLY_MACROS.contains(&name) => {
+                Some("it is an alert macro, only for postbacks of type alert")
+            }
+            MacroSet::Alert if MacroSet::Event.contains(name) => Some(
+                "an alert postback has no tracker event, so the event's values are not macros of it; \
+                 its macros are alert, alert_message, alert_postback_id, alert_postback_name, alert_url, \
+                 transaction_id, status_code, error, type, timestamp, unix_timestamp, postback_id, \
+                 postback_name, attempt, delivery_id",
+            ),
+            _ => None,
+        }
     }
 }
 
-/// The closest known name for a near miss (`Sub5` → `sub5`, `transactionid` →
+/// Is `name` a macro of event postbacks (case-sensitive)? `params.<key>` with a
+/// non-empty key is always known.
+pub fn is_known(name: &str) -> bool {
+    MacroSet::Event.contains(name)
+}
+
+/// The closest event-postback macro for a near miss (`Sub5` → `sub5`, `transactionid` →
 /// `transaction_id`), if any is close enough to be a plausible typo.
 pub fn suggest(name: &str) -> Option<&'static str> {
+    suggest_in(KNOWN_MACROS, name)
+}
+
+fn suggest_in(names: &'static [&'static str], name: &str) -> Option<&'static str> {
     // A different case or a dropped/extra separator is the commonest slip and is never
     // ambiguous, so it wins over edit distance.
-    if let Some(exact) = KNOWN_MACROS.iter().find(|known| known.eq_ignore_ascii_case(name)) {
+    if let Some(exact) = names.iter().find(|known| known.eq_ignore_ascii_case(name)) {
         return Some(exact);
     }
     let folded = fold(name);
     if folded.is_empty() {
         return None;
     }
-    if let Some(same) = KNOWN_MACROS.iter().find(|known| fold(known) == folded) {
+    if let Some(same) = names.iter().find(|known| fold(known) == folded) {
         return Some(same);
     }
     // Edit distance on the lower-cased name; at most 2 edits, and fewer than the
     // shorter name's length so that `{x}` does not "mean" `{ip}`.
     let lowered = name.to_ascii_lowercase();
-    KNOWN_MACROS
+    names
         .iter()
         .map(|known| (strsim::damerau_levenshtein(&lowered, known), *known))
         .filter(|(distance, known)| *distance <= 2 && *distance < lowered.len().min(known.len()))
@@ -93,6 +177,8 @@ pub struct MacroContext<'a> {
     pub postback_name: &'a str,
     pub delivery_id: &'a str,
     pub attempt: u32,
+    /// The alert of an alert postback's firing (`None` for every other firing).
+    pub alert: Option<&'a AlertContext>,
 }
 
 impl<'a> MacroContext<'a> {
@@ -136,8 +222,23 @@ impl<'a> MacroContext<'a> {
             "postback_name" => Some(Cow::Borrowed(self.postback_name)),
             "attempt" => Some(Cow::Owned(self.attempt.to_string())),
             "delivery_id" => Some(Cow::Borrowed(self.delivery_id)),
-            _ => None,
+            _ => self.alert.and_then(|alert| alert_value(alert, name)),
         }
+    }
+}
+
+/// The value of an alert macro (`None` for any other name, or a `firing_failed`
+/// value of another kind of alert).
+fn alert_value<'a>(alert: &'a AlertContext, name: &str) -> Option<Cow<'a, str>> {
+    match name {
+        "alert" => Some(Cow::Borrowed(alert.kind.as_str())),
+        "alert_message" => Some(Cow::Borrowed(alert.message.as_str())),
+        "alert_postback_id" => Some(Cow::Borrowed(alert.postback_id.as_str())),
+        "alert_postback_name" => Some(Cow::Borrowed(alert.postback_name.as_str())),
+        "alert_url" => Some(Cow::Borrowed(alert.url.as_str())),
+        "status_code" => alert.status_code.map(|code| Cow::Owned(code.to_string())),
+        "error" => alert.error.as_deref().map(Cow::Borrowed),
+        _ => None,
     }
 }
 
@@ -164,8 +265,90 @@ pub fn sample_event<'k>(kind: EventType, param_keys: impl IntoIterator<Item = &'
         ip: text("203.0.113.7"),
         user_agent: text("Mozilla/5.0 (X11; Linux x86_64)"),
         country: text("US"),
-        // 2024-05-01T12:00:00Z
-        timestamp: DateTime::<Utc>::from_timestamp(1_714_564_800, 0).unwrap_or_default(),
+        timestamp: sample_time(),
         params: param_keys.into_iter().map(|k| (k.to_string(), format!("{k}_value"))).collect(),
+    }
+}
+
+/// The fixed time of samples: 2024-05-01T12:00:00Z.
+pub fn sample_time() -> DateTime<Utc> {
+    DateTime::<Utc>::from_timestamp(1_714_564_800, 0).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+    use crate::domain::alert::AlertKind;
+    use crate::domain::template::{Encoding, Template};
+
+    fn ctx<'a>(event: &'a Event, alert: Option<&'a AlertContext>) -> MacroContext<'a> {
+        MacroContext { event, postback_id: "pb_chat", postback_name: "Chat", delivery_id: "d_1", attempt: 2, alert }
+    }
+
+    #[test]
+    fn alert_macros_take_the_alerts_values() {
+        let failed = AlertContext::sample(AlertKind::FiringFailed);
+        let event = failed.event(sample_time());
+        let c = ctx(&event, Some(&failed));
+        #[rustfmt::skip]
+        let cases = [
+            ("alert", Some("firing_failed")),
+            ("alert_message", Some(failed.message.as_str())),
+            ("alert_postback_id", Some("pb_sample_crm")),
+            ("alert_postback_name", Some("CRM \"Acme\" conversions")),
+            ("alert_url", Some(failed.url.as_str())),
+            ("transaction_id", Some("tx_5f2b9c1e7a")),
+            ("status_code", Some("400")),
+            ("error", Some("HTTP 400: client error, not retried")),
+            ("type", Some("alert")),
+            ("postback_id", Some("pb_chat")),
+            ("payout", None),
+        ];
+        for (name, want) in cases {
+            assert_eq!(c.value(name).as_deref(), want, "{name}");
+        }
+        let opened = AlertContext::sample(AlertKind::BreakerOpened);
+        let event = opened.event(sample_time());
+        let c = ctx(&event, Some(&opened));
+        for name in ["status_code", "error"] {
+            assert_eq!(c.value(name), None, "{name} is firing_failed's");
+        }
+        assert_eq!(c.value("transaction_id").as_deref(), Some(""));
+        // Not an alert firing: alert macros render empty.
+        let conversion = sample_event(EventType::Conversion, []);
+        assert_eq!(ctx(&conversion, None).value("alert_message"), None);
+    }
+
+    #[test]
+    fn hostile_alert_values_are_escaped_where_they_land() {
+        let mut alert = AlertContext::sample(AlertKind::FiringFailed);
+        alert.message = "a \"quote\",\nnew line, <script>x</script> \\ & é".into();
+        let event = alert.event(sample_time());
+        let c = ctx(&event, Some(&alert));
+        let body = Template::parse_for("{\"text\": \"{alert_message}\"}", EventType::Alert).unwrap();
+        let rendered = body.render(&c, Encoding::Json).unwrap();
+        let parsed: serde_json::Value = serde_json::from_str(&rendered).unwrap();
+        assert_eq!(parsed["text"], alert.message.as_str());
+        let url = Template::parse_for("https://chat.example/?m={alert_message}", EventType::Alert).unwrap();
+        let rendered = url.render(&c, Encoding::Url).unwrap();
+        assert_eq!(
+            rendered,
+            "https://chat.example/?m=a%20%22quote%22%2C%0Anew%20line%2C%20%3Cscript%3Ex%3C%2Fscript%3E%20%5C%20%26%20%C3%A9"
+        );
+        let header = Template::parse_for("{alert_message}", EventType::Alert).unwrap();
+        assert!(header.render(&c, Encoding::Header).is_err(), "a newline cannot go into a header");
+    }
+
+    #[test]
+    fn each_type_has_its_macro_set() {
+        assert!(MacroSet::Event.contains("payout") && MacroSet::Event.contains("params.goal"));
+        assert!(!MacroSet::Event.contains("alert_message") && !MacroSet::Event.contains("error"));
+        assert!(MacroSet::Alert.contains("alert_message") && MacroSet::Alert.contains("transaction_id"));
+        assert!(!MacroSet::Alert.contains("payout") && !MacroSet::Alert.contains("params.goal"));
+        assert_eq!(MacroSet::for_type(EventType::Alert), MacroSet::Alert);
+        assert_eq!(MacroSet::for_type(EventType::Event), MacroSet::Event);
+        assert!(ALERT_ONLY_MACROS.iter().all(|m| ALERT_MACROS.contains(m) && !KNOWN_MACROS.contains(m)));
     }
 }

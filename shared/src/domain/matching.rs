@@ -62,16 +62,21 @@ impl TypeIndex {
 pub struct PostbackIndex {
     /// Every compiled postback, enabled or not, for `get`.
     by_id: HashMap<String, Arc<CompiledPostback>>,
-    /// Enabled postbacks, indexed per event type (the position in `EventType::ALL`).
-    by_type: [TypeIndex; EventType::ALL.len()],
+    /// Enabled postbacks, indexed per tracked event type (the position in
+    /// `EventType::TRACKED`).
+    by_type: [TypeIndex; EventType::TRACKED.len()],
+    /// Enabled alert postbacks, by id: fired by `crate::service::alerts`, never matched.
+    alerts: Vec<Arc<CompiledPostback>>,
 }
 
-fn type_slot(kind: EventType) -> usize {
+/// The slot of a tracked type; `None` for alerts, which no event matches.
+fn type_slot(kind: EventType) -> Option<usize> {
     match kind {
-        EventType::Impression => 0,
-        EventType::Click => 1,
-        EventType::Conversion => 2,
-        EventType::Event => 3,
+        EventType::Impression => Some(0),
+        EventType::Click => Some(1),
+        EventType::Conversion => Some(2),
+        EventType::Event => Some(3),
+        EventType::Alert => None,
     }
 }
 
@@ -100,19 +105,26 @@ impl PostbackIndex {
         for c in compiled {
             by_id.insert(c.postback.id.clone(), Arc::new(c));
         }
-        let mut by_type: [TypeIndex; EventType::ALL.len()] = Default::default();
+        let mut by_type: [TypeIndex; EventType::TRACKED.len()] = Default::default();
+        let mut alerts = Vec::new();
         for c in by_id.values().filter(|c| c.postback.enabled) {
-            by_type[type_slot(c.postback.kind)].insert(c);
+            match type_slot(c.postback.kind).and_then(|slot| by_type.get_mut(slot)) {
+                Some(index) => index.insert(c),
+                None => alerts.push(Arc::clone(c)),
+            }
         }
         by_type.iter_mut().for_each(TypeIndex::finish);
-        Self { by_id, by_type }
+        sort_unique(&mut alerts);
+        Self { by_id, by_type, alerts }
     }
 
     /// The enabled postbacks this event fires, in a stable order (by id): type, offer
     /// and publisher scope, `fire_on` + `rejection_reasons` for conversions and events,
     /// `event_names` for events, then `conditions`.
+    /// Never an alert postback, whatever the event.
     pub fn matching(&self, event: &Event) -> Vec<Arc<CompiledPostback>> {
-        let [for_offer, for_publisher, global] = self.by_type[type_slot(event.kind)].candidates(event);
+        let Some(index) = type_slot(event.kind).and_then(|slot| self.by_type.get(slot)) else { return Vec::new() };
+        let [for_offer, for_publisher, global] = index.candidates(event);
         // Only postbacks filed by offer can still be scoped to other publishers; those
         // filed by publisher were found under the event's own.
         let mut out: Vec<Arc<CompiledPostback>> = for_offer
@@ -127,6 +139,11 @@ impl PostbackIndex {
         // restores the id order. The dedup is a guard, not expected to remove anything.
         sort_unique(&mut out);
         out
+    }
+
+    /// The enabled alert postbacks, by id.
+    pub fn alert_postbacks(&self) -> &[Arc<CompiledPostback>] {
+        &self.alerts
     }
 
     pub fn get(&self, id: &str) -> Option<Arc<CompiledPostback>> {

@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+use super::alert::AlertKind;
 use super::condition::Condition;
 use super::delivery::SuccessRule;
 use super::event::{EventType, Status};
@@ -128,6 +129,10 @@ pub struct Postback {
     pub conditions: Vec<Condition>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub success_rule: Option<SuccessRule>,
+    /// Alert postbacks only: the alerts they fire on (never empty for them, always empty
+    /// for the other types).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub alerts: Vec<AlertKind>,
 }
 
 /// The version of a new postback (and of one stored before versions existed).
@@ -159,6 +164,7 @@ pub struct PostbackSpec {
     pub signing_secret: SecretInput,
     pub conditions: Vec<Condition>,
     pub success_rule: Option<SuccessRule>,
+    pub alerts: Vec<AlertKind>,
 }
 
 /// What a create/replace said about `signing_secret`.
@@ -202,6 +208,7 @@ impl PostbackSpec {
             version: FIRST_VERSION,
             conditions: self.conditions,
             success_rule: self.success_rule,
+            alerts: self.alerts,
         }
     }
 }
@@ -210,7 +217,7 @@ impl Postback {
     /// Does a conversion/event status (with its rejection reason) satisfy `fire_on` and
     /// `rejection_reasons`? Impression and click postbacks always fire.
     pub fn fires_for_status(&self, status: Status, rejection_reason: Option<&str>) -> bool {
-        if matches!(self.kind, EventType::Impression | EventType::Click) {
+        if matches!(self.kind, EventType::Impression | EventType::Click | EventType::Alert) {
             return true;
         }
         let status_ok = match self.fire_on {
@@ -250,14 +257,17 @@ pub struct CompiledPostback {
 
 impl CompiledPostback {
     pub fn new(postback: Postback) -> Result<Self, ValidationError> {
-        let url = Template::parse(&postback.url).map_err(|e| e.for_field("url"))?;
+        let kind = postback.kind;
+        let url = Template::parse_for(&postback.url, kind).map_err(|e| e.for_field("url"))?;
         let headers = postback
             .headers
             .iter()
-            .map(|(k, v)| Template::parse(v).map(|t| (k.clone(), t)).map_err(|e| e.for_field(&format!("headers.{k}"))))
+            .map(|(k, v)| {
+                Template::parse_for(v, kind).map(|t| (k.clone(), t)).map_err(|e| e.for_field(&format!("headers.{k}")))
+            })
             .collect::<Result<Vec<_>, _>>()?;
         let body = match &postback.body {
-            Some(b) => Some(Template::parse(b).map_err(|e| e.for_field("body"))?),
+            Some(b) => Some(Template::parse_for(b, kind).map_err(|e| e.for_field("body"))?),
             None => None,
         };
         let signing = match (&postback.signing, &postback.signing_secret) {

@@ -4,7 +4,8 @@
 
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC};
 
-use super::macros::{self, MacroContext};
+use super::event::EventType;
+use super::macros::{MacroContext, MacroSet};
 use super::ValidationError;
 
 /// Everything but RFC 3986 unreserved characters (`A-Z a-z 0-9 - . _ ~`) is encoded, so a
@@ -156,9 +157,20 @@ pub struct RenderError {
 }
 
 impl Template {
-    /// Parse and check: an unknown macro is an error naming it with the closest known
-    /// name suggested; an unclosed `{name` at the end of the text is an error.
+    /// Parse and check with the macros of event postbacks: an unknown macro is an error
+    /// naming it with the closest known name suggested; an unclosed `{name` at the end of
+    /// the text is an error.
     pub fn parse(source: &str) -> Result<Template, TemplateError> {
+        Self::parse_in(source, MacroSet::Event)
+    }
+
+    /// As [`Template::parse`], with the macros of a postback of type `kind` (alert
+    /// postbacks have their own).
+    pub fn parse_for(source: &str, kind: EventType) -> Result<Template, TemplateError> {
+        Self::parse_in(source, MacroSet::for_type(kind))
+    }
+
+    pub fn parse_in(source: &str, set: MacroSet) -> Result<Template, TemplateError> {
         let bytes = source.as_bytes();
         let mut segments = Vec::new();
         let mut literal_from = 0;
@@ -186,8 +198,8 @@ impl Template {
                 }
             }
             let name = &source[name_from..name_to];
-            if !macros::is_known(name) {
-                return Err(unknown_macro(name));
+            if !set.contains(name) {
+                return Err(unknown_macro(name, set));
             }
             if literal_from < open {
                 segments.push(Segment::Literal(source[literal_from..open].to_string()));
@@ -277,12 +289,14 @@ impl Template {
     }
 }
 
-fn unknown_macro(name: &str) -> TemplateError {
-    let hint = if name == "params." || name == "params" {
+fn unknown_macro(name: &str, set: MacroSet) -> TemplateError {
+    let hint = if let Some(why) = set.why_not(name) {
+        format!(": {why}")
+    } else if set == MacroSet::Event && (name == "params." || name == "params") {
         " (extra parameters are {params.<key>}, e.g. {params.source})".to_string()
-    } else if let Some(key) = misspelt_params_key(name) {
+    } else if let Some(key) = misspelt_params_key(name).filter(|_| set == MacroSet::Event) {
         format!("; did you mean {{params.{key}}}?")
-    } else if let Some(known) = macros::suggest(name) {
+    } else if let Some(known) = set.suggest(name) {
         format!("; did you mean {{{known}}}? (macro names are case-sensitive)")
     } else {
         String::new()

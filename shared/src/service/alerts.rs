@@ -2,6 +2,8 @@
 
 use super::App;
 use crate::domain::alert::AlertContext;
+use crate::domain::event::EventType;
+use crate::domain::firing::Firing;
 use crate::ports::StoreResult;
 
 /// Queue one firing of every enabled alert postback whose `alerts` include
@@ -11,7 +13,33 @@ use crate::ports::StoreResult;
 /// message, two dispatchers seeing one transition) queues it once: one per outage for
 /// breaker alerts, the failed firing's delivery id for `firing_failed`.
 pub async fn raise(app: &App, alert: &AlertContext, key: &str) -> StoreResult<()> {
-    // SKELETON: implemented by the alerts work.
-    let _ = (app, alert, key);
-    Ok(())
+    let index = app.catalog.index().await?;
+    // An alert about an alert postback could fire that postback's own alerts about
+    // itself (a broken chat webhook alerting into itself): never.
+    if index.get(&alert.postback_id).is_some_and(|about| about.postback.kind == EventType::Alert) {
+        return Ok(());
+    }
+    let now = app.ports.clock.now();
+    let firings: Vec<Firing> = index
+        .alert_postbacks()
+        .iter()
+        .filter(|postback| postback.postback.alerts.contains(&alert.kind))
+        .map(|postback| Firing {
+            delivery_id: Firing::alert_delivery_id(key, &postback.postback.id, alert.kind),
+            postback_id: postback.postback.id.clone(),
+            event: alert.event(now),
+            attempt: 1,
+            due_at: now,
+            queued_at: now,
+            // An alert has no conversion status to re-check.
+            check_status: false,
+            resend_of: None,
+            alert: Some(alert.clone()),
+        })
+        .collect();
+    if firings.is_empty() {
+        return Ok(());
+    }
+    tracing::info!(alert = alert.kind.as_str(), about = %alert.postback_id, firings = firings.len(), "alert raised");
+    app.ports.queue.enqueue(&firings).await
 }

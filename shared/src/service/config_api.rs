@@ -7,6 +7,7 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 use super::{App, AttemptOutcome, ServiceError, ServiceResult};
+use crate::domain::alert::{AlertContext, AlertKind};
 use crate::domain::condition::all_hold;
 use crate::domain::event::{Event, EventType};
 use crate::domain::firing::Firing;
@@ -29,7 +30,10 @@ pub struct PostbackFilter {
 
 impl PostbackFilter {
     fn matches(&self, p: &Postback) -> bool {
-        self.kind.is_none_or(|k| k == p.kind)
+        // An alert postback fires for no offer or publisher, whatever its (default) scope.
+        let scoped = self.offer_id.is_some() || self.publisher_id.is_some();
+        !(scoped && p.kind == EventType::Alert)
+            && self.kind.is_none_or(|k| k == p.kind)
             && self.enabled.is_none_or(|e| e == p.enabled)
             && self.offer_id.as_deref().is_none_or(|o| p.offers.contains(Some(o)))
             && self.publisher_id.as_deref().is_none_or(|o| p.publishers.contains(Some(o)))
@@ -90,6 +94,33 @@ pub struct RequestView {
     pub body: Option<String>,
 }
 
+/// What a preview or test renders: a sample event and, for an alert postback, a sample
+/// alert (the edge reads them from the request: `crate::entry::http::parse::postback::sample`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Sample {
+    pub event: Event,
+    /// `None` for an alert postback: a sample alert of the kind it would most want to
+    /// show (see [`AlertKind::sample_for`]). Ignored for other postbacks.
+    pub alert: Option<AlertContext>,
+}
+
+impl From<Event> for Sample {
+    fn from(event: Event) -> Self {
+        Sample { event, alert: None }
+    }
+}
+
+impl Sample {
+    /// The event and alert to render `postback` with, at `now`.
+    fn resolve(self, postback: &Postback, now: DateTime<Utc>) -> (Event, Option<AlertContext>) {
+        if postback.kind != EventType::Alert {
+            return (self.event, None);
+        }
+        let alert = self.alert.unwrap_or_else(|| AlertContext::sample(AlertKind::sample_for(&postback.alerts)));
+        (alert.event(now), Some(alert))
+    }
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct PreviewOutput {
     pub request: RequestView,
@@ -97,6 +128,9 @@ pub struct PreviewOutput {
     pub conditions_met: bool,
     /// The sample event the request was rendered for.
     pub event: Event,
+    /// Alert postbacks: the sample alert the request was rendered for.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub alert: Option<AlertContext>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -262,9 +296,11 @@ impl App {
         Ok(())
     }
 
-    /// Render the request a postback would send for a sample event; sends nothing.
-    pub async fn preview_postback(&self, id: &str, event: Event) -> ServiceResult<PreviewOutput> {
+    /// Render the request a postback would send for a sample event (alert postbacks: a
+    /// sample alert); sends nothing.
+    pub async fn preview_postback(&self, id: &str, sample: impl Into<Sample>) -> ServiceResult<PreviewOutput> {
         let postback = self.compiled(id).await?;
+        let (event, alert) = sample.into().resolve(&postback.postback, self.ports.clock.now());
         let delivery_id = format!("preview_{}", uuid::Uuid::new_v4().simple());
         let ctx = MacroContext {
             event: &event,
@@ -272,19 +308,22 @@ impl App {
             postback_name: &postback.postback.name,
             delivery_id: &delivery_id,
             attempt: 1,
+            alert: alert.as_ref(),
         };
         let request = postback.render_signed(&ctx, self.ports.clock.now()).map_err(|e| {
             ValidationError::new("invalid", "event", format!("the sample event cannot be rendered: {e}"))
         })?;
         let request = postback.shown(&request, &ctx);
         let conditions_met = all_hold(&postback.postback.conditions, &event);
-        Ok(PreviewOutput { request: view(request), conditions_met, event })
+        Ok(PreviewOutput { request: view(request), conditions_met, event, alert })
     }
 
-    /// Send a postback now for a sample event; logged as a test, never retried.
-    pub async fn test_postback(self: &Arc<Self>, id: &str, event: Event) -> ServiceResult<TestOutput> {
+    /// Send a postback now for a sample event (alert postbacks: a sample alert); logged as
+    /// a test, never retried.
+    pub async fn test_postback(self: &Arc<Self>, id: &str, sample: impl Into<Sample>) -> ServiceResult<TestOutput> {
         let postback = self.compiled(id).await?;
         let now = self.ports.clock.now();
+        let (event, alert) = sample.into().resolve(&postback.postback, now);
         let conditions_met = all_hold(&postback.postback.conditions, &event);
         let firing = Firing {
             delivery_id: format!("test_{}", uuid::Uuid::new_v4().simple()),
@@ -295,6 +334,7 @@ impl App {
             queued_at: now,
             check_status: false,
             resend_of: None,
+            alert,
         };
         let (_, entry) = self.dispatcher().attempt_with(&postback, &firing, true).await?;
         Ok(TestOutput {

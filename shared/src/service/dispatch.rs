@@ -133,6 +133,7 @@ impl Dispatcher {
             postback_name: &postback.postback.name,
             delivery_id: &firing.delivery_id,
             attempt: firing.attempt,
+            alert: firing.alert.as_ref(),
         };
         let fired_at = self.app.ports.clock.now();
         let request = match postback.render_signed(&ctx, fired_at) {

@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
 
+use crate::domain::alert::AlertKind;
 use crate::domain::condition::Condition;
 use crate::domain::delivery::SuccessRule;
 use crate::domain::event::{Event, EventType, Status};
@@ -53,6 +54,7 @@ pub fn postback(id: &str, kind: EventType) -> Postback {
             body_not_contains: Some("error".into()),
             retry: true,
         }),
+        alerts: if kind == EventType::Alert { AlertKind::ALL.to_vec() } else { Vec::new() },
     }
 }
 
@@ -100,6 +102,7 @@ pub fn firing(delivery_id: &str, due_at: DateTime<Utc>) -> Firing {
         queued_at: now(),
         check_status: true,
         resend_of: None,
+        alert: None,
     }
 }
 

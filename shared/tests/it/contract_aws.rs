@@ -125,6 +125,7 @@ fn firing(delivery_id: &str, due_at: DateTime<Utc>) -> Firing {
         queued_at: Utc::now(),
         check_status: true,
         resend_of: None,
+        alert: None,
     }
 }
 

@@ -17,7 +17,14 @@ fn event_with_transaction_id(value: &str) -> Event {
 }
 
 fn ctx(event: &Event) -> MacroContext<'_> {
-    MacroContext { event, postback_id: "pb_1", postback_name: "Affiliate A", delivery_id: "d_abc", attempt: 3 }
+    MacroContext {
+        event,
+        postback_id: "pb_1",
+        postback_name: "Affiliate A",
+        delivery_id: "d_abc",
+        attempt: 3,
+        alert: None,
+    }
 }
 
 fn render_value(value: &str, encoding: Encoding) -> Result<String, postback::domain::template::RenderError> {

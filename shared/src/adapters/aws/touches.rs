@@ -73,6 +73,8 @@ impl DynamoTouchStore {
         let (kind, document) = match event.kind {
             EventType::Click => (CLICK.to_string(), to_json(event, "click")?),
             EventType::Impression => (IMPRESSION.to_string(), to_json(event, "impression")?),
+            // Not reached: ingest refuses `alert` events and alerts are not recorded.
+            EventType::Alert => (EventType::Alert.as_str().to_string(), to_json(event, "alert")?),
             EventType::Conversion | EventType::Event => {
                 let key = event.status_key().unwrap_or(StatusKey::Conversion);
                 let status = CurrentStatus {

@@ -10,8 +10,9 @@
 use std::collections::{BTreeMap, HashSet};
 
 use super::{check_max_chars, check_no_control_chars, ValidationError};
+use crate::domain::alert::{AlertContext, AlertKind};
 use crate::domain::event::EventType;
-use crate::domain::macros::{sample_event, MacroContext};
+use crate::domain::macros::{sample_event, sample_time, MacroContext};
 use crate::domain::postback::{FireOn, HttpMethod, Scope, SecretInput, MAX_DELAY_SECONDS};
 use crate::domain::signing::Signing;
 use crate::domain::template::{is_json_content_type, Encoding, Template};
@@ -140,15 +141,16 @@ pub fn delay_seconds(seconds: Option<u64>) -> Result<u32, ValidationError> {
     })
 }
 
-/// The (trimmed) URL template: required, bounded, no control characters, and parsed.
-/// Where it may point is checked by [`check_rendering`], once every template is known.
-pub fn url(source: &str) -> Result<Template, ValidationError> {
+/// The (trimmed) URL template: required, bounded, no control characters, and parsed with
+/// the macros of a `kind` postback. Where it may point is checked by [`check_rendering`],
+/// once every template is known.
+pub fn url(kind: EventType, source: &str) -> Result<Template, ValidationError> {
     if source.is_empty() {
         return Err(ValidationError::required("url"));
     }
     check_max_chars("url", source, MAX_URL_CHARS)?;
     check_no_control_chars("url", source)?;
-    Template::parse(source).map_err(|e| e.for_field("url"))
+    Template::parse_for(source, kind).map_err(|e| e.for_field("url"))
 }
 
 /// A header template that passed [`headers`].
@@ -159,9 +161,11 @@ pub struct HeaderTemplate {
     pub template: Template,
 }
 
-/// Header templates, given as `(name, value)` with the value already read as text, keyed
-/// by lower-cased name to catch case-insensitive duplicates.
+/// Header templates (with the macros of a `kind` postback), given as `(name, value)` with
+/// the value already read as text, keyed by lower-cased name to catch case-insensitive
+/// duplicates.
 pub fn headers<'a>(
+    kind: EventType,
     entries: impl ExactSizeIterator<Item = (&'a str, Result<&'a str, ValidationError>)>,
 ) -> Result<BTreeMap<String, HeaderTemplate>, ValidationError> {
     if entries.len() > MAX_HEADERS {
@@ -196,7 +200,7 @@ pub fn headers<'a>(
                 "a header value must not contain CR, LF or other control characters",
             ));
         }
-        let template = Template::parse(source).map_err(|e| e.for_field(&field))?;
+        let template = Template::parse_for(source, kind).map_err(|e| e.for_field(&field))?;
         let header = HeaderTemplate { name: name.to_string(), source: source.to_string(), template };
         if headers.insert(lower, header).is_some() {
             return Err(ValidationError::invalid(
@@ -215,15 +219,16 @@ pub fn content_type(content_type: &str) -> Result<(), ValidationError> {
     check_media_type(content_type)
 }
 
-/// A (non-empty) body template: not for GET, at most 64 KiB, and parsed.
-pub fn body(method: HttpMethod, source: &str) -> Result<Template, ValidationError> {
+/// A (non-empty) body template: not for GET, at most 64 KiB, and parsed with the macros
+/// of a `kind` postback.
+pub fn body(kind: EventType, method: HttpMethod, source: &str) -> Result<Template, ValidationError> {
     if method == HttpMethod::Get {
         return Err(ValidationError::invalid("body", "a GET postback cannot have a body; use POST or PUT"));
     }
     if source.len() > MAX_BODY_BYTES {
         return Err(ValidationError::new("too_long", "body", format!("body must be at most {MAX_BODY_BYTES} bytes")));
     }
-    Template::parse(source).map_err(|e| e.for_field("body"))
+    Template::parse_for(source, kind).map_err(|e| e.for_field("body"))
 }
 
 /// Signing: a secret is only given with signing on (`[REDACTED]`, what a GET of a
@@ -264,6 +269,58 @@ pub fn signing(
     Ok(())
 }
 
+/// `alerts` of an alert postback: a non-empty list of alert kinds; a kind listed twice
+/// counts once (order kept), as ids in a scope do.
+pub fn alerts(
+    items: impl ExactSizeIterator<Item = Result<String, ValidationError>>,
+) -> Result<Vec<AlertKind>, ValidationError> {
+    if items.len() == 0 {
+        return Err(ValidationError::invalid(
+            "alerts",
+            "alerts must list at least one of breaker_opened, breaker_closed, firing_failed (leave it out for all three)",
+        ));
+    }
+    let mut kinds = Vec::with_capacity(AlertKind::ALL.len());
+    for (i, item) in items.enumerate() {
+        let item = item?;
+        let kind = AlertKind::parse(&item).ok_or_else(|| {
+            ValidationError::invalid(
+                format!("alerts[{i}]"),
+                format!("unknown alert {item:?}: an alert is one of breaker_opened, breaker_closed, firing_failed"),
+            )
+        })?;
+        if !kinds.contains(&kind) {
+            kinds.push(kind);
+        }
+    }
+    Ok(kinds)
+}
+
+/// `alerts` (when given) is for alert postbacks only.
+pub fn alerts_apply(kind: EventType) -> Result<(), ValidationError> {
+    if kind != EventType::Alert {
+        return Err(ValidationError::invalid(
+            "alerts",
+            format!("alerts only applies to postbacks of type alert, not {}", kind.as_str()),
+        ));
+    }
+    Ok(())
+}
+
+/// A field about tracker events (scope, status, event names, delay, conditions) given a
+/// value on an alert postback, which fires on the manager's own alerts, at once. The
+/// edge calls this only for a value other than the field's default, so a client can PUT
+/// back what it GOT (a GET shows the defaults).
+pub fn not_for_alerts(field: &str) -> ValidationError {
+    ValidationError::invalid(
+        field,
+        format!(
+            "{field} does not apply to alert postbacks: they fire on the manager's own alerts \
+             (about every postback but alert postbacks), at once; choose which with alerts"
+        ),
+    )
+}
+
 /// A `success_rule` text (`body_contains`, `body_not_contains`): 1 to 200 characters,
 /// matched as sent.
 pub fn success_rule_text(field: &str, text: &str) -> Result<(), ValidationError> {
@@ -291,13 +348,19 @@ pub fn check_rendering(
         .chain(body)
         .flat_map(Template::macros)
         .filter_map(|m| m.strip_prefix("params."));
-    let sample = sample_event(kind, param_keys);
+    // Alert postbacks render an alert (the kind that sets every alert macro), not an event.
+    let alert = (kind == EventType::Alert).then(|| AlertContext::sample(AlertKind::FiringFailed));
+    let sample = match &alert {
+        Some(alert) => alert.event(sample_time()),
+        None => sample_event(kind, param_keys),
+    };
     let ctx = MacroContext {
         event: &sample,
         postback_id: "pb_sample",
         postback_name: name,
         delivery_id: "d_sample",
         attempt: 1,
+        alert: alert.as_ref(),
     };
     check_url(url, &ctx)?;
     if let Some(body) = body {

@@ -13,7 +13,14 @@ export const MACROS = [
   "ip", "user_agent", "country", "timestamp", "unix_timestamp", "postback_id", "postback_name",
   "attempt", "delivery_id", "signature",
 ];
-const TYPES = ["impression", "click", "conversion", "event"]; // `alert` postbacks are not in the API yet
+// Alert postbacks' own macros; their templates also take transaction_id (firing_failed),
+// type, timestamp, unix_timestamp, postback_id, postback_name, attempt, delivery_id, not
+// the event's values.
+export const ALERT_MACROS = [
+  "alert", "alert_message", "alert_postback_id", "alert_postback_name", "alert_url", "status_code", "error",
+];
+const TYPES = ["impression", "click", "conversion", "event", "alert"];
+const ALERT_KINDS = ["breaker_opened", "breaker_closed", "firing_failed"];
 const FIRE_ON = ["approved", "pending", "rejected", "all"];
 const OPS = ["eq", "ne", "in", "not_in", "contains", "gt", "gte", "lt", "lte", "exists", "not_exists"];
 const LOG_COLUMNS = [
@@ -164,8 +171,10 @@ function conditionRow(c = {}) {
 function macroPicker() {
   const key = h("input", { id: "macro-param", placeholder: "params key", "aria-label": "params key", size: 10 });
   const pick = h("select", { id: "macro-picker", "aria-label": "Insert a macro" },
-    h("option", { value: "" }, "Insert macro…"), MACROS.map((m) => h("option", { value: m }, `{${m}}`)),
-    h("option", { value: "params." }, "{params.<key>}"));
+    h("option", { value: "" }, "Insert macro…"),
+    h("optgroup", { label: "Event postbacks" }, MACROS.map((m) => h("option", { value: m }, `{${m}}`)),
+      h("option", { value: "params." }, "{params.<key>}")),
+    h("optgroup", { label: "Alert postbacks" }, ALERT_MACROS.map((m) => h("option", { value: m }, `{${m}}`))));
   const note = h("small", { class: "hint", id: "macro-target" }, "Inserts at the cursor of the last URL, header value or body field you were in.");
   pick.addEventListener("change", () => {
     let name = pick.value;
@@ -197,6 +206,9 @@ function readForm(form) {
   if (body.type === "event") {
     const en = splitList(val("event_names").value);
     if (en.length) body.event_names = en;
+  }
+  if (body.type === "alert") {
+    body.alerts = ALERT_KINDS.filter((k) => form.querySelector(`#f-alert-${k}`).checked);
   }
   const delay = val("delay_seconds").value.trim();
   body.delay_seconds = delay === "" ? 0 : Number(delay);
@@ -304,6 +316,10 @@ async function editPage(id) {
       field("Event names", "event_names", h("input", { value: listText(p.event_names) }), "event postbacks; empty: any"),
       field("Delay (seconds)", "delay_seconds", h("input", { type: "number", min: 0, value: p.delay_seconds ?? 0 })),
       field("Method", "method", h("select", { value: p.method }, ["GET", "POST", "PUT"].map((m) => h("option", { value: m }, m))))),
+    h("fieldset", { "data-field": "alerts", class: "field" }, h("legend", {}, "Alerts (alert postbacks: fire on)"),
+      ALERT_KINDS.map((k) => h("label", { class: "check" },
+        h("input", { type: "checkbox", id: `f-alert-${k}`, checked: p.type !== "alert" || (p.alerts || ALERT_KINDS).includes(k) }), ` ${k}`)),
+      h("div", { class: "field-error", role: "alert" })),
     macroPicker(),
     field("URL", "url", url),
     h("fieldset", { "data-field": "headers" }, h("legend", {}, "Headers"), headerRows,
@@ -323,8 +339,8 @@ async function editPage(id) {
     h("div", { class: "grid" },
       field("Signing", "signing", h("select", { value: p.signing || "none" }, ["none", "standard-webhooks"].map((s) => h("option", { value: s }, s)))),
       field("Signing secret", "signing_secret", h("input", { value: p.signing_secret || "", placeholder: "generated when empty", autocomplete: "off" }), "whsec_…; [REDACTED] keeps the stored one")),
-    id ? field("Sample event for Preview / Test (JSON, optional)", "sample", h("textarea", { rows: 2, id: "f-sample", placeholder: '{"payout": "12.50", "params": {"goal": "signup"}}' }),
-      "its fields over a sample suited to this postback") : null,
+    id ? field("Sample event for Preview / Test (JSON, optional)", "sample", h("textarea", { rows: 2, id: "f-sample", placeholder: p.type === "alert" ? '{"alert": "breaker_opened"}' : '{"payout": "12.50", "params": {"goal": "signup"}}' }),
+      p.type === "alert" ? "alert postbacks: the kind of the sample alert" : "its fields over a sample suited to this postback") : null,
     h("div", { class: "actions" },
       h("button", { type: "submit", id: "save" }, id ? "Save" : "Create"),
       id ? h("button", { type: "button", id: "preview", onclick: () => run("preview") }, "Preview") : null,

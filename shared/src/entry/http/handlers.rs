@@ -16,7 +16,7 @@ use super::parse::{self, event::EventsBody};
 use super::{ApiError, State};
 use crate::domain::event::Event;
 use crate::domain::ValidationError;
-use crate::service::config_api::shown;
+use crate::service::config_api::{shown, Sample};
 
 type ApiResult = Result<Response, ApiError>;
 
@@ -153,12 +153,12 @@ pub async fn test_postback(
     Ok(Json(s.app.test_postback(&id, sample).await?).into_response())
 }
 
-/// The sample event of preview/test: the body's fields over defaults suited to the
-/// stored postback.
-async fn sample_event(s: &State, id: &str, headers: HeaderMap, body: Body) -> Result<Event, ApiError> {
+/// The sample of preview/test: the body's fields over defaults suited to the stored
+/// postback (an alert postback's: a sample alert).
+async fn sample_event(s: &State, id: &str, headers: HeaderMap, body: Body) -> Result<Sample, ApiError> {
     let overrides = json_body(&headers, body).await?;
     let postback = s.app.get_postback(id).await?;
-    Ok(parse::postback::sample_event(&postback, overrides.as_ref(), s.app.ports.clock.now())?)
+    Ok(parse::postback::sample(&postback, overrides.as_ref(), s.app.ports.clock.now())?)
 }
 
 /// Prometheus text exposition format 0.0.4.

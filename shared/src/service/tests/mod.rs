@@ -7,6 +7,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is the failure report
 #![allow(clippy::type_complexity)] // case tables are tuples
 
+mod alerts;
 mod config;
 mod dispatch;
 mod ingest;

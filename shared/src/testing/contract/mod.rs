@@ -20,12 +20,14 @@ use std::time::Duration;
 
 use super::Adapters;
 
+mod alerts;
 mod control;
 mod logs;
 mod postbacks;
 mod queue;
 mod touches;
 
+pub use alerts::*;
 pub use control::*;
 pub use logs::*;
 pub use postbacks::*;
@@ -61,6 +63,7 @@ macro_rules! __contract_check_lists {
                 postbacks_create_conflict,
                 postbacks_list_ordered_and_by_type,
                 postbacks_versions,
+                alerts_round_trip,
                 touches_click_latest_wins,
                 touches_status_latest_wins,
                 touches_status_keys_are_separate,

@@ -14,6 +14,8 @@ use serde_json::Value;
 
 pub fn matches(p: &Postback, e: &Event) -> bool {
     p.enabled
+        // Alert postbacks are fired by the manager itself, never by matching.
+        && p.kind != EventType::Alert
         && p.kind == e.kind
         && p.offers.contains(e.offer_id.as_deref())
         && p.publishers.contains(e.publisher_id.as_deref())
@@ -29,7 +31,7 @@ pub fn matches(p: &Postback, e: &Event) -> bool {
 
 /// A condition as stored (`{"field", "op", "value"}`), on the event's macro value.
 fn condition_holds(condition: &Value, e: &Event) -> bool {
-    let ctx = MacroContext { event: e, postback_id: "", postback_name: "", delivery_id: "", attempt: 1 };
+    let ctx = MacroContext { event: e, postback_id: "", postback_name: "", delivery_id: "", attempt: 1, alert: None };
     let value = ctx.value(condition["field"].as_str().unwrap());
     let value = value.as_deref();
     let target = &condition["value"];
@@ -124,5 +126,6 @@ pub fn plain_postback(id: &str, kind: EventType) -> Postback {
         version: 1,
         conditions: Vec::new(),
         success_rule: None,
+        alerts: Vec::new(),
     }
 }

@@ -292,7 +292,16 @@ impl RawEvent {
         } = self;
 
         let kind_text = kind.ok_or_else(|| ValidationError::required("type"))?;
-        let kind = EventType::parse(&kind_text.to_ascii_lowercase()).ok_or_else(|| {
+        let kind_text = kind_text.to_ascii_lowercase();
+        // `alert` is a postback type, not something a tracker reports.
+        if kind_text == EventType::Alert.as_str() {
+            return Err(ValidationError::invalid(
+                "type",
+                "alert is not an event type: alerts are raised by the postback manager itself; \
+                 type must be one of impression, click, conversion, event",
+            ));
+        }
+        let kind = EventType::parse_tracked(&kind_text).ok_or_else(|| {
             ValidationError::invalid("type", "type must be one of impression, click, conversion, event")
         })?;
 

@@ -10,6 +10,7 @@ use chrono::{DateTime, Utc};
 use serde_json::{Map, Value};
 
 use super::{json_kind, present, unknown_field};
+use crate::domain::alert::{AlertContext, AlertKind};
 use crate::domain::condition::{Condition, MAX_CONDITIONS};
 use crate::domain::delivery::SuccessRule;
 use crate::domain::event::{Event, EventType};
@@ -20,6 +21,7 @@ use crate::domain::rules::postback::{
 };
 use crate::domain::signing::{Signing, SigningSecret};
 use crate::domain::ValidationError;
+use crate::service::config_api::Sample;
 
 const FIELDS: &[&str] = &[
     "name",
@@ -40,6 +42,7 @@ const FIELDS: &[&str] = &[
     "signing_secret",
     "conditions",
     "success_rule",
+    "alerts",
 ];
 /// Server-assigned; accepted and ignored so a client can PUT back what it GOT.
 const READ_ONLY_FIELDS: &[&str] = &["id", "created_at", "updated_at", "version"];
@@ -52,7 +55,11 @@ const READ_ONLY_FIELDS: &[&str] = &["id", "created_at", "updated_at", "version"]
 /// trimmed; `method` is case-insensitive (stored upper case); scope lists accept integer
 /// ids and drop duplicates; `fire_on` is accepted but ignored for impression and click
 /// postbacks; an empty `rejection_reasons` / `event_names` list is stored as none;
-/// `Content-Type` and connection-managed headers cannot be set in `headers`.
+/// `Content-Type` and connection-managed headers cannot be set in `headers`. Alert
+/// postbacks: `alerts` defaults to all three kinds (stored explicitly), a kind listed
+/// twice counts once; the fields about tracker events (`offers`, `publishers`, `fire_on`,
+/// `rejection_reasons`, `event_names`, `delay_seconds`, `conditions`) are refused with a
+/// value other than their default (the defaults are accepted, so a GET can be PUT back).
 pub fn spec_from_json(value: &Value) -> Result<PostbackSpec, ValidationError> {
     let object = value.as_object().ok_or_else(|| ValidationError::invalid("", "a postback must be a JSON object"))?;
     if let Some(unknown) =
@@ -65,8 +72,10 @@ pub fn spec_from_json(value: &Value) -> Result<PostbackSpec, ValidationError> {
     rules::name(name)?;
 
     let kind_text = required_string(object, "type")?;
-    let kind = EventType::parse(kind_text)
-        .ok_or_else(|| ValidationError::invalid("type", "type must be one of impression, click, conversion, event"))?;
+    let kind = EventType::parse(kind_text).ok_or_else(|| {
+        ValidationError::invalid("type", "type must be one of impression, click, conversion, event, alert")
+    })?;
+    let alert = kind == EventType::Alert;
 
     let enabled = match present(object, "enabled") {
         None => true,
@@ -80,7 +89,13 @@ pub fn spec_from_json(value: &Value) -> Result<PostbackSpec, ValidationError> {
     };
 
     let offers = scope(object, "offers")?;
+    if alert && offers != Scope::All {
+        return Err(rules::not_for_alerts("offers"));
+    }
     let publishers = scope(object, "publishers")?;
+    if alert && publishers != Scope::All {
+        return Err(rules::not_for_alerts("publishers"));
+    }
 
     // Ignored for impression and click postbacks, which always fire.
     let fire_on = match optional_string(object, "fire_on")? {
@@ -93,6 +108,9 @@ pub fn spec_from_json(value: &Value) -> Result<PostbackSpec, ValidationError> {
             return Err(ValidationError::invalid("fire_on", "fire_on must be one of approved, pending, rejected, all"))
         }
     };
+    if alert && fire_on != FireOn::Approved {
+        return Err(rules::not_for_alerts("fire_on"));
+    }
 
     let rejection_reasons = string_list(object, "rejection_reasons", MAX_REJECTION_REASON_CHARS)?;
     if rejection_reasons.is_some() {
@@ -108,6 +126,9 @@ pub fn spec_from_json(value: &Value) -> Result<PostbackSpec, ValidationError> {
         Some(Value::Number(n)) => rules::delay_seconds(n.as_u64())?,
         Some(_) => rules::delay_seconds(None)?,
     };
+    if alert && delay_seconds != 0 {
+        return Err(rules::not_for_alerts("delay_seconds"));
+    }
 
     // Case-insensitive for convenience; stored upper case.
     let method = match optional_string(object, "method")? {
@@ -119,20 +140,23 @@ pub fn spec_from_json(value: &Value) -> Result<PostbackSpec, ValidationError> {
     };
 
     let url_source = required_string(object, "url")?.trim();
-    let url_template = rules::url(url_source)?;
+    let url_template = rules::url(kind, url_source)?;
 
     let headers = match present(object, "headers") {
         None => Default::default(),
-        Some(Value::Object(map)) => rules::headers(map.iter().map(|(name, value)| {
-            let source = match value {
-                Value::String(source) => Ok(source.as_str()),
-                other => Err(ValidationError::invalid(
-                    format!("headers.{name}"),
-                    format!("a header value must be a string, not {}", json_kind(other)),
-                )),
-            };
-            (name.as_str(), source)
-        }))?,
+        Some(Value::Object(map)) => rules::headers(
+            kind,
+            map.iter().map(|(name, value)| {
+                let source = match value {
+                    Value::String(source) => Ok(source.as_str()),
+                    other => Err(ValidationError::invalid(
+                        format!("headers.{name}"),
+                        format!("a header value must be a string, not {}", json_kind(other)),
+                    )),
+                };
+                (name.as_str(), source)
+            }),
+        )?,
         Some(other) => {
             return Err(ValidationError::invalid(
                 "headers",
@@ -150,7 +174,7 @@ pub fn spec_from_json(value: &Value) -> Result<PostbackSpec, ValidationError> {
     };
 
     let body_source = optional_string(object, "body")?.filter(|b| !b.is_empty());
-    let body_template = body_source.map(|b| rules::body(method, b)).transpose()?;
+    let body_template = body_source.map(|b| rules::body(kind, method, b)).transpose()?;
 
     rules::check_rendering(kind, name, &url_template, &headers, body_template.as_ref(), content_type)?;
 
@@ -167,7 +191,11 @@ pub fn spec_from_json(value: &Value) -> Result<PostbackSpec, ValidationError> {
     };
     rules::signing(signing, &signing_secret, &url_template, &headers, body_template.as_ref())?;
     let conditions = conditions(object)?;
+    if alert && !conditions.is_empty() {
+        return Err(rules::not_for_alerts("conditions"));
+    }
     let success_rule = success_rule(object)?;
+    let alerts = alerts(object, kind)?;
 
     Ok(PostbackSpec {
         name: name.to_string(),
@@ -188,7 +216,30 @@ pub fn spec_from_json(value: &Value) -> Result<PostbackSpec, ValidationError> {
         signing_secret,
         conditions,
         success_rule,
+        alerts,
     })
+}
+
+/// `alerts`: alert postbacks only; absent: all three kinds (stored explicitly, so the
+/// postback shows what it fires on).
+fn alerts(object: &Map<String, Value>, kind: EventType) -> Result<Vec<AlertKind>, ValidationError> {
+    let Some(value) = present(object, "alerts") else {
+        return Ok(if kind == EventType::Alert { AlertKind::ALL.to_vec() } else { Vec::new() });
+    };
+    rules::alerts_apply(kind)?;
+    let Value::Array(items) = value else {
+        return Err(ValidationError::invalid(
+            "alerts",
+            format!("alerts must be a list of breaker_opened, breaker_closed, firing_failed, not {}", json_kind(value)),
+        ));
+    };
+    rules::alerts(items.iter().enumerate().map(|(i, item)| match item {
+        Value::String(s) => Ok(s.trim().to_string()),
+        other => Err(ValidationError::invalid(
+            format!("alerts[{i}]"),
+            format!("an alert must be a string, not {}", json_kind(other)),
+        )),
+    }))
 }
 
 /// `conditions`: an optional list of `{"field", "op", "value"}` objects; errors name
@@ -349,6 +400,52 @@ fn string_list(
     )
 }
 
+/// What preview/test render: for an alert postback a sample alert (see [`sample_alert`]),
+/// for any other the [`sample_event`].
+pub fn sample(
+    postback: &Postback,
+    overrides: Option<&Value>,
+    received_at: DateTime<Utc>,
+) -> Result<Sample, ValidationError> {
+    if postback.kind == EventType::Alert {
+        let alert = sample_alert(postback, overrides)?;
+        return Ok(Sample { event: alert.event(received_at), alert: Some(alert) });
+    }
+    sample_event(postback, overrides, received_at).map(Sample::from)
+}
+
+/// The sample alert of an alert postback's preview/test: nothing (or `{}`) for the kind
+/// of [`AlertKind::sample_for`], or `{"alert": "<kind>"}` for another. An alert has no
+/// tracker event, so no event field may be given (400 naming it).
+pub fn sample_alert(postback: &Postback, overrides: Option<&Value>) -> Result<AlertContext, ValidationError> {
+    let fields = match overrides {
+        None | Some(Value::Null) => return Ok(AlertContext::sample(AlertKind::sample_for(&postback.alerts))),
+        Some(Value::Object(fields)) => fields,
+        Some(other) => {
+            return Err(ValidationError::invalid(
+                "",
+                format!("the preview/test body of an alert postback must be an object such as {{\"alert\": \"firing_failed\"}}, not {}", json_kind(other)),
+            ))
+        }
+    };
+    if let Some(unknown) = fields.keys().find(|k| k.as_str() != "alert") {
+        return Err(ValidationError::invalid(
+            unknown,
+            format!(
+                "an alert postback is previewed and tested with a sample alert, not an event: \
+                 only \"alert\" (breaker_opened, breaker_closed or firing_failed) may be given, not {unknown}"
+            ),
+        ));
+    }
+    let kind = match optional_string(fields, "alert")? {
+        None => AlertKind::sample_for(&postback.alerts),
+        Some(text) => AlertKind::parse(text).ok_or_else(|| {
+            ValidationError::invalid("alert", "alert must be one of breaker_opened, breaker_closed, firing_failed")
+        })?,
+    };
+    Ok(AlertContext::sample(kind))
+}
+
 /// The sample event for preview/test: defaults suited to the postback, overridden by any
 /// fields the admin sent (as the event's fields, or as `{"event": {...}}`), then
 /// validated like an ingested event; errors name `event.<field>`.
@@ -399,4 +496,143 @@ pub fn sample_event(
         }
     }
     super::event::from_json(&sample, received_at).map_err(|e| e.within("event."))
+}
+
+#[cfg(test)]
+mod alert_tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use serde_json::json;
+
+    use super::*;
+
+    fn alert_postback() -> Value {
+        json!({"name": "Ops chat", "type": "alert", "method": "POST", "url": "https://chat.example/hook",
+               "body": "{\"text\": \"{alert_message}\"}"})
+    }
+
+    fn with(mut body: Value, field: &str, value: Value) -> Value {
+        body[field] = value;
+        body
+    }
+
+    fn conversion() -> Value {
+        json!({"name": "CRM", "type": "conversion", "method": "POST", "url": "https://crm.example/pb"})
+    }
+
+    fn refused(body: &Value) -> ValidationError {
+        spec_from_json(body).expect_err("should be refused")
+    }
+
+    #[test]
+    fn an_alert_postback_fires_on_every_alert_unless_told() {
+        let spec = spec_from_json(&alert_postback()).unwrap();
+        assert_eq!(spec.kind, EventType::Alert);
+        assert_eq!(spec.alerts, AlertKind::ALL, "the default is stored explicitly");
+        let spec = spec_from_json(&with(
+            alert_postback(),
+            "alerts",
+            json!(["firing_failed", " breaker_opened", "firing_failed"]),
+        ))
+        .unwrap();
+        assert_eq!(spec.alerts, [AlertKind::FiringFailed, AlertKind::BreakerOpened], "trimmed, a repeat counts once");
+        assert!(spec_from_json(&conversion()).unwrap().alerts.is_empty());
+    }
+
+    #[test]
+    fn the_alerts_field_names_what_is_wrong() {
+        #[rustfmt::skip]
+        let cases: Vec<(Value, &str, &str)> = vec![
+            (with(alert_postback(), "alerts", json!([])), "alerts", "at least one"),
+            (with(alert_postback(), "alerts", json!("firing_failed")), "alerts", "must be a list"),
+            (with(alert_postback(), "alerts", json!(["breaker_opened", "breaker_open"])), "alerts[1]", "unknown alert"),
+            (with(alert_postback(), "alerts", json!(["firing_failed", 3])), "alerts[1]", "must be a string"),
+            (with(conversion(), "alerts", json!(["firing_failed"])), "alerts", "only applies to postbacks of type alert"),
+            (with(conversion(), "alerts", json!([])), "alerts", "only applies"),
+        ];
+        for (body, field, message) in cases {
+            let err = refused(&body);
+            assert_eq!(err.field, field, "{body}: {}", err.message);
+            assert!(err.message.contains(message), "{body}: {}", err.message);
+        }
+    }
+
+    #[test]
+    fn fields_about_tracker_events_are_refused_on_alert_postbacks_but_their_defaults_pass() {
+        #[rustfmt::skip]
+        let cases: Vec<(&str, Value, Value)> = vec![
+            ("offers", json!(["o1"]), json!("all")),
+            ("publishers", json!(["p1"]), json!("all")),
+            ("fire_on", json!("rejected"), json!("approved")),
+            ("rejection_reasons", json!(["fraud"]), json!([])),
+            ("event_names", json!(["deposit"]), json!([])),
+            ("delay_seconds", json!(60), json!(0)),
+            ("conditions", json!([{"field": "transaction_id", "op": "exists"}]), json!([])),
+        ];
+        for (field, value, default) in cases {
+            let err = refused(&with(alert_postback(), field, value));
+            assert_eq!((err.code, err.field.as_str()), ("invalid", field), "{}", err.message);
+            assert!(
+                spec_from_json(&with(alert_postback(), field, default)).is_ok(),
+                "{field}: the default is accepted"
+            );
+        }
+    }
+
+    #[test]
+    fn a_postback_put_back_as_a_get_showed_it_is_accepted() {
+        let spec = spec_from_json(&alert_postback()).unwrap();
+        let shown = serde_json::to_value(spec.into_postback("pb_1".into(), Utc::now(), Utc::now())).unwrap();
+        assert_eq!(shown["type"], "alert");
+        assert_eq!(shown["alerts"], json!(["breaker_opened", "breaker_closed", "firing_failed"]));
+        assert!(spec_from_json(&shown).is_ok(), "{shown}");
+    }
+
+    #[test]
+    fn macros_are_checked_against_the_postbacks_type() {
+        #[rustfmt::skip]
+        let cases: Vec<(Value, &str, &str, &str)> = vec![
+            // (body, field, macro, words in the message)
+            (with(conversion(), "body", json!("{\"text\": \"{alert_message}\"}")), "body", "alert_message", "only for postbacks of type alert"),
+            (with(conversion(), "url", json!("https://crm.example/pb?s={status_code}")), "url", "status_code", "alert macro"),
+            (with(conversion(), "headers", json!({"X-Error": "{error}"})), "headers.X-Error", "error", "alert macro"),
+            (with(alert_postback(), "url", json!("https://chat.example/hook?p={payout}")), "url", "payout", "no tracker event"),
+            (with(alert_postback(), "body", json!("{\"s\": \"{sub1}\"}")), "body", "sub1", "no tracker event"),
+            (with(alert_postback(), "headers", json!({"X-Goal": "{params.goal}"})), "headers.X-Goal", "params.goal", "no tracker event"),
+            // Near misses are suggested from the type's own macros.
+            (with(alert_postback(), "body", json!("{\"t\": \"{alert_mesage}\"}")), "body", "alert_mesage", "did you mean {alert_message}?"),
+            (with(alert_postback(), "body", json!("{\"t\": \"{Alert}\"}")), "body", "Alert", "did you mean {alert}?"),
+            (with(conversion(), "url", json!("https://crm.example/pb?c={Sub5}")), "url", "Sub5", "did you mean {sub5}?"),
+            (with(conversion(), "url", json!("https://crm.example/pb?c={alert_mesage}")), "url", "alert_mesage", "unknown macro {alert_mesage}"),
+        ];
+        for (body, field, name, words) in cases {
+            let err = refused(&body);
+            assert_eq!((err.code, err.field.as_str()), ("unknown_macro", field), "{body}: {}", err.message);
+            assert!(err.message.contains(&format!("{{{name}}}")), "names the macro: {}", err.message);
+            assert!(err.message.contains(words), "{body}: {}", err.message);
+        }
+        // A conversion postback is never told to use an alert macro.
+        let err = refused(&with(conversion(), "url", json!("https://crm.example/pb?c={alert_mesage}")));
+        assert!(!err.message.contains("did you mean"), "{}", err.message);
+    }
+
+    #[test]
+    fn every_alert_macro_is_accepted_in_alert_postbacks() {
+        let body = crate::domain::macros::ALERT_MACROS
+            .iter()
+            .filter(|m| **m != "signature")
+            .map(|m| format!("\"{m}\": \"{{{m}}}\""))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let spec = spec_from_json(&with(alert_postback(), "body", json!(format!("{{{body}}}")))).unwrap();
+        assert!(spec.body.unwrap().contains("{alert_url}"));
+    }
+
+    #[test]
+    fn ingest_refuses_alert_events() {
+        let err =
+            super::super::event::from_json(&json!({"type": "alert", "transaction_id": "T1"}), Utc::now()).unwrap_err();
+        assert_eq!(err.field, "type");
+        assert!(err.message.contains("raised by the postback manager"), "{}", err.message);
+    }
 }

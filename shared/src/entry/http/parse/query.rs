@@ -24,7 +24,7 @@ pub fn postback_filter(pairs: &[(String, String)]) -> Result<PostbackFilter, Val
         match name.as_str() {
             "type" => {
                 filter.kind = Some(EventType::parse(value).ok_or_else(|| {
-                    ValidationError::invalid("type", "type must be impression, click, conversion or event")
+                    ValidationError::invalid("type", "type must be impression, click, conversion, event or alert")
                 })?)
             }
             "offer_id" => filter.offer_id = Some(value.clone()),
@@ -158,7 +158,7 @@ fn log_column_filter(
             LogColumn::PublisherId => filter.publisher_id = Some(id_value(name, value)?),
             LogColumn::Type => {
                 filter.kind = Some(EventType::parse(value).ok_or_else(|| {
-                    ValidationError::invalid(name, "type must be impression, click, conversion or event")
+                    ValidationError::invalid(name, "type must be impression, click, conversion, event or alert")
                 })?)
             }
             LogColumn::StatusCode => {
