@@ -27,6 +27,10 @@ pub struct Firing {
     /// The log entry this firing re-sends, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resend_of: Option<String>,
+    /// The failed log entry this firing replays (`POST /logs/replay`), if any; carried to
+    /// every attempt's entry.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replay_of: Option<String>,
 }
 
 fn yes() -> bool {

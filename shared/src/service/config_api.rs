@@ -295,6 +295,7 @@ impl App {
             queued_at: now,
             check_status: false,
             resend_of: None,
+            replay_of: None,
         };
         let (_, entry) = self.dispatcher().attempt_with(&postback, &firing, true).await?;
         Ok(TestOutput {
@@ -341,6 +342,7 @@ impl App {
             queued_at: now,
             check_status: false,
             resend_of: Some(original.id.clone()),
+            replay_of: None,
             ..source
         };
         let index = self.catalog.index().await?;

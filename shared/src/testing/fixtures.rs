@@ -100,6 +100,7 @@ pub fn firing(delivery_id: &str, due_at: DateTime<Utc>) -> Firing {
         queued_at: now(),
         check_status: true,
         resend_of: None,
+        replay_of: None,
     }
 }
 
@@ -137,6 +138,7 @@ pub fn log_entry(firing: &Firing, outcome: Outcome) -> LogEntry {
         postback_version: Some(1),
         next_attempt_at: None,
         resend_of: None,
+        replay_of: None,
         firing: Some(firing.clone()),
     }
 }

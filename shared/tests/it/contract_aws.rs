@@ -123,6 +123,7 @@ fn firing(delivery_id: &str, due_at: DateTime<Utc>) -> Firing {
         queued_at: Utc::now(),
         check_status: true,
         resend_of: None,
+        replay_of: None,
     }
 }
 
@@ -156,6 +157,7 @@ fn log_entry(fired_at: DateTime<Utc>, postback_id: &str, txid: &str, outcome: Ou
         postback_version: Some(1),
         next_attempt_at: None,
         resend_of: None,
+        replay_of: None,
         firing: Some(firing(&format!("d-{postback_id}-{txid}"), fired_at)),
     }
 }
