@@ -112,9 +112,12 @@ pub trait LogStore: Send + Sync {
     /// each was delivered, and the newest of its entries already replayed. Ids with
     /// neither may be absent from the map.
     async fn replay_states(&self, delivery_ids: &[String]) -> StoreResult<std::collections::HashMap<String, ReplayState>>;
-    /// Record that these entries were replayed (their firings queued again): for each
-    /// delivery id the newest such entry counts, and that entry and every older entry of
-    /// the id are no longer failed firings to replay.
+    /// Record that these entries (as `failed_firings` returned them) were replayed, their
+    /// firings queued again: for each delivery id the newest of them becomes its mark, and
+    /// that entry and every older entry of the id are no longer failed firings to replay.
+    /// (The embedded and memory stores never move a mark back; DynamoDB writes it
+    /// unconditionally, which is the same for entries newer than the mark: all a
+    /// selection returns.)
     async fn mark_replayed(&self, entries: &[LogEntry]) -> StoreResult<()>;
     /// The failed firings to replay (`POST /logs/replay`): non-test entries with outcome
     /// `failed` that match `filter`, newest first, at most `limit`, each one still its firing's latest word: not
