@@ -130,6 +130,9 @@ pub trait LogStore: Send + Sync {
     /// Provided over `query` and `replay_states`; every adapter uses it as is.
     async fn failed_firings(&self, filter: &LogFilter, limit: usize) -> StoreResult<FailedFirings> {
         use crate::domain::log::{Cursor, LogColumn, LogOp, LogPredicate, Outcome, MAX_LOG_LIMIT};
+        if limit == 0 {
+            return Ok(FailedFirings { entries: vec![], next_cursor: filter.cursor.clone() });
+        }
         let mut listing = filter.clone();
         listing.outcome = Some(Outcome::Failed);
         listing.limit = MAX_LOG_LIMIT;
@@ -145,6 +148,7 @@ pub trait LogStore: Send + Sync {
             ids.sort_unstable();
             ids.dedup();
             let states = self.replay_states(&ids).await?;
+            let mut full = false;
             for entry in page.items {
                 // Newest first: the first entry of a delivery id is its newest failed one.
                 if !seen.insert(entry.delivery_id.clone()) {
@@ -153,11 +157,19 @@ pub trait LogStore: Send + Sync {
                 if states.get(&entry.delivery_id).is_some_and(|state| state.supersedes(&entry)) {
                     continue;
                 }
-                chosen.push(entry);
-                if chosen.len() == limit {
+                if full {
+                    // One more beyond the limit: there is a next selection.
                     let next_cursor = chosen.last().map(Cursor::after);
                     return Ok(FailedFirings { entries: chosen, next_cursor });
                 }
+                chosen.push(entry);
+                full = chosen.len() >= limit;
+            }
+            if full {
+                // An exact fit on the last page has no next selection; otherwise the rest
+                // of the range is unknown yet.
+                let next_cursor = page.next_cursor.and_then(|_| chosen.last().map(Cursor::after));
+                return Ok(FailedFirings { entries: chosen, next_cursor });
             }
             match page.next_cursor {
                 Some(next) => {

@@ -636,4 +636,14 @@ pub async fn logs_failed_firings_paging_by_cursor(a: &Adapters) {
     }
     let after = a.logs.failed_firings(&for_postback(pb), 10).await.unwrap();
     assert!(after.entries.is_empty(), "all replayed: nothing left to select");
+
+    // An exact fit has no next selection; one short of it has.
+    let pb = "pb_replay_fit";
+    let entries: Vec<LogEntry> = (0..5).map(|i| failed_at(pb, &format!("d_fit_{i}"), base, i)).collect();
+    a.logs.append(&entries).await.unwrap();
+    let exact = a.logs.failed_firings(&for_postback(pb), 5).await.unwrap();
+    assert_eq!((exact.entries.len(), exact.next_cursor), (5, None), "exact fit");
+    let short = a.logs.failed_firings(&for_postback(pb), 4).await.unwrap();
+    assert_eq!(short.entries.len(), 4);
+    assert_eq!(short.next_cursor, Some(Cursor::after(&short.entries[3])), "one more follows");
 }
