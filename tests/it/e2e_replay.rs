@@ -29,14 +29,17 @@ async fn failed_firings_are_replayed_once_with_their_delivery_ids() {
             "url": sink.url(&format!("/fail/{N}/sale?t={{transaction_id}}&d={{delivery_id}}"))}))
         .await;
     for i in 0..N {
-        let r = api.ingest(json!({"type": "conversion", "transaction_id": format!("R{i}"), "status": "approved"})).await;
+        let r =
+            api.ingest(json!({"type": "conversion", "transaction_id": format!("R{i}"), "status": "approved"})).await;
         assert_eq!(r.status, 202, "{}", r.body);
     }
     let failed = api.wait_logs(&format!("postback_id={pb}"), N, WAIT, |e| e["outcome"] == "failed").await;
     assert_eq!(failed.len(), N, "a 404 fails at once: {failed:?}");
     // Rejected meanwhile: its replay must be skipped with the reason.
     let r = api
-        .ingest(json!({"type": "conversion", "transaction_id": "R0", "status": "rejected", "rejection_reason": "fraud"}))
+        .ingest(
+            json!({"type": "conversion", "transaction_id": "R0", "status": "rejected", "rejection_reason": "fraud"}),
+        )
         .await;
     assert_eq!(r.status, 202, "{}", r.body);
 
@@ -51,9 +54,7 @@ async fn failed_firings_are_replayed_once_with_their_delivery_ids() {
     assert_eq!(r.status, 200, "{}", r.body);
     assert_eq!(r.body, json!({"matched": N, "replayed": N, "dry_run": false, "next_cursor": null}));
 
-    let replays = api
-        .wait_logs(&format!("postback_id={pb}"), N, WAIT, |e| e["replay_of"].is_string())
-        .await;
+    let replays = api.wait_logs(&format!("postback_id={pb}"), N, WAIT, |e| e["replay_of"].is_string()).await;
     assert_eq!(replays.len(), N, "one new entry per replayed firing: {replays:?}");
     assert_eq!(ids_of(&replays, "delivery_id"), ids_of(&failed, "delivery_id"), "the same delivery ids");
     assert_eq!(ids_of(&replays, "replay_of"), ids_of(&failed, "id"), "replay_of points at the failed entries");

@@ -111,7 +111,10 @@ pub trait LogStore: Send + Sync {
     /// What a bulk replay must know of these delivery ids beyond their entries: whether
     /// each was delivered, and the newest of its entries already replayed. Ids with
     /// neither may be absent from the map.
-    async fn replay_states(&self, delivery_ids: &[String]) -> StoreResult<std::collections::HashMap<String, ReplayState>>;
+    async fn replay_states(
+        &self,
+        delivery_ids: &[String],
+    ) -> StoreResult<std::collections::HashMap<String, ReplayState>>;
     /// Record that these entries (as `failed_firings` returned them) were replayed, their
     /// firings queued again: for each delivery id the newest of them becomes its mark, and
     /// that entry and every older entry of the id are no longer failed firings to replay.
@@ -173,9 +176,8 @@ pub trait LogStore: Send + Sync {
             }
             match page.next_cursor {
                 Some(next) => {
-                    listing.cursor = Some(
-                        Cursor::decode(&next).map_err(|e| StoreError::Corrupt(format!("listing cursor: {e}")))?,
-                    )
+                    listing.cursor =
+                        Some(Cursor::decode(&next).map_err(|e| StoreError::Corrupt(format!("listing cursor: {e}")))?)
                 }
                 None => return Ok(FailedFirings { entries: chosen, next_cursor: None }),
             }
@@ -203,7 +205,10 @@ impl ReplayState {
     /// Whether `entry` (of this delivery id) is no longer a failed firing to replay.
     pub fn supersedes(&self, entry: &LogEntry) -> bool {
         self.delivered
-            || self.replayed.as_ref().is_some_and(|r| (entry.fired_at, entry.id.as_str()) <= (r.fired_at, r.last_id.as_str()))
+            || self
+                .replayed
+                .as_ref()
+                .is_some_and(|r| (entry.fired_at, entry.id.as_str()) <= (r.fired_at, r.last_id.as_str()))
     }
 }
 

@@ -170,7 +170,8 @@ impl LogStore for EmbeddedStore {
         self.read(move |conn| {
             let mut delivered =
                 conn.prepare_cached("SELECT 1 FROM delivered WHERE delivery_id = ?1 AND created_at >= ?2")?;
-            let mut replayed = conn.prepare_cached("SELECT fired_at_ns, entry_id FROM replayed WHERE delivery_id = ?1")?;
+            let mut replayed =
+                conn.prepare_cached("SELECT fired_at_ns, entry_id FROM replayed WHERE delivery_id = ?1")?;
             let mut states = HashMap::new();
             for id in ids {
                 let state = ReplayState {

@@ -14,7 +14,8 @@ const URL: &str = "https://aff.example/pb";
 /// A conversion postback (fires on approved) and `n` approved conversions T0..Tn-1,
 /// each dispatched once against `answer`. Returns the postback id.
 async fn conversions(w: &World, n: usize, answer: Answer) -> String {
-    let id = w.postback(json!({"name": "Sales", "type": "conversion", "url": format!("{URL}?t={{transaction_id}}")})).await;
+    let id =
+        w.postback(json!({"name": "Sales", "type": "conversion", "url": format!("{URL}?t={{transaction_id}}")})).await;
     for i in 0..n {
         w.ingest_one(json!({"type": "conversion", "transaction_id": format!("T{i}"), "status": "approved"})).await;
     }
@@ -84,8 +85,10 @@ async fn failed_firings_are_queued_once_each_with_their_delivery_id() {
 async fn a_conversion_rejected_meanwhile_is_skipped_with_the_reason() {
     let w = World::new();
     conversions(&w, 2, Answer::status(400)).await;
-    w.ingest_one(json!({"type": "conversion", "transaction_id": "T1", "status": "rejected", "rejection_reason": "fraud"}))
-        .await;
+    w.ingest_one(
+        json!({"type": "conversion", "transaction_id": "T1", "status": "rejected", "rejection_reason": "fraud"}),
+    )
+    .await;
     assert_eq!(replay(&w, false).await.replayed, 2, "both failed firings are queued");
     w.sender.set_default(Answer::ok());
     let mut outcomes: Vec<String> = Vec::new();

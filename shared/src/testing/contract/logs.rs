@@ -583,7 +583,10 @@ pub async fn logs_failed_firings_filters_apply(a: &Adapters) {
         ),
         (
             "url.contains",
-            LogFilter { predicates: vec![predicate(LogColumn::Url, LogOp::Contains, "crm.example")], ..for_postback(pb) },
+            LogFilter {
+                predicates: vec![predicate(LogColumn::Url, LogOp::Contains, "crm.example")],
+                ..for_postback(pb)
+            },
             pick(&[2]),
         ),
         (

@@ -75,7 +75,10 @@ pub fn replay_request(value: &Value) -> Result<ReplayRequest, ValidationError> {
             (LogColumn::Outcome, LogOp::IsNot, "failed") => return Err(only_failed("outcome.not")),
             (LogColumn::Test, LogOp::Is, "true") | (LogColumn::Test, LogOp::IsNot, "false") => {
                 let field = format!("test{}", p.op().suffix());
-                return Err(ValidationError::invalid(field, "test entries are never replayed: leave test out or false"));
+                return Err(ValidationError::invalid(
+                    field,
+                    "test entries are never replayed: leave test out or false",
+                ));
             }
             _ => {}
         }
