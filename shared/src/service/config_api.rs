@@ -351,6 +351,12 @@ impl App {
         if let AttemptOutcome::Retrying(at) = outcome {
             self.ports.queue.enqueue(&[firing.next_attempt(at)]).await?;
         }
+        // The resend (a new delivery id) takes over from the original: a bulk replay must
+        // not send the same conversion again under the old id. Sent already, so a store
+        // error here is only logged.
+        if let Err(e) = self.ports.logs.mark_replayed(std::slice::from_ref(&original)).await {
+            tracing::warn!(log_id = %original.id, error = %e, "could not mark the resent entry; a replay may send it again");
+        }
         Ok(entry)
     }
 

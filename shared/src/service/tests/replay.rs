@@ -181,3 +181,20 @@ async fn test_entries_are_never_replayed() {
     assert_eq!(out.outcome, Outcome::Failed);
     assert_eq!(replay(&w, true).await.matched, 0);
 }
+
+/// A failed entry resent by hand is taken over by the resend (a new delivery id): a
+/// replay leaves the original alone, and replays the resend if that failed.
+#[tokio::test]
+async fn a_resent_failure_is_not_replayed_but_a_failed_resend_is() {
+    let w = World::new();
+    conversions(&w, 2, Answer::status(404)).await;
+    let failed = with_outcome(&w.logs(), Outcome::Failed);
+    let resent = w.app.resend_log(&failed[0].id).await.unwrap();
+    assert_eq!(resent.outcome, Outcome::Failed, "still 404");
+    w.app.replay(&request(LogFilter::default(), false)).await.unwrap();
+    let mut replayed: Vec<String> = w.queued().into_iter().map(|f| f.replay_of.unwrap()).collect();
+    replayed.sort();
+    let mut want = vec![failed[1].id.clone(), resent.id.clone()];
+    want.sort();
+    assert_eq!(replayed, want, "the other failure and the failed resend, not the resent original");
+}
