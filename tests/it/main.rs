@@ -10,5 +10,6 @@ mod e2e_crash;
 mod e2e_delivery_control;
 mod e2e_flow;
 mod e2e_metrics;
+mod e2e_replay;
 mod e2e_signing;
 mod e2e_tls;

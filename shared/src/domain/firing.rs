@@ -31,6 +31,10 @@ pub struct Firing {
     /// An alert postback's firing: the alert (the alert macros' values).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub alert: Option<AlertContext>,
+    /// The failed log entry this firing replays (`POST /logs/replay`), if any; carried to
+    /// every attempt's entry.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replay_of: Option<String>,
 }
 
 fn yes() -> bool {

@@ -83,6 +83,9 @@ pub struct LogEntry {
     pub next_attempt_at: Option<DateTime<Utc>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resend_of: Option<String>,
+    /// The failed entry a bulk replay fired again (`POST /logs/replay`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replay_of: Option<String>,
     /// What is needed to resend this entry: the firing it came from. Not part of the API
     /// output.
     #[serde(default, skip_serializing)]

@@ -35,6 +35,7 @@ pub async fn raise(app: &App, alert: &AlertContext, key: &str) -> StoreResult<()
             check_status: false,
             resend_of: None,
             alert: Some(alert.clone()),
+            replay_of: None,
         })
         .collect();
     if firings.is_empty() {

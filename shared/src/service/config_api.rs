@@ -335,6 +335,7 @@ impl App {
             check_status: false,
             resend_of: None,
             alert,
+            replay_of: None,
         };
         let (_, entry) = self.dispatcher().attempt_with(&postback, &firing, true).await?;
         Ok(TestOutput {
@@ -381,6 +382,7 @@ impl App {
             queued_at: now,
             check_status: false,
             resend_of: Some(original.id.clone()),
+            replay_of: None,
             ..source
         };
         let index = self.catalog.index().await?;
@@ -388,6 +390,12 @@ impl App {
         let (outcome, entry) = self.dispatcher().attempt_with(&postback, &firing, false).await?;
         if let AttemptOutcome::Retrying(at) = outcome {
             self.ports.queue.enqueue(&[firing.next_attempt(at)]).await?;
+        }
+        // The resend (a new delivery id) takes over from the original: a bulk replay must
+        // not send the same conversion again under the old id. Sent already, so a store
+        // error here is only logged.
+        if let Err(e) = self.ports.logs.mark_replayed(std::slice::from_ref(&original)).await {
+            tracing::warn!(log_id = %original.id, error = %e, "could not mark the resent entry; a replay may send it again");
         }
         Ok(entry)
     }

@@ -310,6 +310,7 @@ fn base_entry(firing: &Firing, postback: Option<&CompiledPostback>, fired_at: Da
         postback_version: postback.map(|p| p.postback.version),
         next_attempt_at: None,
         resend_of: firing.resend_of.clone(),
+        replay_of: firing.replay_of.clone(),
         firing: Some(firing.clone()),
     }
 }

@@ -98,6 +98,7 @@ impl App {
                     check_status: true,
                     resend_of: None,
                     alert: None,
+                    replay_of: None,
                 });
             }
             results.push(IngestResult { id, duplicate, matched: matched.len(), click_found: click });

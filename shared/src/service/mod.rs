@@ -8,6 +8,7 @@ mod dispatch;
 pub mod ingest;
 pub mod metrics;
 mod queue_loop;
+pub mod replay;
 #[cfg(test)]
 mod tests;
 

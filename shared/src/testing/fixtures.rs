@@ -103,6 +103,7 @@ pub fn firing(delivery_id: &str, due_at: DateTime<Utc>) -> Firing {
         check_status: true,
         resend_of: None,
         alert: None,
+        replay_of: None,
     }
 }
 
@@ -140,6 +141,7 @@ pub fn log_entry(firing: &Firing, outcome: Outcome) -> LogEntry {
         postback_version: Some(1),
         next_attempt_at: None,
         resend_of: None,
+        replay_of: None,
         firing: Some(firing.clone()),
     }
 }

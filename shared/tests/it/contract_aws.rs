@@ -126,6 +126,7 @@ fn firing(delivery_id: &str, due_at: DateTime<Utc>) -> Firing {
         check_status: true,
         resend_of: None,
         alert: None,
+        replay_of: None,
     }
 }
 
@@ -159,6 +160,7 @@ fn log_entry(fired_at: DateTime<Utc>, postback_id: &str, txid: &str, outcome: Ou
         postback_version: Some(1),
         next_attempt_at: None,
         resend_of: None,
+        replay_of: None,
         firing: Some(firing(&format!("d-{postback_id}-{txid}"), fired_at)),
     }
 }

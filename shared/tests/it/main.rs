@@ -26,4 +26,6 @@ mod aws_cost;
 #[cfg(all(feature = "aws", feature = "testing"))]
 mod aws_functions;
 #[cfg(all(feature = "aws", feature = "testing"))]
+mod aws_replay;
+#[cfg(all(feature = "aws", feature = "testing"))]
 mod contract_aws;

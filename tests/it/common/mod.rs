@@ -38,8 +38,9 @@ struct SinkState {
 
 /// A local HTTP receiver. Paths decide the answer:
 /// `/ok/...` 200; `/status/<code>/...` that status; `/flaky/<n>/...` 500 for the first n
-/// hits of that exact path then 200; `/slow/<ms>/...` 200 after a pause; `/body/<text>/...`
-/// 200 with `<text>` as the body.
+/// hits of that exact path then 200; `/fail/<n>/...` 404 (permanent) for the first n hits
+/// of that path then 200; `/slow/<ms>/...` 200 after a pause; `/body/<text>/...` 200 with
+/// `<text>` as the body.
 #[derive(Clone)]
 pub struct Sink {
     pub addr: SocketAddr,
@@ -123,6 +124,16 @@ async fn sink_handler(
                 (StatusCode::INTERNAL_SERVER_ERROR, "flaky").into_response()
             } else {
                 (StatusCode::OK, "ok after flaking").into_response()
+            }
+        }
+        Some("fail") => {
+            // A receiver that refuses (404, permanent) its first n hits of that path, then
+            // is fixed.
+            let n: u32 = parts.get(1).and_then(|c| c.parse().ok()).unwrap_or(1);
+            if count <= n {
+                (StatusCode::NOT_FOUND, "not found").into_response()
+            } else {
+                (StatusCode::OK, "ok after fixing").into_response()
             }
         }
         Some("slow") => {

@@ -27,7 +27,7 @@ use crate::domain::log::{
     Cursor, LogColumn, LogEntry, LogFilter, LogOp, LogPage, LogPredicate, DEFAULT_LOG_LIMIT, MAX_LOG_LIMIT,
 };
 use crate::domain::stats::{hour_of, HourCounts};
-use crate::ports::{LogStore, StoreError, StoreResult};
+use crate::ports::{LogStore, ReplayState, StoreError, StoreResult};
 
 /// Shards of the `newest` index: each index partition takes ~1000 writes/s, so four
 /// carry ~4000 log entries a second; a listing without a postback or transaction filter
@@ -54,6 +54,13 @@ const TEST: &str = "test";
 const FIRED_KEY: &str = LOGS_SORT_KEY;
 
 const DELIVERED_PREFIX: &str = "delivered#";
+/// Replay markers (`replayed#<delivery id>`): the `fired_key` of the newest entry of the
+/// delivery id a bulk replay queued again, in `replayed_key` (not `fired_key`: no
+/// index may list them).
+const REPLAYED_PREFIX: &str = "replayed#";
+const REPLAYED_KEY: &str = "replayed_key";
+/// Marker reads and writes in flight at once during a replay selection.
+const MARKER_CONCURRENCY: usize = 16;
 /// Ids of the per-postback hourly counter items.
 const STATS_PREFIX: &str = "stats#";
 /// A delivered marker outlives any redelivery of the message that delivered: SQS keeps
@@ -539,8 +546,72 @@ impl LogStore for DynamoLogStore {
             .collect())
     }
 
+    /// `BatchGetItem` of the ids' delivered and replay markers, 100 keys a call, several
+    /// calls at once.
+    async fn replay_states(
+        &self,
+        delivery_ids: &[String],
+    ) -> StoreResult<std::collections::HashMap<String, ReplayState>> {
+        use futures::{StreamExt, TryStreamExt};
+        let keys: Vec<Item> = delivery_ids
+            .iter()
+            .flat_map(|d| [Self::marker_id(d), format!("{REPLAYED_PREFIX}{d}")])
+            .map(|id| Item::from([(ID.to_string(), s(id))]))
+            .collect();
+        let chunks: Vec<Vec<Item>> = keys.chunks(100).map(<[Item]>::to_vec).collect();
+        let found: Vec<Vec<Item>> = futures::stream::iter(chunks)
+            .map(|chunk| batch_get(&self.client, &self.table, chunk))
+            .buffer_unordered(MARKER_CONCURRENCY)
+            .try_collect()
+            .await?;
+        let now = Utc::now();
+        let mut states: std::collections::HashMap<String, ReplayState> = std::collections::HashMap::new();
+        for item in found.iter().flatten().filter(|item| !is_expired(item, now)) {
+            let Some(id) = get_s(item, ID) else { continue };
+            if let Some(delivery_id) = id.strip_prefix(DELIVERED_PREFIX) {
+                states.entry(delivery_id.to_string()).or_default().delivered = true;
+            } else if let Some(delivery_id) = id.strip_prefix(REPLAYED_PREFIX) {
+                let mark = get_s(item, REPLAYED_KEY).and_then(cursor_at);
+                states.entry(delivery_id.to_string()).or_default().replayed = mark;
+            }
+        }
+        Ok(states)
+    }
+
+    /// `BatchWriteItem` puts of the markers (unconditional: the newest of these entries
+    /// per delivery id; a replay only ever selects entries newer than the stored mark).
+    async fn mark_replayed(&self, entries: &[LogEntry]) -> StoreResult<()> {
+        use futures::{StreamExt, TryStreamExt};
+        let mut newest: BTreeMap<&str, String> = BTreeMap::new();
+        for entry in entries {
+            let key = fired_key(entry.fired_at, &entry.id);
+            let slot = newest.entry(entry.delivery_id.as_str()).or_default();
+            if key > *slot {
+                *slot = key;
+            }
+        }
+        let now = Utc::now();
+        let items: Vec<Item> = newest
+            .into_iter()
+            .map(|(delivery_id, key)| {
+                Item::from([
+                    (ID.to_string(), s(format!("{REPLAYED_PREFIX}{delivery_id}"))),
+                    (REPLAYED_KEY.to_string(), s(key)),
+                    (EXPIRES_AT.to_string(), expires_at(now, self.retention)),
+                ])
+            })
+            .collect();
+        let chunks: Vec<Vec<Item>> = items.chunks(25).map(<[Item]>::to_vec).collect();
+        futures::stream::iter(chunks)
+            .map(|chunk| batch_put(&self.client, &self.table, chunk))
+            .buffer_unordered(MARKER_CONCURRENCY)
+            .try_collect::<Vec<()>>()
+            .await?;
+        Ok(())
+    }
+
     async fn get(&self, id: &str) -> StoreResult<Option<LogEntry>> {
-        if id.starts_with(DELIVERED_PREFIX) || id.starts_with(STATS_PREFIX) {
+        if id.starts_with(DELIVERED_PREFIX) || id.starts_with(STATS_PREFIX) || id.starts_with(REPLAYED_PREFIX) {
             return Ok(None);
         }
         self.get_item(id).await?.map(|item| Self::parse_entry(&item)).transpose()

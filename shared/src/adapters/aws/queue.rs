@@ -27,6 +27,8 @@ use super::{AwsClients, ResourceNames};
 use crate::domain::firing::Firing;
 use crate::ports::{FiringQueue, Leased, QueueDepth, StoreError, StoreResult};
 
+/// `SendMessageBatch` calls one `enqueue` has in flight at once.
+const SEND_CONCURRENCY: usize = 16;
 /// The longest `DelaySeconds` SQS accepts.
 pub const MAX_SQS_DELAY: Duration = Duration::from_secs(900);
 /// How early a schedule fires before the firing is due. EventBridge Scheduler fires an
@@ -139,7 +141,11 @@ impl SqsFiringQueue {
 
     /// Send (body, delay seconds) messages in batches of at most 10 entries and 256 KiB,
     /// re-sending entries SQS failed on its side.
+    /// Batches of up to 10 messages and 256 KiB, `SEND_CONCURRENCY` batches in flight at
+    /// once (a bulk replay queues 10,000 firings in one request: 1,000 calls).
     async fn send_messages(&self, messages: Vec<(String, u64)>) -> StoreResult<()> {
+        use futures::{StreamExt, TryStreamExt};
+        let mut batches: Vec<Vec<(String, u64)>> = Vec::new();
         let mut batch: Vec<(String, u64)> = Vec::new();
         let mut batch_bytes = 0;
         for (body, delay) in messages {
@@ -150,15 +156,20 @@ impl SqsFiringQueue {
                 )));
             }
             if batch.len() == MAX_BATCH_ENTRIES || batch_bytes + body.len() > MAX_BATCH_BYTES {
-                self.send_batch(std::mem::take(&mut batch)).await?;
+                batches.push(std::mem::take(&mut batch));
                 batch_bytes = 0;
             }
             batch_bytes += body.len();
             batch.push((body, delay));
         }
         if !batch.is_empty() {
-            self.send_batch(batch).await?;
+            batches.push(batch);
         }
+        futures::stream::iter(batches)
+            .map(|batch| self.send_batch(batch))
+            .buffer_unordered(SEND_CONCURRENCY)
+            .try_collect::<Vec<()>>()
+            .await?;
         Ok(())
     }
 

@@ -12,7 +12,7 @@ use super::{decode, encode, millis, nanos, EmbeddedStore};
 use crate::domain::firing::Firing;
 use crate::domain::log::{Cursor, LogColumn, LogEntry, LogFilter, LogOp, LogPage, DEFAULT_LOG_LIMIT, MAX_LOG_LIMIT};
 use crate::domain::stats::HourCounts;
-use crate::ports::{LogStore, StoreResult};
+use crate::ports::{LogStore, ReplayState, StoreResult};
 
 /// A log entry encoded for its row.
 struct LogRow {
@@ -159,6 +159,56 @@ impl LogStore for EmbeddedStore {
                 }
             }
             Ok(counts)
+        })
+        .await
+    }
+
+    /// Point reads of `delivered` and `replayed` by their keys, in one read.
+    async fn replay_states(&self, delivery_ids: &[String]) -> StoreResult<HashMap<String, ReplayState>> {
+        let ids = delivery_ids.to_vec();
+        let cutoff = millis(self.cutoff(Utc::now()));
+        self.read(move |conn| {
+            let mut delivered =
+                conn.prepare_cached("SELECT 1 FROM delivered WHERE delivery_id = ?1 AND created_at >= ?2")?;
+            let mut replayed =
+                conn.prepare_cached("SELECT fired_at_ns, entry_id FROM replayed WHERE delivery_id = ?1")?;
+            let mut states = HashMap::new();
+            for id in ids {
+                let state = ReplayState {
+                    delivered: delivered.exists((&id, cutoff))?,
+                    replayed: replayed
+                        .query_row([&id], |row| Ok((row.get::<_, i64>(0)?, row.get::<_, String>(1)?)))
+                        .optional()?
+                        .map(|(ns, last_id)| Cursor { fired_at: DateTime::from_timestamp_nanos(ns), last_id }),
+                };
+                if state != ReplayState::default() {
+                    states.insert(id, state);
+                }
+            }
+            Ok(states)
+        })
+        .await
+    }
+
+    /// Upsert that keeps the newest position per delivery id.
+    async fn mark_replayed(&self, entries: &[LogEntry]) -> StoreResult<()> {
+        if entries.is_empty() {
+            return Ok(());
+        }
+        let rows: Vec<(String, i64, String)> =
+            entries.iter().map(|e| (e.delivery_id.clone(), nanos(e.fired_at), e.id.clone())).collect();
+        let now = millis(Utc::now());
+        self.write(move |conn| {
+            let mut upsert = conn.prepare_cached(
+                "INSERT INTO replayed (delivery_id, fired_at_ns, entry_id, created_at) VALUES (?1, ?2, ?3, ?4) \
+                 ON CONFLICT (delivery_id) DO UPDATE SET fired_at_ns = excluded.fired_at_ns, \
+                 entry_id = excluded.entry_id, created_at = excluded.created_at \
+                 WHERE (excluded.fired_at_ns, excluded.entry_id) > (replayed.fired_at_ns, replayed.entry_id)",
+            )?;
+            for (delivery_id, fired_at_ns, entry_id) in &rows {
+                upsert.execute(rusqlite::params![delivery_id, fired_at_ns, entry_id, now])?;
+            }
+            Ok(())
         })
         .await
     }

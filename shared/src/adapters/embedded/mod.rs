@@ -189,12 +189,13 @@ impl EmbeddedStore {
         let cutoff = self.cutoff(Utc::now());
         let (cutoff_ms, cutoff_ns) = (millis(cutoff), nanos(cutoff));
         // (table, row key, age column, bound)
-        let targets: [(&str, &str, &str, i64); 6] = [
+        let targets: [(&str, &str, &str, i64); 7] = [
             ("logs", "rowid", "fired_at_ns", cutoff_ns),
             ("touches", "rowid", "created_at", cutoff_ms),
             ("statuses", "rowid", "created_at", cutoff_ms),
             ("seen", "dedupe_key", "created_at", cutoff_ms),
             ("delivered", "delivery_id", "created_at", cutoff_ms),
+            ("replayed", "delivery_id", "created_at", cutoff_ms),
             ("firings_quarantine", "rowid", "quarantined_at", cutoff_ms),
         ];
         let mut total = 0u64;

@@ -127,6 +127,18 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (postback_id, queued_at_ns, delivery_id)
     ) WITHOUT ROWID;
     ",
+    // 5: bulk replay (`POST /logs/replay`): per delivery id, the newest of its entries
+    // replayed, so a second replay does not queue it again. Self-contained (IF NOT
+    // EXISTS) so it can take any place in this list.
+    "
+    CREATE TABLE IF NOT EXISTS replayed (
+        delivery_id TEXT PRIMARY KEY NOT NULL,
+        fired_at_ns INTEGER NOT NULL,
+        entry_id    TEXT NOT NULL,
+        created_at  INTEGER NOT NULL
+    ) WITHOUT ROWID;
+    CREATE INDEX IF NOT EXISTS replayed_by_age ON replayed(created_at);
+    ",
 ];
 
 /// The schema version this build writes.

@@ -10,13 +10,15 @@ use chrono::{DateTime, Utc};
 
 use crate::domain::log::{Cursor, LogEntry, LogFilter, LogPage, DEFAULT_LOG_LIMIT, MAX_LOG_LIMIT};
 use crate::domain::stats::{hour_of, HourCounts};
-use crate::ports::{Clock, LogStore, StoreResult};
+use crate::ports::{Clock, LogStore, ReplayState, StoreResult};
 
 #[derive(Debug, Default)]
 struct Logs {
     entries: HashMap<String, LogEntry>,
     /// Delivery id → when it was marked delivered.
     delivered: HashMap<String, DateTime<Utc>>,
+    /// Delivery id → the newest of its entries replayed.
+    replayed: HashMap<String, Cursor>,
 }
 
 pub struct MemoryLogStore {
@@ -107,6 +109,34 @@ impl LogStore for MemoryLogStore {
             }
         }
         Ok(counts)
+    }
+
+    async fn replay_states(&self, delivery_ids: &[String]) -> StoreResult<HashMap<String, ReplayState>> {
+        let cutoff = self.cutoff(self.clock.now());
+        let logs = self.logs();
+        Ok(delivery_ids
+            .iter()
+            .map(|id| {
+                let state = ReplayState {
+                    delivered: logs.delivered.get(id).is_some_and(|at| *at >= cutoff),
+                    replayed: logs.replayed.get(id).cloned(),
+                };
+                (id.clone(), state)
+            })
+            .filter(|(_, state)| *state != ReplayState::default())
+            .collect())
+    }
+
+    async fn mark_replayed(&self, entries: &[LogEntry]) -> StoreResult<()> {
+        let mut logs = self.logs();
+        for entry in entries {
+            let mark = Cursor::after(entry);
+            let newest = logs.replayed.entry(entry.delivery_id.clone()).or_insert_with(|| mark.clone());
+            if (mark.fired_at, &mark.last_id) > (newest.fired_at, &newest.last_id) {
+                *newest = mark;
+            }
+        }
+        Ok(())
     }
 
     async fn get(&self, id: &str) -> StoreResult<Option<LogEntry>> {

@@ -183,6 +183,14 @@ pub async fn resend_log(AxumState(s): AxumState<State>, Path(id): Path<String>) 
     Ok((StatusCode::CREATED, Json(entry)).into_response())
 }
 
+/// `POST /logs/replay`: the `GET /logs` filters as JSON, `from` required (an empty body
+/// lacks it), `dry_run`, `cursor`.
+pub async fn replay_logs(AxumState(s): AxumState<State>, headers: HeaderMap, body: Body) -> ApiResult {
+    let value = json_body(&headers, body).await?.ok_or_else(|| ValidationError::required("from"))?;
+    let request = parse::replay::replay_request(&value)?;
+    Ok(Json(s.app.replay(&request).await?).into_response())
+}
+
 /// `POST /events`: one event object, or `{"events": [...]}` (1..=500). A batch is
 /// validated whole before anything is written: one bad event rejects the batch with
 /// its index in the field name.

@@ -62,6 +62,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/logs"),
     ("GET", "/logs/{id}"),
     ("POST", "/logs/{id}/resend"),
+    ("POST", "/logs/replay"),
     ("POST", "/events"),
     ("GET", "/events"),
 ];
@@ -87,6 +88,7 @@ pub fn router(app: Arc<App>, keys: ApiKeys, routes: RouteSet) -> Router {
         .route("/logs", get(handlers::list_logs))
         .route("/logs/{id}", get(handlers::get_log))
         .route("/logs/{id}/resend", post(handlers::resend_log))
+        .route("/logs/replay", post(handlers::replay_logs))
         .route_layer(middleware::from_fn_with_state(state.clone(), auth::require_admin));
 
     let ingest = Router::new()

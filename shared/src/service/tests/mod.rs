@@ -12,6 +12,7 @@ mod config;
 mod dispatch;
 mod ingest;
 mod queue_loop;
+mod replay;
 mod signing;
 
 use std::sync::Arc;

@@ -470,3 +470,183 @@ pub async fn logs_hourly_stats(a: &Adapters) {
     assert!(a.logs.hourly_stats("pb_none", &[current]).await.unwrap().is_empty());
     assert!(a.logs.get(&format!("stats#{postback}#x")).await.unwrap().is_none());
 }
+
+/// A failed entry of delivery `delivery_id` for postback `postback_id`, fired `ms`
+/// milliseconds after `base`.
+fn failed_at(postback_id: &str, delivery_id: &str, base: chrono::DateTime<chrono::Utc>, ms: i64) -> LogEntry {
+    let mut firing = fixtures::firing(delivery_id, base);
+    firing.postback_id = postback_id.to_string();
+    let mut e = fixtures::log_entry(&firing, Outcome::Failed);
+    e.fired_at = base + Duration::milliseconds(ms);
+    e
+}
+
+fn for_postback(postback_id: &str) -> LogFilter {
+    LogFilter { postback_id: Some(postback_id.into()), ..LogFilter::default() }
+}
+
+/// The replay selection takes each delivery id's newest failed entry only: not
+/// retrying, skipped or test entries, not a delivery id delivered since, not one already
+/// replayed (up to the entry marked), but again one that failed after its replay.
+pub async fn logs_failed_firings_latest_failed_per_delivery(a: &Adapters) {
+    let pb = "pb_replay_latest";
+    let base = fixtures::now() - Duration::minutes(10);
+    let older_twin = failed_at(pb, "d_twice", base, 1);
+    let newer_twin = failed_at(pb, "d_twice", base, 2);
+    let mut retrying = failed_at(pb, "d_retrying", base, 3);
+    retrying.outcome = Outcome::Retrying;
+    let mut skipped = failed_at(pb, "d_skipped", base, 4);
+    skipped.outcome = Outcome::Skipped;
+    let mut test = failed_at(pb, "d_test", base, 5);
+    test.test = true;
+    let then_delivered = failed_at(pb, "d_delivered", base, 6);
+    let mut delivered = failed_at(pb, "d_delivered", base, 7);
+    delivered.outcome = Outcome::Delivered;
+    let replayed = failed_at(pb, "d_replayed", base, 8);
+    let before_replay = failed_at(pb, "d_again", base, 9);
+    let plain = failed_at(pb, "d_plain", base, 10);
+    a.logs
+        .append(&[
+            older_twin.clone(),
+            newer_twin.clone(),
+            retrying,
+            skipped,
+            test,
+            then_delivered,
+            replayed.clone(),
+            before_replay.clone(),
+            plain.clone(),
+        ])
+        .await
+        .unwrap();
+    assert!(a.logs.record_delivered(&delivered).await.unwrap());
+    a.logs.mark_replayed(&[replayed.clone(), before_replay.clone()]).await.unwrap();
+    // Marking again (a second replay of the same entries) changes nothing.
+    a.logs.mark_replayed(std::slice::from_ref(&replayed)).await.unwrap();
+    let after_replay = failed_at(pb, "d_again", base, 11);
+    a.logs.append(std::slice::from_ref(&after_replay)).await.unwrap();
+
+    let got = a.logs.failed_firings(&for_postback(pb), 100).await.unwrap();
+    assert_eq!(
+        ids(&got.entries),
+        newest_first(&[&newer_twin, &plain, &after_replay]),
+        "the newest failed entry of each delivery id not delivered or replayed since"
+    );
+    assert_eq!(got.next_cursor, None, "all of it in one selection");
+    assert_eq!(got.entries[0], after_replay, "entries come back whole (with the firing)");
+
+    let states = a.logs.replay_states(&["d_delivered".into(), "d_replayed".into(), "d_plain".into()]).await.unwrap();
+    assert!(states.get("d_delivered").is_some_and(|s| s.delivered), "{states:?}");
+    let mark = states.get("d_replayed").and_then(|s| s.replayed.clone());
+    assert_eq!(mark, Some(Cursor::after(&replayed)), "the replayed entry's position");
+    assert!(states.get("d_plain").is_none_or(|s| *s == crate::ports::ReplayState::default()));
+
+    // Marking what a selection returned moves the mark on (a selection returns only
+    // entries newer than the mark, so that is all a replay marks).
+    let got = a.logs.failed_firings(&for_postback(pb), 100).await.unwrap();
+    a.logs.mark_replayed(&got.entries).await.unwrap();
+    let got = a.logs.failed_firings(&for_postback(pb), 100).await.unwrap();
+    assert_eq!(ids(&got.entries), Vec::<String>::new(), "everything selected was marked");
+}
+
+/// The listing's filters narrow the selection: postback, transaction, time range, *is
+/// not* and *contains* predicates.
+pub async fn logs_failed_firings_filters_apply(a: &Adapters) {
+    let (pb, other) = ("pb_replay_filters", "pb_replay_filters_other");
+    let base = fixtures::now() - Duration::minutes(10);
+    let mut entries: Vec<LogEntry> = (0..6).map(|i| failed_at(pb, &format!("d_rf_{i}"), base, i * 1000)).collect();
+    entries[1].status_code = Some(500);
+    entries[2].url = "https://crm.example/hook".into();
+    entries[3].transaction_id = "T_rf".into();
+    let elsewhere = failed_at(other, "d_rf_other", base, 2500);
+    a.logs.append(&entries).await.unwrap();
+    a.logs.append(std::slice::from_ref(&elsewhere)).await.unwrap();
+    let pick = |is: &[usize]| newest_first(&is.iter().map(|&i| &entries[i]).collect::<Vec<_>>());
+    let predicate = |c, op, v| LogPredicate::new(c, op, v).unwrap();
+    let cases: Vec<(&str, LogFilter, Vec<String>)> = vec![
+        ("postback", for_postback(pb), pick(&[0, 1, 2, 3, 4, 5])),
+        (
+            "from and to",
+            LogFilter {
+                from: Some(base + Duration::milliseconds(1000)),
+                to: Some(base + Duration::milliseconds(3000)),
+                ..for_postback(pb)
+            },
+            pick(&[1, 2, 3]),
+        ),
+        ("transaction", LogFilter { transaction_id: Some("T_rf".into()), ..LogFilter::default() }, pick(&[3])),
+        ("status_code", LogFilter { status_code: Some(500), ..for_postback(pb) }, pick(&[1])),
+        (
+            "status_code.not",
+            LogFilter { predicates: vec![predicate(LogColumn::StatusCode, LogOp::IsNot, "500")], ..for_postback(pb) },
+            pick(&[0, 2, 3, 4, 5]),
+        ),
+        (
+            "url.contains",
+            LogFilter {
+                predicates: vec![predicate(LogColumn::Url, LogOp::Contains, "crm.example")],
+                ..for_postback(pb)
+            },
+            pick(&[2]),
+        ),
+        (
+            "a time range across postbacks",
+            LogFilter {
+                from: Some(base + Duration::milliseconds(2000)),
+                to: Some(base + Duration::milliseconds(3000)),
+                predicates: vec![predicate(LogColumn::PostbackId, LogOp::Contains, "pb_replay_filters")],
+                ..LogFilter::default()
+            },
+            newest_first(&[&entries[2], &elsewhere, &entries[3]]),
+        ),
+    ];
+    for (name, f, want) in cases {
+        let got = a.logs.failed_firings(&f, 100).await.unwrap();
+        assert_eq!(ids(&got.entries), want, "filter {name}");
+    }
+}
+
+/// Selections of at most `limit`, resumed by their cursor, cover every failed firing
+/// once, newest first, also when the ones selected are marked replayed in between (as
+/// the replay does).
+pub async fn logs_failed_firings_paging_by_cursor(a: &Adapters) {
+    let pb = "pb_replay_paging";
+    let base = fixtures::now() - Duration::minutes(10);
+    let entries: Vec<LogEntry> = (0..23).map(|i| failed_at(pb, &format!("d_rp_{i}"), base, i)).collect();
+    a.logs.append(&entries).await.unwrap();
+    let all = newest_first(&entries.iter().collect::<Vec<_>>());
+    for mark in [false, true] {
+        let mut f = for_postback(pb);
+        let mut walked: Vec<String> = Vec::new();
+        let mut sizes = Vec::new();
+        loop {
+            let got = a.logs.failed_firings(&f, 10).await.unwrap();
+            sizes.push(got.entries.len());
+            walked.extend(ids(&got.entries));
+            if mark {
+                a.logs.mark_replayed(&got.entries).await.unwrap();
+            }
+            match got.next_cursor {
+                Some(cursor) => {
+                    assert!(sizes.len() < 10, "the selection does not end");
+                    f.cursor = Some(cursor);
+                }
+                None => break,
+            }
+        }
+        assert_eq!(walked, all, "every failed firing once, in order (marking: {mark})");
+        assert_eq!(sizes, [10, 10, 3], "selections of at most the limit (marking: {mark})");
+    }
+    let after = a.logs.failed_firings(&for_postback(pb), 10).await.unwrap();
+    assert!(after.entries.is_empty(), "all replayed: nothing left to select");
+
+    // An exact fit has no next selection; one short of it has.
+    let pb = "pb_replay_fit";
+    let entries: Vec<LogEntry> = (0..5).map(|i| failed_at(pb, &format!("d_fit_{i}"), base, i)).collect();
+    a.logs.append(&entries).await.unwrap();
+    let exact = a.logs.failed_firings(&for_postback(pb), 5).await.unwrap();
+    assert_eq!((exact.entries.len(), exact.next_cursor), (5, None), "exact fit");
+    let short = a.logs.failed_firings(&for_postback(pb), 4).await.unwrap();
+    assert_eq!(short.entries.len(), 4);
+    assert_eq!(short.next_cursor, Some(Cursor::after(&short.entries[3])), "one more follows");
+}

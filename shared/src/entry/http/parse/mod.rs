@@ -6,6 +6,7 @@
 //!   (one event or a batch).
 //! - `postback`: the create/replace body of a postback; the sample event of preview/test.
 //! - `query`: the filters of `GET /postbacks` and `GET /logs`.
+//! - `replay`: the body of `POST /logs/replay` (the `GET /logs` filters as JSON).
 //!
 //! Here: shapes, `null` as absent, unknown and repeated fields with "did you mean"
 //! hints, trimming, case folding, numbers sent for text, defaults, the wire formats of
@@ -27,6 +28,7 @@
 pub mod event;
 pub mod postback;
 pub mod query;
+pub mod replay;
 
 pub(crate) use crate::domain::error::json_kind;
 use serde_json::Value;
