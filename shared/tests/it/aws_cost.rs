@@ -206,12 +206,12 @@ async fn aws_calls_per_event_and_per_firing() {
     };
     let conversion = |txid: &str| json!({"type": "conversion", "transaction_id": txid, "status": "approved", "payout": "12.50", "currency": "EUR"});
 
-    // The first call loads the postback cache (4 queries, once per CATALOG_TTL per
+    // The first call loads the postback cache (5 queries, one per type, once per CATALOG_TTL per
     // function instance); counted apart.
     post(json!({"type": "impression", "transaction_id": "warm", "offer_id": "o9", "publisher_id": "p1"})).await;
     let mut catalog = counter.take_all();
     catalog.retain(|op, _| op == QUERY);
-    assert_eq!(catalog.get(QUERY), Some(&4), "{catalog:?}");
+    assert_eq!(catalog.get(QUERY), Some(&5), "{catalog:?}");
     let mut table: Vec<(&str, BTreeMap<String, u64>)> =
         vec![("postback cache reload (per function instance, at most once per 5 s)", catalog)];
 
