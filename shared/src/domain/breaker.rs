@@ -47,7 +47,228 @@ pub struct Breaker {
     pub probe_delivery_id: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub probe_until: Option<DateTime<Utc>>,
+    /// Open: the firing put back on the queue to be the next probe when the cool-down
+    /// ends (the others are held, out of the queue).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub probe_carrier: Option<String>,
 }
 
 /// Most a cool-down grows to (the spec's 10 minutes).
 pub const MAX_COOLDOWN_MS: u64 = 10 * 60 * 1000;
+
+/// `BREAKER_FAILURE_THRESHOLD`'s default.
+pub const DEFAULT_FAILURE_THRESHOLD: u32 = 10;
+/// `BREAKER_COOLDOWN_MS`'s default.
+pub const DEFAULT_COOLDOWN_MS: u64 = 30_000;
+/// What a probe's lease adds to the delivery timeout: the store writes around the send.
+pub const PROBE_LEASE_MARGIN_MS: u64 = 30_000;
+
+/// The settings every breaker runs by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BreakerPolicy {
+    /// Consecutive retryable failures that open a closed breaker.
+    pub failure_threshold: u32,
+    /// The first cool-down; doubles on each re-open up to `MAX_COOLDOWN_MS`.
+    pub cooldown_ms: u64,
+    /// How long a probe may be in flight before another dispatcher may probe instead
+    /// (its sender crashed): the delivery timeout plus a margin.
+    pub probe_lease_ms: u64,
+}
+
+impl Default for BreakerPolicy {
+    fn default() -> Self {
+        Self::new(DEFAULT_FAILURE_THRESHOLD, DEFAULT_COOLDOWN_MS, std::time::Duration::from_secs(10))
+    }
+}
+
+impl BreakerPolicy {
+    pub fn new(failure_threshold: u32, cooldown_ms: u64, delivery_timeout: std::time::Duration) -> Self {
+        let timeout_ms = u64::try_from(delivery_timeout.as_millis()).unwrap_or(u64::MAX);
+        Self {
+            failure_threshold: failure_threshold.max(1),
+            cooldown_ms: cooldown_ms.clamp(1, MAX_COOLDOWN_MS),
+            probe_lease_ms: timeout_ms.saturating_add(PROBE_LEASE_MARGIN_MS),
+        }
+    }
+}
+
+/// What to do with a due firing, by its postback's breaker.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Gate {
+    /// Closed: send as usual.
+    Send,
+    /// Send it as the half-open probe, after claiming the probe (`claim_probe`).
+    Probe,
+    /// Hold it until the breaker closes.
+    Hold,
+    /// Open and cooling down with no firing lined up for the probe yet: this one becomes
+    /// the probe carrier (`with_carrier`) and goes back on the queue until the cool-down
+    /// ends, so a probe happens even when no new firing arrives.
+    Carry(DateTime<Utc>),
+    /// This firing is the carrier and came early (a redelivered message): back on the
+    /// queue until the cool-down ends.
+    Wait(DateTime<Utc>),
+}
+
+/// A change of state that the service reports (alerts, release).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transition {
+    /// Closed → open: a new outage (`breaker_opened`).
+    Opened,
+    /// Half-open → open after a failed probe: the same outage, no alert.
+    Reopened,
+    /// → closed: release the held firings (`breaker_closed`).
+    Closed,
+}
+
+/// The breaker to write after a result, and what the write means.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Change {
+    pub breaker: Breaker,
+    pub transition: Option<Transition>,
+}
+
+fn plus_ms(at: DateTime<Utc>, ms: u64) -> DateTime<Utc> {
+    let ms = i64::try_from(ms).unwrap_or(i64::MAX);
+    at.checked_add_signed(chrono::Duration::milliseconds(ms)).unwrap_or(DateTime::<Utc>::MAX_UTC)
+}
+
+impl Breaker {
+    /// The state as `health` shows it: an open breaker whose cool-down is over is
+    /// half-open (its next due firing is sent as the probe).
+    pub fn state_at(&self, now: DateTime<Utc>) -> BreakerState {
+        match (self.state, self.next_probe_at) {
+            (BreakerState::Open, Some(at)) if now >= at => BreakerState::HalfOpen,
+            (state, _) => state,
+        }
+    }
+
+    /// What to do with the due firing `delivery_id` at `now`.
+    pub fn gate(&self, delivery_id: &str, now: DateTime<Utc>) -> Gate {
+        match self.state {
+            BreakerState::Closed => Gate::Send,
+            BreakerState::Open => match self.next_probe_at {
+                Some(at) if now < at => match self.probe_carrier.as_deref() {
+                    Some(carrier) if carrier == delivery_id => Gate::Wait(at),
+                    Some(_) => Gate::Hold,
+                    None => Gate::Carry(at),
+                },
+                _ => Gate::Probe,
+            },
+            // One probe at a time; one whose lease ran out is taken over (its sender died).
+            BreakerState::HalfOpen => match self.probe_until {
+                Some(until) if now < until => Gate::Hold,
+                _ => Gate::Probe,
+            },
+        }
+    }
+
+    /// The breaker with `delivery_id` as the firing that carries the next probe.
+    pub fn with_carrier(&self, delivery_id: &str) -> Breaker {
+        Breaker { probe_carrier: Some(delivery_id.to_string()), ..self.clone() }
+    }
+
+    /// Half-open with `delivery_id` as the one probe in flight until the lease ends.
+    pub fn claim_probe(&self, delivery_id: &str, now: DateTime<Utc>, policy: &BreakerPolicy) -> Breaker {
+        Breaker {
+            state: BreakerState::HalfOpen,
+            probe_delivery_id: Some(delivery_id.to_string()),
+            probe_until: Some(plus_ms(now, policy.probe_lease_ms)),
+            probe_carrier: None,
+            ..self.clone()
+        }
+    }
+
+    /// The probe `delivery_id` sent nothing (its conversion was skipped, its request
+    /// could not be rendered): open again with the probe due now, so the next firing
+    /// (or a promoted held one) probes. `None` if it is not the probe in flight.
+    pub fn probe_abandoned(&self, delivery_id: &str, now: DateTime<Utc>) -> Option<Breaker> {
+        if self.state != BreakerState::HalfOpen || self.probe_delivery_id.as_deref() != Some(delivery_id) {
+            return None;
+        }
+        Some(Breaker {
+            state: BreakerState::Open,
+            next_probe_at: Some(now),
+            probe_delivery_id: None,
+            probe_until: None,
+            probe_carrier: None,
+            ..self.clone()
+        })
+    }
+
+    /// The breaker after an attempt of `delivery_id` got an answer (or a transport
+    /// failure) at `now`; `None` when nothing changes (nothing to write).
+    /// `retryable_failure`: 5xx, 408, 429, timeout, connection error (what the retry
+    /// policy retries); anything else (2xx, other 4xx, a broken success rule that is not
+    /// retried) is a sign of life.
+    pub fn after_result(
+        &self,
+        delivery_id: &str,
+        retryable_failure: bool,
+        now: DateTime<Utc>,
+        policy: &BreakerPolicy,
+    ) -> Option<Change> {
+        let is_probe =
+            self.state == BreakerState::HalfOpen && self.probe_delivery_id.as_deref() == Some(delivery_id);
+        let failures = self.consecutive_failures.saturating_add(1);
+        match (self.state, retryable_failure) {
+            (BreakerState::Closed, true) if failures >= policy.failure_threshold => {
+                let cooldown = policy.cooldown_ms.min(MAX_COOLDOWN_MS);
+                Some(Change {
+                    breaker: Breaker {
+                        state: BreakerState::Open,
+                        consecutive_failures: failures,
+                        opened_at: Some(now),
+                        next_probe_at: Some(plus_ms(now, cooldown)),
+                        cooldown_ms: cooldown,
+                        probe_delivery_id: None,
+                        probe_until: None,
+                        probe_carrier: None,
+                    },
+                    transition: Some(Transition::Opened),
+                })
+            }
+            (_, true) if is_probe => {
+                let cooldown = self.cooldown_ms.max(policy.cooldown_ms).saturating_mul(2).min(MAX_COOLDOWN_MS);
+                Some(Change {
+                    breaker: Breaker {
+                        state: BreakerState::Open,
+                        consecutive_failures: failures,
+                        opened_at: self.opened_at.or(Some(now)),
+                        next_probe_at: Some(plus_ms(now, cooldown)),
+                        cooldown_ms: cooldown,
+                        probe_delivery_id: None,
+                        probe_until: None,
+                        probe_carrier: None,
+                    },
+                    transition: Some(Transition::Reopened),
+                })
+            }
+            // A failure below the threshold, or a late answer to a request sent before the
+            // breaker opened: counted, nothing else.
+            (_, true) => {
+                Some(Change { breaker: Breaker { consecutive_failures: failures, ..self.clone() }, transition: None })
+            }
+            (_, false) if is_probe => Some(Change { breaker: Breaker::default(), transition: Some(Transition::Closed) }),
+            (BreakerState::Closed, false) if self.consecutive_failures > 0 => {
+                Some(Change { breaker: Breaker { consecutive_failures: 0, ..self.clone() }, transition: None })
+            }
+            // Healthy and closed (no write per delivery), or open and not the probe: only
+            // the probe decides when an open breaker closes.
+            (_, false) => None,
+        }
+    }
+}
+
+/// Whether a send's result is a failure the retry policy retries (5xx, 408, 429,
+/// timeout, connection error, a broken success rule with `retry`): the failures that
+/// count towards opening the breaker. Decided by the retry policy itself, so the two
+/// never disagree.
+pub fn is_retryable_failure(
+    result: &Result<super::delivery::OutboundResponse, super::delivery::SendFailure>,
+    rule: Option<&super::delivery::SuccessRule>,
+    now: DateTime<Utc>,
+) -> bool {
+    let unbounded = super::delivery::RetryPolicy { max_attempts: u32::MAX, base_delay: std::time::Duration::ZERO };
+    matches!(unbounded.classify_with_rule(result, rule, 1, 0.0, now), super::delivery::Verdict::Retry(_))
+}

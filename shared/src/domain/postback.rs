@@ -16,6 +16,9 @@ use super::ValidationError;
 /// Longest allowed delay: 30 days.
 pub const MAX_DELAY_SECONDS: u32 = 30 * 24 * 3600;
 
+/// Highest `rate_limit_per_second`.
+pub const MAX_RATE_LIMIT_PER_SECOND: u32 = 10_000;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum FireOn {
@@ -128,6 +131,9 @@ pub struct Postback {
     pub conditions: Vec<Condition>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub success_rule: Option<SuccessRule>,
+    /// At most this many requests start within one UTC second (1..=10,000).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate_limit_per_second: Option<u32>,
 }
 
 /// The version of a new postback (and of one stored before versions existed).
@@ -159,6 +165,7 @@ pub struct PostbackSpec {
     pub signing_secret: SecretInput,
     pub conditions: Vec<Condition>,
     pub success_rule: Option<SuccessRule>,
+    pub rate_limit_per_second: Option<u32>,
 }
 
 /// What a create/replace said about `signing_secret`.
@@ -202,6 +209,7 @@ impl PostbackSpec {
             version: FIRST_VERSION,
             conditions: self.conditions,
             success_rule: self.success_rule,
+            rate_limit_per_second: self.rate_limit_per_second,
         }
     }
 }

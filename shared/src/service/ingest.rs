@@ -97,6 +97,7 @@ impl App {
                     queued_at: now,
                     check_status: true,
                     resend_of: None,
+                    slot_second: None,
                 });
             }
             results.push(IngestResult { id, duplicate, matched: matched.len(), click_found: click });

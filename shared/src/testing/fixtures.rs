@@ -53,6 +53,7 @@ pub fn postback(id: &str, kind: EventType) -> Postback {
             body_not_contains: Some("error".into()),
             retry: true,
         }),
+        rate_limit_per_second: Some(50),
     }
 }
 
@@ -100,6 +101,7 @@ pub fn firing(delivery_id: &str, due_at: DateTime<Utc>) -> Firing {
         queued_at: now(),
         check_status: true,
         resend_of: None,
+        slot_second: None,
     }
 }
 

@@ -123,6 +123,7 @@ fn firing(delivery_id: &str, due_at: DateTime<Utc>) -> Firing {
         queued_at: Utc::now(),
         check_status: true,
         resend_of: None,
+        slot_second: None,
     }
 }
 

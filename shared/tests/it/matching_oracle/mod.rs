@@ -124,5 +124,6 @@ pub fn plain_postback(id: &str, kind: EventType) -> Postback {
         version: 1,
         conditions: Vec::new(),
         success_rule: None,
+        rate_limit_per_second: None,
     }
 }
