@@ -88,7 +88,7 @@ impl World {
             clock: clock.clone(),
             jitter,
         };
-        let app = App::new(ports, Policy { retry, catalog_ttl: Duration::from_secs(60), breaker: BREAKER });
+        let app = App::new(ports, Policy { retry, catalog_ttl: Duration::from_secs(60), breaker });
         Self { app, clock, memory, sender }
     }
 
