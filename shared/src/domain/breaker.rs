@@ -102,11 +102,12 @@ pub enum Gate {
     /// Hold it until the breaker closes.
     Hold,
     /// Open and cooling down with no firing lined up for the probe yet: this one becomes
-    /// the probe carrier (`with_carrier`) and goes back on the queue until the cool-down
-    /// ends, so a probe happens even when no new firing arrives.
+    /// the probe carrier (`with_carrier`) and goes back on the queue to wait for the end
+    /// of the cool-down (the time given), so a probe happens even when no new firing
+    /// arrives.
     Carry(DateTime<Utc>),
-    /// This firing is the carrier and came early (a redelivered message): back on the
-    /// queue until the cool-down ends.
+    /// This firing is the carrier and the cool-down (ending at the time given) is not
+    /// over: back on the queue.
     Wait(DateTime<Utc>),
 }
 

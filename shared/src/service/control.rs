@@ -25,6 +25,16 @@ const CAS_ATTEMPTS: usize = 8;
 /// Held firings moved back to the queue per round of a release.
 pub const RELEASE_CHUNK: usize = 500;
 
+/// The probe carrier comes back at least this often while it waits for the cool-down:
+/// the queue cannot bring a queued message forward, so when the breaker closes early
+/// (resume) the carrier is sent within this time instead of at the cool-down's end.
+const CARRIER_POLL: chrono::Duration = chrono::Duration::seconds(1);
+
+/// When a carrier waiting for `probe_at` is due next.
+fn carrier_due(probe_at: DateTime<Utc>, now: DateTime<Utc>) -> DateTime<Utc> {
+    probe_at.min(now + CARRIER_POLL).max(now)
+}
+
 /// What the gate and the rate limit decided about a due firing.
 pub(super) enum Admission {
     /// Send it now (as the half-open probe when `probe`).
@@ -157,10 +167,10 @@ impl Dispatcher {
                 Gate::Hold => return self.hold(leased).await.map(Admission::Done),
                 Gate::Carry(at) => {
                     if control.put_breaker(pid, &breaker.with_carrier(id), version).await? {
-                        return self.requeue(leased, at, None).await.map(Admission::Done);
+                        return self.requeue(leased, carrier_due(at, now), None).await.map(Admission::Done);
                     }
                 }
-                Gate::Wait(at) => return self.requeue(leased, at, None).await.map(Admission::Done),
+                Gate::Wait(at) => return self.requeue(leased, carrier_due(at, now), None).await.map(Admission::Done),
             }
         }
         Err(lost_race(pid))
@@ -292,7 +302,7 @@ impl Dispatcher {
     }
 
     /// An open breaker with no probe carrier: put its oldest held firing back on the
-    /// queue for the end of the cool-down (queued before unheld, so a crash loses
+    /// queue to wait for the end of the cool-down (queued before unheld, so a crash loses
     /// nothing), then record it as the carrier. With none held, the next firing to come
     /// due becomes the carrier (`Gate::Carry`).
     async fn promote_carrier(&self, pid: &str) -> StoreResult<()> {
@@ -303,7 +313,7 @@ impl Dispatcher {
             return Ok(());
         };
         let Some(oldest) = control.held(pid, 1).await?.pop() else { return Ok(()) };
-        let due = Firing { due_at: at.max(app.ports.clock.now()), slot_second: None, ..oldest.clone() };
+        let due = Firing { due_at: carrier_due(at, app.ports.clock.now()), slot_second: None, ..oldest.clone() };
         app.ports.queue.enqueue(std::slice::from_ref(&due)).await?;
         control.unhold(std::slice::from_ref(&oldest)).await?;
         for _ in 0..CAS_ATTEMPTS {

@@ -140,10 +140,15 @@ async fn the_probe_goes_only_after_the_cool_down_and_one_at_a_time() {
     assert_eq!(health.state, BreakerState::Open);
     assert_eq!(health.opened_at, Some(opened_at), "same outage");
     assert_eq!(health.next_probe_at, Some(opened_at + ms(61_000 + 2_000)), "2 s: doubled");
-    // The oldest held firing (T5) now carries the next probe.
+    // The oldest held firing (T5) now carries the next probe: back on the queue, coming
+    // back every second until the cool-down ends (so an early close sends it soon).
     assert_eq!(health.held, 1, "T6 still held");
     let t5 = w.queued().into_iter().find(|f| f.event.transaction_id == "T5").unwrap();
-    assert_eq!(t5.due_at, opened_at + ms(63_000));
+    assert_eq!(t5.due_at, opened_at + ms(61_000 + 1_000));
+    w.clock.set(t5.due_at);
+    let polled = w.receive().await.into_iter().find(|l| l.firing.event.transaction_id == "T5").unwrap();
+    assert_eq!(w.process(&polled).await, AttemptOutcome::Deferred(opened_at + ms(63_000)), "waits out the cool-down");
+    assert_eq!(w.sender.count(), 4);
 }
 
 #[tokio::test]
@@ -245,7 +250,8 @@ async fn a_probe_that_sends_nothing_hands_the_probe_to_the_next_held_firing() {
 
 #[tokio::test]
 async fn resume_closes_at_once_releases_and_is_idempotent() {
-    let w = World::with_breaker(POLICY);
+    // A 10-minute cool-down: only resume closes it soon.
+    let w = World::with_breaker(BreakerPolicy { cooldown_ms: 600_000, ..POLICY });
     let id = opened(&w).await;
     ingest_spaced(&w, &["T4", "T5", "T6"]).await;
     assert_eq!(w.app.health(&id).await.unwrap().held, 2);
@@ -254,7 +260,13 @@ async fn resume_closes_at_once_releases_and_is_idempotent() {
     assert_eq!(resumed.health.state, BreakerState::Closed);
     assert_eq!((resumed.health.consecutive_failures, resumed.health.held), (0, 0));
     let due: Vec<String> = w.receive().await.into_iter().map(|l| l.firing.event.transaction_id).collect();
-    assert_eq!(due, ["T5", "T6"], "released now (T4 still waits for its time)");
+    assert_eq!(due, ["T5", "T6"], "released now");
+    // The probe carrier (T4) was on the queue; it comes back within a second and goes.
+    w.sender.set_default(Answer::ok());
+    w.clock.set(start() + ms(1 + 1_000));
+    let carrier = w.receive_one().await;
+    assert_eq!(carrier.firing.event.transaction_id, "T4");
+    assert_eq!(w.process(&carrier).await, AttemptOutcome::Delivered);
     let again = w.app.resume_postback(&id).await.unwrap();
     assert_eq!(again.health, resumed.health, "idempotent");
     assert!(matches!(w.app.resume_postback("pb_nope").await, Err(crate::service::ServiceError::NotFound(_))));
