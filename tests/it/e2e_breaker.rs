@@ -88,6 +88,7 @@ async fn an_outage_holds_1000_firings_and_the_receivers_return_delivers_each_exa
     tokio::time::sleep(Duration::from_millis(800)).await;
     let down_hits = sink.hits_on("/switch/aff").len();
     sink.set_down("aff", false);
+    let up_at = Instant::now();
 
     let all = 1_010;
     let hits = sink
@@ -115,9 +116,11 @@ async fn an_outage_holds_1000_firings_and_the_receivers_return_delivers_each_exa
     let last = delivered_after.iter().map(|h| h.at).max().unwrap();
     println!(
         "breaker e2e: {down_hits} requests reached the receiver during the outage for {all} firings; \
-         {held} held firings: probe success to last delivery {ms} ms",
+         {held} held firings: probe success to last delivery {ms} ms (receiver back to last delivery {back} ms, \
+         the wait for the next probe included)",
         held = all - 10,
-        ms = (last - first).as_millis()
+        ms = (last - first).as_millis(),
+        back = (last - up_at).as_millis()
     );
 }
 

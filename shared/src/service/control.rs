@@ -37,8 +37,9 @@ fn carrier_due(probe_at: DateTime<Utc>, now: DateTime<Utc>) -> DateTime<Utc> {
 
 /// What the gate and the rate limit decided about a due firing.
 pub(super) enum Admission {
-    /// Send it now (as the half-open probe when `probe`).
-    Go { probe: bool },
+    /// Send it now (as the half-open probe when `probe`); `healthy`: the breaker was
+    /// closed with no failures at the gate.
+    Go { probe: bool, healthy: bool },
     /// Handled without an attempt (held, or back on the queue).
     Done(AttemptOutcome),
 }
@@ -149,7 +150,7 @@ impl Dispatcher {
                     if let Some(done) = self.rate_limit(leased, postback).await? {
                         return Ok(Admission::Done(done));
                     }
-                    return Ok(Admission::Go { probe: false });
+                    return Ok(Admission::Go { probe: false, healthy: breaker.consecutive_failures == 0 });
                 }
                 Gate::Probe => {
                     if !slot_checked {
@@ -161,7 +162,7 @@ impl Dispatcher {
                     let claimed = breaker.claim_probe(id, app.ports.clock.now(), &app.policy.breaker);
                     if control.put_breaker(pid, &claimed, version).await? {
                         tracing::info!(postback_id = pid, delivery_id = id, "breaker half-open: sending the probe");
-                        return Ok(Admission::Go { probe: true });
+                        return Ok(Admission::Go { probe: true, healthy: false });
                     }
                 }
                 Gate::Hold => return self.hold(leased).await.map(Admission::Done),
@@ -219,12 +220,15 @@ impl Dispatcher {
     }
 
     /// Tell the breaker what a regular attempt got. `retryable_failure` is `None` when
-    /// nothing was sent: then a probe hands its turn on.
+    /// nothing was sent: then a probe hands its turn on. `healthy` (closed, no failures
+    /// at the gate): a success needs no read or write, so a healthy postback costs one
+    /// breaker read per firing; such a success does not reset failures another
+    /// dispatcher counted meanwhile (at worst the breaker opens one success early).
     pub(super) async fn after_attempt(
         &self,
         postback: &CompiledPostback,
         firing: &Firing,
-        probe: bool,
+        (probe, healthy): (bool, bool),
         retryable_failure: Option<bool>,
         entry: &LogEntry,
     ) -> StoreResult<()> {
@@ -237,6 +241,9 @@ impl Dispatcher {
             }
             return Ok(());
         };
+        if healthy && !retryable {
+            return Ok(());
+        }
         for _ in 0..CAS_ATTEMPTS {
             let (breaker, version) = split(control.breaker(pid).await?);
             let now = app.ports.clock.now();

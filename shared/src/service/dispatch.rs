@@ -105,8 +105,8 @@ impl Dispatcher {
             queue.ack(leased).await?;
             return Ok(outcome);
         };
-        let probe = match self.admit(leased, &postback).await? {
-            Admission::Go { probe } => probe,
+        let gate = match self.admit(leased, &postback).await? {
+            Admission::Go { probe, healthy } => (probe, healthy),
             Admission::Done(outcome) => return Ok(outcome),
         };
         let attempt = self.attempt_uncounted(&postback, firing, false).await?;
@@ -116,7 +116,7 @@ impl Dispatcher {
             _ => queue.ack(leased).await?,
         }
         // The firing's own fate is settled first; the breaker and alerts follow.
-        self.after_attempt(&postback, firing, probe, attempt.retryable_failure, &attempt.entry).await?;
+        self.after_attempt(&postback, firing, gate, attempt.retryable_failure, &attempt.entry).await?;
         if attempt.outcome == AttemptOutcome::Failed {
             self.firing_failed(&postback, &attempt.entry).await;
         }
