@@ -109,7 +109,10 @@ async fn an_outage_holds_1000_firings_and_the_receivers_return_delivers_each_exa
     let failed = api.logs(&format!("postback_id={id}&outcome=failed")).await;
     assert!(failed.is_empty(), "none failed: {failed:?}");
     let h = health(&api, &id).await;
-    assert_eq!(h, json!({"state": "closed", "consecutive_failures": 0, "opened_at": null, "next_probe_at": null, "held": 0}));
+    assert_eq!(
+        h,
+        json!({"state": "closed", "consecutive_failures": 0, "opened_at": null, "next_probe_at": null, "held": 0})
+    );
     assert_eq!(metric(&server, "postback_breakers_open").await, Some(0.0));
 
     let first = delivered_after.iter().map(|h| h.at).min().unwrap();
@@ -135,7 +138,10 @@ async fn health_resume_and_rate_limit_through_the_api() {
     let api = server.client();
     for bad in [json!(0), json!(10_001), json!(2.5), json!("5")] {
         let r = api
-            .post("/postbacks", json!({"name": "Bad", "type": "click", "url": sink.url("/ok/x"), "rate_limit_per_second": bad}))
+            .post(
+                "/postbacks",
+                json!({"name": "Bad", "type": "click", "url": sink.url("/ok/x"), "rate_limit_per_second": bad}),
+            )
             .await;
         assert_eq!(r.status, 400, "{bad}: {}", r.body);
         assert_eq!(r.body["error"]["field"], "rate_limit_per_second", "{}", r.body);

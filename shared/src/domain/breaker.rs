@@ -209,8 +209,7 @@ impl Breaker {
         now: DateTime<Utc>,
         policy: &BreakerPolicy,
     ) -> Option<Change> {
-        let is_probe =
-            self.state == BreakerState::HalfOpen && self.probe_delivery_id.as_deref() == Some(delivery_id);
+        let is_probe = self.state == BreakerState::HalfOpen && self.probe_delivery_id.as_deref() == Some(delivery_id);
         let failures = self.consecutive_failures.saturating_add(1);
         match (self.state, retryable_failure) {
             (BreakerState::Closed, true) if failures >= policy.failure_threshold => {
@@ -250,7 +249,9 @@ impl Breaker {
             (_, true) => {
                 Some(Change { breaker: Breaker { consecutive_failures: failures, ..self.clone() }, transition: None })
             }
-            (_, false) if is_probe => Some(Change { breaker: Breaker::default(), transition: Some(Transition::Closed) }),
+            (_, false) if is_probe => {
+                Some(Change { breaker: Breaker::default(), transition: Some(Transition::Closed) })
+            }
             (BreakerState::Closed, false) if self.consecutive_failures > 0 => {
                 Some(Change { breaker: Breaker { consecutive_failures: 0, ..self.clone() }, transition: None })
             }
@@ -277,6 +278,7 @@ pub fn is_retryable_failure(
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
+    #![allow(clippy::type_complexity)] // case tables are tuples
     use super::*;
 
     const POLICY: BreakerPolicy = BreakerPolicy { failure_threshold: 3, cooldown_ms: 1_000, probe_lease_ms: 5_000 };

@@ -111,14 +111,18 @@ impl Settings {
         if failure_threshold == 0 || failure_threshold > MAX_BREAKER_FAILURE_THRESHOLD {
             return Err(SettingsError {
                 name: "BREAKER_FAILURE_THRESHOLD",
-                message: format!("must be 1..={MAX_BREAKER_FAILURE_THRESHOLD} (consecutive failures that open a breaker)"),
+                message: format!(
+                    "must be 1..={MAX_BREAKER_FAILURE_THRESHOLD} (consecutive failures that open a breaker)"
+                ),
             });
         }
         let cooldown_ms: u64 = parse_or(&get, "BREAKER_COOLDOWN_MS", DEFAULT_COOLDOWN_MS)?;
         if cooldown_ms == 0 || cooldown_ms > MAX_COOLDOWN_MS {
             return Err(SettingsError {
                 name: "BREAKER_COOLDOWN_MS",
-                message: format!("must be 1..={MAX_COOLDOWN_MS} (the first open period; re-opens double it up to 10 minutes)"),
+                message: format!(
+                    "must be 1..={MAX_COOLDOWN_MS} (the first open period; re-opens double it up to 10 minutes)"
+                ),
             });
         }
         Ok((
@@ -203,9 +207,13 @@ mod tests {
         let default = with(&[]).unwrap().breaker;
         assert_eq!((default.failure_threshold, default.cooldown_ms), (10, 30_000));
         assert_eq!(default.probe_lease_ms, 10_000 + 30_000, "delivery timeout + margin");
-        let set = with(&[("BREAKER_FAILURE_THRESHOLD", "3"), ("BREAKER_COOLDOWN_MS", "600000"), ("DELIVERY_TIMEOUT_MS", "2000")])
-            .unwrap()
-            .breaker;
+        let set = with(&[
+            ("BREAKER_FAILURE_THRESHOLD", "3"),
+            ("BREAKER_COOLDOWN_MS", "600000"),
+            ("DELIVERY_TIMEOUT_MS", "2000"),
+        ])
+        .unwrap()
+        .breaker;
         assert_eq!((set.failure_threshold, set.cooldown_ms, set.probe_lease_ms), (3, 600_000, 32_000));
         #[rustfmt::skip]
         let bad = [

@@ -165,7 +165,8 @@ impl LambdaApp {
             clock: Arc::new(SystemClock),
             jitter: Arc::new(RandomJitter),
         };
-        let app = App::new(ports, Policy { retry: settings.retry, catalog_ttl: CATALOG_TTL, breaker: settings.breaker });
+        let app =
+            App::new(ports, Policy { retry: settings.retry, catalog_ttl: CATALOG_TTL, breaker: settings.breaker });
         Self { app, settings, names: names.clone(), queue: adapters.queue }
     }
 

@@ -316,7 +316,8 @@ impl Dispatcher {
         let app = self.app();
         let control = &app.ports.control;
         let (breaker, _) = split(control.breaker(pid).await?);
-        let (BreakerState::Open, None, Some(at)) = (breaker.state, &breaker.probe_carrier, breaker.next_probe_at) else {
+        let (BreakerState::Open, None, Some(at)) = (breaker.state, &breaker.probe_carrier, breaker.next_probe_at)
+        else {
             return Ok(());
         };
         let Some(oldest) = control.held(pid, 1).await?.pop() else { return Ok(()) };

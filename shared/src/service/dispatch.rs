@@ -154,7 +154,12 @@ impl Dispatcher {
         Ok((attempt.outcome, attempt.entry))
     }
 
-    async fn attempt_uncounted(&self, postback: &CompiledPostback, firing: &Firing, test: bool) -> StoreResult<Attempt> {
+    async fn attempt_uncounted(
+        &self,
+        postback: &CompiledPostback,
+        firing: &Firing,
+        test: bool,
+    ) -> StoreResult<Attempt> {
         let logs = &self.app.ports.logs;
         let regular = firing.check_status && !test;
         if regular {

@@ -202,9 +202,11 @@ async fn a_probe_success_closes_and_releases_the_held_firings_in_order_recheckin
     let id = opened(&w).await;
     let opened_at = w.now();
     ingest_spaced(&w, &["T4", "T5", "T6", "T7", "T8"]).await; // T4 carries, T5..T8 held
-    // Meanwhile the fraud check rejects T6: nothing new fires (fire_on approved).
-    w.ingest_one(json!({"type": "conversion", "transaction_id": "T6", "status": "rejected", "rejection_reason": "fraud"}))
-        .await;
+                                                              // Meanwhile the fraud check rejects T6: nothing new fires (fire_on approved).
+    w.ingest_one(
+        json!({"type": "conversion", "transaction_id": "T6", "status": "rejected", "rejection_reason": "fraud"}),
+    )
+    .await;
     assert!(w.receive().await.is_empty());
     w.clock.set(opened_at + ms(1_000));
     w.sender.set_default(Answer::ok());
@@ -359,7 +361,8 @@ async fn one_outage_raises_one_breaker_opened_and_one_breaker_closed() {
     for leased in w.receive().await {
         w.process(&leased).await;
     }
-    let alerts: Vec<_> = w.sender.requests_to("https://chat.example/hook").into_iter().map(|r| r.request.body).collect();
+    let alerts: Vec<_> =
+        w.sender.requests_to("https://chat.example/hook").into_iter().map(|r| r.request.body).collect();
     let opened = alerts.iter().filter(|b| b.as_deref().unwrap_or_default().contains("opened")).count();
     let closed = alerts.iter().filter(|b| b.as_deref().unwrap_or_default().contains("closed")).count();
     assert_eq!((opened, closed), (1, 1), "one outage since {opened_at}: {alerts:?}");
