@@ -58,7 +58,10 @@ async fn main() -> anyhow::Result<()> {
         jitter: Arc::new(RandomJitter),
     };
     // Every postback write in this process invalidates the index; the TTL is a backstop.
-    let app = App::new(ports, Policy { retry: settings.retry, catalog_ttl: Duration::from_secs(60) });
+    let app = App::new(
+        ports,
+        Policy { retry: settings.retry, catalog_ttl: Duration::from_secs(60), breaker: settings.breaker },
+    );
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let dispatcher =

@@ -68,7 +68,6 @@ async fn alert_postbacks_through_the_api() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs the dispatcher's raise calls (core branch)"]
 async fn a_failed_conversion_postback_alerts_the_chat_webhook() {
     let crm_sink = Sink::start().await;
     let chat_sink = Sink::start().await;

@@ -54,6 +54,7 @@ async fn metrics_count_events_duplicates_and_firings() {
         ("postback_delivery_duration_seconds_bucket{le=\"+Inf\"}", 4.0),
         ("postback_queue_depth", 0.0),
         ("postback_queue_oldest_due_age_seconds", 0.0),
+        ("postback_breakers_open", 0.0),
     ];
     for (name, value) in expect {
         assert_eq!(series(&text, name), Some(value), "{name} in:\n{text}");

@@ -6,6 +6,7 @@
 mod common;
 mod e2e_alerts;
 mod e2e_api;
+mod e2e_breaker;
 mod e2e_crash;
 mod e2e_delivery_control;
 mod e2e_flow;

@@ -35,6 +35,11 @@ pub struct Firing {
     /// every attempt's entry.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub replay_of: Option<String>,
+    /// Rate-limited postbacks: the UTC second (unix seconds) whose request slot this
+    /// message already took; it was put back on the queue until then, and sends in that
+    /// second without taking another slot.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slot_second: Option<i64>,
 }
 
 fn yes() -> bool {
@@ -62,6 +67,6 @@ impl Firing {
 
     /// The next attempt's message.
     pub fn next_attempt(&self, due_at: DateTime<Utc>) -> Firing {
-        Firing { attempt: self.attempt + 1, due_at, ..self.clone() }
+        Firing { attempt: self.attempt + 1, due_at, slot_second: None, ..self.clone() }
     }
 }

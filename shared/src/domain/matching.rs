@@ -150,6 +150,11 @@ impl PostbackIndex {
         self.by_id.get(id).cloned()
     }
 
+    /// Every postback id in the index.
+    pub fn ids(&self) -> impl Iterator<Item = &str> {
+        self.by_id.keys().map(String::as_str)
+    }
+
     /// How many postbacks the index holds (enabled or not; those that failed to
     /// compile are not held).
     pub fn len(&self) -> usize {

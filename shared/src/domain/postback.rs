@@ -17,6 +17,9 @@ use super::ValidationError;
 /// Longest allowed delay: 30 days.
 pub const MAX_DELAY_SECONDS: u32 = 30 * 24 * 3600;
 
+/// Highest `rate_limit_per_second`.
+pub const MAX_RATE_LIMIT_PER_SECOND: u32 = 10_000;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum FireOn {
@@ -133,6 +136,9 @@ pub struct Postback {
     /// for the other types).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub alerts: Vec<AlertKind>,
+    /// At most this many requests start within one UTC second (1..=10,000).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate_limit_per_second: Option<u32>,
 }
 
 /// The version of a new postback (and of one stored before versions existed).
@@ -165,6 +171,7 @@ pub struct PostbackSpec {
     pub conditions: Vec<Condition>,
     pub success_rule: Option<SuccessRule>,
     pub alerts: Vec<AlertKind>,
+    pub rate_limit_per_second: Option<u32>,
 }
 
 /// What a create/replace said about `signing_secret`.
@@ -209,6 +216,7 @@ impl PostbackSpec {
             conditions: self.conditions,
             success_rule: self.success_rule,
             alerts: self.alerts,
+            rate_limit_per_second: self.rate_limit_per_second,
         }
     }
 }

@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::domain::breaker::{BreakerPolicy, DEFAULT_COOLDOWN_MS, DEFAULT_FAILURE_THRESHOLD, MAX_COOLDOWN_MS};
 use crate::domain::delivery::RetryPolicy;
 
 #[derive(Debug, thiserror::Error)]
@@ -22,6 +23,9 @@ pub struct Settings {
     pub delivery_timeout: Duration,
     pub retry: RetryPolicy,
     pub log_retention_days: u32,
+    /// `BREAKER_FAILURE_THRESHOLD`, `BREAKER_COOLDOWN_MS` (and the probe lease, from
+    /// `DELIVERY_TIMEOUT_MS`).
+    pub breaker: BreakerPolicy,
 }
 
 impl std::fmt::Debug for Settings {
@@ -34,6 +38,7 @@ impl std::fmt::Debug for Settings {
             .field("delivery_timeout", &self.delivery_timeout)
             .field("retry", &self.retry)
             .field("log_retention_days", &self.log_retention_days)
+            .field("breaker", &self.breaker)
             .finish_non_exhaustive()
     }
 }
@@ -53,6 +58,9 @@ pub const MIN_KEY_LEN: usize = 16;
 /// the store writes around it, and `/postbacks/{id}/test` waits for one request within
 /// API Gateway's 30 s.
 pub const MAX_DELIVERY_TIMEOUT_MS: u64 = 30_000;
+
+/// Highest `BREAKER_FAILURE_THRESHOLD` accepted.
+pub const MAX_BREAKER_FAILURE_THRESHOLD: u32 = 10_000;
 
 impl Settings {
     /// Read settings through `get` (the environment in production, a map in tests).
@@ -99,6 +107,24 @@ impl Settings {
         if log_retention_days == 0 || log_retention_days > 3650 {
             return Err(SettingsError { name: "LOG_RETENTION_DAYS", message: "must be 1..=3650".into() });
         }
+        let failure_threshold: u32 = parse_or(&get, "BREAKER_FAILURE_THRESHOLD", DEFAULT_FAILURE_THRESHOLD)?;
+        if failure_threshold == 0 || failure_threshold > MAX_BREAKER_FAILURE_THRESHOLD {
+            return Err(SettingsError {
+                name: "BREAKER_FAILURE_THRESHOLD",
+                message: format!(
+                    "must be 1..={MAX_BREAKER_FAILURE_THRESHOLD} (consecutive failures that open a breaker)"
+                ),
+            });
+        }
+        let cooldown_ms: u64 = parse_or(&get, "BREAKER_COOLDOWN_MS", DEFAULT_COOLDOWN_MS)?;
+        if cooldown_ms == 0 || cooldown_ms > MAX_COOLDOWN_MS {
+            return Err(SettingsError {
+                name: "BREAKER_COOLDOWN_MS",
+                message: format!(
+                    "must be 1..={MAX_COOLDOWN_MS} (the first open period; re-opens double it up to 10 minutes)"
+                ),
+            });
+        }
         Ok((
             Settings {
                 port,
@@ -109,6 +135,7 @@ impl Settings {
                 delivery_timeout: Duration::from_millis(timeout_ms),
                 retry: RetryPolicy { max_attempts, base_delay: Duration::from_millis(base_delay_ms) },
                 log_retention_days,
+                breaker: BreakerPolicy::new(failure_threshold, cooldown_ms, Duration::from_millis(timeout_ms)),
             },
             [admin_src, ingest_src],
         ))
@@ -167,6 +194,40 @@ mod tests {
             ("DELIVERY_TIMEOUT_MS", value),
         ];
         Settings::from_lookup(|k| vars.iter().find(|(n, _)| *n == k).map(|(_, v)| v.to_string()), false).map(|s| s.0)
+    }
+
+    fn with(vars: &[(&str, &str)]) -> Result<Settings, SettingsError> {
+        let mut all = vec![("ADMIN_API_KEY", "admin-key-0123456789"), ("INGEST_API_KEY", "ingest-key-0123456789")];
+        all.extend_from_slice(vars);
+        Settings::from_lookup(|k| all.iter().find(|(n, _)| *n == k).map(|(_, v)| v.to_string()), false).map(|s| s.0)
+    }
+
+    #[test]
+    fn breaker_settings_have_defaults_and_ranges() {
+        let default = with(&[]).unwrap().breaker;
+        assert_eq!((default.failure_threshold, default.cooldown_ms), (10, 30_000));
+        assert_eq!(default.probe_lease_ms, 10_000 + 30_000, "delivery timeout + margin");
+        let set = with(&[
+            ("BREAKER_FAILURE_THRESHOLD", "3"),
+            ("BREAKER_COOLDOWN_MS", "600000"),
+            ("DELIVERY_TIMEOUT_MS", "2000"),
+        ])
+        .unwrap()
+        .breaker;
+        assert_eq!((set.failure_threshold, set.cooldown_ms, set.probe_lease_ms), (3, 600_000, 32_000));
+        #[rustfmt::skip]
+        let bad = [
+            ("BREAKER_FAILURE_THRESHOLD", "0", "setting BREAKER_FAILURE_THRESHOLD: must be 1..=10000 (consecutive failures that open a breaker)"),
+            ("BREAKER_FAILURE_THRESHOLD", "10001", "setting BREAKER_FAILURE_THRESHOLD: must be 1..=10000 (consecutive failures that open a breaker)"),
+            ("BREAKER_FAILURE_THRESHOLD", "ten", "setting BREAKER_FAILURE_THRESHOLD: not a valid number: \"ten\""),
+            ("BREAKER_COOLDOWN_MS", "0", "setting BREAKER_COOLDOWN_MS: must be 1..=600000 (the first open period; re-opens double it up to 10 minutes)"),
+            ("BREAKER_COOLDOWN_MS", "600001", "setting BREAKER_COOLDOWN_MS: must be 1..=600000 (the first open period; re-opens double it up to 10 minutes)"),
+            ("BREAKER_COOLDOWN_MS", "-5", "setting BREAKER_COOLDOWN_MS: not a valid number: \"-5\""),
+        ];
+        for (name, value, message) in bad {
+            let err = with(&[(name, value)]).map(|_| ()).unwrap_err();
+            assert_eq!(err.to_string(), message, "{name}={value}");
+        }
     }
 
     #[test]

@@ -164,7 +164,8 @@ impl LambdaApp {
             clock: Arc::new(SystemClock),
             jitter: Arc::new(RandomJitter),
         };
-        let app = App::new(ports, Policy { retry: settings.retry, catalog_ttl: CATALOG_TTL });
+        let app =
+            App::new(ports, Policy { retry: settings.retry, catalog_ttl: CATALOG_TTL, breaker: settings.breaker });
         Self { app, settings, names: names.clone(), queue: adapters.queue }
     }
 
@@ -268,11 +269,7 @@ impl MessageOutcome {
 
     fn label(&self) -> &'static str {
         match self {
-            MessageOutcome::Done(AttemptOutcome::Delivered) => "delivered",
-            MessageOutcome::Done(AttemptOutcome::Retrying(_)) => "retrying",
-            MessageOutcome::Done(AttemptOutcome::Failed) => "failed",
-            MessageOutcome::Done(AttemptOutcome::Skipped(_)) => "skipped",
-            MessageOutcome::Done(AttemptOutcome::AlreadyDelivered) => "already_delivered",
+            MessageOutcome::Done(done) => done.label(),
             MessageOutcome::Deferred => "deferred",
             MessageOutcome::Unreadable(_) => "unreadable",
             MessageOutcome::DependencyFailed(_) => "dependency_failed",

@@ -36,6 +36,7 @@ pub async fn raise(app: &App, alert: &AlertContext, key: &str) -> StoreResult<()
             resend_of: None,
             alert: Some(alert.clone()),
             replay_of: None,
+            slot_second: None,
         })
         .collect();
     if firings.is_empty() {

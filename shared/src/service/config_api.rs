@@ -293,6 +293,8 @@ impl App {
             return Err(ServiceError::NotFound("postback"));
         }
         self.catalog.invalidate().await;
+        // Held firings are not dropped silently: each is logged skipped ("postback deleted").
+        self.forget_control(id).await?;
         Ok(())
     }
 
@@ -336,6 +338,7 @@ impl App {
             resend_of: None,
             alert,
             replay_of: None,
+            slot_second: None,
         };
         let (_, entry) = self.dispatcher().attempt_with(&postback, &firing, true).await?;
         Ok(TestOutput {
@@ -383,13 +386,19 @@ impl App {
             check_status: false,
             resend_of: Some(original.id.clone()),
             replay_of: None,
+            slot_second: None,
             ..source
         };
         let index = self.catalog.index().await?;
         let postback = index.get(&firing.postback_id).ok_or(ServiceError::NotFound("postback"))?;
-        let (outcome, entry) = self.dispatcher().attempt_with(&postback, &firing, false).await?;
-        if let AttemptOutcome::Retrying(at) = outcome {
-            self.ports.queue.enqueue(&[firing.next_attempt(at)]).await?;
+        // A resend is the admin's own request: it bypasses the breaker and the rate limit
+        // and does not count towards the breaker (its retries, queued, go through both).
+        let dispatcher = self.dispatcher();
+        let (outcome, entry) = dispatcher.attempt_with(&postback, &firing, false).await?;
+        match outcome {
+            AttemptOutcome::Retrying(at) => self.ports.queue.enqueue(&[firing.next_attempt(at)]).await?,
+            AttemptOutcome::Failed => dispatcher.firing_failed(&postback, &entry).await,
+            _ => {}
         }
         // The resend (a new delivery id) takes over from the original: a bulk replay must
         // not send the same conversion again under the old id. Sent already, so a store

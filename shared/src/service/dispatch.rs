@@ -5,7 +5,9 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
+use super::control::Admission;
 use super::App;
+use crate::domain::breaker::is_retryable_failure;
 use crate::domain::delivery::{OutboundRequest, OutboundResponse, SendFailure, Verdict};
 use crate::domain::firing::Firing;
 use crate::domain::log::{LogEntry, Outcome};
@@ -24,6 +26,11 @@ pub enum AttemptOutcome {
     Skipped(String),
     /// Its delivery id was already delivered (a redelivered queue message): nothing sent.
     AlreadyDelivered,
+    /// Its postback's breaker is open: held until it closes (not sent, no attempt used).
+    Held,
+    /// Back on the queue, same attempt, until this time: its rate-limit slot is in a
+    /// later second, or it carries the breaker's next probe. Not sent, no attempt used.
+    Deferred(DateTime<Utc>),
 }
 
 impl AttemptOutcome {
@@ -35,7 +42,24 @@ impl AttemptOutcome {
             AttemptOutcome::Failed => "failed",
             AttemptOutcome::Skipped(_) => "skipped",
             AttemptOutcome::AlreadyDelivered => "already_delivered",
+            AttemptOutcome::Held => "held",
+            AttemptOutcome::Deferred(_) => "deferred",
         }
+    }
+}
+
+/// One attempt as the dispatcher saw it.
+pub(super) struct Attempt {
+    pub outcome: AttemptOutcome,
+    pub entry: LogEntry,
+    /// `None`: nothing was sent (skipped, not renderable); else whether the send failed
+    /// in a retryable way (what the breaker counts).
+    pub retryable_failure: Option<bool>,
+}
+
+impl Attempt {
+    fn unsent(outcome: AttemptOutcome, entry: LogEntry) -> Self {
+        Self { outcome, entry, retryable_failure: None }
     }
 }
 
@@ -59,9 +83,13 @@ impl Dispatcher {
         &self.app
     }
 
-    /// Process one leased queue message to the end: skip, deliver, fail, or re-queue
-    /// the next attempt. An `Err` means a dependency failed; the message was not
+    /// Process one leased queue message to the end: skip, hold, defer, deliver, fail, or
+    /// re-queue the next attempt. An `Err` means a dependency failed; the message was not
     /// acknowledged and comes back when its lease runs out.
+    ///
+    /// Order: the delivered check, the breaker gate (a held firing takes no rate-limit
+    /// slot), the rate limit, then the attempt (which re-checks the status); after a
+    /// regular attempt the breaker learns the result (see `super::control`).
     pub async fn process(&self, leased: &Leased) -> StoreResult<AttemptOutcome> {
         let queue = &self.app.ports.queue;
         let firing = &leased.firing;
@@ -71,12 +99,28 @@ impl Dispatcher {
             self.app.metrics.firing(AttemptOutcome::AlreadyDelivered.label());
             return Ok(AttemptOutcome::AlreadyDelivered);
         }
-        let (outcome, _entry) = self.attempt(firing, false).await?;
-        match &outcome {
+        let index = self.app.catalog.index().await?;
+        let Some(postback) = index.get(&firing.postback_id) else {
+            let (outcome, _entry) = self.attempt(firing, false).await?;
+            queue.ack(leased).await?;
+            return Ok(outcome);
+        };
+        let gate = match self.admit(leased, &postback).await? {
+            Admission::Go { probe, healthy } => (probe, healthy),
+            Admission::Done(outcome) => return Ok(outcome),
+        };
+        let attempt = self.attempt_uncounted(&postback, firing, false).await?;
+        self.app.metrics.firing(attempt.outcome.label());
+        match &attempt.outcome {
             AttemptOutcome::Retrying(at) => queue.retry(leased, &firing.next_attempt(*at)).await?,
             _ => queue.ack(leased).await?,
         }
-        Ok(outcome)
+        // The firing's own fate is settled first; the breaker and alerts follow.
+        self.after_attempt(&postback, firing, gate, attempt.retryable_failure, &attempt.entry).await?;
+        if attempt.outcome == AttemptOutcome::Failed {
+            self.firing_failed(&postback, &attempt.entry).await;
+        }
+        Ok(attempt.outcome)
     }
 
     /// Make one attempt of a firing and log it. No queue work: `process` (and the
@@ -103,11 +147,11 @@ impl Dispatcher {
         firing: &Firing,
         test: bool,
     ) -> StoreResult<(AttemptOutcome, LogEntry)> {
-        let (outcome, entry) = self.attempt_uncounted(postback, firing, test).await?;
+        let attempt = self.attempt_uncounted(postback, firing, test).await?;
         if !test {
-            self.app.metrics.firing(outcome.label());
+            self.app.metrics.firing(attempt.outcome.label());
         }
-        Ok((outcome, entry))
+        Ok((attempt.outcome, attempt.entry))
     }
 
     async fn attempt_uncounted(
@@ -115,7 +159,7 @@ impl Dispatcher {
         postback: &CompiledPostback,
         firing: &Firing,
         test: bool,
-    ) -> StoreResult<(AttemptOutcome, LogEntry)> {
+    ) -> StoreResult<Attempt> {
         let logs = &self.app.ports.logs;
         let regular = firing.check_status && !test;
         if regular {
@@ -123,7 +167,7 @@ impl Dispatcher {
                 let entry = self.skipped_entry(firing, Some(postback), reason.clone(), test);
                 logs.append(std::slice::from_ref(&entry)).await?;
                 tracing::info!(delivery_id = %firing.delivery_id, postback_id = %firing.postback_id, %reason, "skipped");
-                return Ok((AttemptOutcome::Skipped(reason), entry));
+                return Ok(Attempt::unsent(AttemptOutcome::Skipped(reason), entry));
             }
         }
 
@@ -145,7 +189,7 @@ impl Dispatcher {
                 entry.outcome = Outcome::Failed;
                 entry.error = Some(err.to_string());
                 logs.append(std::slice::from_ref(&entry)).await?;
-                return Ok((AttemptOutcome::Failed, entry));
+                return Ok(Attempt::unsent(AttemptOutcome::Failed, entry));
             }
         };
 
@@ -157,8 +201,9 @@ impl Dispatcher {
         }
         let jitter = self.app.ports.jitter.next();
         let rule = postback.postback.success_rule.as_ref();
-        let verdict =
-            self.app.policy.retry.classify_with_rule(&result, rule, firing.attempt, jitter, self.app.ports.clock.now());
+        let answered_at = self.app.ports.clock.now();
+        let verdict = self.app.policy.retry.classify_with_rule(&result, rule, firing.attempt, jitter, answered_at);
+        let retryable_failure = is_retryable_failure(&result, rule, answered_at);
         let mut entry = self.entry(firing, postback, Some(postback.shown(&request, &ctx)), fired_at, test);
         fill_result(&mut entry, &result, elapsed);
         // A 2xx that breaks the success rule: the entry says which rule (on a retry too).
@@ -215,7 +260,7 @@ impl Dispatcher {
             duration_ms = entry.duration_ms,
             "fired"
         );
-        Ok((outcome, entry))
+        Ok(Attempt { outcome, entry, retryable_failure: Some(retryable_failure) })
     }
 
     /// Why a regular firing must not go out now: its postback was disabled, or the

@@ -99,6 +99,7 @@ impl App {
                     resend_of: None,
                     alert: None,
                     replay_of: None,
+                    slot_second: None,
                 });
             }
             results.push(IngestResult { id, duplicate, matched: matched.len(), click_found: click });

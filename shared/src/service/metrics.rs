@@ -80,6 +80,16 @@ fn labelled(out: &mut String, name: &str, help: &str, label: &str, values: &BTre
 /// The Prometheus text exposition (format 0.0.4) of the counters and the queue gauges.
 /// `postback_queue_oldest_due_age_seconds` is left out when the queue cannot tell (SQS).
 pub fn prometheus(m: &MetricsSnapshot, depth: &QueueDepth, now: DateTime<Utc>) -> String {
+    prometheus_with_breakers(m, depth, None, now)
+}
+
+/// As [`prometheus`], with `postback_breakers_open` (breakers not closed) when known.
+pub fn prometheus_with_breakers(
+    m: &MetricsSnapshot,
+    depth: &QueueDepth,
+    breakers_open: Option<u64>,
+    now: DateTime<Utc>,
+) -> String {
     let mut out = String::new();
     labelled(&mut out, "postback_events_accepted_total", "New events accepted.", "type", &m.accepted);
     labelled(&mut out, "postback_events_duplicate_total", "Duplicate events (nothing fired).", "type", &m.duplicates);
@@ -113,14 +123,22 @@ pub fn prometheus(m: &MetricsSnapshot, depth: &QueueDepth, now: DateTime<Utc>) -
             "# HELP postback_queue_oldest_due_age_seconds How long the earliest due firing has been due (0 if none is due).\n# TYPE postback_queue_oldest_due_age_seconds gauge\npostback_queue_oldest_due_age_seconds {age}"
         );
     }
+    if let Some(open) = breakers_open {
+        let _ = writeln!(
+            out,
+            "# HELP postback_breakers_open Postbacks whose circuit breaker is open or half-open.\n# TYPE postback_breakers_open gauge\npostback_breakers_open {open}"
+        );
+    }
     out
 }
 
 impl super::App {
-    /// `GET /metrics`: the counters and the queue gauges (one queue read).
+    /// `GET /metrics`: the counters, the queue gauges (one queue read) and the open
+    /// breakers (one read of the breakers of every postback).
     pub async fn metrics_text(&self) -> super::ServiceResult<String> {
         let depth = self.ports.queue.depth().await?;
-        Ok(prometheus(&self.metrics.snapshot(), &depth, self.ports.clock.now()))
+        let open = self.open_breakers().await?;
+        Ok(prometheus_with_breakers(&self.metrics.snapshot(), &depth, Some(open), self.ports.clock.now()))
     }
 }
 
@@ -151,6 +169,9 @@ mod tests {
         assert!(text.contains("postback_delivery_duration_seconds_count 2\n"));
         assert!(text.contains("postback_queue_depth 3\n"));
         assert!(text.contains("postback_queue_oldest_due_age_seconds 2\n"));
+        assert!(!text.contains("postback_breakers_open"), "only when known");
+        let with = prometheus_with_breakers(&m.snapshot(), &depth, Some(2), now);
+        assert!(with.contains("# TYPE postback_breakers_open gauge\npostback_breakers_open 2\n"), "{with}");
         let unknown = prometheus(&m.take(), &QueueDepth::default(), now);
         assert!(!unknown.contains("oldest_due_age"));
         assert_eq!(m.snapshot(), MetricsSnapshot::default(), "take resets");

@@ -4,6 +4,7 @@
 pub mod alerts;
 mod catalog;
 pub mod config_api;
+mod control;
 mod dispatch;
 pub mod ingest;
 pub mod metrics;
@@ -17,10 +18,12 @@ use std::time::Duration;
 
 pub use catalog::Catalog;
 pub use config_api::{PreviewOutput, TestOutput};
+pub use control::{Health, PostbackResource, RELEASE_CHUNK};
 pub use dispatch::{AttemptOutcome, Dispatcher};
 pub use ingest::IngestResult;
 pub use queue_loop::{run_queue_loop, LOCAL_CONCURRENCY};
 
+use crate::domain::breaker::BreakerPolicy;
 use crate::domain::delivery::RetryPolicy;
 use crate::domain::ValidationError;
 use crate::ports::{
@@ -51,6 +54,8 @@ pub struct Policy {
     /// server also invalidates it on every write; on AWS other functions' writes are seen
     /// after at most this long.
     pub catalog_ttl: Duration,
+    /// Every postback's circuit breaker (`BREAKER_FAILURE_THRESHOLD`, `BREAKER_COOLDOWN_MS`).
+    pub breaker: BreakerPolicy,
 }
 
 /// Why a use case did not complete. Mapped to HTTP in one place (`crate::entry::http::error`).

@@ -55,6 +55,7 @@ pub fn postback(id: &str, kind: EventType) -> Postback {
             retry: true,
         }),
         alerts: if kind == EventType::Alert { AlertKind::ALL.to_vec() } else { Vec::new() },
+        rate_limit_per_second: Some(50),
     }
 }
 
@@ -104,6 +105,7 @@ pub fn firing(delivery_id: &str, due_at: DateTime<Utc>) -> Firing {
         resend_of: None,
         alert: None,
         replay_of: None,
+        slot_second: None,
     }
 }
 

@@ -127,6 +127,7 @@ fn firing(delivery_id: &str, due_at: DateTime<Utc>) -> Firing {
         resend_of: None,
         alert: None,
         replay_of: None,
+        slot_second: None,
     }
 }
 

@@ -28,19 +28,26 @@ pub struct Hit {
     pub query: String,
     pub headers: HashMap<String, String>,
     pub body: String,
+    /// The status the sink answered.
+    pub status: u16,
+    /// When it arrived.
+    pub at: Instant,
 }
 
 #[derive(Default)]
 struct SinkState {
     hits: Vec<Hit>,
     counters: HashMap<String, u32>,
+    /// `/switch/<name>/...` receivers that are down (answer 503).
+    down: std::collections::HashSet<String>,
 }
 
 /// A local HTTP receiver. Paths decide the answer:
 /// `/ok/...` 200; `/status/<code>/...` that status; `/flaky/<n>/...` 500 for the first n
 /// hits of that exact path then 200; `/fail/<n>/...` 404 (permanent) for the first n hits
 /// of that path then 200; `/slow/<ms>/...` 200 after a pause; `/body/<text>/...` 200 with
-/// `<text>` as the body.
+/// `<text>` as the body; `/switch/<name>/...` 200, or 503 while `set_down(name, true)` (a
+/// receiver that goes down and comes back).
 #[derive(Clone)]
 pub struct Sink {
     pub addr: SocketAddr,
@@ -59,6 +66,16 @@ impl Sink {
 
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{}", self.addr, path)
+    }
+
+    /// Take the `/switch/<name>/...` receiver down (503) or bring it back (200).
+    pub fn set_down(&self, name: &str, down: bool) {
+        let mut s = self.state.lock().unwrap();
+        if down {
+            s.down.insert(name.to_string());
+        } else {
+            s.down.remove(name);
+        }
     }
 
     pub fn hits(&self) -> Vec<Hit> {
@@ -98,22 +115,31 @@ async fn sink_handler(
     body: Bytes,
 ) -> impl IntoResponse {
     let path = format!("/{rest}");
-    let hit = Hit {
+    let parts: Vec<&str> = rest.split('/').collect();
+    let mut hit = Hit {
         method: method.to_string(),
         path: path.clone(),
         query: uri.query().unwrap_or("").to_string(),
         headers: headers.iter().map(|(k, v)| (k.as_str().to_string(), v.to_str().unwrap_or("").to_string())).collect(),
         body: String::from_utf8_lossy(&body).into_owned(),
+        status: 200,
+        at: Instant::now(),
     };
-    let parts: Vec<&str> = rest.split('/').collect();
-    let count = {
+    // Recorded on arrival (a request whose answer never got out still counts); the
+    // status is filled in once known.
+    let (count, switched_down, index) = {
         let mut s = state.lock().unwrap();
+        let down = parts.first() == Some(&"switch") && parts.get(1).is_some_and(|name| s.down.contains(*name));
+        if down {
+            hit.status = 503;
+        }
         s.hits.push(hit);
+        let index = s.hits.len() - 1;
         let c = s.counters.entry(path.clone()).or_default();
         *c += 1;
-        *c
+        (*c, down, index)
     };
-    match parts.first().copied() {
+    let response = match parts.first().copied() {
         Some("status") => {
             let code = parts.get(1).and_then(|c| c.parse().ok()).unwrap_or(500);
             (StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR), "status").into_response()
@@ -142,8 +168,13 @@ async fn sink_handler(
             (StatusCode::OK, "slow ok").into_response()
         }
         Some("body") => (StatusCode::OK, parts.get(1).copied().unwrap_or_default().to_string()).into_response(),
+        Some("switch") if switched_down => (StatusCode::SERVICE_UNAVAILABLE, "down").into_response(),
         _ => (StatusCode::OK, "ok").into_response(),
+    };
+    if let Some(hit) = state.lock().unwrap().hits.get_mut(index) {
+        hit.status = response.status().as_u16();
     }
+    response
 }
 
 /// The local server as a child process.

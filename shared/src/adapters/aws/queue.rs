@@ -117,7 +117,13 @@ pub fn schedule_name(firing: &Firing) -> String {
     let plain = !id.is_empty()
         && id.len() <= MAX_PLAIN_DELIVERY_ID
         && id.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
-    let base = if plain { id.clone() } else { format!("h{}", &hex::encode(Sha256::digest(id.as_bytes()))[..40]) };
+    // A rate-limit deferral re-schedules the same attempt for its slot: the slot is part of
+    // the name, or the new schedule would collide with (and be taken for) the old one.
+    let base = match firing.slot_second {
+        Some(slot) => format!("h{}", &hex::encode(Sha256::digest(format!("{id}#s{slot}").as_bytes()))[..40]),
+        None if plain => id.clone(),
+        None => format!("h{}", &hex::encode(Sha256::digest(id.as_bytes()))[..40]),
+    };
     format!("{base}-a{}", firing.attempt)
 }
 
@@ -412,6 +418,12 @@ mod tests {
         assert!(name.len() <= 64 && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b)), "{name}");
         firing.attempt = 4;
         assert_ne!(schedule_name(&firing), name);
+        // A deferral of the same attempt to a rate-limit slot is another schedule.
+        let deferred = Firing { slot_second: Some(1_900_000_000), ..firing.clone() };
+        let later = Firing { slot_second: Some(1_900_000_001), ..firing.clone() };
+        assert_ne!(schedule_name(&deferred), schedule_name(&firing));
+        assert_ne!(schedule_name(&deferred), schedule_name(&later));
+        assert!(schedule_name(&deferred).len() <= 64);
     }
 
     #[test]

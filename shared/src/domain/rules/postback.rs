@@ -13,7 +13,7 @@ use super::{check_max_chars, check_no_control_chars, ValidationError};
 use crate::domain::alert::{AlertContext, AlertKind};
 use crate::domain::event::EventType;
 use crate::domain::macros::{sample_event, sample_time, MacroContext};
-use crate::domain::postback::{FireOn, HttpMethod, Scope, SecretInput, MAX_DELAY_SECONDS};
+use crate::domain::postback::{FireOn, HttpMethod, Scope, SecretInput, MAX_DELAY_SECONDS, MAX_RATE_LIMIT_PER_SECOND};
 use crate::domain::signing::Signing;
 use crate::domain::template::{is_json_content_type, Encoding, Template};
 
@@ -139,6 +139,20 @@ pub fn delay_seconds(seconds: Option<u64>) -> Result<u32, ValidationError> {
             format!("delay_seconds must be a whole number of seconds from 0 to {MAX_DELAY_SECONDS} (30 days)"),
         )
     })
+}
+
+/// `rate_limit_per_second`: a whole number from 1 to 10,000. `None`: what was sent is
+/// not a whole number.
+pub fn rate_limit_per_second(value: Option<u64>) -> Result<u32, ValidationError> {
+    value
+        .filter(|n| (1..=u64::from(MAX_RATE_LIMIT_PER_SECOND)).contains(n))
+        .and_then(|n| u32::try_from(n).ok())
+        .ok_or_else(|| {
+            ValidationError::invalid(
+                "rate_limit_per_second",
+                format!("rate_limit_per_second must be a whole number from 1 to {MAX_RATE_LIMIT_PER_SECOND}"),
+            )
+        })
 }
 
 /// The (trimmed) URL template: required, bounded, no control characters, and parsed with

@@ -106,15 +106,23 @@ async function postbacksPage() {
     h("td", {}, p.type),
     h("td", {}, `offers: ${scopeText(p.offers)}; publishers: ${scopeText(p.publishers)}`),
     h("td", {}, p.enabled ? "yes" : "no"),
+    h("td", { class: `pb-breaker ${p.health && p.health.state !== "closed" ? "bad" : ""}` }, breakerText(p.health)),
     h("td", { class: "pb-24h", "data-id": p.id }, "…"),
     h("td", { class: "mono" }, `v${p.version ?? 1}`)));
   mount(main(),
     h("div", { class: "bar" }, h("h1", {}, "Postbacks"), h("a", { class: "button", href: "#/postbacks/new", id: "new-postback" }, "New postback")),
     rows.length === 0 ? h("p", { id: "empty" }, "No postbacks yet.") :
       h("div", { class: "scroll" }, h("table", { id: "postbacks" },
-        h("thead", {}, h("tr", {}, h("th", {}, "Name"), h("th", {}, "Type"), h("th", {}, "Scope"), h("th", {}, "Enabled"), h("th", {}, "Last 24 h"), h("th", {}, "Version"))),
+        h("thead", {}, h("tr", {}, h("th", {}, "Name"), h("th", {}, "Type"), h("th", {}, "Scope"), h("th", {}, "Enabled"), h("th", {}, "Breaker"), h("th", {}, "Last 24 h"), h("th", {}, "Version"))),
         h("tbody", {}, rows))));
   fillDayCounts(document.querySelectorAll("#postbacks .pb-24h"));
+}
+
+// A postback's breaker in a few words: its state, and what it holds when not closed.
+function breakerText(health) {
+  if (!health) return "—";
+  if (health.state === "closed") return "closed";
+  return `${health.state.replace("_", "-")} · ${health.held} held`;
 }
 
 // The last 24 hours' delivered / failed counts per postback, from GET /postbacks/{id}/stats,
@@ -212,6 +220,8 @@ function readForm(form) {
   }
   const delay = val("delay_seconds").value.trim();
   body.delay_seconds = delay === "" ? 0 : Number(delay);
+  const rate = val("rate_limit_per_second").value.trim();
+  if (rate !== "") body.rate_limit_per_second = Number(rate);
   const headers = {};
   for (const row of form.querySelectorAll(".header-row")) {
     const n = row.querySelector(".h-name").value.trim();
@@ -315,6 +325,7 @@ async function editPage(id) {
       field("Rejection reasons", "rejection_reasons", h("input", { value: listText(p.rejection_reasons) }), "with fire on rejected / all; commas"),
       field("Event names", "event_names", h("input", { value: listText(p.event_names) }), "event postbacks; empty: any"),
       field("Delay (seconds)", "delay_seconds", h("input", { type: "number", min: 0, value: p.delay_seconds ?? 0 })),
+      field("Rate limit (requests/s)", "rate_limit_per_second", h("input", { type: "number", min: 1, max: 10000, value: p.rate_limit_per_second ?? "" }), "1–10000; empty: no limit"),
       field("Method", "method", h("select", { value: p.method }, ["GET", "POST", "PUT"].map((m) => h("option", { value: m }, m))))),
     h("fieldset", { "data-field": "alerts", class: "field" }, h("legend", {}, "Alerts (alert postbacks: fire on)"),
       ALERT_KINDS.map((k) => h("label", { class: "check" },
@@ -396,7 +407,27 @@ async function editPage(id) {
   }
 
   mount(main(), h("div", { class: "bar" }, h("h1", {}, id ? `Postback: ${p.name}` : "New postback"), id ? h("span", { class: "mono" }, `${p.id} · v${p.version}`) : null),
-    h("p", { id: "saved", class: "ok" }), form, result, id ? await secretSection(id, p) : null, id ? await versionsSection(id) : null);
+    h("p", { id: "saved", class: "ok" }), id ? breakerSection(id, p.health) : null, form, result,
+    id ? await secretSection(id, p) : null, id ? await versionsSection(id) : null);
+}
+
+// The circuit breaker's health, and Resume while it is not closed.
+function breakerSection(id, health) {
+  if (!health) return null;
+  const box = h("section", { class: "card", id: "breaker" });
+  const paint = (hl) => {
+    const rows = [["State", hl.state.replace("_", "-")], ["Consecutive failures", String(hl.consecutive_failures)], ["Held firings", String(hl.held)]];
+    if (hl.opened_at) rows.push(["Open since", hl.opened_at]);
+    if (hl.next_probe_at) rows.push(["Next probe", hl.next_probe_at]);
+    mount(box, h("h2", {}, "Circuit breaker"),
+      h("dl", { class: "facts" }, rows.map(([k, v]) => [h("dt", {}, k), h("dd", { class: "mono" }, v)])),
+      hl.state !== "closed" || hl.held > 0 ? h("button", { type: "button", id: "resume", onclick: async () => {
+        const r = await api("POST", `/postbacks/${encodeURIComponent(id)}/resume`);
+        if (r.ok) paint(r.data.health); else box.append(h("p", { class: "error" }, errorText(r)));
+      } }, "Resume: close now and release held firings") : null);
+  };
+  paint(health);
+  return box;
 }
 
 async function secretSection(id, p) {

@@ -66,18 +66,21 @@ pub async fn create_postback(AxumState(s): AxumState<State>, headers: HeaderMap,
     let value = json_body(&headers, body).await?.ok_or_else(|| ValidationError::required("body"))?;
     let saved = s.app.create_postback_saved(parse::postback::spec_from_json(&value)?).await?;
     let location = format!("/postbacks/{}", saved.postback.id);
-    Ok((StatusCode::CREATED, [(header::LOCATION, location)], Json(saved.shown())).into_response())
+    let resource = s.app.resource(saved.shown()).await?;
+    Ok((StatusCode::CREATED, [(header::LOCATION, location)], Json(resource)).into_response())
 }
 
 pub async fn list_postbacks(AxumState(s): AxumState<State>, RawQuery(q): RawQuery) -> ApiResult {
     let filter = parse::query::postback_filter(&query_pairs(q.as_deref()))?;
-    let items: Vec<_> = s.app.list_postbacks(&filter).await?.into_iter().map(shown).collect();
+    let shown_items: Vec<_> = s.app.list_postbacks(&filter).await?.into_iter().map(shown).collect();
+    let items = s.app.resources(shown_items).await?;
     Ok(Json(json!({ "items": items })).into_response())
 }
 
 pub async fn get_postback(AxumState(s): AxumState<State>, Path(id): Path<String>) -> ApiResult {
     id_ok(&id, "postback")?;
-    Ok(Json(shown(s.app.get_postback(&id).await?)).into_response())
+    let postback = shown(s.app.get_postback(&id).await?);
+    Ok(Json(s.app.resource(postback).await?).into_response())
 }
 
 pub async fn postback_versions(AxumState(s): AxumState<State>, Path(id): Path<String>) -> ApiResult {
@@ -112,7 +115,8 @@ pub async fn replace_postback(
             return Err(invalid.into());
         }
     };
-    Ok(Json(s.app.replace_postback_saved(&id, spec).await?.shown()).into_response())
+    let saved = s.app.replace_postback_saved(&id, spec).await?.shown();
+    Ok(Json(s.app.resource(saved).await?).into_response())
 }
 
 pub async fn get_signing_secret(AxumState(s): AxumState<State>, Path(id): Path<String>) -> ApiResult {
@@ -123,6 +127,12 @@ pub async fn get_signing_secret(AxumState(s): AxumState<State>, Path(id): Path<S
 pub async fn rotate_signing_secret(AxumState(s): AxumState<State>, Path(id): Path<String>) -> ApiResult {
     id_ok(&id, "postback")?;
     Ok(Json(s.app.rotate_signing_secret(&id).await?).into_response())
+}
+
+/// `POST /postbacks/{id}/resume`: close the breaker now and release its held firings.
+pub async fn resume_postback(AxumState(s): AxumState<State>, Path(id): Path<String>) -> ApiResult {
+    id_ok(&id, "postback")?;
+    Ok(Json(s.app.resume_postback(&id).await?).into_response())
 }
 
 pub async fn delete_postback(AxumState(s): AxumState<State>, Path(id): Path<String>) -> ApiResult {

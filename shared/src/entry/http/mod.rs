@@ -59,6 +59,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("POST", "/postbacks/{id}/test"),
     ("GET", "/postbacks/{id}/secret"),
     ("POST", "/postbacks/{id}/secret/rotate"),
+    ("POST", "/postbacks/{id}/resume"),
     ("GET", "/logs"),
     ("GET", "/logs/{id}"),
     ("POST", "/logs/{id}/resend"),
@@ -85,6 +86,7 @@ pub fn router(app: Arc<App>, keys: ApiKeys, routes: RouteSet) -> Router {
         .route("/postbacks/{id}/test", post(handlers::test_postback))
         .route("/postbacks/{id}/secret", get(handlers::get_signing_secret))
         .route("/postbacks/{id}/secret/rotate", post(handlers::rotate_signing_secret))
+        .route("/postbacks/{id}/resume", post(handlers::resume_postback))
         .route("/logs", get(handlers::list_logs))
         .route("/logs/{id}", get(handlers::get_log))
         .route("/logs/{id}/resend", post(handlers::resend_log))

@@ -37,7 +37,7 @@ fn app() -> axum::Router {
         jitter: Arc::new(FixedJitter(0.5)),
     };
     let retry = RetryPolicy { max_attempts: 3, base_delay: Duration::from_secs(10) };
-    let app = App::new(ports, Policy { retry, catalog_ttl: Duration::from_secs(60) });
+    let app = App::new(ports, Policy { retry, catalog_ttl: Duration::from_secs(60), breaker: Default::default() });
     router(app, ApiKeys::new(ADMIN, INGEST), RouteSet::All)
 }
 

@@ -8,10 +8,12 @@
 #![allow(clippy::type_complexity)] // case tables are tuples
 
 mod alerts;
+mod breaker;
 mod config;
 mod dispatch;
 mod ingest;
 mod queue_loop;
+mod rate_limit;
 mod replay;
 mod signing;
 
@@ -22,6 +24,7 @@ use chrono::{DateTime, Utc};
 use serde_json::Value;
 
 use super::{App, AttemptOutcome, IngestResult, Policy, Ports};
+use crate::domain::breaker::BreakerPolicy;
 use crate::domain::delivery::RetryPolicy;
 use crate::domain::event::Event;
 use crate::domain::firing::Firing;
@@ -42,6 +45,10 @@ pub(super) const RETRY: RetryPolicy = RetryPolicy { max_attempts: 3, base_delay:
 /// With `RETRY` and jitter 0.5, the wait after attempt 1: 10 s / 2 + 10 s / 2 * 0.5.
 pub(super) const FIRST_WAIT_MS: i64 = 7_500;
 
+/// The settings' defaults: 10 failures, 30 s first cool-down, 10 s timeout + 30 s lease.
+pub(super) const BREAKER: BreakerPolicy =
+    BreakerPolicy { failure_threshold: 10, cooldown_ms: 30_000, probe_lease_ms: 40_000 };
+
 pub(super) fn ms(n: i64) -> chrono::Duration {
     chrono::Duration::milliseconds(n)
 }
@@ -61,6 +68,15 @@ impl World {
     }
 
     pub fn with(jitter: Arc<dyn Jitter>, retry: RetryPolicy, options: MemoryOptions) -> Self {
+        Self::build(jitter, retry, options, BREAKER)
+    }
+
+    /// `RETRY`, jitter 0.5, this breaker policy.
+    pub fn with_breaker(breaker: BreakerPolicy) -> Self {
+        Self::build(Arc::new(FixedJitter(0.5)), RETRY, MemoryOptions::default(), breaker)
+    }
+
+    pub fn build(jitter: Arc<dyn Jitter>, retry: RetryPolicy, options: MemoryOptions, breaker: BreakerPolicy) -> Self {
         let clock = Arc::new(ManualClock::new(start()));
         let memory = MemoryAdapters::new(clock.clone(), options);
         let sender = Arc::new(ScriptedSender::with_clock(clock.clone()));
@@ -74,7 +90,7 @@ impl World {
             clock: clock.clone(),
             jitter,
         };
-        let app = App::new(ports, Policy { retry, catalog_ttl: Duration::from_secs(60) });
+        let app = App::new(ports, Policy { retry, catalog_ttl: Duration::from_secs(60), breaker });
         Self { app, clock, memory, sender }
     }
 

@@ -25,6 +25,7 @@ fn open_breaker(at: DateTime<Utc>) -> Breaker {
         cooldown_ms: 30_000,
         probe_delivery_id: Some("d_probe".into()),
         probe_until: Some(at + chrono::Duration::seconds(40)),
+        probe_carrier: Some("d_carrier".into()),
     }
 }
 

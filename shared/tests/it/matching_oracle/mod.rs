@@ -127,5 +127,6 @@ pub fn plain_postback(id: &str, kind: EventType) -> Postback {
         conditions: Vec::new(),
         success_rule: None,
         alerts: Vec::new(),
+        rate_limit_per_second: None,
     }
 }

@@ -43,13 +43,14 @@ const FIELDS: &[&str] = &[
     "conditions",
     "success_rule",
     "alerts",
+    "rate_limit_per_second",
 ];
 /// Server-assigned; accepted and ignored so a client can PUT back what it GOT.
-const READ_ONLY_FIELDS: &[&str] = &["id", "created_at", "updated_at", "version"];
+const READ_ONLY_FIELDS: &[&str] = &["id", "created_at", "updated_at", "version", "health"];
 
 /// Validate a create/replace request body. Every rule of the spec; errors name the field
 /// (and, for templates, the macro). Unknown fields are refused. Read-only fields (`id`,
-/// `created_at`, `updated_at`, `version`) are ignored so a client can PUT back what it GOT.
+/// `created_at`, `updated_at`, `version`, `health`) are ignored so a client can PUT back what it GOT.
 ///
 /// Decisions beyond the spec's table: `null` counts as absent; `name` and `url` are
 /// trimmed; `method` is case-insensitive (stored upper case); scope lists accept integer
@@ -196,6 +197,12 @@ pub fn spec_from_json(value: &Value) -> Result<PostbackSpec, ValidationError> {
     }
     let success_rule = success_rule(object)?;
     let alerts = alerts(object, kind)?;
+    // Whole numbers only: `10.0` or `"10"` is refused like `0`.
+    let rate_limit_per_second = match present(object, "rate_limit_per_second") {
+        None => None,
+        Some(Value::Number(n)) => Some(rules::rate_limit_per_second(n.as_u64())?),
+        Some(_) => Some(rules::rate_limit_per_second(None)?),
+    };
 
     Ok(PostbackSpec {
         name: name.to_string(),
@@ -217,6 +224,7 @@ pub fn spec_from_json(value: &Value) -> Result<PostbackSpec, ValidationError> {
         conditions,
         success_rule,
         alerts,
+        rate_limit_per_second,
     })
 }
 

@@ -1,0 +1,229 @@
+//! The circuit breaker end to end on the local server: a receiver down for a while,
+//! 1,000 conversions during the outage, the receiver back → each delivered exactly once,
+//! none failed, and far fewer requests reached the receiver while it was down than
+//! there were firings. Also `health`, `resume` and `rate_limit_per_second` through the API.
+
+use crate::common;
+
+use std::collections::HashSet;
+use std::time::{Duration, Instant};
+
+use common::*;
+use serde_json::{json, Value};
+
+const WAIT: Duration = Duration::from_secs(30);
+
+/// The `d=` (delivery id) of a sink hit.
+fn delivery_id(hit: &Hit) -> String {
+    hit.query.split('&').find_map(|p| p.strip_prefix("d=")).unwrap_or_default().to_string()
+}
+
+async fn health(api: &Api, id: &str) -> Value {
+    let r = api.get(&format!("/postbacks/{id}")).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    r.body["health"].clone()
+}
+
+/// Poll the postback's health until `done` holds (bounded).
+async fn wait_health(api: &Api, id: &str, done: impl Fn(&Value) -> bool) -> Value {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let h = health(api, id).await;
+        if done(&h) || Instant::now() > deadline {
+            return h;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+async fn conversions(api: &Api, prefix: &str, n: usize) {
+    for chunk in (0..n).collect::<Vec<_>>().chunks(500) {
+        let events: Vec<Value> = chunk
+            .iter()
+            .map(|i| json!({"type": "conversion", "transaction_id": format!("{prefix}{i}"), "status": "approved"}))
+            .collect();
+        let r = api.ingest(json!({"events": events})).await;
+        assert_eq!(r.status, 202, "{}", r.body);
+    }
+}
+
+async fn metric(server: &Server, name: &str) -> Option<f64> {
+    let text = reqwest::Client::new()
+        .get(format!("{}/metrics", server.base))
+        .header("x-api-key", ADMIN_KEY)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_outage_holds_1000_firings_and_the_receivers_return_delivers_each_exactly_once() {
+    let sink = Sink::start().await;
+    sink.set_down("aff", true);
+    let dir = tempfile::tempdir().unwrap();
+    // A short first cool-down, and attempts enough that no probe runs out of them.
+    let env = [("BREAKER_FAILURE_THRESHOLD", "5"), ("BREAKER_COOLDOWN_MS", "300"), ("RETRY_MAX_ATTEMPTS", "20")];
+    let server = Server::start(dir.path(), &env).await;
+    let api = server.client();
+    let id = api
+        .create_postback(json!({"name": "Aff", "type": "conversion",
+            "url": sink.url("/switch/aff/pb?t={transaction_id}&d={delivery_id}")}))
+        .await;
+
+    // The first conversions of the outage open the breaker...
+    conversions(&api, "A", 10).await;
+    let h = wait_health(&api, &id, |h| h["state"] != "closed").await;
+    assert_ne!(h["state"], "closed", "the breaker opened: {h}");
+    assert!(h["opened_at"].is_string() && h["next_probe_at"].is_string(), "{h}");
+    assert_eq!(metric(&server, "postback_breakers_open").await, Some(1.0));
+    // ...and the 1,000 that follow are held.
+    conversions(&api, "B", 1_000).await;
+    let h = wait_health(&api, &id, |h| h["held"].as_u64().unwrap_or(0) >= 1_000).await;
+    assert!(h["held"].as_u64().unwrap() >= 1_000, "held: {h}");
+    // Let a probe or two fail (re-opens: the cool-down doubles), then bring it back.
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let down_hits = sink.hits_on("/switch/aff").len();
+    sink.set_down("aff", false);
+    let up_at = Instant::now();
+
+    let all = 1_010;
+    let hits = sink
+        .wait_until("/switch/aff", Duration::from_secs(60), |hits| {
+            hits.iter().filter(|h| h.status == 200).map(delivery_id).collect::<HashSet<_>>().len() >= all
+        })
+        .await;
+    let delivered: Vec<&Hit> = hits.iter().filter(|h| h.status == 200).collect();
+    let unique: HashSet<String> = delivered.iter().map(|h| delivery_id(h)).collect();
+    assert_eq!(unique.len(), all, "every firing delivered");
+    api.sentinel(&sink, "after-outage", 0).await;
+    let delivered_after: Vec<Hit> = sink.hits_on("/switch/aff").into_iter().filter(|h| h.status == 200).collect();
+    assert_eq!(delivered_after.len(), all, "no firing delivered twice");
+    assert!(
+        down_hits * 10 < all,
+        "far fewer requests reached the receiver while it was down ({down_hits}) than there were firings ({all})"
+    );
+    let failed = api.logs(&format!("postback_id={id}&outcome=failed")).await;
+    assert!(failed.is_empty(), "none failed: {failed:?}");
+    let h = health(&api, &id).await;
+    assert_eq!(
+        h,
+        json!({"state": "closed", "consecutive_failures": 0, "opened_at": null, "next_probe_at": null, "held": 0})
+    );
+    assert_eq!(metric(&server, "postback_breakers_open").await, Some(0.0));
+
+    let first = delivered_after.iter().map(|h| h.at).min().unwrap();
+    let last = delivered_after.iter().map(|h| h.at).max().unwrap();
+    println!(
+        "breaker e2e: {down_hits} requests reached the receiver during the outage for {all} firings; \
+         {held} held firings: probe success to last delivery {ms} ms (receiver back to last delivery {back} ms, \
+         the wait for the next probe included)",
+        held = all - 10,
+        ms = (last - first).as_millis(),
+        back = (last - up_at).as_millis()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_resume_and_rate_limit_through_the_api() {
+    let sink = Sink::start().await;
+    sink.set_down("crm", true);
+    let dir = tempfile::tempdir().unwrap();
+    // A long cool-down: only resume closes it within the test.
+    let env = [("BREAKER_FAILURE_THRESHOLD", "2"), ("BREAKER_COOLDOWN_MS", "600000"), ("RETRY_MAX_ATTEMPTS", "20")];
+    let server = Server::start(dir.path(), &env).await;
+    let api = server.client();
+    for bad in [json!(0), json!(10_001), json!(2.5), json!("5")] {
+        let r = api
+            .post(
+                "/postbacks",
+                json!({"name": "Bad", "type": "click", "url": sink.url("/ok/x"), "rate_limit_per_second": bad}),
+            )
+            .await;
+        assert_eq!(r.status, 400, "{bad}: {}", r.body);
+        assert_eq!(r.body["error"]["field"], "rate_limit_per_second", "{}", r.body);
+    }
+    let listed = api.get("/postbacks").await;
+    assert_eq!(listed.body["items"].as_array().unwrap().len(), 0, "nothing half-written");
+
+    let id = api
+        .create_postback(json!({"name": "CRM", "type": "conversion", "rate_limit_per_second": 100,
+            "url": sink.url("/switch/crm/lead?t={transaction_id}&d={delivery_id}")}))
+        .await;
+    let got = api.get(&format!("/postbacks/{id}")).await.body;
+    assert_eq!(got["rate_limit_per_second"], 100);
+    assert_eq!(got["health"]["state"], "closed");
+    // A client may PUT back what it got, health included (ignored: server-set).
+    let mut back = got.clone();
+    back["health"] = json!({"state": "open", "held": 99});
+    let r = api.admin(reqwest::Method::PUT, &format!("/postbacks/{id}"), Some(back)).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.body["health"]["state"], "closed");
+
+    conversions(&api, "C", 20).await;
+    let h = wait_health(&api, &id, |h| h["held"].as_u64().unwrap_or(0) >= 17).await;
+    assert_eq!(h["state"], "open", "{h}");
+    let listed = api.get("/postbacks").await;
+    assert_eq!(listed.body["items"][0]["health"]["state"], "open", "the list shows health: {}", listed.body);
+
+    sink.set_down("crm", false);
+    assert_eq!(api.post("/postbacks/pb_unknown/resume", json!({})).await.status, 404);
+    let unauthorized = api.raw(api.http.post(format!("{}/postbacks/{id}/resume", server.base))).await;
+    assert_eq!(unauthorized.status, 401);
+    let resumed_at = Instant::now();
+    let r = api.post(&format!("/postbacks/{id}/resume"), json!({})).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.body["id"], id.as_str());
+    assert_eq!(r.body["health"]["state"], "closed");
+    assert_eq!(r.body["health"]["held"], 0);
+    let again = api.post(&format!("/postbacks/{id}/resume"), json!({})).await;
+    assert_eq!((again.status, again.body["health"]["state"].as_str()), (200, Some("closed")), "idempotent");
+
+    let hits = sink
+        .wait_until("/switch/crm", WAIT, |hits| {
+            hits.iter().filter(|h| h.status == 200).map(delivery_id).collect::<HashSet<_>>().len() >= 20
+        })
+        .await;
+    let delivered: Vec<&Hit> = hits.iter().filter(|h| h.status == 200).collect();
+    assert_eq!(delivered.iter().map(|h| delivery_id(h)).collect::<HashSet<_>>().len(), 20);
+    let last = delivered.iter().map(|h| h.at).max().unwrap();
+    println!("resume: {} held firings delivered {} ms after the resume", h["held"], (last - resumed_at).as_millis());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn held_firings_survive_kill9_and_are_delivered_exactly_once_after_restart() {
+    let sink = Sink::start().await;
+    sink.set_down("k9", true);
+    let dir = tempfile::tempdir().unwrap();
+    let env = [("BREAKER_FAILURE_THRESHOLD", "3"), ("BREAKER_COOLDOWN_MS", "2000"), ("RETRY_MAX_ATTEMPTS", "20")];
+    let mut server = Server::start(dir.path(), &env).await;
+    let api = server.client();
+    let id = api
+        .create_postback(json!({"name": "K9", "type": "conversion",
+            "url": sink.url("/switch/k9/pb?t={transaction_id}&d={delivery_id}")}))
+        .await;
+    conversions(&api, "K", 200).await;
+    let h = wait_health(&api, &id, |h| h["held"].as_u64().unwrap_or(0) >= 150).await;
+    assert!(h["held"].as_u64().unwrap() >= 150, "{h}");
+    server.kill9();
+    server.restart().await;
+    let api = server.client();
+    let h = health(&api, &id).await;
+    assert_ne!(h["state"], "closed", "the breaker survived the restart: {h}");
+    assert!(h["held"].as_u64().unwrap() >= 150, "the held firings survived: {h}");
+    sink.set_down("k9", false);
+    let hits = sink
+        .wait_until("/switch/k9", Duration::from_secs(60), |hits| {
+            hits.iter().filter(|h| h.status == 200).map(delivery_id).collect::<HashSet<_>>().len() >= 200
+        })
+        .await;
+    let ok: Vec<&Hit> = hits.iter().filter(|h| h.status == 200).collect();
+    assert_eq!(ok.iter().map(|h| delivery_id(h)).collect::<HashSet<_>>().len(), 200, "all delivered");
+    api.sentinel(&sink, "after-kill9", 0).await;
+    let ok_after = sink.hits_on("/switch/k9").into_iter().filter(|h| h.status == 200).count();
+    assert_eq!(ok_after, 200, "each exactly once");
+    assert!(api.logs(&format!("postback_id={id}&outcome=failed")).await.is_empty());
+}
