@@ -39,11 +39,21 @@ async fn metrics_count_events_duplicates_and_firings() {
 
     let unauthorized = api.raw(api.http.get(format!("{}/metrics", server.base))).await;
     assert_eq!(unauthorized.status, 401);
-    let resp = api.http.get(format!("{}/metrics", server.base)).header("x-api-key", ADMIN_KEY).send().await.unwrap();
-    assert_eq!(resp.status(), 200);
-    let content_type = resp.headers()["content-type"].to_str().unwrap().to_string();
-    assert!(content_type.starts_with("text/plain; version=0.0.4"), "{content_type}");
-    let text = resp.text().await.unwrap();
+    // A firing is acknowledged just after its log entry is written: scrape until the queue
+    // has caught up (bounded), then every count must be exact.
+    let deadline = std::time::Instant::now() + WAIT;
+    let text = loop {
+        let resp =
+            api.http.get(format!("{}/metrics", server.base)).header("x-api-key", ADMIN_KEY).send().await.unwrap();
+        assert_eq!(resp.status(), 200);
+        let content_type = resp.headers()["content-type"].to_str().unwrap().to_string();
+        assert!(content_type.starts_with("text/plain; version=0.0.4"), "{content_type}");
+        let text = resp.text().await.unwrap();
+        if series(&text, "postback_queue_depth") == Some(0.0) || std::time::Instant::now() > deadline {
+            break text;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
     let expect = [
         ("postback_events_accepted_total{type=\"click\"}", 3.0),
         ("postback_events_accepted_total{type=\"conversion\"}", 1.0),

@@ -51,6 +51,11 @@ pub struct Breaker {
     /// ends (the others are held, out of the queue).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub probe_carrier: Option<String>,
+    /// When it last closed (probe success or resume): answers to requests sent before
+    /// then are about the outage that just ended and do not count against the closed
+    /// breaker (a late 503 must not re-open it the moment an admin resumed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub closed_at: Option<DateTime<Utc>>,
 }
 
 /// Most a cool-down grows to (the spec's 10 minutes).
@@ -197,8 +202,13 @@ impl Breaker {
         })
     }
 
-    /// The breaker after an attempt of `delivery_id` got an answer (or a transport
-    /// failure) at `now`; `None` when nothing changes (nothing to write).
+    /// A breaker closed at `now` (by a successful probe or by resume).
+    pub fn closed(now: DateTime<Utc>) -> Breaker {
+        Breaker { closed_at: Some(now), ..Breaker::default() }
+    }
+
+    /// The breaker after an attempt of `delivery_id` sent at `sent_at` got an answer (or
+    /// a transport failure) at `now`; `None` when nothing changes (nothing to write).
     /// `retryable_failure`: 5xx, 408, 429, timeout, connection error (what the retry
     /// policy retries); anything else (2xx, other 4xx, a broken success rule that is not
     /// retried) is a sign of life.
@@ -206,9 +216,13 @@ impl Breaker {
         &self,
         delivery_id: &str,
         retryable_failure: bool,
+        sent_at: DateTime<Utc>,
         now: DateTime<Utc>,
         policy: &BreakerPolicy,
     ) -> Option<Change> {
+        if self.state == BreakerState::Closed && self.closed_at.is_some_and(|closed| sent_at < closed) {
+            return None;
+        }
         let is_probe = self.state == BreakerState::HalfOpen && self.probe_delivery_id.as_deref() == Some(delivery_id);
         let failures = self.consecutive_failures.saturating_add(1);
         match (self.state, retryable_failure) {
@@ -224,6 +238,7 @@ impl Breaker {
                         probe_delivery_id: None,
                         probe_until: None,
                         probe_carrier: None,
+                        closed_at: None,
                     },
                     transition: Some(Transition::Opened),
                 })
@@ -240,6 +255,7 @@ impl Breaker {
                         probe_delivery_id: None,
                         probe_until: None,
                         probe_carrier: None,
+                        closed_at: None,
                     },
                     transition: Some(Transition::Reopened),
                 })
@@ -250,7 +266,7 @@ impl Breaker {
                 Some(Change { breaker: Breaker { consecutive_failures: failures, ..self.clone() }, transition: None })
             }
             (_, false) if is_probe => {
-                Some(Change { breaker: Breaker::default(), transition: Some(Transition::Closed) })
+                Some(Change { breaker: Breaker::closed(now), transition: Some(Transition::Closed) })
             }
             (BreakerState::Closed, false) if self.consecutive_failures > 0 => {
                 Some(Change { breaker: Breaker { consecutive_failures: 0, ..self.clone() }, transition: None })
@@ -350,9 +366,13 @@ mod tests {
             ("probe succeeds: closed, all reset", probe_of(open(0, 1_000, None)), "p", false, Some((BreakerState::Closed, 0, None, None, 0)), Some(Transition::Closed)),
             ("half-open: another firing's late failure counts only", probe_of(open(0, 1_000, None)), "x", true, Some((BreakerState::HalfOpen, 4, Some(0), Some(1_000), 1_000)), None),
             ("half-open: another firing's success does not close", probe_of(open(0, 1_000, None)), "x", false, None, None),
+            // Sent at 9 s: before a close at 9.5 s (an outage's late answer), after one at 8 s.
+            ("closed at 9.5 s: a failure sent before it does not count", Breaker { closed_at: Some(t(9_500)), ..closed(1) }, "d", true, None, None),
+            ("closed at 9.5 s: nor does a success", Breaker { closed_at: Some(t(9_500)), ..closed(1) }, "d", false, None, None),
+            ("closed at 8 s: a failure sent after it counts", Breaker { closed_at: Some(t(8_000)), ..closed(0) }, "d", true, Some((BreakerState::Closed, 1, None, None, 0)), None),
         ];
         for (name, breaker, id, retryable, want, transition) in cases {
-            let change = breaker.after_result(id, retryable, t(10_000), &POLICY);
+            let change = breaker.after_result(id, retryable, t(9_000), t(10_000), &POLICY);
             let got = change.as_ref().map(|c| {
                 let b = &c.breaker;
                 (

@@ -247,7 +247,9 @@ impl Dispatcher {
         for _ in 0..CAS_ATTEMPTS {
             let (breaker, version) = split(control.breaker(pid).await?);
             let now = app.ports.clock.now();
-            let Some(change) = breaker.after_result(&firing.delivery_id, retryable, now, &app.policy.breaker) else {
+            let Some(change) =
+                breaker.after_result(&firing.delivery_id, retryable, entry.fired_at, now, &app.policy.breaker)
+            else {
                 return Ok(());
             };
             if !control.put_breaker(pid, &change.breaker, version).await? {
@@ -428,7 +430,7 @@ impl App {
                 decided = true;
                 break;
             }
-            if self.ports.control.put_breaker(id, &Breaker::default(), version).await? {
+            if self.ports.control.put_breaker(id, &Breaker::closed(self.ports.clock.now()), version).await? {
                 closed_from = Some(breaker);
                 decided = true;
                 break;

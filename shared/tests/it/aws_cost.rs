@@ -281,8 +281,8 @@ async fn aws_calls_per_event_and_per_firing() {
     let delivered = counter.take();
     assert_eq!(
         delivered,
-        calls(&[("DynamoDB GetItem", 2), ("DynamoDB TransactWriteItems", 1)]),
-        "is_delivered, status re-check, delivered marker + entry"
+        calls(&[("DynamoDB GetItem", 3), ("DynamoDB TransactWriteItems", 1)]),
+        "is_delivered, breaker read, status re-check, delivered marker + entry"
     );
     table.push(("dispatch: delivered", delivered));
 

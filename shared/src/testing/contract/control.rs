@@ -26,6 +26,7 @@ fn open_breaker(at: DateTime<Utc>) -> Breaker {
         probe_delivery_id: Some("d_probe".into()),
         probe_until: Some(at + chrono::Duration::seconds(40)),
         probe_carrier: Some("d_carrier".into()),
+        closed_at: Some(at - chrono::Duration::seconds(60)),
     }
 }
 
