@@ -22,6 +22,9 @@ pub struct Settings {
     pub delivery_timeout: Duration,
     pub retry: RetryPolicy,
     pub log_retention_days: u32,
+    /// Most requests in flight to one destination (scheme, host, port) at once, on the
+    /// local server (`DESTINATION_CONCURRENCY`).
+    pub destination_concurrency: usize,
 }
 
 impl std::fmt::Debug for Settings {
@@ -34,6 +37,7 @@ impl std::fmt::Debug for Settings {
             .field("delivery_timeout", &self.delivery_timeout)
             .field("retry", &self.retry)
             .field("log_retention_days", &self.log_retention_days)
+            .field("destination_concurrency", &self.destination_concurrency)
             .finish_non_exhaustive()
     }
 }
@@ -53,6 +57,10 @@ pub const MIN_KEY_LEN: usize = 16;
 /// the store writes around it, and `/postbacks/{id}/test` waits for one request within
 /// API Gateway's 30 s.
 pub const MAX_DELIVERY_TIMEOUT_MS: u64 = 30_000;
+
+/// Largest `DESTINATION_CONCURRENCY` accepted: the local server's senders in all
+/// (`LOCAL_CONCURRENCY`); a larger bound per destination would bound nothing.
+pub const MAX_DESTINATION_CONCURRENCY: usize = crate::service::LOCAL_CONCURRENCY;
 
 impl Settings {
     /// Read settings through `get` (the environment in production, a map in tests).
@@ -99,6 +107,14 @@ impl Settings {
         if log_retention_days == 0 || log_retention_days > 3650 {
             return Err(SettingsError { name: "LOG_RETENTION_DAYS", message: "must be 1..=3650".into() });
         }
+        let destination_concurrency: usize =
+            parse_or(&get, "DESTINATION_CONCURRENCY", crate::service::DEFAULT_DESTINATION_CONCURRENCY)?;
+        if destination_concurrency == 0 || destination_concurrency > MAX_DESTINATION_CONCURRENCY {
+            return Err(SettingsError {
+                name: "DESTINATION_CONCURRENCY",
+                message: format!("must be 1..={MAX_DESTINATION_CONCURRENCY}"),
+            });
+        }
         Ok((
             Settings {
                 port,
@@ -109,6 +125,7 @@ impl Settings {
                 delivery_timeout: Duration::from_millis(timeout_ms),
                 retry: RetryPolicy { max_attempts, base_delay: Duration::from_millis(base_delay_ms) },
                 log_retention_days,
+                destination_concurrency,
             },
             [admin_src, ingest_src],
         ))
@@ -167,6 +184,31 @@ mod tests {
             ("DELIVERY_TIMEOUT_MS", value),
         ];
         Settings::from_lookup(|k| vars.iter().find(|(n, _)| *n == k).map(|(_, v)| v.to_string()), false).map(|s| s.0)
+    }
+
+    fn with(name: &str, value: &str) -> Result<Settings, SettingsError> {
+        let vars =
+            [("ADMIN_API_KEY", "admin-key-0123456789"), ("INGEST_API_KEY", "ingest-key-0123456789"), (name, value)];
+        Settings::from_lookup(|k| vars.iter().find(|(n, _)| *n == k).map(|(_, v)| v.to_string()), false).map(|s| s.0)
+    }
+
+    #[test]
+    fn destination_concurrency_is_1_to_256_default_16() {
+        let cases: &[(&str, Result<usize, &str>)] = &[
+            ("", Ok(16)),
+            ("1", Ok(1)),
+            (" 32 ", Ok(32)),
+            ("256", Ok(256)),
+            ("0", Err("setting DESTINATION_CONCURRENCY: must be 1..=256")),
+            ("257", Err("setting DESTINATION_CONCURRENCY: must be 1..=256")),
+            ("-1", Err("setting DESTINATION_CONCURRENCY: not a valid number: \"-1\"")),
+            ("many", Err("setting DESTINATION_CONCURRENCY: not a valid number: \"many\"")),
+        ];
+        for (value, want) in cases {
+            let got =
+                with("DESTINATION_CONCURRENCY", value).map(|s| s.destination_concurrency).map_err(|e| e.to_string());
+            assert_eq!(got, want.map_err(str::to_string), "{value:?}");
+        }
     }
 
     #[test]

@@ -295,6 +295,7 @@ impl App {
             queued_at: now,
             check_status: false,
             resend_of: None,
+            destination: None,
         };
         let (_, entry) = self.dispatcher().attempt_with(&postback, &firing, true).await?;
         Ok(TestOutput {

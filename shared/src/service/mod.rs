@@ -17,12 +17,14 @@ use std::time::Duration;
 pub use catalog::Catalog;
 pub use config_api::{PreviewOutput, TestOutput};
 pub use dispatch::{AttemptOutcome, Dispatcher};
-pub use queue_loop::{run_queue_loop, LOCAL_CONCURRENCY};
 pub use ingest::IngestResult;
+pub use queue_loop::{run_queue_loop, LoopLimits, DEFAULT_DESTINATION_CONCURRENCY, LOCAL_CONCURRENCY};
 
 use crate::domain::delivery::RetryPolicy;
 use crate::domain::ValidationError;
-use crate::ports::{Clock, ControlStore, FiringQueue, HttpSender, Jitter, LogStore, PostbackStore, StoreError, TouchStore};
+use crate::ports::{
+    Clock, ControlStore, FiringQueue, HttpSender, Jitter, LogStore, PostbackStore, StoreError, TouchStore,
+};
 
 /// The adapters a deployment wires in.
 #[derive(Clone)]

@@ -100,6 +100,7 @@ pub fn firing(delivery_id: &str, due_at: DateTime<Utc>) -> Firing {
         queued_at: now(),
         check_status: true,
         resend_of: None,
+        destination: None,
     }
 }
 

@@ -70,7 +70,13 @@ impl AdapterFactory for AwsFactory {
         let name = format!("c{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
         let f = fixture(&name, |_| {}).await;
         let queue = Arc::new(queue_with(&f, |_| {}));
-        Adapters::real_time(f.adapters.postbacks, f.adapters.touches, f.adapters.logs, queue, Arc::new(postback::adapters::memory::MemoryControlStore::new()))
+        Adapters::real_time(
+            f.adapters.postbacks,
+            f.adapters.touches,
+            f.adapters.logs,
+            queue,
+            Arc::new(postback::adapters::memory::MemoryControlStore::new()),
+        )
     }
 }
 
@@ -123,6 +129,7 @@ fn firing(delivery_id: &str, due_at: DateTime<Utc>) -> Firing {
         queued_at: Utc::now(),
         check_status: true,
         resend_of: None,
+        destination: None,
     }
 }
 

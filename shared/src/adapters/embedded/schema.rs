@@ -110,6 +110,15 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (postback_id, version)
     ) WITHOUT ROWID;
     ",
+    // 4: fair sending. `firings.destination` (Firing::destination; NULL for rows from
+    // before, never held back) lets `receive_fair` pass over the due firings of a
+    // destination at its limit; the visibility index carries it (and the id) so that
+    // pass reads the index only.
+    "
+    ALTER TABLE firings ADD COLUMN destination TEXT;
+    DROP INDEX firings_by_visibility;
+    CREATE INDEX firings_by_visibility ON firings(max(due_at, lease_until), destination, delivery_id);
+    ",
 ];
 
 /// The schema version this build writes.
