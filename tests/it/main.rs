@@ -7,6 +7,7 @@ mod common;
 mod e2e_api;
 mod e2e_crash;
 mod e2e_delivery_control;
+mod e2e_fair;
 mod e2e_flow;
 mod e2e_metrics;
 mod e2e_signing;

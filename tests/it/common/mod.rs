@@ -28,6 +28,8 @@ pub struct Hit {
     pub query: String,
     pub headers: HashMap<String, String>,
     pub body: String,
+    /// When it arrived (for delivery lag figures).
+    pub at: Instant,
 }
 
 #[derive(Default)]
@@ -103,6 +105,7 @@ async fn sink_handler(
         query: uri.query().unwrap_or("").to_string(),
         headers: headers.iter().map(|(k, v)| (k.as_str().to_string(), v.to_str().unwrap_or("").to_string())).collect(),
         body: String::from_utf8_lossy(&body).into_owned(),
+        at: Instant::now(),
     };
     let parts: Vec<&str> = rest.split('/').collect();
     let count = {
@@ -335,7 +338,9 @@ impl Api {
     /// now: fire a click postback (its own offer, `delay_seconds` later) and wait for it at
     /// the sink. The queue hands out firings in due order, so any firing that was due
     /// earlier (a wrong retry, a re-fire after a restart) has been sent by the time the
-    /// sentinel arrives. Replaces "sleep, then assert nothing more arrived".
+    /// sentinel arrives. Replaces "sleep, then assert nothing more arrived". (Fair
+    /// sending passes over a destination with `DESTINATION_CONCURRENCY` requests in
+    /// flight: the order holds among firings to the sentinel's own sink.)
     pub async fn sentinel(&self, sink: &Sink, name: &str, delay_seconds: u32) {
         let offer = format!("sentinel-{name}");
         self.create_postback(serde_json::json!({
