@@ -11,7 +11,7 @@ use postback::adapters::sender::{ReqwestSender, SenderConfig};
 use postback::adapters::system::{RandomJitter, SystemClock};
 use postback::entry::config::{KeySource, Settings};
 use postback::entry::http::{router, ApiKeys, RouteSet};
-use postback::service::{run_queue_loop, App, LoopLimits, Policy, Ports, LOCAL_CONCURRENCY};
+use postback::service::{run_queue_loop, App, LoopLimits, Policy, Ports, SlotReleasingSender, LOCAL_CONCURRENCY};
 
 /// How often expired logs and touches are purged.
 const PURGE_EVERY: Duration = Duration::from_secs(3600);
@@ -54,7 +54,8 @@ async fn main() -> anyhow::Result<()> {
         queue: store.clone(),
         // SKELETON: the embedded ControlStore replaces this.
         control: Arc::new(postback::adapters::memory::MemoryControlStore::new()),
-        sender: Arc::new(sender),
+        // Frees a firing's destination slot when its request is answered (fair sending).
+        sender: Arc::new(SlotReleasingSender::new(Arc::new(sender))),
         clock: Arc::new(SystemClock),
         jitter: Arc::new(RandomJitter),
     };

@@ -18,7 +18,9 @@ pub use catalog::Catalog;
 pub use config_api::{PreviewOutput, TestOutput};
 pub use dispatch::{AttemptOutcome, Dispatcher};
 pub use ingest::IngestResult;
-pub use queue_loop::{run_queue_loop, LoopLimits, DEFAULT_DESTINATION_CONCURRENCY, LOCAL_CONCURRENCY};
+pub use queue_loop::{
+    run_queue_loop, LoopLimits, SlotReleasingSender, DEFAULT_DESTINATION_CONCURRENCY, LOCAL_CONCURRENCY,
+};
 
 use crate::domain::delivery::RetryPolicy;
 use crate::domain::ValidationError;

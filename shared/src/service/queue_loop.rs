@@ -1,22 +1,24 @@
 //! The local dispatcher's loop: lease due firings from the queue and process them
 //! concurrently (bounded in all and per destination), sleeping until the next due time,
-//! an enqueue or a finished send when idle.
+//! an enqueue or a freed destination slot when idle.
 //!
 //! Fair sending: the queue hands out no more firings for a destination than it has room
 //! for (`FiringQueue::receive_fair`), so a slow receiver's backlog stays in the queue,
 //! unleased and holding no sender, while other destinations' firings go out at once.
 
-use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
+use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
 use super::Dispatcher;
+use crate::domain::delivery::{OutboundRequest, OutboundResponse, SendFailure};
 use crate::domain::firing::Firing;
 use crate::domain::macros::MacroContext;
 use crate::domain::matching::PostbackIndex;
-use crate::ports::InFlight;
+use crate::ports::{HttpSender, InFlight};
 
 /// How many firings the local dispatcher sends at once.
 pub const LOCAL_CONCURRENCY: usize = 256;
@@ -45,8 +47,10 @@ impl From<usize> for LoopLimits {
 }
 
 /// The local dispatcher: pull due firings from the queue and process them concurrently
-/// (bounded by `limits`), sleeping until the next due time, an enqueue or a finished
-/// send when idle. Returns when `shutdown` turns true, after in-flight firings finish
+/// (bounded by `limits`), sleeping until the next due time, an enqueue or a freed
+/// destination slot when idle. The per-destination bound counts a firing from its spawn
+/// until its request is answered when the sender is wrapped in [`SlotReleasingSender`]
+/// (the local server), else until its task ends. Returns when `shutdown` turns true, after in-flight firings finish
 /// (or `drain` passes).
 pub async fn run_queue_loop(
     dispatcher: Dispatcher,
@@ -60,24 +64,25 @@ pub async fn run_queue_loop(
     let notify = queue.notifier();
     let limit = Arc::new(tokio::sync::Semaphore::new(limits.total));
     let mut tasks = tokio::task::JoinSet::new();
-    let mut sending = Sending { in_flight: InFlight::new(limits.per_destination.max(1)), by_task: HashMap::new() };
+    let slots = Arc::new(Slots {
+        in_flight: Mutex::new(InFlight::new(limits.per_destination.max(1))),
+        freed: tokio::sync::Notify::new(),
+    });
     loop {
         if *shutdown.borrow() {
             break;
         }
-        while let Some(done) = tasks.try_join_next_with_id() {
-            sending.finished(done.map(|(id, ())| id).unwrap_or_else(|e| e.id()));
-        }
+        while tasks.try_join_next().is_some() {}
         let free = limit.available_permits();
         if free == 0 {
             tokio::select! {
-                Some(done) = tasks.join_next_with_id() => sending.finished(done.map(|(id, ())| id).unwrap_or_else(|e| e.id())),
+                _ = tasks.join_next() => {}
                 _ = shutdown.changed() => {}
             }
             continue;
         }
-        // Register for the wake-up before looking, so an enqueue between the look and
-        // the wait is not missed.
+        // Register for the wake-ups before looking, so an enqueue or a freed slot between
+        // the look and the wait is not missed.
         let notified = notify.as_ref().map(|n| n.clone());
         let notified_fut = async {
             match &notified {
@@ -86,7 +91,12 @@ pub async fn run_queue_loop(
             }
         };
         tokio::pin!(notified_fut);
-        let batch = match queue.receive_fair(free.min(RECEIVE_BATCH), &sending.in_flight).await {
+        let freed = slots.freed.notified();
+        tokio::pin!(freed);
+        freed.as_mut().enable();
+        // A snapshot: slots only free up meanwhile, so it can only be too cautious.
+        let in_flight = slots.snapshot();
+        let batch = match queue.receive_fair(free.min(RECEIVE_BATCH), &in_flight).await {
             Ok(batch) => batch,
             Err(e) => {
                 tracing::error!(error = %e, "queue receive failed; retrying in 1 s");
@@ -98,8 +108,8 @@ pub async fn run_queue_loop(
             }
         };
         if batch.is_empty() {
-            // Firings of full destinations are left out: they wait for a send to finish.
-            let next_due = queue.next_due_fair(&sending.in_flight).await;
+            // Firings of full destinations are left out: they wait for a slot to free.
+            let next_due = queue.next_due_fair(&in_flight).await;
             let now = clock.now();
             let wait = match next_due {
                 Ok(Some(due)) => (due - now).to_std().unwrap_or(Duration::ZERO).min(Duration::from_secs(1)),
@@ -110,9 +120,7 @@ pub async fn run_queue_loop(
             tokio::select! {
                 _ = clock.sleep_until(wake_at) => {}
                 _ = &mut notified_fut => {}
-                Some(done) = tasks.join_next_with_id(), if !tasks.is_empty() => {
-                    sending.finished(done.map(|(id, ())| id).unwrap_or_else(|e| e.id()));
-                }
+                _ = &mut freed => {}
                 _ = shutdown.changed() => {}
             }
             continue;
@@ -127,31 +135,38 @@ pub async fn run_queue_loop(
         };
         for mut leased in batch {
             let destination = destination_now(index.as_deref(), &leased.firing);
-            if let Some(d) = destination.as_deref().filter(|d| sending.in_flight.room(d) == 0) {
-                // Queued for another destination than it goes to now (its postback's URL
-                // changed, or it was queued without one): put it back under the right
-                // one, keeping its due time, rather than exceed this one's bound.
-                let corrected = Firing { destination: destination.clone(), ..leased.firing.clone() };
-                if let Err(e) = queue.retry(&leased, &corrected).await {
-                    tracing::warn!(delivery_id = %leased.firing.delivery_id, destination = d, error = %e,
-                        "could not put back a firing for a full destination; it comes back after its lease");
-                }
-                continue;
-            }
+            let slot = match destination.clone() {
+                Some(d) => match Slot::take(&slots, d) {
+                    Some(slot) => Some(slot),
+                    None => {
+                        // Queued for another destination than it goes to now (its
+                        // postback's URL changed, or it was queued without one): put it
+                        // back under the right one, keeping its due time, rather than
+                        // exceed this one's bound.
+                        let corrected = Firing { destination, ..leased.firing.clone() };
+                        if let Err(e) = queue.retry(&leased, &corrected).await {
+                            tracing::warn!(delivery_id = %leased.firing.delivery_id, error = %e,
+                                "could not put back a firing for a full destination; it comes back after its lease");
+                        }
+                        continue;
+                    }
+                },
+                None => None,
+            };
             leased.firing.destination = destination;
             let Ok(permit) = limit.clone().acquire_owned().await else { break };
             let dispatcher = dispatcher.clone();
-            let destination = leased.firing.destination.clone();
-            let task = tasks.spawn(async move {
+            let process = async move {
                 if let Err(e) = dispatcher.process(&leased).await {
                     tracing::error!(delivery_id = %leased.firing.delivery_id, error = %e,
                         "dispatch failed on a dependency; the firing comes back after its lease");
                 }
                 drop(permit);
-            });
-            if let Some(d) = destination {
-                sending.started(task.id(), d);
-            }
+            };
+            match slot {
+                Some(slot) => tasks.spawn(SLOT.scope(Arc::new(slot), process)),
+                None => tasks.spawn(process),
+            };
         }
     }
     let drained = async {
@@ -173,23 +188,86 @@ pub async fn run_queue_loop(
     }
 }
 
-/// The sends in flight per destination, and which task sends to which (a task that
-/// panicked still frees its destination's slot: its id comes back with the error).
-struct Sending {
-    in_flight: InFlight,
-    by_task: HashMap<tokio::task::Id, String>,
+/// The requests in flight per destination, shared by the loop and its tasks.
+struct Slots {
+    in_flight: Mutex<InFlight>,
+    /// Signalled when a slot frees: a full destination may have room again.
+    freed: tokio::sync::Notify,
 }
 
-impl Sending {
-    fn started(&mut self, task: tokio::task::Id, destination: String) {
-        self.in_flight.start(&destination);
-        self.by_task.insert(task, destination);
+impl Slots {
+    fn lock(&self) -> std::sync::MutexGuard<'_, InFlight> {
+        self.in_flight.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn finished(&mut self, task: tokio::task::Id) {
-        if let Some(destination) = self.by_task.remove(&task) {
-            self.in_flight.finish(&destination);
+    fn snapshot(&self) -> InFlight {
+        self.lock().clone()
+    }
+}
+
+/// One firing's place in its destination's bound, from its spawn until its request is
+/// answered ([`SlotReleasingSender`]) or, at the latest, until its task ends (dropped:
+/// skipped, failed on a dependency, panicked, aborted).
+struct Slot {
+    slots: Arc<Slots>,
+    destination: String,
+    released: AtomicBool,
+}
+
+impl Slot {
+    /// A place for `destination`, if it has room.
+    fn take(slots: &Arc<Slots>, destination: String) -> Option<Slot> {
+        let mut in_flight = slots.lock();
+        if in_flight.room(&destination) == 0 {
+            return None;
         }
+        in_flight.start(&destination);
+        drop(in_flight);
+        Some(Slot { slots: Arc::clone(slots), destination, released: AtomicBool::new(false) })
+    }
+
+    /// Free the place (once).
+    fn release(&self) {
+        if !self.released.swap(true, Ordering::AcqRel) {
+            self.slots.lock().finish(&self.destination);
+            // Stores a wake-up if the loop is not waiting yet.
+            self.slots.freed.notify_one();
+        }
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.release();
+    }
+}
+
+tokio::task_local! {
+    /// The slot of the firing a queue-loop task is sending.
+    static SLOT: Arc<Slot>;
+}
+
+/// Wraps the local server's sender so that a firing's destination slot frees as soon as
+/// its request is answered (or fails): the bound is on requests in flight, so the log
+/// write and queue ack that follow do not count against it, and one busy destination's
+/// throughput is not capped by the store's commit latency. Outside a queue-loop task
+/// (the test and resend routes) it only forwards.
+pub struct SlotReleasingSender {
+    inner: Arc<dyn HttpSender>,
+}
+
+impl SlotReleasingSender {
+    pub fn new(inner: Arc<dyn HttpSender>) -> Self {
+        Self { inner }
+    }
+}
+
+#[async_trait]
+impl HttpSender for SlotReleasingSender {
+    async fn send(&self, request: &OutboundRequest) -> Result<OutboundResponse, SendFailure> {
+        let result = self.inner.send(request).await;
+        let _ = SLOT.try_with(|slot| slot.release());
+        result
     }
 }
 
@@ -207,4 +285,71 @@ fn destination_now(index: Option<&PostbackIndex>, firing: &Firing) -> Option<Str
         attempt: firing.attempt,
     };
     postback.destination(&ctx)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+    use crate::testing::ScriptedSender;
+
+    fn slots(per_destination: usize) -> Arc<Slots> {
+        Arc::new(Slots { in_flight: Mutex::new(InFlight::new(per_destination)), freed: tokio::sync::Notify::new() })
+    }
+
+    fn request() -> OutboundRequest {
+        OutboundRequest {
+            method: "GET".into(),
+            url: "https://aff.example/pb".into(),
+            headers: Default::default(),
+            body: None,
+        }
+    }
+
+    const D: &str = "https://aff.example:443";
+
+    #[tokio::test]
+    async fn a_slot_frees_when_its_request_is_answered_not_when_its_task_ends() {
+        let slots = slots(2);
+        let sender = SlotReleasingSender::new(Arc::new(ScriptedSender::new()));
+        let first = Slot::take(&slots, D.into()).unwrap();
+        let _second = Slot::take(&slots, D.into()).unwrap();
+        assert!(Slot::take(&slots, D.into()).is_none(), "full at 2");
+        SLOT.scope(Arc::new(first), async {
+            sender.send(&request()).await.unwrap();
+            assert_eq!(slots.snapshot().room(D), 1, "freed at the response, the task still running");
+            // A second request in the same task frees nothing more.
+            sender.send(&request()).await.unwrap();
+            assert_eq!(slots.snapshot().room(D), 1, "released once");
+        })
+        .await;
+        assert_eq!(slots.snapshot().room(D), 1, "the end of the task frees nothing more either");
+    }
+
+    #[tokio::test]
+    async fn a_slot_frees_when_its_task_ends_without_a_request() {
+        let slots = slots(1);
+        let slot = Slot::take(&slots, D.into()).unwrap();
+        let waiting = slots.freed.notified();
+        tokio::pin!(waiting);
+        waiting.as_mut().enable();
+        // Skipped, failed on a dependency, or aborted: the scope (and the slot) is dropped.
+        SLOT.scope(Arc::new(slot), async {}).await;
+        assert_eq!(slots.snapshot().room(D), 1);
+        tokio::time::timeout(Duration::from_secs(5), waiting).await.expect("the loop is woken");
+        let aborted =
+            tokio::spawn(SLOT.scope(Arc::new(Slot::take(&slots, D.into()).unwrap()), std::future::pending::<()>()));
+        aborted.abort();
+        let _ = aborted.await;
+        assert_eq!(slots.snapshot().room(D), 1, "an aborted task frees its slot");
+    }
+
+    #[tokio::test]
+    async fn outside_a_queue_loop_task_the_sender_only_forwards() {
+        let inner = Arc::new(ScriptedSender::new());
+        let sender = SlotReleasingSender::new(inner.clone());
+        sender.send(&request()).await.unwrap();
+        assert_eq!(inner.count(), 1);
+    }
 }

@@ -7,10 +7,12 @@ use serde_json::json;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use super::{ms, settle, spec, start, World, FIRST_WAIT_MS};
+use std::sync::Arc;
+
+use super::{ms, settle, spec, start, World, FIRST_WAIT_MS, RETRY};
 use crate::domain::log::Outcome;
 use crate::ports::FiringQueue;
-use crate::service::{run_queue_loop, LoopLimits};
+use crate::service::{run_queue_loop, App, LoopLimits, Policy, Ports, SlotReleasingSender};
 use crate::testing::Answer;
 
 const URL: &str = "https://aff.example/pb";
@@ -177,6 +179,15 @@ const FAST: &str = "https://fast.example/pb";
 /// The slow receiver's answer time.
 const SLOW_MS: u64 = 10_000;
 
+/// A world whose sender is wrapped as on the local server (`SlotReleasingSender`: a
+/// firing's destination slot frees when its request is answered).
+fn fair_world() -> World {
+    let plain = World::new();
+    let ports = Ports { sender: Arc::new(SlotReleasingSender::new(plain.sender.clone())), ..plain.app.ports.clone() };
+    let app = App::new(ports, Policy { retry: RETRY, catalog_ttl: Duration::from_secs(60) });
+    World { app, ..plain }
+}
+
 fn start_fair_loop(w: &World, total: usize, per_destination: usize) -> Running {
     let (stop, stopped) = watch::channel(false);
     let limits = LoopLimits { total, per_destination };
@@ -224,7 +235,7 @@ async fn a_slow_destination_delays_only_its_own_firings() {
     // (per destination, slow firings queued first, fast firings queued after them)
     let cases: &[(usize, usize, usize)] = &[(4, 40, 10), (1, 5, 3), (16, 100, 30)];
     for &(per_destination, slow_n, fast_n) in cases {
-        let w = World::new();
+        let w = fair_world();
         w.postback(
             json!({"name": "Slow", "type": "click", "offers": ["SLOW"], "url": format!("{SLOW}?t={{transaction_id}}")}),
         )
@@ -257,7 +268,7 @@ async fn a_slow_destination_delays_only_its_own_firings() {
 
 #[tokio::test]
 async fn fast_firings_arriving_while_the_slow_destination_is_full_go_out_at_once() {
-    let w = World::new();
+    let w = fair_world();
     w.postback(json!({"name": "Slow", "type": "click", "offers": ["SLOW"], "url": SLOW})).await;
     w.postback(json!({"name": "Fast", "type": "click", "offers": ["FAST"], "url": FAST})).await;
     w.sender.script(SLOW, (0..50).map(|_| Answer::ok().after(Duration::from_millis(SLOW_MS))));
@@ -284,7 +295,7 @@ async fn fast_firings_arriving_while_the_slow_destination_is_full_go_out_at_once
 
 #[tokio::test]
 async fn postbacks_share_the_bound_of_their_destination_and_ports_are_separate_destinations() {
-    let w = World::new();
+    let w = fair_world();
     // Two postbacks, one destination (the path and query do not matter); a third on the
     // same host but another port.
     let urls = ["https://aff.example/a?t={transaction_id}", "https://AFF.example:443/b", "https://aff.example:8443/c"];
@@ -309,7 +320,7 @@ async fn postbacks_share_the_bound_of_their_destination_and_ports_are_separate_d
 
 #[tokio::test]
 async fn a_firing_queued_for_another_destination_is_bounded_by_the_one_it_goes_to_now() {
-    let w = World::new();
+    let w = fair_world();
     w.postback(json!({"name": "Slow", "type": "click", "offers": ["SLOW"], "url": SLOW})).await;
     let moved = w
         .postback(json!({"name": "Moves", "type": "click", "offers": ["M"], "delay_seconds": 5,
