@@ -6,6 +6,7 @@
 //! for (`FiringQueue::receive_fair`), so a slow receiver's backlog stays in the queue,
 //! unleased and holding no sender, while other destinations' firings go out at once.
 
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
@@ -18,7 +19,7 @@ use crate::domain::delivery::{OutboundRequest, OutboundResponse, SendFailure};
 use crate::domain::firing::Firing;
 use crate::domain::macros::MacroContext;
 use crate::domain::matching::PostbackIndex;
-use crate::ports::{HttpSender, InFlight};
+use crate::ports::{FiringQueue, HttpSender, InFlight, Leased};
 
 /// How many firings the local dispatcher sends at once.
 pub const LOCAL_CONCURRENCY: usize = 256;
@@ -62,25 +63,23 @@ pub async fn run_queue_loop(
     let queue = dispatcher.app().ports.queue.clone();
     let clock = dispatcher.app().ports.clock.clone();
     let notify = queue.notifier();
-    let limit = Arc::new(tokio::sync::Semaphore::new(limits.total));
-    let mut tasks = tokio::task::JoinSet::new();
-    let slots = Arc::new(Slots {
-        in_flight: Mutex::new(InFlight::new(limits.per_destination.max(1))),
-        freed: tokio::sync::Notify::new(),
-    });
+    let per_destination = limits.per_destination.max(1);
+    let mut senders = Senders {
+        dispatcher: dispatcher.clone(),
+        permits: Arc::new(tokio::sync::Semaphore::new(limits.total)),
+        tasks: tokio::task::JoinSet::new(),
+        slots: Arc::new(Slots {
+            in_flight: Mutex::new(InFlight::new(per_destination)),
+            freed: tokio::sync::Notify::new(),
+        }),
+        waiting: HashMap::new(),
+        waiting_total: 0,
+    };
     loop {
         if *shutdown.borrow() {
             break;
         }
-        while tasks.try_join_next().is_some() {}
-        let free = limit.available_permits();
-        if free == 0 {
-            tokio::select! {
-                _ = tasks.join_next() => {}
-                _ = shutdown.changed() => {}
-            }
-            continue;
-        }
+        while senders.tasks.try_join_next().is_some() {}
         // Register for the wake-ups before looking, so an enqueue or a freed slot between
         // the look and the wait is not missed.
         let notified = notify.as_ref().map(|n| n.clone());
@@ -91,12 +90,23 @@ pub async fn run_queue_loop(
             }
         };
         tokio::pin!(notified_fut);
+        let slots = Arc::clone(&senders.slots);
         let freed = slots.freed.notified();
         tokio::pin!(freed);
         freed.as_mut().enable();
-        // A snapshot: slots only free up meanwhile, so it can only be too cautious.
-        let in_flight = slots.snapshot();
-        let batch = match queue.receive_fair(free.min(RECEIVE_BATCH), &in_flight).await {
+        senders.start_waiting();
+        senders.put_back_stale(clock.now()).await;
+        let free = senders.permits.available_permits();
+        if free == 0 {
+            tokio::select! {
+                _ = senders.tasks.join_next() => {}
+                _ = shutdown.changed() => {}
+            }
+            continue;
+        }
+        let room = senders.room(per_destination);
+        let max = RECEIVE_BATCH.min(free + MAX_WAITING.saturating_sub(senders.waiting_total));
+        let batch = match queue.receive_fair(max, &room).await {
             Ok(batch) => batch,
             Err(e) => {
                 tracing::error!(error = %e, "queue receive failed; retrying in 1 s");
@@ -109,18 +119,21 @@ pub async fn run_queue_loop(
         };
         if batch.is_empty() {
             // Firings of full destinations are left out: they wait for a slot to free.
-            let next_due = queue.next_due_fair(&in_flight).await;
+            let next_due = queue.next_due_fair(&room).await;
             let now = clock.now();
             let wait = match next_due {
                 Ok(Some(due)) => (due - now).to_std().unwrap_or(Duration::ZERO).min(Duration::from_secs(1)),
                 Ok(None) => Duration::from_secs(1),
                 Err(_) => Duration::from_secs(1),
             };
+            let stale_at = senders.oldest_waiting().map(|at| (at + MAX_WAIT - now).to_std().unwrap_or(Duration::ZERO));
+            let wait = stale_at.map_or(wait, |stale| stale.min(wait));
             let wake_at = now + chrono::Duration::from_std(wait.max(Duration::from_millis(5))).unwrap_or_default();
             tokio::select! {
                 _ = clock.sleep_until(wake_at) => {}
                 _ = &mut notified_fut => {}
                 _ = &mut freed => {}
+                _ = senders.tasks.join_next(), if !senders.tasks.is_empty() => {}
                 _ = shutdown.changed() => {}
             }
             continue;
@@ -133,42 +146,20 @@ pub async fn run_queue_loop(
                 None
             }
         };
+        let now = clock.now();
         for mut leased in batch {
             let destination = destination_now(index.as_deref(), &leased.firing);
-            let slot = match destination.clone() {
-                Some(d) => match Slot::take(&slots, d) {
-                    Some(slot) => Some(slot),
-                    None => {
-                        // Queued for another destination than it goes to now (its
-                        // postback's URL changed, or it was queued without one): put it
-                        // back under the right one, keeping its due time, rather than
-                        // exceed this one's bound.
-                        let corrected = Firing { destination, ..leased.firing.clone() };
-                        if let Err(e) = queue.retry(&leased, &corrected).await {
-                            tracing::warn!(delivery_id = %leased.firing.delivery_id, error = %e,
-                                "could not put back a firing for a full destination; it comes back after its lease");
-                        }
-                        continue;
-                    }
-                },
-                None => None,
-            };
+            // Queued for another destination than it goes to now (its postback's URL
+            // changed, or it was queued without one): from here on it counts under the
+            // right one, and is put back under it if it cannot go.
             leased.firing.destination = destination;
-            let Ok(permit) = limit.clone().acquire_owned().await else { break };
-            let dispatcher = dispatcher.clone();
-            let process = async move {
-                if let Err(e) = dispatcher.process(&leased).await {
-                    tracing::error!(delivery_id = %leased.firing.delivery_id, error = %e,
-                        "dispatch failed on a dependency; the firing comes back after its lease");
-                }
-                drop(permit);
-            };
-            match slot {
-                Some(slot) => tasks.spawn(SLOT.scope(Arc::new(slot), process)),
-                None => tasks.spawn(process),
-            };
+            if let Some(unsent) = senders.start_or_wait(leased, now) {
+                put_back(&queue, &unsent).await;
+            }
         }
     }
+    senders.put_back_all(&queue).await;
+    let mut tasks = senders.tasks;
     let drained = async {
         while tasks.join_next().await.is_some() {}
         true
@@ -185,6 +176,153 @@ pub async fn run_queue_loop(
     if !finished {
         tracing::warn!(left = tasks.len(), "shutdown: in-flight firings abandoned; they come back after their lease");
         tasks.abort_all();
+    }
+}
+
+/// Firings leased ahead for one destination, waiting in memory for one of its slots:
+/// at most this many per destination...
+const PREFETCH_PER_DESTINATION: usize = RECEIVE_BATCH;
+/// ...and this many in all...
+const MAX_WAITING: usize = LOCAL_CONCURRENCY;
+/// ...each for at most this long, then put back in the queue (due as before): far less
+/// than any lease the local server uses (3 × DELIVERY_TIMEOUT_MS + 30 s), so a firing
+/// never waits past its lease.
+const MAX_WAIT: chrono::Duration = chrono::Duration::seconds(5);
+
+/// Put a leased firing back, due as before, no attempt used.
+async fn put_back(queue: &Arc<dyn FiringQueue>, leased: &Leased) {
+    if let Err(e) = queue.retry(leased, &leased.firing).await {
+        tracing::warn!(delivery_id = %leased.firing.delivery_id, error = %e,
+            "could not put back a firing waiting for its destination; it comes back after its lease");
+    }
+}
+
+/// The loop's senders: the global permits, the tasks, the per-destination slots, and the
+/// firings leased ahead waiting for a slot. Leasing a little ahead lets one busy
+/// destination's next requests start the moment a slot frees, instead of after a queue
+/// round trip (a store commit) per `per_destination` requests.
+struct Senders {
+    dispatcher: Dispatcher,
+    permits: Arc<tokio::sync::Semaphore>,
+    tasks: tokio::task::JoinSet<()>,
+    slots: Arc<Slots>,
+    waiting: HashMap<String, VecDeque<(Leased, DateTime<Utc>)>>,
+    waiting_total: usize,
+}
+
+impl Senders {
+    /// What `receive_fair` may hand out: per destination, its free slots plus room to
+    /// wait ahead.
+    fn room(&self, per_destination: usize) -> InFlight {
+        let mut room = self.slots.snapshot();
+        room.per_destination = per_destination + PREFETCH_PER_DESTINATION;
+        for (destination, waiting) in &self.waiting {
+            *room.by_destination.entry(destination.clone()).or_default() += waiting.len();
+        }
+        room
+    }
+
+    /// Start `leased` if its destination has a free slot and a permit is free; else keep
+    /// it waiting if there is room; else hand it back to be put back in the queue.
+    fn start_or_wait(&mut self, leased: Leased, now: DateTime<Utc>) -> Option<Leased> {
+        let Some(destination) = leased.firing.destination.clone() else {
+            return self.start(leased, None);
+        };
+        let waiting_here = self.waiting.get(&destination).map_or(0, VecDeque::len);
+        // Only this loop takes permits, so a free one now is free at `start`.
+        if waiting_here == 0 && self.permits.available_permits() > 0 {
+            if let Some(slot) = Slot::take(&self.slots, destination.clone()) {
+                return self.start(leased, Some(slot));
+            }
+        }
+        if waiting_here < PREFETCH_PER_DESTINATION && self.waiting_total < MAX_WAITING {
+            self.waiting.entry(destination).or_default().push_back((leased, now));
+            self.waiting_total += 1;
+            return None;
+        }
+        Some(leased)
+    }
+
+    /// Spawn the firing's task under a permit; without a free one, hand it back.
+    fn start(&mut self, leased: Leased, slot: Option<Slot>) -> Option<Leased> {
+        let Ok(permit) = self.permits.clone().try_acquire_owned() else {
+            return Some(leased);
+        };
+        let dispatcher = self.dispatcher.clone();
+        let process = async move {
+            if let Err(e) = dispatcher.process(&leased).await {
+                tracing::error!(delivery_id = %leased.firing.delivery_id, error = %e,
+                    "dispatch failed on a dependency; the firing comes back after its lease");
+            }
+            drop(permit);
+        };
+        match slot {
+            Some(slot) => self.tasks.spawn(SLOT.scope(Arc::new(slot), process)),
+            None => self.tasks.spawn(process),
+        };
+        None
+    }
+
+    /// Start waiting firings, oldest first per destination, while their destination has a
+    /// free slot and a permit is free.
+    fn start_waiting(&mut self) {
+        let destinations: Vec<String> = self.waiting.keys().cloned().collect();
+        for destination in destinations {
+            while self.permits.available_permits() > 0 {
+                let Some(queue) = self.waiting.get_mut(&destination) else { break };
+                if queue.is_empty() {
+                    self.waiting.remove(&destination);
+                    break;
+                }
+                let Some(slot) = Slot::take(&self.slots, destination.clone()) else { break };
+                let Some((leased, since)) = queue.pop_front() else { break };
+                self.waiting_total -= 1;
+                // A permit is free (checked above; only this loop takes them), so this
+                // cannot hand it back; if it did, it waits on at the front.
+                if let Some(unstarted) = self.start(leased, Some(slot)) {
+                    self.waiting.entry(destination.clone()).or_default().push_front((unstarted, since));
+                    self.waiting_total += 1;
+                    break;
+                }
+            }
+            if self.waiting.get(&destination).is_some_and(VecDeque::is_empty) {
+                self.waiting.remove(&destination);
+            }
+        }
+    }
+
+    /// When the longest-waiting firing started waiting.
+    fn oldest_waiting(&self) -> Option<DateTime<Utc>> {
+        self.waiting.values().filter_map(|q| q.front().map(|(_, at)| *at)).min()
+    }
+
+    /// Put back the firings that waited `MAX_WAIT`.
+    async fn put_back_stale(&mut self, now: DateTime<Utc>) {
+        let mut stale = Vec::new();
+        for queue in self.waiting.values_mut() {
+            while queue.front().is_some_and(|(_, at)| *at + MAX_WAIT <= now) {
+                if let Some((leased, _)) = queue.pop_front() {
+                    stale.push(leased);
+                }
+            }
+        }
+        self.waiting.retain(|_, q| !q.is_empty());
+        self.waiting_total -= stale.len();
+        let queue = self.dispatcher.app().ports.queue.clone();
+        for leased in &stale {
+            put_back(&queue, leased).await;
+        }
+    }
+
+    /// Shutting down: put every waiting firing back, so it goes out at once after a
+    /// restart rather than after its lease.
+    async fn put_back_all(&mut self, queue: &Arc<dyn FiringQueue>) {
+        for (_, waiting) in self.waiting.drain() {
+            for (leased, _) in waiting {
+                put_back(queue, &leased).await;
+            }
+        }
+        self.waiting_total = 0;
     }
 }
 

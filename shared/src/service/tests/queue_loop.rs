@@ -323,39 +323,37 @@ async fn a_firing_queued_for_another_destination_is_bounded_by_the_one_it_goes_t
     let w = fair_world();
     w.postback(json!({"name": "Slow", "type": "click", "offers": ["SLOW"], "url": SLOW})).await;
     let moved = w
-        .postback(json!({"name": "Moves", "type": "click", "offers": ["M"], "delay_seconds": 5,
+        .postback(json!({"name": "Moves", "type": "click", "offers": ["M"], "delay_seconds": 6,
             "url": "https://before.example/pb"}))
         .await;
-    w.sender.set_default(Answer::ok().after(Duration::from_millis(SLOW_MS)));
+    // Slower than the longest a leased firing waits in memory for a slot (5 s).
+    const HANGS_MS: u64 = 20_000;
+    w.sender.set_default(Answer::ok().after(Duration::from_millis(HANGS_MS)));
     let running = start_fair_loop(&w, 256, 2);
     clicks(&w, "SLOW", 0, 2, None).await;
     clicks(&w, "M", 0, 2, None).await;
     settle().await;
     assert_eq!(in_flight(&w, SLOW), 2, "the slow destination is full");
     // Its URL moves to the full destination while its firings wait for their delay.
-    w.app
-        .replace_postback(
-            &moved,
-            spec(&json!({"name": "Moves", "type": "click", "offers": ["M"], "delay_seconds": 5,
-        "url": format!("{SLOW}?moved=1")})),
-        )
-        .await
-        .unwrap();
-    w.advance_ms(5_000);
-    settle().await;
+    let moved_spec = json!({"name": "Moves", "type": "click", "offers": ["M"], "delay_seconds": 6,
+        "url": format!("{SLOW}?moved=1")});
+    w.app.replace_postback(&moved, spec(&moved_spec)).await.unwrap();
+    run_checking_bound(&w, 6_000, &[SLOW], 2).await;
     assert_eq!(w.sender.count(), 2, "not sent past the bound of where they go now");
+    // After waiting 5 s in memory for a slot they are put back, under the right
+    // destination, due as before, no attempt used.
+    run_checking_bound(&w, 5_000, &[SLOW], 2).await;
     let moved_rows: Vec<_> = w.queued().into_iter().filter(|f| f.postback_id == moved).collect();
     assert_eq!(moved_rows.len(), 2);
     for f in &moved_rows {
         assert_eq!(f.destination.as_deref(), Some("https://slow.example:443"), "re-queued under the right one");
-        assert_eq!(f.due_at, start() + ms(5_000), "keeping its due time");
+        assert_eq!(f.due_at, start() + ms(6_000), "keeping its due time");
         assert_eq!(f.attempt, 1, "no attempt used");
     }
-    w.advance_ms(SLOW_MS - 5_000);
-    settle().await;
+    run_checking_bound(&w, HANGS_MS - 11_000, &[SLOW], 2).await;
     let moved_sent: Vec<_> = w.sender.requests_to(&format!("{SLOW}?moved=1"));
     assert_eq!(moved_sent.len(), 2, "sent once the first two answered");
-    assert!(moved_sent.iter().all(|r| r.at == start() + ms(SLOW_MS as i64)));
+    assert!(moved_sent.iter().all(|r| r.at == start() + ms(HANGS_MS as i64)), "at once");
     running.stop().await;
 }
 
