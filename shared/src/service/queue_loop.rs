@@ -106,7 +106,21 @@ pub async fn run_queue_loop(
         }
         let room = senders.room(per_destination);
         let max = RECEIVE_BATCH.min(free + MAX_WAITING.saturating_sub(senders.waiting_total));
-        let batch = match queue.receive_fair(max, &room).await {
+        // While the receive commits, slots that free are refilled from the firings
+        // waiting for them: one busy destination does not idle on the queue.
+        let receive = queue.receive_fair(max, &room);
+        tokio::pin!(receive);
+        let received = loop {
+            tokio::select! {
+                received = &mut receive => break received,
+                _ = &mut freed => {
+                    senders.start_waiting();
+                    freed.set(slots.freed.notified());
+                    freed.as_mut().enable();
+                }
+            }
+        };
+        let batch = match received {
             Ok(batch) => batch,
             Err(e) => {
                 tracing::error!(error = %e, "queue receive failed; retrying in 1 s");
