@@ -98,8 +98,11 @@ pub async fn run_queue_loop(
         senders.put_back_stale(clock.now()).await;
         let free = senders.permits.available_permits();
         if free == 0 {
+            // Every sender busy: wait for one, or for a waiting firing's time to run out.
+            let stale_at = senders.oldest_waiting().map_or(DateTime::<Utc>::MAX_UTC, |at| at + MAX_WAIT);
             tokio::select! {
                 _ = senders.tasks.join_next() => {}
+                _ = clock.sleep_until(stale_at) => {}
                 _ = shutdown.changed() => {}
             }
             continue;
