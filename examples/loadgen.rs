@@ -5,7 +5,10 @@
 //! 2. single events: `POST /events` one click per request, C concurrent connections;
 //! 3. batches: `POST /events` with 500 clicks per request;
 //! 4. delivery: firings delivered to the sink (and logged) per second, against a
-//!    baseline of the sink hit directly by this process at the same concurrency.
+//!    baseline of the sink hit directly by this process at the same concurrency;
+//! 5. fair sending: a fast receiver's p99 delivery lag (one firing every 10 ms) with
+//!    1,000 firings pending for a receiver that never answers (held until the server's
+//!    DELIVERY_TIMEOUT_MS), as a ratio to the same run with no such receiver.
 //!
 //! Usage (the server must run with ALLOW_PRIVATE_TARGETS=true and known keys):
 //!   cargo run --release --example loadgen -- --base http://127.0.0.1:3000 \
@@ -191,6 +194,9 @@ async fn main() {
     let fire_elapsed = started.elapsed();
     let fire_rate = delivered as f64 / fire_elapsed.as_secs_f64();
 
+    // 5. Fair sending: the fast receiver's lag alone, then beside a hanging receiver.
+    let fair = fair_sending(&base, &admin, &args).await;
+
     println!("| measurement | rate | p50 ms | p99 ms | ratio to baseline |");
     println!("|---|---|---|---|---|");
     println!(
@@ -229,4 +235,160 @@ async fn main() {
         fire_elapsed.as_secs_f64(),
         fire_rate / direct.rate(1)
     );
+    println!(
+        "| baseline: fast receiver's delivery lag alone ({FAIR_FIRINGS} firings, 1 per {FAIR_PACE_MS} ms) | | {:.2} | {:.2} | 1.00 |",
+        fair.alone.pct(0.5),
+        fair.alone.pct(0.99)
+    );
+    println!(
+        "| fast receiver's delivery lag, {SLOW_PENDING} pending for a hanging receiver ({} requests held) | | {:.2} | {:.2} | {:.2} (p99 lag: lower is better) |",
+        fair.slow_requests,
+        fair.loaded.pct(0.5),
+        fair.loaded.pct(0.99),
+        fair.loaded.pct(0.99) / fair.alone.pct(0.99).max(0.001)
+    );
+}
+
+/// Fast firings per fair-sending run, and their pace.
+const FAIR_FIRINGS: usize = 200;
+const FAIR_PACE_MS: u64 = 10;
+/// Firings pending for the hanging receiver.
+const SLOW_PENDING: usize = 1_000;
+
+struct Fair {
+    alone: Run,
+    loaded: Run,
+    /// Requests the hanging receiver had received when the loaded run ended.
+    slow_requests: u64,
+}
+
+/// A receiver that records when each `t=` arrived.
+async fn arrival_sink() -> (std::net::SocketAddr, Arc<std::sync::Mutex<std::collections::HashMap<String, Instant>>>) {
+    let arrivals = Arc::new(std::sync::Mutex::new(std::collections::HashMap::new()));
+    let seen = arrivals.clone();
+    let sink = Router::new().route(
+        "/{*p}",
+        any(move |uri: axum::http::Uri| {
+            let seen = seen.clone();
+            async move {
+                let t = uri.query().and_then(|q| q.strip_prefix("t=")).unwrap_or_default().to_string();
+                seen.lock().unwrap().entry(t).or_insert_with(Instant::now);
+                "ok"
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, sink).await.unwrap() });
+    (addr, arrivals)
+}
+
+async fn create(admin: &reqwest::Client, base: &str, key: &str, body: serde_json::Value) {
+    let created = admin.post(format!("{base}/postbacks")).header("x-api-key", key).json(&body).send().await.unwrap();
+    assert_eq!(created.status(), 201, "create postback: {}", created.text().await.unwrap_or_default());
+}
+
+/// Send `FAIR_FIRINGS` single clicks for the fast postback, one every `FAIR_PACE_MS`, and
+/// return each one's lag from its send to its arrival at the fast receiver.
+async fn paced_lags(
+    base: &str,
+    key: &str,
+    tag: &str,
+    arrivals: &std::sync::Mutex<std::collections::HashMap<String, Instant>>,
+) -> Run {
+    let client = reqwest::Client::new();
+    let started = Instant::now();
+    let mut sent = Vec::with_capacity(FAIR_FIRINGS);
+    let mut ticker = tokio::time::interval(Duration::from_millis(FAIR_PACE_MS));
+    for i in 0..FAIR_FIRINGS {
+        ticker.tick().await;
+        let t = format!("{tag}-{i}");
+        sent.push((t.clone(), Instant::now()));
+        let resp = client
+            .post(format!("{base}/events"))
+            .header("x-api-key", key)
+            .json(&json!({"type": "click", "transaction_id": t, "offer_id": "FAIR", "publisher_id": "P"}))
+            .send()
+            .await
+            .expect("request failed");
+        assert!(resp.status().is_success(), "status {}", resp.status());
+    }
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let arrived = { sent.iter().filter(|(t, _)| arrivals.lock().unwrap().contains_key(t)).count() };
+        if arrived == sent.len() || Instant::now() > deadline {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let seen = arrivals.lock().unwrap();
+    let latencies_us = sent
+        .iter()
+        .map(|(t, at)| {
+            seen.get(t).map_or(u64::MAX, |arrived| arrived.saturating_duration_since(*at).as_micros() as u64)
+        })
+        .collect();
+    Run { requests: FAIR_FIRINGS, elapsed: started.elapsed(), latencies_us }
+}
+
+async fn fair_sending(base: &str, admin: &reqwest::Client, args: &Args) -> Fair {
+    let (fast, arrivals) = arrival_sink().await;
+    let slow_hits = Arc::new(AtomicU64::new(0));
+    let hits = slow_hits.clone();
+    let slow = Router::new().route(
+        "/{*p}",
+        any(move || {
+            let hits = hits.clone();
+            async move {
+                hits.fetch_add(1, Ordering::Relaxed);
+                // Never answers within the server's timeout.
+                tokio::time::sleep(Duration::from_secs(600)).await;
+                "late"
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let slow_addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, slow).await.unwrap() });
+    create(
+        admin,
+        base,
+        &args.admin_key,
+        json!({"name": "fair fast", "type": "click", "offers": ["FAIR"],
+        "url": format!("http://{fast}/f?t={{transaction_id}}")}),
+    )
+    .await;
+    create(
+        admin,
+        base,
+        &args.admin_key,
+        json!({"name": "fair hanging", "type": "click", "offers": ["HANG"],
+        "url": format!("http://{slow_addr}/h?t={{transaction_id}}")}),
+    )
+    .await;
+    let run_id = uuid::Uuid::new_v4().simple().to_string();
+
+    let alone = paced_lags(base, &args.ingest_key, &format!("alone-{run_id}"), &arrivals).await;
+
+    let client = reqwest::Client::new();
+    for chunk in 0..SLOW_PENDING.div_ceil(500) {
+        let events: Vec<_> = (0..500.min(SLOW_PENDING - chunk * 500))
+            .map(|j| json!({"type": "click", "transaction_id": format!("h-{run_id}-{chunk}-{j}"), "offer_id": "HANG", "publisher_id": "P"}))
+            .collect();
+        let resp = client
+            .post(format!("{base}/events"))
+            .header("x-api-key", &args.ingest_key)
+            .json(&json!({ "events": events }))
+            .send()
+            .await
+            .expect("request failed");
+        assert!(resp.status().is_success(), "status {}", resp.status());
+    }
+    // The hanging receiver holds its share of the senders before the fast run starts.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while slow_hits.load(Ordering::Relaxed) < 16 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let loaded = paced_lags(base, &args.ingest_key, &format!("loaded-{run_id}"), &arrivals).await;
+    Fair { alone, loaded, slow_requests: slow_hits.load(Ordering::Relaxed) }
 }

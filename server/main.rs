@@ -11,7 +11,7 @@ use postback::adapters::sender::{ReqwestSender, SenderConfig};
 use postback::adapters::system::{RandomJitter, SystemClock};
 use postback::entry::config::{KeySource, Settings};
 use postback::entry::http::{router, ApiKeys, RouteSet};
-use postback::service::{run_queue_loop, App, Policy, Ports, LOCAL_CONCURRENCY};
+use postback::service::{run_queue_loop, App, LoopLimits, Policy, Ports, SlotReleasingSender, LOCAL_CONCURRENCY};
 
 /// How often expired logs and touches are purged.
 const PURGE_EVERY: Duration = Duration::from_secs(3600);
@@ -53,7 +53,8 @@ async fn main() -> anyhow::Result<()> {
         logs: store.clone(),
         queue: store.clone(),
         control: store.clone(),
-        sender: Arc::new(sender),
+        // Frees a firing's destination slot when its request is answered (fair sending).
+        sender: Arc::new(SlotReleasingSender::new(Arc::new(sender))),
         clock: Arc::new(SystemClock),
         jitter: Arc::new(RandomJitter),
     };
@@ -64,8 +65,8 @@ async fn main() -> anyhow::Result<()> {
     );
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let dispatcher =
-        tokio::spawn(run_queue_loop(app.dispatcher(), LOCAL_CONCURRENCY, stop_rx.clone(), Duration::from_secs(15)));
+    let limits = LoopLimits { total: LOCAL_CONCURRENCY, per_destination: settings.destination_concurrency };
+    let dispatcher = tokio::spawn(run_queue_loop(app.dispatcher(), limits, stop_rx.clone(), Duration::from_secs(15)));
     let purger = tokio::spawn(purge_loop(store.clone(), stop_rx));
 
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", settings.port))

@@ -9,6 +9,7 @@ mod e2e_api;
 mod e2e_breaker;
 mod e2e_crash;
 mod e2e_delivery_control;
+mod e2e_fair;
 mod e2e_flow;
 mod e2e_metrics;
 mod e2e_replay;

@@ -40,6 +40,13 @@ pub struct Firing {
     /// second without taking another slot.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub slot_second: Option<i64>,
+    /// Where the request goes (`domain::destination`), as computed when it was queued:
+    /// the local queue hands out no more firings for a destination that already has
+    /// `DESTINATION_CONCURRENCY` in flight. A hint only: the dispatcher recomputes it from
+    /// the postback as it is when the firing comes due, and `None` (not computed, or a
+    /// message from before this field) is never held back by the queue.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub destination: Option<String>,
 }
 
 fn yes() -> bool {

@@ -7,6 +7,7 @@ pub mod alert;
 pub mod breaker;
 pub mod condition;
 pub mod delivery;
+pub mod destination;
 pub mod enrich;
 pub mod error;
 pub mod event;

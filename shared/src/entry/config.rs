@@ -26,6 +26,9 @@ pub struct Settings {
     /// `BREAKER_FAILURE_THRESHOLD`, `BREAKER_COOLDOWN_MS` (and the probe lease, from
     /// `DELIVERY_TIMEOUT_MS`).
     pub breaker: BreakerPolicy,
+    /// Most requests in flight to one destination (scheme, host, port) at once, on the
+    /// local server (`DESTINATION_CONCURRENCY`).
+    pub destination_concurrency: usize,
 }
 
 impl std::fmt::Debug for Settings {
@@ -39,6 +42,7 @@ impl std::fmt::Debug for Settings {
             .field("retry", &self.retry)
             .field("log_retention_days", &self.log_retention_days)
             .field("breaker", &self.breaker)
+            .field("destination_concurrency", &self.destination_concurrency)
             .finish_non_exhaustive()
     }
 }
@@ -61,6 +65,10 @@ pub const MAX_DELIVERY_TIMEOUT_MS: u64 = 30_000;
 
 /// Highest `BREAKER_FAILURE_THRESHOLD` accepted.
 pub const MAX_BREAKER_FAILURE_THRESHOLD: u32 = 10_000;
+
+/// Largest `DESTINATION_CONCURRENCY` accepted: the local server's senders in all
+/// (`LOCAL_CONCURRENCY`); a larger bound per destination would bound nothing.
+pub const MAX_DESTINATION_CONCURRENCY: usize = crate::service::LOCAL_CONCURRENCY;
 
 impl Settings {
     /// Read settings through `get` (the environment in production, a map in tests).
@@ -107,6 +115,14 @@ impl Settings {
         if log_retention_days == 0 || log_retention_days > 3650 {
             return Err(SettingsError { name: "LOG_RETENTION_DAYS", message: "must be 1..=3650".into() });
         }
+        let destination_concurrency: usize =
+            parse_or(&get, "DESTINATION_CONCURRENCY", crate::service::DEFAULT_DESTINATION_CONCURRENCY)?;
+        if destination_concurrency == 0 || destination_concurrency > MAX_DESTINATION_CONCURRENCY {
+            return Err(SettingsError {
+                name: "DESTINATION_CONCURRENCY",
+                message: format!("must be 1..={MAX_DESTINATION_CONCURRENCY}"),
+            });
+        }
         let failure_threshold: u32 = parse_or(&get, "BREAKER_FAILURE_THRESHOLD", DEFAULT_FAILURE_THRESHOLD)?;
         if failure_threshold == 0 || failure_threshold > MAX_BREAKER_FAILURE_THRESHOLD {
             return Err(SettingsError {
@@ -136,6 +152,7 @@ impl Settings {
                 retry: RetryPolicy { max_attempts, base_delay: Duration::from_millis(base_delay_ms) },
                 log_retention_days,
                 breaker: BreakerPolicy::new(failure_threshold, cooldown_ms, Duration::from_millis(timeout_ms)),
+                destination_concurrency,
             },
             [admin_src, ingest_src],
         ))
@@ -200,6 +217,26 @@ mod tests {
         let mut all = vec![("ADMIN_API_KEY", "admin-key-0123456789"), ("INGEST_API_KEY", "ingest-key-0123456789")];
         all.extend_from_slice(vars);
         Settings::from_lookup(|k| all.iter().find(|(n, _)| *n == k).map(|(_, v)| v.to_string()), false).map(|s| s.0)
+    }
+
+    #[test]
+    fn destination_concurrency_is_1_to_256_default_16() {
+        let cases: &[(&str, Result<usize, &str>)] = &[
+            ("", Ok(16)),
+            ("1", Ok(1)),
+            (" 32 ", Ok(32)),
+            ("256", Ok(256)),
+            ("0", Err("setting DESTINATION_CONCURRENCY: must be 1..=256")),
+            ("257", Err("setting DESTINATION_CONCURRENCY: must be 1..=256")),
+            ("-1", Err("setting DESTINATION_CONCURRENCY: not a valid number: \"-1\"")),
+            ("many", Err("setting DESTINATION_CONCURRENCY: not a valid number: \"many\"")),
+        ];
+        for (value, want) in cases {
+            let got = with(&[("DESTINATION_CONCURRENCY", value)])
+                .map(|s| s.destination_concurrency)
+                .map_err(|e| e.to_string());
+            assert_eq!(got, want.map_err(str::to_string), "{value:?}");
+        }
     }
 
     #[test]

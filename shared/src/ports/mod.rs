@@ -243,6 +243,45 @@ pub struct QueueDepth {
     pub knows_due_times: bool,
 }
 
+/// The requests a dispatcher has in flight per destination, and the most it may have at
+/// once to one destination (`DESTINATION_CONCURRENCY`): what `receive_fair` respects.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InFlight {
+    pub per_destination: usize,
+    pub by_destination: std::collections::HashMap<String, usize>,
+}
+
+impl InFlight {
+    pub fn new(per_destination: usize) -> Self {
+        Self { per_destination, by_destination: Default::default() }
+    }
+
+    /// How many more firings `destination` may take now.
+    pub fn room(&self, destination: &str) -> usize {
+        self.per_destination.saturating_sub(self.by_destination.get(destination).copied().unwrap_or(0))
+    }
+
+    /// The destinations with no room left.
+    pub fn full(&self) -> impl Iterator<Item = &str> {
+        self.by_destination.iter().filter(|(_, n)| **n >= self.per_destination).map(|(d, _)| d.as_str())
+    }
+
+    /// One more request in flight to `destination`.
+    pub fn start(&mut self, destination: &str) {
+        *self.by_destination.entry(destination.to_string()).or_default() += 1;
+    }
+
+    /// One request to `destination` finished.
+    pub fn finish(&mut self, destination: &str) {
+        if let Some(n) = self.by_destination.get_mut(destination) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                self.by_destination.remove(destination);
+            }
+        }
+    }
+}
+
 #[async_trait]
 pub trait FiringQueue: Send + Sync {
     /// Durably queue firings to come due at their `due_at` (past or now: at once).
@@ -260,6 +299,24 @@ pub trait FiringQueue: Send + Sync {
     /// dispatcher sleeps until then). Push-driven adapters (SQS) return `None`.
     async fn next_due(&self) -> StoreResult<Option<chrono::DateTime<chrono::Utc>>> {
         Ok(None)
+    }
+    /// As `receive`, but fair to destinations (`Firing::destination`): hands out no more
+    /// firings for a destination than `in_flight.room` leaves it, passing over the due
+    /// firings of full destinations (they keep their place and are not leased), so one
+    /// slow receiver's backlog cannot stand in front of every other receiver's firings.
+    /// Firings without a destination are never held back. Adapters that cannot select by
+    /// destination (SQS: the dispatch function bounds a batch instead) keep this default,
+    /// which ignores `in_flight`.
+    async fn receive_fair(&self, max: usize, in_flight: &InFlight) -> StoreResult<Vec<Leased>> {
+        let _ = in_flight;
+        self.receive(max).await
+    }
+    /// As `next_due`, over the firings `receive_fair` could hand out now: those of full
+    /// destinations are left out, so a dispatcher waiting on them sleeps until a slot
+    /// frees (or other work comes due) instead of polling.
+    async fn next_due_fair(&self, in_flight: &InFlight) -> StoreResult<Option<chrono::DateTime<chrono::Utc>>> {
+        let _ = in_flight;
+        self.next_due().await
     }
     /// How many firings are queued and the earliest due time (see `QueueDepth`).
     async fn depth(&self) -> StoreResult<QueueDepth>;

@@ -37,6 +37,7 @@ pub async fn raise(app: &App, alert: &AlertContext, key: &str) -> StoreResult<()
             alert: Some(alert.clone()),
             replay_of: None,
             slot_second: None,
+            destination: None,
         })
         .collect();
     if firings.is_empty() {

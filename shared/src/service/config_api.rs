@@ -339,6 +339,7 @@ impl App {
             alert,
             replay_of: None,
             slot_second: None,
+            destination: None,
         };
         let (_, entry) = self.dispatcher().attempt_with(&postback, &firing, true).await?;
         Ok(TestOutput {

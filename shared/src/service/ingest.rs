@@ -10,6 +10,7 @@ use super::{App, ServiceResult};
 use crate::domain::enrich::enrich_from_click;
 use crate::domain::event::{Event, EventType};
 use crate::domain::firing::Firing;
+use crate::domain::macros::MacroContext;
 use crate::ports::TouchRecord;
 
 /// What ingest says about one event.
@@ -88,8 +89,18 @@ impl App {
             let matched = index.matching(&event);
             for postback in &matched {
                 let delay = ChronoDuration::seconds(i64::from(postback.postback.delay_seconds));
+                let delivery_id = Firing::delivery_id_for(&key, &postback.postback.id);
+                let ctx = MacroContext {
+                    event: &event,
+                    postback_id: &postback.postback.id,
+                    postback_name: &postback.postback.name,
+                    delivery_id: &delivery_id,
+                    attempt: 1,
+                    alert: None,
+                };
+                let destination = postback.destination(&ctx);
                 firings.push(Firing {
-                    delivery_id: Firing::delivery_id_for(&key, &postback.postback.id),
+                    delivery_id,
                     postback_id: postback.postback.id.clone(),
                     event: event.clone(),
                     attempt: 1,
@@ -100,6 +111,7 @@ impl App {
                     alert: None,
                     replay_of: None,
                     slot_second: None,
+                    destination,
                 });
             }
             results.push(IngestResult { id, duplicate, matched: matched.len(), click_found: click });

@@ -21,7 +21,9 @@ pub use config_api::{PreviewOutput, TestOutput};
 pub use control::{Health, PostbackResource, RELEASE_CHUNK};
 pub use dispatch::{AttemptOutcome, Dispatcher};
 pub use ingest::IngestResult;
-pub use queue_loop::{run_queue_loop, LOCAL_CONCURRENCY};
+pub use queue_loop::{
+    run_queue_loop, LoopLimits, SlotReleasingSender, DEFAULT_DESTINATION_CONCURRENCY, LOCAL_CONCURRENCY,
+};
 
 use crate::domain::breaker::BreakerPolicy;
 use crate::domain::delivery::RetryPolicy;

@@ -128,6 +128,7 @@ fn firing(delivery_id: &str, due_at: DateTime<Utc>) -> Firing {
         alert: None,
         replay_of: None,
         slot_second: None,
+        destination: None,
     }
 }
 

@@ -58,7 +58,7 @@ impl AdapterFactory for EmbeddedFactory {
 }
 
 // The port contract suite: one test per check (`contract_embedded::checks::*`).
-postback::contract_tests!(factory = EmbeddedFactory::new(), extra = [enqueue_dedupe]);
+postback::contract_tests!(factory = EmbeddedFactory::new(), extra = [enqueue_dedupe, fair_receive]);
 
 fn db_path(dir: &tempfile::TempDir) -> PathBuf {
     dir.path().join("data").join("postbacks.sqlite")

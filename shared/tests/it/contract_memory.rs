@@ -19,7 +19,7 @@ use postback::testing::{
     fixtures, Answer, ManualClock, MemoryAdapters, MemoryFactory, MemoryOptions, ScriptedJitter, ScriptedSender,
 };
 
-postback::contract_tests!(factory = MemoryFactory, extra = [enqueue_dedupe]);
+postback::contract_tests!(factory = MemoryFactory, extra = [enqueue_dedupe, fair_receive]);
 
 fn at(text: &str) -> DateTime<Utc> {
     DateTime::parse_from_rfc3339(text).unwrap().with_timezone(&Utc)

@@ -377,7 +377,9 @@ impl Api {
     /// now: fire a click postback (its own offer, `delay_seconds` later) and wait for it at
     /// the sink. The queue hands out firings in due order, so any firing that was due
     /// earlier (a wrong retry, a re-fire after a restart) has been sent by the time the
-    /// sentinel arrives. Replaces "sleep, then assert nothing more arrived".
+    /// sentinel arrives. Replaces "sleep, then assert nothing more arrived". (Fair
+    /// sending passes over a destination with `DESTINATION_CONCURRENCY` requests in
+    /// flight: the order holds among firings to the sentinel's own sink.)
     pub async fn sentinel(&self, sink: &Sink, name: &str, delay_seconds: u32) {
         let offer = format!("sentinel-{name}");
         self.create_postback(serde_json::json!({

@@ -3,31 +3,51 @@
 //! `now + lease`); `ack`/`retry` act only while the token still matches, so a consumer
 //! whose lease ran out and was taken over cannot delete or replace the new holder's row.
 
+use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use rusqlite::Connection;
+use rusqlite::{Connection, OptionalExtension};
 
 use super::writer::WriterCounters;
 use super::{decode, encode, from_millis, millis, EmbeddedStore};
 use crate::domain::firing::Firing;
-use crate::ports::{FiringQueue, Leased, QueueDepth, StoreResult};
+use crate::ports::{FiringQueue, InFlight, Leased, QueueDepth, StoreResult};
 
 /// Most firings handed out by one `receive`.
 const MAX_RECEIVE: usize = 1_000;
 
 /// Insert a firing unless it is queued already or was delivered (a re-enqueued
 /// delivered firing must not fire again).
-fn insert_firing(conn: &Connection, delivery_id: &str, due_at: i64, payload: &str, cutoff: i64) -> StoreResult<()> {
+fn insert_firing(conn: &Connection, row: &Row, cutoff: i64) -> StoreResult<()> {
     conn.prepare_cached(
-        "INSERT OR IGNORE INTO firings (delivery_id, due_at, lease_until, lease_token, payload) \
-         SELECT ?1, ?2, 0, NULL, ?3 \
+        "INSERT OR IGNORE INTO firings (delivery_id, due_at, lease_until, lease_token, payload, destination) \
+         SELECT ?1, ?2, 0, NULL, ?3, ?5 \
          WHERE NOT EXISTS (SELECT 1 FROM delivered WHERE delivery_id = ?1 AND created_at >= ?4)",
     )?
-    .execute((delivery_id, due_at, payload, cutoff))?;
+    .execute((&row.delivery_id, row.due_at, &row.payload, cutoff, &row.destination))?;
     Ok(())
+}
+
+/// A firing as its queue row's columns.
+struct Row {
+    delivery_id: String,
+    due_at: i64,
+    payload: String,
+    destination: Option<String>,
+}
+
+impl Row {
+    fn of(firing: &Firing) -> StoreResult<Row> {
+        Ok(Row {
+            delivery_id: firing.delivery_id.clone(),
+            due_at: millis(firing.due_at),
+            payload: encode(firing, "firing")?,
+            destination: firing.destination.clone(),
+        })
+    }
 }
 
 fn receipt(delivery_id: &str, token: &str) -> String {
@@ -58,6 +78,69 @@ fn receive_due(
         )?
         .query_map((now, i64::try_from(max).unwrap_or(i64::MAX)), |row| Ok((row.get(0)?, row.get(1)?)))?
         .collect::<Result<_, _>>()?;
+    lease_rows(conn, due, now, lease_until, counters)
+}
+
+/// The due rows `receive_fair` hands out, earliest visible first: none of a full
+/// destination (passed over in SQL, on the covering visibility index), and no more of
+/// another than it has room for (counted here).
+fn receive_due_fair(
+    conn: &Connection,
+    now: i64,
+    lease_until: i64,
+    max: usize,
+    in_flight: &InFlight,
+    counters: &WriterCounters,
+) -> StoreResult<Vec<Leased>> {
+    let full = full_json(in_flight)?;
+    let mut chosen = Vec::with_capacity(max);
+    {
+        let mut select = conn.prepare_cached(
+            "SELECT delivery_id, destination FROM firings WHERE max(due_at, lease_until) <= ?1 \
+             AND (destination IS NULL OR destination NOT IN (SELECT value FROM json_each(?2))) \
+             ORDER BY max(due_at, lease_until)",
+        )?;
+        let mut rows = select.query((now, &full))?;
+        let mut taken: HashMap<String, usize> = HashMap::new();
+        while chosen.len() < max {
+            let Some(row) = rows.next()? else { break };
+            let delivery_id: String = row.get(0)?;
+            if let Some(destination) = row.get::<_, Option<String>>(1)? {
+                let room = in_flight.room(&destination);
+                let count = taken.entry(destination).or_default();
+                if *count >= room {
+                    continue;
+                }
+                *count += 1;
+            }
+            chosen.push(delivery_id);
+        }
+    }
+    let mut payload = conn.prepare_cached("SELECT payload FROM firings WHERE delivery_id = ?1")?;
+    let due = chosen
+        .into_iter()
+        .map(|id| {
+            let text: String = payload.query_row([&id], |row| row.get(0))?;
+            Ok((id, text))
+        })
+        .collect::<StoreResult<Vec<_>>>()?;
+    lease_rows(conn, due, now, lease_until, counters)
+}
+
+/// The full destinations as a JSON array, for `json_each`.
+fn full_json(in_flight: &InFlight) -> StoreResult<String> {
+    let full: Vec<&str> = in_flight.full().collect();
+    serde_json::to_string(&full).map_err(|e| crate::ports::StoreError::Corrupt(format!("destinations: {e}")))
+}
+
+/// Lease these `(delivery_id, payload)` rows; an unreadable one is quarantined.
+fn lease_rows(
+    conn: &Connection,
+    due: Vec<(String, String)>,
+    now: i64,
+    lease_until: i64,
+    counters: &WriterCounters,
+) -> StoreResult<Vec<Leased>> {
     let mut lease =
         conn.prepare_cached("UPDATE firings SET lease_until = ?2, lease_token = ?3 WHERE delivery_id = ?1")?;
     let mut leased = Vec::with_capacity(due.len());
@@ -89,18 +172,11 @@ impl FiringQueue for EmbeddedStore {
         if firings.is_empty() {
             return Ok(());
         }
-        let rows = firings
-            .iter()
-            .map(|f| Ok((f.delivery_id.clone(), millis(f.due_at), encode(f, "firing")?)))
-            .collect::<StoreResult<Vec<_>>>()?;
+        let rows = firings.iter().map(Row::of).collect::<StoreResult<Vec<_>>>()?;
         let cutoff = millis(self.cutoff(Utc::now()));
         self.core
             .writer
-            .write_and_notify(move |conn| {
-                rows.iter().try_for_each(|(delivery_id, due_at, payload)| {
-                    insert_firing(conn, delivery_id, *due_at, payload, cutoff)
-                })
-            })
+            .write_and_notify(move |conn| rows.iter().try_for_each(|row| insert_firing(conn, row, cutoff)))
             .await
     }
 
@@ -114,6 +190,35 @@ impl FiringQueue for EmbeddedStore {
         let lease_until = millis(now.checked_add_signed(lease).unwrap_or(DateTime::<Utc>::MAX_UTC));
         let counters = Arc::clone(&self.core.counters);
         self.write(move |conn| receive_due(conn, millis(now), lease_until, max, &counters)).await
+    }
+
+    async fn receive_fair(&self, max: usize, in_flight: &InFlight) -> StoreResult<Vec<Leased>> {
+        let max = max.min(MAX_RECEIVE);
+        if max == 0 {
+            return Ok(Vec::new());
+        }
+        let now = Utc::now();
+        let lease = chrono::Duration::from_std(self.core.options.lease).unwrap_or(chrono::Duration::MAX);
+        let lease_until = millis(now.checked_add_signed(lease).unwrap_or(DateTime::<Utc>::MAX_UTC));
+        let counters = Arc::clone(&self.core.counters);
+        let in_flight = in_flight.clone();
+        self.write(move |conn| receive_due_fair(conn, millis(now), lease_until, max, &in_flight, &counters)).await
+    }
+
+    async fn next_due_fair(&self, in_flight: &InFlight) -> StoreResult<Option<DateTime<Utc>>> {
+        let full = full_json(in_flight)?;
+        self.read(move |conn| {
+            let earliest: Option<i64> = conn
+                .prepare_cached(
+                    "SELECT max(due_at, lease_until) FROM firings \
+                     WHERE destination IS NULL OR destination NOT IN (SELECT value FROM json_each(?1)) \
+                     ORDER BY max(due_at, lease_until) LIMIT 1",
+                )?
+                .query_row([&full], |row| row.get(0))
+                .optional()?;
+            earliest.map(from_millis).transpose()
+        })
+        .await
     }
 
     async fn ack(&self, leased: &Leased) -> StoreResult<()> {
@@ -142,25 +247,30 @@ impl FiringQueue for EmbeddedStore {
             return Ok(());
         };
         let receipt = leased.receipt.clone();
-        let payload = encode(next, "firing")?;
-        let (next_id, due_at) = (next.delivery_id.clone(), millis(next.due_at));
+        let next = Row::of(next)?;
         let cutoff = millis(self.cutoff(Utc::now()));
         self.core
             .writer
             .write_and_notify(move |conn| {
-                let replaced = if next_id == delivery_id {
+                let replaced = if next.delivery_id == delivery_id {
                     conn.prepare_cached(
-                        "UPDATE firings SET payload = ?3, due_at = ?4, lease_until = 0, lease_token = NULL \
-                         WHERE delivery_id = ?1 AND lease_token = ?2",
+                        "UPDATE firings SET payload = ?3, due_at = ?4, destination = ?5, lease_until = 0, \
+                         lease_token = NULL WHERE delivery_id = ?1 AND lease_token = ?2",
                     )?
-                    .execute((&delivery_id, &token, &payload, due_at))?
+                    .execute((
+                        &delivery_id,
+                        &token,
+                        &next.payload,
+                        next.due_at,
+                        &next.destination,
+                    ))?
                 } else {
                     // The next message has another identity: swap the rows.
                     let removed = conn
                         .prepare_cached("DELETE FROM firings WHERE delivery_id = ?1 AND lease_token = ?2")?
                         .execute((&delivery_id, &token))?;
                     if removed > 0 {
-                        insert_firing(conn, &next_id, due_at, &payload, cutoff)?;
+                        insert_firing(conn, &next, cutoff)?;
                     }
                     removed
                 };

@@ -139,6 +139,15 @@ const MIGRATIONS: &[&str] = &[
     ) WITHOUT ROWID;
     CREATE INDEX IF NOT EXISTS replayed_by_age ON replayed(created_at);
     ",
+    // 6: fair sending. `firings.destination` (Firing::destination; NULL for rows from
+    // before, never held back) lets `receive_fair` pass over the due firings of a
+    // destination at its limit; the visibility index carries it (and the id) so that
+    // pass reads the index only.
+    "
+    ALTER TABLE firings ADD COLUMN destination TEXT;
+    DROP INDEX firings_by_visibility;
+    CREATE INDEX firings_by_visibility ON firings(max(due_at, lease_until), destination, delivery_id);
+    ",
 ];
 
 /// The schema version this build writes.
@@ -319,5 +328,25 @@ mod tests {
             .map(Result::unwrap)
             .collect();
         assert!(plan.iter().any(|step| step.contains("firings_by_visibility")), "plan: {plan:?}");
+    }
+
+    /// The fair receive passes over a full destination's due rows on the index alone.
+    #[test]
+    fn the_fair_queue_query_reads_only_the_visibility_index() {
+        let dir = tempfile::tempdir().unwrap();
+        let conn = open_writer(&dir.path().join("db.sqlite"), "NORMAL").unwrap();
+        let plan: Vec<String> = conn
+            .prepare(
+                "EXPLAIN QUERY PLAN SELECT delivery_id, destination FROM firings WHERE max(due_at, lease_until) <= ?1 \
+                 AND (destination IS NULL OR destination NOT IN (SELECT value FROM json_each(?2))) \
+                 ORDER BY max(due_at, lease_until)",
+            )
+            .unwrap()
+            .query_map((0, "[]"), |r| r.get::<_, String>(3))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        assert!(plan.iter().any(|step| step.contains("COVERING INDEX firings_by_visibility")), "plan: {plan:?}");
+        assert!(!plan.iter().any(|step| step.contains("TEMP B-TREE")), "no sort: {plan:?}");
     }
 }

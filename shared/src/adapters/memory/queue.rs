@@ -3,7 +3,7 @@
 //! it (a fresh token, hidden until `now + lease`); `ack`/`retry` act only while the
 //! token still matches; enqueueing a queued or delivered delivery id adds nothing.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
@@ -14,7 +14,7 @@ use tokio::sync::Notify;
 
 use super::MemoryLogStore;
 use crate::domain::firing::Firing;
-use crate::ports::{Clock, FiringQueue, Leased, QueueDepth, StoreResult};
+use crate::ports::{Clock, FiringQueue, InFlight, Leased, QueueDepth, StoreResult};
 
 /// Most firings handed out by one `receive` (as the embedded queue).
 const MAX_RECEIVE: usize = 1_000;
@@ -106,6 +106,38 @@ impl MemoryQueue {
         tracing::debug!(receipt, "{what} ignored: the lease was taken over or the firing is gone");
     }
 
+    /// Lease up to `max` due firings, earliest visible first; with `in_flight`, no more
+    /// per destination than it has room for (the others are passed over, not leased).
+    fn lease_due(&self, max: usize, in_flight: Option<&InFlight>) -> Vec<Leased> {
+        self.receives.fetch_add(1, Ordering::Relaxed);
+        let max = max.min(MAX_RECEIVE);
+        let now = self.clock.now();
+        let lease = chrono::Duration::from_std(self.lease).unwrap_or(chrono::Duration::MAX);
+        let lease_until = now.checked_add_signed(lease).unwrap_or(DateTime::<Utc>::MAX_UTC);
+        let mut rows = self.rows();
+        let mut due: Vec<&mut Row> = rows.by_id.values_mut().filter(|r| r.visible_at() <= now).collect();
+        due.sort_by_key(|r| (r.visible_at(), r.seq));
+        let mut taken: HashMap<String, usize> = HashMap::new();
+        let mut leased = Vec::new();
+        for row in due {
+            if leased.len() >= max {
+                break;
+            }
+            if let (Some(in_flight), Some(destination)) = (in_flight, row.firing.destination.as_deref()) {
+                let count = taken.entry(destination.to_string()).or_default();
+                if *count >= in_flight.room(destination) {
+                    continue;
+                }
+                *count += 1;
+            }
+            let token = uuid::Uuid::new_v4().simple().to_string();
+            row.lease_until = Some(lease_until);
+            row.token = Some(token.clone());
+            leased.push(Leased { firing: row.firing.clone(), receipt: receipt(&row.firing.delivery_id, &token) });
+        }
+        leased
+    }
+
     /// Every queued firing (leased or not), earliest visible first.
     pub fn queued(&self) -> Vec<Firing> {
         let rows = self.rows();
@@ -168,24 +200,22 @@ impl FiringQueue for MemoryQueue {
     }
 
     async fn receive(&self, max: usize) -> StoreResult<Vec<Leased>> {
-        self.receives.fetch_add(1, Ordering::Relaxed);
-        let max = max.min(MAX_RECEIVE);
-        let now = self.clock.now();
-        let lease = chrono::Duration::from_std(self.lease).unwrap_or(chrono::Duration::MAX);
-        let lease_until = now.checked_add_signed(lease).unwrap_or(DateTime::<Utc>::MAX_UTC);
-        let mut rows = self.rows();
-        let mut due: Vec<&mut Row> = rows.by_id.values_mut().filter(|r| r.visible_at() <= now).collect();
-        due.sort_by_key(|r| (r.visible_at(), r.seq));
-        Ok(due
-            .into_iter()
-            .take(max)
-            .map(|row| {
-                let token = uuid::Uuid::new_v4().simple().to_string();
-                row.lease_until = Some(lease_until);
-                row.token = Some(token.clone());
-                Leased { firing: row.firing.clone(), receipt: receipt(&row.firing.delivery_id, &token) }
-            })
-            .collect())
+        Ok(self.lease_due(max, None))
+    }
+
+    async fn receive_fair(&self, max: usize, in_flight: &InFlight) -> StoreResult<Vec<Leased>> {
+        Ok(self.lease_due(max, Some(in_flight)))
+    }
+
+    async fn next_due_fair(&self, in_flight: &InFlight) -> StoreResult<Option<DateTime<Utc>>> {
+        let full: HashSet<&str> = in_flight.full().collect();
+        Ok(self
+            .rows()
+            .by_id
+            .values()
+            .filter(|r| !r.firing.destination.as_deref().is_some_and(|d| full.contains(d)))
+            .map(Row::visible_at)
+            .min())
     }
 
     async fn ack(&self, leased: &Leased) -> StoreResult<()> {

@@ -7,9 +7,12 @@ use serde_json::json;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use super::{ms, settle, start, World, FIRST_WAIT_MS};
+use std::sync::Arc;
+
+use super::{ms, settle, spec, start, World, FIRST_WAIT_MS, RETRY};
 use crate::domain::log::Outcome;
-use crate::service::run_queue_loop;
+use crate::ports::FiringQueue;
+use crate::service::{run_queue_loop, App, LoopLimits, Policy, Ports, SlotReleasingSender};
 use crate::testing::Answer;
 
 const URL: &str = "https://aff.example/pb";
@@ -166,4 +169,210 @@ async fn shutdown_abandons_firings_still_in_flight_after_the_drain_time() {
     assert!(w.receive().await.is_empty(), "still leased");
     w.advance_ms(1);
     assert_eq!(w.receive_one().await.firing.event.transaction_id, "T1");
+}
+
+// Fair sending: requests in flight per destination (scheme, host, port) are bounded, so
+// a slow receiver delays only its own firings.
+
+const SLOW: &str = "https://slow.example/pb";
+const FAST: &str = "https://fast.example/pb";
+/// The slow receiver's answer time.
+const SLOW_MS: u64 = 10_000;
+
+/// A world whose sender is wrapped as on the local server (`SlotReleasingSender`: a
+/// firing's destination slot frees when its request is answered).
+fn fair_world() -> World {
+    let plain = World::new();
+    let ports = Ports { sender: Arc::new(SlotReleasingSender::new(plain.sender.clone())), ..plain.app.ports.clone() };
+    let app =
+        App::new(ports, Policy { retry: RETRY, catalog_ttl: Duration::from_secs(60), ..plain.app.policy.clone() });
+    World { app, ..plain }
+}
+
+fn start_fair_loop(w: &World, total: usize, per_destination: usize) -> Running {
+    let (stop, stopped) = watch::channel(false);
+    let limits = LoopLimits { total, per_destination };
+    // No drain: the tests stop the loop with slow sends in flight and the clock still.
+    let task = tokio::spawn(run_queue_loop(w.app.dispatcher(), limits, stopped, Duration::ZERO));
+    Running { stop, task }
+}
+
+async fn clicks(w: &World, offer: &str, from: usize, n: usize, sub1: Option<&str>) {
+    let events: Vec<_> = (from..from + n)
+        .map(|i| {
+            let mut e = json!({"type": "click", "transaction_id": format!("{offer}-{i}"), "offer_id": offer,
+                "publisher_id": "P1"});
+            if let Some(s) = sub1 {
+                e["sub1"] = json!(s);
+            }
+            e
+        })
+        .collect();
+    w.ingest(&events).await;
+}
+
+/// Requests to `prefix` sent and not yet answered (logged).
+fn in_flight(w: &World, prefix: &str) -> usize {
+    let sent = w.sender.requests_to(prefix).len();
+    let done = w.logs().iter().filter(|e| e.url.starts_with(prefix)).count();
+    sent - done
+}
+
+/// Move the clock on in 1 ms steps for `ms`, checking after each that no destination
+/// has more than `bound` requests in flight.
+async fn run_checking_bound(w: &World, ms: u64, prefixes: &[&str], bound: usize) {
+    for _ in 0..ms {
+        w.advance_ms(1);
+        settle().await;
+        for prefix in prefixes {
+            let n = in_flight(w, prefix);
+            assert!(n <= bound, "{n} requests in flight to {prefix} (bound {bound}) at {}", w.now());
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_slow_destination_delays_only_its_own_firings() {
+    // (per destination, slow firings queued first, fast firings queued after them)
+    let cases: &[(usize, usize, usize)] = &[(4, 40, 10), (1, 5, 3), (16, 100, 30)];
+    for &(per_destination, slow_n, fast_n) in cases {
+        let w = fair_world();
+        w.postback(
+            json!({"name": "Slow", "type": "click", "offers": ["SLOW"], "url": format!("{SLOW}?t={{transaction_id}}")}),
+        )
+        .await;
+        w.postback(
+            json!({"name": "Fast", "type": "click", "offers": ["FAST"], "url": format!("{FAST}?t={{transaction_id}}")}),
+        )
+        .await;
+        w.sender.script(SLOW, (0..slow_n).map(|_| Answer::ok().after(Duration::from_millis(SLOW_MS))));
+        clicks(&w, "SLOW", 0, slow_n, None).await;
+        clicks(&w, "FAST", 0, fast_n, None).await;
+        let running = start_fair_loop(&w, 256, per_destination);
+        settle().await;
+        let case = format!("per destination {per_destination}, {slow_n} slow, {fast_n} fast");
+        let fast = w.sender.requests_to(FAST);
+        assert_eq!(fast.len(), fast_n, "{case}: every fast firing went out at once, past the slow backlog");
+        assert!(fast.iter().all(|r| r.at == start()), "{case}: none waited for the slow receiver");
+        assert_eq!(w.sender.requests_to(SLOW).len(), per_destination, "{case}: the slow receiver gets its bound");
+        // The rest of the slow backlog waits unleased in the queue, holding no sender.
+        assert_eq!(w.queued().len(), slow_n, "{case}: the slow ones are still queued (in flight or waiting)");
+        run_checking_bound(&w, SLOW_MS, &[SLOW, FAST], per_destination).await;
+        assert_eq!(
+            w.sender.requests_to(SLOW).len(),
+            2 * per_destination,
+            "{case}: the next ones as the first answered"
+        );
+        running.stop().await;
+    }
+}
+
+#[tokio::test]
+async fn fast_firings_arriving_while_the_slow_destination_is_full_go_out_at_once() {
+    let w = fair_world();
+    w.postback(json!({"name": "Slow", "type": "click", "offers": ["SLOW"], "url": SLOW})).await;
+    w.postback(json!({"name": "Fast", "type": "click", "offers": ["FAST"], "url": FAST})).await;
+    w.sender.script(SLOW, (0..50).map(|_| Answer::ok().after(Duration::from_millis(SLOW_MS))));
+    let running = start_fair_loop(&w, 8, 4);
+    clicks(&w, "SLOW", 0, 50, None).await;
+    settle().await;
+    assert_eq!(in_flight(&w, SLOW), 4);
+    for round in 0..5 {
+        w.advance_ms(1_000);
+        settle().await;
+        clicks(&w, "FAST", round * 3, 3, None).await;
+        settle().await;
+        let sent_at: Vec<_> = w.sender.requests_to(FAST).iter().skip(round * 3).map(|r| r.at).collect();
+        assert_eq!(sent_at, vec![w.now(); 3], "round {round}: sent when queued");
+    }
+    // Idle but for the full destination: the loop sleeps until a send finishes or work
+    // comes, rather than polling the queue's passed-over backlog.
+    let receives = w.memory.queue.receives();
+    run_checking_bound(&w, 1_000, &[SLOW], 4).await;
+    let polled = w.memory.queue.receives() - receives;
+    assert!(polled <= 2, "{polled} receives in 1 s of clock time with only a full destination due");
+    running.stop().await;
+}
+
+#[tokio::test]
+async fn postbacks_share_the_bound_of_their_destination_and_ports_are_separate_destinations() {
+    let w = fair_world();
+    // Two postbacks, one destination (the path and query do not matter); a third on the
+    // same host but another port.
+    let urls = ["https://aff.example/a?t={transaction_id}", "https://AFF.example:443/b", "https://aff.example:8443/c"];
+    for (i, url) in urls.iter().enumerate() {
+        w.postback(json!({"name": format!("P{i}"), "type": "click", "offers": [format!("O{i}")], "url": url})).await;
+    }
+    w.sender.set_default(Answer::ok().after(Duration::from_millis(SLOW_MS)));
+    for i in 0..3 {
+        clicks(&w, &format!("O{i}"), 0, 5, None).await;
+    }
+    let running = start_fair_loop(&w, 256, 3);
+    settle().await;
+    let on_443 =
+        w.sender.requests_to("https://aff.example/a").len() + w.sender.requests_to("https://AFF.example:443/b").len();
+    assert_eq!(on_443, 3, "one bound for both postbacks of https://aff.example:443");
+    assert_eq!(w.sender.requests_to("https://aff.example:8443/").len(), 3, "another port, its own bound");
+    let recorded: Vec<_> = w.queued().into_iter().filter_map(|f| f.destination).collect();
+    assert_eq!(recorded.iter().filter(|d| *d == "https://aff.example:443").count(), 10, "recorded at enqueue");
+    assert_eq!(recorded.iter().filter(|d| *d == "https://aff.example:8443").count(), 5);
+    running.stop().await;
+}
+
+#[tokio::test]
+async fn a_firing_queued_for_another_destination_is_bounded_by_the_one_it_goes_to_now() {
+    let w = fair_world();
+    w.postback(json!({"name": "Slow", "type": "click", "offers": ["SLOW"], "url": SLOW})).await;
+    let moved = w
+        .postback(json!({"name": "Moves", "type": "click", "offers": ["M"], "delay_seconds": 6,
+            "url": "https://before.example/pb"}))
+        .await;
+    // Slower than the longest a leased firing waits in memory for a slot (5 s).
+    const HANGS_MS: u64 = 20_000;
+    w.sender.set_default(Answer::ok().after(Duration::from_millis(HANGS_MS)));
+    let running = start_fair_loop(&w, 256, 2);
+    clicks(&w, "SLOW", 0, 2, None).await;
+    clicks(&w, "M", 0, 2, None).await;
+    settle().await;
+    assert_eq!(in_flight(&w, SLOW), 2, "the slow destination is full");
+    // Its URL moves to the full destination while its firings wait for their delay.
+    let moved_spec = json!({"name": "Moves", "type": "click", "offers": ["M"], "delay_seconds": 6,
+        "url": format!("{SLOW}?moved=1")});
+    w.app.replace_postback(&moved, spec(&moved_spec)).await.unwrap();
+    run_checking_bound(&w, 6_000, &[SLOW], 2).await;
+    assert_eq!(w.sender.count(), 2, "not sent past the bound of where they go now");
+    // After waiting 5 s in memory for a slot they are put back, under the right
+    // destination, due as before, no attempt used.
+    run_checking_bound(&w, 5_000, &[SLOW], 2).await;
+    let moved_rows: Vec<_> = w.queued().into_iter().filter(|f| f.postback_id == moved).collect();
+    assert_eq!(moved_rows.len(), 2);
+    for f in &moved_rows {
+        assert_eq!(f.destination.as_deref(), Some("https://slow.example:443"), "re-queued under the right one");
+        assert_eq!(f.due_at, start() + ms(6_000), "keeping its due time");
+        assert_eq!(f.attempt, 1, "no attempt used");
+    }
+    run_checking_bound(&w, HANGS_MS - 11_000, &[SLOW], 2).await;
+    let moved_sent: Vec<_> = w.sender.requests_to(&format!("{SLOW}?moved=1"));
+    assert_eq!(moved_sent.len(), 2, "sent once the first two answered");
+    assert!(moved_sent.iter().all(|r| r.at == start() + ms(HANGS_MS as i64)), "at once");
+    running.stop().await;
+}
+
+#[tokio::test]
+async fn a_firing_queued_without_a_destination_counts_where_it_goes() {
+    let w = World::new();
+    let id = w.postback(json!({"name": "Slow", "type": "click", "offers": ["SLOW"], "url": SLOW})).await;
+    w.sender.set_default(Answer::ok().after(Duration::from_millis(SLOW_MS)));
+    clicks(&w, "SLOW", 0, 3, None).await;
+    // As from before the field existed (or a producer that does not set it).
+    let mut legacy = w.queued()[0].clone();
+    legacy.delivery_id = "d_legacy".into();
+    legacy.destination = None;
+    legacy.postback_id = id;
+    w.memory.queue.enqueue(&[legacy]).await.unwrap();
+    let running = start_fair_loop(&w, 256, 3);
+    settle().await;
+    run_checking_bound(&w, 100, &[SLOW], 3).await;
+    assert_eq!(w.sender.count(), 3);
+    running.stop().await;
 }

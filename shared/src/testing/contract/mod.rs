@@ -4,7 +4,7 @@
 //! reported by name and the checks run in parallel:
 //!
 //! ```ignore
-//! postback::contract_tests!(factory = EmbeddedFactory::new(), extra = [enqueue_dedupe]);
+//! postback::contract_tests!(factory = EmbeddedFactory::new(), extra = [enqueue_dedupe, fair_receive]);
 //! postback::contract_tests!(factory = AwsFactory, before = { require_emulators!(); });
 //! ```
 //!
@@ -51,7 +51,9 @@ pub type Check = for<'a> fn(&'a Adapters) -> CheckFuture<'a>;
 /// - `common`: every adapter must pass these;
 /// - `enqueue_dedupe`: only for queues that deduplicate at enqueue time (the embedded
 ///   and memory queues; SQS cannot: it relies on the delivered marker instead, which
-///   `common` covers).
+///   `common` covers);
+/// - `fair_receive`: only for queues that select by destination (`receive_fair`: the
+///   embedded and memory queues; SQS keeps the trait's default).
 #[doc(hidden)]
 #[macro_export]
 macro_rules! __contract_check_lists {
@@ -104,6 +106,11 @@ macro_rules! __contract_check_lists {
                 queue_duplicate_enqueue_is_one_message,
                 queue_enqueue_of_delivered_firing_is_dropped,
             ]
+            fair_receive: [
+                queue_fair_receive_passes_over_full_destinations,
+                queue_fair_receive_caps_each_destination,
+                queue_fair_next_due_and_retry_follow_the_destination,
+            ]
         }
     };
 }
@@ -115,11 +122,14 @@ macro_rules! __contract_check_consts {
         {}
         common: [$($common:ident),* $(,)?]
         enqueue_dedupe: [$($dedupe:ident),* $(,)?]
+        fair_receive: [$($fair:ident),* $(,)?]
     ) => {
         /// Every adapter must pass these.
         pub const CHECKS: &[(&str, Check)] = &[$((stringify!($common), |a| Box::pin($common(a)))),*];
         /// Only for queues that deduplicate at enqueue time.
         pub const ENQUEUE_DEDUPE_CHECKS: &[(&str, Check)] = &[$((stringify!($dedupe), |a| Box::pin($dedupe(a)))),*];
+        /// Only for queues that select by destination.
+        pub const FAIR_RECEIVE_CHECKS: &[(&str, Check)] = &[$((stringify!($fair), |a| Box::pin($fair(a)))),*];
     };
 }
 
@@ -129,7 +139,7 @@ crate::__contract_check_lists!(__contract_check_consts {});
 /// `<your module>::checks::<check>`), each on `factory.fresh()` adapters. `factory` is
 /// an expression evaluated in every test (it sees the enclosing module's items); it
 /// must implement `postback::testing::AdapterFactory`. `extra` adds lists beyond
-/// `common` (`enqueue_dedupe`); `before` is run first in every test (e.g. to skip
+/// `common` (`enqueue_dedupe`, `fair_receive`); `before` is run first in every test (e.g. to skip
 /// without emulators).
 #[macro_export]
 macro_rules! contract_tests {
@@ -145,12 +155,13 @@ macro_rules! __contract_test_fns {
         { [$factory:expr] $before:tt [$($extra:ident)*] }
         common: [$($common:ident),* $(,)?]
         enqueue_dedupe: $dedupe:tt
+        fair_receive: $fair:tt
     ) => {
         mod checks {
             #[allow(unused_imports)]
             use super::*;
             $( $crate::__contract_test_fn!([$factory] $before $common); )*
-            $( $crate::__contract_extra_list!($extra [$factory] $before enqueue_dedupe: $dedupe); )*
+            $( $crate::__contract_extra_list!($extra [$factory] $before enqueue_dedupe: $dedupe fair_receive: $fair); )*
         }
     };
 }
@@ -159,7 +170,10 @@ macro_rules! __contract_test_fns {
 #[doc(hidden)]
 #[macro_export]
 macro_rules! __contract_extra_list {
-    (enqueue_dedupe [$factory:expr] $before:tt enqueue_dedupe: [$($check:ident),* $(,)?]) => {
+    (enqueue_dedupe [$factory:expr] $before:tt enqueue_dedupe: [$($check:ident),* $(,)?] fair_receive: $fair:tt) => {
+        $( $crate::__contract_test_fn!([$factory] $before $check); )*
+    };
+    (fair_receive [$factory:expr] $before:tt enqueue_dedupe: $dedupe:tt fair_receive: [$($check:ident),* $(,)?]) => {
         $( $crate::__contract_test_fn!([$factory] $before $check); )*
     };
 }

@@ -294,3 +294,90 @@ pub async fn queue_depth_counts_queued_firings(a: &Adapters) {
     a.queue.ack(&leased).await.unwrap();
     wait_for_depth(a, 1, "after the ack").await;
 }
+
+// Fair receive (`receive_fair`, `next_due_fair`): only for the local queues (memory,
+// embedded), which select by destination; SQS keeps the trait's plain default.
+
+fn to(destination: Option<&str>, delivery_id: &str, due: DateTime<Utc>) -> Firing {
+    Firing { destination: destination.map(str::to_string), ..fixtures::firing(delivery_id, due) }
+}
+
+fn in_flight(per_destination: usize, busy: &[(&str, usize)]) -> crate::ports::InFlight {
+    let mut in_flight = crate::ports::InFlight::new(per_destination);
+    for (destination, n) in busy {
+        (0..*n).for_each(|_| in_flight.start(destination));
+    }
+    in_flight
+}
+
+fn sorted(batch: &[Leased]) -> Vec<&str> {
+    let mut ids = ids(batch);
+    ids.sort_unstable();
+    ids
+}
+
+/// A full destination's due firings are passed over (and not leased); the others, and
+/// firings without a destination, are handed out; once it has room it gets that many,
+/// earliest first.
+pub async fn queue_fair_receive_passes_over_full_destinations(a: &Adapters) {
+    let due = already_due(a);
+    let ms = chrono::Duration::milliseconds;
+    let firings = [
+        to(Some("https://a.example:443"), "d_a1", due - ms(50)),
+        to(Some("https://a.example:443"), "d_a2", due - ms(40)),
+        to(Some("https://a.example:443"), "d_a3", due - ms(30)),
+        to(Some("https://b.example:443"), "d_b1", due - ms(20)),
+        to(None, "d_none", due - ms(10)),
+    ];
+    a.queue.enqueue(&firings).await.unwrap();
+    let full = in_flight(2, &[("https://a.example:443", 2), ("https://b.example:443", 1)]);
+    let batch = a.queue.receive_fair(10, &full).await.unwrap();
+    assert_eq!(sorted(&batch), ["d_b1", "d_none"], "a.example is full; b.example has room for one");
+    let room = in_flight(2, &[("https://a.example:443", 1)]);
+    let batch = a.queue.receive_fair(10, &room).await.unwrap();
+    assert_eq!(ids(&batch), ["d_a1"], "room for one: the earliest");
+    assert_eq!(batch[0].firing, firings[0], "whole, with its destination");
+    // The passed-over ones were not leased: a plain receive gets them at once.
+    let rest = a.queue.receive(10).await.unwrap();
+    assert_eq!(sorted(&rest), ["d_a2", "d_a3"]);
+}
+
+/// With nothing in flight, one receive hands out at most `per_destination` firings of
+/// one destination, in due order, and goes on to the next destinations' firings.
+pub async fn queue_fair_receive_caps_each_destination(a: &Adapters) {
+    let due = already_due(a);
+    let firings: Vec<Firing> = (0..5)
+        .map(|i| {
+            to(Some("http://127.0.0.1:3001"), &format!("d_slow_{i}"), due - chrono::Duration::milliseconds(100 - i))
+        })
+        .chain([to(Some("http://127.0.0.1:3002"), "d_fast", due)])
+        .collect();
+    a.queue.enqueue(&firings).await.unwrap();
+    let batch = a.queue.receive_fair(10, &in_flight(2, &[])).await.unwrap();
+    assert_eq!(ids(&batch), ["d_slow_0", "d_slow_1", "d_fast"], "two of port 3001 (earliest first), then 3002's");
+    let batch = a.queue.receive_fair(1, &in_flight(2, &[])).await.unwrap();
+    assert_eq!(ids(&batch), ["d_slow_2"], "max still bounds the receive");
+}
+
+/// `next_due_fair` leaves out full destinations' firings; `retry` records the next
+/// message's destination.
+pub async fn queue_fair_next_due_and_retry_follow_the_destination(a: &Adapters) {
+    let due = already_due(a);
+    let later = a.now() + chrono::Duration::seconds(60);
+    let (slow, fast) = ("https://slow.example:443", "https://fast.example:443");
+    a.queue.enqueue(&[to(Some(slow), "d_slow", due), to(Some(fast), "d_fast_later", later)]).await.unwrap();
+    let millis = |t: Option<DateTime<Utc>>| t.map(|t| t.timestamp_millis());
+    let none_busy = a.queue.next_due_fair(&in_flight(1, &[])).await.unwrap();
+    assert_eq!(millis(none_busy), Some(due.timestamp_millis()), "the due one");
+    let slow_full = a.queue.next_due_fair(&in_flight(1, &[(slow, 1)])).await.unwrap();
+    assert_eq!(millis(slow_full), Some(later.timestamp_millis()), "the full destination's firing is left out");
+    // Re-queued under another destination (the dispatcher's correction), it obeys that one.
+    let leased = a.queue.receive_fair(10, &in_flight(1, &[])).await.unwrap();
+    assert_eq!(ids(&leased), ["d_slow"]);
+    let moved = Firing { destination: Some(fast.to_string()), ..leased[0].firing.clone() };
+    a.queue.retry(&leased[0], &moved).await.unwrap();
+    assert!(a.queue.receive_fair(10, &in_flight(1, &[(fast, 1)])).await.unwrap().is_empty(), "fast is full now");
+    let batch = a.queue.receive_fair(10, &in_flight(1, &[(slow, 1)])).await.unwrap();
+    assert_eq!(ids(&batch), ["d_slow"], "no longer held back by slow");
+    assert_eq!(batch[0].firing, moved);
+}
