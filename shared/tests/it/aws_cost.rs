@@ -297,12 +297,14 @@ async fn aws_calls_per_event_and_per_firing() {
     assert_eq!(
         retried,
         calls(&[
-            ("DynamoDB GetItem", 2),
+            ("DynamoDB GetItem", 4),
             ("DynamoDB BatchWriteItem", 1),
             ("DynamoDB UpdateItem", 1),
+            ("DynamoDB PutItem", 1),
             ("SQS SendMessageBatch", 1)
         ]),
-        "is_delivered, status re-check, retrying entry, its hour's stats counter, next attempt"
+        "is_delivered, breaker read, status re-check, retrying entry, its hour's stats counter, \
+         breaker re-read + conditional write (one failure counted), next attempt"
     );
     table.push(("dispatch: retried (5xx), next attempt within 15 min", retried));
     sink.answer(200);
@@ -315,15 +317,17 @@ async fn aws_calls_per_event_and_per_firing() {
     let skipped = counter.take();
     assert_eq!(
         skipped,
-        calls(&[("DynamoDB GetItem", 2), ("DynamoDB BatchWriteItem", 1), ("DynamoDB UpdateItem", 1)]),
-        "skipped entry and its hour's stats counter"
+        calls(&[("DynamoDB GetItem", 3), ("DynamoDB BatchWriteItem", 1), ("DynamoDB UpdateItem", 1)]),
+        "is_delivered, breaker read, status re-check, skipped entry and its hour's stats counter (nothing sent: \
+         the breaker is not touched)"
     );
     table.push(("dispatch: skipped (status changed)", skipped));
 
+    // Another postback (offer o1): its breaker is healthy, a read and no write each.
     sink.answer(200);
     dispatch(rest[..10].to_vec()).await;
     let ten = counter.take();
-    assert_eq!(ten, calls(&[("DynamoDB GetItem", 20), ("DynamoDB TransactWriteItems", 10)]));
+    assert_eq!(ten, calls(&[("DynamoDB GetItem", 30), ("DynamoDB TransactWriteItems", 10)]));
     table.push(("dispatch: batch of 10 delivered", ten));
 
     // A delay over 15 minutes (the `late` event postback): one CreateSchedule instead of
