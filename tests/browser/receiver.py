@@ -7,6 +7,9 @@ ANSWERS = {
     "/fail": (500, "receiver broke"),
     "/xss": (200, "<img src=x onerror=alert(1)>"),
 }
+# /flaky answers 503 until someone asks /flaky/up: a receiver that comes back after an
+# outage, for bulk replay.
+FLAKY = {"down": True}
 
 
 class Handler(http.server.BaseHTTPRequestHandler):
@@ -14,7 +17,14 @@ class Handler(http.server.BaseHTTPRequestHandler):
         length = int(self.headers.get("content-length") or 0)
         if length:
             self.rfile.read(length)
-        status, body = ANSWERS.get(self.path.split("?")[0], (404, "no such path"))
+        path = self.path.split("?")[0]
+        if path == "/flaky/up":
+            FLAKY["down"] = False
+            status, body = 200, "flaky is up"
+        elif path == "/flaky":
+            status, body = (503, "down for maintenance") if FLAKY["down"] else (200, "back: thanks")
+        else:
+            status, body = ANSWERS.get(path, (404, "no such path"))
         data = body.encode()
         self.send_response(status)
         self.send_header("content-type", "text/html")

@@ -307,7 +307,9 @@ def test_filter_is_not_and_contains():
     Select(rows[0].find_element(By.CSS_SELECTOR, ".f-op")).select_by_value("contains")
     expected_failures["400"] += 1
     css("#apply").click()
-    until(lambda: "400" in d.find_element(By.ID, "logs-error").text, "the filter error")
+    err = until(lambda: rows[0].find_element(By.CSS_SELECTOR, ".field-error").text, "the filter error beside its row")
+    assert err.startswith("status_code.contains:"), err
+    assert rows[0].find_element(By.CSS_SELECTOR, ".f-value").get_attribute("aria-invalid") == "true"
     d.find_elements(By.CSS_SELECTOR, ".filter-row button")[0].click()
     css("#apply").click()
     until(lambda: len(d.find_elements(By.CSS_SELECTOR, "#logs tbody tr")) == 4, "four T-browser entries")
@@ -476,12 +478,110 @@ def test_breaker_state_and_resume():
     row = next(r for r in d.find_elements(By.CSS_SELECTOR, "#postbacks tbody tr") if "Failing CRM" in r.text)
     state = row.find_element(By.CSS_SELECTOR, ".pb-breaker").text
     assert state.startswith("open") or state.startswith("half-open"), state
+    shot("postbacks.png")  # the list's last shot: one breaker open, with what it holds
     open_hash(f"/postbacks/{crm['id']}")
     css("#breaker")
     css("#resume").click()
     # The card shows the resume's answer (the released firings fail again at once, so the
     # breaker may well be open again by the next read: the receiver is still down).
     until(lambda: "closed" in d.find_element(By.ID, "breaker").text, "the breaker closed by Resume")
+
+
+def test_bulk_replay_after_an_outage():
+    # A CRM that is down: three conversions fail (2 attempts each: the first entry of each
+    # says retrying, the last failed), then it comes back.
+    spec = {"name": "Flaky CRM", "type": "conversion", "offers": ["o-flaky"], "url": f"{RECEIVER}/flaky?t={{transaction_id}}"}
+    status, _, body = http("POST", "/postbacks", spec, ADMIN)
+    assert status == 201, body
+    txs = [f"T-flaky-{i}" for i in range(3)]
+    for kind in ("click", "conversion"):
+        events = [{"type": kind, "transaction_id": t, "offer_id": "o-flaky", "publisher_id": "p1", "payout": "1"} for t in txs]
+        status, _, body = http("POST", "/events", {"events": events}, INGEST)
+        assert status == 202, body
+
+    def failed_entries():
+        got = json.loads(http("GET", "/logs?limit=100&postback_name=Flaky%20CRM&outcome=failed", key=ADMIN)[2])["items"]
+        return got if len(got) == 3 else None
+    failed = until(failed_entries, "three firings failing twice", timeout=20)
+    firings = {e["delivery_id"] for e in failed}
+    assert len(firings) == 3, failed
+
+    open_hash("/logs")
+    css("#logs")
+    for sel in (".filter-row button",):
+        for b in d.find_elements(By.CSS_SELECTOR, sel):
+            b.click()
+    css("#add-filter").click()
+    css("#add-filter").click()
+    rows = d.find_elements(By.CSS_SELECTOR, ".filter-row")
+    Select(rows[0].find_element(By.CSS_SELECTOR, ".f-col")).select_by_value("postback_name")
+    rows[0].find_element(By.CSS_SELECTOR, ".f-value").send_keys("Flaky CRM")
+    # Replay takes only failed firings: outcome "delivered" is refused beside that filter.
+    Select(rows[1].find_element(By.CSS_SELECTOR, ".f-col")).select_by_value("outcome")
+    outcome = rows[1].find_element(By.CSS_SELECTOR, ".f-value")
+    outcome.send_keys("delivered")
+    expected_failures["400"] += 1
+    css("#replay").click()
+    err = until(lambda: rows[1].find_element(By.CSS_SELECTOR, ".field-error").text, "the outcome error")
+    assert err.startswith("outcome:") and "only failed" in err, err
+    assert outcome.get_attribute("aria-invalid") == "true"
+    assert d.find_elements(By.ID, "replay-confirm") == [], "no count for a refused filter"
+    outcome.clear()
+    outcome.send_keys("failed")
+    css("#replay").click()
+    count = until(lambda: d.find_element(By.ID, "replay-count").text, "the dry-run count")
+    assert count == str(len(firings)), (count, firings)
+    assert "would be replayed" in text_of("#replay-confirm") and "last 7 days" in text_of("#replay-confirm")
+    assert rows[1].find_element(By.CSS_SELECTOR, ".field-error").text == "", "the old error is cleared"
+    # The list above shows the filtered failed entries the replay counts.
+    until(lambda: len(d.find_elements(By.CSS_SELECTOR, "#logs tbody tr")) == 3, "the three failed entries")
+    d.execute_script("document.getElementById('log-filters').scrollIntoView()")
+    shot("logs-replay.png")
+    d.execute_script("window.scrollTo(0, 0)")
+    d.set_window_size(390, 844)
+    try:
+        time.sleep(0.2)
+        over = d.execute_script("return document.documentElement.scrollWidth - document.documentElement.clientWidth")
+        assert over <= 0, f"the replay confirmation: {over}px wider than a 390 px screen"
+    finally:
+        d.set_window_size(1280, 800)
+    everything = json.loads(http("GET", "/logs?limit=100&postback_name=Flaky%20CRM", key=ADMIN)[2])["items"]
+    assert len(everything) == 6 and not any(e.get("replay_of") for e in everything), "the dry run sent nothing"
+
+    http_get_receiver("/flaky/up")
+    css("#confirm-replay").click()
+    replayed = until(lambda: d.find_element(By.ID, "replayed-count").text, "the replay")
+    assert replayed == "3", text_of("#replay-result")
+    # The new entries: delivered, marked replay, each pointing at its failed entry.
+    outcome = d.find_elements(By.CSS_SELECTOR, ".filter-row .f-value")[1]
+    outcome.clear()
+    outcome.send_keys("delivered")
+
+    def delivered():
+        css("#apply").click()
+        time.sleep(0.3)
+        trs = d.find_elements(By.CSS_SELECTOR, "#logs tbody tr")
+        return trs if len(trs) == 3 else None
+    trs = until(delivered, "three delivered replays", timeout=15)
+    assert all("delivered (replay)" in tr.text for tr in trs), [tr.text for tr in trs]
+    trs[0].find_element(By.TAG_NAME, "a").click()
+    assert text_of("#entry-status") == "200" and text_of("#entry-body") == "back: thanks"
+    link = css("#replay-of")
+    assert link.text in {e["id"] for e in failed}, link.text
+    shot("log-entry-replay.png")
+    link.click()
+    until(lambda: d.find_element(By.ID, "entry-status").text == "503", "the replayed failed entry")
+    # Nothing is left to replay.
+    open_hash("/logs")
+    css("#logs")
+    d.find_elements(By.CSS_SELECTOR, ".filter-row button")[1].click()
+    css("#replay").click()
+    css("#replay-none")
+
+
+def http_get_receiver(path):
+    with urllib.request.urlopen(RECEIVER + path, timeout=10) as r:
+        assert r.status == 200
 
 
 def test_clean_console_and_sign_out():
@@ -496,7 +596,7 @@ TESTS = [test_headers_and_assets, test_sign_in, test_create_with_macro_picker_an
          test_edit_makes_a_version, test_list_and_delete_with_confirmation, test_ingest_and_see_the_log,
          test_filter_is_not_and_contains, test_entry_detail_and_resend, test_attempt_chain,
          test_postbacks_list_shows_the_last_24_hours, test_xss_payloads_are_text, test_narrow_screen, test_hundred_entries_render_fast,
-         test_alert_postback_form, test_breaker_state_and_resume,
+         test_alert_postback_form, test_breaker_state_and_resume, test_bulk_replay_after_an_outage,
          test_clean_console_and_sign_out]
 
 passed = failed = 0

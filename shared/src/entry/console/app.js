@@ -456,13 +456,17 @@ function filterRow(f = { column: "postback_name", op: "is", value: "" }) {
     h("select", { class: "f-col", "aria-label": "Column", value: f.column }, LOG_COLUMNS.map((c) => h("option", { value: c }, c))),
     h("select", { class: "f-op", "aria-label": "Operator", value: f.op }, [["is", "is"], ["not", "is not"], ["contains", "contains"]].map(([v, t]) => h("option", { value: v }, t))),
     h("input", { class: "f-value", "aria-label": "Value", value: f.value }),
-    h("button", { type: "button", class: "link", onclick: () => row.remove() }, "Remove"));
+    h("button", { type: "button", class: "link", onclick: () => row.remove() }, "Remove"),
+    h("div", { class: "field-error", role: "alert" }));
   return row;
 }
 
+// A filter's parameter name, as GET /logs and POST /logs/replay call it (`url.contains`).
+const filterKey = (f) => (f.op === "is" ? f.column : `${f.column}.${f.op}`);
+
 function logQuery(cursor) {
   const params = new URLSearchParams();
-  for (const f of logState.filters) params.append(f.op === "is" ? f.column : `${f.column}.${f.op}`, f.value);
+  for (const f of logState.filters) params.append(filterKey(f), f.value);
   if (logState.from) params.set("from", new Date(logState.from).toISOString());
   if (logState.to) params.set("to", new Date(logState.to).toISOString());
   params.set("limit", logState.limit);
@@ -477,36 +481,88 @@ export function logRows(items) {
   return items.map((e) => h("tr", { "data-id": e.id, class: `outcome-${e.outcome}` },
     h("td", { class: "mono when", title: e.fired_at }, h("a", { href: `#/logs/${encodeURIComponent(e.id)}` }, shortTime(e.fired_at))),
     h("td", {}, e.postback_name), h("td", { class: "mono" }, e.transaction_id), h("td", {}, e.type),
-    h("td", {}, e.attempt), h("td", {}, e.status_code ?? "—"), h("td", {}, e.outcome, e.test ? " (test)" : ""),
+    h("td", {}, e.attempt), h("td", {}, e.status_code ?? "—"),
+    h("td", {}, e.outcome, e.test ? " (test)" : "", e.replay_of ? " (replay)" : "", e.resend_of ? " (resend)" : ""),
     h("td", {}, `${e.duration_ms} ms`), h("td", { class: "url" }, e.url)));
+}
+
+// Bulk replay without a From takes this many days back (shown before anything is sent):
+// enough for a weekend's outage, short of replaying conversions nobody expects any more.
+export const REPLAY_DEFAULT_DAYS = 7;
+const isoSeconds = (d) => d.toISOString().replace(/\.\d+Z$/, "Z");
+
+// The body of POST /logs/replay for the page's filters: the same names and values as the
+// GET /logs query, `from` the range's start or the default, `to` the range's end or now,
+// pinned at the dry run so the confirmed call takes what was counted, not what failed since.
+export function replayBody(filters, from, to, now = new Date()) {
+  const body = {};
+  for (const f of filters) {
+    const key = filterKey(f);
+    if (f.value === "") continue;
+    if (key in body) return { error: { field: key, message: `${key} is given more than once` } };
+    body[key] = f.value;
+  }
+  body.from = from ? new Date(from).toISOString() : isoSeconds(new Date(now.getTime() - REPLAY_DEFAULT_DAYS * 86400000));
+  // Not rounded: an entry logged in this very second is in.
+  body.to = to ? new Date(to).toISOString() : now.toISOString();
+  return { body, defaultFrom: !from };
 }
 
 async function logsPage() {
   const rows = h("div", { id: "filter-rows" }, logState.filters.map(filterRow));
-  const from = h("input", { type: "datetime-local", id: "from", value: logState.from, step: 1 });
-  const to = h("input", { type: "datetime-local", id: "to", value: logState.to, step: 1 });
+  const from = h("input", { type: "datetime-local", id: "from", value: logState.from, step: 1, "data-field": "from" });
+  const to = h("input", { type: "datetime-local", id: "to", value: logState.to, step: 1, "data-field": "to" });
   const limit = h("select", { id: "limit", value: logState.limit, "aria-label": "Per page" }, ["25", "50", "100"].map((n) => h("option", { value: n }, n)));
   const err = h("p", { class: "error", id: "logs-error", role: "alert" });
+  const rangeError = h("div", { class: "field-error", id: "range-error", role: "alert" });
   const table = h("div", { id: "log-table", class: "scroll" });
   const pager = h("div", { class: "actions", id: "pager" });
+  const replayBox = h("div", { id: "replay-box" });
   const form = h("form", { class: "card", id: "log-filters" },
     rows, h("button", { type: "button", class: "link", id: "add-filter", onclick: () => rows.append(filterRow()) }, "+ filter"),
-    h("div", { class: "row" }, h("label", { for: "from" }, "From"), from, h("label", { for: "to" }, "To"), to, h("small", { class: "hint" }, "(your local time)"), h("label", { for: "limit" }, "Per page"), limit),
-    h("div", { class: "actions" }, h("button", { type: "submit", id: "apply" }, "Apply")), err);
-  form.addEventListener("submit", (e) => {
-    e.preventDefault();
+    h("div", { class: "row" }, h("label", { for: "from" }, "From"), from, h("label", { for: "to" }, "To"), to, h("small", { class: "hint" }, "(your local time)"), h("label", { for: "limit" }, "Per page"), limit, rangeError),
+    h("div", { class: "actions" }, h("button", { type: "submit", id: "apply" }, "Apply"),
+      h("button", { type: "button", class: "secondary", id: "replay", onclick: () => dryRun() }, "Replay failed firings…")), err, replayBox);
+  const readFilters = () => {
     logState.filters = [...rows.querySelectorAll(".filter-row")].map((r) => ({ column: r.querySelector(".f-col").value, op: r.querySelector(".f-op").value, value: r.querySelector(".f-value").value }));
     logState.from = from.value; logState.to = to.value; logState.limit = limit.value; logState.cursors = [null];
+  };
+  form.addEventListener("submit", (e) => {
+    e.preventDefault();
+    readFilters();
+    replayBox.replaceChildren();
     load();
   });
   mount(main(), h("div", { class: "bar" }, h("h1", {}, "Logs"), h("button", { type: "button", class: "secondary", id: "refresh", onclick: () => load() }, "Refresh")), form, table, pager);
 
-  async function load() {
+  function clearLogErrors() {
     err.textContent = "";
+    form.querySelectorAll(".field-error").forEach((x) => { x.textContent = ""; });
+    form.querySelectorAll("[aria-invalid]").forEach((x) => x.removeAttribute("aria-invalid"));
+  }
+  // A 400 beside what it names: the filter row of that parameter (`status_code.contains`),
+  // the time range (`from`, `to`), else above the table.
+  function showLogError(r) {
+    const e = r.data && r.data.error;
+    const name = e && e.field;
+    const row = name ? [...rows.querySelectorAll(".filter-row")].find((x) => filterKey({ column: x.querySelector(".f-col").value, op: x.querySelector(".f-op").value }) === name) : null;
+    if (row) {
+      row.querySelector(".f-value").setAttribute("aria-invalid", "true");
+      row.querySelector(".field-error").textContent = `${name}: ${e.message}`;
+    } else if (name === "from" || name === "to") {
+      (name === "from" ? from : to).setAttribute("aria-invalid", "true");
+      rangeError.textContent = `${name}: ${e.message}`;
+    } else {
+      err.textContent = errorText(r);
+    }
+  }
+
+  async function load() {
+    clearLogErrors();
     const cursor = logState.cursors[logState.cursors.length - 1];
     const asked = performance.now();
     const r = await api("GET", `/logs?${logQuery(cursor)}`);
-    if (!r.ok) { err.textContent = errorText(r); return; }
+    if (!r.ok) { showLogError(r); return; }
     const started = performance.now();
     const t = h("table", { id: "logs" },
       h("thead", {}, h("tr", {}, ["Fired at", "Postback", "Transaction", "Type", "Attempt", "Status", "Outcome", "Duration", "URL"].map((c) => h("th", {}, c)))),
@@ -524,6 +580,47 @@ async function logsPage() {
       h("span", { class: "hint" }, `page ${logState.cursors.length} · ${r.data.items.length} entries · rendered in ${ms.toFixed(1)} ms`),
       h("button", { type: "button", class: "secondary", id: "next", disabled: !r.data.next_cursor, onclick: () => { logState.cursors.push(r.data.next_cursor); load(); } }, "Next"));
   }
+
+  // Replay in two steps: a dry run that counts the failed firings the filters select, then,
+  // on confirmation, the same body for real (and again from each next_cursor on request).
+  async function dryRun() {
+    readFilters();
+    clearLogErrors();
+    const made = replayBody(logState.filters, logState.from, logState.to);
+    if (made.error) { showLogError({ status: 400, data: { error: made.error } }); return; }
+    mount(replayBox, h("p", {}, "Counting failed firings…"));
+    load();
+    const r = await api("POST", "/logs/replay", { ...made.body, dry_run: true });
+    if (!r.ok) { replayBox.replaceChildren(); showLogError(r); return; }
+    const n = r.data.matched;
+    const range = `from ${made.body.from}${made.defaultFrom ? ` (the last ${REPLAY_DEFAULT_DAYS} days: set From to go further back)` : ""} to ${made.body.to}`;
+    const scope = h("p", { class: "hint" }, `Failed, non-test firings ${range}, matching the filters above. Each is sent once more with its delivery id and a fresh retry chain, through its postback's rate limit and breaker; a conversion no longer approved is skipped.`);
+    if (n === 0) return mount(replayBox, h("div", { class: "confirm", id: "replay-confirm" }, h("p", { id: "replay-none" }, "No failed firings match: nothing to replay."), scope));
+    mount(replayBox, h("div", { class: "confirm", role: "alertdialog", id: "replay-confirm" },
+      h("p", {}, r.data.next_cursor ? "At least " : "", h("strong", { id: "replay-count" }, String(n)), ` failed firing${n === 1 ? "" : "s"} would be replayed`,
+        r.data.next_cursor ? " (more than one call takes: the rest can follow once these are sent)" : "", "."),
+      scope,
+      h("div", { class: "actions" },
+        h("button", { type: "button", class: "danger", id: "confirm-replay", onclick: () => replay(made.body, null, 0, 0) }, `Replay ${n} firing${n === 1 ? "" : "s"}`),
+        h("button", { type: "button", class: "secondary", id: "cancel-replay", onclick: () => replayBox.replaceChildren() }, "Cancel"))));
+  }
+
+  async function replay(body, cursor, matched, replayed) {
+    mount(replayBox, h("p", {}, "Replaying…"));
+    const r = await api("POST", "/logs/replay", cursor ? { ...body, cursor } : body);
+    if (!r.ok) {
+      mount(replayBox, h("p", { class: "error", id: "replay-error" }, errorText(r), matched ? ` (after ${replayed} replayed)` : ""));
+      return;
+    }
+    matched += r.data.matched; replayed += r.data.replayed;
+    const next = r.data.next_cursor;
+    mount(replayBox, h("div", { class: "card", id: "replay-result" },
+      h("p", { class: "ok" }, "Replayed ", h("strong", { id: "replayed-count" }, String(replayed)), ` of ${matched} failed firing${matched === 1 ? "" : "s"}`,
+        replayed < matched ? " (the others were logged without their firing and cannot be sent again)" : "", next ? "; more remain in the range." : "."),
+      next ? h("button", { type: "button", id: "replay-more", onclick: () => replay(body, next, matched, replayed) }, "Replay the next ones") : null,
+      h("p", { class: "hint" }, "They go through the queue: Refresh to see their new entries (marked “replay”).")));
+    load();
+  }
   await load();
 }
 
@@ -536,8 +633,9 @@ async function logDetailPage(id) {
   const facts = [["Postback", `${e.postback_name} (${e.postback_id}, v${e.postback_version ?? "—"})`], ["Transaction", e.transaction_id], ["Event id", e.event_id ?? "—"],
     ["Type", e.type], ["Offer / publisher", `${e.offer_id ?? "—"} / ${e.publisher_id ?? "—"}`], ["Fired at", e.fired_at], ["Attempt", e.attempt],
     ["Outcome", `${e.outcome}${e.test ? " (test)" : ""}`], ["Duration", `${e.duration_ms} ms`], ["Delivery id", e.delivery_id]];
-  if (e.resend_of) facts.push(["Resend of", e.resend_of]);
-  if (e.replay_of) facts.push(["Replay of", e.replay_of]);
+  const entryLink = (x, id) => h("a", { href: `#/logs/${encodeURIComponent(x)}`, id, class: "mono" }, x);
+  if (e.resend_of) facts.push(["Resend of", entryLink(e.resend_of, "resend-of")]);
+  if (e.replay_of) facts.push(["Replay of", entryLink(e.replay_of, "replay-of")]);
   if (e.next_attempt_at) facts.push(["Next attempt", e.next_attempt_at]);
   const chain = await api("GET", `/logs?${q({ transaction_id: e.transaction_id, postback_id: e.postback_id, limit: 100 })}`);
   const attempts = chain.ok ? chain.data.items.filter((x) => x.delivery_id === e.delivery_id).sort((a, b) => a.attempt - b.attempt || a.fired_at.localeCompare(b.fired_at)) : [];
