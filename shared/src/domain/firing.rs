@@ -72,6 +72,19 @@ impl Firing {
         Self::delivery_id_for(&format!("alert|{}|{key}", kind.as_str()), alert_postback_id)
     }
 
+    /// The macro values of this firing's request to `postback` (its event, ids, attempt,
+    /// and the alert for an alert postback's firing).
+    pub fn macro_context<'a>(&'a self, postback: &'a super::postback::Postback) -> super::macros::MacroContext<'a> {
+        super::macros::MacroContext {
+            event: &self.event,
+            postback_id: &postback.id,
+            postback_name: &postback.name,
+            delivery_id: &self.delivery_id,
+            attempt: self.attempt,
+            alert: self.alert.as_ref(),
+        }
+    }
+
     /// The next attempt's message.
     pub fn next_attempt(&self, due_at: DateTime<Utc>) -> Firing {
         Firing { attempt: self.attempt + 1, due_at, slot_second: None, ..self.clone() }

@@ -11,7 +11,6 @@ use crate::domain::breaker::is_retryable_failure;
 use crate::domain::delivery::{OutboundRequest, OutboundResponse, SendFailure, Verdict};
 use crate::domain::firing::Firing;
 use crate::domain::log::{LogEntry, Outcome};
-use crate::domain::macros::MacroContext;
 use crate::domain::postback::CompiledPostback;
 use crate::domain::redact::redact_url;
 use crate::ports::{Leased, StoreResult};
@@ -171,14 +170,7 @@ impl Dispatcher {
             }
         }
 
-        let ctx = MacroContext {
-            event: &firing.event,
-            postback_id: &postback.postback.id,
-            postback_name: &postback.postback.name,
-            delivery_id: &firing.delivery_id,
-            attempt: firing.attempt,
-            alert: firing.alert.as_ref(),
-        };
+        let ctx = firing.macro_context(&postback.postback);
         let fired_at = self.app.ports.clock.now();
         let request = match postback.render_signed(&ctx, fired_at) {
             Ok(request) => request,

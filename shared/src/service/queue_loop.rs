@@ -17,7 +17,6 @@ use chrono::{DateTime, Utc};
 use super::Dispatcher;
 use crate::domain::delivery::{OutboundRequest, OutboundResponse, SendFailure};
 use crate::domain::firing::Firing;
-use crate::domain::macros::MacroContext;
 use crate::domain::matching::PostbackIndex;
 use crate::ports::{FiringQueue, HttpSender, InFlight, Leased};
 
@@ -432,15 +431,7 @@ fn destination_now(index: Option<&PostbackIndex>, firing: &Firing) -> Option<Str
     let Some(postback) = index.and_then(|index| index.get(&firing.postback_id)) else {
         return firing.destination.clone();
     };
-    let ctx = MacroContext {
-        event: &firing.event,
-        postback_id: &postback.postback.id,
-        postback_name: &postback.postback.name,
-        delivery_id: &firing.delivery_id,
-        attempt: firing.attempt,
-        alert: firing.alert.as_ref(),
-    };
-    postback.destination(&ctx)
+    postback.destination(&firing.macro_context(&postback.postback))
 }
 
 #[cfg(test)]

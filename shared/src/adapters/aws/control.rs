@@ -140,18 +140,24 @@ impl DynamoControlStore {
         }
     }
 
-    /// Read the slot cursor (consistently), when a failed update did not return it.
-    async fn read_cursor(&self, postback_id: &str) -> StoreResult<Cursor> {
+    /// One item by key, strongly consistent (every dispatcher must see the latest write).
+    async fn get_consistent(&self, key: Item, what: &str) -> StoreResult<Option<Item>> {
         let out = self
             .client
             .get_item()
             .table_name(&self.table)
-            .set_key(Some(slot_key(postback_id)))
+            .set_key(Some(key))
             .consistent_read(true)
             .send()
             .await
-            .map_err(|e| unavailable("DynamoDB GetItem slot cursor", e))?;
-        Ok(out.item.as_ref().and_then(parse_cursor))
+            .map_err(|e| unavailable(what, e))?;
+        Ok(out.item)
+    }
+
+    /// Read the slot cursor (consistently), when a failed update did not return it.
+    async fn read_cursor(&self, postback_id: &str) -> StoreResult<Cursor> {
+        let item = self.get_consistent(slot_key(postback_id), "DynamoDB GetItem slot cursor").await?;
+        Ok(item.as_ref().and_then(parse_cursor))
     }
 
     /// Try one conditional update. `Ok(Ok(second))`: the slot taken; `Ok(Err(cursor))`:
@@ -240,16 +246,8 @@ fn slot_update(cursor: Cursor, from: i64, limit: u32) -> SlotUpdate {
 #[async_trait]
 impl ControlStore for DynamoControlStore {
     async fn breaker(&self, postback_id: &str) -> StoreResult<Option<StoredBreaker>> {
-        let out = self
-            .client
-            .get_item()
-            .table_name(&self.table)
-            .set_key(Some(breaker_key(postback_id)))
-            .consistent_read(true)
-            .send()
-            .await
-            .map_err(|e| unavailable("DynamoDB GetItem breaker", e))?;
-        out.item.as_ref().map(parse_breaker).transpose()
+        let item = self.get_consistent(breaker_key(postback_id), "DynamoDB GetItem breaker").await?;
+        item.as_ref().map(parse_breaker).transpose()
     }
 
     async fn breakers(&self, postback_ids: &[String]) -> StoreResult<HashMap<String, StoredBreaker>> {

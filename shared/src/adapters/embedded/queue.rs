@@ -166,6 +166,15 @@ fn lease_rows(
     Ok(leased)
 }
 
+impl EmbeddedStore {
+    /// Now and the end of a lease taken now, in the queue's milliseconds.
+    fn lease_window(&self) -> (i64, i64) {
+        let now = Utc::now();
+        let lease = chrono::Duration::from_std(self.core.options.lease).unwrap_or(chrono::Duration::MAX);
+        (millis(now), millis(now.checked_add_signed(lease).unwrap_or(DateTime::<Utc>::MAX_UTC)))
+    }
+}
+
 #[async_trait]
 impl FiringQueue for EmbeddedStore {
     async fn enqueue(&self, firings: &[Firing]) -> StoreResult<()> {
@@ -185,11 +194,9 @@ impl FiringQueue for EmbeddedStore {
         if max == 0 {
             return Ok(Vec::new());
         }
-        let now = Utc::now();
-        let lease = chrono::Duration::from_std(self.core.options.lease).unwrap_or(chrono::Duration::MAX);
-        let lease_until = millis(now.checked_add_signed(lease).unwrap_or(DateTime::<Utc>::MAX_UTC));
+        let (now, lease_until) = self.lease_window();
         let counters = Arc::clone(&self.core.counters);
-        self.write(move |conn| receive_due(conn, millis(now), lease_until, max, &counters)).await
+        self.write(move |conn| receive_due(conn, now, lease_until, max, &counters)).await
     }
 
     async fn receive_fair(&self, max: usize, in_flight: &InFlight) -> StoreResult<Vec<Leased>> {
@@ -197,12 +204,10 @@ impl FiringQueue for EmbeddedStore {
         if max == 0 {
             return Ok(Vec::new());
         }
-        let now = Utc::now();
-        let lease = chrono::Duration::from_std(self.core.options.lease).unwrap_or(chrono::Duration::MAX);
-        let lease_until = millis(now.checked_add_signed(lease).unwrap_or(DateTime::<Utc>::MAX_UTC));
+        let (now, lease_until) = self.lease_window();
         let counters = Arc::clone(&self.core.counters);
         let in_flight = in_flight.clone();
-        self.write(move |conn| receive_due_fair(conn, millis(now), lease_until, max, &in_flight, &counters)).await
+        self.write(move |conn| receive_due_fair(conn, now, lease_until, max, &in_flight, &counters)).await
     }
 
     async fn next_due_fair(&self, in_flight: &InFlight) -> StoreResult<Option<DateTime<Utc>>> {
