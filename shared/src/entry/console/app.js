@@ -104,7 +104,8 @@ async function postbacksPage() {
   const rows = r.data.items.map((p) => h("tr", {},
     h("td", {}, h("a", { href: `#/postbacks/${encodeURIComponent(p.id)}`, class: "pb-name" }, p.name)),
     h("td", {}, p.type),
-    h("td", {}, `offers: ${scopeText(p.offers)}; publishers: ${scopeText(p.publishers)}`),
+    // Alert postbacks fire for no offer: what they fire on is their scope.
+    h("td", {}, p.type === "alert" ? `alerts: ${(p.alerts || []).join(", ")}` : `offers: ${scopeText(p.offers)}; publishers: ${scopeText(p.publishers)}`),
     h("td", {}, p.enabled ? "yes" : "no"),
     h("td", { class: `pb-breaker ${p.health && p.health.state !== "closed" ? "bad" : ""}` }, breakerText(p.health)),
     h("td", { class: "pb-24h", "data-id": p.id }, "…"),
