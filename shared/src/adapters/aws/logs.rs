@@ -44,11 +44,6 @@ const OFFER_ID: &str = "offer_id";
 const PUBLISHER_ID: &str = "publisher_id";
 const STATUS_CODE: &str = "status_code";
 const OUTCOME: &str = "outcome";
-const POSTBACK_NAME: &str = "postback_name";
-const EVENT_ID: &str = "event_id";
-const URL: &str = "url";
-const ERROR: &str = "error";
-const RESPONSE_BODY: &str = "response_body";
 const TEST: &str = "test";
 /// The indexes' sort key (`fired_key`).
 const FIRED_KEY: &str = LOGS_SORT_KEY;
@@ -220,9 +215,16 @@ impl<'a> Plan<'a> {
         if let Some(outcome) = filter.outcome {
             add(OUTCOME, "=", s(outcome.as_str()));
         }
+        // Only projected columns can be compared in the index; the text columns are
+        // compared in memory on the entries read from the table (`read_page`).
+        let mut in_memory = false;
         for p in &filter.predicates {
+            let Some(attribute) = predicate_attribute(p.column()) else {
+                in_memory = true;
+                continue;
+            };
             let i = names.len();
-            names.insert(format!("#f{i}"), predicate_attribute(p.column()).to_string());
+            names.insert(format!("#f{i}"), attribute.to_string());
             values.insert(format!(":f{i}"), predicate_value(p));
             conditions.push(match p.op() {
                 LogOp::Is => format!("#f{i} = :f{i}"),
@@ -231,7 +233,7 @@ impl<'a> Plan<'a> {
                 LogOp::Contains => format!("contains(#f{i}, :f{i})"),
             });
         }
-        let filtered = conditions.len() > 1;
+        let filtered = conditions.len() > 1 || in_memory;
         let want = i32::try_from(want).unwrap_or(page_items);
         Plan {
             filter,
@@ -281,16 +283,9 @@ impl DynamoLogStore {
         if let Some(code) = entry.status_code {
             item.insert(STATUS_CODE.to_string(), n(code));
         }
-        // What the other filters compare (`Plan::new`); absent values stay absent.
-        item.insert(POSTBACK_NAME.to_string(), s(&entry.postback_name));
-        item.insert(URL.to_string(), s(&entry.url));
+        // The text columns (url, error, response body, ...) are only in `doc`: listings
+        // compare them in memory, so they are not stored twice.
         item.insert(TEST.to_string(), AttributeValue::Bool(entry.test));
-        for (name, value) in [(EVENT_ID, &entry.event_id), (ERROR, &entry.error), (RESPONSE_BODY, &entry.response_body)]
-        {
-            if let Some(v) = value {
-                item.insert(name.to_string(), s(v));
-            }
-        }
         // The entry's serialized form leaves the firing out (it is not API output).
         if let Some(firing) = &entry.firing {
             item.insert(FIRING.to_string(), s(to_json(firing, "log entry firing")?));
@@ -416,10 +411,25 @@ impl DynamoLogStore {
                 query = query.expression_attribute_values(k, s(v));
             }
             let page = query.send().await.map_err(|e| unavailable("DynamoDB Query logs", e))?;
-            for item in page.items() {
-                let entry = Self::parse_entry(item)?;
-                let key = fired_key(entry.fired_at, &entry.id);
-                if plan.range.admits(&key) && plan.filter.matches(&entry) {
+            // The index holds keys and filter attributes only: read the entries it kept
+            // from the table (strongly consistent, 100 keys a call), in index order.
+            let kept: Vec<(String, String)> = page
+                .items()
+                .iter()
+                .filter_map(|item| Some((get_s(item, FIRED_KEY)?.to_string(), get_s(item, ID)?.to_string())))
+                .filter(|(key, _)| plan.range.admits(key))
+                .collect();
+            let keys: Vec<Item> = kept.iter().map(|(_, id)| Item::from([(ID.to_string(), s(id))])).collect();
+            let mut found: std::collections::HashMap<String, Item> = batch_get(&self.client, &self.table, keys)
+                .await?
+                .into_iter()
+                .filter_map(|item| Some((get_s(&item, ID)?.to_string(), item)))
+                .collect();
+            for (key, id) in kept {
+                // Gone since the index was read (expired): not listed.
+                let Some(item) = found.remove(&id) else { continue };
+                let entry = Self::parse_entry(&item)?;
+                if plan.filter.matches(&entry) {
                     source.buffer.push_back((key, entry));
                 }
             }
@@ -708,22 +718,21 @@ fn cursor_at(key: &str) -> Option<Cursor> {
     Some(Cursor { fired_at, last_id: id.to_string() })
 }
 
-/// The item attribute a predicate compares (`entry_item` writes them all).
-fn predicate_attribute(column: LogColumn) -> &'static str {
+/// The index attribute a predicate compares, if the log indexes project it
+/// (`resources::LOGS_PROJECTED_*`); `None` for the text columns, compared in memory.
+fn predicate_attribute(column: LogColumn) -> Option<&'static str> {
     match column {
-        LogColumn::PostbackId => POSTBACK_ID,
-        LogColumn::PostbackName => POSTBACK_NAME,
-        LogColumn::TransactionId => TRANSACTION_ID,
-        LogColumn::EventId => EVENT_ID,
-        LogColumn::Type => TYPE,
-        LogColumn::OfferId => OFFER_ID,
-        LogColumn::PublisherId => PUBLISHER_ID,
-        LogColumn::StatusCode => STATUS_CODE,
-        LogColumn::Outcome => OUTCOME,
-        LogColumn::Url => URL,
-        LogColumn::Error => ERROR,
-        LogColumn::ResponseBody => RESPONSE_BODY,
-        LogColumn::Test => TEST,
+        LogColumn::PostbackId => Some(POSTBACK_ID),
+        LogColumn::TransactionId => Some(TRANSACTION_ID),
+        LogColumn::Type => Some(TYPE),
+        LogColumn::OfferId => Some(OFFER_ID),
+        LogColumn::PublisherId => Some(PUBLISHER_ID),
+        LogColumn::StatusCode => Some(STATUS_CODE),
+        LogColumn::Outcome => Some(OUTCOME),
+        LogColumn::Test => Some(TEST),
+        LogColumn::PostbackName | LogColumn::EventId | LogColumn::Url | LogColumn::Error | LogColumn::ResponseBody => {
+            None
+        }
     }
 }
 

@@ -32,7 +32,7 @@ pub use queue::{
     at_expression, leased_from_lambda_message, leased_from_sqs_message, schedule_name, QueueSettings, SqsFiringQueue,
     EARLY_TOLERANCE, MAX_SQS_DELAY, SCHEDULE_LEAD,
 };
-pub use resources::{ensure_resources, ResourcePlan};
+pub use resources::{ensure_resources, ResourcePlan, LOGS_TABLE};
 pub use touches::DynamoTouchStore;
 
 use crate::entry::config::SettingsError;

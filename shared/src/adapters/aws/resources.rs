@@ -22,12 +22,15 @@ pub struct KeyDef {
     pub range: Option<&'static str>,
 }
 
-/// A global secondary index; all project every attribute (`ALL`), so a query never
-/// needs a second read per item.
+/// A global secondary index: `include: None` projects every attribute (`ALL`);
+/// `Some(names)` projects the keys and these attributes only (`INCLUDE`), so an index
+/// entry stays far under one write unit and a query reads the rest of an item from the
+/// table (`BatchGetItem`) only for the entries it keeps.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct IndexDef {
     pub name: &'static str,
     pub key: KeyDef,
+    pub include: Option<&'static [&'static str]>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -58,11 +61,32 @@ pub(crate) const LOGS_NEWEST: &str = "newest";
 /// + id, so every index lists newest first by `fired_at`, ties by id (`logs.rs`).
 pub(crate) const LOGS_SORT_KEY: &str = "fired_key";
 
+/// What the log indexes project besides their keys: the attributes a listing's
+/// FilterExpression compares (`logs.rs`), so only matching entries are read from the
+/// table. The text columns (`url`, `error`, `response_body`, `postback_name`,
+/// `event_id`) are compared in memory on the entries read.
+/// (An index's own key attributes are projected anyway and may not be listed.)
+const LOGS_PROJECTED_BY_POSTBACK: &[&str] =
+    &["transaction_id", "type", "outcome", "offer_id", "publisher_id", "status_code", "test", "expires_at"];
+const LOGS_PROJECTED_BY_TRANSACTION: &[&str] =
+    &["postback_id", "type", "outcome", "offer_id", "publisher_id", "status_code", "test", "expires_at"];
+const LOGS_PROJECTED_NEWEST: &[&str] = &[
+    "postback_id",
+    "transaction_id",
+    "type",
+    "outcome",
+    "offer_id",
+    "publisher_id",
+    "status_code",
+    "test",
+    "expires_at",
+];
+
 /// Postbacks: by id; by type for matching and for listing (see `docs/aws.md`).
 pub const POSTBACKS_TABLE: TableDef = TableDef {
     logical_id: "PostbacksTable",
     key: KeyDef { hash: "id", range: None },
-    indexes: &[IndexDef { name: POSTBACKS_BY_TYPE, key: KeyDef { hash: "type", range: Some("id") } }],
+    indexes: &[IndexDef { name: POSTBACKS_BY_TYPE, key: KeyDef { hash: "type", range: Some("id") }, include: None }],
     ttl_attribute: None,
 };
 
@@ -79,9 +103,21 @@ pub const LOGS_TABLE: TableDef = TableDef {
     logical_id: "LogsTable",
     key: KeyDef { hash: "id", range: None },
     indexes: &[
-        IndexDef { name: LOGS_BY_POSTBACK, key: KeyDef { hash: "postback_id", range: Some(LOGS_SORT_KEY) } },
-        IndexDef { name: LOGS_BY_TRANSACTION, key: KeyDef { hash: "transaction_id", range: Some(LOGS_SORT_KEY) } },
-        IndexDef { name: LOGS_NEWEST, key: KeyDef { hash: "log_shard", range: Some(LOGS_SORT_KEY) } },
+        IndexDef {
+            name: LOGS_BY_POSTBACK,
+            key: KeyDef { hash: "postback_id", range: Some(LOGS_SORT_KEY) },
+            include: Some(LOGS_PROJECTED_BY_POSTBACK),
+        },
+        IndexDef {
+            name: LOGS_BY_TRANSACTION,
+            key: KeyDef { hash: "transaction_id", range: Some(LOGS_SORT_KEY) },
+            include: Some(LOGS_PROJECTED_BY_TRANSACTION),
+        },
+        IndexDef {
+            name: LOGS_NEWEST,
+            key: KeyDef { hash: "log_shard", range: Some(LOGS_SORT_KEY) },
+            include: Some(LOGS_PROJECTED_NEWEST),
+        },
     ],
     ttl_attribute: Some("expires_at"),
 };
@@ -236,7 +272,13 @@ async fn ensure_table(client: &aws_sdk_dynamodb::Client, def: &TableDef, name: &
             GlobalSecondaryIndex::builder()
                 .index_name(index.name)
                 .set_key_schema(Some(key_schema(index.key)?))
-                .projection(Projection::builder().projection_type(ProjectionType::All).build())
+                .projection(match index.include {
+                    None => Projection::builder().projection_type(ProjectionType::All).build(),
+                    Some(names) => Projection::builder()
+                        .projection_type(ProjectionType::Include)
+                        .set_non_key_attributes(Some(names.iter().map(|n| n.to_string()).collect()))
+                        .build(),
+                })
                 .build()
                 .map_err(|e| build_error("GlobalSecondaryIndex", e))?,
         );

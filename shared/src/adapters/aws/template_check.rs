@@ -88,10 +88,24 @@ fn check_table(resources: &Value, def: &TableDef, problems: &mut Vec<String>) {
         expect(&format!("index {} declared", index.name), found.is_some());
         if let Some(found) = found {
             expect(&format!("index {} KeySchema", index.name), found["KeySchema"] == key_schema(index.key));
-            expect(
-                &format!("index {} projects ALL", index.name),
-                found["Projection"]["ProjectionType"].as_str() == Some("ALL"),
-            );
+            let projection = &found["Projection"];
+            match index.include {
+                None => expect(
+                    &format!("index {} projects ALL", index.name),
+                    projection["ProjectionType"].as_str() == Some("ALL"),
+                ),
+                Some(names) => {
+                    let declared: BTreeSet<&str> = projection["NonKeyAttributes"]
+                        .as_sequence()
+                        .map(|s| s.iter().filter_map(Value::as_str).collect())
+                        .unwrap_or_default();
+                    let wanted: BTreeSet<&str> = names.iter().copied().collect();
+                    expect(
+                        &format!("index {} projects INCLUDE {wanted:?}, declared {declared:?}", index.name),
+                        projection["ProjectionType"].as_str() == Some("INCLUDE") && declared == wanted,
+                    );
+                }
+            }
         }
     }
     let ttl = &props["TimeToLiveSpecification"];
