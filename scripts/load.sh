@@ -2,6 +2,8 @@
 # Load test of the local server on loopback: starts a release server in a temp folder,
 # runs examples/loadgen.rs against it (bounded requests), prints a Markdown table, stops.
 #   scripts/load.sh [--requests N] [--concurrency C] [--batches B]
+# The server gets this script's environment, e.g. DESTINATION_CONCURRENCY=256 scripts/load.sh
+# to lift the per-destination bound (16 by default) that the delivery phases run into.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/postback-target}"
@@ -22,4 +24,5 @@ for _ in $(seq 300); do
     sleep 0.1
 done
 [[ -n "$base" ]] || { echo "load.sh: the server never printed its address" >&2; exit 1; }
-"$CARGO_TARGET_DIR/release/examples/loadgen" --base "$base" --admin-key "$admin" --ingest-key "$ingest" "$@"
+"$CARGO_TARGET_DIR/release/examples/loadgen" --base "$base" --admin-key "$admin" --ingest-key "$ingest" \
+    --server-pid "$server" --clk-tck "$(getconf CLK_TCK)" "$@"
