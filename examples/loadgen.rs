@@ -222,6 +222,7 @@ async fn main() {
         "url": format!("http://{}/e?d={{delivery_id}}", e2e_sink.addr)}),
     )
     .await;
+    let writer_before = writer_figures(&admin, &args).await;
     let cpu_before = cpu_seconds(&args);
     let (b, key, rid) = (base.clone(), args.ingest_key.clone(), run_id.clone());
     let e2e = drive(args.requests, args.concurrency, move |c, i| {
@@ -232,6 +233,7 @@ async fn main() {
     .await;
     e2e_sink.wait_for(args.requests).await;
     let e2e_cpu = cpu_delta(cpu_before, cpu_seconds(&args));
+    let writer_after = writer_figures(&admin, &args).await;
 
     // 6. The dispatcher alone: every firing queued (due DISPATCH_DELAY_S later) before the
     // first is due, so the timed part runs no ingest.
@@ -376,6 +378,13 @@ async fn main() {
         fmt_ms(firing_cpu_ms),
         ratio(firing_cpu_ms, ingest_cpu_ms)
     );
+    let (transactions, jobs, wait) =
+        (writer_after[0] - writer_before[0], writer_after[1] - writer_before[1], writer_after[2] - writer_before[2]);
+    println!(
+        "| end to end: store writer (`/metrics`): {transactions:.0} transactions, {:.2} jobs each, mean queue wait {:.3} ms | | | | |",
+        jobs / transactions.max(1.0),
+        wait * 1000.0 / jobs.max(1.0)
+    );
     println!(
         "| dispatcher alone: {queued} firings queued in {:.2} s (batches of 500, `delay_seconds` {DISPATCH_DELAY_S}{}), first send to last unique id | {:.0} deliveries/s | | | {:.2} (of the sink hit directly) |",
         queued_in.as_secs_f64(),
@@ -426,6 +435,28 @@ const DISPATCH_DELAY_S: u64 = 3;
 
 /// How long a phase may wait for its deliveries.
 const DELIVERY_DEADLINE: Duration = Duration::from_secs(180);
+
+/// The store writer's transactions, jobs and summed queue wait (s) from `GET /metrics`
+/// (zeros if the server has no such series).
+async fn writer_figures(admin: &reqwest::Client, args: &Args) -> [f64; 3] {
+    let text = admin
+        .get(format!("{}/metrics", args.base))
+        .header("x-api-key", &args.admin_key)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let value = |name: &str| {
+        text.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse::<f64>().ok()).unwrap_or(0.0)
+    };
+    [
+        value("postback_store_writer_transactions_total"),
+        value("postback_store_writer_jobs_total"),
+        value("postback_store_writer_queue_wait_seconds_total"),
+    ]
+}
 
 /// The server's user + system CPU seconds so far (`/proc/<pid>/stat` fields 14 and 15).
 fn cpu_seconds(args: &Args) -> Option<f64> {
