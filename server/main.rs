@@ -6,11 +6,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use postback::adapters::embedded::{EmbeddedOptions, EmbeddedStore};
+use postback::adapters::embedded::{EmbeddedOptions, EmbeddedStore, StoreStats};
 use postback::adapters::sender::{ReqwestSender, SenderConfig};
 use postback::adapters::system::{RandomJitter, SystemClock};
 use postback::entry::config::{KeySource, Settings};
 use postback::entry::http::{router, ApiKeys, RouteSet};
+use postback::service::metrics::{Sample, SampleSource};
 use postback::service::{run_queue_loop, App, LoopLimits, Policy, Ports, SlotReleasingSender, LOCAL_CONCURRENCY};
 
 /// How often expired logs and touches are purged.
@@ -59,9 +60,12 @@ async fn main() -> anyhow::Result<()> {
         jitter: Arc::new(RandomJitter),
     };
     // Every postback write in this process invalidates the index; the TTL is a backstop.
-    let app = App::new(
+    let writer_stats = store.clone();
+    let samples: SampleSource = Arc::new(move || writer_samples(writer_stats.stats()));
+    let app = App::with_samples(
         ports,
         Policy { retry: settings.retry, catalog_ttl: Duration::from_secs(60), breaker: settings.breaker },
+        Some(samples),
     );
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
@@ -89,6 +93,52 @@ async fn main() -> anyhow::Result<()> {
     drop(lock);
     tracing::info!("stopped");
     Ok(())
+}
+
+/// The embedded store writer's counters as `GET /metrics` series (this server only: the
+/// AWS functions have no writer thread).
+fn writer_samples(s: StoreStats) -> Vec<Sample> {
+    let counter = |name, help, value: u64| Sample { name, help, kind: "counter", value: value as f64 };
+    let gauge = |name, help, value: f64| Sample { name, help, kind: "gauge", value };
+    vec![
+        counter(
+            "postback_store_writer_transactions_total",
+            "Transactions the store writer committed or rolled back (one fsync each when committed).",
+            s.transactions,
+        ),
+        counter("postback_store_writer_jobs_total", "Write jobs run by the store writer.", s.jobs),
+        counter(
+            "postback_store_writer_failed_jobs_total",
+            "Write jobs that failed and were rolled back alone.",
+            s.failed_jobs,
+        ),
+        gauge(
+            "postback_store_writer_largest_batch",
+            "The most jobs in one writer transaction.",
+            s.largest_batch as f64,
+        ),
+        Sample {
+            name: "postback_store_writer_queue_wait_seconds_total",
+            help: "Summed over jobs: time from submit to the start of the job's transaction.",
+            kind: "counter",
+            value: s.queue_wait_micros_total as f64 / 1e6,
+        },
+        gauge(
+            "postback_store_writer_queue_wait_seconds_max",
+            "The longest time a job waited for its transaction to start.",
+            s.queue_wait_micros_max as f64 / 1e6,
+        ),
+        counter(
+            "postback_store_writer_stale_receipts_total",
+            "Acks and retries whose lease had been taken over: they changed nothing.",
+            s.stale_receipts,
+        ),
+        counter(
+            "postback_store_writer_quarantined_firings_total",
+            "Queue rows that could not be decoded and were moved aside.",
+            s.quarantined_firings,
+        ),
+    ]
 }
 
 fn print_generated_keys(settings: &Settings, sources: [KeySource; 2]) {

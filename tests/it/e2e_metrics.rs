@@ -94,3 +94,37 @@ async fn metrics_count_events_duplicates_and_firings() {
     let r = api.get("/postbacks/pb_nope/stats").await;
     assert_eq!(r.status, 404, "{}", r.body);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_show_the_store_writers_counters_moving_after_a_write() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &[]).await;
+    let api = server.client();
+    let scrape = || async {
+        let resp =
+            api.http.get(format!("{}/metrics", server.base)).header("x-api-key", ADMIN_KEY).send().await.unwrap();
+        assert_eq!(resp.status(), 200);
+        resp.text().await.unwrap()
+    };
+    let writer = |text: &str, name: &str| -> f64 {
+        series(text, &format!("postback_store_writer_{name}")).unwrap_or_else(|| panic!("{name} missing in:\n{text}"))
+    };
+    let before = scrape().await;
+    assert!(before.contains("# TYPE postback_store_writer_transactions_total counter\n"), "{before}");
+    assert!(before.contains("# TYPE postback_store_writer_queue_wait_seconds_max gauge\n"), "{before}");
+
+    // Two writes: the click's touch/dedupe commit and nothing else (no postback matches).
+    for t in ["W1", "W2"] {
+        let r = api.ingest(json!({"type": "click", "transaction_id": t, "offer_id": "O1", "publisher_id": "P1"})).await;
+        assert_eq!(r.status, 202, "{}", r.body);
+    }
+    let after = scrape().await;
+    for name in ["transactions_total", "jobs_total"] {
+        assert!(writer(&after, name) >= writer(&before, name) + 1.0, "{name}: {before}\n---\n{after}");
+    }
+    assert!(writer(&after, "jobs_total") >= writer(&after, "transactions_total"), "{after}");
+    assert!(writer(&after, "largest_batch") >= 1.0, "{after}");
+    assert!(writer(&after, "queue_wait_seconds_total") >= writer(&before, "queue_wait_seconds_total"), "{after}");
+    assert!(writer(&after, "queue_wait_seconds_total") >= writer(&after, "queue_wait_seconds_max"), "{after}");
+    assert_eq!(writer(&after, "failed_jobs_total"), 0.0, "{after}");
+}

@@ -31,6 +31,27 @@ pub struct MetricsSnapshot {
     pub duration_count: u64,
 }
 
+/// One figure an adapter adds to `GET /metrics` (e.g. the embedded store's writer), so the
+/// service renders it without knowing the adapter.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Sample {
+    pub name: &'static str,
+    pub help: &'static str,
+    /// `counter` or `gauge` (Prometheus `# TYPE`).
+    pub kind: &'static str,
+    pub value: f64,
+}
+
+/// Reads an adapter's figures at each scrape; supplied by the composition root.
+pub type SampleSource = std::sync::Arc<dyn Fn() -> Vec<Sample> + Send + Sync>;
+
+/// Appends `samples` to a Prometheus text exposition.
+pub fn render_samples(out: &mut String, samples: &[Sample]) {
+    for s in samples {
+        let _ = writeln!(out, "# HELP {0} {1}\n# TYPE {0} {2}\n{0} {3}", s.name, s.help, s.kind, s.value);
+    }
+}
+
 #[derive(Debug, Default)]
 pub struct Metrics {
     inner: Mutex<MetricsSnapshot>,
@@ -138,7 +159,11 @@ impl super::App {
     pub async fn metrics_text(&self) -> super::ServiceResult<String> {
         let depth = self.ports.queue.depth().await?;
         let open = self.open_breakers().await?;
-        Ok(prometheus_with_breakers(&self.metrics.snapshot(), &depth, Some(open), self.ports.clock.now()))
+        let mut text = prometheus_with_breakers(&self.metrics.snapshot(), &depth, Some(open), self.ports.clock.now());
+        if let Some(source) = &self.extra_samples {
+            render_samples(&mut text, &source());
+        }
+        Ok(text)
     }
 }
 
@@ -175,5 +200,22 @@ mod tests {
         let unknown = prometheus(&m.take(), &QueueDepth::default(), now);
         assert!(!unknown.contains("oldest_due_age"));
         assert_eq!(m.snapshot(), MetricsSnapshot::default(), "take resets");
+    }
+
+    #[test]
+    fn renders_an_adapters_samples() {
+        let mut out = String::new();
+        render_samples(
+            &mut out,
+            &[
+                Sample { name: "x_jobs_total", help: "Jobs.", kind: "counter", value: 3.0 },
+                Sample { name: "x_wait_seconds_max", help: "Longest wait.", kind: "gauge", value: 0.25 },
+            ],
+        );
+        assert_eq!(
+            out,
+            "# HELP x_jobs_total Jobs.\n# TYPE x_jobs_total counter\nx_jobs_total 3\n\
+             # HELP x_wait_seconds_max Longest wait.\n# TYPE x_wait_seconds_max gauge\nx_wait_seconds_max 0.25\n"
+        );
     }
 }

@@ -82,12 +82,19 @@ pub struct App {
     pub catalog: Catalog,
     /// What ingest and dispatch did, for `GET /metrics` and the functions' EMF lines.
     pub metrics: metrics::Metrics,
+    /// Adapter figures appended to `GET /metrics` (the local server's store writer).
+    pub extra_samples: Option<metrics::SampleSource>,
 }
 
 impl App {
     pub fn new(ports: Ports, policy: Policy) -> Arc<App> {
+        Self::with_samples(ports, policy, None)
+    }
+
+    /// As [`App::new`], with adapter figures for `GET /metrics`.
+    pub fn with_samples(ports: Ports, policy: Policy, extra_samples: Option<metrics::SampleSource>) -> Arc<App> {
         let catalog = Catalog::new(ports.postbacks.clone(), policy.catalog_ttl, ports.clock.clone());
-        Arc::new(App { ports, policy, catalog, metrics: metrics::Metrics::default() })
+        Arc::new(App { ports, policy, catalog, metrics: metrics::Metrics::default(), extra_samples })
     }
 
     pub fn dispatcher(self: &Arc<Self>) -> Dispatcher {

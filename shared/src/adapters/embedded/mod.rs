@@ -99,6 +99,10 @@ pub struct StoreStats {
     pub stale_receipts: u64,
     /// Queue rows whose payload could not be decoded, moved to `firings_quarantine`.
     pub quarantined_firings: u64,
+    /// Sum over jobs of the time from submit to the start of their transaction, in µs.
+    pub queue_wait_micros_total: u64,
+    /// The longest such wait seen, in µs.
+    pub queue_wait_micros_max: u64,
 }
 
 struct Core {
@@ -171,6 +175,8 @@ impl EmbeddedStore {
             largest_batch: c.largest_batch.load(Ordering::Relaxed),
             stale_receipts: c.stale_receipts.load(Ordering::Relaxed),
             quarantined_firings: c.quarantined_firings.load(Ordering::Relaxed),
+            queue_wait_micros_total: c.queue_wait_micros_total.load(Ordering::Relaxed),
+            queue_wait_micros_max: c.queue_wait_micros_max.load(Ordering::Relaxed),
         }
     }
 
