@@ -113,21 +113,26 @@ impl DynamoControlStore {
         self.cursor_hint.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
+    /// A strongly consistent Query of the items under one partition key.
+    fn query_partition(&self, pk: &str) -> aws_sdk_dynamodb::operation::query::builders::QueryFluentBuilder {
+        self.client
+            .query()
+            .table_name(&self.table)
+            .key_condition_expression("#pk = :pk")
+            .expression_attribute_names("#pk", PK)
+            .expression_attribute_values(":pk", s(pk))
+            .consistent_read(true)
+    }
+
     /// Every key under `pk` (a Query per page of keys only).
     async fn keys_under(&self, pk: &str) -> StoreResult<Vec<Item>> {
         let mut keys = Vec::new();
         let mut start: Option<Item> = None;
         loop {
             let page = self
-                .client
-                .query()
-                .table_name(&self.table)
-                .key_condition_expression("#pk = :pk")
-                .expression_attribute_names("#pk", PK)
+                .query_partition(pk)
                 .expression_attribute_names("#sk", SK)
-                .expression_attribute_values(":pk", s(pk))
                 .projection_expression("#pk, #sk")
-                .consistent_read(true)
                 .set_exclusive_start_key(start.take())
                 .send()
                 .await
@@ -304,15 +309,9 @@ impl ControlStore for DynamoControlStore {
         while firings.len() < max {
             let want = i32::try_from(max - firings.len()).unwrap_or(i32::MAX);
             let page = self
-                .client
-                .query()
-                .table_name(&self.table)
-                .key_condition_expression("#pk = :pk")
-                .expression_attribute_names("#pk", PK)
-                .expression_attribute_values(":pk", s(held_pk(postback_id)))
+                .query_partition(&held_pk(postback_id))
                 .scan_index_forward(true)
                 .limit(want)
-                .consistent_read(true)
                 .set_exclusive_start_key(start.take())
                 .send()
                 .await
@@ -348,14 +347,8 @@ impl ControlStore for DynamoControlStore {
         let mut start: Option<Item> = None;
         loop {
             let page = self
-                .client
-                .query()
-                .table_name(&self.table)
-                .key_condition_expression("#pk = :pk")
-                .expression_attribute_names("#pk", PK)
-                .expression_attribute_values(":pk", s(held_pk(postback_id)))
+                .query_partition(&held_pk(postback_id))
                 .select(Select::Count)
-                .consistent_read(true)
                 .set_exclusive_start_key(start.take())
                 .send()
                 .await
