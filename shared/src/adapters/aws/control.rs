@@ -18,7 +18,9 @@ use async_trait::async_trait;
 use aws_sdk_dynamodb::types::{AttributeValue, ReturnValuesOnConditionCheckFailure, Select};
 
 use super::error::unavailable;
-use super::item::{batch_delete, batch_get, batch_put, doc, get_i64, get_s, n, s, to_json, Item, DOC, EXPIRES_AT};
+use super::item::{
+    batch_delete, batch_get, batch_put, doc, get_consistent, get_i64, get_s, n, s, to_json, Item, DOC, EXPIRES_AT,
+};
 use super::logs::time_key;
 use crate::domain::breaker::Breaker;
 use crate::domain::firing::Firing;
@@ -145,23 +147,10 @@ impl DynamoControlStore {
         }
     }
 
-    /// One item by key, strongly consistent (every dispatcher must see the latest write).
-    async fn get_consistent(&self, key: Item, what: &str) -> StoreResult<Option<Item>> {
-        let out = self
-            .client
-            .get_item()
-            .table_name(&self.table)
-            .set_key(Some(key))
-            .consistent_read(true)
-            .send()
-            .await
-            .map_err(|e| unavailable(what, e))?;
-        Ok(out.item)
-    }
-
     /// Read the slot cursor (consistently), when a failed update did not return it.
     async fn read_cursor(&self, postback_id: &str) -> StoreResult<Cursor> {
-        let item = self.get_consistent(slot_key(postback_id), "DynamoDB GetItem slot cursor").await?;
+        let item =
+            get_consistent(&self.client, &self.table, slot_key(postback_id), "DynamoDB GetItem slot cursor").await?;
         Ok(item.as_ref().and_then(parse_cursor))
     }
 
@@ -251,7 +240,8 @@ fn slot_update(cursor: Cursor, from: i64, limit: u32) -> SlotUpdate {
 #[async_trait]
 impl ControlStore for DynamoControlStore {
     async fn breaker(&self, postback_id: &str) -> StoreResult<Option<StoredBreaker>> {
-        let item = self.get_consistent(breaker_key(postback_id), "DynamoDB GetItem breaker").await?;
+        let item =
+            get_consistent(&self.client, &self.table, breaker_key(postback_id), "DynamoDB GetItem breaker").await?;
         item.as_ref().map(parse_breaker).transpose()
     }
 

@@ -98,6 +98,25 @@ where
 
 /// Put all items (no conditions), in chunks of 25, re-sending unprocessed ones.
 /// Callers pass items with distinct keys (a batch with a repeated key is rejected).
+/// One item by key, strongly consistent (a read that must see the latest write). `what`
+/// names the call in the error.
+pub(crate) async fn get_consistent(
+    client: &aws_sdk_dynamodb::Client,
+    table: &str,
+    key: Item,
+    what: &str,
+) -> StoreResult<Option<Item>> {
+    let out = client
+        .get_item()
+        .table_name(table)
+        .set_key(Some(key))
+        .consistent_read(true)
+        .send()
+        .await
+        .map_err(|e| unavailable(what, e))?;
+    Ok(out.item)
+}
+
 pub(crate) async fn batch_put(client: &aws_sdk_dynamodb::Client, table: &str, items: Vec<Item>) -> StoreResult<()> {
     let mut requests = Vec::with_capacity(items.len());
     for item in items {

@@ -19,7 +19,8 @@ use futures::future::try_join_all;
 
 use super::error::{build_error, unavailable};
 use super::item::{
-    batch_get, batch_put, doc, expires_at, get_i64, get_s, is_expired, n, s, to_json, Item, DOC, EXPIRES_AT,
+    batch_get, batch_put, doc, expires_at, get_consistent, get_i64, get_s, is_expired, n, s, to_json, Item, DOC,
+    EXPIRES_AT,
 };
 use super::resources::{LOGS_BY_POSTBACK, LOGS_BY_TRANSACTION, LOGS_NEWEST, LOGS_SORT_KEY};
 use crate::domain::firing::Firing;
@@ -364,16 +365,10 @@ impl DynamoLogStore {
     }
 
     async fn get_item(&self, id: &str) -> StoreResult<Option<Item>> {
-        let out = self
-            .client
-            .get_item()
-            .table_name(&self.table)
-            .key(ID, s(id))
-            .consistent_read(true)
-            .send()
-            .await
-            .map_err(|e| unavailable("DynamoDB GetItem log", e))?;
-        Ok(out.item.filter(|item| !is_expired(item, Utc::now())))
+        let item =
+            get_consistent(&self.client, &self.table, Item::from([(ID.to_string(), s(id))]), "DynamoDB GetItem log")
+                .await?;
+        Ok(item.filter(|item| !is_expired(item, Utc::now())))
     }
 
     /// Read the next page of `source` (one Query call).

@@ -14,7 +14,7 @@ use aws_sdk_dynamodb::types::{AttributeValue, Put, ReturnValue, TransactWriteIte
 use futures::future::try_join_all;
 
 use super::error::{build_error, unavailable};
-use super::item::{batch_delete, batch_get, doc, get_i64, get_s, n, s, to_json, Item, DOC};
+use super::item::{batch_delete, batch_get, doc, get_consistent, get_i64, get_s, n, s, to_json, Item, DOC};
 use super::resources::POSTBACKS_BY_TYPE;
 use crate::domain::event::EventType;
 use crate::domain::postback::Postback;
@@ -66,16 +66,8 @@ impl DynamoPostbackStore {
         if id.contains('#') {
             return Ok(None);
         }
-        let out = self
-            .client
-            .get_item()
-            .table_name(&self.table)
-            .key(ID, s(id))
-            .consistent_read(true)
-            .send()
+        get_consistent(&self.client, &self.table, Item::from([(ID.to_string(), s(id))]), "DynamoDB GetItem postback")
             .await
-            .map_err(|e| unavailable("DynamoDB GetItem postback", e))?;
-        Ok(out.item)
     }
 
     fn parse(item: &Item) -> StoreResult<Postback> {
