@@ -66,26 +66,7 @@ impl AlertContext {
     /// alert is about a postback, not about a tracker's event, so the event's other
     /// macros are refused in alert postbacks' templates.
     pub fn event(&self, at: DateTime<Utc>) -> Event {
-        Event {
-            kind: EventType::Alert,
-            transaction_id: self.transaction_id.clone().unwrap_or_default(),
-            event_id: None,
-            offer_id: None,
-            publisher_id: None,
-            external_transaction_id: None,
-            status: None,
-            rejection_reason: None,
-            event_name: None,
-            payout: None,
-            revenue: None,
-            currency: None,
-            subs: Default::default(),
-            ip: None,
-            user_agent: None,
-            country: None,
-            timestamp: at,
-            params: Default::default(),
-        }
+        Event::bare(EventType::Alert, self.transaction_id.clone().unwrap_or_default(), at)
     }
 
     /// A plausible alert of `kind` (its postback name holds quotes, as real names may), for checking

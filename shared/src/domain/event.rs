@@ -117,6 +117,30 @@ pub struct Event {
 }
 
 impl Event {
+    /// An event with only its type, transaction id and time; every other field empty.
+    pub fn bare(kind: EventType, transaction_id: impl Into<String>, timestamp: DateTime<Utc>) -> Event {
+        Event {
+            kind,
+            transaction_id: transaction_id.into(),
+            event_id: None,
+            offer_id: None,
+            publisher_id: None,
+            external_transaction_id: None,
+            status: None,
+            rejection_reason: None,
+            event_name: None,
+            payout: None,
+            revenue: None,
+            currency: None,
+            subs: Default::default(),
+            ip: None,
+            user_agent: None,
+            country: None,
+            timestamp,
+            params: BTreeMap::new(),
+        }
+    }
+
     pub fn sub(&self, n: usize) -> Option<&str> {
         n.checked_sub(1).and_then(|i| self.subs.get(i)).and_then(|s| s.as_deref())
     }

@@ -1,7 +1,6 @@
 //! Delivery policy (backoff, classification, Retry-After), enrichment and the log
 //! filter's query parsing (`entry::http::parse::query::log_filter`).
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 use chrono::{DateTime, TimeZone, Utc};
@@ -222,26 +221,7 @@ proptest! {
 // ---- enrichment ----
 
 fn bare(kind: EventType) -> Event {
-    Event {
-        kind,
-        transaction_id: "T1".into(),
-        event_id: None,
-        offer_id: None,
-        publisher_id: None,
-        external_transaction_id: None,
-        status: kind.has_status().then_some(Status::Approved),
-        rejection_reason: None,
-        event_name: None,
-        payout: None,
-        revenue: None,
-        currency: None,
-        subs: Default::default(),
-        ip: None,
-        user_agent: None,
-        country: None,
-        timestamp: now(),
-        params: BTreeMap::new(),
-    }
+    Event { status: kind.has_status().then_some(Status::Approved), ..Event::bare(kind, "T1", now()) }
 }
 
 #[test]

@@ -3,7 +3,6 @@
 
 use crate::matching_oracle;
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use chrono::{TimeZone, Utc};
@@ -31,24 +30,11 @@ fn index(postbacks: Vec<Postback>) -> PostbackIndex {
 
 fn event(kind: EventType) -> Event {
     Event {
-        kind,
-        transaction_id: "T1".into(),
-        event_id: None,
         offer_id: Some("o1".into()),
         publisher_id: Some("p1".into()),
-        external_transaction_id: None,
         status: kind.has_status().then_some(Status::Approved),
-        rejection_reason: None,
         event_name: (kind == EventType::Event).then(|| "deposit".to_string()),
-        payout: None,
-        revenue: None,
-        currency: None,
-        subs: Default::default(),
-        ip: None,
-        user_agent: None,
-        country: None,
-        timestamp: Utc.with_ymd_and_hms(2024, 1, 2, 0, 0, 0).unwrap(),
-        params: BTreeMap::new(),
+        ..Event::bare(kind, "T1", Utc.with_ymd_and_hms(2024, 1, 2, 0, 0, 0).unwrap())
     }
 }
 
