@@ -58,6 +58,8 @@ async fn main() -> anyhow::Result<()> {
         sender: Arc::new(SlotReleasingSender::new(Arc::new(sender))),
         clock: Arc::new(SystemClock),
         jitter: Arc::new(RandomJitter),
+        // One SQLite file holds touches, queue and logs: their joint writes are one commit.
+        combined: Some(store.clone()),
     };
     // Every postback write in this process invalidates the index; the TTL is a backstop.
     let writer_stats = store.clone();
@@ -137,6 +139,11 @@ fn writer_samples(s: StoreStats) -> Vec<Sample> {
             "postback_store_writer_quarantined_firings_total",
             "Queue rows that could not be decoded and were moved aside.",
             s.quarantined_firings,
+        ),
+        counter(
+            "postback_store_delivered_at_lease_total",
+            "Queued firings found already delivered when leased, and dropped unsent.",
+            s.delivered_at_lease,
         ),
     ]
 }

@@ -163,6 +163,7 @@ impl LambdaApp {
             sender: Arc::new(sender),
             clock: Arc::new(SystemClock),
             jitter: Arc::new(RandomJitter),
+            combined: None,
         };
         let app =
             App::new(ports, Policy { retry: settings.retry, catalog_ttl: CATALOG_TTL, breaker: settings.breaker });

@@ -327,6 +327,33 @@ pub trait FiringQueue: Send + Sync {
     }
 }
 
+/// Writes that span the touch store, the queue and the log, made as ONE transaction by a
+/// store that holds all three in one place (the embedded store: one SQLite file, one
+/// writer). With `Ports::combined` unset, the services make the same writes port by port,
+/// in an order that is safe when a crash falls between two of them; with it set, there is
+/// no "between", and a delivered firing or an ingested event costs one commit instead of
+/// two or three. Wire it only with the store that is also the ports' touch store, queue
+/// and log store.
+#[async_trait]
+pub trait CombinedWrites: Send + Sync {
+    /// Ingest's writes, all or nothing: the touches, the firings (queued as by
+    /// `FiringQueue::enqueue`) and the dedupe markers.
+    async fn record_and_enqueue(
+        &self,
+        touches: &[TouchRecord],
+        firings: &[Firing],
+        dedupe_keys: &[String],
+    ) -> StoreResult<()>;
+    /// A delivered firing settled, all or nothing: its entry logged and its delivery id
+    /// marked delivered (as by `LogStore::record_delivered`), and its queue message
+    /// acknowledged. `false`: the id was delivered already; then only the ack is made.
+    async fn settle_delivered(&self, leased: &Leased, entry: &LogEntry) -> StoreResult<bool>;
+    /// Whether the queue checks every message against the delivered markers in the
+    /// transaction that leases it (dropping those delivered), so the dispatcher need not
+    /// read the marker again before sending.
+    fn lease_checks_delivered(&self) -> bool;
+}
+
 /// A breaker as stored, with the version its conditional writes compare.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoredBreaker {

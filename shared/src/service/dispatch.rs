@@ -54,11 +54,13 @@ pub(super) struct Attempt {
     /// `None`: nothing was sent (skipped, not renderable); else whether the send failed
     /// in a retryable way (what the breaker counts).
     pub retryable_failure: Option<bool>,
+    /// The queue message was acknowledged with the entry (`CombinedWrites::settle_delivered`).
+    pub acked: bool,
 }
 
 impl Attempt {
     fn unsent(outcome: AttemptOutcome, entry: LogEntry) -> Self {
-        Self { outcome, entry, retryable_failure: None }
+        Self { outcome, entry, retryable_failure: None, acked: false }
     }
 }
 
@@ -92,7 +94,9 @@ impl Dispatcher {
     pub async fn process(&self, leased: &Leased) -> StoreResult<AttemptOutcome> {
         let queue = &self.app.ports.queue;
         let firing = &leased.firing;
-        if self.app.ports.logs.is_delivered(&firing.delivery_id).await? {
+        // Where the lease itself dropped delivered ids, a leased message is not delivered.
+        let checked_at_lease = self.app.ports.combined.as_ref().is_some_and(|c| c.lease_checks_delivered());
+        if !checked_at_lease && self.app.ports.logs.is_delivered(&firing.delivery_id).await? {
             tracing::info!(delivery_id = %firing.delivery_id, "already delivered; dropping redelivered message");
             queue.ack(leased).await?;
             self.app.metrics.firing(AttemptOutcome::AlreadyDelivered.label());
@@ -108,10 +112,11 @@ impl Dispatcher {
             Admission::Go { probe, healthy } => (probe, healthy),
             Admission::Done(outcome) => return Ok(outcome),
         };
-        let attempt = self.attempt_uncounted(&postback, firing, false).await?;
+        let attempt = self.attempt_uncounted(&postback, firing, false, Some(leased)).await?;
         self.app.metrics.firing(attempt.outcome.label());
         match &attempt.outcome {
             AttemptOutcome::Retrying(at) => queue.retry(leased, &firing.next_attempt(*at)).await?,
+            _ if attempt.acked => {}
             _ => queue.ack(leased).await?,
         }
         // The firing's own fate is settled first; the breaker and alerts follow.
@@ -146,18 +151,21 @@ impl Dispatcher {
         firing: &Firing,
         test: bool,
     ) -> StoreResult<(AttemptOutcome, LogEntry)> {
-        let attempt = self.attempt_uncounted(postback, firing, test).await?;
+        let attempt = self.attempt_uncounted(postback, firing, test, None).await?;
         if !test {
             self.app.metrics.firing(attempt.outcome.label());
         }
         Ok((attempt.outcome, attempt.entry))
     }
 
+    /// `leased`: the queue message this attempt is for, when it comes from the queue; a
+    /// delivered one is then settled with its entry in one write where the store can.
     async fn attempt_uncounted(
         &self,
         postback: &CompiledPostback,
         firing: &Firing,
         test: bool,
+        leased: Option<&Leased>,
     ) -> StoreResult<Attempt> {
         let logs = &self.app.ports.logs;
         let regular = firing.check_status && !test;
@@ -208,12 +216,21 @@ impl Dispatcher {
             }
         }
 
+        let mut acked = false;
         let outcome = match verdict {
             Verdict::Delivered => {
                 entry.outcome = Outcome::Delivered;
+                let settle = leased.zip(self.app.ports.combined.as_ref());
                 if test {
                     logs.append(std::slice::from_ref(&entry)).await?;
                     AttemptOutcome::Delivered
+                } else if let Some((leased, combined)) = settle {
+                    acked = true;
+                    if combined.settle_delivered(leased, &entry).await? {
+                        AttemptOutcome::Delivered
+                    } else {
+                        AttemptOutcome::AlreadyDelivered
+                    }
                 } else if logs.record_delivered(&entry).await? {
                     AttemptOutcome::Delivered
                 } else {
@@ -252,7 +269,7 @@ impl Dispatcher {
             duration_ms = entry.duration_ms,
             "fired"
         );
-        Ok(Attempt { outcome, entry, retryable_failure: Some(retryable_failure) })
+        Ok(Attempt { outcome, entry, retryable_failure: Some(retryable_failure), acked })
     }
 
     /// Why a regular firing must not go out now: its postback was disabled, or the

@@ -35,7 +35,8 @@ impl App {
     /// statuses) first, then the firings, then the idempotency markers. A crash before
     /// the markers means the tracker gets no 2xx and retries; the retry queues the same
     /// deterministic delivery ids again, which the queue and the delivered markers
-    /// absorb, so nothing is lost and nothing fires twice.
+    /// absorb, so nothing is lost and nothing fires twice. A store that holds all three
+    /// (`Ports::combined`) writes them in one transaction: one commit per request.
     pub async fn ingest(&self, mut events: Vec<Event>) -> ServiceResult<Vec<IngestResult>> {
         let touches = &self.ports.touches;
 
@@ -119,7 +120,9 @@ impl App {
             new_keys.push(key);
         }
 
-        if firings.is_empty() {
+        if let Some(combined) = &self.ports.combined {
+            combined.record_and_enqueue(&records, &firings, &new_keys).await?;
+        } else if firings.is_empty() {
             touches.record_and_mark_seen(&records, &new_keys).await?;
         } else {
             touches.record(&records).await?;

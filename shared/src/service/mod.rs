@@ -29,7 +29,8 @@ use crate::domain::breaker::BreakerPolicy;
 use crate::domain::delivery::RetryPolicy;
 use crate::domain::ValidationError;
 use crate::ports::{
-    Clock, ControlStore, FiringQueue, HttpSender, Jitter, LogStore, PostbackStore, StoreError, TouchStore,
+    Clock, CombinedWrites, ControlStore, FiringQueue, HttpSender, Jitter, LogStore, PostbackStore, StoreError,
+    TouchStore,
 };
 
 /// The adapters a deployment wires in.
@@ -46,6 +47,9 @@ pub struct Ports {
     pub clock: Arc<dyn Clock>,
     /// Retry jitter (`RandomJitter` in deployments).
     pub jitter: Arc<dyn Jitter>,
+    /// The multi-port writes as one transaction, where the touch store, queue and log
+    /// store are one store (the local server); `None` elsewhere.
+    pub combined: Option<Arc<dyn CombinedWrites>>,
 }
 
 /// What the services need from the settings.

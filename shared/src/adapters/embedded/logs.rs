@@ -15,7 +15,7 @@ use crate::domain::stats::HourCounts;
 use crate::ports::{LogStore, ReplayState, StoreResult};
 
 /// A log entry encoded for its row.
-struct LogRow {
+pub(super) struct LogRow {
     id: String,
     postback_id: String,
     transaction_id: String,
@@ -30,7 +30,7 @@ struct LogRow {
 }
 
 impl LogRow {
-    fn new(entry: &LogEntry) -> StoreResult<Self> {
+    pub(super) fn new(entry: &LogEntry) -> StoreResult<Self> {
         Ok(Self {
             id: entry.id.clone(),
             postback_id: entry.postback_id.clone(),
@@ -48,7 +48,7 @@ impl LogRow {
 
     /// Insert unless an entry with this id exists (appending the same entry twice is
     /// harmless).
-    fn insert(&self, conn: &Connection) -> StoreResult<()> {
+    pub(super) fn insert(&self, conn: &Connection) -> StoreResult<()> {
         conn.prepare_cached(
             "INSERT OR IGNORE INTO logs (id, postback_id, transaction_id, kind, offer_id, publisher_id, status_code, \
              outcome, fired_at_ns, body, firing) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
@@ -68,6 +68,28 @@ impl LogRow {
         ])?;
         Ok(())
     }
+}
+
+/// Mark the delivery id delivered and log its entry, unless it was delivered already
+/// (then nothing is written and the answer is `false`).
+pub(super) fn mark_delivered_and_log(
+    conn: &Connection,
+    row: &LogRow,
+    delivery_id: &str,
+    now_ms: i64,
+    cutoff: i64,
+) -> StoreResult<bool> {
+    // An expired marker no longer counts (reads ignore it too).
+    conn.prepare_cached("DELETE FROM delivered WHERE delivery_id = ?1 AND created_at < ?2")?
+        .execute((delivery_id, cutoff))?;
+    let marked = conn
+        .prepare_cached("INSERT OR IGNORE INTO delivered (delivery_id, created_at) VALUES (?1, ?2)")?
+        .execute((delivery_id, now_ms))?;
+    if marked == 0 {
+        return Ok(false);
+    }
+    row.insert(conn)?;
+    Ok(true)
 }
 
 fn read_entry(body: &str, firing: Option<&str>) -> StoreResult<LogEntry> {
@@ -91,20 +113,7 @@ impl LogStore for EmbeddedStore {
         let delivery_id = entry.delivery_id.clone();
         let now = Utc::now();
         let (now_ms, cutoff) = (millis(now), millis(self.cutoff(now)));
-        self.write(move |conn| {
-            // An expired marker no longer counts (reads ignore it too).
-            conn.prepare_cached("DELETE FROM delivered WHERE delivery_id = ?1 AND created_at < ?2")?
-                .execute((&delivery_id, cutoff))?;
-            let marked = conn
-                .prepare_cached("INSERT OR IGNORE INTO delivered (delivery_id, created_at) VALUES (?1, ?2)")?
-                .execute((&delivery_id, now_ms))?;
-            if marked == 0 {
-                return Ok(false);
-            }
-            row.insert(conn)?;
-            Ok(true)
-        })
-        .await
+        self.write(move |conn| mark_delivered_and_log(conn, &row, &delivery_id, now_ms, cutoff)).await
     }
 
     async fn is_delivered(&self, delivery_id: &str) -> StoreResult<bool> {

@@ -6,6 +6,7 @@
 //! through a small pool of read-only connections (see `readers`). `EmbeddedStore` is a
 //! cheap handle (an `Arc`) implementing all five storage ports.
 
+mod combined;
 mod control;
 mod logs;
 mod postbacks;
@@ -99,6 +100,9 @@ pub struct StoreStats {
     pub stale_receipts: u64,
     /// Queue rows whose payload could not be decoded, moved to `firings_quarantine`.
     pub quarantined_firings: u64,
+    /// Queued firings found already delivered when leased (a crash between a delivery
+    /// and its ack in an older version), dropped instead of handed out.
+    pub delivered_at_lease: u64,
     /// Sum over jobs of the time from submit to the start of their transaction, in µs.
     pub queue_wait_micros_total: u64,
     /// The longest such wait seen, in µs.
@@ -175,6 +179,7 @@ impl EmbeddedStore {
             largest_batch: c.largest_batch.load(Ordering::Relaxed),
             stale_receipts: c.stale_receipts.load(Ordering::Relaxed),
             quarantined_firings: c.quarantined_firings.load(Ordering::Relaxed),
+            delivered_at_lease: c.delivered_at_lease.load(Ordering::Relaxed),
             queue_wait_micros_total: c.queue_wait_micros_total.load(Ordering::Relaxed),
             queue_wait_micros_max: c.queue_wait_micros_max.load(Ordering::Relaxed),
         }

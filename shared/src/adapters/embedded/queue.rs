@@ -21,7 +21,7 @@ const MAX_RECEIVE: usize = 1_000;
 
 /// Insert a firing unless it is queued already or was delivered (a re-enqueued
 /// delivered firing must not fire again).
-fn insert_firing(conn: &Connection, row: &Row, cutoff: i64) -> StoreResult<()> {
+pub(super) fn insert_firing(conn: &Connection, row: &Row, cutoff: i64) -> StoreResult<()> {
     conn.prepare_cached(
         "INSERT OR IGNORE INTO firings (delivery_id, due_at, lease_until, lease_token, payload, destination) \
          SELECT ?1, ?2, 0, NULL, ?3, ?5 \
@@ -32,7 +32,7 @@ fn insert_firing(conn: &Connection, row: &Row, cutoff: i64) -> StoreResult<()> {
 }
 
 /// A firing as its queue row's columns.
-struct Row {
+pub(super) struct Row {
     delivery_id: String,
     due_at: i64,
     payload: String,
@@ -40,7 +40,7 @@ struct Row {
 }
 
 impl Row {
-    fn of(firing: &Firing) -> StoreResult<Row> {
+    pub(super) fn of(firing: &Firing) -> StoreResult<Row> {
         Ok(Row {
             delivery_id: firing.delivery_id.clone(),
             due_at: millis(firing.due_at),
@@ -55,22 +55,48 @@ fn receipt(delivery_id: &str, token: &str) -> String {
 }
 
 /// `(delivery_id, token)`; tokens never contain `:`, delivery ids might.
-fn parse_receipt(receipt: &str) -> Option<(String, String)> {
+pub(super) fn parse_receipt(receipt: &str) -> Option<(String, String)> {
     receipt.rsplit_once(':').map(|(id, token)| (id.to_string(), token.to_string()))
 }
 
-fn note_stale(counters: &WriterCounters, what: &str, receipt: &str) {
+/// Delete the leased row, if the lease is still this receipt's.
+pub(super) fn ack_row(
+    conn: &Connection,
+    delivery_id: &str,
+    token: &str,
+    counters: &WriterCounters,
+    receipt: &str,
+) -> StoreResult<()> {
+    let deleted = conn
+        .prepare_cached("DELETE FROM firings WHERE delivery_id = ?1 AND lease_token = ?2")?
+        .execute((delivery_id, token))?;
+    if deleted == 0 {
+        note_stale(counters, "ack", receipt);
+    }
+    Ok(())
+}
+
+pub(super) fn note_stale(counters: &WriterCounters, what: &str, receipt: &str) {
     counters.stale_receipts.fetch_add(1, Ordering::Relaxed);
     tracing::debug!(receipt, "{what} ignored: the lease was taken over or the firing is gone");
 }
 
+/// A lease taken now, in the queue's milliseconds, and the age before which a delivered
+/// marker has expired.
+#[derive(Debug, Clone, Copy)]
+struct LeaseWindow {
+    now: i64,
+    until: i64,
+    delivered_cutoff: i64,
+}
+
 fn receive_due(
     conn: &Connection,
-    now: i64,
-    lease_until: i64,
+    window: LeaseWindow,
     max: usize,
     counters: &WriterCounters,
 ) -> StoreResult<Vec<Leased>> {
+    let now = window.now;
     let due: Vec<(String, String)> = conn
         .prepare_cached(
             "SELECT delivery_id, payload FROM firings WHERE max(due_at, lease_until) <= ?1 \
@@ -78,7 +104,7 @@ fn receive_due(
         )?
         .query_map((now, i64::try_from(max).unwrap_or(i64::MAX)), |row| Ok((row.get(0)?, row.get(1)?)))?
         .collect::<Result<_, _>>()?;
-    lease_rows(conn, due, now, lease_until, counters)
+    lease_rows(conn, due, window, counters)
 }
 
 /// The due rows `receive_fair` hands out, earliest visible first: none of a full
@@ -86,12 +112,12 @@ fn receive_due(
 /// another than it has room for (counted here).
 fn receive_due_fair(
     conn: &Connection,
-    now: i64,
-    lease_until: i64,
+    window: LeaseWindow,
     max: usize,
     in_flight: &InFlight,
     counters: &WriterCounters,
 ) -> StoreResult<Vec<Leased>> {
+    let now = window.now;
     let full = full_json(in_flight)?;
     let mut chosen = Vec::with_capacity(max);
     {
@@ -124,7 +150,7 @@ fn receive_due_fair(
             Ok((id, text))
         })
         .collect::<StoreResult<Vec<_>>>()?;
-    lease_rows(conn, due, now, lease_until, counters)
+    lease_rows(conn, due, window, counters)
 }
 
 /// The full destinations as a JSON array, for `json_each`.
@@ -133,18 +159,28 @@ fn full_json(in_flight: &InFlight) -> StoreResult<String> {
     serde_json::to_string(&full).map_err(|e| crate::ports::StoreError::Corrupt(format!("destinations: {e}")))
 }
 
-/// Lease these `(delivery_id, payload)` rows; an unreadable one is quarantined.
+/// Lease these `(delivery_id, payload)` rows; an unreadable one is quarantined, and one
+/// whose delivery id is marked delivered (a crash between its delivery and its ack, in a
+/// version that made them two commits) is dropped: so a leased firing is never a
+/// delivered one (`CombinedWrites::lease_checks_delivered`).
 fn lease_rows(
     conn: &Connection,
     due: Vec<(String, String)>,
-    now: i64,
-    lease_until: i64,
+    window: LeaseWindow,
     counters: &WriterCounters,
 ) -> StoreResult<Vec<Leased>> {
+    let (now, lease_until) = (window.now, window.until);
     let mut lease =
         conn.prepare_cached("UPDATE firings SET lease_until = ?2, lease_token = ?3 WHERE delivery_id = ?1")?;
+    let mut delivered = conn.prepare_cached("SELECT 1 FROM delivered WHERE delivery_id = ?1 AND created_at >= ?2")?;
     let mut leased = Vec::with_capacity(due.len());
     for (delivery_id, payload) in due {
+        if delivered.exists((&delivery_id, window.delivered_cutoff))? {
+            conn.prepare_cached("DELETE FROM firings WHERE delivery_id = ?1")?.execute([&delivery_id])?;
+            counters.delivered_at_lease.fetch_add(1, Ordering::Relaxed);
+            tracing::info!(delivery_id, "already delivered; dropping its queued firing");
+            continue;
+        }
         let firing: Firing = match decode(&payload, "firing") {
             Ok(firing) => firing,
             Err(e) => {
@@ -167,11 +203,15 @@ fn lease_rows(
 }
 
 impl EmbeddedStore {
-    /// Now and the end of a lease taken now, in the queue's milliseconds.
-    fn lease_window(&self) -> (i64, i64) {
+    /// A lease taken now.
+    fn lease_window(&self) -> LeaseWindow {
         let now = Utc::now();
         let lease = chrono::Duration::from_std(self.core.options.lease).unwrap_or(chrono::Duration::MAX);
-        (millis(now), millis(now.checked_add_signed(lease).unwrap_or(DateTime::<Utc>::MAX_UTC)))
+        LeaseWindow {
+            now: millis(now),
+            until: millis(now.checked_add_signed(lease).unwrap_or(DateTime::<Utc>::MAX_UTC)),
+            delivered_cutoff: millis(self.cutoff(now)),
+        }
     }
 }
 
@@ -194,9 +234,9 @@ impl FiringQueue for EmbeddedStore {
         if max == 0 {
             return Ok(Vec::new());
         }
-        let (now, lease_until) = self.lease_window();
+        let window = self.lease_window();
         let counters = Arc::clone(&self.core.counters);
-        self.write(move |conn| receive_due(conn, now, lease_until, max, &counters)).await
+        self.write(move |conn| receive_due(conn, window, max, &counters)).await
     }
 
     async fn receive_fair(&self, max: usize, in_flight: &InFlight) -> StoreResult<Vec<Leased>> {
@@ -204,10 +244,10 @@ impl FiringQueue for EmbeddedStore {
         if max == 0 {
             return Ok(Vec::new());
         }
-        let (now, lease_until) = self.lease_window();
+        let window = self.lease_window();
         let counters = Arc::clone(&self.core.counters);
         let in_flight = in_flight.clone();
-        self.write(move |conn| receive_due_fair(conn, now, lease_until, max, &in_flight, &counters)).await
+        self.write(move |conn| receive_due_fair(conn, window, max, &in_flight, &counters)).await
     }
 
     async fn next_due_fair(&self, in_flight: &InFlight) -> StoreResult<Option<DateTime<Utc>>> {
@@ -233,16 +273,7 @@ impl FiringQueue for EmbeddedStore {
             return Ok(());
         };
         let receipt = leased.receipt.clone();
-        self.write(move |conn| {
-            let deleted = conn
-                .prepare_cached("DELETE FROM firings WHERE delivery_id = ?1 AND lease_token = ?2")?
-                .execute((&delivery_id, &token))?;
-            if deleted == 0 {
-                note_stale(&counters, "ack", &receipt);
-            }
-            Ok(())
-        })
-        .await
+        self.write(move |conn| ack_row(conn, &delivery_id, &token, &counters, &receipt)).await
     }
 
     async fn retry(&self, leased: &Leased, next: &Firing) -> StoreResult<()> {

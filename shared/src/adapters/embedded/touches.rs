@@ -12,14 +12,14 @@ use crate::domain::event::{CurrentStatus, Event, Status, StatusKey};
 use crate::ports::{StoreResult, TouchRecord, TouchStore};
 
 /// One row to upsert, prepared (encoded) before it reaches the writer thread.
-enum TouchRow {
+pub(super) enum TouchRow {
     /// A click or impression, stored whole; the latest per (transaction, kind) wins.
     Whole { transaction_id: String, kind: &'static str, event: String },
     /// A conversion's or named event's current status; the latest report wins.
     Status { transaction_id: String, key: String, current: String },
 }
 
-fn touch_row(event: &Event) -> StoreResult<TouchRow> {
+pub(super) fn touch_row(event: &Event) -> StoreResult<TouchRow> {
     Ok(match event.status_key() {
         None => TouchRow::Whole {
             transaction_id: event.transaction_id.clone(),
@@ -119,7 +119,7 @@ impl TouchStore for EmbeddedStore {
     }
 }
 
-fn write_touches(conn: &Connection, rows: &[TouchRow], now: i64) -> StoreResult<()> {
+pub(super) fn write_touches(conn: &Connection, rows: &[TouchRow], now: i64) -> StoreResult<()> {
     if rows.is_empty() {
         return Ok(());
     }
@@ -142,7 +142,7 @@ fn write_touches(conn: &Connection, rows: &[TouchRow], now: i64) -> StoreResult<
     Ok(())
 }
 
-fn write_seen(conn: &Connection, keys: &[String], now: i64, cutoff: i64) -> StoreResult<()> {
+pub(super) fn write_seen(conn: &Connection, keys: &[String], now: i64, cutoff: i64) -> StoreResult<()> {
     if keys.is_empty() {
         return Ok(());
     }

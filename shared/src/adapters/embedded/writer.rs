@@ -25,6 +25,8 @@ pub(crate) struct WriterCounters {
     pub largest_batch: AtomicU64,
     pub stale_receipts: AtomicU64,
     pub quarantined_firings: AtomicU64,
+    /// Queued firings found delivered when leased, and dropped.
+    pub delivered_at_lease: AtomicU64,
     /// Queue wait (submit to the start of its batch's transaction), summed over jobs and
     /// the longest seen, in µs: two relaxed atomics per batch, cheap enough to keep on.
     pub queue_wait_micros_total: AtomicU64,

@@ -35,6 +35,7 @@ fn app() -> axum::Router {
         sender: Arc::new(ScriptedSender::with_clock(clock.clone())),
         clock,
         jitter: Arc::new(FixedJitter(0.5)),
+        combined: None,
     };
     let retry = RetryPolicy { max_attempts: 3, base_delay: Duration::from_secs(10) };
     let app = App::new(ports, Policy { retry, catalog_ttl: Duration::from_secs(60), breaker: Default::default() });

@@ -89,6 +89,7 @@ impl World {
             sender: sender.clone(),
             clock: clock.clone(),
             jitter,
+            combined: None,
         };
         let app = App::new(ports, Policy { retry, catalog_ttl: Duration::from_secs(60), breaker });
         Self { app, clock, memory, sender }
