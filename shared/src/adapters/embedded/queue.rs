@@ -3,7 +3,7 @@
 //! `now + lease`); `ack`/`retry` act only while the token still matches, so a consumer
 //! whose lease ran out and was taken over cannot delete or replace the new holder's row.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
@@ -118,30 +118,44 @@ fn receive_due_fair(
     counters: &WriterCounters,
 ) -> StoreResult<Vec<Leased>> {
     let now = window.now;
-    let full = full_json(in_flight)?;
-    let mut chosen = Vec::with_capacity(max);
-    {
-        let mut select = conn.prepare_cached(
-            "SELECT delivery_id, destination FROM firings WHERE max(due_at, lease_until) <= ?1 \
-             AND (destination IS NULL OR destination NOT IN (SELECT value FROM json_each(?2))) \
-             ORDER BY max(due_at, lease_until)",
-        )?;
-        let mut rows = select.query((now, &full))?;
-        let mut taken: HashMap<String, usize> = HashMap::new();
+    let mut excluded: Vec<String> = in_flight.full().map(str::to_string).collect();
+    let mut chosen: Vec<String> = Vec::with_capacity(max);
+    let mut chosen_ids: HashSet<String> = HashSet::with_capacity(max);
+    let mut taken: HashMap<String, usize> = HashMap::new();
+    let mut select = conn.prepare_cached(
+        "SELECT delivery_id, destination FROM firings WHERE max(due_at, lease_until) <= ?1 \
+         AND (destination IS NULL OR destination NOT IN (SELECT value FROM json_each(?2))) \
+         ORDER BY max(due_at, lease_until)",
+    )?;
+    // A destination that runs out of room during the scan is added to the excluded ones
+    // and the scan starts again (from the top: the rows chosen so far are not leased yet
+    // and are passed over by id), so a long backlog of one destination is skipped by the
+    // index instead of being read row by row on every receive.
+    'scan: loop {
+        let excluded_json = serde_json::to_string(&excluded)
+            .map_err(|e| crate::ports::StoreError::Corrupt(format!("destinations: {e}")))?;
+        let mut rows = select.query((now, &excluded_json))?;
         while chosen.len() < max {
-            let Some(row) = rows.next()? else { break };
+            let Some(row) = rows.next()? else { break 'scan };
             let delivery_id: String = row.get(0)?;
+            if chosen_ids.contains(&delivery_id) {
+                continue;
+            }
             if let Some(destination) = row.get::<_, Option<String>>(1)? {
                 let room = in_flight.room(&destination);
-                let count = taken.entry(destination).or_default();
+                let count = taken.entry(destination.clone()).or_default();
                 if *count >= room {
-                    continue;
+                    excluded.push(destination);
+                    continue 'scan;
                 }
                 *count += 1;
             }
+            chosen_ids.insert(delivery_id.clone());
             chosen.push(delivery_id);
         }
+        break;
     }
+    drop(select);
     let mut payload = conn.prepare_cached("SELECT payload FROM firings WHERE delivery_id = ?1")?;
     let due = chosen
         .into_iter()
