@@ -119,7 +119,7 @@ impl LogStore for EmbeddedStore {
     async fn is_delivered(&self, delivery_id: &str) -> StoreResult<bool> {
         let delivery_id = delivery_id.to_string();
         let cutoff = millis(self.cutoff(Utc::now()));
-        self.read(move |conn| {
+        self.read_point(move |conn| {
             Ok(conn
                 .prepare_cached("SELECT 1 FROM delivered WHERE delivery_id = ?1 AND created_at >= ?2")?
                 .exists((&delivery_id, cutoff))?)

@@ -259,6 +259,15 @@ impl EmbeddedStore {
     {
         self.core.readers.read(op).await
     }
+
+    /// A point read on the calling thread (see `ReadPool::read_point`).
+    async fn read_point<T, F>(&self, op: F) -> StoreResult<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> StoreResult<T> + Send + 'static,
+    {
+        self.core.readers.read_point(op).await
+    }
 }
 
 /// Create the parent folder, and the file itself readable by its owner only: the store

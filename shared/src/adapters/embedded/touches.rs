@@ -43,12 +43,15 @@ pub(super) fn touch_row(event: &Event) -> StoreResult<TouchRow> {
     })
 }
 
+/// Most dedupe keys looked up on the calling thread (`EmbeddedStore::read_point`).
+const POINT_READ_KEYS: usize = 16;
+
 #[async_trait]
 impl TouchStore for EmbeddedStore {
     async fn get_click(&self, transaction_id: &str) -> StoreResult<Option<Event>> {
         let transaction_id = transaction_id.to_string();
         let cutoff = millis(self.cutoff(Utc::now()));
-        self.read(move |conn| {
+        self.read_point(move |conn| {
             let event: Option<String> = conn
                 .prepare_cached(
                     "SELECT event FROM touches WHERE transaction_id = ?1 AND kind = 'click' AND created_at >= ?2",
@@ -63,7 +66,7 @@ impl TouchStore for EmbeddedStore {
     async fn get_status(&self, transaction_id: &str, key: &StatusKey) -> StoreResult<Option<CurrentStatus>> {
         let (transaction_id, key) = (transaction_id.to_string(), key.as_key());
         let cutoff = millis(self.cutoff(Utc::now()));
-        self.read(move |conn| {
+        self.read_point(move |conn| {
             let current: Option<String> = conn
                 .prepare_cached(
                     "SELECT current FROM statuses WHERE transaction_id = ?1 AND status_key = ?2 AND created_at >= ?3",
@@ -85,7 +88,7 @@ impl TouchStore for EmbeddedStore {
         }
         let keys = dedupe_keys.to_vec();
         let cutoff = millis(self.cutoff(Utc::now()));
-        self.read(move |conn| {
+        let lookup = move |conn: &rusqlite::Connection| {
             let mut lookup = conn.prepare_cached("SELECT 1 FROM seen WHERE dedupe_key = ?1 AND created_at >= ?2")?;
             let mut found = HashSet::new();
             for key in keys {
@@ -94,8 +97,13 @@ impl TouchStore for EmbeddedStore {
                 }
             }
             Ok(found)
-        })
-        .await
+        };
+        // A few probes are a point read; a batch's hundreds go to the blocking pool.
+        if dedupe_keys.len() <= POINT_READ_KEYS {
+            self.read_point(lookup).await
+        } else {
+            self.read(lookup).await
+        }
     }
 
     async fn mark_seen(&self, dedupe_keys: &[String]) -> StoreResult<()> {
