@@ -214,11 +214,18 @@ impl Dispatcher {
                 if test {
                     logs.append(std::slice::from_ref(&entry)).await?;
                     AttemptOutcome::Delivered
-                } else if logs.record_delivered(&entry).await? {
-                    AttemptOutcome::Delivered
                 } else {
-                    // Another consumer delivered the same id meanwhile (at-least-once).
-                    AttemptOutcome::AlreadyDelivered
+                    // The store's own id for a delivered entry, if it has one (DynamoDB:
+                    // the entry is its own delivered marker).
+                    if let Some(id) = logs.delivered_entry_id(&entry.delivery_id) {
+                        entry.id = id;
+                    }
+                    if logs.record_delivered(&entry).await? {
+                        AttemptOutcome::Delivered
+                    } else {
+                        // Another consumer delivered the same id meanwhile (at-least-once).
+                        AttemptOutcome::AlreadyDelivered
+                    }
                 }
             }
             Verdict::Retry(wait) if !test => {
