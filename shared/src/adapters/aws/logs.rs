@@ -1091,6 +1091,56 @@ mod tests {
         assert!(unpack(&flipped).is_err_and(|e| matches!(e, StoreError::Corrupt(_))), "damaged bytes");
     }
 
+    /// The headroom `docs/aws-cost.md` states: the item of a real-looking conversion's
+    /// entry (a long user agent, ten subs, params, a signed URL, a short JSON answer,
+    /// ids of real length) stays under the 1 KB of one write unit.
+    #[test]
+    fn a_full_entry_still_fits_one_write_unit() {
+        let mut firing = crate::testing::fixtures::firing("d_6b0f1c2e9a7d4e5f8a1b2c3d4e5f6a7b", Utc::now());
+        firing.postback_id = "pb_0194f3a2b1c07d3e8f9a0b1c2d3e4f5a".into();
+        let event = &mut firing.event;
+        event.transaction_id = "c7a1e2f3-94b5-4d6c-8e7f-a0b1c2d3e4f5".into();
+        event.user_agent = Some(
+            "Mozilla/5.0 (Linux; Android 14; SM-S918B) AppleWebKit/537.36 (KHTML, like Gecko) \
+             Chrome/124.0.6367.113 Mobile Safari/537.36"
+                .into(),
+        );
+        event.subs = std::array::from_fn(|i| Some(format!("sub{i}-campaign-{}", 1000 + i * 37)));
+        event.params = (0..3).map(|i| (format!("param{i}"), format!("value-{i}-{}", i * 7919))).collect();
+        let mut entry = crate::testing::fixtures::log_entry(&firing, Outcome::Delivered);
+        entry.url = format!(
+            "https://track.affiliate-network.example/postback?clickid={}&payout=12.50&currency=EUR&sig=3f9a0c7d1e2b4a5f",
+            firing.event.transaction_id
+        );
+        entry.response_body = Some(r#"{"status":"ok","conversion_id":"88412973","duplicate":false}"#.into());
+        entry.offer_id = Some("offer-20931".into());
+        entry.publisher_id = Some("pub-77120".into());
+        let config = aws_sdk_dynamodb::Config::builder()
+            .behavior_version(aws_sdk_dynamodb::config::BehaviorVersion::latest())
+            .region(aws_sdk_dynamodb::config::Region::new("us-east-1"))
+            .build();
+        let store =
+            DynamoLogStore::new(aws_sdk_dynamodb::Client::from_conf(config), "logs", chrono::Duration::days(30));
+        entry.id = delivered_entry_id(&entry.delivery_id);
+        let item = store.entry_item(&entry, Utc::now()).unwrap();
+        // DynamoDB's size: names + values (numbers: about a byte per two digits, + 1).
+        let size: usize = item
+            .iter()
+            .map(|(name, value)| {
+                name.len()
+                    + match value {
+                        AttributeValue::S(v) => v.len(),
+                        AttributeValue::B(v) => v.as_ref().len(),
+                        AttributeValue::N(v) => v.len().div_ceil(2) + 1,
+                        _ => 1,
+                    }
+            })
+            .sum();
+        let body = item[BODY].as_b().unwrap().as_ref().len();
+        println!("full entry: {size} bytes, {body} of them the body");
+        assert!(size < 1024, "{size} bytes ({body} of body)");
+    }
+
     #[test]
     fn shards_spread_ids() {
         let mut counts = [0u32; LOG_SHARDS as usize];
