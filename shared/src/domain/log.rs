@@ -41,8 +41,10 @@ impl Outcome {
 /// One firing attempt (or skip). Secrets are redacted before an entry is built.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct LogEntry {
-    /// UUIDv7, minted when the attempt is logged (after its request). Listings are
-    /// ordered by `fired_at`; the id only breaks ties.
+    /// UUIDv7, minted when the attempt is logged (after its request); a delivered
+    /// attempt's entry may carry the id its store asked for instead
+    /// (`LogStore::delivered_entry_id`). Listings are ordered by `fired_at`; the id only
+    /// breaks ties.
     pub id: String,
     pub delivery_id: String,
     pub postback_id: String,

@@ -27,18 +27,24 @@ pub struct HourCounts {
 impl HourCounts {
     /// The counts one log entry adds; `None` for a test entry (not counted).
     pub fn of(entry: &LogEntry) -> Option<HourCounts> {
-        if entry.test {
+        Self::of_outcome(entry.outcome, entry.duration_ms, entry.test)
+    }
+
+    /// The same from an entry's outcome, duration and test flag (a store that counts
+    /// from an index holding only these).
+    pub fn of_outcome(outcome: Outcome, duration_ms: u64, test: bool) -> Option<HourCounts> {
+        if test {
             return None;
         }
         let mut c = HourCounts::default();
-        match entry.outcome {
+        match outcome {
             Outcome::Delivered => c.delivered = 1,
             Outcome::Failed => c.failed = 1,
             Outcome::Retrying => c.retrying = 1,
             Outcome::Skipped => c.skipped = 1,
         }
-        if entry.outcome != Outcome::Skipped {
-            c.duration_ms_sum = entry.duration_ms;
+        if outcome != Outcome::Skipped {
+            c.duration_ms_sum = duration_ms;
             c.attempts = 1;
         }
         Some(c)

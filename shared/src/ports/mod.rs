@@ -97,6 +97,15 @@ pub trait LogStore: Send + Sync {
     /// Append the entry of a delivered attempt and mark its delivery id delivered, in one
     /// atomic write. `Ok(false)` (and nothing written) if it was already delivered.
     async fn record_delivered(&self, entry: &LogEntry) -> StoreResult<bool>;
+    /// The id this store wants the delivered attempt's entry of `delivery_id` to have, if
+    /// it cares: the dispatcher gives the entry this id before `record_delivered`. The
+    /// DynamoDB store derives it from the delivery id so that the entry is its own
+    /// delivered marker (one conditional put instead of a transaction); other stores keep
+    /// the id the service minted (`None`). `record_delivered` accepts any id either way.
+    fn delivered_entry_id(&self, delivery_id: &str) -> Option<String> {
+        let _ = delivery_id;
+        None
+    }
     async fn is_delivered(&self, delivery_id: &str) -> StoreResult<bool>;
     async fn get(&self, id: &str) -> StoreResult<Option<LogEntry>>;
     /// Newest first, filtered, paginated by the opaque cursor.

@@ -224,18 +224,25 @@ impl Dispatcher {
                 if test {
                     logs.append(std::slice::from_ref(&entry)).await?;
                     AttemptOutcome::Delivered
-                } else if let Some((leased, combined)) = settle {
-                    acked = true;
-                    if combined.settle_delivered(leased, &entry).await? {
+                } else {
+                    // The store's own id for a delivered entry, if it has one (DynamoDB:
+                    // the entry is its own delivered marker).
+                    if let Some(id) = logs.delivered_entry_id(&entry.delivery_id) {
+                        entry.id = id;
+                    }
+                    let fresh = match settle {
+                        Some((leased, combined)) => {
+                            acked = true;
+                            combined.settle_delivered(leased, &entry).await?
+                        }
+                        None => logs.record_delivered(&entry).await?,
+                    };
+                    if fresh {
                         AttemptOutcome::Delivered
                     } else {
+                        // Another consumer delivered the same id meanwhile (at-least-once).
                         AttemptOutcome::AlreadyDelivered
                     }
-                } else if logs.record_delivered(&entry).await? {
-                    AttemptOutcome::Delivered
-                } else {
-                    // Another consumer delivered the same id meanwhile (at-least-once).
-                    AttemptOutcome::AlreadyDelivered
                 }
             }
             Verdict::Retry(wait) if !test => {

@@ -16,8 +16,8 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use postback::adapters::aws::{
-    at_expression, config_loader, schedule_name, AwsAdapters, AwsClients, DynamoLogStore, DynamoTouchStore,
-    QueueSettings, ReadBound, ResourceNames, ResourcePlan, SqsFiringQueue,
+    at_expression, config_loader, delivered_entry_id, schedule_name, AwsAdapters, AwsClients, DynamoLogStore,
+    DynamoTouchStore, QueueSettings, ReadBound, ResourceNames, ResourcePlan, SqsFiringQueue,
 };
 use postback::domain::event::{Event, EventType, Status, StatusKey};
 use postback::domain::firing::Firing;
@@ -576,10 +576,102 @@ async fn delivered_markers_are_written_once_with_their_entry() {
     assert!(!logs.record_delivered(&second).await.unwrap(), "already delivered");
     assert_eq!(logs.get(&second.id).await.unwrap(), None, "nothing written when already delivered");
     assert_eq!(logs.get(&first.id).await.unwrap(), Some(first.clone()));
-    // The marker is not a log entry.
-    assert_eq!(logs.get(&format!("delivered#{}", first.delivery_id)).await.unwrap(), None);
+    // An entry with an id of its own gets a bare marker at the delivered id, which is
+    // not a log entry.
+    assert_eq!(logs.get(&delivered_entry_id(&first.delivery_id)).await.unwrap(), None);
     let listed = logs.query(&LogFilter { limit: 10, ..LogFilter::default() }).await.unwrap();
     assert_eq!(listed.items, vec![first]);
+}
+
+/// With `LOG_RETENTION_DAYS` under the 15 days a marker must live, a delivered entry
+/// (its own marker) stays a marker after its retention but is no longer listed, shown
+/// or counted.
+#[tokio::test]
+async fn a_delivered_entry_past_a_short_retention_is_only_a_marker() {
+    require_emulators!();
+    // TTL deletion off, and a retention already over when written.
+    let f = fixture("short-retention", |p| p.ttl_enabled = false).await;
+    let logs = DynamoLogStore::new(f.clients.dynamodb.clone(), &f.names.logs_table, chrono::Duration::seconds(-10));
+    let mut entry = log_entry(Utc::now(), "pb_short", "T1", Outcome::Delivered);
+    entry.id = logs.delivered_entry_id(&entry.delivery_id).unwrap();
+    assert!(logs.record_delivered(&entry).await.unwrap());
+    assert!(logs.is_delivered(&entry.delivery_id).await.unwrap(), "still the marker (15 days)");
+    let mut again = log_entry(Utc::now(), "pb_short", "T1", Outcome::Delivered);
+    again.id = entry.id.clone();
+    assert!(!logs.record_delivered(&again).await.unwrap(), "so a redelivery does not deliver again");
+    assert_eq!(logs.get(&entry.id).await.unwrap(), None, "not shown after the retention");
+    let by_postback = LogFilter { postback_id: Some("pb_short".into()), limit: 10, ..LogFilter::default() };
+    assert!(logs.query(&by_postback).await.unwrap().items.is_empty(), "nor listed");
+    assert!(logs.query(&LogFilter { limit: 10, ..LogFilter::default() }).await.unwrap().items.is_empty());
+    let hour = postback::domain::stats::hour_of(entry.fired_at);
+    assert!(logs.hourly_stats("pb_short", &[hour]).await.unwrap().is_empty(), "nor counted");
+    let states = logs.replay_states(std::slice::from_ref(&entry.delivery_id)).await.unwrap();
+    assert!(states[&entry.delivery_id].delivered, "replay still sees it delivered");
+}
+
+/// Stats are counted from the `by_postback` index; a settled hour is counted once and
+/// kept in its roll-up item (read instead of the index afterwards), the entries younger
+/// than `STATS_SETTLE` are counted on every read and not rolled up, and concurrent
+/// readers never count an entry twice.
+#[tokio::test]
+async fn stats_roll_up_settled_hours_once() {
+    use postback::adapters::aws::STATS_SETTLE;
+    use postback::domain::stats::{hour_of, HourCounts};
+    require_emulators!();
+    let f = fixture("stats-rollup", |_| {}).await;
+    let logs = f.adapters.logs.as_ref();
+    let now = Utc::now();
+    let past = hour_of(now) - chrono::Duration::hours(3);
+    let current = hour_of(now);
+    let at = |hour: DateTime<Utc>, minute: i64| hour + chrono::Duration::minutes(minute);
+    let mut entries = vec![
+        log_entry(at(past, 1), "pb_roll", "T1", Outcome::Delivered),
+        log_entry(at(past, 2), "pb_roll", "T2", Outcome::Delivered),
+        log_entry(at(past, 59), "pb_roll", "T3", Outcome::Failed),
+        log_entry(now, "pb_roll", "T4", Outcome::Delivered),
+    ];
+    let mut test = log_entry(at(past, 3), "pb_roll", "T5", Outcome::Delivered);
+    test.test = true;
+    entries.push(test);
+    logs.append(&entries).await.unwrap();
+
+    let expected_past = HourCounts { delivered: 2, failed: 1, duration_ms_sum: 36, attempts: 3, ..Default::default() };
+    let expected_now = HourCounts { delivered: 1, duration_ms_sum: 12, attempts: 1, ..Default::default() };
+    // Eight readers at once, on hours nobody rolled up yet.
+    let hours = [current, past];
+    let reads = futures::future::try_join_all((0..8).map(|_| logs.hourly_stats("pb_roll", &hours))).await.unwrap();
+    for stats in &reads {
+        assert_eq!((stats.get(&past), stats.get(&current)), (Some(&expected_past), Some(&expected_now)));
+    }
+    let rollup = |hour: DateTime<Utc>| {
+        let f = &f;
+        async move {
+            let id = format!("stats#pb_roll#{}", hour.format("%Y-%m-%dT%H"));
+            let key = aws_sdk_dynamodb::types::AttributeValue::S(id);
+            let out = f.clients.dynamodb.get_item().table_name(&f.names.logs_table).key("id", key).send().await;
+            out.unwrap().item.map(|item| {
+                let number = |name: &str| item[name].as_n().unwrap().parse::<u64>().unwrap();
+                (item["upto"].as_s().unwrap().clone(), number("delivered"), number("failed"), number("attempts"))
+            })
+        }
+    };
+    let end = (past + chrono::Duration::hours(1)).to_rfc3339_opts(chrono::SecondsFormat::Nanos, true);
+    assert_eq!(rollup(past).await, Some((end, 2, 1, 3)), "the settled hour, counted once by eight readers");
+    if let Some((upto, delivered, ..)) = rollup(current).await {
+        assert!(upto <= (Utc::now() - STATS_SETTLE).to_rfc3339_opts(chrono::SecondsFormat::Nanos, true));
+        assert_eq!(delivered, 0, "the entry of a moment ago is not final yet");
+    }
+
+    // An entry that turns up in the settled hour now (it cannot: entries are written
+    // within a function's timeout) is not counted: the roll-up is read, not the index.
+    logs.append(&[log_entry(at(past, 30), "pb_roll", "T6", Outcome::Delivered)]).await.unwrap();
+    // One more of now is.
+    logs.append(&[log_entry(Utc::now(), "pb_roll", "T7", Outcome::Failed)]).await.unwrap();
+    let stats = logs.hourly_stats("pb_roll", &[current, past]).await.unwrap();
+    assert_eq!(stats.get(&past), Some(&expected_past));
+    let mut now_counts = expected_now;
+    now_counts.add(&HourCounts { failed: 1, duration_ms_sum: 12, attempts: 1, ..Default::default() });
+    assert_eq!(stats.get(&current), Some(&now_counts));
 }
 
 // ---------------------------------------------------------------------------------

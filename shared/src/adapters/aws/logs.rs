@@ -7,27 +7,36 @@
 //! FilterExpression. The cursor is the last entry's `fired_at` and id, i.e. its
 //! `fired_key`: every index resumes below it.
 //!
-//! Delivered markers (`delivered#<delivery id>`) share the table; they carry no index
-//! attributes, so no listing sees them.
+//! An entry is one item: its JSON (with the firing) deflated in `body`, plus the key,
+//! index and filter attributes; under 1 KB for ordinary entries, so one write unit.
+//!
+//! The delivered attempt's entry is its own delivered marker: its id is derived from the
+//! delivery id (`delivered_entry_id`), and one conditional `PutItem` writes it only if no
+//! live item has that id, so `is_delivered` is a `GetItem` of that id. An entry given
+//! another id gets a bare marker item at the delivered id instead, in a transaction with
+//! the entry. Stats are counted from the `by_postback` index when
+//! read, and the settled part of each hour is kept in a roll-up item (`hourly_stats`).
 
 use std::collections::{BTreeMap, VecDeque};
 
 use async_trait::async_trait;
-use aws_sdk_dynamodb::types::{AttributeValue, Put, TransactWriteItem, Update};
+use aws_sdk_dynamodb::primitives::Blob;
+use aws_sdk_dynamodb::types::{AttributeValue, Put, TransactWriteItem};
 use chrono::{DateTime, SecondsFormat, Utc};
 use futures::future::try_join_all;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
 
 use super::error::{build_error, unavailable};
 use super::item::{
-    batch_get, batch_put, doc, expires_at, get_consistent, get_i64, get_s, is_expired, n, s, to_json, Item, DOC,
-    EXPIRES_AT,
+    batch_get, batch_put, expires_at, get_consistent, get_i64, get_s, is_expired, n, s, Item, EXPIRES_AT,
 };
 use super::resources::{LOGS_BY_POSTBACK, LOGS_BY_TRANSACTION, LOGS_NEWEST, LOGS_SORT_KEY};
 use crate::domain::firing::Firing;
 use crate::domain::log::{
-    Cursor, LogColumn, LogEntry, LogFilter, LogOp, LogPage, LogPredicate, DEFAULT_LOG_LIMIT, MAX_LOG_LIMIT,
+    Cursor, LogColumn, LogEntry, LogFilter, LogOp, LogPage, LogPredicate, Outcome, DEFAULT_LOG_LIMIT, MAX_LOG_LIMIT,
 };
-use crate::domain::stats::{hour_of, HourCounts};
+use crate::domain::stats::HourCounts;
 use crate::ports::{LogStore, ReplayState, StoreError, StoreResult};
 
 /// Shards of the `newest` index: each index partition takes ~1000 writes/s, so four
@@ -36,7 +45,8 @@ use crate::ports::{LogStore, ReplayState, StoreError, StoreResult};
 pub const LOG_SHARDS: u32 = 4;
 
 const ID: &str = "id";
-const FIRING: &str = "firing";
+/// The entry and its firing as deflated JSON (`Stored`), a binary attribute.
+const BODY: &str = "body";
 const POSTBACK_ID: &str = "postback_id";
 const TRANSACTION_ID: &str = "transaction_id";
 const SHARD: &str = "log_shard";
@@ -46,10 +56,17 @@ const PUBLISHER_ID: &str = "publisher_id";
 const STATUS_CODE: &str = "status_code";
 const OUTCOME: &str = "outcome";
 const TEST: &str = "test";
+/// Projected into `by_postback` only, for the stats.
+const DURATION_MS: &str = "duration_ms";
+/// A delivered entry kept past `LOG_RETENTION_DAYS` as a marker (retention under
+/// `MIN_MARKER_TTL`) is listed and shown only until then.
+const LISTED_UNTIL: &str = "listed_until";
+/// A bare delivered marker's pointer to its entry (entries not given
+/// `delivered_entry_id`).
+const LOG_ID: &str = "log_id";
 /// The indexes' sort key (`fired_key`).
 const FIRED_KEY: &str = LOGS_SORT_KEY;
 
-const DELIVERED_PREFIX: &str = "delivered#";
 /// Replay markers (`replayed#<delivery id>`): the `fired_key` of the newest entry of the
 /// delivery id a bulk replay queued again, in `replayed_key` (not `fired_key`: no
 /// index may list them).
@@ -57,8 +74,19 @@ const REPLAYED_PREFIX: &str = "replayed#";
 const REPLAYED_KEY: &str = "replayed_key";
 /// Marker reads and writes in flight at once during a replay selection.
 const MARKER_CONCURRENCY: usize = 16;
-/// Ids of the per-postback hourly counter items.
+/// Ids of the per-postback hourly roll-up items.
 const STATS_PREFIX: &str = "stats#";
+/// A roll-up's position: every entry of its hour with `fired_key` below this time key
+/// is in its counts.
+const UPTO: &str = "upto";
+/// How long after `fired_at` an entry can still be written: above the longest function
+/// timeout (dispatch 60 s, config-api 29 s; `template_check` asserts it) and the index's
+/// propagation. Entries older than this are final and go into the roll-ups.
+pub const STATS_SETTLE: chrono::Duration = chrono::Duration::minutes(5);
+/// Hours counted from the index at once.
+const STATS_CONCURRENCY: usize = 8;
+/// A stored body inflates to at most this (an entry keeps ≤ 4 KB of response body).
+const MAX_BODY_BYTES: usize = 1 << 20;
 /// A delivered marker outlives any redelivery of the message that delivered: SQS keeps
 /// messages 14 days (and a DLQ redrive can bring one back within that time).
 const MIN_MARKER_TTL: chrono::Duration = chrono::Duration::days(15);
@@ -116,6 +144,90 @@ pub(crate) fn time_key(t: DateTime<Utc>) -> String {
 /// `#`, its id. Ordered as the listing is: by `fired_at`, then by id.
 fn fired_key(fired_at: DateTime<Utc>, id: &str) -> String {
     format!("{}#{id}", time_key(fired_at))
+}
+
+/// The id of a delivery's delivered entry, which is also its delivered marker's key: a
+/// UUIDv8 of SHA-256(`delivered|` + delivery id). Distinct from every UUIDv7 the service
+/// mints (version 8), and a delivery id has one delivered attempt.
+pub fn delivered_entry_id(delivery_id: &str) -> String {
+    let digest = Sha256::new().chain_update(b"delivered|").chain_update(delivery_id.as_bytes()).finalize();
+    let mut bytes = [0u8; 16];
+    bytes.copy_from_slice(&digest[..16]);
+    uuid::Builder::from_custom_bytes(bytes).into_uuid().to_string()
+}
+
+/// What `body` holds: the entry (whose own serialized form leaves the firing out: it is
+/// not API output) and its firing.
+#[derive(Serialize)]
+struct StoredRef<'a> {
+    entry: &'a LogEntry,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    firing: Option<&'a Firing>,
+}
+
+#[derive(Deserialize)]
+struct Stored {
+    entry: LogEntry,
+    #[serde(default)]
+    firing: Option<Firing>,
+}
+
+/// `body`'s first byte: how the rest is encoded. 1 = raw deflate with `DICTIONARY_V1`.
+/// The dictionary is part of the stored format: changing it needs a new version (and
+/// reading the old one kept).
+const BODY_V1: u8 = 1;
+/// A preset deflate dictionary for `body`: the keys and the common values of an entry and
+/// its firing (an item is compressed alone, so without it the first occurrence of every
+/// key is paid in full). Commonest last: deflate reaches the end of it most cheaply.
+const DICTIONARY_V1: &[u8] = br#"status changed from approved to rejected (reason: ); postback fires on "rejection_reason":"","event_name":"","pending","rejected","next_attempt_at":"","retrying","failed","skipped","resend_of":"","replay_of":"","alert":{"kind":"breaker_opened","Mozilla/5.0 (iPhone; CPU iPhone OS 17_0 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.0 Mobile/15E148 Safari/604.1","Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0.0.0 Safari/537.36","click","event","sub1","sub2","EUR","USD","slot_second":,"destination":"http://{"entry":{"id":"","delivery_id":"d_","postback_id":"pb_","postback_name":"","transaction_id":"","type":"conversion","offer_id":"","publisher_id":"","fired_at":"2026-01-01T00:00:00.000000000Z","attempt":1,"method":"GET","url":"https://","request_headers":{"Content-Type":"application/json","Authorization":"[REDACTED]"},"request_body":null,"status_code":200,"response_body":"OK","error":null,"duration_ms":0,"outcome":"delivered","test":false,"postback_version":1},"firing":{"delivery_id":"d_","postback_id":"pb_","event":{"type":"conversion","transaction_id":"","offer_id":"","publisher_id":"","external_transaction_id":"","status":"approved","payout":"","revenue":"","currency":"","subs":[null,null,null,null,null,null,null,null,null,null],"ip":"","user_agent":"Mozilla/5.0 ","country":"","timestamp":"2026-01-01T00:00:00.000Z","params":{}},"attempt":1,"due_at":"2026-01-01T00:00:00.000000000Z","queued_at":"2026-01-01T00:00:00.000000000Z","check_status":true,"destination":"https://"}}"#;
+
+/// The entry and its firing as JSON, raw-deflated with `DICTIONARY_V1`: 1.3–2 KB of JSON
+/// become ≈ 300–550 bytes, so the item stays under 1 KB (one write unit).
+fn pack(entry: &LogEntry) -> StoreResult<Vec<u8>> {
+    let failed = |e: &dyn std::fmt::Display| StoreError::Corrupt(format!("log entry cannot be compressed: {e}"));
+    let json = serde_json::to_vec(&StoredRef { entry, firing: entry.firing.as_ref() }).map_err(|e| failed(&e))?;
+    let mut compress = flate2::Compress::new(flate2::Compression::best(), false);
+    compress.set_dictionary(DICTIONARY_V1).map_err(|e| failed(&e))?;
+    let mut out = Vec::with_capacity(json.len() + 64);
+    out.push(BODY_V1);
+    loop {
+        let consumed = usize::try_from(compress.total_in()).unwrap_or(usize::MAX);
+        let rest = json.get(consumed..).unwrap_or_default();
+        out.reserve(rest.len() / 2 + 64);
+        match compress.compress_vec(rest, &mut out, flate2::FlushCompress::Finish).map_err(|e| failed(&e))? {
+            flate2::Status::StreamEnd => return Ok(out),
+            flate2::Status::Ok | flate2::Status::BufError => {}
+        }
+    }
+}
+
+fn unpack(body: &[u8]) -> StoreResult<LogEntry> {
+    let corrupt = |e: &dyn std::fmt::Display| StoreError::Corrupt(format!("log entry body: {e}"));
+    let Some((&BODY_V1, deflated)) = body.split_first() else {
+        return Err(corrupt(&"unknown encoding"));
+    };
+    let mut decompress = flate2::Decompress::new(false);
+    decompress.set_dictionary(DICTIONARY_V1).map_err(|e| corrupt(&e))?;
+    let mut json = Vec::with_capacity(deflated.len() * 4);
+    loop {
+        let consumed = usize::try_from(decompress.total_in()).unwrap_or(usize::MAX);
+        let rest = deflated.get(consumed..).unwrap_or_default();
+        if json.len() >= MAX_BODY_BYTES {
+            return Err(corrupt(&"larger than any entry"));
+        }
+        json.reserve(deflated.len() * 2 + 256);
+        let before = (decompress.total_in(), decompress.total_out());
+        match decompress.decompress_vec(rest, &mut json, flate2::FlushDecompress::Finish).map_err(|e| corrupt(&e))? {
+            flate2::Status::StreamEnd => break,
+            // No progress with all input given: the stream is cut short.
+            _ if (decompress.total_in(), decompress.total_out()) == before => return Err(corrupt(&"truncated")),
+            _ => {}
+        }
+    }
+    let stored: Stored = serde_json::from_slice(&json).map_err(|e| StoreError::Corrupt(format!("log entry: {e}")))?;
+    let mut entry = stored.entry;
+    entry.firing = stored.firing;
+    Ok(entry)
 }
 
 /// The sort-key range a listing reads: keys at or above `low` (from `from`), below
@@ -182,12 +294,33 @@ struct Plan<'a> {
     names: BTreeMap<String, String>,
     values: BTreeMap<String, AttributeValue>,
     page: i32,
+    now: DateTime<Utc>,
+}
+
+/// The FilterExpression term (with its names; `:now` is the caller's) that keeps live
+/// entries only: not past `expires_at`, and, when delivered entries may outlive the
+/// retention as markers (`listed_until`), not past `listed_until` either.
+fn visible_condition(listed_until: bool) -> (&'static str, BTreeMap<String, String>) {
+    let mut names = BTreeMap::from([("#exp".to_string(), EXPIRES_AT.to_string())]);
+    if listed_until {
+        names.insert("#lu".to_string(), LISTED_UNTIL.to_string());
+        ("#exp > :now AND (attribute_not_exists(#lu) OR #lu > :now)", names)
+    } else {
+        ("#exp > :now", names)
+    }
 }
 
 impl<'a> Plan<'a> {
-    fn new(filter: &'a LogFilter, index: &str, want: usize, page_items: i32, now: DateTime<Utc>) -> Plan<'a> {
-        let mut conditions = vec!["#exp > :now".to_string()];
-        let mut names = BTreeMap::from([("#exp".to_string(), EXPIRES_AT.to_string())]);
+    fn new(
+        filter: &'a LogFilter,
+        index: &str,
+        want: usize,
+        page_items: i32,
+        now: DateTime<Utc>,
+        listed_until: bool,
+    ) -> Plan<'a> {
+        let (visible, mut names) = visible_condition(listed_until);
+        let mut conditions = vec![visible.to_string()];
         let mut values = BTreeMap::from([(":now".to_string(), n(now.timestamp()))]);
         let mut add = |attribute: &str, op: &str, value: AttributeValue| {
             let i = names.len();
@@ -243,6 +376,7 @@ impl<'a> Plan<'a> {
             names,
             values,
             page: if filtered { page_items.max(want) } else { want },
+            now,
         }
     }
 }
@@ -259,15 +393,23 @@ impl DynamoLogStore {
         self
     }
 
-    fn entry_item(&self, entry: &LogEntry, now: DateTime<Utc>) -> StoreResult<Item> {
+    /// Whether delivered entries can outlive the retention as markers, and so carry
+    /// `listed_until` that reads must respect.
+    fn markers_outlive_entries(&self) -> bool {
+        self.retention < MIN_MARKER_TTL
+    }
+
+    /// The item of an entry, living until `expires` (the TTL attribute).
+    fn entry_item(&self, entry: &LogEntry, expires: DateTime<Utc>) -> StoreResult<Item> {
         let mut item = Item::from([
             (ID.to_string(), s(&entry.id)),
-            (DOC.to_string(), s(to_json(entry, "log entry")?)),
+            (BODY.to_string(), AttributeValue::B(Blob::new(pack(entry)?))),
             (SHARD.to_string(), s(format!("all#{}", shard_of(&entry.id)))),
             (TYPE.to_string(), s(entry.kind.as_str())),
             (OUTCOME.to_string(), s(entry.outcome.as_str())),
             (FIRED_KEY.to_string(), s(fired_key(entry.fired_at, &entry.id))),
-            (EXPIRES_AT.to_string(), expires_at(now, self.retention)),
+            (DURATION_MS.to_string(), n(entry.duration_ms)),
+            (EXPIRES_AT.to_string(), n(expires.timestamp())),
         ]);
         // Index key attributes may not be empty strings; an entry without one is simply
         // absent from that index.
@@ -284,84 +426,140 @@ impl DynamoLogStore {
         if let Some(code) = entry.status_code {
             item.insert(STATUS_CODE.to_string(), n(code));
         }
-        // The text columns (url, error, response body, ...) are only in `doc`: listings
+        // The text columns (url, error, response body, ...) are only in `body`: listings
         // compare them in memory, so they are not stored twice.
         item.insert(TEST.to_string(), AttributeValue::Bool(entry.test));
-        // The entry's serialized form leaves the firing out (it is not API output).
-        if let Some(firing) = &entry.firing {
-            item.insert(FIRING.to_string(), s(to_json(firing, "log entry firing")?));
-        }
         Ok(item)
     }
 
-    fn parse_entry(item: &Item) -> StoreResult<LogEntry> {
-        let mut entry: LogEntry = doc(item, "log entry")?;
-        if let Some(text) = get_s(item, FIRING) {
-            let firing: Firing =
-                serde_json::from_str(text).map_err(|e| StoreError::Corrupt(format!("log entry firing: {e}")))?;
-            entry.firing = Some(firing);
+    /// The entry an item holds; `None` for the other items of the table (bare delivered
+    /// markers, replay markers, stats roll-ups) and for a delivered entry kept past its
+    /// retention only as a marker.
+    fn parse_entry(item: &Item, now: DateTime<Utc>) -> StoreResult<Option<LogEntry>> {
+        let Some(body) = item.get(BODY) else { return Ok(None) };
+        if get_i64(item, LISTED_UNTIL).is_some_and(|t| t <= now.timestamp()) {
+            return Ok(None);
         }
-        Ok(entry)
+        let body = body.as_b().map_err(|_| StoreError::Corrupt("log entry: body is not binary".into()))?;
+        unpack(body.as_ref()).map(Some)
     }
 
-    /// The counter item of one postback and hour (`GET /postbacks/{id}/stats`). It has
+    /// The roll-up item of one postback and hour (`GET /postbacks/{id}/stats`). It has
     /// no index attributes, so no listing sees it.
     fn stats_id(postback_id: &str, hour: DateTime<Utc>) -> String {
         format!("{STATS_PREFIX}{postback_id}#{}", hour.format("%Y-%m-%dT%H"))
     }
 
-    /// `ADD` the counts to the hour's counter item (created by the first add) and renew
-    /// its expiry: the update expression, its names and its values.
-    fn stats_update(&self, c: &HourCounts, now: DateTime<Utc>) -> (String, Vec<(String, String)>, Item) {
-        let fields = [
-            ("delivered", c.delivered),
-            ("failed", c.failed),
-            ("retrying", c.retrying),
-            ("skipped", c.skipped),
-            ("duration_ms_sum", c.duration_ms_sum),
-            ("attempts", c.attempts),
-        ];
-        let adds: Vec<String> = (0..fields.len()).map(|i| format!("#c{i} :c{i}")).collect();
-        let mut names: Vec<(String, String)> =
-            fields.iter().enumerate().map(|(i, (name, _))| (format!("#c{i}"), name.to_string())).collect();
-        names.push(("#exp".into(), EXPIRES_AT.into()));
-        let mut values: Item = fields.iter().enumerate().map(|(i, (_, v))| (format!(":c{i}"), n(v))).collect();
-        values.insert(":exp".into(), expires_at(now, self.retention));
-        (format!("SET #exp = :exp ADD {}", adds.join(", ")), names, values)
-    }
-
-    fn stats_key(postback_id: &str, hour: DateTime<Utc>) -> Item {
-        Item::from([(ID.to_string(), s(Self::stats_id(postback_id, hour)))])
-    }
-
-    /// One `UpdateItem` per (postback, hour) among these entries (test entries and
-    /// entries without a postback are not counted).
-    async fn count(&self, entries: &[LogEntry], now: DateTime<Utc>) -> StoreResult<()> {
-        let mut groups: BTreeMap<(String, DateTime<Utc>), HourCounts> = BTreeMap::new();
-        for entry in entries.iter().filter(|e| !e.postback_id.is_empty()) {
-            if let Some(c) = HourCounts::of(entry) {
-                groups.entry((entry.postback_id.clone(), hour_of(entry.fired_at))).or_default().add(&c);
+    /// One hour's counts: the roll-up's, plus the entries the `by_postback` index holds
+    /// from the roll-up's position to the end of the hour (one Query, paged). The part
+    /// older than `STATS_SETTLE` is final and becomes the new roll-up (a conditional put
+    /// on the old position, so concurrent readers never add an entry twice).
+    async fn hour_counts(
+        &self,
+        postback_id: &str,
+        hour: DateTime<Utc>,
+        rollup: Option<Rollup>,
+        now: DateTime<Utc>,
+    ) -> StoreResult<HourCounts> {
+        let end = hour + chrono::Duration::hours(1);
+        let (start_key, end_key) = (time_key(hour), time_key(end));
+        let from_key = rollup.as_ref().map(|r| r.upto.clone()).filter(|u| *u > start_key).unwrap_or(start_key);
+        let mut total = rollup.as_ref().map(|r| r.counts).unwrap_or_default();
+        if from_key >= end_key {
+            return Ok(total);
+        }
+        let seal_key = time_key(end.min(now - STATS_SETTLE));
+        let mut sealed = total;
+        let (visible, names) = visible_condition(self.markers_outlive_entries());
+        let mut start = None;
+        loop {
+            // `BETWEEN` is inclusive, and a bare time key sorts below every `time#id` of
+            // that time: this is exactly [from, end).
+            let mut query = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .index_name(LOGS_BY_POSTBACK)
+                .key_condition_expression("#pb = :pb AND #fk BETWEEN :lo AND :hi")
+                .filter_expression(visible)
+                .projection_expression("#fk, #oc, #t, #d")
+                .expression_attribute_names("#pb", POSTBACK_ID)
+                .expression_attribute_names("#fk", FIRED_KEY)
+                .expression_attribute_names("#oc", OUTCOME)
+                .expression_attribute_names("#t", TEST)
+                .expression_attribute_names("#d", DURATION_MS)
+                .expression_attribute_values(":pb", s(postback_id))
+                .expression_attribute_values(":lo", s(&from_key))
+                .expression_attribute_values(":hi", s(&end_key))
+                .expression_attribute_values(":now", n(now.timestamp()))
+                .set_exclusive_start_key(start.take());
+            for (k, v) in &names {
+                query = query.expression_attribute_names(k, v);
+            }
+            let page = query.send().await.map_err(|e| unavailable("DynamoDB Query stats", e))?;
+            for item in page.items() {
+                let test = item.get(TEST).and_then(|v| v.as_bool().ok()).copied().unwrap_or(false);
+                let Some(outcome) = get_s(item, OUTCOME).and_then(Outcome::parse) else { continue };
+                let duration = get_i64(item, DURATION_MS).and_then(|d| u64::try_from(d).ok()).unwrap_or_default();
+                let Some(c) = HourCounts::of_outcome(outcome, duration, test) else { continue };
+                total.add(&c);
+                if get_s(item, FIRED_KEY).is_some_and(|k| k < seal_key.as_str()) {
+                    sealed.add(&c);
+                }
+            }
+            match page.last_evaluated_key {
+                Some(key) if !key.is_empty() => start = Some(key),
+                _ => break,
             }
         }
-        try_join_all(groups.iter().map(|((postback_id, hour), c)| async move {
-            let (expression, names, values) = self.stats_update(c, now);
-            self.client
-                .update_item()
-                .table_name(&self.table)
-                .set_key(Some(Self::stats_key(postback_id, *hour)))
-                .update_expression(expression)
-                .set_expression_attribute_names(Some(names.into_iter().collect()))
-                .set_expression_attribute_values(Some(values))
-                .send()
-                .await
-                .map_err(|e| unavailable("DynamoDB UpdateItem stats", e))
-        }))
-        .await?;
-        Ok(())
+        // Written when entries settled since the roll-up, or once when the hour is over
+        // (so a past hour is read from the index once, even when empty); else the next
+        // read finds the same few entries again, which costs no more than the write.
+        let before = rollup.as_ref().map(|r| r.counts).unwrap_or_default();
+        if seal_key > from_key && (sealed != before || seal_key == end_key) {
+            self.put_rollup(postback_id, hour, &sealed, &seal_key, rollup.as_ref().map(|r| r.upto.as_str())).await;
+        }
+        Ok(total)
     }
 
-    fn marker_id(delivery_id: &str) -> String {
-        format!("{DELIVERED_PREFIX}{delivery_id}")
+    /// Store an hour's roll-up if its position is still `previous` (none: no roll-up
+    /// yet). A lost race or a failed write only means the next read counts more from
+    /// the index: the answer already computed stands, so neither is an error.
+    async fn put_rollup(
+        &self,
+        postback_id: &str,
+        hour: DateTime<Utc>,
+        c: &HourCounts,
+        upto: &str,
+        previous: Option<&str>,
+    ) {
+        let mut put = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .item(ID, s(Self::stats_id(postback_id, hour)))
+            .item(UPTO, s(upto))
+            .item("delivered", n(c.delivered))
+            .item("failed", n(c.failed))
+            .item("retrying", n(c.retrying))
+            .item("skipped", n(c.skipped))
+            .item("duration_ms_sum", n(c.duration_ms_sum))
+            .item("attempts", n(c.attempts))
+            .item(EXPIRES_AT, expires_at(hour + chrono::Duration::hours(1), self.retention))
+            .expression_attribute_names("#upto", UPTO);
+        put = match previous {
+            Some(previous) => {
+                put.condition_expression("#upto = :previous").expression_attribute_values(":previous", s(previous))
+            }
+            None => put.condition_expression("attribute_not_exists(#upto)"),
+        };
+        match put.send().await {
+            Ok(_) => {}
+            Err(e) if e.as_service_error().is_some_and(|s| s.is_conditional_check_failed_exception()) => {}
+            Err(e) => {
+                tracing::warn!(postback_id, %hour, error = %unavailable("DynamoDB PutItem stats roll-up", e), "stats roll-up not stored")
+            }
+        }
     }
 
     async fn get_item(&self, id: &str) -> StoreResult<Option<Item>> {
@@ -423,7 +621,7 @@ impl DynamoLogStore {
             for (key, id) in kept {
                 // Gone since the index was read (expired): not listed.
                 let Some(item) = found.remove(&id) else { continue };
-                let entry = Self::parse_entry(&item)?;
+                let Some(entry) = Self::parse_entry(&item, plan.now)? else { continue };
                 if plan.filter.matches(&entry) {
                     source.buffer.push_back((key, entry));
                 }
@@ -440,31 +638,85 @@ impl DynamoLogStore {
     }
 }
 
+/// An hour's roll-up as stored: the counts of its entries below `upto`.
+#[derive(Debug, Clone)]
+struct Rollup {
+    counts: HourCounts,
+    upto: String,
+}
+
+impl Rollup {
+    /// `None` for an item without a position (not a roll-up).
+    fn of(item: &Item) -> Option<Rollup> {
+        let number = |name: &str| get_i64(item, name).and_then(|v| u64::try_from(v).ok()).unwrap_or_default();
+        Some(Rollup {
+            upto: get_s(item, UPTO)?.to_string(),
+            counts: HourCounts {
+                delivered: number("delivered"),
+                failed: number("failed"),
+                retrying: number("retrying"),
+                skipped: number("skipped"),
+                duration_ms_sum: number("duration_ms_sum"),
+                attempts: number("attempts"),
+            },
+        })
+    }
+}
+
 #[async_trait]
 impl LogStore for DynamoLogStore {
     async fn append(&self, entries: &[LogEntry]) -> StoreResult<()> {
-        let now = Utc::now();
+        let expires = Utc::now() + self.retention;
         // A batch may not repeat a key: the last entry with an id wins.
         let mut by_id = BTreeMap::new();
         for entry in entries {
-            by_id.insert(entry.id.clone(), self.entry_item(entry, now)?);
+            by_id.insert(entry.id.clone(), self.entry_item(entry, expires)?);
         }
-        batch_put(&self.client, &self.table, by_id.into_values().collect()).await?;
-        self.count(entries, now).await
+        batch_put(&self.client, &self.table, by_id.into_values().collect()).await
+    }
+
+    fn delivered_entry_id(&self, delivery_id: &str) -> Option<String> {
+        Some(delivered_entry_id(delivery_id))
     }
 
     async fn record_delivered(&self, entry: &LogEntry) -> StoreResult<bool> {
         let now = Utc::now();
+        let marker_id = delivered_entry_id(&entry.delivery_id);
+        // A marker past its TTL that DynamoDB has not deleted yet no longer counts.
+        let condition = "attribute_not_exists(#id) OR #exp <= :now";
+        let marker_expires = now + self.retention.max(MIN_MARKER_TTL);
+        if entry.id == marker_id {
+            // The entry is the marker: one conditional put, atomic on its own.
+            let mut item = self.entry_item(entry, marker_expires)?;
+            if self.markers_outlive_entries() {
+                item.insert(LISTED_UNTIL.to_string(), n((now + self.retention).timestamp()));
+            }
+            let put = self
+                .client
+                .put_item()
+                .table_name(&self.table)
+                .set_item(Some(item))
+                .condition_expression(condition)
+                .expression_attribute_names("#id", ID)
+                .expression_attribute_names("#exp", EXPIRES_AT)
+                .expression_attribute_values(":now", n(now.timestamp()));
+            return match put.send().await {
+                Ok(_) => Ok(true),
+                Err(e) if e.as_service_error().is_some_and(|s| s.is_conditional_check_failed_exception()) => Ok(false),
+                Err(e) => Err(unavailable("DynamoDB PutItem delivered log entry", e)),
+            };
+        }
+        // An entry with an id of its own: a bare marker at the delivered id, in one
+        // transaction with the entry.
         let marker = Item::from([
-            (ID.to_string(), s(Self::marker_id(&entry.delivery_id))),
-            ("log_id".to_string(), s(&entry.id)),
-            (EXPIRES_AT.to_string(), expires_at(now, self.retention.max(MIN_MARKER_TTL))),
+            (ID.to_string(), s(&marker_id)),
+            (LOG_ID.to_string(), s(&entry.id)),
+            (EXPIRES_AT.to_string(), n(marker_expires.timestamp())),
         ]);
         let marker_put = Put::builder()
             .table_name(&self.table)
             .set_item(Some(marker))
-            // A marker past its TTL that DynamoDB has not deleted yet no longer counts.
-            .condition_expression("attribute_not_exists(#id) OR #exp <= :now")
+            .condition_expression(condition)
             .expression_attribute_names("#id", ID)
             .expression_attribute_names("#exp", EXPIRES_AT)
             .expression_attribute_values(":now", n(now.timestamp()))
@@ -472,29 +724,16 @@ impl LogStore for DynamoLogStore {
             .map_err(|e| build_error("Put", e))?;
         let entry_put = Put::builder()
             .table_name(&self.table)
-            .set_item(Some(self.entry_item(entry, now)?))
+            .set_item(Some(self.entry_item(entry, now + self.retention)?))
             .build()
             .map_err(|e| build_error("Put", e))?;
-        let mut transaction = self
+        let result = self
             .client
             .transact_write_items()
             .transact_items(TransactWriteItem::builder().put(marker_put).build())
-            .transact_items(TransactWriteItem::builder().put(entry_put).build());
-        // The hour's counters in the same transaction: counted exactly once, with the
-        // marker.
-        if let (Some(c), false) = (HourCounts::of(entry), entry.postback_id.is_empty()) {
-            let (expression, names, values) = self.stats_update(&c, now);
-            let update = Update::builder()
-                .table_name(&self.table)
-                .set_key(Some(Self::stats_key(&entry.postback_id, hour_of(entry.fired_at))))
-                .update_expression(expression)
-                .set_expression_attribute_names(Some(names.into_iter().collect()))
-                .set_expression_attribute_values(Some(values))
-                .build()
-                .map_err(|e| build_error("Update", e))?;
-            transaction = transaction.transact_items(TransactWriteItem::builder().update(update).build());
-        }
-        let result = transaction.send().await;
+            .transact_items(TransactWriteItem::builder().put(entry_put).build())
+            .send()
+            .await;
         match result {
             Ok(_) => Ok(true),
             Err(e) => {
@@ -516,39 +755,39 @@ impl LogStore for DynamoLogStore {
     }
 
     async fn is_delivered(&self, delivery_id: &str) -> StoreResult<bool> {
-        Ok(self.get_item(&Self::marker_id(delivery_id)).await?.is_some())
+        Ok(self.get_item(&delivered_entry_id(delivery_id)).await?.is_some())
     }
 
-    /// One `BatchGetItem` of the asked hours' counter items (≤ 100 keys a call).
+    /// One `BatchGetItem` of the asked hours' roll-ups, then per hour one Query of the
+    /// entries after its roll-up's position (see `hour_counts`).
     async fn hourly_stats(
         &self,
         postback_id: &str,
         hours: &[DateTime<Utc>],
     ) -> StoreResult<std::collections::HashMap<DateTime<Utc>, HourCounts>> {
+        use futures::{StreamExt, TryStreamExt};
+        let now = Utc::now();
+        // Hours that have not begun have no entries.
         let keys: BTreeMap<String, DateTime<Utc>> =
-            hours.iter().map(|hour| (Self::stats_id(postback_id, *hour), *hour)).collect();
+            hours.iter().filter(|hour| **hour <= now).map(|hour| (Self::stats_id(postback_id, *hour), *hour)).collect();
         let items =
             batch_get(&self.client, &self.table, keys.keys().map(|id| Item::from([(ID.to_string(), s(id))])).collect())
                 .await?;
-        let now = Utc::now();
-        let number =
-            |item: &Item, name: &str| get_i64(item, name).and_then(|v| u64::try_from(v).ok()).unwrap_or_default();
-        Ok(items
+        let mut rollups: std::collections::HashMap<DateTime<Utc>, Rollup> = items
             .iter()
             .filter(|item| !is_expired(item, now))
-            .filter_map(|item| {
-                let hour = keys.get(get_s(item, ID)?)?;
-                let counts = HourCounts {
-                    delivered: number(item, "delivered"),
-                    failed: number(item, "failed"),
-                    retrying: number(item, "retrying"),
-                    skipped: number(item, "skipped"),
-                    duration_ms_sum: number(item, "duration_ms_sum"),
-                    attempts: number(item, "attempts"),
-                };
-                Some((*hour, counts))
+            .filter_map(|item| Some((*keys.get(get_s(item, ID)?)?, Rollup::of(item)?)))
+            .collect();
+        let work: Vec<(DateTime<Utc>, Option<Rollup>)> =
+            keys.values().map(|hour| (*hour, rollups.remove(hour))).collect();
+        let counted: Vec<(DateTime<Utc>, HourCounts)> = futures::stream::iter(work)
+            .map(|(hour, rollup)| async move {
+                Ok::<_, StoreError>((hour, self.hour_counts(postback_id, hour, rollup, now).await?))
             })
-            .collect())
+            .buffer_unordered(STATS_CONCURRENCY)
+            .try_collect()
+            .await?;
+        Ok(counted.into_iter().filter(|(_, c)| *c != HourCounts::default()).collect())
     }
 
     /// `BatchGetItem` of the ids' delivered and replay markers, 100 keys a call, several
@@ -558,11 +797,13 @@ impl LogStore for DynamoLogStore {
         delivery_ids: &[String],
     ) -> StoreResult<std::collections::HashMap<String, ReplayState>> {
         use futures::{StreamExt, TryStreamExt};
-        let keys: Vec<Item> = delivery_ids
-            .iter()
-            .flat_map(|d| [Self::marker_id(d), format!("{REPLAYED_PREFIX}{d}")])
-            .map(|id| Item::from([(ID.to_string(), s(id))]))
-            .collect();
+        // Item id → (delivery id, whether it is the delivered marker).
+        let mut wanted: std::collections::HashMap<String, (&str, bool)> = std::collections::HashMap::new();
+        for d in delivery_ids {
+            wanted.insert(delivered_entry_id(d), (d.as_str(), true));
+            wanted.insert(format!("{REPLAYED_PREFIX}{d}"), (d.as_str(), false));
+        }
+        let keys: Vec<Item> = wanted.keys().map(|id| Item::from([(ID.to_string(), s(id))])).collect();
         let chunks: Vec<Vec<Item>> = keys.chunks(100).map(<[Item]>::to_vec).collect();
         let found: Vec<Vec<Item>> = futures::stream::iter(chunks)
             .map(|chunk| batch_get(&self.client, &self.table, chunk))
@@ -572,12 +813,12 @@ impl LogStore for DynamoLogStore {
         let now = Utc::now();
         let mut states: std::collections::HashMap<String, ReplayState> = std::collections::HashMap::new();
         for item in found.iter().flatten().filter(|item| !is_expired(item, now)) {
-            let Some(id) = get_s(item, ID) else { continue };
-            if let Some(delivery_id) = id.strip_prefix(DELIVERED_PREFIX) {
-                states.entry(delivery_id.to_string()).or_default().delivered = true;
-            } else if let Some(delivery_id) = id.strip_prefix(REPLAYED_PREFIX) {
-                let mark = get_s(item, REPLAYED_KEY).and_then(cursor_at);
-                states.entry(delivery_id.to_string()).or_default().replayed = mark;
+            let Some(&(delivery_id, delivered)) = get_s(item, ID).and_then(|id| wanted.get(id)) else { continue };
+            let state = states.entry(delivery_id.to_string()).or_default();
+            if delivered {
+                state.delivered = true;
+            } else {
+                state.replayed = get_s(item, REPLAYED_KEY).and_then(cursor_at);
             }
         }
         Ok(states)
@@ -616,10 +857,14 @@ impl LogStore for DynamoLogStore {
     }
 
     async fn get(&self, id: &str) -> StoreResult<Option<LogEntry>> {
-        if id.starts_with(DELIVERED_PREFIX) || id.starts_with(STATS_PREFIX) || id.starts_with(REPLAYED_PREFIX) {
+        // Not an entry's id: no read.
+        if id.starts_with(STATS_PREFIX) || id.starts_with(REPLAYED_PREFIX) {
             return Ok(None);
         }
-        self.get_item(id).await?.map(|item| Self::parse_entry(&item)).transpose()
+        match self.get_item(id).await? {
+            Some(item) => Self::parse_entry(&item, Utc::now()),
+            None => Ok(None),
+        }
     }
 
     async fn query(&self, filter: &LogFilter) -> StoreResult<LogPage> {
@@ -634,7 +879,7 @@ impl LogStore for DynamoLogStore {
             (None, Some(pb)) => (LOGS_BY_POSTBACK, POSTBACK_ID, vec![pb.clone()]),
             (None, None) => (LOGS_NEWEST, SHARD, (0..LOG_SHARDS).map(|i| format!("all#{i}")).collect()),
         };
-        let plan = Plan::new(filter, index, want, self.bound.page_items, Utc::now());
+        let plan = Plan::new(filter, index, want, self.bound.page_items, Utc::now(), self.markers_outlive_entries());
         let inverted = matches!((filter.from, filter.to), (Some(from), Some(to)) if from > to);
         if inverted || plan.range.is_empty() {
             return Ok(LogPage { items: vec![], next_cursor: None });
@@ -813,6 +1058,87 @@ mod tests {
         let range = KeyRange::for_filter(&LogFilter { from: Some(early), ..LogFilter::default() });
         assert!(range.admits(&fired_key(Utc::now(), "x")));
         assert!(time_key(early).starts_with("0000-01-01T00:00:00"));
+    }
+
+    #[test]
+    fn delivered_ids_are_per_delivery_uuids_unlike_minted_ones() {
+        let a = delivered_entry_id("d_0123");
+        assert_eq!(a, delivered_entry_id("d_0123"), "the same for every attempt and process");
+        assert_ne!(a, delivered_entry_id("d_0124"));
+        let parsed = uuid::Uuid::parse_str(&a).unwrap();
+        assert_eq!(parsed.get_version_num(), 8, "never equal to a UUIDv7 the service mints");
+        assert_eq!(parsed.hyphenated().to_string(), a, "the usual text form");
+    }
+
+    #[test]
+    fn bodies_round_trip_with_the_firing_and_shrink() {
+        let firing = crate::testing::fixtures::firing("d_pack", Utc::now());
+        let mut entry = crate::testing::fixtures::log_entry(&firing, Outcome::Delivered);
+        entry.response_body = Some("ok".into());
+        let body = pack(&entry).unwrap();
+        assert_eq!(unpack(&body).unwrap(), entry, "the firing comes back too");
+        let json = serde_json::to_vec(&entry).unwrap().len() + serde_json::to_vec(&firing).unwrap().len();
+        // The dictionary holds the keys: about a third of the JSON is left.
+        assert!(body.len() * 3 < json, "{} bytes deflated from {json}", body.len());
+        let mut without = entry.clone();
+        without.firing = None;
+        assert_eq!(unpack(&pack(&without).unwrap()).unwrap(), without);
+        assert!(matches!(unpack(b"not deflate"), Err(StoreError::Corrupt(_))), "an unknown encoding");
+        assert!(matches!(unpack(&body[..body.len() / 2]), Err(StoreError::Corrupt(_))), "a cut stream");
+        assert!(matches!(unpack(&[]), Err(StoreError::Corrupt(_))));
+        let mut flipped = body.clone();
+        flipped[body.len() / 2] ^= 0xff;
+        assert!(unpack(&flipped).is_err_and(|e| matches!(e, StoreError::Corrupt(_))), "damaged bytes");
+    }
+
+    /// The headroom `docs/aws-cost.md` states: the item of a real-looking conversion's
+    /// entry (a long user agent, ten subs, params, a signed URL, a short JSON answer,
+    /// ids of real length) stays under the 1 KB of one write unit.
+    #[test]
+    fn a_full_entry_still_fits_one_write_unit() {
+        let mut firing = crate::testing::fixtures::firing("d_6b0f1c2e9a7d4e5f8a1b2c3d4e5f6a7b", Utc::now());
+        firing.postback_id = "pb_0194f3a2b1c07d3e8f9a0b1c2d3e4f5a".into();
+        let event = &mut firing.event;
+        event.transaction_id = "c7a1e2f3-94b5-4d6c-8e7f-a0b1c2d3e4f5".into();
+        event.user_agent = Some(
+            "Mozilla/5.0 (Linux; Android 14; SM-S918B) AppleWebKit/537.36 (KHTML, like Gecko) \
+             Chrome/124.0.6367.113 Mobile Safari/537.36"
+                .into(),
+        );
+        event.subs = std::array::from_fn(|i| Some(format!("sub{i}-campaign-{}", 1000 + i * 37)));
+        event.params = (0..3).map(|i| (format!("param{i}"), format!("value-{i}-{}", i * 7919))).collect();
+        let mut entry = crate::testing::fixtures::log_entry(&firing, Outcome::Delivered);
+        entry.url = format!(
+            "https://track.affiliate-network.example/postback?clickid={}&payout=12.50&currency=EUR&sig=3f9a0c7d1e2b4a5f",
+            firing.event.transaction_id
+        );
+        entry.response_body = Some(r#"{"status":"ok","conversion_id":"88412973","duplicate":false}"#.into());
+        entry.offer_id = Some("offer-20931".into());
+        entry.publisher_id = Some("pub-77120".into());
+        let config = aws_sdk_dynamodb::Config::builder()
+            .behavior_version(aws_sdk_dynamodb::config::BehaviorVersion::latest())
+            .region(aws_sdk_dynamodb::config::Region::new("us-east-1"))
+            .build();
+        let store =
+            DynamoLogStore::new(aws_sdk_dynamodb::Client::from_conf(config), "logs", chrono::Duration::days(30));
+        entry.id = delivered_entry_id(&entry.delivery_id);
+        let item = store.entry_item(&entry, Utc::now()).unwrap();
+        // DynamoDB's size: names + values (numbers: about a byte per two digits, + 1).
+        let size: usize = item
+            .iter()
+            .map(|(name, value)| {
+                name.len()
+                    + match value {
+                        AttributeValue::S(v) => v.len(),
+                        AttributeValue::B(v) => v.as_ref().len(),
+                        AttributeValue::N(v) => v.len().div_ceil(2) + 1,
+                        _ => 1,
+                    }
+            })
+            .sum();
+        let body = item[BODY].as_b().unwrap().as_ref().len();
+        println!("full entry: {size} bytes, {body} of them the body");
+        assert!(size < 1024, "{size} bytes ({body} of body)");
     }
 
     #[test]

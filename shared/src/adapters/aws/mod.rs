@@ -26,7 +26,7 @@ use aws_config::timeout::TimeoutConfig;
 use aws_config::{BehaviorVersion, SdkConfig};
 
 pub use control::DynamoControlStore;
-pub use logs::{DynamoLogStore, ReadBound, LOG_SHARDS};
+pub use logs::{delivered_entry_id, DynamoLogStore, ReadBound, LOG_SHARDS, STATS_SETTLE};
 pub use postbacks::DynamoPostbackStore;
 pub use queue::{
     at_expression, leased_from_lambda_message, leased_from_sqs_message, schedule_name, QueueSettings, SqsFiringQueue,

@@ -63,13 +63,33 @@ pub(crate) const LOGS_SORT_KEY: &str = "fired_key";
 
 /// What the log indexes project besides their keys: the attributes a listing's
 /// FilterExpression compares (`logs.rs`), so only matching entries are read from the
-/// table. The text columns (`url`, `error`, `response_body`, `postback_name`,
-/// `event_id`) are compared in memory on the entries read.
-/// (An index's own key attributes are projected anyway and may not be listed.)
-const LOGS_PROJECTED_BY_POSTBACK: &[&str] =
-    &["transaction_id", "type", "outcome", "offer_id", "publisher_id", "status_code", "test", "expires_at"];
-const LOGS_PROJECTED_BY_TRANSACTION: &[&str] =
-    &["postback_id", "type", "outcome", "offer_id", "publisher_id", "status_code", "test", "expires_at"];
+/// table, and `expires_at` / `listed_until` (which entries are live). The text columns
+/// (`url`, `error`, `response_body`, `postback_name`, `event_id`) are compared in memory
+/// on the entries read. `by_postback` also has `duration_ms`: the stats are counted
+/// from it. (An index's own key attributes are projected anyway and may not be listed.)
+const LOGS_PROJECTED_BY_POSTBACK: &[&str] = &[
+    "transaction_id",
+    "type",
+    "outcome",
+    "offer_id",
+    "publisher_id",
+    "status_code",
+    "test",
+    "expires_at",
+    "listed_until",
+    "duration_ms",
+];
+const LOGS_PROJECTED_BY_TRANSACTION: &[&str] = &[
+    "postback_id",
+    "type",
+    "outcome",
+    "offer_id",
+    "publisher_id",
+    "status_code",
+    "test",
+    "expires_at",
+    "listed_until",
+];
 const LOGS_PROJECTED_NEWEST: &[&str] = &[
     "postback_id",
     "transaction_id",
@@ -80,6 +100,7 @@ const LOGS_PROJECTED_NEWEST: &[&str] = &[
     "status_code",
     "test",
     "expires_at",
+    "listed_until",
 ];
 
 /// Postbacks: by id; by type for matching and for listing (see `docs/aws.md`).
@@ -98,7 +119,8 @@ pub const TOUCHES_TABLE: TableDef = TableDef {
     ttl_attribute: Some("expires_at"),
 };
 
-/// Log entries (and delivered markers, which carry no index attributes).
+/// Log entries (a delivered entry is its own delivered marker), bare delivered and
+/// replay markers and stats roll-ups (which carry no index attributes).
 pub const LOGS_TABLE: TableDef = TableDef {
     logical_id: "LogsTable",
     key: KeyDef { hash: "id", range: None },

@@ -8,6 +8,7 @@ use serde_yaml::value::TaggedValue;
 use serde_yaml::Value;
 
 use super::env;
+use super::logs::STATS_SETTLE;
 use super::resources::{
     KeyDef, TableDef, CONTROL_TABLE, FIRING_QUEUE, SCHEDULER_ROLE_LOGICAL_ID, SCHEDULE_GROUP_LOGICAL_ID, TABLES,
 };
@@ -185,6 +186,14 @@ fn check_template(text: &str) -> Vec<String> {
     );
     let budget_ms = MAX_DELIVERY_TIMEOUT_MS + u64::try_from(STORE_MARGIN.as_millis()).unwrap_or(u64::MAX);
     expect("dispatch Timeout > DeliveryTimeoutMs MaxValue + store margin", timeout.saturating_mul(1000) > budget_ms);
+    // An entry is written by the invocation that fired it; the stats roll-ups take
+    // entries older than STATS_SETTLE as final, so every function must end sooner.
+    let default_timeout = as_u64(&doc["Globals"]["Function"]["Timeout"]).unwrap_or(u64::MAX);
+    let settle_s = u64::try_from(STATS_SETTLE.num_seconds()).unwrap_or(0);
+    for function in ["ConfigApiFunction", "IngestFunction", "DispatchFunction"] {
+        let timeout = as_u64(&resources[function]["Properties"]["Timeout"]).unwrap_or(default_timeout);
+        expect(&format!("{function} Timeout < stats settle time ({settle_s} s)"), timeout < settle_s);
+    }
     let source = &dispatch["Events"]["Firings"]["Properties"];
     expect("dispatch reads the firing queue", source["Queue"] == tagged("!GetAtt", "FiringQueue.Arn"));
     expect(
@@ -296,6 +305,11 @@ fn the_check_notices_a_difference() {
     assert_eq!(check_template(&changed), ["DeliveryTimeoutMs MaxValue 30000 (entry::config)"]);
     let changed = TEMPLATE.replace("Timeout: 60\n", "Timeout: 40\n");
     assert_eq!(check_template(&changed), ["dispatch Timeout > DeliveryTimeoutMs MaxValue + store margin"]);
+    let changed = TEMPLATE.replace("    Timeout: 29\n", "    Timeout: 300\n");
+    assert_eq!(
+        check_template(&changed),
+        ["ConfigApiFunction Timeout < stats settle time (300 s)", "IngestFunction Timeout < stats settle time (300 s)"]
+    );
     let changed = TEMPLATE.replacen("                - dynamodb:UpdateItem\n", "", 1);
     assert!(check_template(&changed).iter().any(|p| p.starts_with("DispatchFunction: control table actions")));
     let changed = TEMPLATE.replace(

@@ -25,6 +25,8 @@ pub struct MemoryLogStore {
     clock: Arc<dyn Clock>,
     retention: chrono::Duration,
     logs: Mutex<Logs>,
+    /// See `MemoryOptions::delivered_entry_ids`.
+    delivered_entry_ids: bool,
 }
 
 impl std::fmt::Debug for MemoryLogStore {
@@ -40,7 +42,13 @@ fn position(e: &LogEntry) -> (DateTime<Utc>, &str) {
 
 impl MemoryLogStore {
     pub fn new(clock: Arc<dyn Clock>, retention: chrono::Duration) -> Self {
-        Self { clock, retention, logs: Mutex::new(Logs::default()) }
+        Self { clock, retention, logs: Mutex::new(Logs::default()), delivered_entry_ids: false }
+    }
+
+    /// Whether to name delivered entries after their delivery id (`delivered-<id>`).
+    pub fn with_delivered_entry_ids(mut self, on: bool) -> Self {
+        self.delivered_entry_ids = on;
+        self
     }
 
     fn logs(&self) -> std::sync::MutexGuard<'_, Logs> {
@@ -89,6 +97,10 @@ impl LogStore for MemoryLogStore {
         logs.delivered.insert(entry.delivery_id.clone(), now);
         logs.entries.entry(entry.id.clone()).or_insert_with(|| entry.clone());
         Ok(true)
+    }
+
+    fn delivered_entry_id(&self, delivery_id: &str) -> Option<String> {
+        self.delivered_entry_ids.then(|| format!("delivered-{delivery_id}"))
     }
 
     async fn is_delivered(&self, delivery_id: &str) -> StoreResult<bool> {

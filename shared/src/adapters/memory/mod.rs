@@ -37,11 +37,19 @@ pub struct MemoryOptions {
     /// Drop an enqueue of a delivery id already delivered (the embedded queue does; SQS
     /// cannot).
     pub enqueue_dedupe: bool,
+    /// Give a delivered attempt's entry an id derived from its delivery id
+    /// (`LogStore::delivered_entry_id`), as the DynamoDB store does.
+    pub delivered_entry_ids: bool,
 }
 
 impl Default for MemoryOptions {
     fn default() -> Self {
-        Self { lease: Duration::from_secs(60), retention: chrono::Duration::days(30), enqueue_dedupe: true }
+        Self {
+            lease: Duration::from_secs(60),
+            retention: chrono::Duration::days(30),
+            enqueue_dedupe: true,
+            delivered_entry_ids: false,
+        }
     }
 }
 
@@ -59,7 +67,9 @@ pub struct MemoryAdapters {
 impl MemoryAdapters {
     pub fn new(clock: Arc<ManualClock>, options: MemoryOptions) -> Self {
         let timer: Arc<dyn Clock> = clock.clone();
-        let logs = Arc::new(MemoryLogStore::new(timer.clone(), options.retention));
+        let logs = Arc::new(
+            MemoryLogStore::new(timer.clone(), options.retention).with_delivered_entry_ids(options.delivered_entry_ids),
+        );
         let delivered = options.enqueue_dedupe.then(|| logs.clone());
         Self {
             postbacks: Arc::new(MemoryPostbackStore::new()),

@@ -490,3 +490,35 @@ async fn a_test_send_judges_the_success_rule() {
     assert_eq!(out.outcome, Outcome::Failed, "a test is never retried");
     assert_eq!(out.error.as_deref(), Some(r#"response body does not contain "OK""#));
 }
+
+/// A store that names delivered entries itself (DynamoDB: the entry is its own delivered
+/// marker) gets the delivered attempt's entry under that id: in the log, in what
+/// `resend` answers, and for `GET /logs/{id}`. Other attempts keep the minted id, and a
+/// redelivered message still sends nothing.
+#[tokio::test]
+async fn a_store_that_names_delivered_entries_gets_them_under_its_id() {
+    let options = MemoryOptions { delivered_entry_ids: true, ..MemoryOptions::default() };
+    let w = World::with(Arc::new(crate::testing::FixedJitter(0.5)), RETRY, options);
+    one_click_firing(&w).await;
+    w.sender.script(URL, [Answer::status(503), Answer::ok()]);
+    let first = w.receive_one().await;
+    assert!(matches!(w.process(&first).await, AttemptOutcome::Retrying(_)));
+    let retrying = w.logs()[0].clone();
+    assert_ne!(retrying.id, format!("delivered-{}", retrying.delivery_id), "only a delivered entry is renamed");
+    w.advance_ms(60_000);
+    let second = w.receive_one().await;
+    assert_eq!(w.process(&second).await, AttemptOutcome::Delivered);
+    let delivered = w.logs()[0].clone();
+    assert_eq!(delivered.outcome, Outcome::Delivered);
+    assert_eq!(delivered.id, format!("delivered-{}", delivered.delivery_id));
+    assert_eq!(w.app.get_log(&delivered.id).await.unwrap(), delivered);
+    // The same message again (its lease ran out before the ack): nothing sent, one entry.
+    assert_eq!(w.process(&second).await, AttemptOutcome::AlreadyDelivered);
+    assert_eq!((w.sender.count(), w.logs().len()), (2, 2));
+
+    // A resend is a new delivery id, delivered under the store's id for it.
+    let resent = w.app.resend_log(&delivered.id).await.unwrap();
+    assert_eq!(resent.id, format!("delivered-{}", resent.delivery_id));
+    assert_ne!(resent.delivery_id, delivered.delivery_id);
+    assert_eq!(w.app.get_log(&resent.id).await.unwrap(), resent);
+}

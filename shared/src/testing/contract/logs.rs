@@ -425,6 +425,51 @@ pub async fn logs_record_delivered_once(a: &Adapters) {
     assert!(!a.logs.is_delivered("d_other").await.unwrap(), "other delivery ids are not delivered");
 }
 
+/// As `logs_record_delivered_once`, with the delivered entry under the id the store asks
+/// for (`delivered_entry_id`, as the dispatcher does; DynamoDB: the entry is its own
+/// marker, one conditional put): found by id and in listings once, whole; a second
+/// delivery under the same id writes nothing; replay sees it delivered; stats count it;
+/// and a plain entry of the delivery id, appended, does not make it delivered.
+pub async fn logs_record_delivered_under_the_stores_id(a: &Adapters) {
+    let delivery = format!("d_named_{}", uuid::Uuid::new_v4().simple());
+    let mut firing = fixtures::firing(&delivery, fixtures::now());
+    firing.postback_id = format!("pb_named_{}", uuid::Uuid::new_v4().simple());
+    let named = |mut e: LogEntry| {
+        if let Some(id) = a.logs.delivered_entry_id(&e.delivery_id) {
+            e.id = id;
+        }
+        e
+    };
+    let mut retrying = fixtures::log_entry(&firing, Outcome::Retrying);
+    let first = named(fixtures::log_entry(&firing, Outcome::Delivered));
+    retrying.fired_at = first.fired_at - Duration::milliseconds(1);
+    a.logs.append(std::slice::from_ref(&retrying)).await.unwrap();
+    assert!(!a.logs.is_delivered(&delivery).await.unwrap(), "a retrying entry is not a delivered marker");
+    assert!(a.logs.record_delivered(&first).await.unwrap(), "first delivery → true");
+    assert!(a.logs.is_delivered(&delivery).await.unwrap(), "delivered now");
+    assert_eq!(a.logs.get(&first.id).await.unwrap(), Some(first.clone()), "whole, with its firing");
+
+    let mut second = named(fixtures::log_entry(&firing, Outcome::Delivered));
+    second.response_body = Some("the second copy".into());
+    assert!(!a.logs.record_delivered(&second).await.unwrap(), "second delivery of the same id → false");
+    assert_eq!(a.logs.get(&first.id).await.unwrap(), Some(first.clone()), "the first stays as it was");
+    let by_postback = LogFilter { postback_id: Some(firing.postback_id.clone()), ..filter() };
+    let listed = a.logs.query(&by_postback).await.unwrap().items;
+    assert_eq!(ids(&listed), ids(&[first.clone(), retrying.clone()]), "newest first, the delivered entry once");
+    let states = a.logs.replay_states(std::slice::from_ref(&delivery)).await.unwrap();
+    assert!(states.get(&delivery).is_some_and(|s| s.delivered), "{states:?}");
+    // Summed over the two entries' hours (they may straddle one).
+    let mut hours =
+        vec![crate::domain::stats::hour_of(retrying.fired_at), crate::domain::stats::hour_of(first.fired_at)];
+    hours.dedup();
+    let stats = a.logs.hourly_stats(&firing.postback_id, &hours).await.unwrap();
+    let counts = stats.values().fold(crate::domain::stats::HourCounts::default(), |mut sum, c| {
+        sum.add(c);
+        sum
+    });
+    assert_eq!((counts.delivered, counts.retrying, counts.attempts), (1, 1, 2), "{stats:?}");
+}
+
 /// `hourly_stats` counts a postback's entries per UTC hour of `fired_at`, whether
 /// appended or recorded delivered; test entries and other postbacks are not counted.
 pub async fn logs_hourly_stats(a: &Adapters) {

@@ -79,6 +79,7 @@ macro_rules! __contract_check_lists {
                 logs_pagination_without_gaps_or_duplicates,
                 logs_is_not_and_contains,
                 logs_record_delivered_once,
+                logs_record_delivered_under_the_stores_id,
                 logs_hourly_stats,
                 logs_failed_firings_latest_failed_per_delivery,
                 logs_failed_firings_filters_apply,
