@@ -165,9 +165,6 @@ pub(crate) enum SchemaError {
 
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// The write connection's page cache: 64 MiB (SQLite's default is 2 MiB).
-const WRITER_CACHE_KIB: i64 = -65_536;
-
 /// Open the write connection: WAL, the requested `synchronous` level, migrated schema.
 pub(crate) fn open_writer(path: &std::path::Path, synchronous: &str) -> Result<Connection, SchemaError> {
     let mut conn = Connection::open(path)?;
@@ -177,9 +174,6 @@ pub(crate) fn open_writer(path: &std::path::Path, synchronous: &str) -> Result<C
         return Err(SchemaError::NoWal(mode));
     }
     conn.pragma_update(None, "synchronous", synchronous)?;
-    // The writer touches the queue, the log's indexes and the markers on every commit:
-    // a page cache (KiB, negative) that holds their upper levels saves a read per page.
-    conn.pragma_update(None, "cache_size", WRITER_CACHE_KIB)?;
     conn.set_prepared_statement_cache_capacity(64);
     migrate(&mut conn)?;
     Ok(conn)

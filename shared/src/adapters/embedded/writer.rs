@@ -253,17 +253,16 @@ fn run_in_transaction(
     conn.execute_batch("BEGIN IMMEDIATE").map_err(|e| db_error("begin", e))?;
     let mut aborted = None;
     for job in batch.iter_mut() {
-        // Prepared once and cached: these run twice per job, thousands of times a second.
-        if let Err(e) = run_cached(conn, "SAVEPOINT job") {
+        if let Err(e) = conn.execute_batch("SAVEPOINT job") {
             aborted = Some(db_error("savepoint", e));
             break;
         }
         let ok = job.run(conn);
-        let end = if ok { run_cached(conn, "RELEASE job") } else { rollback_job(conn) };
+        let end = if ok { "RELEASE job" } else { "ROLLBACK TO job; RELEASE job" };
         if !ok {
             counters.failed_jobs.fetch_add(1, Ordering::Relaxed);
         }
-        if let Err(e) = end {
+        if let Err(e) = conn.execute_batch(end) {
             aborted = Some(db_error("release savepoint", e));
             break;
         }
@@ -283,16 +282,6 @@ fn run_in_transaction(
         let _ = conn.execute_batch("ROLLBACK");
     }
     result
-}
-
-fn run_cached(conn: &Connection, sql: &str) -> rusqlite::Result<()> {
-    conn.prepare_cached(sql)?.execute([]).map(drop)
-}
-
-/// Undo a failed job's writes, keeping the batch's transaction open.
-fn rollback_job(conn: &Connection) -> rusqlite::Result<()> {
-    run_cached(conn, "ROLLBACK TO job")?;
-    run_cached(conn, "RELEASE job")
 }
 
 #[cfg(test)]
