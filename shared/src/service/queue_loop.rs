@@ -74,14 +74,6 @@ pub async fn run_queue_loop(
         waiting: HashMap::new(),
         waiting_total: 0,
     };
-    // Whether a receive may find something: after a receive that came back short (the
-    // queue had nothing more for the room it was given), the loop does not ask again
-    // until new work is signalled, a due time or a firing's wait runs out, or a
-    // destination that was full then has room again. A busy destination's backlog is
-    // then leased in chunks, not one receive (and one scan past it) per freed slot.
-    let mut may_find = true;
-    let mut idle_until = DateTime::<Utc>::MIN_UTC;
-    let mut full_at_last_receive: Vec<String> = Vec::new();
     loop {
         if *shutdown.borrow() {
             break;
@@ -115,18 +107,6 @@ pub async fn run_queue_loop(
             continue;
         }
         let room = senders.room(per_destination);
-        let reopened = full_at_last_receive.iter().any(|d| room.room(d) > 0);
-        if !may_find && !reopened && clock.now() < idle_until {
-            let stale_at = senders.oldest_waiting().map_or(DateTime::<Utc>::MAX_UTC, |at| at + MAX_WAIT);
-            tokio::select! {
-                _ = clock.sleep_until(stale_at.min(idle_until)) => {}
-                _ = &mut notified_fut => may_find = true,
-                _ = &mut freed => {}
-                _ = senders.tasks.join_next(), if !senders.tasks.is_empty() => {}
-                _ = shutdown.changed() => {}
-            }
-            continue;
-        }
         let max = RECEIVE_BATCH.min(free + MAX_WAITING.saturating_sub(senders.waiting_total));
         // While the receive commits, slots that free are refilled from the firings
         // waiting for them: one busy destination does not idle on the queue.
@@ -153,42 +133,45 @@ pub async fn run_queue_loop(
                 continue;
             }
         };
-        let short = batch.len() < max;
-        if !batch.is_empty() {
-            let index = match dispatcher.app().catalog.index().await {
-                Ok(index) => Some(index),
-                Err(e) => {
-                    // The dispatcher will fail on it too; go by the recorded destinations.
-                    tracing::warn!(error = %e, "postback index unavailable; using the queued destinations");
-                    None
-                }
-            };
-            let now = clock.now();
-            for mut leased in batch {
-                let destination = destination_now(index.as_deref(), &leased.firing);
-                // Queued for another destination than it goes to now (its postback's URL
-                // changed, or it was queued without one): from here on it counts under the
-                // right one, and is put back under it if it cannot go.
-                leased.firing.destination = destination;
-                if let Some(unsent) = senders.start_or_wait(leased, now) {
-                    put_back(&queue, &unsent).await;
-                }
-            }
-        }
-        let after = senders.room(per_destination);
-        full_at_last_receive = after.full().map(str::to_string).collect();
-        may_find = !short;
-        if short {
-            // Everything due for a destination with room was taken: the next receive is
-            // worth it when new work is signalled, a destination above has room again,
-            // or the next due time (of the destinations with room) comes.
-            let next_due = queue.next_due_fair(&after).await;
+        if batch.is_empty() {
+            // Firings of full destinations are left out: they wait for a slot to free.
+            let next_due = queue.next_due_fair(&room).await;
             let now = clock.now();
             let wait = match next_due {
                 Ok(Some(due)) => (due - now).to_std().unwrap_or(Duration::ZERO).min(Duration::from_secs(1)),
-                Ok(None) | Err(_) => Duration::from_secs(1),
+                Ok(None) => Duration::from_secs(1),
+                Err(_) => Duration::from_secs(1),
             };
-            idle_until = now + chrono::Duration::from_std(wait.max(Duration::from_millis(5))).unwrap_or_default();
+            let stale_at = senders.oldest_waiting().map(|at| (at + MAX_WAIT - now).to_std().unwrap_or(Duration::ZERO));
+            let wait = stale_at.map_or(wait, |stale| stale.min(wait));
+            let wake_at = now + chrono::Duration::from_std(wait.max(Duration::from_millis(5))).unwrap_or_default();
+            tokio::select! {
+                _ = clock.sleep_until(wake_at) => {}
+                _ = &mut notified_fut => {}
+                _ = &mut freed => {}
+                _ = senders.tasks.join_next(), if !senders.tasks.is_empty() => {}
+                _ = shutdown.changed() => {}
+            }
+            continue;
+        }
+        let index = match dispatcher.app().catalog.index().await {
+            Ok(index) => Some(index),
+            Err(e) => {
+                // The dispatcher will fail on it too; go by the recorded destinations.
+                tracing::warn!(error = %e, "postback index unavailable; using the queued destinations");
+                None
+            }
+        };
+        let now = clock.now();
+        for mut leased in batch {
+            let destination = destination_now(index.as_deref(), &leased.firing);
+            // Queued for another destination than it goes to now (its postback's URL
+            // changed, or it was queued without one): from here on it counts under the
+            // right one, and is put back under it if it cannot go.
+            leased.firing.destination = destination;
+            if let Some(unsent) = senders.start_or_wait(leased, now) {
+                put_back(&queue, &unsent).await;
+            }
         }
     }
     senders.put_back_all(&queue).await;
@@ -215,8 +198,6 @@ pub async fn run_queue_loop(
 /// Firings leased ahead for one destination, waiting in memory for one of its slots:
 /// at most this many per destination...
 const PREFETCH_PER_DESTINATION: usize = RECEIVE_BATCH;
-/// A destination with this many waiting is not leased for until fewer wait.
-const REFILL_BELOW: usize = PREFETCH_PER_DESTINATION / 2;
 /// ...and this many in all...
 const MAX_WAITING: usize = LOCAL_CONCURRENCY;
 /// ...each for at most this long, then put back in the queue (due as before): far less
@@ -252,11 +233,7 @@ impl Senders {
         let mut room = self.slots.snapshot();
         room.per_destination = per_destination + PREFETCH_PER_DESTINATION;
         for (destination, waiting) in &self.waiting {
-            // Refilled in chunks: with half its lease-ahead still waiting, a destination
-            // counts as full, so a busy one is leased PREFETCH / 2 at a time, not one
-            // firing per freed slot.
-            let counted = if waiting.len() >= REFILL_BELOW { room.per_destination } else { waiting.len() };
-            *room.by_destination.entry(destination.clone()).or_default() += counted;
+            *room.by_destination.entry(destination.clone()).or_default() += waiting.len();
         }
         room
     }
