@@ -503,3 +503,44 @@ async fn a_queued_firing_already_delivered_is_dropped_at_lease() {
     assert_eq!(store.stats().delivered_at_lease, 1);
     assert_eq!(store.depth().await.unwrap().queued, 1, "the delivered one is gone, the other leased");
 }
+
+/// A fair receive looks past a long backlog of one destination in bounded windows: the
+/// firing of another destination queued behind 5,000 is found within a few receives,
+/// and the backlog's destination never gets more than its room.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fair_receive_finds_other_destinations_behind_a_long_backlog() {
+    use postback::ports::InFlight;
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&db_path(&dir), Duration::from_secs(60));
+    let (busy, other) = ("https://busy.example:443", "https://other.example:443");
+    let due = fixtures::now() - chrono::Duration::seconds(10);
+    let at = |i: i64| Firing {
+        destination: Some(busy.to_string()),
+        ..fixtures::firing(&format!("d_busy_{i:05}"), due + chrono::Duration::milliseconds(i))
+    };
+    let backlog: Vec<Firing> = (0..5_000).map(at).collect();
+    for chunk in backlog.chunks(500) {
+        store.enqueue(chunk).await.unwrap();
+    }
+    let behind = Firing {
+        destination: Some(other.to_string()),
+        ..fixtures::firing("d_other", due + chrono::Duration::milliseconds(6_000))
+    };
+    store.enqueue(std::slice::from_ref(&behind)).await.unwrap();
+    // The busy destination has room for one more at each receive.
+    let mut in_flight = InFlight::new(16);
+    in_flight.by_destination.insert(busy.to_string(), 15);
+    let mut found_at = None;
+    for receive in 1..=6 {
+        let batch = store.receive_fair(64, &in_flight).await.unwrap();
+        let busy_taken = batch.iter().filter(|l| l.firing.destination.as_deref() == Some(busy)).count();
+        assert_eq!(busy_taken, 1, "receive {receive}: the busy destination gets its room, no more");
+        if batch.iter().any(|l| l.firing.delivery_id == "d_other") {
+            found_at = Some(receive);
+            break;
+        }
+    }
+    let found_at = found_at.expect("the other destination's firing is found");
+    // 5,000 rows ahead, looked past 2,048 at a time.
+    assert!(found_at <= 4, "found at receive {found_at}");
+}
