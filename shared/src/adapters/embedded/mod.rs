@@ -118,8 +118,6 @@ struct Core {
     path: PathBuf,
     /// The breaker mirror and the rate-limit slots (`control.rs`).
     control: control::ControlState,
-    /// Where the fair receive's last look past a backlog stopped (`queue.rs`).
-    fair_scan: Arc<std::sync::Mutex<queue::FairScan>>,
 }
 
 /// The embedded store: one SQLite file, implementing `PostbackStore`, `TouchStore`,
@@ -164,7 +162,6 @@ impl EmbeddedStore {
                 options,
                 path: path.to_path_buf(),
                 control,
-                fair_scan: Arc::default(),
             }),
         })
     }

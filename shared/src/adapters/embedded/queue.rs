@@ -107,92 +107,57 @@ fn receive_due(
     lease_rows(conn, due, window, counters)
 }
 
-/// Index entries a fair receive examines past the first destination that ran out of
-/// room: a bound on the work of one receive however long that destination's backlog is.
-const LOOK_PAST_ROWS: i64 = 2_048;
-
-/// Where the last look past a backlog stopped (visibility, delivery id): the next one
-/// goes on from there, and starts over at the earliest due firing once it reaches the
-/// last one. So every due firing of a destination with room is found within
-/// `backlog / LOOK_PAST_ROWS + 1` receives, and none costs more than that many rows.
-#[derive(Debug, Default)]
-pub(super) struct FairScan {
-    resume_after: Option<(i64, String)>,
-}
-
 /// The due rows `receive_fair` hands out, earliest visible first: none of a full
 /// destination (passed over in SQL, on the covering visibility index), and no more of
 /// another than it has room for (counted here).
-///
-/// From the earliest due firing on, rows are taken while their destination has room.
-/// At the first destination that runs out, the scan from the top stops: what lies behind
-/// may be that destination's long backlog. One bounded window further on (see
-/// `FairScan`) then takes the rows of other destinations.
 fn receive_due_fair(
     conn: &Connection,
     window: LeaseWindow,
     max: usize,
     in_flight: &InFlight,
     counters: &WriterCounters,
-    scan: &mut FairScan,
 ) -> StoreResult<Vec<Leased>> {
     let now = window.now;
     let mut excluded: Vec<String> = in_flight.full().map(str::to_string).collect();
-    let mut picker = Picker { in_flight, taken: HashMap::new(), chosen: Vec::with_capacity(max) };
-    let mut ran_out = false;
-    {
-        let mut from_top = conn.prepare_cached(
-            "SELECT delivery_id, destination FROM firings WHERE max(due_at, lease_until) <= ?1 \
-             AND (destination IS NULL OR destination NOT IN (SELECT value FROM json_each(?2))) \
-             ORDER BY max(due_at, lease_until), delivery_id",
-        )?;
-        let mut rows = from_top.query((now, json_list(&excluded)?))?;
-        let mut picked = 0;
-        while picked < max {
-            let Some(row) = rows.next()? else { break };
-            if !picker.take(row.get(0)?, row.get(1)?, &mut excluded) {
-                ran_out = true;
-                break;
-            }
-            picked += 1;
-        }
-    }
-    if ran_out && picker.chosen.len() < max {
-        let (after_vis, after_id) = scan.resume_after.clone().unwrap_or((i64::MIN, String::new()));
-        let excluded_json = json_list(&excluded)?;
-        let already: HashSet<String> = picker.chosen.iter().cloned().collect();
-        let mut further = conn.prepare_cached(
-            "SELECT delivery_id, destination FROM (SELECT delivery_id, destination FROM firings \
-             WHERE max(due_at, lease_until) <= ?1 AND (max(due_at, lease_until), delivery_id) > (?2, ?3) \
-             ORDER BY max(due_at, lease_until), delivery_id LIMIT ?4) \
-             WHERE destination IS NULL OR destination NOT IN (SELECT value FROM json_each(?5))",
-        )?;
-        let mut rows = further.query(rusqlite::params![now, after_vis, after_id, LOOK_PAST_ROWS, excluded_json])?;
-        while picker.chosen.len() < max {
-            let Some(row) = rows.next()? else { break };
+    let mut chosen: Vec<String> = Vec::with_capacity(max);
+    let mut chosen_ids: HashSet<String> = HashSet::with_capacity(max);
+    let mut taken: HashMap<String, usize> = HashMap::new();
+    let mut select = conn.prepare_cached(
+        "SELECT delivery_id, destination FROM firings WHERE max(due_at, lease_until) <= ?1 \
+         AND (destination IS NULL OR destination NOT IN (SELECT value FROM json_each(?2))) \
+         ORDER BY max(due_at, lease_until)",
+    )?;
+    // A destination that runs out of room during the scan is added to the excluded ones
+    // and the scan starts again (from the top: the rows chosen so far are not leased yet
+    // and are passed over by id), so a long backlog of one destination is skipped by the
+    // index instead of being read row by row on every receive.
+    'scan: loop {
+        let excluded_json = serde_json::to_string(&excluded)
+            .map_err(|e| crate::ports::StoreError::Corrupt(format!("destinations: {e}")))?;
+        let mut rows = select.query((now, &excluded_json))?;
+        while chosen.len() < max {
+            let Some(row) = rows.next()? else { break 'scan };
             let delivery_id: String = row.get(0)?;
-            if already.contains(&delivery_id) {
+            if chosen_ids.contains(&delivery_id) {
                 continue;
             }
-            picker.take(delivery_id, row.get(1)?, &mut Vec::new());
+            if let Some(destination) = row.get::<_, Option<String>>(1)? {
+                let room = in_flight.room(&destination);
+                let count = taken.entry(destination.clone()).or_default();
+                if *count >= room {
+                    excluded.push(destination);
+                    continue 'scan;
+                }
+                *count += 1;
+            }
+            chosen_ids.insert(delivery_id.clone());
+            chosen.push(delivery_id);
         }
-        drop(rows);
-        // The window's last row, where the next look goes on (none: the window reached the
-        // last due firing, so the next look starts over from the top).
-        scan.resume_after = conn
-            .prepare_cached(
-                "SELECT max(due_at, lease_until), delivery_id FROM firings \
-                 WHERE max(due_at, lease_until) <= ?1 AND (max(due_at, lease_until), delivery_id) > (?2, ?3) \
-                 ORDER BY max(due_at, lease_until), delivery_id LIMIT 1 OFFSET ?4",
-            )?
-            .query_row(rusqlite::params![now, after_vis, after_id, LOOK_PAST_ROWS - 1], |row| {
-                Ok((row.get(0)?, row.get(1)?))
-            })
-            .optional()?;
+        break;
     }
+    drop(select);
     let mut payload = conn.prepare_cached("SELECT payload FROM firings WHERE delivery_id = ?1")?;
-    let due = picker
-        .chosen
+    let due = chosen
         .into_iter()
         .map(|id| {
             let text: String = payload.query_row([&id], |row| row.get(0))?;
@@ -200,35 +165,6 @@ fn receive_due_fair(
         })
         .collect::<StoreResult<Vec<_>>>()?;
     lease_rows(conn, due, window, counters)
-}
-
-/// Chooses due rows while their destination has room.
-struct Picker<'a> {
-    in_flight: &'a InFlight,
-    taken: HashMap<String, usize>,
-    chosen: Vec<String>,
-}
-
-impl Picker<'_> {
-    /// Take the row unless its destination has no room left; then add that destination
-    /// to `excluded` and say no.
-    fn take(&mut self, delivery_id: String, destination: Option<String>, excluded: &mut Vec<String>) -> bool {
-        if let Some(destination) = destination {
-            let room = self.in_flight.room(&destination);
-            let count = self.taken.entry(destination.clone()).or_default();
-            if *count >= room {
-                excluded.push(destination);
-                return false;
-            }
-            *count += 1;
-        }
-        self.chosen.push(delivery_id);
-        true
-    }
-}
-
-fn json_list(items: &[String]) -> StoreResult<String> {
-    serde_json::to_string(items).map_err(|e| crate::ports::StoreError::Corrupt(format!("destinations: {e}")))
 }
 
 /// The full destinations as a JSON array, for `json_each`.
@@ -325,12 +261,7 @@ impl FiringQueue for EmbeddedStore {
         let window = self.lease_window();
         let counters = Arc::clone(&self.core.counters);
         let in_flight = in_flight.clone();
-        let scan = Arc::clone(&self.core.fair_scan);
-        self.write(move |conn| {
-            let mut scan = scan.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-            receive_due_fair(conn, window, max, &in_flight, &counters, &mut scan)
-        })
-        .await
+        self.write(move |conn| receive_due_fair(conn, window, max, &in_flight, &counters)).await
     }
 
     async fn next_due_fair(&self, in_flight: &InFlight) -> StoreResult<Option<DateTime<Utc>>> {

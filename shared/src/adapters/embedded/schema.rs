@@ -148,14 +148,6 @@ const MIGRATIONS: &[&str] = &[
     DROP INDEX firings_by_visibility;
     CREATE INDEX firings_by_visibility ON firings(max(due_at, lease_until), destination, delivery_id);
     ",
-    // 7: the visibility index in (visibility, delivery id) order, the destination still
-    // covered: a fair receive that must look past one destination's long backlog resumes
-    // from where its last look stopped (`queue.rs`, `FairScan`), which needs a total
-    // order it can seek to.
-    "
-    DROP INDEX firings_by_visibility;
-    CREATE INDEX firings_by_visibility ON firings(max(due_at, lease_until), delivery_id, destination);
-    ",
 ];
 
 /// The schema version this build writes.
@@ -354,7 +346,7 @@ mod tests {
             .prepare(
                 "EXPLAIN QUERY PLAN SELECT delivery_id, destination FROM firings WHERE max(due_at, lease_until) <= ?1 \
                  AND (destination IS NULL OR destination NOT IN (SELECT value FROM json_each(?2))) \
-                 ORDER BY max(due_at, lease_until), delivery_id",
+                 ORDER BY max(due_at, lease_until)",
             )
             .unwrap()
             .query_map((0, "[]"), |r| r.get::<_, String>(3))
@@ -362,30 +354,6 @@ mod tests {
             .map(Result::unwrap)
             .collect();
         assert!(plan.iter().any(|step| step.contains("COVERING INDEX firings_by_visibility")), "plan: {plan:?}");
-        assert!(!plan.iter().any(|step| step.contains("TEMP B-TREE")), "no sort: {plan:?}");
-    }
-
-    /// The look past a backlog seeks to where the last one stopped, on the index alone.
-    #[test]
-    fn the_fair_look_past_a_backlog_seeks_on_the_visibility_index() {
-        let dir = tempfile::tempdir().unwrap();
-        let conn = open_writer(&dir.path().join("db.sqlite"), "NORMAL").unwrap();
-        let plan: Vec<String> = conn
-            .prepare(
-                "EXPLAIN QUERY PLAN SELECT delivery_id, destination FROM (SELECT delivery_id, destination FROM firings \
-                 WHERE max(due_at, lease_until) <= ?1 AND (max(due_at, lease_until), delivery_id) > (?2, ?3) \
-                 ORDER BY max(due_at, lease_until), delivery_id LIMIT ?4) \
-                 WHERE destination IS NULL OR destination NOT IN (SELECT value FROM json_each(?5))",
-            )
-            .unwrap()
-            .query_map(rusqlite::params![0, 0, "", 10, "[]"], |r| r.get::<_, String>(3))
-            .unwrap()
-            .map(Result::unwrap)
-            .collect();
-        assert!(
-            plan.iter().any(|step| step.contains("COVERING INDEX firings_by_visibility") && step.contains(">")),
-            "plan: {plan:?}"
-        );
         assert!(!plan.iter().any(|step| step.contains("TEMP B-TREE")), "no sort: {plan:?}");
     }
 }
