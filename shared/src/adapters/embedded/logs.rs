@@ -79,12 +79,14 @@ pub(super) fn mark_delivered_and_log(
     now_ms: i64,
     cutoff: i64,
 ) -> StoreResult<bool> {
-    // An expired marker no longer counts (reads ignore it too).
-    conn.prepare_cached("DELETE FROM delivered WHERE delivery_id = ?1 AND created_at < ?2")?
-        .execute((delivery_id, cutoff))?;
+    // One statement: a new marker, or an expired one (reads ignore it too) renewed; a
+    // live one changes nothing.
     let marked = conn
-        .prepare_cached("INSERT OR IGNORE INTO delivered (delivery_id, created_at) VALUES (?1, ?2)")?
-        .execute((delivery_id, now_ms))?;
+        .prepare_cached(
+            "INSERT INTO delivered (delivery_id, created_at) VALUES (?1, ?2) ON CONFLICT (delivery_id) \
+             DO UPDATE SET created_at = excluded.created_at WHERE delivered.created_at < ?3",
+        )?
+        .execute((delivery_id, now_ms, cutoff))?;
     if marked == 0 {
         return Ok(false);
     }
