@@ -309,6 +309,16 @@ fn bench_firing(c: &mut Criterion) {
     group.bench_function("firing_json_decode", |b| {
         b.iter(|| serde_json::from_str::<Firing>(black_box(&encoded)).unwrap())
     });
+    // The load test's firings: events with no sub1..sub10 (most trackers' conversions).
+    let mut no_subs = firing.clone();
+    no_subs.event.subs = Default::default();
+    group.bench_function("firing_json_encode_no_subs", |b| {
+        b.iter(|| serde_json::to_string(black_box(&no_subs)).unwrap())
+    });
+    let encoded = serde_json::to_string(&no_subs).unwrap();
+    group.bench_function("firing_json_decode_no_subs", |b| {
+        b.iter(|| serde_json::from_str::<Firing>(black_box(&encoded)).unwrap())
+    });
     group.finish();
 }
 
