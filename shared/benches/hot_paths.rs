@@ -1,4 +1,6 @@
-//! Hot paths: matching an event against many postbacks, and rendering templates.
+//! Hot paths: matching an event against many postbacks, rendering templates, and the
+//! per-firing work outside the store (render + shown request + log entry parts, and one
+//! request of the HTTP sender on a kept-alive loopback connection).
 //!
 //! `cargo bench -p postback --bench hot_paths` runs all; add a filter such as
 //! `-- matching` for one group. `matching/linear_scan` is the baseline for
@@ -15,12 +17,17 @@ use std::time::Duration;
 
 use chrono::{TimeZone, Utc};
 use criterion::{criterion_group, criterion_main, Criterion};
+use postback::adapters::sender::{ReqwestSender, SenderConfig};
 use postback::domain::condition::Condition;
+use postback::domain::delivery::OutboundRequest;
 use postback::domain::event::{Event, EventType, Status};
+use postback::domain::firing::Firing;
 use postback::domain::macros::MacroContext;
 use postback::domain::matching::PostbackIndex;
-use postback::domain::postback::{CompiledPostback, FireOn, Postback, Scope};
+use postback::domain::postback::{CompiledPostback, FireOn, HttpMethod, Postback, Scope};
+use postback::domain::redact::redact_url;
 use postback::domain::template::{Encoding, Segment, Template};
+use postback::ports::HttpSender;
 
 const POSTBACKS: usize = 10_000;
 const OFFERS: u64 = 1_000;
@@ -225,6 +232,121 @@ fn bench_render(c: &mut Criterion) {
     group.finish();
 }
 
+/// A typical affiliate GET postback (no headers, no body, no signing), as the load test's.
+fn get_postback(url: &str) -> CompiledPostback {
+    let now = Utc.with_ymd_and_hms(2024, 5, 1, 12, 0, 0).unwrap();
+    let p = Postback {
+        id: "pb_00001".into(),
+        name: "Affiliate GET".into(),
+        kind: EventType::Conversion,
+        enabled: true,
+        offers: Scope::All,
+        publishers: Scope::All,
+        fire_on: FireOn::Approved,
+        rejection_reasons: None,
+        event_names: None,
+        delay_seconds: 0,
+        method: HttpMethod::Get,
+        url: url.into(),
+        headers: Default::default(),
+        body: None,
+        content_type: "application/json".into(),
+        created_at: now,
+        updated_at: now,
+        signing: Default::default(),
+        signing_secret: None,
+        previous_signing_secret: None,
+        version: 1,
+        conditions: Vec::new(),
+        success_rule: None,
+        alerts: Vec::new(),
+        rate_limit_per_second: None,
+    };
+    CompiledPostback::new(p).expect("the bench postback compiles")
+}
+
+fn firing() -> Firing {
+    let at = Utc.with_ymd_and_hms(2024, 5, 1, 12, 0, 0).unwrap();
+    Firing {
+        delivery_id: "d_0123456789abcdef0123456789abcdef".into(),
+        postback_id: "pb_00001".into(),
+        event: conversion(),
+        attempt: 1,
+        due_at: at,
+        queued_at: at,
+        check_status: true,
+        resend_of: None,
+        alert: None,
+        replay_of: None,
+        slot_second: None,
+        destination: Some("http://affiliate-postback.example:80".into()),
+    }
+}
+
+/// The parts of a delivered firing outside the store and the sender, each on its own:
+/// what `service::dispatch` does per attempt (its `base_entry` clones the firing into
+/// the log entry, and redacts the template URL only for entries without a request).
+fn bench_firing(c: &mut Criterion) {
+    let postback = get_postback(
+        "https://affiliate-postback.example/pb?clickid={external_transaction_id}&payout={payout}&tx={transaction_id}&d={delivery_id}",
+    );
+    let firing = firing();
+    let now = Utc.with_ymd_and_hms(2024, 5, 1, 12, 0, 1).unwrap();
+    let mut group = c.benchmark_group("firing");
+    group.bench_function("render_signed_get", |b| {
+        b.iter(|| {
+            let ctx = firing.macro_context(&postback.postback);
+            postback.render_signed(black_box(&ctx), now).unwrap()
+        })
+    });
+    let ctx = firing.macro_context(&postback.postback);
+    let request = postback.render_signed(&ctx, now).unwrap();
+    group.bench_function("shown_get", |b| b.iter(|| postback.shown(black_box(&request), &ctx)));
+    group.bench_function("redact_url_template", |b| b.iter(|| redact_url(black_box(&postback.postback.url))));
+    group.bench_function("firing_clone", |b| b.iter(|| black_box(&firing).clone()));
+    group.bench_function("firing_json_encode", |b| b.iter(|| serde_json::to_string(black_box(&firing)).unwrap()));
+    let encoded = serde_json::to_string(&firing).unwrap();
+    group.bench_function("firing_json_decode", |b| {
+        b.iter(|| serde_json::from_str::<Firing>(black_box(&encoded)).unwrap())
+    });
+    // The load test's firings: events with no sub1..sub10 (most trackers' conversions).
+    let mut no_subs = firing.clone();
+    no_subs.event.subs = Default::default();
+    group.bench_function("firing_json_encode_no_subs", |b| {
+        b.iter(|| serde_json::to_string(black_box(&no_subs)).unwrap())
+    });
+    let encoded = serde_json::to_string(&no_subs).unwrap();
+    group.bench_function("firing_json_decode_no_subs", |b| {
+        b.iter(|| serde_json::from_str::<Firing>(black_box(&encoded)).unwrap())
+    });
+    group.finish();
+}
+
+/// One GET through the real sender (guarded resolver, reqwest pool) to an axum sink on
+/// loopback, on a kept-alive connection: the per-request CPU of the HTTP client and the
+/// sink together (the sink's share is the same before and after a sender change).
+fn bench_sender(c: &mut Criterion) {
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let addr = runtime.block_on(async {
+        let sink = axum::Router::new().route("/{*p}", axum::routing::get(|| async { "OK" }));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, sink).await.unwrap() });
+        addr
+    });
+    let sender = ReqwestSender::new(SenderConfig::new(Duration::from_secs(10), true)).unwrap();
+    let postback = get_postback(&format!("http://{addr}/pb?t={{transaction_id}}&d={{delivery_id}}"));
+    let firing = firing();
+    let ctx = firing.macro_context(&postback.postback);
+    let request: OutboundRequest = postback.render(&ctx).unwrap();
+    // Connect once so every timed request reuses the pooled connection.
+    let first = runtime.block_on(sender.send(&request)).unwrap();
+    assert_eq!((first.status, first.body.as_str()), (200, "OK"));
+    let mut group = c.benchmark_group("sender");
+    group.bench_function("get_keepalive_loopback", |b| b.iter(|| runtime.block_on(sender.send(black_box(&request)))));
+    group.finish();
+}
+
 fn config() -> Criterion {
     Criterion::default().warm_up_time(Duration::from_secs(1)).measurement_time(Duration::from_secs(2))
 }
@@ -232,6 +354,6 @@ fn config() -> Criterion {
 criterion_group! {
     name = benches;
     config = config();
-    targets = bench_matching, bench_render
+    targets = bench_matching, bench_render, bench_firing, bench_sender
 }
 criterion_main!(benches);

@@ -153,7 +153,10 @@ impl HttpSender for ReqwestSender {
         // Read only up to the cap, chunk by chunk: a huge or endless body cannot eat
         // memory. Dropping the response afterwards closes the connection if unread.
         let cap = self.config.max_response_bytes;
-        let mut body = Vec::with_capacity(cap.min(16 * 1024));
+        // Sized by Content-Length when the receiver sends one (most answer "OK" or a
+        // short JSON): no 4 KB buffer per request for a two-byte body.
+        let expected = response.content_length().map_or(cap, |n| usize::try_from(n).unwrap_or(cap));
+        let mut body = Vec::with_capacity(expected.min(cap));
         while body.len() < cap {
             match response.chunk().await {
                 Ok(Some(chunk)) => {
@@ -172,7 +175,8 @@ impl HttpSender for ReqwestSender {
         Ok(OutboundResponse {
             status,
             retry_after,
-            body: String::from_utf8_lossy(&body).into_owned(),
+            // Valid UTF-8 (nearly always) becomes the String without a copy.
+            body: String::from_utf8(body).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned()),
             duration: started.elapsed(),
         })
     }

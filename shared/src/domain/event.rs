@@ -102,8 +102,9 @@ pub struct Event {
     pub revenue: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub currency: Option<String>,
-    /// `sub1`..`sub10` as `subs[0]`..`subs[9]`.
-    #[serde(default)]
+    /// `sub1`..`sub10` as `subs[0]`..`subs[9]`. Left out of the stored form when all are
+    /// empty (most events): ten `null`s less to write and parse in every queue message.
+    #[serde(default, skip_serializing_if = "no_subs")]
     pub subs: [Option<String>; 10],
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ip: Option<String>,
@@ -168,6 +169,10 @@ impl Event {
     }
 }
 
+fn no_subs(subs: &[Option<String>; 10]) -> bool {
+    subs.iter().all(Option::is_none)
+}
+
 fn escape_key(s: &str) -> String {
     s.replace('%', "%25").replace('|', "%7C")
 }
@@ -196,4 +201,24 @@ pub struct CurrentStatus {
     pub status: Status,
     pub rejection_reason: Option<String>,
     pub updated_at: DateTime<Utc>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn subs_are_stored_only_when_one_is_set_and_read_back_either_way() {
+        let at = DateTime::from_timestamp(1_700_000_000, 0).unwrap();
+        let bare = Event::bare(EventType::Click, "T1", at);
+        let json = serde_json::to_value(&bare).unwrap();
+        assert!(json.get("subs").is_none(), "{json}");
+        assert_eq!(serde_json::from_value::<Event>(json).ok(), Some(bare.clone()));
+
+        let mut with_sub = bare;
+        with_sub.subs[9] = Some("s10".into());
+        let json = serde_json::to_value(&with_sub).unwrap();
+        assert_eq!(json["subs"][9], "s10", "{json}");
+        assert_eq!(serde_json::from_value::<Event>(json).ok(), Some(with_sub));
+    }
 }

@@ -11,9 +11,16 @@ pub const REDACTED: &str = "[REDACTED]";
 /// set-cookie, and any name containing `key`, `token`, `secret`, `auth`, `password`,
 /// `signature`, `session` (case-insensitive).
 pub fn is_secret_header(name: &str) -> bool {
-    let name = name.trim().to_ascii_lowercase();
-    matches!(name.as_str(), "authorization" | "proxy-authorization" | "cookie" | "set-cookie")
-        || SECRET_NAME_PARTS.iter().any(|part| name.contains(part))
+    // Compared ignoring ASCII case in place: this runs for every header and query
+    // parameter of every logged request, so it allocates nothing.
+    let name = name.trim();
+    ["authorization", "proxy-authorization", "cookie", "set-cookie"].iter().any(|n| name.eq_ignore_ascii_case(n))
+        || SECRET_NAME_PARTS.iter().any(|part| contains_ignore_ascii_case(name, part))
+}
+
+/// `haystack` contains the ASCII `needle`, ignoring ASCII case.
+fn contains_ignore_ascii_case(haystack: &str, needle: &str) -> bool {
+    haystack.as_bytes().windows(needle.len()).any(|window| window.eq_ignore_ascii_case(needle.as_bytes()))
 }
 
 /// Substrings that make a header or query parameter name secret.
@@ -26,10 +33,18 @@ const SECRET_QUERY_WORDS: &[&str] = &["sig", "pass", "pwd"];
 
 /// Is this (raw, possibly percent-encoded) query parameter name a secret?
 fn is_secret_param(raw_name: &str) -> bool {
-    let plus_decoded = raw_name.replace('+', " ");
-    let name = percent_encoding::percent_decode_str(&plus_decoded).decode_utf8_lossy().to_ascii_lowercase();
+    // Most names are plain (`clickid`, `payout`): decoded only when there is something
+    // to decode.
+    let name: Cow<'_, str> = if raw_name.contains(['+', '%']) {
+        let plus_decoded = raw_name.replace('+', " ");
+        Cow::Owned(percent_encoding::percent_decode_str(&plus_decoded).decode_utf8_lossy().into_owned())
+    } else {
+        Cow::Borrowed(raw_name)
+    };
     is_secret_header(&name)
-        || name.split(|c: char| !c.is_ascii_alphanumeric()).any(|word| SECRET_QUERY_WORDS.contains(&word))
+        || name
+            .split(|c: char| !c.is_ascii_alphanumeric())
+            .any(|word| SECRET_QUERY_WORDS.iter().any(|secret| word.eq_ignore_ascii_case(secret)))
 }
 
 pub fn redact_headers(headers: &BTreeMap<String, String>) -> BTreeMap<String, String> {
@@ -77,6 +92,11 @@ fn mask_userinfo_password(url: &str) -> Cow<'_, str> {
     };
     let authority_start = scheme_end + 3;
     let rest = &url[authority_start..];
+    if !rest.contains('@') {
+        // No userinfo without an `@`: skip the full URL parse (every logged request
+        // comes through here).
+        return Cow::Borrowed(url);
+    }
     let authority_len = match url::Url::parse(url) {
         // The parser found no password: nothing to mask.
         Ok(parsed) if parsed.password().is_none() => return Cow::Borrowed(url),
@@ -202,6 +222,20 @@ mod tests {
         }
     }
 
+    /// The first, allocating versions of the name rules: the in-place ones must agree.
+    fn reference_is_secret_header(name: &str) -> bool {
+        let name = name.trim().to_ascii_lowercase();
+        matches!(name.as_str(), "authorization" | "proxy-authorization" | "cookie" | "set-cookie")
+            || SECRET_NAME_PARTS.iter().any(|part| name.contains(part))
+    }
+
+    fn reference_is_secret_param(raw_name: &str) -> bool {
+        let plus_decoded = raw_name.replace('+', " ");
+        let name = percent_encoding::percent_decode_str(&plus_decoded).decode_utf8_lossy().to_ascii_lowercase();
+        reference_is_secret_header(&name)
+            || name.split(|c: char| !c.is_ascii_alphanumeric()).any(|word| SECRET_QUERY_WORDS.contains(&word))
+    }
+
     fn name_part() -> impl Strategy<Value = String> {
         "[a-z_]{1,8}".prop_filter("must not itself be secret", |n| !is_secret_param(n))
     }
@@ -275,6 +309,23 @@ mod tests {
             let out = redact_headers(&headers);
             prop_assert_eq!(&out[&name], REDACTED);
             prop_assert_eq!(&out["Accept"], "*/*");
+        }
+
+        /// The allocation-free name checks decide exactly as the allocating ones did,
+        /// on names with secret words, mixed case, `+`, percent escapes and non-ASCII.
+        #[test]
+        fn name_rules_agree_with_the_reference(
+            parts in proptest::collection::vec(prop_oneof![
+                "(?i)(key|token|secret|auth|password|signature|session|sig|pass|pwd|cookie|authorization)",
+                "[a-zA-Z0-9_.+ -]{0,4}",
+                "%[0-9A-Fa-f]{2}",
+                "%(4[bB]|6[bB]|5[fF]|2[bB]|[eE]9|C3%A9)",
+                "\\PC{0,2}",
+            ], 0..5),
+        ) {
+            let name: String = parts.concat();
+            prop_assert_eq!(is_secret_header(&name), reference_is_secret_header(&name), "header {:?}", name);
+            prop_assert_eq!(is_secret_param(&name), reference_is_secret_param(&name), "param {:?}", name);
         }
 
         #[test]

@@ -317,8 +317,9 @@ impl Dispatcher {
         fired_at: DateTime<Utc>,
         test: bool,
     ) -> LogEntry {
-        let mut entry = base_entry(firing, Some(postback), fired_at, test);
+        let mut entry = base_entry(firing, Some(postback), shown.is_none(), fired_at, test);
         if let Some(shown) = shown {
+            entry.method = shown.method;
             entry.url = shown.url;
             entry.request_headers = shown.headers;
             entry.request_body = shown.body;
@@ -333,17 +334,28 @@ impl Dispatcher {
         reason: String,
         test: bool,
     ) -> LogEntry {
-        let mut entry = base_entry(firing, postback, self.app.ports.clock.now(), test);
+        let mut entry = base_entry(firing, postback, true, self.app.ports.clock.now(), test);
         entry.error = Some(reason);
         entry
     }
 }
 
 /// A log entry for a firing with no request shown yet and outcome `skipped`; the
-/// callers fill in what happened.
-fn base_entry(firing: &Firing, postback: Option<&CompiledPostback>, fired_at: DateTime<Utc>, test: bool) -> LogEntry {
+/// callers fill in what happened. `with_template_url`: show the postback's URL template
+/// (redacted) and method; `false` when the caller sets the request it sent instead, so
+/// the template is not redacted only to be thrown away.
+fn base_entry(
+    firing: &Firing,
+    postback: Option<&CompiledPostback>,
+    with_template_url: bool,
+    fired_at: DateTime<Utc>,
+    test: bool,
+) -> LogEntry {
     let (name, method, url) = match postback {
-        Some(p) => (p.postback.name.clone(), p.postback.method.as_str().to_string(), redact_url(&p.postback.url)),
+        Some(p) if with_template_url => {
+            (p.postback.name.clone(), p.postback.method.as_str().to_string(), redact_url(&p.postback.url))
+        }
+        Some(p) => (p.postback.name.clone(), String::new(), String::new()),
         None => (String::new(), String::new(), String::new()),
     };
     LogEntry {
