@@ -36,13 +36,15 @@ until curl -fs -H "x-api-key: $admin" "$base/metrics" | grep -q '^postback_firin
     kill -0 "$gen" 2>/dev/null || { echo "profile.sh: the load generator ended before any delivery" >&2; exit 1; }
     sleep 0.05
 done
-perf record -F 1999 --call-graph dwarf,32768 -p "$server" -o "$data/perf.data" 2>/dev/null &
+perf record -F 1999 --call-graph dwarf,32768 -p "$server" -o "$data/perf.data" 2>"$data/perf-record.log" &
 recorder=$!
 wait "$gen"
 kill -INT "$recorder"
 wait "$recorder" || true
 cat "$data/load.txt"
-perf script -i "$data/perf.data" 2>/dev/null | inferno-collapse-perf --all >"$out.folded"
+perf script -i "$data/perf.data" 2>"$data/perf-script.log" | inferno-collapse-perf --all >"$out.folded" || {
+    echo "profile.sh: perf script or inferno failed:" >&2; tail -n 20 "$data/perf-record.log" "$data/perf-script.log" >&2; exit 1; }
+[[ -s "$out.folded" ]] || { echo "profile.sh: no samples; perf record said:" >&2; cat "$data/perf-record.log" >&2; exit 1; }
 inferno-flamegraph --title "local server delivering firings ($(git rev-parse --short HEAD))" --width 1600 \
     --minwidth 0.3 <"$out.folded" >"$out.svg"
 python3 scripts/profile_shares.py "$out.folded"

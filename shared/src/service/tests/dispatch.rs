@@ -522,3 +522,28 @@ async fn a_store_that_names_delivered_entries_gets_them_under_its_id() {
     assert_ne!(resent.delivery_id, delivered.delivery_id);
     assert_eq!(w.app.get_log(&resent.id).await.unwrap(), resent);
 }
+
+/// A sent attempt's entry shows the request as sent (macros filled in, secrets
+/// redacted); an entry with nothing sent shows the postback's URL template, redacted.
+#[tokio::test]
+async fn entries_show_the_sent_request_or_else_the_template_redacted() {
+    let w = World::new();
+    let pb = json!({"name": "Clicks", "type": "click", "url": format!("{URL}?t={{transaction_id}}&token={{transaction_id}}")});
+    let id = w.postback(pb.clone()).await;
+    let click = |t: &str| json!({"type": "click", "transaction_id": t, "offer_id": "O1", "publisher_id": "P1"});
+    w.ingest_one(click("T1")).await;
+    assert_eq!(w.process_one().await, AttemptOutcome::Delivered);
+    w.ingest_one(click("T2")).await;
+    let mut disabled = pb;
+    disabled["enabled"] = json!(false);
+    w.app.replace_postback(&id, spec(&disabled)).await.unwrap();
+    assert_eq!(w.process_one().await, AttemptOutcome::Skipped("postback disabled".into()));
+
+    let shown = |outcome: Outcome| {
+        let logs = w.logs();
+        let entry = logs.iter().find(|e| e.outcome == outcome).expect("an entry with that outcome");
+        (entry.method.clone(), entry.url.clone())
+    };
+    assert_eq!(shown(Outcome::Delivered), ("GET".to_string(), format!("{URL}?t=T1&token=[REDACTED]")));
+    assert_eq!(shown(Outcome::Skipped), ("GET".to_string(), format!("{URL}?t={{transaction_id}}&token=[REDACTED]")));
+}
