@@ -2,6 +2,9 @@
 (scripts/profile.sh). Each stack goes to the first rule that matches it, most specific
 first; the writer thread ("embedded-store-…") and the tokio threads have their own rules.
 JSON encoding and allocation are cross-cutting, so they are reported apart ("of which").
+The counts perf gives for the software cpu-clock event (this VM has no PMU) are
+nanoseconds of CPU, so each row also shows the seconds of CPU it took over the run:
+two runs of the same load (same firings) compare row by row in absolute terms.
 
     python3 scripts/profile_shares.py target-profile/delivery.folded
 """
@@ -45,12 +48,13 @@ def main(path: str) -> None:
         if re.search(r"malloc|free|realloc|_int_", stack.rsplit(";", 1)[-1]):
             cross["allocation (malloc/free as the leaf)"] += n
     writer = sum(v for k, v in shares.items() if k.startswith("writer"))
-    print("| step | share of server CPU |\n|---|---|")
+    print("| step | share of server CPU | CPU over the run (s) |\n|---|---|---|")
     for name, n in shares.most_common():
-        print(f"| {name} | {100 * n / total:.1f}% |")
-    print(f"| **the writer thread in all** | **{100 * writer / total:.1f}%** |")
+        print(f"| {name} | {100 * n / total:.1f}% | {n / 1e9:.2f} |")
+    print(f"| **the writer thread in all** | **{100 * writer / total:.1f}%** | {writer / 1e9:.2f} |")
     for name, n in cross.most_common():
-        print(f"| of which, across the rows: {name} | {100 * n / total:.1f}% |")
+        print(f"| of which, across the rows: {name} | {100 * n / total:.1f}% | {n / 1e9:.2f} |")
+    print(f"| **all** | 100% | **{total / 1e9:.2f}** |")
 
 
 if __name__ == "__main__":
