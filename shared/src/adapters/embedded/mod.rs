@@ -6,6 +6,7 @@
 //! through a small pool of read-only connections (see `readers`). `EmbeddedStore` is a
 //! cheap handle (an `Arc`) implementing all five storage ports.
 
+mod checkpointer;
 mod combined;
 mod control;
 mod logs;
@@ -118,6 +119,8 @@ struct Core {
     path: PathBuf,
     /// The breaker mirror and the rate-limit slots (`control.rs`).
     control: control::ControlState,
+    /// WAL checkpoints off the writer thread; stops when the store is dropped.
+    _checkpointer: checkpointer::Checkpointer,
 }
 
 /// The embedded store: one SQLite file, implementing `PostbackStore`, `TouchStore`,
@@ -153,6 +156,8 @@ impl EmbeddedStore {
             writer::WriterConfig { max_batch: tuning.max_batch, channel_capacity: tuning.max_batch.max(1) * 8 };
         let writer = writer::spawn(write_conn, config, Arc::clone(&counters), Arc::clone(&notify))
             .map_err(|e| StoreError::Unavailable(format!("cannot start the writer thread: {e}")))?;
+        let checkpointer = checkpointer::Checkpointer::spawn(path)
+            .map_err(|e| StoreError::Unavailable(format!("cannot start the checkpoint thread: {e}")))?;
         Ok(Self {
             core: Arc::new(Core {
                 writer,
@@ -162,6 +167,7 @@ impl EmbeddedStore {
                 options,
                 path: path.to_path_buf(),
                 control,
+                _checkpointer: checkpointer,
             }),
         })
     }

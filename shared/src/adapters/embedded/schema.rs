@@ -165,7 +165,7 @@ pub(crate) enum SchemaError {
 
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// WAL pages between automatic checkpoints (4 KiB each: about 40 MiB of WAL at most).
+/// WAL pages at which the writer checkpoints itself (4 KiB each: about 40 MiB of WAL).
 const WAL_CHECKPOINT_PAGES: i64 = 10_000;
 
 /// Open the write connection: WAL, the requested `synchronous` level, migrated schema.
@@ -177,9 +177,8 @@ pub(crate) fn open_writer(path: &std::path::Path, synchronous: &str) -> Result<C
         return Err(SchemaError::NoWal(mode));
     }
     conn.pragma_update(None, "synchronous", synchronous)?;
-    // Checkpoint every WAL_CHECKPOINT_PAGES pages instead of SQLite's 1,000: the hot
-    // pages (queue, index roots, markers) are rewritten by nearly every commit, and each
-    // checkpoint copies a page once however often it was rewritten since the last one.
+    // The checkpoints run on their own thread (`checkpointer.rs`); this one, in the
+    // commit that crosses it, is the backstop should that thread fall behind.
     conn.pragma_update(None, "wal_autocheckpoint", WAL_CHECKPOINT_PAGES)?;
     conn.set_prepared_statement_cache_capacity(64);
     migrate(&mut conn)?;
