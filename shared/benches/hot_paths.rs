@@ -24,7 +24,7 @@ use postback::domain::event::{Event, EventType, Status};
 use postback::domain::firing::Firing;
 use postback::domain::macros::MacroContext;
 use postback::domain::matching::PostbackIndex;
-use postback::domain::postback::{CompiledPostback, FireOn, HttpMethod, Postback, Scope};
+use postback::domain::postback::{CompiledPostback, FireOn, Postback, Scope};
 use postback::domain::redact::redact_url;
 use postback::domain::template::{Encoding, Segment, Template};
 use postback::ports::HttpSender;
@@ -234,33 +234,10 @@ fn bench_render(c: &mut Criterion) {
 
 /// A typical affiliate GET postback (no headers, no body, no signing), as the load test's.
 fn get_postback(url: &str) -> CompiledPostback {
-    let now = Utc.with_ymd_and_hms(2024, 5, 1, 12, 0, 0).unwrap();
     let p = Postback {
-        id: "pb_00001".into(),
         name: "Affiliate GET".into(),
-        kind: EventType::Conversion,
-        enabled: true,
-        offers: Scope::All,
-        publishers: Scope::All,
-        fire_on: FireOn::Approved,
-        rejection_reasons: None,
-        event_names: None,
-        delay_seconds: 0,
-        method: HttpMethod::Get,
         url: url.into(),
-        headers: Default::default(),
-        body: None,
-        content_type: "application/json".into(),
-        created_at: now,
-        updated_at: now,
-        signing: Default::default(),
-        signing_secret: None,
-        previous_signing_secret: None,
-        version: 1,
-        conditions: Vec::new(),
-        success_rule: None,
-        alerts: Vec::new(),
-        rate_limit_per_second: None,
+        ..matching_oracle::plain_postback("pb_00001", EventType::Conversion)
     };
     CompiledPostback::new(p).expect("the bench postback compiles")
 }
