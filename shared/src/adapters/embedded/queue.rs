@@ -132,8 +132,7 @@ fn receive_due_fair(
     // and are passed over by id), so a long backlog of one destination is skipped by the
     // index instead of being read row by row on every receive.
     'scan: loop {
-        let excluded_json = serde_json::to_string(&excluded)
-            .map_err(|e| crate::ports::StoreError::Corrupt(format!("destinations: {e}")))?;
+        let excluded_json = json_list(&excluded)?;
         let mut rows = select.query((now, &excluded_json))?;
         while chosen.len() < max {
             let Some(row) = rows.next()? else { break 'scan };
@@ -169,8 +168,13 @@ fn receive_due_fair(
 
 /// The full destinations as a JSON array, for `json_each`.
 fn full_json(in_flight: &InFlight) -> StoreResult<String> {
-    let full: Vec<&str> = in_flight.full().collect();
-    serde_json::to_string(&full).map_err(|e| crate::ports::StoreError::Corrupt(format!("destinations: {e}")))
+    json_list(&in_flight.full().collect::<Vec<_>>())
+}
+
+/// Destinations as a JSON array, for `json_each`.
+fn json_list(destinations: &[impl AsRef<str>]) -> StoreResult<String> {
+    let names: Vec<&str> = destinations.iter().map(AsRef::as_ref).collect();
+    serde_json::to_string(&names).map_err(|e| crate::ports::StoreError::Corrupt(format!("destinations: {e}")))
 }
 
 /// Lease these `(delivery_id, payload)` rows; an unreadable one is quarantined, and one

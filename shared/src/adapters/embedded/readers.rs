@@ -44,18 +44,21 @@ impl ReadPool {
         T: Send + 'static,
         F: FnOnce(&Connection) -> StoreResult<T> + Send + 'static,
     {
-        let Ok(permit) = Arc::clone(&self.permits).try_acquire_owned() else {
+        let Ok(_permit) = Arc::clone(&self.permits).try_acquire_owned() else {
             return self.read(op).await;
         };
+        self.with_idle(op)
+    }
+
+    /// Run `op` on an idle connection, given back afterwards. The caller holds a permit,
+    /// which guarantees one is idle.
+    fn with_idle<T>(&self, op: impl FnOnce(&Connection) -> StoreResult<T>) -> StoreResult<T> {
         let conn = self.idle.lock().unwrap_or_else(PoisonError::into_inner).pop();
         let borrowed = Borrowed { pool: self, conn };
-        let result = match &borrowed.conn {
+        match &borrowed.conn {
             Some(conn) => op(conn),
             None => Err(StoreError::Unavailable("no idle read connection".into())),
-        };
-        drop(borrowed);
-        drop(permit);
-        result
+        }
     }
 
     /// Run `op` on a pooled read-only connection on the blocking thread pool.
@@ -71,12 +74,7 @@ impl ReadPool {
         let pool = Arc::clone(self);
         tokio::task::spawn_blocking(move || {
             let _permit = permit;
-            let conn = pool.idle.lock().unwrap_or_else(PoisonError::into_inner).pop();
-            let borrowed = Borrowed { pool: &pool, conn };
-            match &borrowed.conn {
-                Some(conn) => op(conn),
-                None => Err(StoreError::Unavailable("no idle read connection".into())),
-            }
+            pool.with_idle(op)
         })
         .await
         .map_err(|e| StoreError::Unavailable(format!("read task failed: {e}")))?

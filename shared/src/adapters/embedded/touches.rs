@@ -110,20 +110,10 @@ impl TouchStore for EmbeddedStore {
         self.record_and_mark_seen(&[], dedupe_keys).await
     }
 
-    /// One write job (one savepoint in a group commit) for both.
+    /// One write job (one savepoint in a group commit) for both: ingest's combined
+    /// write with no firings.
     async fn record_and_mark_seen(&self, touches: &[TouchRecord], dedupe_keys: &[String]) -> StoreResult<()> {
-        if touches.is_empty() && dedupe_keys.is_empty() {
-            return Ok(());
-        }
-        let rows = touches.iter().map(|t| touch_row(&t.event)).collect::<StoreResult<Vec<_>>>()?;
-        let keys = dedupe_keys.to_vec();
-        let now = Utc::now();
-        let (now_ms, cutoff) = (millis(now), millis(self.cutoff(now)));
-        self.write(move |conn| {
-            write_touches(conn, &rows, now_ms)?;
-            write_seen(conn, &keys, now_ms, cutoff)
-        })
-        .await
+        crate::ports::CombinedWrites::record_and_enqueue(self, touches, &[], dedupe_keys).await
     }
 }
 
