@@ -2,13 +2,11 @@
 //! SQLite file behind one writer, so ingest's three writes and a delivered firing's
 //! log + marker + ack are each one write job, in one transaction.
 
-use std::sync::Arc;
-
 use async_trait::async_trait;
 use chrono::Utc;
 
 use super::logs::{mark_delivered_and_log, LogRow};
-use super::queue::{ack_row, insert_firing, note_stale, parse_receipt, Row};
+use super::queue::{QueueChanges, Row};
 use super::touches::{touch_row, write_seen, write_touches};
 use super::{millis, EmbeddedStore};
 use crate::domain::firing::Firing;
@@ -31,35 +29,33 @@ impl CombinedWrites for EmbeddedStore {
         let keys = dedupe_keys.to_vec();
         let now = Utc::now();
         let (now_ms, cutoff) = (millis(now), millis(self.cutoff(now)));
+        let changes = QueueChanges::default();
+        let after = changes.after_commit(&self.core.queue, Vec::new());
         let job = move |conn: &rusqlite::Connection| {
             write_touches(conn, &touches, now_ms)?;
-            queued.iter().try_for_each(|row| insert_firing(conn, row, cutoff))?;
+            queued.iter().try_for_each(|row| changes.insert_firing(conn, row, cutoff))?;
             write_seen(conn, &keys, now_ms, cutoff)
         };
-        if firings.is_empty() {
-            self.core.writer.write(job).await
-        } else {
-            self.core.writer.write_and_notify(job).await
-        }
+        self.core.writer.write_then(job, !firings.is_empty(), after).await
     }
 
     async fn settle_delivered(&self, leased: &Leased, entry: &LogEntry) -> StoreResult<bool> {
         let row = LogRow::new(entry)?;
         let delivery_id = entry.delivery_id.clone();
-        let receipt = leased.receipt.clone();
-        let lease = parse_receipt(&leased.receipt);
-        let counters = Arc::clone(&self.core.counters);
         let now = Utc::now();
         let (now_ms, cutoff) = (millis(now), millis(self.cutoff(now)));
-        self.write(move |conn| {
+        // A stale lease still gets its delivery logged and marked; only the ack is skipped.
+        let rowid = self.begin_settle(&leased.receipt, "ack");
+        let changes = QueueChanges::default();
+        let after = changes.after_commit(&self.core.queue, rowid.into_iter().collect());
+        let job = move |conn: &rusqlite::Connection| {
             let fresh = mark_delivered_and_log(conn, &row, &delivery_id, now_ms, cutoff)?;
-            match &lease {
-                Some((queued_id, token)) => ack_row(conn, queued_id, token, &counters, &receipt)?,
-                None => note_stale(&counters, "ack", &receipt),
+            if let Some(rowid) = rowid {
+                changes.delete(conn, rowid)?;
             }
             Ok(fresh)
-        })
-        .await
+        };
+        self.core.writer.write_then(job, false, after).await
     }
 
     fn lease_checks_delivered(&self) -> bool {

@@ -12,6 +12,7 @@ mod control;
 mod logs;
 mod postbacks;
 mod queue;
+mod queue_index;
 mod readers;
 mod schema;
 mod touches;
@@ -119,6 +120,8 @@ struct Core {
     path: PathBuf,
     /// The breaker mirror and the rate-limit slots (`control.rs`).
     control: control::ControlState,
+    /// The queue's visibility order and leases (`queue_index.rs`).
+    queue: queue::SharedIndex,
     /// WAL checkpoints off the writer thread; stops when the store is dropped.
     _checkpointer: checkpointer::Checkpointer,
 }
@@ -146,6 +149,7 @@ impl EmbeddedStore {
         prepare_file(path)?;
         let write_conn = schema::open_writer(path, tuning.durability.pragma()).map_err(open_error)?;
         let control = control::ControlState::load(&write_conn)?;
+        let queue = Arc::new(std::sync::Mutex::new(queue::load_index(&write_conn)?));
         let read_conns = (0..tuning.readers.max(1))
             .map(|_| schema::open_reader(path))
             .collect::<Result<Vec<Connection>, _>>()
@@ -167,6 +171,7 @@ impl EmbeddedStore {
                 options,
                 path: path.to_path_buf(),
                 control,
+                queue,
                 _checkpointer: checkpointer,
             }),
         })
@@ -233,16 +238,15 @@ impl EmbeddedStore {
 
     /// Make every leased firing due again at once. Only for a process that knows it is
     /// the queue's sole consumer (the local server holds a lock on its data folder): a
-    /// lease found at start-up belongs to a process that died mid-send, and its firing
-    /// should not wait out the lease.
+    /// lease held when it starts belongs to a consumer that gave up mid-send, and its
+    /// firing should not wait out the lease. (Leases live in memory, so a restart has
+    /// released them already.)
     pub async fn release_leases(&self) -> StoreResult<u64> {
-        self.write(|conn| {
-            let n = conn
-                .prepare_cached("UPDATE firings SET lease_until = 0, lease_token = NULL WHERE lease_token IS NOT NULL")?
-                .execute([])?;
-            Ok(n as u64)
-        })
-        .await
+        let released = self.index().release_leases();
+        if released > 0 {
+            self.core.notify.notify_one();
+        }
+        Ok(released)
     }
 
     /// Rows older than this are expired.

@@ -1,17 +1,20 @@
-//! `FiringQueue` in the same file as everything else. A row is visible when
-//! `max(due_at, lease_until) <= now`; receiving leases it (a fresh token, hidden until
-//! `now + lease`); `ack`/`retry` act only while the token still matches, so a consumer
-//! whose lease ran out and was taken over cannot delete or replace the new holder's row.
+//! `FiringQueue` in the same file as everything else. The `firings` table holds each
+//! queued firing (due time, payload, destination); visibility and leases are kept in
+//! memory (`queue_index.rs`), so receiving is a lookup there plus a point read of the
+//! payloads, with no write. A lease is a token; `ack`/`retry` act only while the token
+//! still matches, so a consumer whose lease ran out and was taken over cannot delete or
+//! replace the new holder's row. Every change to the index follows the commit of its row
+//! change (the writer's after-commit hook).
 
-use std::collections::{HashMap, HashSet};
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use rusqlite::{Connection, OptionalExtension};
 
-use super::writer::WriterCounters;
+use super::queue_index::{QueueIndex, RowId, Settled};
+use super::writer::{AfterCommit, WriterCounters};
 use super::{decode, encode, from_millis, millis, EmbeddedStore};
 use crate::domain::firing::Firing;
 use crate::ports::{FiringQueue, InFlight, Leased, QueueDepth, StoreResult};
@@ -19,16 +22,27 @@ use crate::ports::{FiringQueue, InFlight, Leased, QueueDepth, StoreResult};
 /// Most firings handed out by one `receive`.
 const MAX_RECEIVE: usize = 1_000;
 
-/// Insert a firing unless it is queued already or was delivered (a re-enqueued
-/// delivered firing must not fire again).
-pub(super) fn insert_firing(conn: &Connection, row: &Row, cutoff: i64) -> StoreResult<()> {
-    conn.prepare_cached(
-        "INSERT OR IGNORE INTO firings (delivery_id, due_at, lease_until, lease_token, payload, destination) \
-         SELECT ?1, ?2, 0, NULL, ?3, ?5 \
-         WHERE NOT EXISTS (SELECT 1 FROM delivered WHERE delivery_id = ?1 AND created_at >= ?4)",
-    )?
-    .execute((&row.delivery_id, row.due_at, &row.payload, cutoff, &row.destination))?;
-    Ok(())
+/// Receives of at most this many firings read their payloads on the calling thread
+/// (`read_point`); larger ones on the read pool.
+const POINT_READ_ROWS: usize = 16;
+
+/// The in-memory queue index, shared by the store's handles and the writer's hooks.
+pub(super) type SharedIndex = Arc<Mutex<QueueIndex>>;
+
+pub(super) fn lock(index: &SharedIndex) -> MutexGuard<'_, QueueIndex> {
+    index.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// The index of the rows in the file, every one visible at its due time (a restart
+/// releases every lease: the process that held them is gone).
+pub(super) fn load_index(conn: &Connection) -> StoreResult<QueueIndex> {
+    let mut index = QueueIndex::default();
+    let mut rows = conn.prepare("SELECT rowid, due_at, destination FROM firings")?;
+    let mut rows = rows.query([])?;
+    while let Some(row) = rows.next()? {
+        index.insert(row.get(0)?, row.get(1)?, row.get::<_, Option<String>>(2)?.as_deref());
+    }
+    Ok(index)
 }
 
 /// A firing as its queue row's columns.
@@ -50,30 +64,95 @@ impl Row {
     }
 }
 
-fn receipt(delivery_id: &str, token: &str) -> String {
-    format!("{delivery_id}:{token}")
+/// What a write job did to `firings`, applied to the index once the job is committed.
+#[derive(Default)]
+struct Changes {
+    inserted: Vec<(RowId, i64, Option<String>)>,
+    settled: Vec<(RowId, Settled)>,
 }
 
-/// `(delivery_id, token)`; tokens never contain `:`, delivery ids might.
-pub(super) fn parse_receipt(receipt: &str) -> Option<(String, String)> {
-    receipt.rsplit_once(':').map(|(id, token)| (id.to_string(), token.to_string()))
-}
+/// Collects a write job's queue changes (the job runs on the writer thread) for its
+/// after-commit hook.
+#[derive(Clone, Default)]
+pub(super) struct QueueChanges(Arc<Mutex<Changes>>);
 
-/// Delete the leased row, if the lease is still this receipt's.
-pub(super) fn ack_row(
-    conn: &Connection,
-    delivery_id: &str,
-    token: &str,
-    counters: &WriterCounters,
-    receipt: &str,
-) -> StoreResult<()> {
-    let deleted = conn
-        .prepare_cached("DELETE FROM firings WHERE delivery_id = ?1 AND lease_token = ?2")?
-        .execute((delivery_id, token))?;
-    if deleted == 0 {
-        note_stale(counters, "ack", receipt);
+impl QueueChanges {
+    fn changes(&self) -> MutexGuard<'_, Changes> {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner)
     }
-    Ok(())
+
+    /// Insert a firing unless it is queued already or was delivered (a re-enqueued
+    /// delivered firing must not fire again).
+    pub fn insert_firing(&self, conn: &Connection, row: &Row, cutoff: i64) -> StoreResult<()> {
+        let inserted = conn
+            .prepare_cached(
+                "INSERT OR IGNORE INTO firings (delivery_id, due_at, payload, destination) \
+                 SELECT ?1, ?2, ?3, ?5 \
+                 WHERE NOT EXISTS (SELECT 1 FROM delivered WHERE delivery_id = ?1 AND created_at >= ?4)",
+            )?
+            .execute((&row.delivery_id, row.due_at, &row.payload, cutoff, &row.destination))?;
+        if inserted == 1 {
+            self.changes().inserted.push((conn.last_insert_rowid(), row.due_at, row.destination.clone()));
+        }
+        Ok(())
+    }
+
+    /// Delete a leased row (acked, dropped or quarantined).
+    pub fn delete(&self, conn: &Connection, rowid: RowId) -> StoreResult<()> {
+        conn.prepare_cached("DELETE FROM firings WHERE rowid = ?1")?.execute([rowid])?;
+        self.changes().settled.push((rowid, Settled::Removed));
+        Ok(())
+    }
+
+    /// Replace a leased row by the firing's next message: in place if it is the same
+    /// delivery id, else the old row goes and the new one is inserted.
+    fn replace(&self, conn: &Connection, rowid: RowId, next: &Row, cutoff: i64) -> StoreResult<()> {
+        let updated = conn
+            .prepare_cached(
+                "UPDATE firings SET payload = ?3, due_at = ?4, destination = ?5 WHERE rowid = ?1 AND delivery_id = ?2",
+            )?
+            .execute((rowid, &next.delivery_id, &next.payload, next.due_at, &next.destination))?;
+        if updated == 1 {
+            let rescheduled = Settled::Rescheduled { due_at: next.due_at, destination: next.destination.clone() };
+            self.changes().settled.push((rowid, rescheduled));
+            return Ok(());
+        }
+        self.delete(conn, rowid)?;
+        self.insert_firing(conn, next, cutoff)
+    }
+
+    /// The hook that applies the changes to `index` if committed. `begun` are the rows
+    /// whose settle was begun for this job: without a commit, their leases stand again.
+    pub fn after_commit(&self, index: &SharedIndex, begun: Vec<RowId>) -> AfterCommit {
+        let changes = self.clone();
+        let index = Arc::clone(index);
+        Box::new(move |committed| {
+            let changes = std::mem::take(&mut *changes.changes());
+            let mut index = lock(&index);
+            if committed {
+                for (rowid, settled) in changes.settled {
+                    index.finish_settle(rowid, Some(settled));
+                }
+                for (rowid, due_at, destination) in changes.inserted {
+                    index.insert(rowid, due_at, destination.as_deref());
+                }
+            }
+            // Settled rows are finished already; this only frees the others.
+            for rowid in begun {
+                index.finish_settle(rowid, None);
+            }
+        })
+    }
+}
+
+fn receipt(rowid: RowId, token: u64) -> String {
+    format!("{rowid}:{token}")
+}
+
+/// `(rowid, token)` of one of this store's receipts.
+pub(super) fn parse_receipt(receipt: &str) -> Option<(RowId, u64)> {
+    let (rowid, token) = receipt.split_once(':')?;
+    Some((rowid.parse().ok()?, token.parse().ok()?))
 }
 
 pub(super) fn note_stale(counters: &WriterCounters, what: &str, receipt: &str) {
@@ -90,137 +169,24 @@ struct LeaseWindow {
     delivered_cutoff: i64,
 }
 
-fn receive_due(
-    conn: &Connection,
-    window: LeaseWindow,
-    max: usize,
-    counters: &WriterCounters,
-) -> StoreResult<Vec<Leased>> {
-    let now = window.now;
-    let due: Vec<(String, String)> = conn
-        .prepare_cached(
-            "SELECT delivery_id, payload FROM firings WHERE max(due_at, lease_until) <= ?1 \
-             ORDER BY max(due_at, lease_until) LIMIT ?2",
-        )?
-        .query_map((now, i64::try_from(max).unwrap_or(i64::MAX)), |row| Ok((row.get(0)?, row.get(1)?)))?
-        .collect::<Result<_, _>>()?;
-    lease_rows(conn, due, window, counters)
-}
+/// A leased row as read back: its delivery id, payload, and whether that id is marked
+/// delivered.
+type Found = Option<(String, String, bool)>;
 
-/// The due rows `receive_fair` hands out, earliest visible first: none of a full
-/// destination (passed over in SQL, on the covering visibility index), and no more of
-/// another than it has room for (counted here).
-fn receive_due_fair(
-    conn: &Connection,
-    window: LeaseWindow,
-    max: usize,
-    in_flight: &InFlight,
-    counters: &WriterCounters,
-) -> StoreResult<Vec<Leased>> {
-    let now = window.now;
-    let mut excluded: Vec<String> = in_flight.full().map(str::to_string).collect();
-    let mut chosen: Vec<String> = Vec::with_capacity(max);
-    let mut chosen_ids: HashSet<String> = HashSet::with_capacity(max);
-    let mut taken: HashMap<String, usize> = HashMap::new();
-    let mut select = conn.prepare_cached(
-        "SELECT delivery_id, destination FROM firings WHERE max(due_at, lease_until) <= ?1 \
-         AND (destination IS NULL OR destination NOT IN (SELECT value FROM json_each(?2))) \
-         ORDER BY max(due_at, lease_until)",
-    )?;
-    // A destination that runs out of room during the scan is added to the excluded ones
-    // and the scan starts again (from the top: the rows chosen so far are not leased yet
-    // and are passed over by id), so a long backlog of one destination is skipped by the
-    // index instead of being read row by row on every receive.
-    'scan: loop {
-        let excluded_json = json_list(&excluded)?;
-        let mut rows = select.query((now, &excluded_json))?;
-        while chosen.len() < max {
-            let Some(row) = rows.next()? else { break 'scan };
-            let delivery_id: String = row.get(0)?;
-            if chosen_ids.contains(&delivery_id) {
-                continue;
-            }
-            if let Some(destination) = row.get::<_, Option<String>>(1)? {
-                let room = in_flight.room(&destination);
-                let count = taken.entry(destination.clone()).or_default();
-                if *count >= room {
-                    excluded.push(destination);
-                    continue 'scan;
-                }
-                *count += 1;
-            }
-            chosen_ids.insert(delivery_id.clone());
-            chosen.push(delivery_id);
-        }
-        break;
-    }
-    drop(select);
-    let mut payload = conn.prepare_cached("SELECT payload FROM firings WHERE delivery_id = ?1")?;
-    let due = chosen
-        .into_iter()
-        .map(|id| {
-            let text: String = payload.query_row([&id], |row| row.get(0))?;
-            Ok((id, text))
-        })
-        .collect::<StoreResult<Vec<_>>>()?;
-    lease_rows(conn, due, window, counters)
-}
-
-/// The full destinations as a JSON array, for `json_each`.
-fn full_json(in_flight: &InFlight) -> StoreResult<String> {
-    json_list(&in_flight.full().collect::<Vec<_>>())
-}
-
-/// Destinations as a JSON array, for `json_each`.
-fn json_list(destinations: &[impl AsRef<str>]) -> StoreResult<String> {
-    let names: Vec<&str> = destinations.iter().map(AsRef::as_ref).collect();
-    serde_json::to_string(&names).map_err(|e| crate::ports::StoreError::Corrupt(format!("destinations: {e}")))
-}
-
-/// Lease these `(delivery_id, payload)` rows; an unreadable one is quarantined, and one
-/// whose delivery id is marked delivered (a crash between its delivery and its ack, in a
-/// version that made them two commits) is dropped: so a leased firing is never a
-/// delivered one (`CombinedWrites::lease_checks_delivered`).
-fn lease_rows(
-    conn: &Connection,
-    due: Vec<(String, String)>,
-    window: LeaseWindow,
-    counters: &WriterCounters,
-) -> StoreResult<Vec<Leased>> {
-    let (now, lease_until) = (window.now, window.until);
-    let mut lease =
-        conn.prepare_cached("UPDATE firings SET lease_until = ?2, lease_token = ?3 WHERE delivery_id = ?1")?;
-    let mut delivered = conn.prepare_cached("SELECT 1 FROM delivered WHERE delivery_id = ?1 AND created_at >= ?2")?;
-    let mut leased = Vec::with_capacity(due.len());
-    for (delivery_id, payload) in due {
-        if delivered.exists((&delivery_id, window.delivered_cutoff))? {
-            conn.prepare_cached("DELETE FROM firings WHERE delivery_id = ?1")?.execute([&delivery_id])?;
-            counters.delivered_at_lease.fetch_add(1, Ordering::Relaxed);
-            tracing::info!(delivery_id, "already delivered; dropping its queued firing");
-            continue;
-        }
-        let firing: Firing = match decode(&payload, "firing") {
-            Ok(firing) => firing,
-            Err(e) => {
-                // One unreadable row must not block the queue: move it aside, loudly.
-                conn.prepare_cached(
-                    "INSERT INTO firings_quarantine (delivery_id, payload, error, quarantined_at) VALUES (?1, ?2, ?3, ?4)",
-                )?
-                .execute((&delivery_id, &payload, e.to_string(), now))?;
-                conn.prepare_cached("DELETE FROM firings WHERE delivery_id = ?1")?.execute([&delivery_id])?;
-                counters.quarantined_firings.fetch_add(1, Ordering::Relaxed);
-                tracing::error!(delivery_id, error = %e, "queued firing is unreadable; moved to firings_quarantine");
-                continue;
-            }
-        };
-        let token = uuid::Uuid::new_v4().simple().to_string();
-        lease.execute((&delivery_id, lease_until, &token))?;
-        leased.push(Leased { firing, receipt: receipt(&delivery_id, &token) });
-    }
-    Ok(leased)
+/// Why a leased row is not handed out.
+enum Withheld {
+    /// Its delivery id is marked delivered (a crash between a delivery and its ack, in a
+    /// version that made them two commits): never handed out again.
+    Delivered,
+    /// Its payload does not decode: moved to `firings_quarantine`, loudly.
+    Unreadable(String),
 }
 
 impl EmbeddedStore {
+    pub(super) fn index(&self) -> MutexGuard<'_, QueueIndex> {
+        lock(&self.core.queue)
+    }
+
     /// A lease taken now.
     fn lease_window(&self) -> LeaseWindow {
         let now = Utc::now();
@@ -230,6 +196,111 @@ impl EmbeddedStore {
             until: millis(now.checked_add_signed(lease).unwrap_or(DateTime::<Utc>::MAX_UTC)),
             delivered_cutoff: millis(self.cutoff(now)),
         }
+    }
+
+    /// Begin settling `receipt`'s lease: its row, or `None` (counted stale) if the
+    /// receipt is not this store's or its lease was taken over.
+    pub(super) fn begin_settle(&self, receipt: &str, what: &str) -> Option<RowId> {
+        let lease = parse_receipt(receipt).filter(|(rowid, token)| self.index().begin_settle(*rowid, *token));
+        if lease.is_none() {
+            note_stale(&self.core.counters, what, receipt);
+        }
+        lease.map(|(rowid, _)| rowid)
+    }
+
+    /// Lease up to `max` rows the index chose, read their payloads, and hand out those
+    /// that decode and are not delivered.
+    async fn lease(&self, max: usize, room: impl Fn(&str) -> usize) -> StoreResult<Vec<Leased>> {
+        let max = max.min(MAX_RECEIVE);
+        if max == 0 {
+            return Ok(Vec::new());
+        }
+        let window = self.lease_window();
+        let chosen = self.index().lease(window.now, window.until, max, room);
+        if chosen.is_empty() {
+            return Ok(Vec::new());
+        }
+        let rowids: Vec<RowId> = chosen.iter().map(|(rowid, _)| *rowid).collect();
+        let cutoff = window.delivered_cutoff;
+        let read = move |conn: &Connection| -> StoreResult<Vec<Found>> {
+            let mut select = conn.prepare_cached(
+                "SELECT delivery_id, payload, EXISTS (SELECT 1 FROM delivered \
+                 WHERE delivered.delivery_id = firings.delivery_id AND created_at >= ?2) \
+                 FROM firings WHERE rowid = ?1",
+            )?;
+            rowids
+                .iter()
+                .map(|rowid| {
+                    Ok(select.query_row((rowid, cutoff), |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?))).optional()?)
+                })
+                .collect()
+        };
+        let found = if chosen.len() <= POINT_READ_ROWS { self.read_point(read).await } else { self.read(read).await };
+        let found = match found {
+            Ok(found) => found,
+            Err(e) => {
+                let mut index = self.index();
+                for (rowid, token) in &chosen {
+                    index.unlease(*rowid, *token);
+                }
+                return Err(e);
+            }
+        };
+        let mut leased = Vec::with_capacity(chosen.len());
+        let mut dropped = Vec::new();
+        for ((rowid, token), found) in chosen.into_iter().zip(found) {
+            let Some((delivery_id, payload, delivered)) = found else {
+                // Not in the file: deleted behind the store's back. Nothing to send.
+                tracing::warn!(rowid, "queued firing is gone from the file; forgetting it");
+                self.index().remove(rowid);
+                continue;
+            };
+            if delivered {
+                dropped.push((rowid, token, delivery_id, Withheld::Delivered));
+                continue;
+            }
+            match decode::<Firing>(&payload, "firing") {
+                Ok(firing) => leased.push(Leased { firing, receipt: receipt(rowid, token) }),
+                Err(e) => dropped.push((rowid, token, delivery_id, Withheld::Unreadable(e.to_string()))),
+            }
+        }
+        if !dropped.is_empty() {
+            self.drop_leased(dropped, window.now).await?;
+        }
+        Ok(leased)
+    }
+
+    /// Delete (or quarantine) leased rows that must not be handed out.
+    async fn drop_leased(&self, dropped: Vec<(RowId, u64, String, Withheld)>, now: i64) -> StoreResult<()> {
+        let begun: Vec<RowId> = {
+            let mut index = self.index();
+            dropped.iter().filter(|(rowid, token, ..)| index.begin_settle(*rowid, *token)).map(|d| d.0).collect()
+        };
+        let changes = QueueChanges::default();
+        let after = changes.after_commit(&self.core.queue, begun);
+        let counters = Arc::clone(&self.core.counters);
+        let job = move |conn: &Connection| {
+            for (rowid, _, delivery_id, why) in &dropped {
+                match why {
+                    Withheld::Delivered => {
+                        counters.delivered_at_lease.fetch_add(1, Ordering::Relaxed);
+                        tracing::info!(delivery_id, "already delivered; dropping its queued firing");
+                    }
+                    Withheld::Unreadable(error) => {
+                        conn.prepare_cached(
+                            "INSERT INTO firings_quarantine (delivery_id, payload, error, quarantined_at) \
+                             SELECT delivery_id, payload, ?2, ?3 FROM firings WHERE rowid = ?1",
+                        )?
+                        .execute((rowid, error, now))?;
+                        counters.quarantined_firings.fetch_add(1, Ordering::Relaxed);
+                        tracing::error!(delivery_id, error, "queued firing is unreadable; moved to firings_quarantine");
+                    }
+                }
+                changes.delete(conn, *rowid)?;
+            }
+            Ok(())
+        };
+        self.core.writer.write_then(job, false, after).await
     }
 }
 
@@ -241,123 +312,58 @@ impl FiringQueue for EmbeddedStore {
         }
         let rows = firings.iter().map(Row::of).collect::<StoreResult<Vec<_>>>()?;
         let cutoff = millis(self.cutoff(Utc::now()));
+        let changes = QueueChanges::default();
+        let after = changes.after_commit(&self.core.queue, Vec::new());
         self.core
             .writer
-            .write_and_notify(move |conn| rows.iter().try_for_each(|row| insert_firing(conn, row, cutoff)))
+            .write_then(
+                move |conn| rows.iter().try_for_each(|row| changes.insert_firing(conn, row, cutoff)),
+                true,
+                after,
+            )
             .await
     }
 
     async fn receive(&self, max: usize) -> StoreResult<Vec<Leased>> {
-        let max = max.min(MAX_RECEIVE);
-        if max == 0 {
-            return Ok(Vec::new());
-        }
-        let window = self.lease_window();
-        let counters = Arc::clone(&self.core.counters);
-        self.write(move |conn| receive_due(conn, window, max, &counters)).await
+        self.lease(max, |_| usize::MAX).await
     }
 
     async fn receive_fair(&self, max: usize, in_flight: &InFlight) -> StoreResult<Vec<Leased>> {
-        let max = max.min(MAX_RECEIVE);
-        if max == 0 {
-            return Ok(Vec::new());
-        }
-        let window = self.lease_window();
-        let counters = Arc::clone(&self.core.counters);
-        let in_flight = in_flight.clone();
-        self.write(move |conn| receive_due_fair(conn, window, max, &in_flight, &counters)).await
+        self.lease(max, |destination| in_flight.room(destination)).await
     }
 
     async fn next_due_fair(&self, in_flight: &InFlight) -> StoreResult<Option<DateTime<Utc>>> {
-        let full = full_json(in_flight)?;
-        self.read(move |conn| {
-            let earliest: Option<i64> = conn
-                .prepare_cached(
-                    "SELECT max(due_at, lease_until) FROM firings \
-                     WHERE destination IS NULL OR destination NOT IN (SELECT value FROM json_each(?1)) \
-                     ORDER BY max(due_at, lease_until) LIMIT 1",
-                )?
-                .query_row([&full], |row| row.get(0))
-                .optional()?;
-            earliest.map(from_millis).transpose()
-        })
-        .await
+        let next = self.index().next_visible(|destination| in_flight.room(destination) == 0);
+        next.map(from_millis).transpose()
     }
 
     async fn ack(&self, leased: &Leased) -> StoreResult<()> {
-        let counters = Arc::clone(&self.core.counters);
-        let Some((delivery_id, token)) = parse_receipt(&leased.receipt) else {
-            note_stale(&counters, "ack", &leased.receipt);
+        let Some(rowid) = self.begin_settle(&leased.receipt, "ack") else {
             return Ok(());
         };
-        let receipt = leased.receipt.clone();
-        self.write(move |conn| ack_row(conn, &delivery_id, &token, &counters, &receipt)).await
+        let changes = QueueChanges::default();
+        let after = changes.after_commit(&self.core.queue, vec![rowid]);
+        self.core.writer.write_then(move |conn| changes.delete(conn, rowid), false, after).await
     }
 
     async fn retry(&self, leased: &Leased, next: &Firing) -> StoreResult<()> {
-        let counters = Arc::clone(&self.core.counters);
-        let Some((delivery_id, token)) = parse_receipt(&leased.receipt) else {
-            note_stale(&counters, "retry", &leased.receipt);
+        let next = Row::of(next)?;
+        let Some(rowid) = self.begin_settle(&leased.receipt, "retry") else {
             return Ok(());
         };
-        let receipt = leased.receipt.clone();
-        let next = Row::of(next)?;
         let cutoff = millis(self.cutoff(Utc::now()));
-        self.core
-            .writer
-            .write_and_notify(move |conn| {
-                let replaced = if next.delivery_id == delivery_id {
-                    conn.prepare_cached(
-                        "UPDATE firings SET payload = ?3, due_at = ?4, destination = ?5, lease_until = 0, \
-                         lease_token = NULL WHERE delivery_id = ?1 AND lease_token = ?2",
-                    )?
-                    .execute((
-                        &delivery_id,
-                        &token,
-                        &next.payload,
-                        next.due_at,
-                        &next.destination,
-                    ))?
-                } else {
-                    // The next message has another identity: swap the rows.
-                    let removed = conn
-                        .prepare_cached("DELETE FROM firings WHERE delivery_id = ?1 AND lease_token = ?2")?
-                        .execute((&delivery_id, &token))?;
-                    if removed > 0 {
-                        insert_firing(conn, &next, cutoff)?;
-                    }
-                    removed
-                };
-                if replaced == 0 {
-                    note_stale(&counters, "retry", &receipt);
-                }
-                Ok(())
-            })
-            .await
+        let changes = QueueChanges::default();
+        let after = changes.after_commit(&self.core.queue, vec![rowid]);
+        self.core.writer.write_then(move |conn| changes.replace(conn, rowid, &next, cutoff), true, after).await
     }
 
     async fn depth(&self) -> StoreResult<QueueDepth> {
-        self.read(|conn| {
-            let (queued, earliest): (i64, Option<i64>) = conn
-                .prepare_cached("SELECT count(*), min(due_at) FROM firings")?
-                .query_row([], |row| Ok((row.get(0)?, row.get(1)?)))?;
-            Ok(QueueDepth {
-                queued: u64::try_from(queued).unwrap_or_default(),
-                earliest_due_at: earliest.map(from_millis).transpose()?,
-                knows_due_times: true,
-            })
-        })
-        .await
+        let (queued, earliest) = self.index().depth();
+        Ok(QueueDepth { queued, earliest_due_at: earliest.map(from_millis).transpose()?, knows_due_times: true })
     }
 
     async fn next_due(&self) -> StoreResult<Option<DateTime<Utc>>> {
-        self.read(|conn| {
-            let earliest: Option<i64> = conn
-                .prepare_cached("SELECT min(max(due_at, lease_until)) FROM firings")?
-                .query_row([], |row| row.get(0))?;
-            earliest.map(from_millis).transpose()
-        })
-        .await
+        self.index().next_visible(|_| false).map(from_millis).transpose()
     }
 
     fn notifier(&self) -> Option<Arc<tokio::sync::Notify>> {

@@ -148,6 +148,22 @@ const MIGRATIONS: &[&str] = &[
     DROP INDEX firings_by_visibility;
     CREATE INDEX firings_by_visibility ON firings(max(due_at, lease_until), destination, delivery_id);
     ",
+    // 7: the queue's visibility order and its leases are kept in memory
+    // (`queue_index.rs`, loaded from this table at open): a row keeps what must survive
+    // a crash, and is found by its rowid. No lease columns, no visibility index: a lease
+    // is no write, and a firing's row is written twice (queued, settled), not three times.
+    "
+    CREATE TABLE firings_7 (
+        delivery_id TEXT PRIMARY KEY NOT NULL,
+        due_at      INTEGER NOT NULL,
+        payload     TEXT NOT NULL,
+        destination TEXT
+    );
+    INSERT INTO firings_7 (delivery_id, due_at, payload, destination)
+        SELECT delivery_id, due_at, payload, destination FROM firings ORDER BY due_at;
+    DROP TABLE firings;
+    ALTER TABLE firings_7 RENAME TO firings;
+    ",
 ];
 
 /// The schema version this build writes.
@@ -319,40 +335,54 @@ mod tests {
         assert!(plan.iter().any(|step| step.contains("PRIMARY KEY")), "plan: {plan:?}");
     }
 
+    /// A version-6 file's queued firings (leased ones too) stay queued, due as before,
+    /// with their payloads and destinations; the lease columns and the index are gone.
     #[test]
-    fn the_queue_query_uses_the_visibility_index() {
+    fn version_6_firings_keep_their_rows_without_lease_columns() {
         let dir = tempfile::tempdir().unwrap();
-        let conn = open_writer(&dir.path().join("db.sqlite"), "NORMAL").unwrap();
-        let plan: Vec<String> = conn
-            .prepare(
-                "EXPLAIN QUERY PLAN SELECT delivery_id FROM firings WHERE max(due_at, lease_until) <= ?1 \
-                 ORDER BY max(due_at, lease_until) LIMIT 10",
-            )
+        let path = dir.path().join("db.sqlite");
+        let conn = Connection::open(&path).unwrap();
+        for step in &MIGRATIONS[..6] {
+            conn.execute_batch(step).unwrap();
+        }
+        conn.pragma_update(None, "user_version", 6).unwrap();
+        conn.execute(
+            "INSERT INTO firings (delivery_id, due_at, lease_until, lease_token, payload, destination) VALUES \
+             ('d1', 10, 0, NULL, '{\"a\":1}', 'http://a'), ('d2', 20, 99999, 'tok', '{\"b\":2}', NULL)",
+            [],
+        )
+        .unwrap();
+        drop(conn);
+        let conn = open_writer(&path, "FULL").unwrap();
+        let rows: Vec<(String, i64, String, Option<String>)> = conn
+            .prepare("SELECT delivery_id, due_at, payload, destination FROM firings ORDER BY delivery_id")
             .unwrap()
-            .query_map([0], |r| r.get::<_, String>(3))
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
             .unwrap()
             .map(Result::unwrap)
             .collect();
-        assert!(plan.iter().any(|step| step.contains("firings_by_visibility")), "plan: {plan:?}");
-    }
-
-    /// The fair receive passes over a full destination's due rows on the index alone.
-    #[test]
-    fn the_fair_queue_query_reads_only_the_visibility_index() {
-        let dir = tempfile::tempdir().unwrap();
-        let conn = open_writer(&dir.path().join("db.sqlite"), "NORMAL").unwrap();
-        let plan: Vec<String> = conn
-            .prepare(
-                "EXPLAIN QUERY PLAN SELECT delivery_id, destination FROM firings WHERE max(due_at, lease_until) <= ?1 \
-                 AND (destination IS NULL OR destination NOT IN (SELECT value FROM json_each(?2))) \
-                 ORDER BY max(due_at, lease_until)",
-            )
+        assert_eq!(
+            rows,
+            [
+                ("d1".to_string(), 10, "{\"a\":1}".to_string(), Some("http://a".to_string())),
+                ("d2".to_string(), 20, "{\"b\":2}".to_string(), None)
+            ]
+        );
+        let columns: Vec<String> = conn
+            .prepare("PRAGMA table_info(firings)")
             .unwrap()
-            .query_map((0, "[]"), |r| r.get::<_, String>(3))
+            .query_map([], |r| r.get::<_, String>(1))
             .unwrap()
             .map(Result::unwrap)
             .collect();
-        assert!(plan.iter().any(|step| step.contains("COVERING INDEX firings_by_visibility")), "plan: {plan:?}");
-        assert!(!plan.iter().any(|step| step.contains("TEMP B-TREE")), "no sort: {plan:?}");
+        assert_eq!(columns, ["delivery_id", "due_at", "payload", "destination"]);
+        let indexes: i64 = conn
+            .query_row(
+                "SELECT count(*) FROM sqlite_master WHERE type = 'index' AND name = 'firings_by_visibility'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(indexes, 0);
     }
 }

@@ -46,12 +46,26 @@ pub(crate) trait PendingJob: Send {
     fn finish(self: Box<Self>, commit: Result<(), StoreError>);
 }
 
+/// Told once whether the job's changes were committed: from `finish`, or with `false`
+/// when the job is dropped unfinished (its caller went away before the writer took it,
+/// or the writer is gone). For state kept beside the file, changed only after a commit.
+pub(crate) type AfterCommit = Box<dyn FnOnce(bool) + Send>;
+
 struct Job<T, F> {
     op: Option<F>,
     outcome: Option<StoreResult<T>>,
-    reply: oneshot::Sender<StoreResult<T>>,
+    reply: Option<oneshot::Sender<StoreResult<T>>>,
+    after: Option<AfterCommit>,
     wakes_consumers: bool,
     submitted_at: Instant,
+}
+
+impl<T, F> Drop for Job<T, F> {
+    fn drop(&mut self) {
+        if let Some(after) = self.after.take() {
+            after(false);
+        }
+    }
 }
 
 impl<T, F> PendingJob for Job<T, F>
@@ -79,15 +93,20 @@ where
         self.submitted_at
     }
 
-    fn finish(self: Box<Self>, commit: Result<(), StoreError>) {
-        let result = match (self.outcome, commit) {
+    fn finish(mut self: Box<Self>, commit: Result<(), StoreError>) {
+        let result = match (self.outcome.take(), commit) {
             (Some(Err(own)), _) => Err(own),
             (Some(Ok(value)), Ok(())) => Ok(value),
             (_, Err(batch)) => Err(batch),
             (None, Ok(())) => Err(StoreError::Unavailable("write job was not run".into())),
         };
+        if let Some(after) = self.after.take() {
+            after(result.is_ok());
+        }
         // The caller may have gone away (its future dropped); the write stands anyway.
-        let _ = self.reply.send(result);
+        if let Some(reply) = self.reply.take() {
+            let _ = reply.send(result);
+        }
     }
 }
 
@@ -114,25 +133,34 @@ impl WriterHandle {
         T: Send + 'static,
         F: FnOnce(&Connection) -> StoreResult<T> + Send + 'static,
     {
-        self.submit(op, false).await
+        self.submit(op, false, None).await
     }
 
-    /// Like `write`, and wakes queue consumers once committed.
-    pub async fn write_and_notify<T, F>(&self, op: F) -> StoreResult<T>
+    /// Like `write`, waking queue consumers once committed if `wakes_consumers`, and calls `after` on the
+    /// writer thread with whether the job was committed, before the reply: whether or
+    /// not the caller is still waiting.
+    pub async fn write_then<T, F>(&self, op: F, wakes_consumers: bool, after: AfterCommit) -> StoreResult<T>
     where
         T: Send + 'static,
         F: FnOnce(&Connection) -> StoreResult<T> + Send + 'static,
     {
-        self.submit(op, true).await
+        self.submit(op, wakes_consumers, Some(after)).await
     }
 
-    async fn submit<T, F>(&self, op: F, wakes_consumers: bool) -> StoreResult<T>
+    async fn submit<T, F>(&self, op: F, wakes_consumers: bool, after: Option<AfterCommit>) -> StoreResult<T>
     where
         T: Send + 'static,
         F: FnOnce(&Connection) -> StoreResult<T> + Send + 'static,
     {
         let (reply, answer) = oneshot::channel();
-        let job = Job { op: Some(op), outcome: None, reply, wakes_consumers, submitted_at: Instant::now() };
+        let job = Job {
+            op: Some(op),
+            outcome: None,
+            reply: Some(reply),
+            after,
+            wakes_consumers,
+            submitted_at: Instant::now(),
+        };
         self.sender.send(Message::Job(Box::new(job))).await.map_err(|_| closed())?;
         answer.await.map_err(|_| closed())?
     }
@@ -291,11 +319,58 @@ mod tests {
     fn job<T: Send + 'static>(
         op: impl FnOnce(&Connection) -> StoreResult<T> + Send + 'static,
     ) -> (Box<dyn PendingJob>, oneshot::Receiver<StoreResult<T>>) {
+        job_then(op, None)
+    }
+
+    fn job_then<T: Send + 'static>(
+        op: impl FnOnce(&Connection) -> StoreResult<T> + Send + 'static,
+        after: Option<AfterCommit>,
+    ) -> (Box<dyn PendingJob>, oneshot::Receiver<StoreResult<T>>) {
         let (reply, answer) = oneshot::channel();
-        (
-            Box::new(Job { op: Some(op), outcome: None, reply, wakes_consumers: true, submitted_at: Instant::now() }),
-            answer,
-        )
+        let job = Job {
+            op: Some(op),
+            outcome: None,
+            reply: Some(reply),
+            after,
+            wakes_consumers: true,
+            submitted_at: Instant::now(),
+        };
+        (Box::new(job), answer)
+    }
+
+    /// An after-commit hook that records what it was told.
+    fn told() -> (AfterCommit, std::sync::Arc<std::sync::Mutex<Vec<bool>>>) {
+        let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let record = std::sync::Arc::clone(&seen);
+        (Box::new(move |committed| record.lock().unwrap().push(committed)), seen)
+    }
+
+    #[test]
+    fn the_after_commit_hook_hears_once_whether_its_job_was_committed() {
+        let conn = Connection::open_in_memory().unwrap();
+        conn.execute_batch("CREATE TABLE t(v INTEGER PRIMARY KEY)").unwrap();
+        let counters = WriterCounters::default();
+        let notify = Notify::new();
+        let (ok_hook, ok_seen) = told();
+        let (failing_hook, failing_seen) = told();
+        let (ok_job, _a) = job_then(|c| insert(c, 1), Some(ok_hook));
+        let (failing, _b) = job_then(|c| insert(c, 1), Some(failing_hook));
+        run_batch(&conn, vec![ok_job, failing], &counters, &notify);
+        assert_eq!(*ok_seen.lock().unwrap(), [true]);
+        assert_eq!(*failing_seen.lock().unwrap(), [false], "its own failure: not committed");
+
+        // A job dropped before the writer ran it (its caller went away, the writer closed).
+        let (dropped_hook, dropped_seen) = told();
+        let (dropped, _c) = job_then(|c| insert(c, 2), Some(dropped_hook));
+        drop(dropped);
+        assert_eq!(*dropped_seen.lock().unwrap(), [false]);
+
+        // A batch whose commit fails tells every job false.
+        let (ok_hook, ok_seen) = told();
+        let (ok_job, _d) = job_then(|c| insert(c, 3), Some(ok_hook));
+        let (rogue, _e) = job(|c| c.execute_batch("ROLLBACK").map_err(|e| db_error("rollback", e)));
+        run_batch(&conn, vec![ok_job, rogue], &counters, &notify);
+        assert_eq!(*ok_seen.lock().unwrap(), [false]);
     }
 
     fn insert(conn: &Connection, v: i64) -> StoreResult<()> {
