@@ -149,7 +149,6 @@ pub async fn run_queue_loop(
                 _ = clock.sleep_until(wake_at) => {}
                 _ = &mut notified_fut => {}
                 _ = &mut freed => {}
-                _ = senders.tasks.join_next(), if !senders.tasks.is_empty() => {}
                 _ = shutdown.changed() => {}
             }
             continue;

@@ -354,11 +354,14 @@ async fn corrupt_rows_are_errors_or_quarantined_never_panics() {
         .enqueue(&[fixtures::firing("d_bad", fixtures::now()), fixtures::firing("d_good", fixtures::now())])
         .await
         .unwrap();
+    store.close().await;
     {
         let raw = rusqlite::Connection::open(&path).unwrap();
         raw.execute("UPDATE postbacks SET body = '{\"id\": 1' WHERE id = 'pb_bad'", []).unwrap();
         raw.execute("UPDATE firings SET payload = 'not json' WHERE delivery_id = 'd_bad'", []).unwrap();
     }
+    // Reopened: the queue's payloads are read from the damaged file, not from memory.
+    let store = open(&path, Duration::from_secs(30));
     assert!(matches!(PostbackStore::get(&store, "pb_bad").await, Err(StoreError::Corrupt(_))));
     assert!(matches!(store.list(None).await, Err(StoreError::Corrupt(_))));
     let received = store.receive(10).await.unwrap();

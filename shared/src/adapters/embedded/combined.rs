@@ -46,6 +46,12 @@ impl CombinedWrites for EmbeddedStore {
         let (now_ms, cutoff) = (millis(now), millis(self.cutoff(now)));
         // A stale lease still gets its delivery logged and marked; only the ack is skipped.
         let rowid = self.begin_settle(&leased.receipt, "ack");
+        if rowid.is_none() {
+            // Its row may still be queued (under the lease that took it over) with this
+            // id about to be marked delivered: no payload kept in memory may skip the
+            // lease-time delivered check from now on.
+            self.index().forget_payloads();
+        }
         let changes = QueueChanges::default();
         let after = changes.after_commit(&self.core.queue, rowid.into_iter().collect());
         let job = move |conn: &rusqlite::Connection| {

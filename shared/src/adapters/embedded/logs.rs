@@ -115,6 +115,9 @@ impl LogStore for EmbeddedStore {
         let delivery_id = entry.delivery_id.clone();
         let now = Utc::now();
         let (now_ms, cutoff) = (millis(now), millis(self.cutoff(now)));
+        // A marker written apart from its queue row's settle: that row (if queued) must
+        // get the lease-time delivered check, which a payload kept in memory would skip.
+        self.index().forget_payloads();
         self.write(move |conn| mark_delivered_and_log(conn, &row, &delivery_id, now_ms, cutoff)).await
     }
 

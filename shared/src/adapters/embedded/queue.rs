@@ -40,7 +40,7 @@ pub(super) fn load_index(conn: &Connection) -> StoreResult<QueueIndex> {
     let mut rows = conn.prepare("SELECT rowid, due_at, destination FROM firings")?;
     let mut rows = rows.query([])?;
     while let Some(row) = rows.next()? {
-        index.insert(row.get(0)?, row.get(1)?, row.get::<_, Option<String>>(2)?.as_deref());
+        index.insert(row.get(0)?, row.get(1)?, row.get::<_, Option<String>>(2)?.as_deref(), None);
     }
     Ok(index)
 }
@@ -67,7 +67,7 @@ impl Row {
 /// What a write job did to `firings`, applied to the index once the job is committed.
 #[derive(Default)]
 struct Changes {
-    inserted: Vec<(RowId, i64, Option<String>)>,
+    inserted: Vec<(RowId, i64, Option<String>, Box<str>)>,
     settled: Vec<(RowId, Settled)>,
 }
 
@@ -92,7 +92,8 @@ impl QueueChanges {
             )?
             .execute((&row.delivery_id, row.due_at, &row.payload, cutoff, &row.destination))?;
         if inserted == 1 {
-            self.changes().inserted.push((conn.last_insert_rowid(), row.due_at, row.destination.clone()));
+            let payload = Box::from(row.payload.as_str());
+            self.changes().inserted.push((conn.last_insert_rowid(), row.due_at, row.destination.clone(), payload));
         }
         Ok(())
     }
@@ -113,7 +114,11 @@ impl QueueChanges {
             )?
             .execute((rowid, &next.delivery_id, &next.payload, next.due_at, &next.destination))?;
         if updated == 1 {
-            let rescheduled = Settled::Rescheduled { due_at: next.due_at, destination: next.destination.clone() };
+            let rescheduled = Settled::Rescheduled {
+                due_at: next.due_at,
+                destination: next.destination.clone(),
+                payload: Some(Box::from(next.payload.as_str())),
+            };
             self.changes().settled.push((rowid, rescheduled));
             return Ok(());
         }
@@ -133,8 +138,8 @@ impl QueueChanges {
                 for (rowid, settled) in changes.settled {
                     index.finish_settle(rowid, Some(settled));
                 }
-                for (rowid, due_at, destination) in changes.inserted {
-                    index.insert(rowid, due_at, destination.as_deref());
+                for (rowid, due_at, destination, payload) in changes.inserted {
+                    index.insert(rowid, due_at, destination.as_deref(), Some(payload));
                 }
             }
             // Settled rows are finished already; this only frees the others.
@@ -220,8 +225,63 @@ impl EmbeddedStore {
         if chosen.is_empty() {
             return Ok(Vec::new());
         }
-        let rowids: Vec<RowId> = chosen.iter().map(|(rowid, _)| *rowid).collect();
-        let cutoff = window.delivered_cutoff;
+        // Payloads kept in memory were committed by this process after the delivered
+        // check of their insert (and are forgotten if a delivery id may have been marked
+        // since: `forget_payloads`); the others are read back, with that check.
+        let unread: Vec<RowId> =
+            chosen.iter().filter(|(_, _, payload)| payload.is_none()).map(|(rowid, ..)| *rowid).collect();
+        let mut found = if unread.is_empty() {
+            Vec::new()
+        } else {
+            match self.read_back(unread, window.delivered_cutoff).await {
+                Ok(found) => found,
+                Err(e) => {
+                    let mut index = self.index();
+                    for (rowid, token, _) in &chosen {
+                        index.unlease(*rowid, *token);
+                    }
+                    return Err(e);
+                }
+            }
+        }
+        .into_iter();
+        let mut leased = Vec::with_capacity(chosen.len());
+        let mut dropped = Vec::new();
+        for (rowid, token, kept) in chosen {
+            let (delivery_id, payload) = match kept {
+                Some(payload) => (None, payload.into_string()),
+                None => match found.next().flatten() {
+                    None => {
+                        // Not in the file: deleted behind the store's back. Nothing to send.
+                        tracing::warn!(rowid, "queued firing is gone from the file; forgetting it");
+                        self.index().remove(rowid);
+                        continue;
+                    }
+                    Some((delivery_id, _, true)) => {
+                        dropped.push((rowid, token, delivery_id, Withheld::Delivered));
+                        continue;
+                    }
+                    Some((delivery_id, payload, false)) => (Some(delivery_id), payload),
+                },
+            };
+            match decode::<Firing>(&payload, "firing") {
+                Ok(firing) => leased.push(Leased { firing, receipt: receipt(rowid, token) }),
+                Err(e) => {
+                    let delivery_id = delivery_id.unwrap_or_default();
+                    dropped.push((rowid, token, delivery_id, Withheld::Unreadable(e.to_string())));
+                }
+            }
+        }
+        if !dropped.is_empty() {
+            self.drop_leased(dropped, window.now).await?;
+        }
+        Ok(leased)
+    }
+
+    /// Read leased rows back from the file: delivery id, payload and whether that id is
+    /// marked delivered, in `rowids` order (`None`: no such row).
+    async fn read_back(&self, rowids: Vec<RowId>, delivered_cutoff: i64) -> StoreResult<Vec<Found>> {
+        let many = rowids.len() > POINT_READ_ROWS;
         let read = move |conn: &Connection| -> StoreResult<Vec<Found>> {
             let mut select = conn.prepare_cached(
                 "SELECT delivery_id, payload, EXISTS (SELECT 1 FROM delivered \
@@ -231,43 +291,17 @@ impl EmbeddedStore {
             rowids
                 .iter()
                 .map(|rowid| {
-                    Ok(select.query_row((rowid, cutoff), |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?))).optional()?)
+                    Ok(select
+                        .query_row((rowid, delivered_cutoff), |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+                        .optional()?)
                 })
                 .collect()
         };
-        let found = if chosen.len() <= POINT_READ_ROWS { self.read_point(read).await } else { self.read(read).await };
-        let found = match found {
-            Ok(found) => found,
-            Err(e) => {
-                let mut index = self.index();
-                for (rowid, token) in &chosen {
-                    index.unlease(*rowid, *token);
-                }
-                return Err(e);
-            }
-        };
-        let mut leased = Vec::with_capacity(chosen.len());
-        let mut dropped = Vec::new();
-        for ((rowid, token), found) in chosen.into_iter().zip(found) {
-            let Some((delivery_id, payload, delivered)) = found else {
-                // Not in the file: deleted behind the store's back. Nothing to send.
-                tracing::warn!(rowid, "queued firing is gone from the file; forgetting it");
-                self.index().remove(rowid);
-                continue;
-            };
-            if delivered {
-                dropped.push((rowid, token, delivery_id, Withheld::Delivered));
-                continue;
-            }
-            match decode::<Firing>(&payload, "firing") {
-                Ok(firing) => leased.push(Leased { firing, receipt: receipt(rowid, token) }),
-                Err(e) => dropped.push((rowid, token, delivery_id, Withheld::Unreadable(e.to_string()))),
-            }
+        if many {
+            self.read(read).await
+        } else {
+            self.read_point(read).await
         }
-        if !dropped.is_empty() {
-            self.drop_leased(dropped, window.now).await?;
-        }
-        Ok(leased)
     }
 
     /// Delete (or quarantine) leased rows that must not be handed out.

@@ -23,7 +23,14 @@ struct Entry {
     due_at: i64,
     destination: Destination,
     state: State,
+    /// The row's payload as committed by this process, kept (within `PAYLOAD_CACHE_BYTES`)
+    /// until it is leased, so a firing queued and sent soon after is never read back.
+    payload: Option<Box<str>>,
 }
+
+/// Most payload bytes kept in memory for rows not leased yet: a few seconds of a busy
+/// server's firings; a backlog beyond it is read back from the file when leased.
+pub(super) const PAYLOAD_CACHE_BYTES: usize = 32 << 20;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
@@ -39,8 +46,9 @@ enum State {
 pub(super) enum Settled {
     /// Deleted (acked, or replaced by a row of another identity).
     Removed,
-    /// Updated in place: visible again at `due_at`, under `destination`.
-    Rescheduled { due_at: i64, destination: Option<String> },
+    /// Updated in place: visible again at `due_at`, under `destination`, with this
+    /// payload (kept if there is room).
+    Rescheduled { due_at: i64, destination: Option<String>, payload: Option<Box<str>> },
 }
 
 #[derive(Debug, Default)]
@@ -54,7 +62,12 @@ pub(super) struct QueueIndex {
     /// Leases by their end.
     leases: BTreeSet<(i64, RowId)>,
     next_token: u64,
+    /// Bytes of the payloads kept in `Entry::payload`.
+    cached_bytes: usize,
 }
+
+/// A leased row: its rowid, its lease token, and its payload if it was kept in memory.
+pub(super) type Lease = (RowId, u64, Option<Box<str>>);
 
 impl QueueIndex {
     #[cfg(test)]
@@ -62,17 +75,46 @@ impl QueueIndex {
         self.entries.len()
     }
 
-    /// A committed new row, visible at its due time.
-    pub fn insert(&mut self, rowid: RowId, due_at: i64, destination: Option<&str>) {
+    /// A committed new row, visible at its due time; its payload is kept if given and
+    /// there is room.
+    pub fn insert(&mut self, rowid: RowId, due_at: i64, destination: Option<&str>, payload: Option<Box<str>>) {
         let destination = self.intern(destination);
-        self.entries.insert(rowid, Entry { due_at, destination, state: State::Ready { visible: due_at } });
+        let payload = self.keep(payload);
+        let entry = Entry { due_at, destination, state: State::Ready { visible: due_at }, payload };
+        if let Some(old) = self.entries.insert(rowid, entry) {
+            self.release_payload(old.payload.as_deref());
+        }
         self.add_ready(rowid, due_at);
+    }
+
+    /// Forget every kept payload: each row is read back from the file (with its
+    /// delivered check) when leased. Called when a delivery id may have been marked
+    /// delivered while its row stays queued (a settle under a lease taken over).
+    pub fn forget_payloads(&mut self) {
+        for entry in self.entries.values_mut() {
+            entry.payload = None;
+        }
+        self.cached_bytes = 0;
+    }
+
+    fn keep(&mut self, payload: Option<Box<str>>) -> Option<Box<str>> {
+        let payload = payload?;
+        if self.cached_bytes + payload.len() > PAYLOAD_CACHE_BYTES {
+            return None;
+        }
+        self.cached_bytes += payload.len();
+        Some(payload)
+    }
+
+    fn release_payload(&mut self, payload: Option<&str>) {
+        self.cached_bytes -= payload.map_or(0, str::len);
     }
 
     /// A committed delete of a row not being settled (quarantined, or dropped because
     /// delivered, while leased by the receive that found it).
     pub fn remove(&mut self, rowid: RowId) {
         let Some(entry) = self.entries.remove(&rowid) else { return };
+        self.release_payload(entry.payload.as_deref());
         match entry.state {
             State::Ready { visible } => self.take_ready(&entry.destination, rowid, visible),
             State::Leased { until, .. } => {
@@ -83,13 +125,13 @@ impl QueueIndex {
 
     /// Lease up to `max` visible rows, earliest visible first, taking from each
     /// destination no more than `room` allows; each lease ends at `until`.
-    pub fn lease(&mut self, now: i64, until: i64, max: usize, room: impl Fn(&str) -> usize) -> Vec<(RowId, u64)> {
+    pub fn lease(&mut self, now: i64, until: i64, max: usize, room: impl Fn(&str) -> usize) -> Vec<Lease> {
         self.expire(now);
         if max == 0 {
             return Vec::new();
         }
         // The `max` earliest candidates, as a max-heap so the latest is dropped first.
-        let mut chosen: BinaryHeap<(i64, RowId)> = BinaryHeap::with_capacity(max + 1);
+        let mut chosen: BinaryHeap<(i64, RowId)> = BinaryHeap::new();
         for (head, destination) in self.heads.range(..(now.saturating_add(1), None)) {
             if chosen.len() == max && chosen.peek().is_some_and(|latest| (*head, RowId::MIN) > *latest) {
                 break; // every later destination's rows come after all chosen ones
@@ -114,8 +156,8 @@ impl QueueIndex {
         chosen
             .into_iter()
             .filter_map(|(_, rowid)| {
-                let token = self.take_lease(rowid, until)?;
-                Some((rowid, token))
+                let (token, payload) = self.take_lease(rowid, until)?;
+                Some((rowid, token, payload))
             })
             .collect()
     }
@@ -148,13 +190,15 @@ impl QueueIndex {
                 self.leases.remove(&(until, rowid));
                 self.entries.remove(&rowid);
             }
-            Some(Settled::Rescheduled { due_at, destination }) => {
+            Some(Settled::Rescheduled { due_at, destination, payload }) => {
                 self.leases.remove(&(until, rowid));
                 let destination = self.intern(destination.as_deref());
+                let payload = self.keep(payload);
                 if let Some(entry) = self.entries.get_mut(&rowid) {
                     entry.due_at = due_at;
                     entry.destination = destination;
                     entry.state = State::Ready { visible: due_at };
+                    entry.payload = payload;
                 }
                 self.add_ready(rowid, due_at);
             }
@@ -192,17 +236,14 @@ impl QueueIndex {
         released
     }
 
-    /// When the next row becomes visible (a lease's end counts), of any destination for
-    /// which `full` is false.
+    /// When the next row becomes visible, of any destination for which `full` is false;
+    /// or the earliest lease's end, whatever its destination, if sooner. (Telling whose
+    /// lease it is would walk every lease of the full destinations, on every idle turn
+    /// of the dispatch loop; an early answer only wakes the loop once more.)
     pub fn next_visible(&self, full: impl Fn(&str) -> bool) -> Option<i64> {
-        let is_full = |d: &Destination| d.as_deref().is_some_and(&full);
-        let ready = self.heads.iter().find(|(_, d)| !is_full(d)).map(|(at, _)| *at);
-        let leased = self
-            .leases
-            .iter()
-            .find(|(_, rowid)| self.entries.get(rowid).is_some_and(|e| !is_full(&e.destination)))
-            .map(|(until, _)| *until);
-        ready.into_iter().chain(leased).min()
+        let ready = self.heads.iter().find(|(_, d)| !d.as_deref().is_some_and(&full)).map(|(at, _)| *at);
+        let lease_end = self.leases.first().map(|(until, _)| *until);
+        ready.into_iter().chain(lease_end).min()
     }
 
     /// The number of rows and the earliest due time among them.
@@ -235,17 +276,19 @@ impl QueueIndex {
         }
     }
 
-    /// Move a ready row to leased; its new token.
-    fn take_lease(&mut self, rowid: RowId, until: i64) -> Option<u64> {
+    /// Move a ready row to leased; its new token, and its kept payload (no longer kept).
+    fn take_lease(&mut self, rowid: RowId, until: i64) -> Option<(u64, Option<Box<str>>)> {
         let entry = self.entries.get_mut(&rowid)?;
         let State::Ready { visible } = entry.state else { return None };
         self.next_token += 1;
         let token = self.next_token;
         entry.state = State::Leased { token, until, settling: false };
         let destination = entry.destination.clone();
+        let payload = entry.payload.take();
+        self.release_payload(payload.as_deref());
         self.take_ready(&destination, rowid, visible);
         self.leases.insert((until, rowid));
-        Some(token)
+        Some((token, payload))
     }
 
     fn add_ready(&mut self, rowid: RowId, visible: i64) {
@@ -299,6 +342,9 @@ impl QueueIndex {
             assert!(matches!(self.entries[rowid].state, State::Leased { until: u, .. } if u == *until));
         }
         assert_eq!(ready + self.leases.len(), self.entries.len(), "every row ready or leased");
+        let kept: usize = self.entries.values().filter_map(|e| e.payload.as_deref()).map(str::len).sum();
+        assert_eq!(kept, self.cached_bytes, "payload bytes counted");
+        assert!(self.entries.values().all(|e| e.payload.is_none() || matches!(e.state, State::Ready { .. })));
     }
 }
 
@@ -312,17 +358,17 @@ mod tests {
         usize::MAX
     }
 
-    fn rows(leased: &[(RowId, u64)]) -> Vec<RowId> {
-        leased.iter().map(|(rowid, _)| *rowid).collect()
+    fn rows(leased: &[Lease]) -> Vec<RowId> {
+        leased.iter().map(|(rowid, ..)| *rowid).collect()
     }
 
     #[test]
     fn rows_come_out_earliest_visible_first_and_only_when_due() {
         let mut index = QueueIndex::default();
-        index.insert(1, 300, Some("a"));
-        index.insert(2, 100, Some("b"));
-        index.insert(3, 200, None);
-        index.insert(4, 5_000, Some("a"));
+        index.insert(1, 300, Some("a"), None);
+        index.insert(2, 100, Some("b"), None);
+        index.insert(3, 200, None, None);
+        index.insert(4, 5_000, Some("a"), None);
         index.check();
         assert_eq!(rows(&index.lease(250, 250 + LEASE, 10, unbounded)), [2, 3]);
         assert_eq!(rows(&index.lease(1_000, 1_000 + LEASE, 10, unbounded)), [1]);
@@ -335,12 +381,12 @@ mod tests {
     fn max_keeps_the_earliest_across_destinations() {
         let mut index = QueueIndex::default();
         for (rowid, due) in [(1, 10), (2, 40), (3, 70)] {
-            index.insert(rowid, due, Some("a"));
+            index.insert(rowid, due, Some("a"), None);
         }
         for (rowid, due) in [(4, 20), (5, 30), (6, 80)] {
-            index.insert(rowid, due, Some("b"));
+            index.insert(rowid, due, Some("b"), None);
         }
-        index.insert(7, 15, None);
+        index.insert(7, 15, None, None);
         assert_eq!(rows(&index.lease(100, 100 + LEASE, 4, unbounded)), [1, 7, 4, 5]);
         assert_eq!(rows(&index.lease(100, 100 + LEASE, 10, unbounded)), [2, 3, 6]);
         index.check();
@@ -350,11 +396,11 @@ mod tests {
     fn a_full_destination_is_passed_over_and_one_with_little_room_gives_that_much() {
         let mut index = QueueIndex::default();
         for rowid in 1..=1_000 {
-            index.insert(rowid, rowid, Some("busy"));
+            index.insert(rowid, rowid, Some("busy"), None);
         }
-        index.insert(2_000, 500, Some("quiet"));
-        index.insert(2_001, 600, Some("some"));
-        index.insert(2_002, 601, Some("some"));
+        index.insert(2_000, 500, Some("quiet"), None);
+        index.insert(2_001, 600, Some("some"), None);
+        index.insert(2_002, 601, Some("some"), None);
         let room = |d: &str| match d {
             "busy" => 0,
             "some" => 1,
@@ -369,7 +415,7 @@ mod tests {
     #[test]
     fn a_lease_runs_out_unless_settled_and_a_stale_token_settles_nothing() {
         let mut index = QueueIndex::default();
-        index.insert(1, 0, Some("a"));
+        index.insert(1, 0, Some("a"), None);
         let first = index.lease(0, LEASE, 10, unbounded);
         assert_eq!(rows(&first), [1]);
         assert_eq!(index.next_visible(|_| false), Some(LEASE), "back when the lease ends");
@@ -394,10 +440,11 @@ mod tests {
     #[test]
     fn a_rescheduled_row_is_visible_at_its_new_time_under_its_new_destination() {
         let mut index = QueueIndex::default();
-        index.insert(1, 0, Some("a"));
+        index.insert(1, 0, Some("a"), None);
         let leased = index.lease(0, LEASE, 10, unbounded);
         assert!(index.begin_settle(1, leased[0].1));
-        index.finish_settle(1, Some(Settled::Rescheduled { due_at: 500, destination: Some("b".into()) }));
+        index
+            .finish_settle(1, Some(Settled::Rescheduled { due_at: 500, destination: Some("b".into()), payload: None }));
         index.check();
         assert!(index.lease(499, LEASE, 10, unbounded).is_empty());
         assert!(index.lease(500, LEASE, 10, |d| usize::from(d != "b")).is_empty(), "counted under b");
@@ -408,8 +455,8 @@ mod tests {
     #[test]
     fn released_and_unleased_rows_are_visible_at_their_due_time() {
         let mut index = QueueIndex::default();
-        index.insert(1, 10, None);
-        index.insert(2, 20, None);
+        index.insert(1, 10, None, None);
+        index.insert(2, 20, None, None);
         let leased = index.lease(100, 100 + LEASE, 10, unbounded);
         assert!(index.begin_settle(2, leased[1].1));
         assert_eq!(index.release_leases(), 1, "the settling one stays");
@@ -420,6 +467,32 @@ mod tests {
         index.remove(1);
         index.check();
         assert_eq!(index.depth(), (1, Some(20)));
+    }
+
+    #[test]
+    fn payloads_are_kept_until_leased_within_the_byte_bound_and_can_be_forgotten() {
+        let mut index = QueueIndex::default();
+        let big: Box<str> = "x".repeat(PAYLOAD_CACHE_BYTES - 10).into();
+        index.insert(1, 0, None, Some(big.clone()));
+        index.insert(2, 1, None, Some("0123456789a".into())); // one byte too many: not kept
+        index.insert(3, 2, None, Some("short".into()));
+        index.check();
+        let leased = index.lease(10, LEASE, 10, unbounded);
+        let kept: Vec<Option<&str>> = leased.iter().map(|(_, _, p)| p.as_deref()).collect();
+        assert_eq!(kept, [Some(&*big), None, Some("short")]);
+        index.check();
+        assert_eq!(index.cached_bytes, 0, "a leased row's payload is handed over, not kept");
+
+        index.insert(4, 0, None, Some("kept".into()));
+        let (token, _) = (leased[0].1, ());
+        assert!(index.begin_settle(1, token));
+        let payload = Some("next".into());
+        index.finish_settle(1, Some(Settled::Rescheduled { due_at: 0, destination: None, payload }));
+        index.check();
+        index.forget_payloads();
+        index.check();
+        let leased = index.lease(10, LEASE, 10, unbounded);
+        assert!(leased.iter().all(|(_, _, p)| p.is_none()), "forgotten: read back from the file");
     }
 
     /// A row of the plain model: due, destination, lease (token, until), visible.
@@ -434,6 +507,7 @@ mod tests {
             let mut rng = StdRng::seed_from_u64(seed);
             let mut index = QueueIndex::default();
             let mut model: HashMap<RowId, ModelRow> = HashMap::new();
+            let mut kept: HashMap<RowId, ()> = HashMap::new();
             let mut now = 0i64;
             let mut next_row = 1;
             let destinations = [Some("a"), Some("b"), Some("c"), None];
@@ -442,7 +516,11 @@ mod tests {
                     0..=3 => {
                         let due = now + rng.random_range(-50..200);
                         let destination = destinations[rng.random_range(0..destinations.len())];
-                        index.insert(next_row, due, destination);
+                        let payload = rng.random_bool(0.5).then(|| Box::from(format!("p{next_row}")));
+                        if payload.is_some() {
+                            kept.insert(next_row, ());
+                        }
+                        index.insert(next_row, due, destination, payload);
                         model.insert(next_row, (due, destination.map(str::to_string), None, due));
                         next_row += 1;
                     }
@@ -481,8 +559,10 @@ mod tests {
                             .map(|(_, rowid, _)| rowid)
                             .collect();
                         assert_eq!(rows(&got), expected, "seed {seed}");
-                        for (rowid, token) in got {
+                        for (rowid, token, payload) in got {
                             model.get_mut(&rowid).unwrap().2 = Some((token, until));
+                            let was_kept = kept.remove(&rowid).is_some();
+                            assert_eq!(payload.is_some(), was_kept, "seed {seed}: a kept payload comes with its lease");
                         }
                     }
                     7 => {
@@ -497,7 +577,7 @@ mod tests {
                                 let due = now + rng.random_range(0..100);
                                 index.finish_settle(
                                     rowid,
-                                    Some(Settled::Rescheduled { due_at: due, destination: None }),
+                                    Some(Settled::Rescheduled { due_at: due, destination: None, payload: None }),
                                 );
                                 *model.get_mut(&rowid).unwrap() = (due, None, None, due);
                             }
