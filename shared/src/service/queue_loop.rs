@@ -108,17 +108,19 @@ pub async fn run_queue_loop(
         }
         let room = senders.room(per_destination);
         let max = RECEIVE_BATCH.min(free + MAX_WAITING.saturating_sub(senders.waiting_total));
-        // While the receive commits, slots that free are refilled from the firings
-        // waiting for them: one busy destination does not idle on the queue.
-        let receive = queue.receive_fair(max, &room);
-        tokio::pin!(receive);
-        let received = loop {
-            tokio::select! {
-                received = &mut receive => break received,
-                _ = &mut freed => {
-                    senders.start_waiting();
-                    freed.set(slots.freed.notified());
-                    freed.as_mut().enable();
+        // While the receive runs, slots that free are refilled from the firings waiting
+        // for them: one busy destination does not idle on the queue.
+        let received = {
+            let receive = queue.receive_fair(max, &room);
+            tokio::pin!(receive);
+            loop {
+                tokio::select! {
+                    received = &mut receive => break received,
+                    _ = &mut freed => {
+                        senders.start_waiting();
+                        freed.set(slots.freed.notified());
+                        freed.as_mut().enable();
+                    }
                 }
             }
         };
@@ -133,44 +135,54 @@ pub async fn run_queue_loop(
                 continue;
             }
         };
-        if batch.is_empty() {
-            // Firings of full destinations are left out: they wait for a slot to free.
-            let next_due = queue.next_due_fair(&room).await;
-            let now = clock.now();
-            let wait = match next_due {
-                Ok(Some(due)) => (due - now).to_std().unwrap_or(Duration::ZERO).min(Duration::from_secs(1)),
-                Ok(None) => Duration::from_secs(1),
-                Err(_) => Duration::from_secs(1),
+        // Fewer than asked for: the queue had no more for this room, so rather than a
+        // receive that would come back empty, wait for work (as after an empty one).
+        let exhausted = batch.len() < max;
+        let started = !batch.is_empty();
+        if started {
+            let index = match dispatcher.app().catalog.index().await {
+                Ok(index) => Some(index),
+                Err(e) => {
+                    // The dispatcher will fail on it too; go by the recorded destinations.
+                    tracing::warn!(error = %e, "postback index unavailable; using the queued destinations");
+                    None
+                }
             };
-            let stale_at = senders.oldest_waiting().map(|at| (at + MAX_WAIT - now).to_std().unwrap_or(Duration::ZERO));
-            let wait = stale_at.map_or(wait, |stale| stale.min(wait));
-            let wake_at = now + chrono::Duration::from_std(wait.max(Duration::from_millis(5))).unwrap_or_default();
-            tokio::select! {
-                _ = clock.sleep_until(wake_at) => {}
-                _ = &mut notified_fut => {}
-                _ = &mut freed => {}
-                _ = shutdown.changed() => {}
+            let now = clock.now();
+            for mut leased in batch {
+                let destination = destination_now(index.as_deref(), &leased.firing);
+                // Queued for another destination than it goes to now (its postback's URL
+                // changed, or it was queued without one): from here on it counts under the
+                // right one, and is put back under it if it cannot go.
+                leased.firing.destination = destination;
+                if let Some(unsent) = senders.start_or_wait(leased, now) {
+                    put_back(&queue, &unsent).await;
+                }
             }
+        }
+        if !exhausted {
             continue;
         }
-        let index = match dispatcher.app().catalog.index().await {
-            Ok(index) => Some(index),
-            Err(e) => {
-                // The dispatcher will fail on it too; go by the recorded destinations.
-                tracing::warn!(error = %e, "postback index unavailable; using the queued destinations");
-                None
-            }
-        };
+        // Firings of full destinations are left out: they wait for a slot to free.
+        let room = if started { senders.room(per_destination) } else { room };
+        let next_due = queue.next_due_fair(&room).await;
         let now = clock.now();
-        for mut leased in batch {
-            let destination = destination_now(index.as_deref(), &leased.firing);
-            // Queued for another destination than it goes to now (its postback's URL
-            // changed, or it was queued without one): from here on it counts under the
-            // right one, and is put back under it if it cannot go.
-            leased.firing.destination = destination;
-            if let Some(unsent) = senders.start_or_wait(leased, now) {
-                put_back(&queue, &unsent).await;
-            }
+        if started && next_due.as_ref().is_ok_and(|due| due.is_some_and(|due| due <= now)) {
+            continue; // slots freed while these started: there is room for due firings now
+        }
+        let wait = match next_due {
+            Ok(Some(due)) => (due - now).to_std().unwrap_or(Duration::ZERO).min(Duration::from_secs(1)),
+            Ok(None) => Duration::from_secs(1),
+            Err(_) => Duration::from_secs(1),
+        };
+        let stale_at = senders.oldest_waiting().map(|at| (at + MAX_WAIT - now).to_std().unwrap_or(Duration::ZERO));
+        let wait = stale_at.map_or(wait, |stale| stale.min(wait));
+        let wake_at = now + chrono::Duration::from_std(wait.max(Duration::from_millis(5))).unwrap_or_default();
+        tokio::select! {
+            _ = clock.sleep_until(wake_at) => {}
+            _ = &mut notified_fut => {}
+            _ = &mut freed => {}
+            _ = shutdown.changed() => {}
         }
     }
     senders.put_back_all(&queue).await;
