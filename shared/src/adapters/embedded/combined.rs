@@ -5,7 +5,7 @@
 use async_trait::async_trait;
 use chrono::Utc;
 
-use super::logs::{mark_delivered, LogRow};
+use super::logs::{mark_delivered_and_log, LogRow};
 use super::queue::{QueueChanges, Row};
 use super::touches::{touch_row, write_seen, write_touches};
 use super::{millis, EmbeddedStore};
@@ -55,16 +55,9 @@ impl CombinedWrites for EmbeddedStore {
         let changes = QueueChanges::default();
         let after = changes.after_commit(&self.core.queue, rowid.into_iter().collect());
         let job = move |conn: &rusqlite::Connection| {
-            // The leased row itself becomes the delivered marker (its queue entry goes):
-            // no delete, no second row. Otherwise (a stale lease, or the row turned into a
-            // marker by another consumer meanwhile) the marker is written by delivery id.
-            let turned = match rowid {
-                Some(rowid) => changes.turn_delivered(conn, rowid, now_ms)?,
-                None => false,
-            };
-            let fresh = turned || mark_delivered(conn, &delivery_id, now_ms, cutoff)?;
-            if fresh {
-                row.insert(conn)?;
+            let fresh = mark_delivered_and_log(conn, &row, &delivery_id, now_ms, cutoff)?;
+            if let Some(rowid) = rowid {
+                changes.delete(conn, rowid)?;
             }
             Ok(fresh)
         };

@@ -70,22 +70,6 @@ impl LogRow {
     }
 }
 
-/// Mark the delivery id delivered: a delivered marker is the id's `firings` row with
-/// `delivered_at` set and no payload (schema 7). A queued row of the id becomes the
-/// marker, else a marker row is added; an expired marker (reads ignore it too) is
-/// renewed; a live one changes nothing (`false`).
-pub(super) fn mark_delivered(conn: &Connection, delivery_id: &str, now_ms: i64, cutoff: i64) -> StoreResult<bool> {
-    let marked = conn
-        .prepare_cached(
-            "INSERT INTO firings (delivery_id, due_at, payload, destination, delivered_at) \
-             VALUES (?1, 0, NULL, NULL, ?2) ON CONFLICT (delivery_id) \
-             DO UPDATE SET delivered_at = excluded.delivered_at, payload = NULL, destination = NULL \
-             WHERE firings.delivered_at IS NULL OR firings.delivered_at < ?3",
-        )?
-        .execute((delivery_id, now_ms, cutoff))?;
-    Ok(marked == 1)
-}
-
 /// Mark the delivery id delivered and log its entry, unless it was delivered already
 /// (then nothing is written and the answer is `false`).
 pub(super) fn mark_delivered_and_log(
@@ -95,15 +79,20 @@ pub(super) fn mark_delivered_and_log(
     now_ms: i64,
     cutoff: i64,
 ) -> StoreResult<bool> {
-    if !mark_delivered(conn, delivery_id, now_ms, cutoff)? {
+    // One statement: a new marker, or an expired one (reads ignore it too) renewed; a
+    // live one changes nothing.
+    let marked = conn
+        .prepare_cached(
+            "INSERT INTO delivered (delivery_id, created_at) VALUES (?1, ?2) ON CONFLICT (delivery_id) \
+             DO UPDATE SET created_at = excluded.created_at WHERE delivered.created_at < ?3",
+        )?
+        .execute((delivery_id, now_ms, cutoff))?;
+    if marked == 0 {
         return Ok(false);
     }
     row.insert(conn)?;
     Ok(true)
 }
-
-/// Whether `delivery_id` has a live delivered marker.
-pub(super) const IS_DELIVERED: &str = "SELECT 1 FROM firings WHERE delivery_id = ?1 AND delivered_at >= ?2";
 
 fn read_entry(body: &str, firing: Option<&str>) -> StoreResult<LogEntry> {
     let mut entry: LogEntry = decode(body, "log entry")?;
@@ -135,7 +124,12 @@ impl LogStore for EmbeddedStore {
     async fn is_delivered(&self, delivery_id: &str) -> StoreResult<bool> {
         let delivery_id = delivery_id.to_string();
         let cutoff = millis(self.cutoff(Utc::now()));
-        self.read_point(move |conn| Ok(conn.prepare_cached(IS_DELIVERED)?.exists((&delivery_id, cutoff))?)).await
+        self.read_point(move |conn| {
+            Ok(conn
+                .prepare_cached("SELECT 1 FROM delivered WHERE delivery_id = ?1 AND created_at >= ?2")?
+                .exists((&delivery_id, cutoff))?)
+        })
+        .await
     }
 
     /// One range read of `logs_by_postback` (postback_id, fired_at_ns), grouped by hour
@@ -188,7 +182,8 @@ impl LogStore for EmbeddedStore {
         let ids = delivery_ids.to_vec();
         let cutoff = millis(self.cutoff(Utc::now()));
         self.read(move |conn| {
-            let mut delivered = conn.prepare_cached(IS_DELIVERED)?;
+            let mut delivered =
+                conn.prepare_cached("SELECT 1 FROM delivered WHERE delivery_id = ?1 AND created_at >= ?2")?;
             let mut replayed =
                 conn.prepare_cached("SELECT fired_at_ns, entry_id FROM replayed WHERE delivery_id = ?1")?;
             let mut states = HashMap::new();

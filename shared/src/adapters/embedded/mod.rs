@@ -216,8 +216,7 @@ impl EmbeddedStore {
             ("touches", "rowid", "created_at", cutoff_ms),
             ("statuses", "rowid", "created_at", cutoff_ms),
             ("seen", "dedupe_key", "created_at", cutoff_ms),
-            // Delivered markers (queued rows have no `delivered_at`: never purged).
-            ("firings", "rowid", "delivered_at", cutoff_ms),
+            ("delivered", "delivery_id", "created_at", cutoff_ms),
             ("replayed", "delivery_id", "created_at", cutoff_ms),
             ("firings_quarantine", "rowid", "quarantined_at", cutoff_ms),
         ];

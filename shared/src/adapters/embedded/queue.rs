@@ -37,9 +37,7 @@ pub(super) fn lock(index: &SharedIndex) -> MutexGuard<'_, QueueIndex> {
 /// releases every lease: the process that held them is gone).
 pub(super) fn load_index(conn: &Connection) -> StoreResult<QueueIndex> {
     let mut index = QueueIndex::default();
-    let mut rows = conn.prepare(
-        "SELECT rowid, due_at, destination FROM firings INDEXED BY firings_queued WHERE delivered_at IS NULL",
-    )?;
+    let mut rows = conn.prepare("SELECT rowid, due_at, destination FROM firings")?;
     let mut rows = rows.query([])?;
     while let Some(row) = rows.next()? {
         index.insert(row.get(0)?, row.get(1)?, row.get::<_, Option<String>>(2)?.as_deref(), None);
@@ -84,45 +82,27 @@ impl QueueChanges {
     }
 
     /// Insert a firing unless it is queued already or was delivered (a re-enqueued
-    /// delivered firing must not fire again): the id's row is one or the other, and a
-    /// live marker (`delivered_at` within the retention) stays. An expired marker row
-    /// becomes the queued firing.
+    /// delivered firing must not fire again).
     pub fn insert_firing(&self, conn: &Connection, row: &Row, cutoff: i64) -> StoreResult<()> {
-        let inserted: Option<RowId> = conn
+        let inserted = conn
             .prepare_cached(
-                "INSERT INTO firings (delivery_id, due_at, payload, destination) VALUES (?1, ?2, ?3, ?5) \
-                 ON CONFLICT (delivery_id) DO UPDATE SET due_at = excluded.due_at, payload = excluded.payload, \
-                 destination = excluded.destination, delivered_at = NULL WHERE firings.delivered_at < ?4 \
-                 RETURNING rowid",
+                "INSERT OR IGNORE INTO firings (delivery_id, due_at, payload, destination) \
+                 SELECT ?1, ?2, ?3, ?5 \
+                 WHERE NOT EXISTS (SELECT 1 FROM delivered WHERE delivery_id = ?1 AND created_at >= ?4)",
             )?
-            .query_row((&row.delivery_id, row.due_at, &row.payload, cutoff, &row.destination), |r| r.get(0))
-            .optional()?;
-        if let Some(rowid) = inserted {
+            .execute((&row.delivery_id, row.due_at, &row.payload, cutoff, &row.destination))?;
+        if inserted == 1 {
             let payload = Box::from(row.payload.as_str());
-            self.changes().inserted.push((rowid, row.due_at, row.destination.clone(), payload));
+            self.changes().inserted.push((conn.last_insert_rowid(), row.due_at, row.destination.clone(), payload));
         }
         Ok(())
     }
 
-    /// Delete a leased row (acked, or quarantined) unless it became a delivered marker
-    /// meanwhile; either way it leaves the queue.
+    /// Delete a leased row (acked, dropped or quarantined).
     pub fn delete(&self, conn: &Connection, rowid: RowId) -> StoreResult<()> {
-        conn.prepare_cached("DELETE FROM firings WHERE rowid = ?1 AND delivered_at IS NULL")?.execute([rowid])?;
+        conn.prepare_cached("DELETE FROM firings WHERE rowid = ?1")?.execute([rowid])?;
         self.changes().settled.push((rowid, Settled::Removed));
         Ok(())
-    }
-
-    /// Turn a leased row into its delivery id's delivered marker (it leaves the queue);
-    /// false if it was one already.
-    pub fn turn_delivered(&self, conn: &Connection, rowid: RowId, now_ms: i64) -> StoreResult<bool> {
-        let turned = conn
-            .prepare_cached(
-                "UPDATE firings SET delivered_at = ?2, payload = NULL, destination = NULL \
-                 WHERE rowid = ?1 AND delivered_at IS NULL",
-            )?
-            .execute((rowid, now_ms))?;
-        self.changes().settled.push((rowid, Settled::Removed));
-        Ok(turned == 1)
     }
 
     /// Replace a leased row by the firing's next message: in place if it is the same
@@ -130,8 +110,7 @@ impl QueueChanges {
     fn replace(&self, conn: &Connection, rowid: RowId, next: &Row, cutoff: i64) -> StoreResult<()> {
         let updated = conn
             .prepare_cached(
-                "UPDATE firings SET payload = ?3, due_at = ?4, destination = ?5 \
-                 WHERE rowid = ?1 AND delivery_id = ?2 AND delivered_at IS NULL",
+                "UPDATE firings SET payload = ?3, due_at = ?4, destination = ?5 WHERE rowid = ?1 AND delivery_id = ?2",
             )?
             .execute((rowid, &next.delivery_id, &next.payload, next.due_at, &next.destination))?;
         if updated == 1 {
@@ -195,9 +174,18 @@ struct LeaseWindow {
     delivered_cutoff: i64,
 }
 
-/// A leased row as read back: its delivery id, payload (none once it is a delivered
-/// marker), and whether it is a live delivered marker.
-type Found = Option<(String, Option<String>, bool)>;
+/// A leased row as read back: its delivery id, payload, and whether that id is marked
+/// delivered.
+type Found = Option<(String, String, bool)>;
+
+/// Why a leased row is not handed out.
+enum Withheld {
+    /// Its delivery id is marked delivered (a crash between a delivery and its ack, in a
+    /// version that made them two commits): never handed out again.
+    Delivered,
+    /// Its payload does not decode: moved to `firings_quarantine`, loudly.
+    Unreadable(String),
+}
 
 impl EmbeddedStore {
     pub(super) fn index(&self) -> MutexGuard<'_, QueueIndex> {
@@ -258,8 +246,7 @@ impl EmbeddedStore {
         }
         .into_iter();
         let mut leased = Vec::with_capacity(chosen.len());
-        let mut unreadable = Vec::new();
-        let mut delivered = Vec::new();
+        let mut dropped = Vec::new();
         for (rowid, token, kept) in chosen {
             let (delivery_id, payload) = match kept {
                 Some(payload) => (None, payload.into_string()),
@@ -271,37 +258,22 @@ impl EmbeddedStore {
                         continue;
                     }
                     Some((delivery_id, _, true)) => {
-                        delivered.push((rowid, delivery_id));
+                        dropped.push((rowid, token, delivery_id, Withheld::Delivered));
                         continue;
                     }
-                    Some((_, None, false)) => {
-                        // An expired marker: nothing queued under this row any more.
-                        self.index().remove(rowid);
-                        continue;
-                    }
-                    Some((delivery_id, Some(payload), false)) => (Some(delivery_id), payload),
+                    Some((delivery_id, payload, false)) => (Some(delivery_id), payload),
                 },
             };
             match decode::<Firing>(&payload, "firing") {
                 Ok(firing) => leased.push(Leased { firing, receipt: receipt(rowid, token) }),
                 Err(e) => {
                     let delivery_id = delivery_id.unwrap_or_default();
-                    unreadable.push((rowid, token, delivery_id, e.to_string()));
+                    dropped.push((rowid, token, delivery_id, Withheld::Unreadable(e.to_string())));
                 }
             }
         }
-        if !delivered.is_empty() {
-            // Its row is its delivered marker now (a settle under a lease taken over):
-            // it stays in the file as the marker and leaves the queue, unsent.
-            let mut index = self.index();
-            for (rowid, delivery_id) in delivered {
-                index.remove(rowid);
-                self.core.counters.delivered_at_lease.fetch_add(1, Ordering::Relaxed);
-                tracing::info!(delivery_id, "already delivered; dropping its queued firing");
-            }
-        }
-        if !unreadable.is_empty() {
-            self.quarantine(unreadable, window.now).await?;
+        if !dropped.is_empty() {
+            self.drop_leased(dropped, window.now).await?;
         }
         Ok(leased)
     }
@@ -312,7 +284,9 @@ impl EmbeddedStore {
         let many = rowids.len() > POINT_READ_ROWS;
         let read = move |conn: &Connection| -> StoreResult<Vec<Found>> {
             let mut select = conn.prepare_cached(
-                "SELECT delivery_id, payload, coalesce(delivered_at >= ?2, 0) FROM firings WHERE rowid = ?1",
+                "SELECT delivery_id, payload, EXISTS (SELECT 1 FROM delivered \
+                 WHERE delivered.delivery_id = firings.delivery_id AND created_at >= ?2) \
+                 FROM firings WHERE rowid = ?1",
             )?;
             rowids
                 .iter()
@@ -330,25 +304,32 @@ impl EmbeddedStore {
         }
     }
 
-    /// Move leased rows whose payload does not decode to `firings_quarantine`, loudly:
-    /// one unreadable row must not block the queue. `(rowid, token, delivery id, error)`.
-    async fn quarantine(&self, unreadable: Vec<(RowId, u64, String, String)>, now: i64) -> StoreResult<()> {
+    /// Delete (or quarantine) leased rows that must not be handed out.
+    async fn drop_leased(&self, dropped: Vec<(RowId, u64, String, Withheld)>, now: i64) -> StoreResult<()> {
         let begun: Vec<RowId> = {
             let mut index = self.index();
-            unreadable.iter().filter(|(rowid, token, ..)| index.begin_settle(*rowid, *token)).map(|d| d.0).collect()
+            dropped.iter().filter(|(rowid, token, ..)| index.begin_settle(*rowid, *token)).map(|d| d.0).collect()
         };
         let changes = QueueChanges::default();
         let after = changes.after_commit(&self.core.queue, begun);
         let counters = Arc::clone(&self.core.counters);
         let job = move |conn: &Connection| {
-            for (rowid, _, delivery_id, error) in &unreadable {
-                conn.prepare_cached(
-                    "INSERT INTO firings_quarantine (delivery_id, payload, error, quarantined_at) \
-                     SELECT delivery_id, payload, ?2, ?3 FROM firings WHERE rowid = ?1",
-                )?
-                .execute((rowid, error, now))?;
-                counters.quarantined_firings.fetch_add(1, Ordering::Relaxed);
-                tracing::error!(delivery_id, error, "queued firing is unreadable; moved to firings_quarantine");
+            for (rowid, _, delivery_id, why) in &dropped {
+                match why {
+                    Withheld::Delivered => {
+                        counters.delivered_at_lease.fetch_add(1, Ordering::Relaxed);
+                        tracing::info!(delivery_id, "already delivered; dropping its queued firing");
+                    }
+                    Withheld::Unreadable(error) => {
+                        conn.prepare_cached(
+                            "INSERT INTO firings_quarantine (delivery_id, payload, error, quarantined_at) \
+                             SELECT delivery_id, payload, ?2, ?3 FROM firings WHERE rowid = ?1",
+                        )?
+                        .execute((rowid, error, now))?;
+                        counters.quarantined_firings.fetch_add(1, Ordering::Relaxed);
+                        tracing::error!(delivery_id, error, "queued firing is unreadable; moved to firings_quarantine");
+                    }
+                }
                 changes.delete(conn, *rowid)?;
             }
             Ok(())

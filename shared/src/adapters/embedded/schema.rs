@@ -149,32 +149,20 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX firings_by_visibility ON firings(max(due_at, lease_until), destination, delivery_id);
     ",
     // 7: the queue's visibility order and its leases are kept in memory
-    // (`queue_index.rs`, loaded from `firings_queued` at open): a row keeps what must
-    // survive a crash, and is found by its rowid. No lease columns, no visibility index: a
-    // lease is no write. And a delivered firing's row becomes its delivered marker
-    // (`delivered_at` set, payload gone) instead of being deleted beside a marker row in
-    // a table of its own: one B-tree fewer written per delivery, and a re-enqueued
-    // delivered id is absorbed by the primary key. A version-6 marker whose id is still
-    // queued (a crash between delivery and ack, before `settle_delivered`) keeps the
-    // queued row: sent again, at least once, as the lease-time check would have allowed
-    // for an expired marker.
+    // (`queue_index.rs`, loaded from this table at open): a row keeps what must survive
+    // a crash, and is found by its rowid. No lease columns, no visibility index: a lease
+    // is no write, and a firing's row is written twice (queued, settled), not three times.
     "
     CREATE TABLE firings_7 (
-        delivery_id  TEXT PRIMARY KEY NOT NULL,
-        due_at       INTEGER NOT NULL,
-        payload      TEXT,
-        destination  TEXT,
-        delivered_at INTEGER
+        delivery_id TEXT PRIMARY KEY NOT NULL,
+        due_at      INTEGER NOT NULL,
+        payload     TEXT NOT NULL,
+        destination TEXT
     );
     INSERT INTO firings_7 (delivery_id, due_at, payload, destination)
         SELECT delivery_id, due_at, payload, destination FROM firings ORDER BY due_at;
-    INSERT INTO firings_7 (delivery_id, due_at, delivered_at)
-        SELECT delivery_id, 0, created_at FROM delivered WHERE true ON CONFLICT (delivery_id) DO NOTHING;
     DROP TABLE firings;
-    DROP TABLE delivered;
     ALTER TABLE firings_7 RENAME TO firings;
-    CREATE INDEX firings_queued ON firings(due_at) WHERE delivered_at IS NULL;
-    CREATE INDEX firings_delivered ON firings(delivered_at) WHERE delivered_at IS NOT NULL;
     ",
 ];
 
@@ -348,10 +336,9 @@ mod tests {
     }
 
     /// A version-6 file's queued firings (leased ones too) stay queued, due as before,
-    /// with their payloads and destinations, and its delivered markers become marker
-    /// rows; the lease columns, the visibility index and the `delivered` table are gone.
+    /// with their payloads and destinations; the lease columns and the index are gone.
     #[test]
-    fn version_6_firings_and_markers_move_into_the_new_queue_table() {
+    fn version_6_firings_keep_their_rows_without_lease_columns() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("db.sqlite");
         let conn = Connection::open(&path).unwrap();
@@ -359,62 +346,43 @@ mod tests {
             conn.execute_batch(step).unwrap();
         }
         conn.pragma_update(None, "user_version", 6).unwrap();
-        conn.execute_batch(
+        conn.execute(
             "INSERT INTO firings (delivery_id, due_at, lease_until, lease_token, payload, destination) VALUES \
-             ('d1', 10, 0, NULL, '{\"a\":1}', 'http://a'), ('d2', 20, 99999, 'tok', '{\"b\":2}', NULL); \
-             INSERT INTO delivered (delivery_id, created_at) VALUES ('d_done', 7), ('d2', 8);",
+             ('d1', 10, 0, NULL, '{\"a\":1}', 'http://a'), ('d2', 20, 99999, 'tok', '{\"b\":2}', NULL)",
+            [],
         )
         .unwrap();
         drop(conn);
         let conn = open_writer(&path, "FULL").unwrap();
-        type Row = (String, i64, Option<String>, Option<String>, Option<i64>);
-        let rows: Vec<Row> = conn
-            .prepare("SELECT delivery_id, due_at, payload, destination, delivered_at FROM firings ORDER BY delivery_id")
+        let rows: Vec<(String, i64, String, Option<String>)> = conn
+            .prepare("SELECT delivery_id, due_at, payload, destination FROM firings ORDER BY delivery_id")
             .unwrap()
-            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)))
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
             .unwrap()
             .map(Result::unwrap)
             .collect();
-        let text = |s: &str| Some(s.to_string());
         assert_eq!(
             rows,
             [
-                ("d1".to_string(), 10, text("{\"a\":1}"), text("http://a"), None),
-                ("d2".to_string(), 20, text("{\"b\":2}"), None, None),
-                ("d_done".to_string(), 0, None, None, Some(7)),
-            ],
-            "queued rows stay queued (d2 too: at least once), the marker is a marker row"
+                ("d1".to_string(), 10, "{\"a\":1}".to_string(), Some("http://a".to_string())),
+                ("d2".to_string(), 20, "{\"b\":2}".to_string(), None)
+            ]
         );
-        let names = |sql: &str| -> Vec<String> {
-            conn.prepare(sql).unwrap().query_map([], |r| r.get::<_, String>(0)).unwrap().map(Result::unwrap).collect()
-        };
-        assert_eq!(
-            names("SELECT name FROM pragma_table_info('firings')"),
-            ["delivery_id", "due_at", "payload", "destination", "delivered_at"]
-        );
-        assert!(names("SELECT name FROM sqlite_master WHERE name IN ('delivered', 'firings_by_visibility')").is_empty());
-    }
-
-    /// Loading the queue at open reads the queued rows only, from their partial index;
-    /// the purge finds expired markers on theirs.
-    #[test]
-    fn the_queue_load_and_the_marker_purge_use_their_partial_indexes() {
-        let dir = tempfile::tempdir().unwrap();
-        let conn = open_writer(&dir.path().join("db.sqlite"), "NORMAL").unwrap();
-        let plan = |sql: &str| -> String {
-            let steps: Vec<String> = conn
-                .prepare(&format!("EXPLAIN QUERY PLAN {sql}"))
-                .unwrap()
-                .query_map([], |r| r.get::<_, String>(3))
-                .unwrap()
-                .map(Result::unwrap)
-                .collect();
-            steps.join("; ")
-        };
-        let load =
-            plan("SELECT rowid, due_at, destination FROM firings INDEXED BY firings_queued WHERE delivered_at IS NULL");
-        assert!(load.contains("firings_queued"), "{load}");
-        let purge = plan("SELECT rowid FROM firings WHERE delivered_at < 5 LIMIT 10");
-        assert!(purge.contains("firings_delivered"), "{purge}");
+        let columns: Vec<String> = conn
+            .prepare("PRAGMA table_info(firings)")
+            .unwrap()
+            .query_map([], |r| r.get::<_, String>(1))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        assert_eq!(columns, ["delivery_id", "due_at", "payload", "destination"]);
+        let indexes: i64 = conn
+            .query_row(
+                "SELECT count(*) FROM sqlite_master WHERE type = 'index' AND name = 'firings_by_visibility'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(indexes, 0);
     }
 }
