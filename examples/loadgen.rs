@@ -274,6 +274,7 @@ async fn main() {
     )
     .await;
     let busy_batches = args.requests.div_ceil(500);
+    let busy_writer_before = writer_figures(&admin, &args).await;
     let (b, key, rid) = (base.clone(), args.ingest_key.clone(), run_id.clone());
     let busy = drive(busy_batches, args.concurrency.min(8), move |c, i| {
         let events: Vec<_> = (0..500)
@@ -282,6 +283,7 @@ async fn main() {
         c.post(format!("{b}/events")).header("x-api-key", &key).json(&json!({ "events": events }))
     })
     .await;
+    let busy_writer_after = writer_figures(&admin, &args).await;
     busy_sink.wait_for(busy_batches * 500).await;
 
     // 8. Fair sending: the fast receiver's lag alone, then beside a hanging receiver.
@@ -378,13 +380,7 @@ async fn main() {
         fmt_ms(firing_cpu_ms),
         ratio(firing_cpu_ms, ingest_cpu_ms)
     );
-    let (transactions, jobs, wait) =
-        (writer_after[0] - writer_before[0], writer_after[1] - writer_before[1], writer_after[2] - writer_before[2]);
-    println!(
-        "| end to end: store writer (`/metrics`): {transactions:.0} transactions, {:.2} jobs each, mean queue wait {:.3} ms | | | | |",
-        jobs / transactions.max(1.0),
-        wait * 1000.0 / jobs.max(1.0)
-    );
+    println!("| end to end: store writer (`/metrics`): {} | | | | |", writer_delta(writer_before, writer_after));
     println!(
         "| dispatcher alone: {queued} firings queued in {:.2} s (batches of 500, `delay_seconds` {DISPATCH_DELAY_S}{}), first send to last unique id | {:.0} deliveries/s | | | {:.2} (of the sink hit directly) |",
         queued_in.as_secs_f64(),
@@ -406,6 +402,10 @@ async fn main() {
         busy.pct(0.5),
         busy.pct(0.99),
         busy.pct(0.99) / batches.pct(0.99).max(0.001)
+    );
+    println!(
+        "| batches while deliveries run: store writer (`/metrics`, while the batches were sent): {} | | | | |",
+        writer_delta(busy_writer_before, busy_writer_after)
     );
     println!(
         "| exactly once at the sinks (unique delivery ids = events, no duplicates) | {} | | | |",
@@ -438,6 +438,16 @@ const DELIVERY_DEADLINE: Duration = Duration::from_secs(180);
 
 /// The store writer's transactions, jobs and summed queue wait (s) from `GET /metrics`
 /// (zeros if the server has no such series).
+/// The store writer's work between two `writer_figures` readings.
+fn writer_delta(before: [f64; 3], after: [f64; 3]) -> String {
+    let (transactions, jobs, wait) = (after[0] - before[0], after[1] - before[1], after[2] - before[2]);
+    format!(
+        "{transactions:.0} transactions, {:.2} jobs each, mean queue wait {:.3} ms",
+        jobs / transactions.max(1.0),
+        wait * 1000.0 / jobs.max(1.0)
+    )
+}
+
 async fn writer_figures(admin: &reqwest::Client, args: &Args) -> [f64; 3] {
     let text = admin
         .get(format!("{}/metrics", args.base))
