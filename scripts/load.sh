@@ -4,27 +4,23 @@
 #   scripts/load.sh [--requests N] [--concurrency C] [--batches B]
 # The server gets this script's environment, e.g. DESTINATION_CONCURRENCY=256 scripts/load.sh
 # to lift the per-destination bound (16 by default) that the delivery phases run into.
+# LOAD_BIN_DIR=DIR runs prebuilt `postback-server` and `loadgen` from DIR instead of
+# building this tree (for A/B runs of two builds: scripts/ab.sh).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/postback-target}"
-cargo build --release --locked --bin postback-server --example loadgen >/dev/null
-data="$(mktemp -d)"
-admin="load-admin-$(date +%s%N)"
-ingest="load-ingest-$(date +%s%N)"
-# PORT=0: the OS picks a free port and the server prints `listening on http://ADDR`.
-PORT=0 DATA_DIR="$data" ADMIN_API_KEY="$admin" INGEST_API_KEY="$ingest" ALLOW_PRIVATE_TARGETS=true RUST_LOG=warn \
-    "$CARGO_TARGET_DIR/release/postback-server" >"$data/stdout" 2>"$data/stderr" &
-server=$!
-trap 'kill "$server" 2>/dev/null; wait "$server" 2>/dev/null; rm -rf "$data"' EXIT
-base=""
-for _ in $(seq 300); do
-    base="$(sed -n 's/^listening on //p' "$data/stdout" 2>/dev/null)"
-    [[ -n "$base" ]] && curl -fs "$base/health" >/dev/null 2>&1 && break
-    kill -0 "$server" 2>/dev/null || { echo "load.sh: the server exited" >&2; cat "$data/stderr" >&2; exit 1; }
-    sleep 0.1
-done
-[[ -n "$base" ]] || { echo "load.sh: the server never printed its address" >&2; exit 1; }
-"$CARGO_TARGET_DIR/release/examples/loadgen" --base "$base" --admin-key "$admin" --ingest-key "$ingest" \
+if [[ -n "${LOAD_BIN_DIR:-}" ]]; then
+    server_bin="$LOAD_BIN_DIR/postback-server"
+    loadgen_bin="$LOAD_BIN_DIR/loadgen"
+else
+    export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/postback-target}"
+    cargo build --release --locked --bin postback-server --example loadgen >/dev/null
+    server_bin="$CARGO_TARGET_DIR/release/postback-server"
+    loadgen_bin="$CARGO_TARGET_DIR/release/examples/loadgen"
+fi
+# shellcheck source=scripts/local-server.sh
+source scripts/local-server.sh
+start_local_server "$server_bin" || { echo "load.sh: cannot start the server" >&2; exit 1; }
+"$loadgen_bin" --base "$base" --admin-key "$admin" --ingest-key "$ingest" \
     --server-pid "$server" --clk-tck "$(getconf CLK_TCK)" "$@" || {
     # The server's warnings (e.g. the breaker the fair-sending phase's hanging receiver
     # opens) stay out of the table; shown only when the run failed.

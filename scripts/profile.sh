@@ -15,20 +15,9 @@ mkdir -p "$(dirname "$out")"
 target="${PROFILE_TARGET_DIR:-$HOME/.cache/postback-target-profile}"
 CARGO_PROFILE_RELEASE_STRIP=false CARGO_PROFILE_RELEASE_DEBUG=line-tables-only CARGO_TARGET_DIR="$target" \
     cargo build --release --locked --bin postback-server --example loadgen >/dev/null
-data="$(mktemp -d)"
-admin="profile-admin-$(date +%s%N)"
-ingest="profile-ingest-$(date +%s%N)"
-PORT=0 DATA_DIR="$data" ADMIN_API_KEY="$admin" INGEST_API_KEY="$ingest" ALLOW_PRIVATE_TARGETS=true RUST_LOG=warn \
-    "$target/release/postback-server" >"$data/stdout" &
-server=$!
-trap 'kill "$server" 2>/dev/null; wait "$server" 2>/dev/null; rm -rf "$data"' EXIT
-base=""
-for _ in $(seq 300); do
-    base="$(sed -n 's/^listening on //p' "$data/stdout" 2>/dev/null)"
-    [[ -n "$base" ]] && curl -fs "$base/health" >/dev/null 2>&1 && break
-    sleep 0.1
-done
-[[ -n "$base" ]] || { echo "profile.sh: the server never printed its address" >&2; exit 1; }
+# shellcheck source=scripts/local-server.sh
+source scripts/local-server.sh
+start_local_server "$target/release/postback-server" || { echo "profile.sh: cannot start the server" >&2; exit 1; }
 "$target/release/examples/loadgen" --base "$base" --admin-key "$admin" --ingest-key "$ingest" --requests 20000 \
     >"$data/load.txt" &
 gen=$!

@@ -495,6 +495,28 @@ mod tests {
         assert!(leased.iter().all(|(_, _, p)| p.is_none()), "forgotten: read back from the file");
     }
 
+    /// Memory per queued firing (not a pass/fail test): the process's resident size
+    /// before and after indexing a million rows of 20 destinations, payloads not kept.
+    /// `cargo test --release -p postback --features embedded --lib queue_index_memory -- --ignored --nocapture`
+    #[test]
+    #[ignore]
+    fn queue_index_memory() {
+        fn resident_bytes() -> usize {
+            let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
+            let pages: usize = statm.split_whitespace().nth(1).and_then(|p| p.parse().ok()).unwrap_or(0);
+            pages * 4096
+        }
+        const ROWS: i64 = 1_000_000;
+        let destinations: Vec<String> = (0..20).map(|i| format!("https://receiver{i}.example:443")).collect();
+        let before = resident_bytes();
+        let mut index = QueueIndex::default();
+        for rowid in 0..ROWS {
+            index.insert(rowid, rowid / 7, Some(&destinations[(rowid % 20) as usize]), None);
+        }
+        let after = resident_bytes();
+        println!("{} bytes per queued firing ({} rows)", (after - before) / ROWS as usize, index.len());
+    }
+
     /// A row of the plain model: due, destination, lease (token, until), visible.
     type ModelRow = (i64, Option<String>, Option<(u64, i64)>, i64);
 
