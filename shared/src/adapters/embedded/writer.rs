@@ -347,10 +347,7 @@ mod tests {
 
     #[test]
     fn the_after_commit_hook_hears_once_whether_its_job_was_committed() {
-        let conn = Connection::open_in_memory().unwrap();
-        conn.execute_batch("CREATE TABLE t(v INTEGER PRIMARY KEY)").unwrap();
-        let counters = WriterCounters::default();
-        let notify = Notify::new();
+        let (conn, counters, notify) = scratch();
         let (ok_hook, ok_seen) = told();
         let (failing_hook, failing_seen) = told();
         let (ok_job, _a) = job_then(|c| insert(c, 1), Some(ok_hook));
@@ -373,6 +370,13 @@ mod tests {
         assert_eq!(*ok_seen.lock().unwrap(), [false]);
     }
 
+    /// A connection with table `t(v)`, fresh counters and a notifier.
+    fn scratch() -> (Connection, WriterCounters, Notify) {
+        let conn = Connection::open_in_memory().unwrap();
+        conn.execute_batch("CREATE TABLE t(v INTEGER PRIMARY KEY)").unwrap();
+        (conn, WriterCounters::default(), Notify::new())
+    }
+
     fn insert(conn: &Connection, v: i64) -> StoreResult<()> {
         conn.execute("INSERT INTO t(v) VALUES (?1)", [v]).map(|_| ()).map_err(|e| db_error("insert", e))
     }
@@ -384,10 +388,7 @@ mod tests {
 
     #[test]
     fn a_failing_job_is_rolled_back_alone_and_the_others_commit_together() {
-        let conn = Connection::open_in_memory().unwrap();
-        conn.execute_batch("CREATE TABLE t(v INTEGER PRIMARY KEY)").unwrap();
-        let counters = WriterCounters::default();
-        let notify = Notify::new();
+        let (conn, counters, notify) = scratch();
 
         let (first, first_answer) = job(|c| insert(c, 1));
         // Writes a row, then fails: its row must not survive.
@@ -416,10 +417,7 @@ mod tests {
 
     #[test]
     fn queue_wait_counts_from_submit_to_the_start_of_the_transaction() {
-        let conn = Connection::open_in_memory().unwrap();
-        conn.execute_batch("CREATE TABLE t(v INTEGER PRIMARY KEY)").unwrap();
-        let counters = WriterCounters::default();
-        let notify = Notify::new();
+        let (conn, counters, notify) = scratch();
         let (inner, _answer) = job(|c| insert(c, 1));
         let (fresh, _fresh_answer) = job(|c| insert(c, 2));
         // The first job was submitted 50 ms before the batch started; the second just now.
@@ -452,10 +450,7 @@ mod tests {
 
     #[test]
     fn a_failed_commit_fails_every_job_of_the_batch() {
-        let conn = Connection::open_in_memory().unwrap();
-        conn.execute_batch("CREATE TABLE t(v INTEGER PRIMARY KEY)").unwrap();
-        let counters = WriterCounters::default();
-        let notify = Notify::new();
+        let (conn, counters, notify) = scratch();
         let (ok_job, ok_answer) = job(|c| insert(c, 1));
         // Ending the transaction from inside a job makes the batch lose its atomicity;
         // the writer must notice and report failure for everyone.
