@@ -79,7 +79,9 @@ async fn main() -> anyhow::Result<()> {
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let limits = LoopLimits { total: LOCAL_CONCURRENCY, per_destination: settings.destination_concurrency };
-    let dispatcher = tokio::spawn(run_queue_loop(app.dispatcher(), limits, stop_rx.clone(), Duration::from_secs(15)));
+    let dispatch_runtime = dispatch_runtime().context("cannot start the dispatcher's runtime")?;
+    let dispatcher =
+        dispatch_runtime.spawn(run_queue_loop(app.dispatcher(), limits, stop_rx.clone(), Duration::from_secs(15)));
     let purger = tokio::spawn(purge_loop(store.clone(), stop_rx));
 
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", settings.port))
@@ -98,10 +100,37 @@ async fn main() -> anyhow::Result<()> {
     let _ = stop_tx.send(true);
     let _ = dispatcher.await;
     let _ = purger.await;
+    dispatch_runtime.shutdown_background();
     store.close().await;
     drop(lock);
     tracing::info!("stopped");
     Ok(())
+}
+
+/// How much lower the dispatcher's threads are scheduled than the rest (`nice` steps).
+const DISPATCH_NICENESS: i32 = 5;
+
+/// The dispatcher's own runtime, its threads `DISPATCH_NICENESS` below the API's and the
+/// store writer's: when the CPU is short, accepting events (a tracker waits on each
+/// request, answered once the event is durable) goes before sending postbacks, which are
+/// queued durably and catch up. With CPU to spare, nothing changes.
+fn dispatch_runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .thread_name("dispatch")
+        .on_thread_start(lower_this_threads_priority)
+        .enable_all()
+        .build()
+}
+
+fn lower_this_threads_priority() {
+    #[cfg(target_os = "linux")]
+    {
+        // Linux keeps a nice value per thread: this lowers the calling thread only.
+        let tid = rustix::thread::gettid();
+        if let Err(e) = rustix::process::setpriority_process(Some(tid), DISPATCH_NICENESS) {
+            tracing::warn!(error = %e, "cannot lower the dispatcher thread's priority");
+        }
+    }
 }
 
 /// The embedded store writer's counters as `GET /metrics` series (this server only: the

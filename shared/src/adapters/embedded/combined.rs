@@ -24,6 +24,7 @@ impl CombinedWrites for EmbeddedStore {
         if touches.is_empty() && firings.is_empty() && dedupe_keys.is_empty() {
             return Ok(());
         }
+        let rows = touches.len() + firings.len() + dedupe_keys.len();
         let touches = touches.iter().map(|t| touch_row(&t.event)).collect::<StoreResult<Vec<_>>>()?;
         let queued = firings.iter().map(Row::of).collect::<StoreResult<Vec<_>>>()?;
         let keys = dedupe_keys.to_vec();
@@ -36,7 +37,7 @@ impl CombinedWrites for EmbeddedStore {
             queued.iter().try_for_each(|row| changes.insert_firing(conn, row, cutoff))?;
             write_seen(conn, &keys, now_ms, cutoff)
         };
-        self.core.writer.write_then(job, !firings.is_empty(), after).await
+        self.core.writer.write_then(job, !firings.is_empty(), rows, after).await
     }
 
     async fn settle_delivered(&self, leased: &Leased, entry: &LogEntry) -> StoreResult<bool> {
@@ -61,7 +62,7 @@ impl CombinedWrites for EmbeddedStore {
             }
             Ok(fresh)
         };
-        self.core.writer.write_then(job, false, after).await
+        self.core.writer.write_then(job, false, 3, after).await
     }
 
     fn lease_checks_delivered(&self) -> bool {

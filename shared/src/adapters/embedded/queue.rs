@@ -306,6 +306,7 @@ impl EmbeddedStore {
 
     /// Delete (or quarantine) leased rows that must not be handed out.
     async fn drop_leased(&self, dropped: Vec<(RowId, u64, String, Withheld)>, now: i64) -> StoreResult<()> {
+        let count = dropped.len();
         let begun: Vec<RowId> = {
             let mut index = self.index();
             dropped.iter().filter(|(rowid, token, ..)| index.begin_settle(*rowid, *token)).map(|d| d.0).collect()
@@ -334,7 +335,7 @@ impl EmbeddedStore {
             }
             Ok(())
         };
-        self.core.writer.write_then(job, false, after).await
+        self.core.writer.write_then(job, false, count, after).await
     }
 }
 
@@ -353,6 +354,7 @@ impl FiringQueue for EmbeddedStore {
             .write_then(
                 move |conn| rows.iter().try_for_each(|row| changes.insert_firing(conn, row, cutoff)),
                 true,
+                firings.len(),
                 after,
             )
             .await
@@ -377,7 +379,7 @@ impl FiringQueue for EmbeddedStore {
         };
         let changes = QueueChanges::default();
         let after = changes.after_commit(&self.core.queue, vec![rowid]);
-        self.core.writer.write_then(move |conn| changes.delete(conn, rowid), false, after).await
+        self.core.writer.write_then(move |conn| changes.delete(conn, rowid), false, 1, after).await
     }
 
     async fn retry(&self, leased: &Leased, next: &Firing) -> StoreResult<()> {
@@ -388,7 +390,7 @@ impl FiringQueue for EmbeddedStore {
         let cutoff = millis(self.cutoff(Utc::now()));
         let changes = QueueChanges::default();
         let after = changes.after_commit(&self.core.queue, vec![rowid]);
-        self.core.writer.write_then(move |conn| changes.replace(conn, rowid, &next, cutoff), true, after).await
+        self.core.writer.write_then(move |conn| changes.replace(conn, rowid, &next, cutoff), true, 2, after).await
     }
 
     async fn depth(&self) -> StoreResult<QueueDepth> {

@@ -42,6 +42,10 @@ pub(crate) trait PendingJob: Send {
     fn wakes_consumers(&self) -> bool;
     /// When the job was handed to the writer (for the queue-wait counters).
     fn submitted_at(&self) -> Instant;
+    /// About how many rows the job writes (for the transaction's size bound).
+    fn rows(&self) -> usize {
+        1
+    }
     /// Send the reply. `commit` is the fate of the whole transaction.
     fn finish(self: Box<Self>, commit: Result<(), StoreError>);
 }
@@ -57,6 +61,7 @@ struct Job<T, F> {
     reply: Option<oneshot::Sender<StoreResult<T>>>,
     after: Option<AfterCommit>,
     wakes_consumers: bool,
+    rows: usize,
     submitted_at: Instant,
 }
 
@@ -91,6 +96,10 @@ where
 
     fn submitted_at(&self) -> Instant {
         self.submitted_at
+    }
+
+    fn rows(&self) -> usize {
+        self.rows
     }
 
     fn finish(mut self: Box<Self>, commit: Result<(), StoreError>) {
@@ -133,21 +142,33 @@ impl WriterHandle {
         T: Send + 'static,
         F: FnOnce(&Connection) -> StoreResult<T> + Send + 'static,
     {
-        self.submit(op, false, None).await
+        self.submit(op, false, 1, None).await
     }
 
-    /// Like `write`, waking queue consumers once committed if `wakes_consumers`, and calls `after` on the
-    /// writer thread with whether the job was committed, before the reply: whether or
-    /// not the caller is still waiting.
-    pub async fn write_then<T, F>(&self, op: F, wakes_consumers: bool, after: AfterCommit) -> StoreResult<T>
+    /// Like `write`, for a job of about `rows` rows, waking queue consumers once committed
+    /// if `wakes_consumers`, and calling `after` on the writer thread with whether the job
+    /// was committed, before the reply: whether or not the caller is still waiting.
+    pub async fn write_then<T, F>(
+        &self,
+        op: F,
+        wakes_consumers: bool,
+        rows: usize,
+        after: AfterCommit,
+    ) -> StoreResult<T>
     where
         T: Send + 'static,
         F: FnOnce(&Connection) -> StoreResult<T> + Send + 'static,
     {
-        self.submit(op, wakes_consumers, Some(after)).await
+        self.submit(op, wakes_consumers, rows, Some(after)).await
     }
 
-    async fn submit<T, F>(&self, op: F, wakes_consumers: bool, after: Option<AfterCommit>) -> StoreResult<T>
+    async fn submit<T, F>(
+        &self,
+        op: F,
+        wakes_consumers: bool,
+        rows: usize,
+        after: Option<AfterCommit>,
+    ) -> StoreResult<T>
     where
         T: Send + 'static,
         F: FnOnce(&Connection) -> StoreResult<T> + Send + 'static,
@@ -159,6 +180,7 @@ impl WriterHandle {
             reply: Some(reply),
             after,
             wakes_consumers,
+            rows: rows.max(1),
             submitted_at: Instant::now(),
         };
         self.sender.send(Message::Job(Box::new(job))).await.map_err(|_| closed())?;
@@ -177,6 +199,11 @@ pub(crate) struct WriterConfig {
     pub max_batch: usize,
     pub channel_capacity: usize,
 }
+
+/// Most rows one transaction takes in jobs (its first job is taken whatever its size).
+/// A batch ingest of 500 events writes about 1,500 rows: without a bound, several of
+/// them share one long transaction, and each waits for all of them to be committed.
+const MAX_TRANSACTION_ROWS: usize = 2_000;
 
 /// Start the writer thread owning `conn`.
 pub(crate) fn spawn(
@@ -200,16 +227,37 @@ fn writer_loop(
     counters: &WriterCounters,
     notify: &Notify,
 ) {
-    while let Some(first) = receiver.blocking_recv() {
+    // A job taken from the channel that did not fit the transaction being gathered opens
+    // the next one.
+    let mut carried: Option<Box<dyn PendingJob>> = None;
+    loop {
+        let first = match carried.take() {
+            Some(job) => Message::Job(job),
+            None => match receiver.blocking_recv() {
+                Some(message) => message,
+                None => break,
+            },
+        };
         let mut batch = Vec::new();
         let mut close_reply = None;
+        let mut rows = 0;
         match first {
-            Message::Job(job) => batch.push(job),
+            Message::Job(job) => {
+                rows += job.rows();
+                batch.push(job);
+            }
             Message::Close(reply) => close_reply = Some(reply),
         }
-        while close_reply.is_none() && batch.len() < max_batch {
+        while close_reply.is_none() && batch.len() < max_batch && rows < MAX_TRANSACTION_ROWS {
             match receiver.try_recv() {
-                Ok(Message::Job(job)) => batch.push(job),
+                Ok(Message::Job(job)) if rows + job.rows() > MAX_TRANSACTION_ROWS => {
+                    carried = Some(job);
+                    break;
+                }
+                Ok(Message::Job(job)) => {
+                    rows += job.rows();
+                    batch.push(job);
+                }
                 Ok(Message::Close(reply)) => close_reply = Some(reply),
                 Err(_) => break,
             }
@@ -333,6 +381,7 @@ mod tests {
             reply: Some(reply),
             after,
             wakes_consumers: true,
+            rows: 1,
             submitted_at: Instant::now(),
         };
         (Box::new(job), answer)
@@ -413,6 +462,47 @@ mod tests {
         assert_eq!(counters.jobs.load(Ordering::Relaxed), 4);
         assert_eq!(counters.failed_jobs.load(Ordering::Relaxed), 2);
         assert!(conn.is_autocommit(), "the batch transaction is closed");
+    }
+
+    /// Jobs of about `rows` rows each, all queued before a writer thread starts; how
+    /// many transactions they took.
+    fn transactions_for(rows: &[usize]) -> u64 {
+        let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
+        let (conn, counters, _) = scratch();
+        let counters = Arc::new(counters);
+        let (sender, receiver) = mpsc::channel(rows.len());
+        let mut answers = Vec::new();
+        for (i, n) in rows.iter().enumerate() {
+            let (reply, answer) = oneshot::channel();
+            let v = i as i64;
+            let job = Job {
+                op: Some(move |c: &Connection| insert(c, v)),
+                outcome: None,
+                reply: Some(reply),
+                after: None,
+                wakes_consumers: false,
+                rows: *n,
+                submitted_at: Instant::now(),
+            };
+            runtime.block_on(sender.send(Message::Job(Box::new(job)))).ok().unwrap();
+            answers.push(answer);
+        }
+        drop(sender);
+        let writer_counters = Arc::clone(&counters);
+        std::thread::spawn(move || writer_loop(conn, receiver, 512, &writer_counters, &Notify::new())).join().unwrap();
+        for answer in answers {
+            assert_eq!(answer.blocking_recv().unwrap(), Ok(()));
+        }
+        counters.transactions.load(Ordering::Relaxed)
+    }
+
+    #[test]
+    fn a_transaction_takes_jobs_up_to_its_row_bound_and_the_next_one_the_rest() {
+        assert_eq!(transactions_for(&[1; 100]), 1, "small jobs share one transaction");
+        // 1,500 + 1,500 > 2,000: the second batch ingest waits for no one's commit but its own.
+        assert_eq!(transactions_for(&[1_500, 1_500, 10]), 2);
+        assert_eq!(transactions_for(&[5_000, 1]), 2, "a big job is taken alone, never refused");
+        assert_eq!(transactions_for(&[1_000, 999, 1]), 1, "up to the bound exactly");
     }
 
     #[test]
