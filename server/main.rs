@@ -50,10 +50,8 @@ async fn main() -> anyhow::Result<()> {
     let sender = ReqwestSender::new(SenderConfig::new(settings.delivery_timeout, settings.allow_private_targets))
         .context("cannot build the HTTP client")?;
 
-    let released = store.release_leases().await.context("cannot release leases left by a crash")?;
-    if released > 0 {
-        tracing::warn!(firings = released, "previous run stopped mid-send; its firings are due again");
-    }
+    // Leases live in the store's memory: firings a crashed run had in flight are due again
+    // at once (docs/DESIGN.md, *Local server*).
     let store = Arc::new(store);
     let ports = Ports {
         postbacks: store.clone(),

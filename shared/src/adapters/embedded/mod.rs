@@ -236,19 +236,6 @@ impl EmbeddedStore {
         Ok(total)
     }
 
-    /// Make every leased firing due again at once. Only for a process that knows it is
-    /// the queue's sole consumer (the local server holds a lock on its data folder): a
-    /// lease held when it starts belongs to a consumer that gave up mid-send, and its
-    /// firing should not wait out the lease. (Leases live in memory, so a restart has
-    /// released them already.)
-    pub async fn release_leases(&self) -> StoreResult<u64> {
-        let released = self.index().release_leases();
-        if released > 0 {
-            self.core.notify.notify_one();
-        }
-        Ok(released)
-    }
-
     /// Rows older than this are expired.
     fn cutoff(&self, now: DateTime<Utc>) -> DateTime<Utc> {
         now.checked_sub_signed(self.core.options.retention).unwrap_or(DateTime::<Utc>::MIN_UTC)

@@ -219,23 +219,6 @@ impl QueueIndex {
         }
     }
 
-    /// Every lease not being settled ends now; its row is visible at its due time.
-    pub fn release_leases(&mut self) -> u64 {
-        let leased: Vec<(i64, RowId)> = self.leases.iter().copied().collect();
-        let mut released = 0;
-        for (until, rowid) in leased {
-            let Some(entry) = self.entries.get_mut(&rowid) else { continue };
-            if let State::Leased { settling: false, .. } = entry.state {
-                let visible = entry.due_at;
-                entry.state = State::Ready { visible };
-                self.leases.remove(&(until, rowid));
-                self.add_ready(rowid, visible);
-                released += 1;
-            }
-        }
-        released
-    }
-
     /// When the next row becomes visible, of any destination for which `full` is false;
     /// or the earliest lease's end, whatever its destination, if sooner. (Telling whose
     /// lease it is would walk every lease of the full destinations, on every idle turn
@@ -453,13 +436,16 @@ mod tests {
     }
 
     #[test]
-    fn released_and_unleased_rows_are_visible_at_their_due_time() {
+    fn unleased_rows_are_visible_at_their_due_time() {
         let mut index = QueueIndex::default();
         index.insert(1, 10, None, None);
         index.insert(2, 20, None, None);
         let leased = index.lease(100, 100 + LEASE, 10, unbounded);
         assert!(index.begin_settle(2, leased[1].1));
-        assert_eq!(index.release_leases(), 1, "the settling one stays");
+        index.unlease(2, leased[1].1);
+        assert!(index.lease(100, 100 + LEASE, 10, unbounded).is_empty(), "a settling lease is not given up");
+        index.finish_settle(2, None);
+        index.unlease(1, leased[0].1);
         index.unlease(2, leased[1].1);
         index.check();
         assert_eq!(index.next_visible(|_| false), Some(10));
@@ -484,7 +470,7 @@ mod tests {
         assert_eq!(index.cached_bytes, 0, "a leased row's payload is handed over, not kept");
 
         index.insert(4, 0, None, Some("kept".into()));
-        let (token, _) = (leased[0].1, ());
+        let token = leased[0].1;
         assert!(index.begin_settle(1, token));
         let payload = Some("next".into());
         index.finish_settle(1, Some(Settled::Rescheduled { due_at: 0, destination: None, payload }));
