@@ -9,7 +9,7 @@
 //! file. Times are the queue's milliseconds; the caller passes `now`, so the rules are
 //! tested with a manual clock.
 
-use std::collections::{BTreeSet, BinaryHeap, HashMap};
+use std::collections::{BTreeSet, BinaryHeap, HashMap, HashSet};
 use std::sync::Arc;
 
 /// A `firings` row's rowid.
@@ -64,6 +64,9 @@ pub(super) struct QueueIndex {
     next_token: u64,
     /// Bytes of the payloads kept in `Entry::payload`.
     cached_bytes: usize,
+    /// Every destination seen, so rows share one name each (a few hundred hosts, not
+    /// one per firing).
+    names: HashSet<Arc<str>>,
 }
 
 /// A leased row: its rowid, its lease token, and its payload if it was kept in memory.
@@ -234,12 +237,14 @@ impl QueueIndex {
         (self.entries.len() as u64, self.entries.values().map(|e| e.due_at).min())
     }
 
-    fn intern(&self, destination: Option<&str>) -> Destination {
+    fn intern(&mut self, destination: Option<&str>) -> Destination {
         let destination = destination?;
-        match self.ready.get_key_value(&Some(Arc::from(destination))) {
-            Some((key, _)) => key.clone(),
-            None => Some(Arc::from(destination)),
+        if let Some(name) = self.names.get(destination) {
+            return Some(Arc::clone(name));
         }
+        let name: Arc<str> = Arc::from(destination);
+        self.names.insert(Arc::clone(&name));
+        Some(name)
     }
 
     /// Leases that ran out (and are not being settled) become visible at their end.
