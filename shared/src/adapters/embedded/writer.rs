@@ -43,9 +43,7 @@ pub(crate) trait PendingJob: Send {
     /// When the job was handed to the writer (for the queue-wait counters).
     fn submitted_at(&self) -> Instant;
     /// About how many rows the job writes (for the transaction's size bound).
-    fn rows(&self) -> usize {
-        1
-    }
+    fn rows(&self) -> usize;
     /// Send the reply. `commit` is the fate of the whole transaction.
     fn finish(self: Box<Self>, commit: Result<(), StoreError>);
 }
@@ -374,6 +372,14 @@ mod tests {
         op: impl FnOnce(&Connection) -> StoreResult<T> + Send + 'static,
         after: Option<AfterCommit>,
     ) -> (Box<dyn PendingJob>, oneshot::Receiver<StoreResult<T>>) {
+        sized_job(op, after, 1)
+    }
+
+    fn sized_job<T: Send + 'static>(
+        op: impl FnOnce(&Connection) -> StoreResult<T> + Send + 'static,
+        after: Option<AfterCommit>,
+        rows: usize,
+    ) -> (Box<dyn PendingJob>, oneshot::Receiver<StoreResult<T>>) {
         let (reply, answer) = oneshot::channel();
         let job = Job {
             op: Some(op),
@@ -381,7 +387,7 @@ mod tests {
             reply: Some(reply),
             after,
             wakes_consumers: true,
-            rows: 1,
+            rows,
             submitted_at: Instant::now(),
         };
         (Box::new(job), answer)
@@ -473,18 +479,9 @@ mod tests {
         let (sender, receiver) = mpsc::channel(rows.len());
         let mut answers = Vec::new();
         for (i, n) in rows.iter().enumerate() {
-            let (reply, answer) = oneshot::channel();
             let v = i as i64;
-            let job = Job {
-                op: Some(move |c: &Connection| insert(c, v)),
-                outcome: None,
-                reply: Some(reply),
-                after: None,
-                wakes_consumers: false,
-                rows: *n,
-                submitted_at: Instant::now(),
-            };
-            runtime.block_on(sender.send(Message::Job(Box::new(job)))).ok().unwrap();
+            let (job, answer) = sized_job(move |c| insert(c, v), None, *n);
+            runtime.block_on(sender.send(Message::Job(job))).ok().unwrap();
             answers.push(answer);
         }
         drop(sender);
@@ -532,6 +529,9 @@ mod tests {
         }
         fn submitted_at(&self) -> Instant {
             self.1
+        }
+        fn rows(&self) -> usize {
+            self.0.rows()
         }
         fn finish(self: Box<Self>, commit: Result<(), StoreError>) {
             self.0.finish(commit)
