@@ -36,8 +36,11 @@ if cargo nextest --version >/dev/null 2>&1; then
     # beside the library's instead of after it.
     cargo nextest run --workspace --all-features --locked --no-fail-fast --test-threads="$threads" \
         --failure-output final "$@" 2>&1 | tee "$log" || status=$?
-    passed="$(sed -n 's/.* tests\{0,1\} run: \([0-9]*\) passed.*/\1/p' "$log" | tail -n 1)"
-    failed="$(sed -n 's/.* run: [0-9]* passed, \([0-9]*\) failed.*/\1/p' "$log" | tail -n 1)"
+    # nextest's summary: "N tests run: P passed (S slow), F failed, K skipped" (the
+    # parenthesised parts and the failed count appear only when they apply).
+    summary="$(grep -E '[0-9]+ tests? run: ' "$log" | tail -n 1)"
+    passed="$(grep -oE '[0-9]+ passed' <<<"$summary" | grep -oE '[0-9]+' || true)"
+    failed="$(grep -oE '[0-9]+ failed' <<<"$summary" | grep -oE '[0-9]+' || true)"
     echo "tests: ${passed:-0} passed, ${failed:-0} failed"
 else
     # No cargo-nextest on this machine: the same tests, one binary after the other.
