@@ -151,7 +151,11 @@ impl LambdaApp {
         names: &ResourceNames,
         queue: QueueSettings,
     ) -> Self {
-        let mut adapters = AwsAdapters::new(clients, names, settings.log_retention());
+        let mut adapters = AwsAdapters::new(clients, names, settings.log_retention()).with_audit_retention(
+            clients,
+            names,
+            settings.audit_retention(),
+        );
         adapters.queue = Arc::new(SqsFiringQueue::new(clients, queue));
         let sender = LazySender::new(SenderConfig::new(settings.delivery_timeout, settings.allow_private_targets));
         let ports = Ports {
@@ -160,6 +164,7 @@ impl LambdaApp {
             logs: adapters.logs,
             queue: Arc::new(EventSourceQueue::new(adapters.queue.clone())),
             control: adapters.control,
+            access: adapters.access,
             sender: Arc::new(sender),
             clock: Arc::new(SystemClock),
             jitter: Arc::new(RandomJitter),

@@ -26,7 +26,7 @@ use postback::domain::postback::Postback;
 use postback::ports::{
     ControlStore, FiringQueue, Leased, LogStore, PostbackStore, StoreError, TouchRecord, TouchStore,
 };
-use postback::testing::{contract, AdapterFactory, Adapters};
+use postback::testing::{contract, fixtures, AdapterFactory, Adapters};
 
 /// The queue lease in these tests (the contract suite's `contract::LEASE`).
 const LEASE: Duration = Duration::from_secs(2);
@@ -72,7 +72,14 @@ impl AdapterFactory for AwsFactory {
         let name = format!("c{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
         let f = fixture(&name, |_| {}).await;
         let queue = Arc::new(queue_with(&f, |_| {}));
-        Adapters::real_time(f.adapters.postbacks, f.adapters.touches, f.adapters.logs, queue, f.adapters.control)
+        Adapters::real_time(
+            f.adapters.postbacks,
+            f.adapters.touches,
+            f.adapters.logs,
+            queue,
+            f.adapters.control,
+            f.adapters.access,
+        )
     }
 }
 
@@ -213,9 +220,9 @@ async fn postbacks_crud_and_listing_by_type() {
     let store = &f.adapters.postbacks;
     let c2 = postback("c2", EventType::Conversion);
     for p in [postback("k1", EventType::Click), c2.clone(), postback("c1", EventType::Conversion)] {
-        store.create(&p).await.unwrap();
+        store.create(&p, &fixtures::audit("t")).await.unwrap();
     }
-    assert!(matches!(store.create(&c2).await, Err(StoreError::Conflict(_))));
+    assert!(matches!(store.create(&c2, &fixtures::audit("t")).await, Err(StoreError::Conflict(_))));
     assert_eq!(store.get("c2").await.unwrap(), Some(c2.clone()));
     assert_eq!(store.get("missing").await.unwrap(), None);
 
@@ -229,14 +236,14 @@ async fn postbacks_crud_and_listing_by_type() {
     changed.kind = EventType::Event;
     changed.name = "renamed".into();
     changed.version = 2;
-    assert!(store.replace(&changed).await.unwrap());
+    assert!(store.replace(&changed, &fixtures::audit("t")).await.unwrap());
     assert_eq!(store.get("c2").await.unwrap().unwrap().name, "renamed");
     assert_eq!(ids(store.list(Some(EventType::Event)).await.unwrap()), ["c2"]);
-    assert!(!store.replace(&postback("nope", EventType::Click)).await.unwrap());
+    assert!(!store.replace(&postback("nope", EventType::Click), &fixtures::audit("t")).await.unwrap());
     assert_eq!(store.get("nope").await.unwrap(), None, "replace must not create");
 
-    assert!(store.delete("c2").await.unwrap());
-    assert!(!store.delete("c2").await.unwrap());
+    assert!(store.delete("c2", &fixtures::audit("t")).await.unwrap());
+    assert!(!store.delete("c2", &fixtures::audit("t")).await.unwrap());
     assert_eq!(ids(store.list(None).await.unwrap()), ["c1", "k1"]);
 }
 
@@ -283,7 +290,7 @@ async fn postbacks_from_before_versions_are_version_1() {
     let mut next = legacy.clone();
     next.version = 2;
     next.name = "second".into();
-    assert!(store.replace(&next).await.unwrap());
+    assert!(store.replace(&next, &fixtures::audit("t")).await.unwrap());
     assert_eq!(store.versions("old").await.unwrap(), Some(vec![next, legacy]));
 }
 

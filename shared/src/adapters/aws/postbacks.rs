@@ -9,13 +9,14 @@
 //! `<id>#v1..v<N-1>` by BatchGetItem (consistent; no index, no scan).
 
 use async_trait::async_trait;
-use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
-use aws_sdk_dynamodb::types::{AttributeValue, Put, ReturnValue, TransactWriteItem};
+use aws_sdk_dynamodb::types::{Delete, Put, TransactWriteItem};
 use futures::future::try_join_all;
 
+use super::access::{audit_put, lost_condition};
 use super::error::{build_error, unavailable};
 use super::item::{batch_delete, batch_get, doc, get_consistent, get_i64, get_s, n, s, to_json, Item, DOC};
 use super::resources::POSTBACKS_BY_TYPE;
+use crate::domain::access::AuditRecord;
 use crate::domain::event::EventType;
 use crate::domain::postback::Postback;
 use crate::ports::{PostbackStore, StoreError, StoreResult};
@@ -30,11 +31,13 @@ const VERSION_MARK: &str = "#v";
 pub struct DynamoPostbackStore {
     client: aws_sdk_dynamodb::Client,
     table: String,
+    /// How long the audit records written with the postbacks live (TTL).
+    audit_retention: chrono::Duration,
 }
 
 impl DynamoPostbackStore {
-    pub fn new(client: aws_sdk_dynamodb::Client, table: &str) -> Self {
-        Self { client, table: table.to_string() }
+    pub fn new(client: aws_sdk_dynamodb::Client, table: &str, audit_retention: chrono::Duration) -> Self {
+        Self { client, table: table.to_string(), audit_retention }
     }
 
     fn item(postback: &Postback) -> StoreResult<Item> {
@@ -107,22 +110,27 @@ impl DynamoPostbackStore {
 
 #[async_trait]
 impl PostbackStore for DynamoPostbackStore {
-    async fn create(&self, postback: &Postback) -> StoreResult<()> {
-        let result = self
-            .client
-            .put_item()
+    async fn create(&self, postback: &Postback, audit: &AuditRecord) -> StoreResult<()> {
+        let put = Put::builder()
             .table_name(&self.table)
             .set_item(Some(Self::item(postback)?))
             .condition_expression("attribute_not_exists(#id)")
             .expression_attribute_names("#id", ID)
+            .build()
+            .map_err(|e| build_error("Put", e))?;
+        let result = self
+            .client
+            .transact_write_items()
+            .transact_items(TransactWriteItem::builder().put(put).build())
+            .transact_items(audit_put(&self.table, audit, self.audit_retention)?)
             .send()
             .await;
         match result {
             Ok(_) => Ok(()),
-            Err(e) if e.as_service_error().is_some_and(|s| s.is_conditional_check_failed_exception()) => {
+            Err(e) if lost_condition(&e) => {
                 Err(StoreError::Conflict(format!("postback {} already exists", postback.id)))
             }
-            Err(e) => Err(unavailable("DynamoDB PutItem postback", e)),
+            Err(e) => Err(unavailable("DynamoDB TransactWriteItems create postback", e)),
         }
     }
 
@@ -130,7 +138,7 @@ impl PostbackStore for DynamoPostbackStore {
         self.get_live(id).await?.as_ref().map(Self::parse).transpose()
     }
 
-    async fn replace(&self, postback: &Postback) -> StoreResult<bool> {
+    async fn replace(&self, postback: &Postback, audit: &AuditRecord) -> StoreResult<bool> {
         let id = postback.id.as_str();
         let Some(live) = self.get_live(id).await? else { return Ok(false) };
         let stored = Self::stored_version(&live);
@@ -167,17 +175,13 @@ impl PostbackStore for DynamoPostbackStore {
             .transact_write_items()
             .transact_items(TransactWriteItem::builder().put(live_put).build())
             .transact_items(TransactWriteItem::builder().put(saved_put).build())
+            .transact_items(audit_put(&self.table, audit, self.audit_retention)?)
             .send()
             .await;
         match result {
             Ok(_) => Ok(true),
             Err(e) => {
-                let lost_race = matches!(
-                    e.as_service_error(),
-                    Some(TransactWriteItemsError::TransactionCanceledException(c))
-                        if c.cancellation_reasons().iter().any(|r| r.code() == Some("ConditionalCheckFailed"))
-                );
-                if !lost_race {
+                if !lost_condition(&e) {
                     return Err(unavailable("DynamoDB TransactWriteItems postback", e));
                 }
                 // Deleted meanwhile (→ not found), or replaced meanwhile (→ conflict).
@@ -189,23 +193,45 @@ impl PostbackStore for DynamoPostbackStore {
         }
     }
 
-    async fn delete(&self, id: &str) -> StoreResult<bool> {
-        if id.contains('#') {
-            return Ok(false);
-        }
-        let out = self
-            .client
-            .delete_item()
+    async fn delete(&self, id: &str, audit: &AuditRecord) -> StoreResult<bool> {
+        let Some(live) = self.get_live(id).await? else { return Ok(false) };
+        let stored = Self::stored_version(&live);
+        // The live item (as read: a replace in between makes this lose) and the record,
+        // in one transaction.
+        let condition = if stored == crate::domain::postback::FIRST_VERSION {
+            "attribute_exists(#id) AND (#v = :v OR attribute_not_exists(#v))"
+        } else {
+            "attribute_exists(#id) AND #v = :v"
+        };
+        let delete = Delete::builder()
             .table_name(&self.table)
-            .key(ID, AttributeValue::S(id.to_string()))
-            .return_values(ReturnValue::AllOld)
+            .key(ID, s(id))
+            .condition_expression(condition)
+            .expression_attribute_names("#id", ID)
+            .expression_attribute_names("#v", VERSION)
+            .expression_attribute_values(":v", n(stored))
+            .build()
+            .map_err(|e| build_error("Delete", e))?;
+        let result = self
+            .client
+            .transact_write_items()
+            .transact_items(TransactWriteItem::builder().delete(delete).build())
+            .transact_items(audit_put(&self.table, audit, self.audit_retention)?)
             .send()
-            .await
-            .map_err(|e| unavailable("DynamoDB DeleteItem postback", e))?;
-        let Some(old) = out.attributes.filter(|a| !a.is_empty()) else { return Ok(false) };
+            .await;
+        match result {
+            Ok(_) => {}
+            Err(e) if lost_condition(&e) => {
+                return match self.get_live(id).await? {
+                    None => Ok(false),
+                    Some(_) => Err(StoreError::Conflict(format!("postback {id} was replaced concurrently"))),
+                }
+            }
+            Err(e) => return Err(unavailable("DynamoDB TransactWriteItems delete postback", e)),
+        }
         // The saved versions go after the live item: if this fails, they are left
         // unreachable (`versions` needs the live item), never a postback without history.
-        let keys = (1..Self::stored_version(&old)).map(|v| Item::from([(ID.to_string(), s(Self::saved_id(id, v)))]));
+        let keys = (1..stored).map(|v| Item::from([(ID.to_string(), s(Self::saved_id(id, v)))]));
         batch_delete(&self.client, &self.table, keys.collect()).await?;
         Ok(true)
     }
