@@ -246,7 +246,9 @@ impl App {
         hours: u32,
     ) -> ServiceResult<Vec<crate::domain::stats::StatsBucket>> {
         self.get_postback_in(visibility, id).await?;
-        self.postback_stats(id, hours).await
+        let hours = crate::domain::stats::last_hours(self.ports.clock.now(), hours);
+        let counts = self.ports.logs.hourly_stats(id, &hours).await?;
+        Ok(crate::domain::stats::buckets(&hours, &counts))
     }
 
     /// `postback_versions` within `visibility`.
@@ -259,10 +261,7 @@ impl App {
 
     /// The postback's last `hours` UTC hours, newest first, empty hours included.
     pub async fn postback_stats(&self, id: &str, hours: u32) -> ServiceResult<Vec<crate::domain::stats::StatsBucket>> {
-        self.get_postback(id).await?;
-        let hours = crate::domain::stats::last_hours(self.ports.clock.now(), hours);
-        let counts = self.ports.logs.hourly_stats(id, &hours).await?;
-        Ok(crate::domain::stats::buckets(&hours, &counts))
+        self.postback_stats_in(&Visibility::All, id, hours).await
     }
 
     pub async fn list_postbacks(&self, filter: &PostbackFilter) -> ServiceResult<Vec<Postback>> {
