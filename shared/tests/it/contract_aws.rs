@@ -881,3 +881,34 @@ async fn an_unreachable_endpoint_is_unavailable_quickly() {
     quick(adapters.control.breaker("p")).await;
     quick(adapters.control.take_slot("p", Utc::now().timestamp(), 10)).await;
 }
+
+/// Audit records carry their TTL (`expires_at` = `at` + `AUDIT_RETENTION_DAYS`), written
+/// with the postback in one transaction; keys and postbacks carry none.
+#[tokio::test]
+async fn audit_records_expire_by_ttl_and_nothing_else_does() {
+    require_emulators!();
+    let f = fixture("auditttl", |_| {}).await;
+    let adapters = f.adapters.with_audit_retention(&f.clients, &f.names, chrono::Duration::days(7));
+    let record = fixtures::audit("pb_ttl");
+    adapters.postbacks.create(&fixtures::postback("pb_ttl", EventType::Click), &record).await.unwrap();
+    let get = |id: String| {
+        let client = f.clients.dynamodb.clone();
+        let table = f.names.postbacks_table.clone();
+        async move {
+            client
+                .get_item()
+                .table_name(table)
+                .key("id", aws_sdk_dynamodb::types::AttributeValue::S(id))
+                .consistent_read(true)
+                .send()
+                .await
+                .unwrap()
+                .item
+                .unwrap()
+        }
+    };
+    let item = get(format!("audit#{}", record.id)).await;
+    let expires: i64 = item["expires_at"].as_n().unwrap().parse().unwrap();
+    assert_eq!(expires, (record.at + chrono::Duration::days(7)).timestamp());
+    assert!(!get("pb_ttl".to_string()).await.contains_key("expires_at"), "a postback never expires");
+}

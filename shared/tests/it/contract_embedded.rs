@@ -510,3 +510,23 @@ async fn a_queued_firing_already_delivered_is_dropped_at_lease() {
     assert_eq!(store.stats().delivered_at_lease, 1);
     assert_eq!(store.depth().await.unwrap().queued, 1, "the delivered one is gone, the other leased");
 }
+
+/// Audit records older than `AUDIT_RETENTION_DAYS` go in the purge, which takes its
+/// "now" from the caller's clock; younger ones and the rest of the store stay.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_audit_purge_drops_records_past_their_retention() {
+    use postback::domain::access::{AuditAction, AuditFilter};
+    use postback::ports::AccessStore;
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&db_path(&dir), Duration::from_secs(30));
+    let old = fixtures::audit_of(AuditAction::PostbackTest, "pb_old");
+    store.append_audit(&old).await.unwrap();
+    let mut young = fixtures::audit_of(AuditAction::PostbackTest, "pb_young");
+    young.at = old.at + chrono::Duration::days(10);
+    store.append_audit(&young).await.unwrap();
+    let now = old.at + chrono::Duration::days(365) + chrono::Duration::seconds(1);
+    assert_eq!(store.purge_audit(now, chrono::Duration::days(365)).await.unwrap(), 1);
+    let left = store.query_audit(&AuditFilter::default()).await.unwrap().items;
+    assert_eq!(left, vec![young]);
+    assert_eq!(store.purge_audit(now, chrono::Duration::days(365)).await.unwrap(), 0);
+}
