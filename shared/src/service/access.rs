@@ -80,15 +80,14 @@ impl App {
 
     /// Revoke (remove) a key, with its `key.revoke` record in one write; 404 if unknown.
     pub async fn revoke_key(&self, caller: &Caller, id: &str) -> ServiceResult<()> {
+        // The name for the summary; the listing may lag a just-made key on DynamoDB (an
+        // index), so a key missing from it is still revoked, and named by its id.
         let name = self.ports.access.list_keys().await?.into_iter().find(|k| k.id == id).map(|k| k.name);
-        let Some(name) = name else { return Err(ServiceError::NotFound("key")) };
-        let record = self.audit_record(
-            caller,
-            AuditAction::KeyRevoke,
-            TargetKind::Key,
-            Some(id),
-            format!("revoked key \"{name}\""),
-        );
+        let summary = match name {
+            Some(name) => format!("revoked key \"{name}\""),
+            None => format!("revoked key {id}"),
+        };
+        let record = self.audit_record(caller, AuditAction::KeyRevoke, TargetKind::Key, Some(id), summary);
         if !self.ports.access.revoke_key(id, &record).await? {
             return Err(ServiceError::NotFound("key"));
         }
