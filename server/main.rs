@@ -59,6 +59,7 @@ async fn main() -> anyhow::Result<()> {
         logs: store.clone(),
         queue: store.clone(),
         control: store.clone(),
+        access: store.clone(),
         // Frees a firing's destination slot when its request is answered (fair sending).
         sender: Arc::new(SlotReleasingSender::new(Arc::new(sender))),
         clock: Arc::new(SystemClock),
@@ -85,7 +86,7 @@ async fn main() -> anyhow::Result<()> {
     let dispatch_runtime = dispatch_runtime().context("cannot start the dispatcher's runtime")?;
     let dispatcher =
         dispatch_runtime.spawn(run_queue_loop(app.dispatcher(), limits, stop_rx.clone(), Duration::from_secs(15)));
-    let purger = tokio::spawn(purge_loop(store.clone(), stop_rx));
+    let purger = tokio::spawn(purge_loop(store.clone(), settings.audit_retention(), stop_rx));
 
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", settings.port))
         .await
@@ -97,7 +98,9 @@ async fn main() -> anyhow::Result<()> {
     println!("listening on http://{address}");
     std::io::Write::flush(&mut std::io::stdout()).context("cannot write to stdout")?;
     let routes = router(app, ApiKeys::new(&settings.admin_api_key, &settings.ingest_api_key), RouteSet::All);
-    axum::serve(listener, routes).with_graceful_shutdown(shutdown_signal()).await?;
+    // The connection's address is the client's (audit records' `ip`).
+    let service = routes.into_make_service_with_connect_info::<std::net::SocketAddr>();
+    axum::serve(listener, service).with_graceful_shutdown(shutdown_signal()).await?;
 
     tracing::info!("shutting down: finishing in-flight firings");
     let _ = stop_tx.send(true);
@@ -200,12 +203,23 @@ fn print_generated_keys(settings: &Settings, sources: [KeySource; 2]) {
     }
 }
 
-async fn purge_loop(store: Arc<EmbeddedStore>, mut stop: tokio::sync::watch::Receiver<bool>) {
+async fn purge_loop(
+    store: Arc<EmbeddedStore>,
+    audit_retention: chrono::Duration,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    use postback::ports::Clock;
     loop {
         match store.purge_expired().await {
             Ok(0) => {}
             Ok(n) => tracing::info!(rows = n, "purged expired logs and touches"),
             Err(e) => tracing::warn!(error = %e, "purge failed"),
+        }
+        // Audit records past AUDIT_RETENTION_DAYS (the clock port's now).
+        match store.purge_audit(SystemClock.now(), audit_retention).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(rows = n, "purged expired audit records"),
+            Err(e) => tracing::warn!(error = %e, "audit purge failed"),
         }
         tokio::select! {
             _ = tokio::time::sleep(PURGE_EVERY) => {}

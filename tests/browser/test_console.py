@@ -579,6 +579,119 @@ def test_bulk_replay_after_an_outage():
     css("#replay-none")
 
 
+def sign_in_as(key):
+    """Sign out, then sign in with `key` (lands on the postbacks list)."""
+    css("#sign-out").click()
+    fill("#admin-key", key)
+    css("#login button[type=submit]").click()
+    until(lambda: d.find_element(By.ID, "whoami").text, "who is signed in")
+
+
+def test_keys_create_shown_once_and_copy():
+    open_hash("/keys")
+    css("#key-form")
+    assert d.find_element(By.ID, "nav-keys").is_displayed() and d.find_element(By.ID, "nav-audit").is_displayed()
+    # A partner key without its publisher: the 400 lands beside publisher_id; nothing made.
+    fill("#f-name", "Affiliate 7")
+    Select(css("#k-role")).select_by_value("partner")
+    expected_failures["400"] += 1
+    css("#create-key").click()
+    err = until(lambda: d.find_element(By.CSS_SELECTOR, '[data-for="publisher_id"] .field-error').text, "the publisher error")
+    assert "publisher_id" in err, err
+    assert json.loads(http("GET", "/keys", key=ADMIN)[2])["items"] == []
+    # A viewer key: shown once, with a copy button.
+    fill("#f-name", "Support desk")
+    Select(css("#k-role")).select_by_value("viewer")
+    fill("#k-publisher", "")
+    css("#create-key").click()
+    key = until(lambda: d.find_element(By.ID, "new-key").get_attribute("value"), "the new key")
+    assert key.startswith("pmk_") and len(key) == 47, key
+    css("#copy-key").click()
+    until(lambda: d.find_element(By.ID, "copied").text, "the copy confirmation")
+    until(lambda: "Support desk" in d.find_element(By.ID, "keys").text, "the key listed")
+    assert key not in d.find_element(By.ID, "keys").text
+    shot("keys-created.png")
+    state["viewer_key"] = key
+    # The list after a reload no longer has the key anywhere.
+    d.refresh()
+    until(lambda: "Support desk" in d.find_element(By.ID, "keys").text, "the list")
+    assert key not in d.page_source
+
+
+def test_viewer_sees_no_write_buttons():
+    sign_in_as(state["viewer_key"])
+    assert "(viewer)" in text_of("#whoami")
+    until(lambda: d.find_elements(By.CSS_SELECTOR, "#postbacks tbody tr"), "the postbacks")
+    assert not d.find_elements(By.ID, "new-postback")
+    assert not d.find_element(By.ID, "nav-keys").is_displayed()
+    assert d.find_element(By.ID, "nav-audit").is_displayed()
+    d.find_elements(By.CSS_SELECTOR, "#postbacks .pb-name")[0].click()
+    css("#preview")
+    for write in ["save", "delete", "test", "resume"]:
+        assert not d.find_elements(By.ID, write), write
+    assert not d.find_elements(By.ID, "secret"), "no signing secret section"
+    assert not css("#f-name").is_enabled(), "the form is read-only"
+    css("#preview").click()
+    css("#result .req-line")
+    shot("viewer-postback.png")
+    open_hash("/logs")
+    css("#refresh")
+    assert not d.find_elements(By.ID, "replay")
+    d.find_element(By.CSS_SELECTOR, "#logs tbody tr a").click()
+    css("#entry-status")
+    assert not d.find_elements(By.ID, "resend")
+    open_hash("/audit")
+    css("#audit")
+    sign_in_as(ADMIN)
+    assert "(admin)" in text_of("#whoami")
+
+
+def test_audit_filters_paging_and_a_record():
+    open_hash("/audit")
+    total = len(json.loads(http("GET", "/audit?limit=500", key=ADMIN)[2])["items"])
+    while total <= 25:  # more than a page of changes: a short-lived key, made and revoked
+        made = json.loads(http("POST", "/keys", {"name": "Temporary", "role": "viewer"}, ADMIN)[2])
+        assert http("DELETE", f"/keys/{made['id']}", key=ADMIN)[0] == 204
+        total += 2
+    open_hash("/audit")
+    d.refresh()
+    try:
+        until(lambda: len(d.find_elements(By.CSS_SELECTOR, "#audit tbody tr")) == 25, "a full page")
+    except AssertionError:
+        raise AssertionError(f"{len(d.find_elements(By.CSS_SELECTOR, '#audit tbody tr'))} rows of {total}: "
+                             f"{d.find_element(By.ID, 'audit-pager').text}")
+    actions = [e.text for e in d.find_elements(By.CSS_SELECTOR, "#audit .a-action")]
+    assert "key.create" in actions or "postback.create" in actions or "postback.replace" in actions, actions
+    first_page = [r.get_attribute("data-id") for r in d.find_elements(By.CSS_SELECTOR, "#audit tbody tr")]
+    css("#audit-next").click()
+    until(lambda: d.find_elements(By.CSS_SELECTOR, "#audit tbody tr")[0].get_attribute("data-id") not in first_page, "page 2")
+    assert "Page 2" in text_of("#audit-pager")
+    css("#audit-prev").click()
+    until(lambda: d.find_elements(By.CSS_SELECTOR, "#audit tbody tr")[0].get_attribute("data-id") == first_page[0], "page 1")
+    Select(css("#a-action")).select_by_value("postback.replace")
+    css("#audit-apply").click()
+    until(lambda: {e.text for e in d.find_elements(By.CSS_SELECTOR, "#audit .a-action")} == {"postback.replace"}, "the filter")
+    d.find_element(By.CSS_SELECTOR, "#audit tbody tr").click()
+    record = text_of("#audit-record")
+    assert "postback.replace" in record and "env:admin" in record and "→" in record, record
+    shot("audit.png")
+    Select(css("#a-action")).select_by_value("")
+    css("#audit-apply").click()
+
+
+def test_revoke_key_with_confirmation():
+    open_hash("/keys")
+    row = until(lambda: [r for r in d.find_elements(By.CSS_SELECTOR, "#keys tbody tr") if "Support desk" in r.text][0], "the row")
+    assert "never" not in row.text, "last use is shown (the viewer signed in)"
+    row.find_element(By.CSS_SELECTOR, ".revoke").click()
+    css("#confirm-revoke")
+    shot("keys-revoke.png")
+    assert http("GET", "/me", key=state["viewer_key"])[0] == 200, "nothing revoked before the confirmation"
+    css("#confirm-revoke").click()
+    until(lambda: d.find_elements(By.ID, "no-keys"), "the key gone")
+    assert http("GET", "/me", key=state["viewer_key"])[0] == 401
+
+
 def http_get_receiver(path):
     with urllib.request.urlopen(RECEIVER + path, timeout=10) as r:
         assert r.status == 200
@@ -597,7 +710,8 @@ TESTS = [test_headers_and_assets, test_sign_in, test_create_with_macro_picker_an
          test_filter_is_not_and_contains, test_entry_detail_and_resend, test_attempt_chain,
          test_postbacks_list_shows_the_last_24_hours, test_xss_payloads_are_text, test_narrow_screen, test_hundred_entries_render_fast,
          test_alert_postback_form, test_breaker_state_and_resume, test_bulk_replay_after_an_outage,
-         test_clean_console_and_sign_out]
+         test_keys_create_shown_once_and_copy, test_viewer_sees_no_write_buttons, test_audit_filters_paging_and_a_record,
+         test_revoke_key_with_confirmation, test_clean_console_and_sign_out]
 
 passed = failed = 0
 try:

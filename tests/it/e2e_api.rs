@@ -17,21 +17,26 @@ async fn auth_limits_and_errors() {
     let r = api.raw(http.get(format!("{base}/health"))).await;
     assert_eq!(r.status, 200);
 
-    // Admin routes: no key, wrong key, the ingest key → 401 with the JSON error shape.
-    for key in [None, Some("wrong-key-wrong-key"), Some(INGEST_KEY)] {
+    // Admin routes: no key or a wrong key → 401, the ingest key (a valid key whose role
+    // may not) → 403, with the JSON error shape.
+    for (key, status, code) in [
+        (None, 401, "unauthorized"),
+        (Some("wrong-key-wrong-key"), 401, "unauthorized"),
+        (Some(INGEST_KEY), 403, "forbidden"),
+    ] {
         let mut req = http.get(format!("{base}/postbacks"));
         if let Some(k) = key {
             req = req.header("x-api-key", k);
         }
         let r = api.raw(req).await;
-        assert_eq!(r.status, 401, "{key:?}");
-        assert_eq!(r.body["error"]["code"], "unauthorized");
+        assert_eq!(r.status, status, "{key:?}");
+        assert_eq!(r.body["error"]["code"], code);
     }
-    // Ingest with the admin key → 401; `?key=` only for GET.
+    // Ingest with the admin key → 403; `?key=` only for GET.
     let r = api
         .raw(http.post(format!("{base}/events")).header("x-api-key", ADMIN_KEY).json(&json!({"type": "click"})))
         .await;
-    assert_eq!(r.status, 401);
+    assert_eq!(r.status, 403);
     let r = api
         .raw(
             http.post(format!("{base}/events?key={INGEST_KEY}"))

@@ -4,6 +4,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests and tools: a panic is the failure report
 
 mod common;
+mod e2e_access;
 mod e2e_alerts;
 mod e2e_api;
 mod e2e_breaker;

@@ -3,6 +3,7 @@
 //! nor does it read requests: `crate::entry::http::parse` turns those into the typed values
 //! used here.
 
+pub mod access;
 pub mod alert;
 pub mod breaker;
 pub mod condition;

@@ -139,6 +139,20 @@ pub struct Postback {
     /// At most this many requests start within one UTC second (1..=10,000).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rate_limit_per_second: Option<u32>,
+    /// The partner that owns it (`owner.publisher_id`); `None`: the network's own.
+    /// Server-set, kept across replaces.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<Owner>,
+    /// Who saved this version (create, replace, rotation); `None` on versions saved
+    /// before the audit trail existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub changed_by: Option<super::access::Actor>,
+}
+
+/// The partner a postback belongs to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Owner {
+    pub publisher_id: String,
 }
 
 /// The version of a new postback (and of one stored before versions existed).
@@ -217,6 +231,8 @@ impl PostbackSpec {
             success_rule: self.success_rule,
             alerts: self.alerts,
             rate_limit_per_second: self.rate_limit_per_second,
+            owner: None,
+            changed_by: None,
         }
     }
 }

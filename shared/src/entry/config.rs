@@ -23,6 +23,8 @@ pub struct Settings {
     pub delivery_timeout: Duration,
     pub retry: RetryPolicy,
     pub log_retention_days: u32,
+    /// `AUDIT_RETENTION_DAYS`: how long audit records live (1..=3650, default 365).
+    pub audit_retention_days: u32,
     /// `BREAKER_FAILURE_THRESHOLD`, `BREAKER_COOLDOWN_MS` (and the probe lease, from
     /// `DELIVERY_TIMEOUT_MS`).
     pub breaker: BreakerPolicy,
@@ -115,6 +117,10 @@ impl Settings {
         if log_retention_days == 0 || log_retention_days > 3650 {
             return Err(SettingsError { name: "LOG_RETENTION_DAYS", message: "must be 1..=3650".into() });
         }
+        let audit_retention_days: u32 = parse_or(&get, "AUDIT_RETENTION_DAYS", 365)?;
+        if audit_retention_days == 0 || audit_retention_days > 3650 {
+            return Err(SettingsError { name: "AUDIT_RETENTION_DAYS", message: "must be 1..=3650".into() });
+        }
         let destination_concurrency: usize =
             parse_or(&get, "DESTINATION_CONCURRENCY", crate::service::DEFAULT_DESTINATION_CONCURRENCY)?;
         if destination_concurrency == 0 || destination_concurrency > MAX_DESTINATION_CONCURRENCY {
@@ -151,6 +157,7 @@ impl Settings {
                 delivery_timeout: Duration::from_millis(timeout_ms),
                 retry: RetryPolicy { max_attempts, base_delay: Duration::from_millis(base_delay_ms) },
                 log_retention_days,
+                audit_retention_days,
                 breaker: BreakerPolicy::new(failure_threshold, cooldown_ms, Duration::from_millis(timeout_ms)),
                 destination_concurrency,
             },
@@ -164,6 +171,10 @@ impl Settings {
 
     pub fn log_retention(&self) -> chrono::Duration {
         chrono::Duration::days(i64::from(self.log_retention_days))
+    }
+
+    pub fn audit_retention(&self) -> chrono::Duration {
+        chrono::Duration::days(i64::from(self.audit_retention_days))
     }
 }
 

@@ -220,7 +220,11 @@ impl LambdaApp {
         queue: QueueSettings,
         catalog: CatalogTiming,
     ) -> Self {
-        let mut adapters = AwsAdapters::new(clients, names, settings.log_retention());
+        let mut adapters = AwsAdapters::new(clients, names, settings.log_retention()).with_audit_retention(
+            clients,
+            names,
+            settings.audit_retention(),
+        );
         adapters.queue = Arc::new(SqsFiringQueue::new(clients, queue));
         let sender = LazySender::new(SenderConfig::new(settings.delivery_timeout, settings.allow_private_targets));
         let ports = Ports {
@@ -229,6 +233,7 @@ impl LambdaApp {
             logs: adapters.logs,
             queue: Arc::new(EventSourceQueue::new(adapters.queue.clone())),
             control: adapters.control,
+            access: adapters.access,
             sender: Arc::new(sender),
             clock: Arc::new(SystemClock),
             jitter: Arc::new(RandomJitter),
@@ -985,6 +990,7 @@ mod tests {
             logs: memory.logs.clone(),
             queue: memory.queue.clone(),
             control: memory.control.clone(),
+            access: memory.access.clone(),
             sender: Arc::new(ScriptedSender::with_clock(clock.clone())),
             clock: clock.clone(),
             jitter: Arc::new(FixedJitter(0.5)),

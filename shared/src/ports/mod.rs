@@ -7,6 +7,7 @@ use std::collections::HashSet;
 
 use async_trait::async_trait;
 
+use crate::domain::access::{AuditFilter, AuditPage, AuditRecord, ManagedKey};
 use crate::domain::breaker::Breaker;
 use crate::domain::delivery::{OutboundRequest, OutboundResponse, SendFailure};
 use crate::domain::event::{CurrentStatus, Event, EventType, StatusKey};
@@ -32,18 +33,23 @@ pub enum StoreError {
 
 pub type StoreResult<T> = Result<T, StoreError>;
 
+/// Postbacks. Every write carries its audit record, written in the same atomic write
+/// (one transaction; on DynamoDB the same `TransactWriteItems`): never a change without
+/// its record, nor a record without its change.
 #[async_trait]
 pub trait PostbackStore: Send + Sync {
-    /// Insert a new postback; `Conflict` if the id exists.
-    async fn create(&self, postback: &Postback) -> StoreResult<()>;
+    /// Insert a new postback and its audit record; `Conflict` (nothing written) if the
+    /// id exists.
+    async fn create(&self, postback: &Postback, audit: &AuditRecord) -> StoreResult<()>;
     async fn get(&self, id: &str) -> StoreResult<Option<Postback>>;
     /// Replace an existing postback whose stored version is `postback.version - 1`, and
-    /// keep the stored one as a saved version, in one atomic write. `Ok(false)` if there
-    /// is none with that id; `Conflict` (nothing written) if the stored version is another
-    /// (a concurrent replace won).
-    async fn replace(&self, postback: &Postback) -> StoreResult<bool>;
-    /// Delete the postback and its saved versions. `Ok(false)` if there was none.
-    async fn delete(&self, id: &str) -> StoreResult<bool>;
+    /// keep the stored one as a saved version, with the audit record, in one atomic write.
+    /// `Ok(false)` if there is none with that id; `Conflict` (nothing written) if the
+    /// stored version is another (a concurrent replace won).
+    async fn replace(&self, postback: &Postback, audit: &AuditRecord) -> StoreResult<bool>;
+    /// Delete the postback and its saved versions, and write the audit record.
+    /// `Ok(false)` (nothing written) if there was none.
+    async fn delete(&self, id: &str, audit: &AuditRecord) -> StoreResult<bool>;
     /// Every version of a postback, newest first: the current one, then the saved ones
     /// it replaced. `None` if there is no such postback (never created, or deleted).
     async fn versions(&self, id: &str) -> StoreResult<Option<Vec<Postback>>>;
@@ -79,6 +85,31 @@ pub struct PostbackChanges {
 pub struct PostbackSnapshot {
     pub stamp: u64,
     pub postbacks: Vec<Postback>,
+}
+
+/// Managed keys (stored as hashes) and the audit trail. The trail is append-only: no
+/// method changes or deletes a record (retention expiry is the adapters' own: TTL on
+/// DynamoDB, a purge on the embedded store).
+#[async_trait]
+pub trait AccessStore: Send + Sync {
+    /// Store a new key and its `key.create` record in one atomic write; `Conflict`
+    /// (nothing written) if the id or the hash exists.
+    async fn create_key(&self, key: &ManagedKey, audit: &AuditRecord) -> StoreResult<()>;
+    /// The key with this hash (`domain::access::hash_key`), if any (revoked keys are gone).
+    async fn key_by_hash(&self, hash: &str) -> StoreResult<Option<ManagedKey>>;
+    /// Every key, oldest first.
+    async fn list_keys(&self) -> StoreResult<Vec<ManagedKey>>;
+    /// Remove a key and write its `key.revoke` record in one atomic write. `Ok(false)`
+    /// (nothing written) if there is none with this id.
+    async fn revoke_key(&self, id: &str, audit: &AuditRecord) -> StoreResult<bool>;
+    /// Set a key's `last_used_at` to `minute` if it is later than the stored one. An
+    /// unknown id changes nothing.
+    async fn touch_key(&self, id: &str, minute: chrono::DateTime<chrono::Utc>) -> StoreResult<()>;
+    /// Add a record of a change that has no store write of its own (a secret read, a
+    /// test, a resend, a replay, a resume).
+    async fn append_audit(&self, record: &AuditRecord) -> StoreResult<()>;
+    /// Newest first (by `at`, then id), filtered, one page.
+    async fn query_audit(&self, filter: &AuditFilter) -> StoreResult<AuditPage>;
 }
 
 /// A touch to record: a click/impression (stored whole, for enrichment) or a

@@ -7,6 +7,7 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 use super::{App, AttemptOutcome, ServiceError, ServiceResult};
+use crate::domain::access::{AuditAction, AuditRecord, AuditTarget, Caller, TargetKind, Visibility};
 use crate::domain::alert::{AlertContext, AlertKind};
 use crate::domain::condition::all_hold;
 use crate::domain::event::{Event, EventType};
@@ -157,8 +158,32 @@ impl App {
         Ok(self.create_postback_saved(spec).await?.postback)
     }
 
-    /// Create; a signing postback sent without a secret gets a new one.
-    pub async fn create_postback_saved(&self, mut spec: PostbackSpec) -> ServiceResult<Saved> {
+    /// Create as the bootstrap admin (see `create_postback_by`).
+    pub async fn create_postback_saved(&self, spec: PostbackSpec) -> ServiceResult<Saved> {
+        self.create_postback_by(&Caller::bootstrap_admin(), spec).await
+    }
+
+    /// An audit record of `action` on `target` by `caller`, now.
+    pub fn audit_record(
+        &self,
+        caller: &Caller,
+        action: AuditAction,
+        kind: TargetKind,
+        id: Option<&str>,
+        summary: impl Into<String>,
+    ) -> AuditRecord {
+        let target = AuditTarget { kind, id: id.map(str::to_string) };
+        AuditRecord::new(caller, self.ports.clock.now(), action, target, summary)
+    }
+
+    /// Record a change that has no store write of its own (before its response).
+    pub async fn append_audit(&self, record: AuditRecord) -> ServiceResult<()> {
+        Ok(self.ports.access.append_audit(&record).await?)
+    }
+
+    /// Create; a signing postback sent without a secret gets a new one. The postback and
+    /// its `postback.create` record are one write.
+    pub async fn create_postback_by(&self, caller: &Caller, mut spec: PostbackSpec) -> ServiceResult<Saved> {
         let secret_set = spec.signing.is_on();
         spec.signing_secret = match spec.signing_secret {
             SecretInput::Keep if spec.signing.is_on() => {
@@ -173,8 +198,18 @@ impl App {
             _ => SecretInput::Absent,
         };
         let now = self.ports.clock.now();
-        let postback = spec.into_postback(new_postback_id(), now, now);
-        self.ports.postbacks.create(&postback).await?;
+        let mut postback = spec.into_postback(new_postback_id(), now, now);
+        postback.changed_by = Some(caller.actor.clone());
+        let audit = self
+            .audit_record(
+                caller,
+                AuditAction::PostbackCreate,
+                TargetKind::Postback,
+                Some(&postback.id),
+                format!("created {} postback \"{}\"", postback.kind.as_str(), postback.name),
+            )
+            .versions(None, Some(postback.version));
+        self.ports.postbacks.create(&postback, &audit).await?;
         self.catalog.invalidate().await;
         Ok(Saved { postback, secret_set })
     }
@@ -183,12 +218,50 @@ impl App {
         self.ports.postbacks.get(id).await?.ok_or(ServiceError::NotFound("postback"))
     }
 
-    /// The postback's last `hours` UTC hours, newest first, empty hours included.
-    pub async fn postback_stats(&self, id: &str, hours: u32) -> ServiceResult<Vec<crate::domain::stats::StatsBucket>> {
-        self.get_postback(id).await?;
+    /// A postback as `visibility` may see it: another publisher's is not found.
+    pub async fn get_postback_in(&self, visibility: &Visibility, id: &str) -> ServiceResult<Postback> {
+        let postback = self.get_postback(id).await?;
+        if !visible(visibility, &postback) {
+            return Err(ServiceError::NotFound("postback"));
+        }
+        Ok(postback)
+    }
+
+    /// `list_postbacks` within `visibility`.
+    pub async fn list_postbacks_in(
+        &self,
+        visibility: &Visibility,
+        filter: &PostbackFilter,
+    ) -> ServiceResult<Vec<Postback>> {
+        let mut all = self.list_postbacks(filter).await?;
+        all.retain(|p| visible(visibility, p));
+        Ok(all)
+    }
+
+    /// `postback_stats` within `visibility`.
+    pub async fn postback_stats_in(
+        &self,
+        visibility: &Visibility,
+        id: &str,
+        hours: u32,
+    ) -> ServiceResult<Vec<crate::domain::stats::StatsBucket>> {
+        self.get_postback_in(visibility, id).await?;
         let hours = crate::domain::stats::last_hours(self.ports.clock.now(), hours);
         let counts = self.ports.logs.hourly_stats(id, &hours).await?;
         Ok(crate::domain::stats::buckets(&hours, &counts))
+    }
+
+    /// `postback_versions` within `visibility`.
+    pub async fn postback_versions_in(&self, visibility: &Visibility, id: &str) -> ServiceResult<Vec<Postback>> {
+        if *visibility != Visibility::All {
+            self.get_postback_in(visibility, id).await?;
+        }
+        self.postback_versions(id).await
+    }
+
+    /// The postback's last `hours` UTC hours, newest first, empty hours included.
+    pub async fn postback_stats(&self, id: &str, hours: u32) -> ServiceResult<Vec<crate::domain::stats::StatsBucket>> {
+        self.postback_stats_in(&Visibility::All, id, hours).await
     }
 
     pub async fn list_postbacks(&self, filter: &PostbackFilter) -> ServiceResult<Vec<Postback>> {
@@ -205,7 +278,13 @@ impl App {
     /// Replace. The signing secret: `[REDACTED]` or absent keeps the stored one (and a
     /// rotation's previous secret), a new one replaces it at once (no overlap: rotate
     /// for that), turning signing on without one generates one, turning it off drops both.
-    pub async fn replace_postback_saved(&self, id: &str, mut spec: PostbackSpec) -> ServiceResult<Saved> {
+    pub async fn replace_postback_saved(&self, id: &str, spec: PostbackSpec) -> ServiceResult<Saved> {
+        self.replace_postback_by(&Caller::bootstrap_admin(), id, spec).await
+    }
+
+    /// As `replace_postback_saved`, by `caller` (its `postback.replace` record is written
+    /// with the new version).
+    pub async fn replace_postback_by(&self, caller: &Caller, id: &str, mut spec: PostbackSpec) -> ServiceResult<Saved> {
         let existing = self.get_postback(id).await?;
         for (name, value) in spec.headers.iter_mut() {
             if value == REDACTED {
@@ -238,17 +317,31 @@ impl App {
         postback.signing_secret = secret;
         postback.previous_signing_secret = previous;
         postback.version = existing.version;
-        self.save_next_version(&mut postback).await?;
+        postback.owner = existing.owner.clone();
+        let summary = format!("replaced postback \"{}\"", postback.name);
+        self.save_next_version(&mut postback, caller, AuditAction::PostbackReplace, summary).await?;
         Ok(Saved { postback, secret_set })
     }
 
-    /// Store `postback` as the version after the one it carries (the one read). The store
-    /// refuses it (409) if another write got in since that read.
-    async fn save_next_version(&self, postback: &mut Postback) -> ServiceResult<()> {
+    /// Store `postback` as the version after the one it carries (the one read), saved by
+    /// `caller`, with its audit record. The store refuses it (409) if another write got
+    /// in since that read.
+    async fn save_next_version(
+        &self,
+        postback: &mut Postback,
+        caller: &Caller,
+        action: AuditAction,
+        summary: String,
+    ) -> ServiceResult<()> {
+        let before = postback.version;
         postback.version = postback.version.checked_add(1).ok_or_else(|| {
             ServiceError::Conflict(format!("postback {} has reached the last version number", postback.id))
         })?;
-        if !self.ports.postbacks.replace(postback).await? {
+        postback.changed_by = Some(caller.actor.clone());
+        let audit = self
+            .audit_record(caller, action, TargetKind::Postback, Some(&postback.id), summary)
+            .versions(Some(before), Some(postback.version));
+        if !self.ports.postbacks.replace(postback, &audit).await? {
             return Err(ServiceError::NotFound("postback"));
         }
         self.catalog.invalidate().await;
@@ -257,8 +350,19 @@ impl App {
 
     /// The signing secret whole (`GET /postbacks/{id}/secret`); 409 when signing is off.
     pub async fn signing_secret(&self, id: &str) -> ServiceResult<SecretView> {
+        self.signing_secret_by(&Caller::bootstrap_admin(), id).await
+    }
+
+    /// As `signing_secret`; the read is recorded (`postback.secret_read`) before the
+    /// secret is answered.
+    pub async fn signing_secret_by(&self, caller: &Caller, id: &str) -> ServiceResult<SecretView> {
         let postback = self.get_postback(id).await?;
         let secret = signing_secret_of(&postback)?;
+        let summary = format!("read the signing secret of postback \"{}\"", postback.name);
+        let record = self
+            .audit_record(caller, AuditAction::PostbackSecretRead, TargetKind::Postback, Some(id), summary)
+            .versions(Some(postback.version), Some(postback.version));
+        self.append_audit(record).await?;
         Ok(SecretView { signing_secret: secret.expose().to_string(), previous_expires_at: None })
     }
 
@@ -266,6 +370,11 @@ impl App {
     /// signing beside it for 24 h (a previous one still in force is dropped). 409 when
     /// signing is off.
     pub async fn rotate_signing_secret(&self, id: &str) -> ServiceResult<SecretView> {
+        self.rotate_signing_secret_by(&Caller::bootstrap_admin(), id).await
+    }
+
+    /// As `rotate_signing_secret`, by `caller`.
+    pub async fn rotate_signing_secret_by(&self, caller: &Caller, id: &str) -> ServiceResult<SecretView> {
         let mut postback = self.get_postback(id).await?;
         let current = signing_secret_of(&postback)?.clone();
         let now = self.ports.clock.now();
@@ -277,7 +386,8 @@ impl App {
         postback.updated_at = now;
         // A rotation is a saved change of the postback (what it signs with), so it makes a
         // version like a replace does.
-        self.save_next_version(&mut postback).await?;
+        let summary = format!("rotated the signing secret of postback \"{}\"", postback.name);
+        self.save_next_version(&mut postback, caller, AuditAction::PostbackSecretRotate, summary).await?;
         Ok(SecretView { signing_secret: secret.expose().to_string(), previous_expires_at: Some(expires_at) })
     }
 
@@ -289,7 +399,17 @@ impl App {
     }
 
     pub async fn delete_postback(&self, id: &str) -> ServiceResult<()> {
-        if !self.ports.postbacks.delete(id).await? {
+        self.delete_postback_by(&Caller::bootstrap_admin(), id).await
+    }
+
+    /// Delete, with its `postback.delete` record in the same write.
+    pub async fn delete_postback_by(&self, caller: &Caller, id: &str) -> ServiceResult<()> {
+        let existing = self.get_postback(id).await?;
+        let summary = format!("deleted {} postback \"{}\"", existing.kind.as_str(), existing.name);
+        let audit = self
+            .audit_record(caller, AuditAction::PostbackDelete, TargetKind::Postback, Some(id), summary)
+            .versions(Some(existing.version), None);
+        if !self.ports.postbacks.delete(id, &audit).await? {
             return Err(ServiceError::NotFound("postback"));
         }
         self.catalog.invalidate().await;
@@ -301,7 +421,17 @@ impl App {
     /// Render the request a postback would send for a sample event (alert postbacks: a
     /// sample alert); sends nothing.
     pub async fn preview_postback(&self, id: &str, sample: impl Into<Sample>) -> ServiceResult<PreviewOutput> {
-        let postback = self.compiled(id).await?;
+        self.preview_postback_in(&Visibility::All, id, sample).await
+    }
+
+    /// `preview_postback` within `visibility`.
+    pub async fn preview_postback_in(
+        &self,
+        visibility: &Visibility,
+        id: &str,
+        sample: impl Into<Sample>,
+    ) -> ServiceResult<PreviewOutput> {
+        let postback = self.get_postback_in(visibility, id).await?.compile().map_err(ServiceError::from)?;
         let (event, alert) = sample.into().resolve(&postback.postback, self.ports.clock.now());
         let delivery_id = format!("preview_{}", uuid::Uuid::new_v4().simple());
         let ctx = MacroContext {
@@ -323,6 +453,16 @@ impl App {
     /// Send a postback now for a sample event (alert postbacks: a sample alert); logged as
     /// a test, never retried.
     pub async fn test_postback(self: &Arc<Self>, id: &str, sample: impl Into<Sample>) -> ServiceResult<TestOutput> {
+        self.test_postback_by(&Caller::bootstrap_admin(), id, sample).await
+    }
+
+    /// As `test_postback`; recorded (`postback.test`) before the answer.
+    pub async fn test_postback_by(
+        self: &Arc<Self>,
+        caller: &Caller,
+        id: &str,
+        sample: impl Into<Sample>,
+    ) -> ServiceResult<TestOutput> {
         let postback = self.compiled(id).await?;
         let now = self.ports.clock.now();
         let (event, alert) = sample.into().resolve(&postback.postback, now);
@@ -343,6 +483,11 @@ impl App {
             postback_version: Some(postback.postback.version),
         };
         let (_, entry) = self.dispatcher().attempt_with(&postback, &firing, true).await?;
+        let summary = format!("tested postback \"{}\": {}", postback.postback.name, entry.outcome.as_str());
+        let record = self
+            .audit_record(caller, AuditAction::PostbackTest, TargetKind::Postback, Some(id), summary)
+            .versions(Some(postback.postback.version), Some(postback.postback.version));
+        self.append_audit(record).await?;
         Ok(TestOutput {
             conditions_met,
             request: RequestView {
@@ -367,14 +512,48 @@ impl App {
         Ok(self.ports.logs.query(filter).await?)
     }
 
+    /// `query_logs` within `visibility`: a partner's listing is narrowed to its publisher
+    /// in the store, then to the entries of its own postbacks (a page may then hold fewer
+    /// than `limit`; `next_cursor` still says where the listing goes on).
+    pub async fn query_logs_in(&self, visibility: &Visibility, filter: &LogFilter) -> ServiceResult<LogPage> {
+        let Visibility::Publisher(publisher) = visibility else { return self.query_logs(filter).await };
+        let mut scoped = filter.clone();
+        match &filter.publisher_id {
+            Some(asked) if asked != publisher => return Ok(LogPage { items: Vec::new(), next_cursor: None }),
+            _ => scoped.publisher_id = Some(publisher.clone()),
+        }
+        let mut page = self.query_logs(&scoped).await?;
+        let index = self.catalog.index().await?;
+        page.items.retain(|e| index.get(&e.postback_id).is_some_and(|p| visible(visibility, &p.postback)));
+        Ok(page)
+    }
+
     pub async fn get_log(&self, id: &str) -> ServiceResult<LogEntry> {
         self.ports.logs.get(id).await?.ok_or(ServiceError::NotFound("log entry"))
+    }
+
+    /// A log entry as `visibility` may see it: the entry of another's postback is not
+    /// found.
+    pub async fn get_log_in(&self, visibility: &Visibility, id: &str) -> ServiceResult<LogEntry> {
+        let entry = self.get_log(id).await?;
+        if *visibility != Visibility::All {
+            let index = self.catalog.index().await?;
+            if !index.get(&entry.postback_id).is_some_and(|p| visible(visibility, &p.postback)) {
+                return Err(ServiceError::NotFound("log entry"));
+            }
+        }
+        Ok(entry)
     }
 
     /// Fire a logged firing again now, as a new firing (new delivery id) that skips the
     /// status re-check: the admin decided. One attempt now; a retryable failure is
     /// queued for retry like any other firing. Returns the new log entry.
     pub async fn resend_log(self: &Arc<Self>, id: &str) -> ServiceResult<LogEntry> {
+        self.resend_log_by(&Caller::bootstrap_admin(), id).await
+    }
+
+    /// As `resend_log`; recorded (`log.resend`) before the answer.
+    pub async fn resend_log_by(self: &Arc<Self>, caller: &Caller, id: &str) -> ServiceResult<LogEntry> {
         let original = self.get_log(id).await?;
         let Some(source) = original.firing.clone() else {
             return Err(ServiceError::Conflict("this log entry has no stored firing to resend".into()));
@@ -410,6 +589,15 @@ impl App {
         if let Err(e) = self.ports.logs.mark_replayed(std::slice::from_ref(&original)).await {
             tracing::warn!(log_id = %original.id, error = %e, "could not mark the resent entry; a replay may send it again");
         }
+        let summary = format!(
+            "resent log entry {} of postback \"{}\" as {}: {}",
+            original.id,
+            postback.postback.name,
+            entry.id,
+            entry.outcome.as_str()
+        );
+        let record = self.audit_record(caller, AuditAction::LogResend, TargetKind::Log, Some(id), summary);
+        self.append_audit(record).await?;
         Ok(entry)
     }
 
@@ -417,6 +605,11 @@ impl App {
         let postback = self.get_postback(id).await?;
         postback.compile().map_err(ServiceError::from)
     }
+}
+
+/// Whether `visibility` sees `postback` (a partner: only those it owns).
+fn visible(visibility: &Visibility, postback: &Postback) -> bool {
+    visibility.sees_owner(postback.owner.as_ref().map(|o| o.publisher_id.as_str()))
 }
 
 fn view(r: crate::domain::delivery::OutboundRequest) -> RequestView {

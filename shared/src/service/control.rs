@@ -439,6 +439,15 @@ impl App {
     /// `POST /postbacks/{id}/resume`: close the breaker now and release its held
     /// firings. Idempotent: on a closed breaker it only releases what may still be held.
     pub async fn resume_postback(&self, id: &str) -> ServiceResult<PostbackResource> {
+        self.resume_postback_by(&crate::domain::access::Caller::bootstrap_admin(), id).await
+    }
+
+    /// As `resume_postback`; recorded (`postback.resume`) before the answer.
+    pub async fn resume_postback_by(
+        &self,
+        caller: &crate::domain::access::Caller,
+        id: &str,
+    ) -> ServiceResult<PostbackResource> {
         let postback = self.get_postback(id).await?;
         let mut closed_from: Option<Breaker> = None;
         let mut decided = false;
@@ -468,6 +477,15 @@ impl App {
             let alert = breaker_alert(AlertKind::BreakerClosed, &postback, message, &postback.url);
             raise(self, alert, &alert_key(id, was.opened_at)).await;
         }
+        let summary = format!("resumed postback \"{}\": {released} held firings released", postback.name);
+        let record = self.audit_record(
+            caller,
+            crate::domain::access::AuditAction::PostbackResume,
+            crate::domain::access::TargetKind::Postback,
+            Some(id),
+            summary,
+        );
+        self.append_audit(record).await?;
         self.resource(shown_postback(postback)).await
     }
 

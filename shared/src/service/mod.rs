@@ -1,6 +1,7 @@
 //! Use cases: ingest, postback configuration, dispatch. They drive the domain through the
 //! ports and know nothing of HTTP frameworks or AWS.
 
+pub mod access;
 pub mod alerts;
 mod catalog;
 pub mod config_api;
@@ -29,8 +30,8 @@ use crate::domain::breaker::BreakerPolicy;
 use crate::domain::delivery::RetryPolicy;
 use crate::domain::ValidationError;
 use crate::ports::{
-    Clock, CombinedWrites, ControlStore, FiringQueue, HttpSender, Jitter, LogStore, PostbackStore, StoreError,
-    TouchStore,
+    AccessStore, Clock, CombinedWrites, ControlStore, FiringQueue, HttpSender, Jitter, LogStore, PostbackStore,
+    StoreError, TouchStore,
 };
 
 /// The adapters a deployment wires in.
@@ -42,6 +43,8 @@ pub struct Ports {
     pub queue: Arc<dyn FiringQueue>,
     /// Breakers, held firings, rate-limit slots.
     pub control: Arc<dyn ControlStore>,
+    /// Managed keys and the audit trail.
+    pub access: Arc<dyn AccessStore>,
     pub sender: Arc<dyn HttpSender>,
     /// Every "now" and every wait of the services (`SystemClock` in deployments).
     pub clock: Arc<dyn Clock>,

@@ -19,6 +19,7 @@
 use serde::Serialize;
 
 use super::{App, ServiceResult};
+use crate::domain::access::{AuditAction, Caller, TargetKind};
 use crate::domain::firing::Firing;
 use crate::domain::log::{LogEntry, LogFilter};
 
@@ -53,6 +54,27 @@ pub struct ReplayOutput {
 
 impl App {
     pub async fn replay(&self, request: &ReplayRequest) -> ServiceResult<ReplayOutput> {
+        self.replay_by(&Caller::bootstrap_admin(), request).await
+    }
+
+    /// As `replay`; a replay that is not a dry run is recorded (`logs.replay`; target
+    /// the postback when the filter names one, else the log) before the answer.
+    pub async fn replay_by(&self, caller: &Caller, request: &ReplayRequest) -> ServiceResult<ReplayOutput> {
+        let output = self.replay_selected(request).await?;
+        if !output.dry_run {
+            let postback = request.filter.postback_id.clone();
+            let (kind, id) = match postback {
+                Some(id) => (TargetKind::Postback, Some(id)),
+                None => (TargetKind::Log, None),
+            };
+            let summary = format!("replayed {} of {} failed firings", output.replayed, output.matched);
+            let record = self.audit_record(caller, AuditAction::LogsReplay, kind, id.as_deref(), summary);
+            self.append_audit(record).await?;
+        }
+        Ok(output)
+    }
+
+    async fn replay_selected(&self, request: &ReplayRequest) -> ServiceResult<ReplayOutput> {
         let selected = self.ports.logs.failed_firings(&request.filter, request.max).await?;
         let matched = selected.entries.len();
         let next_cursor = selected.next_cursor.map(|c| c.encode());

@@ -56,6 +56,8 @@ pub fn postback(id: &str, kind: EventType) -> Postback {
         }),
         alerts: if kind == EventType::Alert { AlertKind::ALL.to_vec() } else { Vec::new() },
         rate_limit_per_second: Some(50),
+        owner: None,
+        changed_by: None,
     }
 }
 
@@ -148,4 +150,21 @@ pub fn log_entry(firing: &Firing, outcome: Outcome) -> LogEntry {
         replay_of: None,
         firing: Some(firing.clone()),
     }
+}
+
+/// An audit record by the bootstrap admin at `now()`, of `action` on a postback.
+pub fn audit_of(action: crate::domain::access::AuditAction, target_id: &str) -> crate::domain::access::AuditRecord {
+    use crate::domain::access::{AuditRecord, AuditTarget, Caller, TargetKind};
+    AuditRecord::new(
+        &Caller::bootstrap_admin(),
+        now(),
+        action,
+        AuditTarget { kind: TargetKind::Postback, id: Some(target_id.to_string()) },
+        format!("{} {target_id}", action.as_str()),
+    )
+}
+
+/// A `postback.create` record (for store calls that need one).
+pub fn audit(target_id: &str) -> crate::domain::access::AuditRecord {
+    audit_of(crate::domain::access::AuditAction::PostbackCreate, target_id)
 }

@@ -12,14 +12,14 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
-use crate::ports::{Clock, ControlStore, FiringQueue, LogStore, PostbackStore, TouchStore};
+use crate::ports::{AccessStore, Clock, ControlStore, FiringQueue, LogStore, PostbackStore, TouchStore};
 
 pub mod contract;
 pub mod fixtures;
 
 pub use crate::adapters::memory::{
-    Answer, FixedJitter, ManualClock, MemoryAdapters, MemoryLogStore, MemoryOptions, MemoryPostbackStore, MemoryQueue,
-    MemoryTouchStore, Reply, ScriptedJitter, ScriptedSender, SentRequest,
+    Answer, AuditTrail, FixedJitter, ManualClock, MemoryAccessStore, MemoryAdapters, MemoryLogStore, MemoryOptions,
+    MemoryPostbackStore, MemoryQueue, MemoryTouchStore, Reply, ScriptedJitter, ScriptedSender, SentRequest,
 };
 
 /// The four storage ports of one adapter family, and the time they run on.
@@ -30,6 +30,8 @@ pub struct Adapters {
     pub logs: Arc<dyn LogStore>,
     pub queue: Arc<dyn FiringQueue>,
     pub control: Arc<dyn ControlStore>,
+    /// Managed keys and the audit trail (sharing its records with `postbacks`' writes).
+    pub access: Arc<dyn AccessStore>,
     /// The manual clock the adapters are timed by, if any; `None`: real time.
     pub clock: Option<Arc<ManualClock>>,
 }
@@ -42,8 +44,9 @@ impl Adapters {
         logs: Arc<dyn LogStore>,
         queue: Arc<dyn FiringQueue>,
         control: Arc<dyn ControlStore>,
+        access: Arc<dyn AccessStore>,
     ) -> Self {
-        Self { postbacks, touches, logs, queue, control, clock: None }
+        Self { postbacks, touches, logs, queue, control, access, clock: None }
     }
 
     /// Now on the adapters' time, in whole milliseconds.
@@ -88,6 +91,7 @@ impl AdapterFactory for MemoryFactory {
             logs: memory.logs,
             queue: memory.queue,
             control: memory.control,
+            access: memory.access,
             clock: Some(clock),
         }
     }

@@ -398,6 +398,51 @@ async fn aws_calls_per_event_and_per_firing() {
     assert_eq!(next_read, expected, "the postback, the 24 roll-ups, the current hour's entries");
     table.push(("stats read, 24 hours, again", next_read));
 
+    // Access: a managed key costs one consistent GetItem (its hash item) per function
+    // instance per 5 s (the key cache), and a GetItem + UpdateItem once a minute for its
+    // last use; a change writes its audit record in its own TransactWriteItems.
+    let created = invoke(
+        &admin,
+        &apigw_event(
+            "POST",
+            "/keys",
+            "",
+            &[("x-api-key", ADMIN_KEY)],
+            Some(&json!({"name": "Ana", "role": "admin"}).to_string()),
+        ),
+    )
+    .await;
+    assert_eq!(created.status, StatusCode::CREATED);
+    let managed = created.body["key"].as_str().unwrap().to_string();
+    counter.take_all();
+    for _ in 0..20 {
+        let reply =
+            invoke(&counted_admin, &apigw_event("GET", "/me", "", &[("x-api-key", managed.as_str())], None)).await;
+        assert_eq!(reply.status, StatusCode::OK);
+    }
+    let checks = counter.take_all();
+    // One last-use write, two if a minute turned meanwhile.
+    let touches = checks.get("DynamoDB UpdateItem").copied().unwrap_or_default();
+    assert!((1..=2).contains(&touches), "{checks:?}");
+    assert_eq!(checks.get("DynamoDB GetItem"), Some(&(1 + touches)), "one key lookup for 20 requests: {checks:?}");
+    assert_eq!(checks.len(), 2, "{checks:?}");
+    table.push(("20 requests with one managed key (5 s cache)", checks));
+    let reply = invoke(
+        &counted_admin,
+        &apigw_event(
+            "POST",
+            "/postbacks",
+            "",
+            &[("x-api-key", managed.as_str())],
+            Some(&json!({"name": "audited", "type": "click", "url": url}).to_string()),
+        ),
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::CREATED, "{:?}", reply.body);
+    let audited = counter.take_all();
+    assert_eq!(audited.get("DynamoDB TransactWriteItems"), Some(&1), "the postback and its record: {audited:?}");
+    table.push(("create a postback (with its audit record)", audited));
+
     // A delay over 15 minutes (the `late` event postback): one CreateSchedule instead of
     // the SendMessageBatch.
     post(json!({"type": "event", "event_name": "deposit", "transaction_id": "T1"})).await;
@@ -426,7 +471,7 @@ async fn aws_calls_per_event_and_per_firing() {
     assert_eq!(unchanged, calls(&[("DynamoDB GetItem", 1)]), "one small consistent read");
     table.push(("postback index: stamp check, nothing changed (per instance, at most every 500 ms)", unchanged));
     let written = postback::testing::fixtures::postback("pb_cost_stamp", postback::domain::event::EventType::Click);
-    checker.app.ports.postbacks.create(&written).await.unwrap();
+    checker.app.ports.postbacks.create(&written, &postback::testing::fixtures::audit("t")).await.unwrap();
     let write = counter.take_all();
     assert_eq!(
         write,

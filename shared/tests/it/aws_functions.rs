@@ -113,17 +113,23 @@ async fn http_functions_serve_their_routes_from_api_gateway_events() {
     let on_admin = invoke(&config_api, &fixture("ingest", "post-click")).await;
     assert_eq!(on_admin.status, StatusCode::NOT_FOUND);
 
-    // Auth: the keys are separate; no key, a wrong key and the other function's key are 401.
+    // Auth: the keys are separate; no key or a wrong key is 401, the other function's
+    // key a valid key whose role may not (403).
     let body = json!({"name": "x", "type": "click", "url": "https://example.com/"}).to_string();
-    for headers in [vec![], vec![("x-api-key", INGEST_KEY)], vec![("x-api-key", "wrong-key-wrong-key")]] {
+    for (headers, status) in [
+        (vec![], StatusCode::UNAUTHORIZED),
+        (vec![("x-api-key", INGEST_KEY)], StatusCode::FORBIDDEN),
+        (vec![("x-api-key", "wrong-key-wrong-key")], StatusCode::UNAUTHORIZED),
+    ] {
         let reply = invoke(&config_api, &apigw_event("POST", "/postbacks", "", &headers, Some(&body))).await;
-        assert_eq!(reply.status, StatusCode::UNAUTHORIZED, "{headers:?}");
-        assert_eq!(reply.body["error"]["code"], "unauthorized");
+        assert_eq!(reply.status, status, "{headers:?}");
     }
     let event = click("T-auth").to_string();
-    for headers in [vec![], vec![("x-api-key", ADMIN_KEY)]] {
+    for (headers, status) in
+        [(vec![], StatusCode::UNAUTHORIZED), (vec![("x-api-key", ADMIN_KEY)], StatusCode::FORBIDDEN)]
+    {
         let reply = invoke(&ingest, &apigw_event("POST", "/events", "", &headers, Some(&event))).await;
-        assert_eq!(reply.status, StatusCode::UNAUTHORIZED, "{headers:?}");
+        assert_eq!(reply.status, status, "{headers:?}");
     }
     let pixel = apigw_event("GET", "/events", "key=nope-nope-nope-nope&type=click&transaction_id=T9", &[], None);
     assert_eq!(invoke(&ingest, &pixel).await.status, StatusCode::UNAUTHORIZED);

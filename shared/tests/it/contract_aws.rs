@@ -26,7 +26,7 @@ use postback::domain::postback::Postback;
 use postback::ports::{
     ControlStore, FiringQueue, Leased, LogStore, PostbackStore, StoreError, TouchRecord, TouchStore,
 };
-use postback::testing::{contract, AdapterFactory, Adapters};
+use postback::testing::{contract, fixtures, AdapterFactory, Adapters};
 
 /// The queue lease in these tests (the contract suite's `contract::LEASE`).
 const LEASE: Duration = Duration::from_secs(2);
@@ -72,7 +72,14 @@ impl AdapterFactory for AwsFactory {
         let name = format!("c{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
         let f = fixture(&name, |_| {}).await;
         let queue = Arc::new(queue_with(&f, |_| {}));
-        Adapters::real_time(f.adapters.postbacks, f.adapters.touches, f.adapters.logs, queue, f.adapters.control)
+        Adapters::real_time(
+            f.adapters.postbacks,
+            f.adapters.touches,
+            f.adapters.logs,
+            queue,
+            f.adapters.control,
+            f.adapters.access,
+        )
     }
 }
 
@@ -214,9 +221,9 @@ async fn postbacks_crud_and_listing_by_type() {
     let store = &f.adapters.postbacks;
     let c2 = postback("c2", EventType::Conversion);
     for p in [postback("k1", EventType::Click), c2.clone(), postback("c1", EventType::Conversion)] {
-        store.create(&p).await.unwrap();
+        store.create(&p, &fixtures::audit("t")).await.unwrap();
     }
-    assert!(matches!(store.create(&c2).await, Err(StoreError::Conflict(_))));
+    assert!(matches!(store.create(&c2, &fixtures::audit("t")).await, Err(StoreError::Conflict(_))));
     assert_eq!(store.get("c2").await.unwrap(), Some(c2.clone()));
     assert_eq!(store.get("missing").await.unwrap(), None);
 
@@ -230,14 +237,14 @@ async fn postbacks_crud_and_listing_by_type() {
     changed.kind = EventType::Event;
     changed.name = "renamed".into();
     changed.version = 2;
-    assert!(store.replace(&changed).await.unwrap());
+    assert!(store.replace(&changed, &fixtures::audit("t")).await.unwrap());
     assert_eq!(store.get("c2").await.unwrap().unwrap().name, "renamed");
     assert_eq!(ids(store.list(Some(EventType::Event)).await.unwrap()), ["c2"]);
-    assert!(!store.replace(&postback("nope", EventType::Click)).await.unwrap());
+    assert!(!store.replace(&postback("nope", EventType::Click), &fixtures::audit("t")).await.unwrap());
     assert_eq!(store.get("nope").await.unwrap(), None, "replace must not create");
 
-    assert!(store.delete("c2").await.unwrap());
-    assert!(!store.delete("c2").await.unwrap());
+    assert!(store.delete("c2", &fixtures::audit("t")).await.unwrap());
+    assert!(!store.delete("c2", &fixtures::audit("t")).await.unwrap());
     assert_eq!(ids(store.list(None).await.unwrap()), ["c1", "k1"]);
 }
 
@@ -253,8 +260,8 @@ async fn a_whole_reload_reads_recent_writes_by_key_not_through_the_index() {
     let store = &f.adapters.postbacks;
     let listed = postback("k1", EventType::Click);
     let lagging = postback("k2", EventType::Click);
-    store.create(&listed).await.unwrap();
-    store.create(&lagging).await.unwrap();
+    store.create(&listed, &postback::testing::fixtures::audit("t")).await.unwrap();
+    store.create(&lagging, &postback::testing::fixtures::audit("t")).await.unwrap();
     f.clients
         .dynamodb
         .update_item()
@@ -317,7 +324,7 @@ async fn postbacks_from_before_versions_are_version_1() {
     let mut next = legacy.clone();
     next.version = 2;
     next.name = "second".into();
-    assert!(store.replace(&next).await.unwrap());
+    assert!(store.replace(&next, &fixtures::audit("t")).await.unwrap());
     assert_eq!(store.versions("old").await.unwrap(), Some(vec![next, legacy]));
 }
 
@@ -989,4 +996,35 @@ async fn an_unreachable_endpoint_is_unavailable_quickly() {
     quick(adapters.queue.enqueue(&[firing("d", Utc::now() + chrono::Duration::days(1))])).await;
     quick(adapters.control.breaker("p")).await;
     quick(adapters.control.take_slot("p", Utc::now().timestamp(), 10)).await;
+}
+
+/// Audit records carry their TTL (`expires_at` = `at` + `AUDIT_RETENTION_DAYS`), written
+/// with the postback in one transaction; keys and postbacks carry none.
+#[tokio::test]
+async fn audit_records_expire_by_ttl_and_nothing_else_does() {
+    require_emulators!();
+    let f = fixture("auditttl", |_| {}).await;
+    let adapters = f.adapters.with_audit_retention(&f.clients, &f.names, chrono::Duration::days(7));
+    let record = fixtures::audit("pb_ttl");
+    adapters.postbacks.create(&fixtures::postback("pb_ttl", EventType::Click), &record).await.unwrap();
+    let get = |id: String| {
+        let client = f.clients.dynamodb.clone();
+        let table = f.names.postbacks_table.clone();
+        async move {
+            client
+                .get_item()
+                .table_name(table)
+                .key("id", aws_sdk_dynamodb::types::AttributeValue::S(id))
+                .consistent_read(true)
+                .send()
+                .await
+                .unwrap()
+                .item
+                .unwrap()
+        }
+    };
+    let item = get(format!("audit#{}", record.id)).await;
+    let expires: i64 = item["expires_at"].as_n().unwrap().parse().unwrap();
+    assert_eq!(expires, (record.at + chrono::Duration::days(7)).timestamp());
+    assert!(!get("pb_ttl".to_string()).await.contains_key("expires_at"), "a postback never expires");
 }

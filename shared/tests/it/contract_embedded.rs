@@ -33,6 +33,7 @@ fn adapters(store: &EmbeddedStore) -> Adapters {
         Arc::new(store.clone()),
         Arc::new(store.clone()),
         Arc::new(store.clone()),
+        Arc::new(store.clone()),
     )
 }
 
@@ -80,7 +81,7 @@ async fn data_survives_close_and_reopen() {
     let click = fixtures::event(EventType::Click, "T1");
     {
         let store = open(&path, Duration::from_millis(300));
-        store.create(&postback).await.unwrap();
+        store.create(&postback, &fixtures::audit("t")).await.unwrap();
         store.enqueue(std::slice::from_ref(&leased_at_close)).await.unwrap();
         let leased = store.receive(10).await.unwrap();
         assert_eq!(leased.len(), 1, "leased before close, never acked");
@@ -89,7 +90,10 @@ async fn data_survives_close_and_reopen() {
         store.record(&[TouchRecord { event: click.clone() }]).await.unwrap();
         store.mark_seen(&["k1".to_string()]).await.unwrap();
         store.close().await;
-        assert!(matches!(store.delete("pb_keep").await, Err(StoreError::Unavailable(_))), "closed: writes refused");
+        assert!(
+            matches!(store.delete("pb_keep", &fixtures::audit("t")).await, Err(StoreError::Unavailable(_))),
+            "closed: writes refused"
+        );
     }
     #[cfg(unix)]
     {
@@ -215,7 +219,7 @@ async fn a_failing_job_in_a_batch_does_not_fail_the_others() {
         .map(|i| {
             let store = store.clone();
             let postback = fixtures::postback(&format!("pb_{:03}", i % 150), EventType::Conversion);
-            tokio::spawn(async move { store.create(&postback).await })
+            tokio::spawn(async move { store.create(&postback, &fixtures::audit("t")).await })
         })
         .collect();
     let mut ok = 0;
@@ -349,7 +353,7 @@ async fn corrupt_rows_are_errors_or_quarantined_never_panics() {
     let dir = tempfile::tempdir().unwrap();
     let path = db_path(&dir);
     let store = open(&path, Duration::from_secs(30));
-    store.create(&fixtures::postback("pb_bad", EventType::Click)).await.unwrap();
+    store.create(&fixtures::postback("pb_bad", EventType::Click), &fixtures::audit("t")).await.unwrap();
     store
         .enqueue(&[fixtures::firing("d_bad", fixtures::now()), fixtures::firing("d_good", fixtures::now())])
         .await
@@ -505,4 +509,24 @@ async fn a_queued_firing_already_delivered_is_dropped_at_lease() {
     assert_eq!(leased.iter().map(|l| l.firing.delivery_id.as_str()).collect::<Vec<_>>(), vec!["d_other"]);
     assert_eq!(store.stats().delivered_at_lease, 1);
     assert_eq!(store.depth().await.unwrap().queued, 1, "the delivered one is gone, the other leased");
+}
+
+/// Audit records older than `AUDIT_RETENTION_DAYS` go in the purge, which takes its
+/// "now" from the caller's clock; younger ones and the rest of the store stay.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_audit_purge_drops_records_past_their_retention() {
+    use postback::domain::access::{AuditAction, AuditFilter};
+    use postback::ports::AccessStore;
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&db_path(&dir), Duration::from_secs(30));
+    let old = fixtures::audit_of(AuditAction::PostbackTest, "pb_old");
+    store.append_audit(&old).await.unwrap();
+    let mut young = fixtures::audit_of(AuditAction::PostbackTest, "pb_young");
+    young.at = old.at + chrono::Duration::days(10);
+    store.append_audit(&young).await.unwrap();
+    let now = old.at + chrono::Duration::days(365) + chrono::Duration::seconds(1);
+    assert_eq!(store.purge_audit(now, chrono::Duration::days(365)).await.unwrap(), 1);
+    let left = store.query_audit(&AuditFilter::default()).await.unwrap().items;
+    assert_eq!(left, vec![young]);
+    assert_eq!(store.purge_audit(now, chrono::Duration::days(365)).await.unwrap(), 0);
 }

@@ -7,6 +7,7 @@
 //! local emulator), read the resource names with [`ResourceNames::from_env`], and make
 //! the adapters with [`AwsAdapters::new`].
 
+mod access;
 mod control;
 mod error;
 mod item;
@@ -25,6 +26,7 @@ use aws_config::retry::RetryConfig;
 use aws_config::timeout::TimeoutConfig;
 use aws_config::{BehaviorVersion, SdkConfig};
 
+pub use access::{DynamoAccessStore, DEFAULT_AUDIT_RETENTION_DAYS};
 pub use control::DynamoControlStore;
 pub use logs::{delivered_entry_id, DynamoLogStore, ReadBound, LOG_SHARDS, STATS_SETTLE};
 pub use postbacks::DynamoPostbackStore;
@@ -158,18 +160,36 @@ pub struct AwsAdapters {
     pub logs: Arc<DynamoLogStore>,
     pub queue: Arc<SqsFiringQueue>,
     pub control: Arc<DynamoControlStore>,
+    /// Keys and the audit trail (in the postbacks table).
+    pub access: Arc<DynamoAccessStore>,
 }
 
 impl AwsAdapters {
     /// `retention` is `LOG_RETENTION_DAYS`: the TTL of stored touches and log entries.
+    /// Audit records live `DEFAULT_AUDIT_RETENTION_DAYS` (see `with_audit_retention`).
     pub fn new(clients: &AwsClients, names: &ResourceNames, retention: chrono::Duration) -> Self {
+        let audit = chrono::Duration::days(DEFAULT_AUDIT_RETENTION_DAYS);
         Self {
-            postbacks: Arc::new(DynamoPostbackStore::new(clients.dynamodb.clone(), &names.postbacks_table)),
+            postbacks: Arc::new(DynamoPostbackStore::new(clients.dynamodb.clone(), &names.postbacks_table, audit)),
+            access: Arc::new(DynamoAccessStore::new(clients.dynamodb.clone(), &names.postbacks_table, audit)),
             touches: Arc::new(DynamoTouchStore::new(clients.dynamodb.clone(), &names.touches_table, retention)),
             logs: Arc::new(DynamoLogStore::new(clients.dynamodb.clone(), &names.logs_table, retention)),
             queue: Arc::new(SqsFiringQueue::new(clients, QueueSettings::from_names(names))),
             control: Arc::new(DynamoControlStore::new(clients.dynamodb.clone(), &names.control_table)),
         }
+    }
+
+    /// The same adapters with audit records living `retention` (`AUDIT_RETENTION_DAYS`).
+    pub fn with_audit_retention(
+        mut self,
+        clients: &AwsClients,
+        names: &ResourceNames,
+        retention: chrono::Duration,
+    ) -> Self {
+        self.postbacks =
+            Arc::new(DynamoPostbackStore::new(clients.dynamodb.clone(), &names.postbacks_table, retention));
+        self.access = Arc::new(DynamoAccessStore::new(clients.dynamodb.clone(), &names.postbacks_table, retention));
+        self
     }
 }
 

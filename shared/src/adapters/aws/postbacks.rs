@@ -25,9 +25,11 @@ use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::types::{Delete, Put, TransactWriteItem, Update};
 use futures::future::try_join_all;
 
+use super::access::audit_put;
 use super::error::{build_error, unavailable};
 use super::item::{batch_delete, batch_get, doc, get_consistent, get_i64, get_s, n, s, to_json, Item, DOC, EXPIRES_AT};
 use super::resources::POSTBACKS_BY_TYPE;
+use crate::domain::access::AuditRecord;
 use crate::domain::event::EventType;
 use crate::domain::postback::Postback;
 use crate::ports::{PostbackChanges, PostbackSnapshot, PostbackStore, StoreError, StoreResult};
@@ -80,11 +82,13 @@ fn failed_condition(code: &str) -> bool {
 pub struct DynamoPostbackStore {
     client: aws_sdk_dynamodb::Client,
     table: String,
+    /// How long the audit records written with the postbacks live (TTL).
+    audit_retention: chrono::Duration,
 }
 
 impl DynamoPostbackStore {
-    pub fn new(client: aws_sdk_dynamodb::Client, table: &str) -> Self {
-        Self { client, table: table.to_string() }
+    pub fn new(client: aws_sdk_dynamodb::Client, table: &str, audit_retention: chrono::Duration) -> Self {
+        Self { client, table: table.to_string(), audit_retention }
     }
 
     fn item(postback: &Postback) -> StoreResult<Item> {
@@ -283,7 +287,7 @@ impl DynamoPostbackStore {
 
 #[async_trait]
 impl PostbackStore for DynamoPostbackStore {
-    async fn create(&self, postback: &Postback) -> StoreResult<()> {
+    async fn create(&self, postback: &Postback, audit: &AuditRecord) -> StoreResult<()> {
         let put = Put::builder()
             .table_name(&self.table)
             .set_item(Some(Self::item(postback)?))
@@ -291,7 +295,8 @@ impl PostbackStore for DynamoPostbackStore {
             .expression_attribute_names("#id", ID)
             .build()
             .map_err(|e| build_error("Put", e))?;
-        match self.write_stamped(&postback.id, vec![TransactWriteItem::builder().put(put).build()]).await? {
+        let items = vec![TransactWriteItem::builder().put(put).build(), audit_put(&self.table, audit, self.audit_retention)?];
+        match self.write_stamped(&postback.id, items).await? {
             Ok(()) => Ok(()),
             Err(_) => Err(StoreError::Conflict(format!("postback {} already exists", postback.id))),
         }
@@ -301,7 +306,7 @@ impl PostbackStore for DynamoPostbackStore {
         self.get_live(id).await?.as_ref().map(Self::parse).transpose()
     }
 
-    async fn replace(&self, postback: &Postback) -> StoreResult<bool> {
+    async fn replace(&self, postback: &Postback, audit: &AuditRecord) -> StoreResult<bool> {
         let id = postback.id.as_str();
         let Some(live) = self.get_live(id).await? else { return Ok(false) };
         let stored = Self::stored_version(&live);
@@ -336,6 +341,7 @@ impl PostbackStore for DynamoPostbackStore {
         let items = vec![
             TransactWriteItem::builder().put(live_put).build(),
             TransactWriteItem::builder().put(saved_put).build(),
+            audit_put(&self.table, audit, self.audit_retention)?,
         ];
         match self.write_stamped(id, items).await? {
             Ok(()) => Ok(true),
@@ -347,7 +353,7 @@ impl PostbackStore for DynamoPostbackStore {
         }
     }
 
-    async fn delete(&self, id: &str) -> StoreResult<bool> {
+    async fn delete(&self, id: &str, audit: &AuditRecord) -> StoreResult<bool> {
         // The live item is deleted on the version read (a replace in between: read again),
         // so the saved versions deleted after it are all of them.
         for _ in 0..STAMP_TRIES {
@@ -367,7 +373,11 @@ impl PostbackStore for DynamoPostbackStore {
                 .expression_attribute_values(":v", n(stored))
                 .build()
                 .map_err(|e| build_error("Delete", e))?;
-            if self.write_stamped(id, vec![TransactWriteItem::builder().delete(delete).build()]).await?.is_err() {
+            let items = vec![
+                TransactWriteItem::builder().delete(delete).build(),
+                audit_put(&self.table, audit, self.audit_retention)?,
+            ];
+            if self.write_stamped(id, items).await?.is_err() {
                 continue;
             }
             // The saved versions go after the live item: if this fails, they are left

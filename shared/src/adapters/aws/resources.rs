@@ -54,6 +54,12 @@ impl TableDef {
 }
 
 pub(crate) const POSTBACKS_BY_TYPE: &str = "by_type";
+/// The audit trail's indexes on the postbacks table (`access.rs`), each sorted by
+/// `audit_sk` (`at` + `#` + id).
+pub(crate) const AUDIT_NEWEST: &str = "audit_newest";
+pub(crate) const AUDIT_BY_ACTOR: &str = "audit_by_actor";
+pub(crate) const AUDIT_BY_ACTION: &str = "audit_by_action";
+pub(crate) const AUDIT_BY_TARGET: &str = "audit_by_target";
 pub(crate) const LOGS_BY_POSTBACK: &str = "by_postback";
 pub(crate) const LOGS_BY_TRANSACTION: &str = "by_transaction";
 pub(crate) const LOGS_NEWEST: &str = "newest";
@@ -103,12 +109,21 @@ const LOGS_PROJECTED_NEWEST: &[&str] = &[
     "listed_until",
 ];
 
-/// Postbacks: by id; by type for matching and for listing (see `docs/aws.md`). Also the
-/// change stamp and the change records (`postbacks.rs`), which expire by TTL.
+/// Postbacks: by id; by type for matching and for listing (see `docs/aws.md`). Also
+/// the managed keys (listed through `by_type` as type `key`) and the audit trail (its
+/// four indexes; records expire by TTL), so a postback write and its record are one
+/// transaction on one table (`access.rs`); and the change stamp and change records
+/// (`postbacks.rs`), which expire by TTL.
 pub const POSTBACKS_TABLE: TableDef = TableDef {
     logical_id: "PostbacksTable",
     key: KeyDef { hash: "id", range: None },
-    indexes: &[IndexDef { name: POSTBACKS_BY_TYPE, key: KeyDef { hash: "type", range: Some("id") }, include: None }],
+    indexes: &[
+        IndexDef { name: POSTBACKS_BY_TYPE, key: KeyDef { hash: "type", range: Some("id") }, include: None },
+        IndexDef { name: AUDIT_NEWEST, key: KeyDef { hash: "audit_p", range: Some("audit_sk") }, include: None },
+        IndexDef { name: AUDIT_BY_ACTOR, key: KeyDef { hash: "actor_key_id", range: Some("audit_sk") }, include: None },
+        IndexDef { name: AUDIT_BY_ACTION, key: KeyDef { hash: "action", range: Some("audit_sk") }, include: None },
+        IndexDef { name: AUDIT_BY_TARGET, key: KeyDef { hash: "target_id", range: Some("audit_sk") }, include: None },
+    ],
     ttl_attribute: Some("expires_at"),
 };
 

@@ -291,8 +291,8 @@ fn template_routes_are_the_router_table() {
     }
     let expected: BTreeSet<(String, String)> = crate::entry::http::ROUTES
         .iter()
-        .filter(|(_, path)| *path != "/metrics")
-        .map(|(m, p)| (m.to_string(), p.to_string()))
+        .filter(|(_, path, _)| *path != "/metrics")
+        .map(|(m, p, _)| (m.to_string(), p.to_string()))
         .collect();
     assert_eq!(routes, expected);
 }

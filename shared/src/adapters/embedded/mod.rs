@@ -6,6 +6,7 @@
 //! through a small pool of read-only connections (see `readers`). `EmbeddedStore` is a
 //! cheap handle (an `Arc`) implementing all five storage ports.
 
+mod access;
 mod checkpointer;
 mod combined;
 mod control;

@@ -5,7 +5,9 @@
 use async_trait::async_trait;
 use rusqlite::{ErrorCode, OptionalExtension};
 
+use super::access::insert_audit;
 use super::{decode, encode, EmbeddedStore};
+use crate::domain::access::AuditRecord;
 use crate::domain::event::EventType;
 use crate::domain::postback::Postback;
 use crate::ports::{PostbackChanges, PostbackSnapshot, PostbackStore, StoreError, StoreResult};
@@ -35,15 +37,19 @@ fn current_stamp(conn: &rusqlite::Connection) -> rusqlite::Result<u64> {
 
 #[async_trait]
 impl PostbackStore for EmbeddedStore {
-    async fn create(&self, postback: &Postback) -> StoreResult<()> {
+    async fn create(&self, postback: &Postback, audit: &AuditRecord) -> StoreResult<()> {
         let body = encode(postback, WHAT)?;
+        let audit = audit.clone();
         let (id, kind, version) = (postback.id.clone(), postback.kind.as_str(), postback.version);
         self.write(move |conn| {
             let inserted = conn
                 .prepare_cached("INSERT INTO postbacks (id, kind, body, version) VALUES (?1, ?2, ?3, ?4)")?
                 .execute((&id, kind, &body, version));
             match inserted {
-                Ok(_) => Ok(record_change(conn, &id)?),
+                Ok(_) => {
+                    record_change(conn, &id)?;
+                    insert_audit(conn, &audit)
+                }
                 Err(rusqlite::Error::SqliteFailure(e, _)) if e.code == ErrorCode::ConstraintViolation => {
                     Err(StoreError::Conflict(format!("postback {id} already exists")))
                 }
@@ -65,8 +71,9 @@ impl PostbackStore for EmbeddedStore {
         .await
     }
 
-    async fn replace(&self, postback: &Postback) -> StoreResult<bool> {
+    async fn replace(&self, postback: &Postback, audit: &AuditRecord) -> StoreResult<bool> {
         let body = encode(postback, WHAT)?;
+        let audit = audit.clone();
         let (id, kind, version) = (postback.id.clone(), postback.kind.as_str(), postback.version);
         // One job = one savepoint: a conflict (an `Err`) rolls the copy back too.
         self.write(move |conn| {
@@ -89,20 +96,22 @@ impl PostbackStore for EmbeddedStore {
             conn.prepare_cached("UPDATE postbacks SET kind = ?2, body = ?3, version = ?4 WHERE id = ?1")?
                 .execute((&id, kind, &body, version))?;
             record_change(conn, &id)?;
+            insert_audit(conn, &audit)?;
             Ok(true)
         })
         .await
     }
 
-    async fn delete(&self, id: &str) -> StoreResult<bool> {
-        let id = id.to_string();
+    async fn delete(&self, id: &str, audit: &AuditRecord) -> StoreResult<bool> {
+        let (id, audit) = (id.to_string(), audit.clone());
         self.write(move |conn| {
             conn.prepare_cached("DELETE FROM postback_versions WHERE postback_id = ?1")?.execute([&id])?;
-            let deleted = conn.prepare_cached("DELETE FROM postbacks WHERE id = ?1")?.execute([&id])? > 0;
-            if deleted {
-                record_change(conn, &id)?;
+            if conn.prepare_cached("DELETE FROM postbacks WHERE id = ?1")?.execute([&id])? == 0 {
+                return Ok(false);
             }
-            Ok(deleted)
+            record_change(conn, &id)?;
+            insert_audit(conn, &audit)?;
+            Ok(true)
         })
         .await
     }

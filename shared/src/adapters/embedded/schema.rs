@@ -173,6 +173,32 @@ const MIGRATIONS: &[&str] = &[
         postback_id TEXT NOT NULL
     );
     ",
+    // 9: access. Managed keys by id and by hash (the key itself is never stored), and
+    // the audit trail: one row per record (the record as JSON) with the columns its
+    // filters use, each indexed with the listing's order (`sort_key`: `at` + id, fixed
+    // width). Self-contained (IF NOT EXISTS) so it can take any place in this list.
+    "
+    CREATE TABLE IF NOT EXISTS access_keys (
+        id         TEXT PRIMARY KEY NOT NULL,
+        hash       TEXT NOT NULL UNIQUE,
+        created_ns INTEGER NOT NULL,
+        body       TEXT NOT NULL
+    );
+    CREATE TABLE IF NOT EXISTS audit (
+        id           TEXT PRIMARY KEY NOT NULL,
+        sort_key     TEXT NOT NULL,
+        at_ns        INTEGER NOT NULL,
+        actor_key_id TEXT NOT NULL,
+        action       TEXT NOT NULL,
+        target_id    TEXT,
+        body         TEXT NOT NULL
+    );
+    CREATE INDEX IF NOT EXISTS audit_newest ON audit(sort_key);
+    CREATE INDEX IF NOT EXISTS audit_by_actor ON audit(actor_key_id, sort_key);
+    CREATE INDEX IF NOT EXISTS audit_by_action ON audit(action, sort_key);
+    CREATE INDEX IF NOT EXISTS audit_by_target ON audit(target_id, sort_key);
+    CREATE INDEX IF NOT EXISTS audit_by_age ON audit(at_ns);
+    ",
 ];
 
 /// The schema version this build writes.

@@ -5,6 +5,7 @@
 //! runs on them too (`tests/it/contract_memory.rs`), so they cannot drift from the real
 //! adapters.
 
+mod access;
 mod control;
 mod logs;
 mod postbacks;
@@ -16,6 +17,7 @@ mod touches;
 use std::sync::Arc;
 use std::time::Duration;
 
+pub use access::{AuditTrail, MemoryAccessStore};
 pub use control::{next_slot, MemoryControlStore};
 pub use logs::MemoryLogStore;
 pub use postbacks::MemoryPostbackStore;
@@ -62,6 +64,8 @@ pub struct MemoryAdapters {
     pub logs: Arc<MemoryLogStore>,
     pub queue: Arc<MemoryQueue>,
     pub control: Arc<MemoryControlStore>,
+    /// Keys and the audit trail (shared with `postbacks`).
+    pub access: Arc<MemoryAccessStore>,
 }
 
 impl MemoryAdapters {
@@ -71,8 +75,10 @@ impl MemoryAdapters {
             MemoryLogStore::new(timer.clone(), options.retention).with_delivered_entry_ids(options.delivered_entry_ids),
         );
         let delivered = options.enqueue_dedupe.then(|| logs.clone());
+        let access = Arc::new(MemoryAccessStore::new());
         Self {
-            postbacks: Arc::new(MemoryPostbackStore::new()),
+            postbacks: Arc::new(MemoryPostbackStore::with_trail(access.trail())),
+            access,
             touches: Arc::new(MemoryTouchStore::new(timer.clone(), options.retention)),
             queue: Arc::new(MemoryQueue::new(timer, options.lease, delivered)),
             control: Arc::new(MemoryControlStore::new()),

@@ -2,10 +2,12 @@
 //! (kept whole: a test store is small).
 
 use std::collections::BTreeMap;
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use async_trait::async_trait;
 
+use super::access::AuditTrail;
+use crate::domain::access::AuditRecord;
 use crate::domain::event::EventType;
 use crate::domain::postback::Postback;
 use crate::ports::{PostbackChanges, PostbackSnapshot, PostbackStore, StoreError, StoreResult};
@@ -13,6 +15,8 @@ use crate::ports::{PostbackChanges, PostbackSnapshot, PostbackStore, StoreError,
 #[derive(Debug, Default)]
 pub struct MemoryPostbackStore {
     inner: Mutex<Inner>,
+    /// Where each write's audit record goes, under the same lock as the write.
+    trail: Arc<AuditTrail>,
 }
 
 #[derive(Debug, Default)]
@@ -43,6 +47,11 @@ impl MemoryPostbackStore {
         Self::default()
     }
 
+    /// A store writing its audit records to `trail` (shared with the access store).
+    pub fn with_trail(trail: Arc<AuditTrail>) -> Self {
+        Self { inner: Mutex::default(), trail }
+    }
+
     fn inner(&self) -> std::sync::MutexGuard<'_, Inner> {
         self.inner.lock().unwrap_or_else(PoisonError::into_inner)
     }
@@ -50,11 +59,12 @@ impl MemoryPostbackStore {
 
 #[async_trait]
 impl PostbackStore for MemoryPostbackStore {
-    async fn create(&self, postback: &Postback) -> StoreResult<()> {
+    async fn create(&self, postback: &Postback, audit: &AuditRecord) -> StoreResult<()> {
         let mut inner = self.inner();
         if inner.postbacks.contains_key(&postback.id) {
             return Err(StoreError::Conflict(format!("postback {} already exists", postback.id)));
         }
+        self.trail.lock().push(audit.clone());
         inner.postbacks.insert(postback.id.clone(), Stored { current: postback.clone(), replaced: Vec::new() });
         inner.stamp(&postback.id);
         Ok(())
@@ -64,7 +74,7 @@ impl PostbackStore for MemoryPostbackStore {
         Ok(self.inner().postbacks.get(id).map(|s| s.current.clone()))
     }
 
-    async fn replace(&self, postback: &Postback) -> StoreResult<bool> {
+    async fn replace(&self, postback: &Postback, audit: &AuditRecord) -> StoreResult<bool> {
         let mut inner = self.inner();
         let Some(stored) = inner.postbacks.get_mut(&postback.id) else { return Ok(false) };
         if stored.current.version.checked_add(1) != Some(postback.version) {
@@ -75,6 +85,7 @@ impl PostbackStore for MemoryPostbackStore {
                 postback.version.saturating_sub(1)
             )));
         }
+        self.trail.lock().push(audit.clone());
         let previous = std::mem::replace(&mut stored.current, postback.clone());
         stored.replaced.push(previous);
         inner.stamp(&postback.id);
@@ -89,13 +100,14 @@ impl PostbackStore for MemoryPostbackStore {
             .map(|s| std::iter::once(&s.current).chain(s.replaced.iter().rev()).cloned().collect()))
     }
 
-    async fn delete(&self, id: &str) -> StoreResult<bool> {
+    async fn delete(&self, id: &str, audit: &AuditRecord) -> StoreResult<bool> {
         let mut inner = self.inner();
-        let removed = inner.postbacks.remove(id).is_some();
-        if removed {
-            inner.stamp(id);
+        if inner.postbacks.remove(id).is_none() {
+            return Ok(false);
         }
-        Ok(removed)
+        self.trail.lock().push(audit.clone());
+        inner.stamp(id);
+        Ok(true)
     }
 
     async fn list(&self, kind: Option<EventType>) -> StoreResult<Vec<Postback>> {

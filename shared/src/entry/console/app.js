@@ -1,10 +1,23 @@
 // The admin console: plain ES modules and DOM APIs, no build step, no dependency.
-// The admin key lives in this tab's sessionStorage only and goes in the x-api-key
-// header of each call, never in a URL. Everything from the API is rendered as text.
+// The key (the admin key or a managed key) lives in this tab's sessionStorage only and
+// goes in the x-api-key header of each call, never in a URL. GET /me says whose key it
+// is; the page shows each role what it may do. Everything from the API is rendered as text.
 import { h, mount, insertAtCursor } from "/console/dom.js";
 
 const KEY = "postback-admin-key";
+// GET /me's answer for the key, kept beside it so a reload needs no extra call.
+const ME = "postback-me";
 const main = () => document.getElementById("main");
+// The signed-in key, from GET /me: {id, name, role, publisher_id}.
+let me = (() => { try { return JSON.parse(sessionStorage.getItem(ME) || "null"); } catch { return null; } })();
+const isAdmin = () => me && me.role === "admin";
+// What only admins get: write buttons, secrets, keys.
+const adminOnly = (x) => (isAdmin() ? x : null);
+const AUDIT_ACTIONS = [
+  "postback.create", "postback.replace", "postback.delete", "postback.approve", "postback.reject",
+  "postback.secret_read", "postback.secret_rotate", "postback.resume", "postback.test",
+  "log.resend", "logs.replay", "key.create", "key.revoke",
+];
 
 export const MACROS = [
   "transaction_id", "external_transaction_id", "event_id", "type", "offer_id", "publisher_id",
@@ -41,7 +54,7 @@ async function api(method, path, body) {
   const text = await res.text();
   let data = null;
   try { data = text ? JSON.parse(text) : null; } catch { data = { error: { code: "not_json", message: text } }; }
-  if (res.status === 401) { sessionStorage.removeItem(KEY); route(); }
+  if (res.status === 401) { forget(); route(); }
   return { status: res.status, ok: res.ok, data };
 }
 const errorText = (r) => (r.data && r.data.error ? `${r.status} ${r.data.error.code}: ${r.data.error.message}` : `HTTP ${r.status}`);
@@ -52,25 +65,50 @@ const pretty = (v) => (typeof v === "string" ? v : JSON.stringify(v, null, 2));
 window.addEventListener("hashchange", () => route());
 document.addEventListener("DOMContentLoaded", () => {
   document.getElementById("sign-out").addEventListener("click", () => {
-    sessionStorage.removeItem(KEY);
+    forget();
     location.hash = "#/";
     route();
   });
   route();
 });
 
-function route() {
+function forget() {
+  sessionStorage.removeItem(KEY);
+  sessionStorage.removeItem(ME);
+  me = null;
+}
+
+async function route() {
   const signedIn = Boolean(sessionStorage.getItem(KEY));
   document.getElementById("nav").hidden = !signedIn;
   if (!signedIn) return loginPage();
+  if (!me) {
+    const r = await api("GET", "/me");
+    if (!r.ok) { forget(); return loginPage(); }
+    me = r.data;
+    sessionStorage.setItem(ME, JSON.stringify(me));
+  }
+  paintNav();
   const hash = location.hash.replace(/^#/, "") || "/postbacks";
   const parts = hash.split("/").filter(Boolean).map(decodeURIComponent);
   document.querySelectorAll("#nav a").forEach((a) => a.classList.toggle("active", hash.startsWith(a.getAttribute("href").slice(1))));
+  if (parts[0] === "keys" && isAdmin()) return keysPage();
+  if (parts[0] === "audit" && me.role !== "partner") return auditPage();
   if (parts[0] === "logs" && parts[1]) return logDetailPage(parts[1]);
   if (parts[0] === "logs") return logsPage();
   if (parts[0] === "postbacks" && parts[1] === "new") return editPage(null);
   if (parts[0] === "postbacks" && parts[1]) return editPage(parts[1]);
   return postbacksPage();
+}
+
+// The navigation for the signed-in role: partners see their own postbacks and logs,
+// admins and viewers the audit trail, admins the keys.
+function paintNav() {
+  document.getElementById("nav-postbacks").textContent = me.role === "partner" ? "My postbacks" : "Postbacks";
+  document.getElementById("nav-logs").textContent = me.role === "partner" ? "My logs" : "Logs";
+  document.getElementById("nav-keys").hidden = !isAdmin();
+  document.getElementById("nav-audit").hidden = me.role === "partner";
+  document.getElementById("whoami").textContent = `${me.name} (${me.role}${me.publisher_id ? ` · publisher ${me.publisher_id}` : ""})`;
 }
 
 // ---------------------------------------------------------------- login
@@ -79,16 +117,21 @@ function loginPage() {
   const err = h("p", { class: "error", id: "login-error", role: "alert" });
   const form = h("form", { class: "card narrow", id: "login" },
     h("h1", {}, "Sign in"),
-    h("label", { for: "admin-key" }, "Admin API key"),
+    h("label", { for: "admin-key" }, "API key"),
     key, err,
-    h("p", { class: "hint" }, "Kept in this tab only (session storage); closing the tab forgets it."),
+    h("p", { class: "hint" }, "The admin key or a key an admin made for you. Kept in this tab only (session storage); closing the tab forgets it."),
     h("button", { type: "submit" }, "Sign in"));
   form.addEventListener("submit", async (e) => {
     e.preventDefault();
     sessionStorage.setItem(KEY, key.value.trim());
-    const r = await api("GET", "/postbacks");
-    if (r.ok) { location.hash = "#/postbacks"; route(); }
-    else { sessionStorage.removeItem(KEY); loginPage(); document.getElementById("login-error").textContent = r.status === 401 ? "That key is not the admin key." : errorText(r); }
+    const r = await api("GET", "/me");
+    if (r.ok) { me = r.data; sessionStorage.setItem(ME, JSON.stringify(me)); location.hash = "#/postbacks"; route(); }
+    else {
+      forget();
+      loginPage();
+      document.getElementById("login-error").textContent = r.status === 401 ? "That key opens nothing: it is not the admin key or a valid key."
+        : r.status === 403 ? "An ingest key cannot sign in: it only sends events." : errorText(r);
+    }
   });
   mount(main(), form);
   key.focus();
@@ -111,7 +154,7 @@ async function postbacksPage() {
     h("td", { class: "pb-24h", "data-id": p.id }, "…"),
     h("td", { class: "mono" }, `v${p.version ?? 1}`)));
   mount(main(),
-    h("div", { class: "bar" }, h("h1", {}, "Postbacks"), h("a", { class: "button", href: "#/postbacks/new", id: "new-postback" }, "New postback")),
+    h("div", { class: "bar" }, h("h1", {}, me.role === "partner" ? "My postbacks" : "Postbacks"), adminOnly(h("a", { class: "button", href: "#/postbacks/new", id: "new-postback" }, "New postback"))),
     rows.length === 0 ? h("p", { id: "empty" }, "No postbacks yet.") :
       h("div", { class: "scroll" }, h("table", { id: "postbacks" },
         h("thead", {}, h("tr", {}, h("th", {}, "Name"), h("th", {}, "Type"), h("th", {}, "Scope"), h("th", {}, "Enabled"), h("th", {}, "Breaker"), h("th", {}, "Last 24 h"), h("th", {}, "Version"))),
@@ -354,11 +397,11 @@ async function editPage(id) {
     id ? field("Sample event for Preview / Test (JSON, optional)", "sample", h("textarea", { rows: 2, id: "f-sample", placeholder: p.type === "alert" ? '{"alert": "breaker_opened"}' : '{"payout": "12.50", "params": {"goal": "signup"}}' }),
       p.type === "alert" ? "alert postbacks: the kind of the sample alert" : "its fields over a sample suited to this postback") : null,
     h("div", { class: "actions" },
-      h("button", { type: "submit", id: "save" }, id ? "Save" : "Create"),
+      adminOnly(h("button", { type: "submit", id: "save" }, id ? "Save" : "Create")),
       id ? h("button", { type: "button", id: "preview", onclick: () => run("preview") }, "Preview") : null,
-      id ? h("button", { type: "button", id: "test", onclick: () => run("test") }, "Test") : null,
+      id ? adminOnly(h("button", { type: "button", id: "test", onclick: () => run("test") }, "Test")) : null,
       h("a", { href: "#/postbacks", class: "button secondary" }, "Back"),
-      id ? h("button", { type: "button", id: "delete", class: "danger", onclick: () => confirmDelete() }, "Delete") : null),
+      id ? adminOnly(h("button", { type: "button", id: "delete", class: "danger", onclick: () => confirmDelete() }, "Delete")) : null),
     h("div", { id: "confirm" }));
 
   form.addEventListener("submit", async (e) => {
@@ -409,7 +452,12 @@ async function editPage(id) {
 
   mount(main(), h("div", { class: "bar" }, h("h1", {}, id ? `Postback: ${p.name}` : "New postback"), id ? h("span", { class: "mono" }, `${p.id} · v${p.version}`) : null),
     h("p", { id: "saved", class: "ok" }), id ? breakerSection(id, p.health) : null, form, result,
-    id ? await secretSection(id, p) : null, id ? await versionsSection(id) : null);
+    id && isAdmin() ? await secretSection(id, p) : null, id ? await versionsSection(id) : null);
+  // Read-only for the roles that may not write: the form shows, nothing edits.
+  if (!isAdmin()) {
+    form.querySelectorAll("input, select, textarea").forEach((el) => { if (el.id !== "f-sample") el.disabled = true; });
+    form.querySelectorAll("button.link").forEach((el) => { el.hidden = true; });
+  }
 }
 
 // The circuit breaker's health, and Resume while it is not closed.
@@ -422,7 +470,7 @@ function breakerSection(id, health) {
     if (hl.next_probe_at) rows.push(["Next probe", hl.next_probe_at]);
     mount(box, h("h2", {}, "Circuit breaker"),
       h("dl", { class: "facts" }, rows.map(([k, v]) => [h("dt", {}, k), h("dd", { class: "mono" }, v)])),
-      hl.state !== "closed" || hl.held > 0 ? h("button", { type: "button", id: "resume", onclick: async () => {
+      isAdmin() && (hl.state !== "closed" || hl.held > 0) ? h("button", { type: "button", id: "resume", onclick: async () => {
         const r = await api("POST", `/postbacks/${encodeURIComponent(id)}/resume`);
         if (r.ok) paint(r.data.health); else box.append(h("p", { class: "error" }, errorText(r)));
       } }, "Resume: close now and release held firings") : null);
@@ -523,7 +571,7 @@ async function logsPage() {
     rows, h("button", { type: "button", class: "link", id: "add-filter", onclick: () => rows.append(filterRow()) }, "+ filter"),
     h("div", { class: "row" }, h("label", { for: "from" }, "From"), from, h("label", { for: "to" }, "To"), to, h("small", { class: "hint" }, "(your local time)"), h("label", { for: "limit" }, "Per page"), limit, rangeError),
     h("div", { class: "actions" }, h("button", { type: "submit", id: "apply" }, "Apply"),
-      h("button", { type: "button", class: "secondary", id: "replay", onclick: () => dryRun() }, "Replay failed firings…")), err, replayBox);
+      adminOnly(h("button", { type: "button", class: "secondary", id: "replay", onclick: () => dryRun() }, "Replay failed firings…"))), err, replayBox);
   const readFilters = () => {
     logState.filters = [...rows.querySelectorAll(".filter-row")].map((r) => ({ column: r.querySelector(".f-col").value, op: r.querySelector(".f-op").value, value: r.querySelector(".f-value").value }));
     logState.from = from.value; logState.to = to.value; logState.limit = limit.value; logState.cursors = [null];
@@ -651,10 +699,138 @@ async function logDetailPage(id) {
     h("section", { class: "card" }, h("h3", {}, `Attempt chain (delivery ${e.delivery_id})`),
       chain.ok ? h("div", { class: "scroll" }, h("table", { id: "chain" }, h("tbody", {}, logRows(attempts)))) : h("p", { class: "error" }, errorText(chain))),
     h("div", { class: "actions" },
-      h("button", { type: "button", id: "resend", onclick: async () => {
+      adminOnly(h("button", { type: "button", id: "resend", onclick: async () => {
         const s = await api("POST", `/logs/${encodeURIComponent(e.id)}/resend`);
         mount(resent, s.ok ? h("p", { class: "ok" }, `Resent: ${s.data.outcome}, status ${s.data.status_code ?? "none"} — `, h("a", { href: `#/logs/${encodeURIComponent(s.data.id)}`, id: "resent-link" }, "new entry")) : h("p", { class: "error" }, errorText(s)));
-      } }, "Resend"),
+      } }, "Resend")),
       h("a", { href: "#/logs", class: "button secondary" }, "Back to logs")),
     resent);
+}
+
+// ---------------------------------------------------------------- keys (admins)
+async function keysPage() {
+  mount(main(), h("p", {}, "Loading…"));
+  const r = await api("GET", "/keys");
+  if (!r.ok) return mount(main(), h("p", { class: "error" }, errorText(r)));
+  const role = h("select", { id: "k-role", value: "viewer" }, ["admin", "viewer", "partner", "ingest"].map((x) => h("option", { value: x }, x)));
+  const publisher = h("input", { id: "k-publisher", placeholder: "partners only" });
+  const created = h("div", { id: "key-created" });
+  const form = h("form", { id: "key-form", class: "card", novalidate: true },
+    h("h2", {}, "New key"),
+    h("p", { id: "form-error", class: "error", role: "alert" }),
+    h("div", { class: "grid" },
+      field("Name", "name", h("input", { maxlength: 200, placeholder: "Ana (support)" })),
+      field("Role", "role", role),
+      field("Publisher id", "publisher_id", publisher, "required for partner keys, refused for the others")),
+    h("div", { class: "actions" }, h("button", { type: "submit", id: "create-key" }, "Create key")));
+  form.addEventListener("submit", async (e) => {
+    e.preventDefault();
+    clearErrors(form);
+    const body = { name: document.getElementById("f-name").value, role: role.value };
+    if (publisher.value.trim()) body.publisher_id = publisher.value.trim();
+    const c = await api("POST", "/keys", body);
+    if (!c.ok) return showFieldError(form, (c.data && c.data.error) || { message: errorText(c) });
+    await keysPage();
+    showCreated(c.data);
+  });
+  const rows = r.data.items.map((k) => h("tr", { "data-id": k.id },
+    h("td", { class: "k-name" }, k.name), h("td", {}, k.role), h("td", {}, k.publisher_id ?? "—"),
+    h("td", { class: "mono" }, k.created_at), h("td", { class: "mono k-used" }, k.last_used_at ?? "never"),
+    h("td", {}, h("button", { type: "button", class: "danger revoke", onclick: () => confirmRevoke(k) }, "Revoke"))));
+  mount(main(), h("div", { class: "bar" }, h("h1", {}, "Keys")),
+    h("p", { class: "hint" }, "The bootstrap ADMIN_API_KEY and INGEST_API_KEY are not listed: they come from the settings."),
+    created, form, h("div", { id: "revoke-confirm" }),
+    rows.length === 0 ? h("p", { id: "no-keys" }, "No keys yet.") :
+      h("div", { class: "scroll" }, h("table", { id: "keys" },
+        h("thead", {}, h("tr", {}, h("th", {}, "Name"), h("th", {}, "Role"), h("th", {}, "Publisher"), h("th", {}, "Created"), h("th", {}, "Last used"), h("th", {}, ""))),
+        h("tbody", {}, rows))));
+
+  function showCreated(k) {
+    const box = document.getElementById("key-created");
+    const value = h("input", { id: "new-key", readonly: true, value: k.key, class: "mono" });
+    const copied = h("span", { class: "ok", id: "copied" });
+    mount(box, h("section", { class: "card confirm", role: "status" },
+      h("p", {}, h("strong", {}, `Key for “${k.name}” (${k.role})`), " — copy it now: it is shown this once and cannot be read again."),
+      h("div", { class: "row" }, value,
+        h("button", { type: "button", id: "copy-key", onclick: async () => {
+          value.select();
+          try { await navigator.clipboard.writeText(k.key); copied.textContent = "Copied."; } catch { copied.textContent = "Selected: press Ctrl+C."; }
+        } }, "Copy"), copied)));
+  }
+
+  function confirmRevoke(k) {
+    const box = document.getElementById("revoke-confirm");
+    mount(box, h("div", { class: "confirm", role: "alertdialog" },
+      h("p", {}, `Revoke “${k.name}” (${k.role})? Within 5 seconds it opens nothing; this cannot be undone.`),
+      h("button", { type: "button", class: "danger", id: "confirm-revoke", onclick: async () => {
+        const d = await api("DELETE", `/keys/${encodeURIComponent(k.id)}`);
+        if (d.ok) keysPage(); else mount(box, h("p", { class: "error" }, errorText(d)));
+      } }, "Yes, revoke"),
+      h("button", { type: "button", class: "secondary", id: "cancel-revoke", onclick: () => box.replaceChildren() }, "Cancel")));
+  }
+}
+
+// ---------------------------------------------------------------- audit (admins, viewers)
+const auditState = { filters: { actor_key_id: "", action: "", target_id: "", from: "", to: "" }, cursors: [null] };
+
+async function auditPage() {
+  const f = auditState.filters;
+  const actor = h("input", { id: "a-actor", value: f.actor_key_id, placeholder: "env:admin or key_…" });
+  const action = h("select", { id: "a-action", value: f.action }, h("option", { value: "" }, "any"), AUDIT_ACTIONS.map((a) => h("option", { value: a }, a)));
+  const target = h("input", { id: "a-target", value: f.target_id, placeholder: "pb_…, a log id, key_…" });
+  const from = h("input", { id: "a-from", type: "datetime-local", value: f.from });
+  const to = h("input", { id: "a-to", type: "datetime-local", value: f.to });
+  const err = h("p", { class: "error", id: "audit-error", role: "alert" });
+  const table = h("div", { id: "audit-table" });
+  const pager = h("div", { class: "actions", id: "audit-pager" });
+  const detail = h("div", { id: "audit-detail" });
+  const form = h("form", { class: "card", id: "audit-filters" },
+    h("div", { class: "grid" },
+      field("Actor key id", "actor_key_id", actor), field("Action", "action", action), field("Target id", "target_id", target),
+      field("From (local time)", "from", from), field("To (local time)", "to", to)),
+    h("div", { class: "actions" }, h("button", { type: "submit", id: "audit-apply" }, "Apply")), err);
+  form.addEventListener("submit", (e) => {
+    e.preventDefault();
+    Object.assign(auditState.filters, { actor_key_id: actor.value.trim(), action: action.value, target_id: target.value.trim(), from: from.value, to: to.value });
+    auditState.cursors = [null];
+    load();
+  });
+  mount(main(), h("div", { class: "bar" }, h("h1", {}, "Audit trail")), form, table, pager, detail);
+  await load();
+
+  async function load() {
+    const params = { limit: 25 };
+    for (const [k, v] of Object.entries(auditState.filters)) {
+      if (!v) continue;
+      params[k] = k === "from" || k === "to" ? new Date(v).toISOString() : v;
+    }
+    const cursor = auditState.cursors[auditState.cursors.length - 1];
+    if (cursor) params.cursor = cursor;
+    err.textContent = "";
+    const r = await api("GET", `/audit?${q(params)}`);
+    if (!r.ok) { err.textContent = errorText(r); return; }
+    const rows = r.data.items.map((rec) => h("tr", { class: "audit-row", "data-id": rec.id, onclick: () => showRecord(rec) },
+      h("td", { class: "mono when" }, shortTime(rec.at)),
+      h("td", {}, `${rec.actor.name} (${rec.actor.role})`),
+      h("td", { class: "mono a-action" }, rec.action),
+      h("td", { class: "mono" }, `${rec.target.kind}${rec.target.id ? ` ${rec.target.id}` : ""}`),
+      h("td", { class: "a-summary" }, rec.summary)));
+    mount(table, rows.length === 0 ? h("p", { id: "audit-empty" }, "No records match.") :
+      h("div", { class: "scroll" }, h("table", { id: "audit" },
+        h("thead", {}, h("tr", {}, h("th", {}, "At"), h("th", {}, "Who"), h("th", {}, "Action"), h("th", {}, "Target"), h("th", {}, "Summary"))),
+        h("tbody", {}, rows))));
+    mount(pager,
+      h("button", { type: "button", class: "secondary", id: "audit-prev", disabled: auditState.cursors.length < 2, onclick: () => { auditState.cursors.pop(); load(); } }, "Previous"),
+      h("span", { class: "hint" }, `Page ${auditState.cursors.length}`),
+      h("button", { type: "button", class: "secondary", id: "audit-next", disabled: !r.data.next_cursor, onclick: () => { auditState.cursors.push(r.data.next_cursor); load(); } }, "Next"));
+  }
+
+  function showRecord(rec) {
+    const facts = [["Id", rec.id], ["At", rec.at], ["Actor", `${rec.actor.name} — ${rec.actor.key_id} (${rec.actor.role}${rec.actor.publisher_id ? `, publisher ${rec.actor.publisher_id}` : ""})`],
+      ["Action", rec.action], ["Target", `${rec.target.kind} ${rec.target.id ?? "(none)"}`],
+      ["Version", `${rec.version_before ?? "—"} → ${rec.version_after ?? "—"}`], ["Address", rec.ip ?? "—"], ["Summary", rec.summary]];
+    mount(detail, h("section", { class: "card", id: "audit-record" }, h("h2", {}, "Record"),
+      h("dl", { class: "facts" }, facts.map(([k, v]) => [h("dt", {}, k), h("dd", { class: "mono" }, v)]))));
+    detail.scrollIntoView();
+  }
 }

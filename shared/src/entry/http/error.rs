@@ -16,6 +16,8 @@ pub enum ApiError {
     Validation(#[from] ValidationError),
     #[error("missing or wrong API key")]
     Unauthorized { field: &'static str },
+    #[error("this key's role may not do this")]
+    Forbidden,
     #[error("{0} not found")]
     NotFound(String),
     #[error("method not allowed")]
@@ -67,6 +69,7 @@ impl IntoResponse for ApiError {
         let (status, code, field) = match &self {
             ApiError::Validation(v) => (StatusCode::BAD_REQUEST, v.code, Some(v.field.as_str())),
             ApiError::Unauthorized { field } => (StatusCode::UNAUTHORIZED, "unauthorized", Some(*field)),
+            ApiError::Forbidden => (StatusCode::FORBIDDEN, "forbidden", None),
             ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found", None),
             ApiError::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", None),
             ApiError::Conflict(_) => (StatusCode::CONFLICT, "conflict", None),

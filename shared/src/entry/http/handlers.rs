@@ -8,12 +8,13 @@ use axum::extract::{Path, RawQuery, Request, State as AxumState};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use axum::Json;
+use axum::{Extension, Json};
 use serde_json::json;
 
 use super::extract::{json_body, query_pairs};
 use super::parse::{self, event::EventsBody};
 use super::{ApiError, State};
+use crate::domain::access::Caller;
 use crate::domain::event::Event;
 use crate::domain::ValidationError;
 use crate::service::config_api::{shown, Sample};
@@ -62,44 +63,64 @@ pub async fn access_log(request: Request, next: Next) -> Response {
     response
 }
 
-pub async fn create_postback(AxumState(s): AxumState<State>, headers: HeaderMap, body: Body) -> ApiResult {
+pub async fn create_postback(
+    AxumState(s): AxumState<State>,
+    Extension(caller): Extension<Caller>,
+    headers: HeaderMap,
+    body: Body,
+) -> ApiResult {
     let value = json_body(&headers, body).await?.ok_or_else(|| ValidationError::required("body"))?;
-    let saved = s.app.create_postback_saved(parse::postback::spec_from_json(&value)?).await?;
+    let saved = s.app.create_postback_by(&caller, parse::postback::spec_from_json(&value)?).await?;
     let location = format!("/postbacks/{}", saved.postback.id);
     let resource = s.app.resource(saved.shown()).await?;
     Ok((StatusCode::CREATED, [(header::LOCATION, location)], Json(resource)).into_response())
 }
 
-pub async fn list_postbacks(AxumState(s): AxumState<State>, RawQuery(q): RawQuery) -> ApiResult {
+pub async fn list_postbacks(
+    AxumState(s): AxumState<State>,
+    Extension(caller): Extension<Caller>,
+    RawQuery(q): RawQuery,
+) -> ApiResult {
     let filter = parse::query::postback_filter(&query_pairs(q.as_deref()))?;
-    let shown_items: Vec<_> = s.app.list_postbacks(&filter).await?.into_iter().map(shown).collect();
+    let shown_items: Vec<_> =
+        s.app.list_postbacks_in(&caller.visibility(), &filter).await?.into_iter().map(shown).collect();
     let items = s.app.resources(shown_items).await?;
     Ok(Json(json!({ "items": items })).into_response())
 }
 
-pub async fn get_postback(AxumState(s): AxumState<State>, Path(id): Path<String>) -> ApiResult {
+pub async fn get_postback(
+    AxumState(s): AxumState<State>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+) -> ApiResult {
     id_ok(&id, "postback")?;
-    let postback = shown(s.app.get_postback(&id).await?);
+    let postback = shown(s.app.get_postback_in(&caller.visibility(), &id).await?);
     Ok(Json(s.app.resource(postback).await?).into_response())
 }
 
-pub async fn postback_versions(AxumState(s): AxumState<State>, Path(id): Path<String>) -> ApiResult {
+pub async fn postback_versions(
+    AxumState(s): AxumState<State>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+) -> ApiResult {
     id_ok(&id, "postback")?;
-    Ok(Json(json!({ "items": s.app.postback_versions(&id).await? })).into_response())
+    Ok(Json(json!({ "items": s.app.postback_versions_in(&caller.visibility(), &id).await? })).into_response())
 }
 
 pub async fn postback_stats(
     AxumState(s): AxumState<State>,
+    Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
     RawQuery(q): RawQuery,
 ) -> ApiResult {
     let hours = parse::query::stats_hours(&query_pairs(q.as_deref()))?;
     id_ok(&id, "postback")?;
-    Ok(Json(json!({ "buckets": s.app.postback_stats(&id, hours).await? })).into_response())
+    Ok(Json(json!({ "buckets": s.app.postback_stats_in(&caller.visibility(), &id, hours).await? })).into_response())
 }
 
 pub async fn replace_postback(
     AxumState(s): AxumState<State>,
+    Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
     headers: HeaderMap,
     body: Body,
@@ -115,59 +136,83 @@ pub async fn replace_postback(
             return Err(invalid.into());
         }
     };
-    let saved = s.app.replace_postback_saved(&id, spec).await?.shown();
+    let saved = s.app.replace_postback_by(&caller, &id, spec).await?.shown();
     Ok(Json(s.app.resource(saved).await?).into_response())
 }
 
-pub async fn get_signing_secret(AxumState(s): AxumState<State>, Path(id): Path<String>) -> ApiResult {
+pub async fn get_signing_secret(
+    AxumState(s): AxumState<State>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+) -> ApiResult {
     id_ok(&id, "postback")?;
-    Ok(Json(s.app.signing_secret(&id).await?).into_response())
+    Ok(Json(s.app.signing_secret_by(&caller, &id).await?).into_response())
 }
 
-pub async fn rotate_signing_secret(AxumState(s): AxumState<State>, Path(id): Path<String>) -> ApiResult {
+pub async fn rotate_signing_secret(
+    AxumState(s): AxumState<State>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+) -> ApiResult {
     id_ok(&id, "postback")?;
-    Ok(Json(s.app.rotate_signing_secret(&id).await?).into_response())
+    Ok(Json(s.app.rotate_signing_secret_by(&caller, &id).await?).into_response())
 }
 
 /// `POST /postbacks/{id}/resume`: close the breaker now and release its held firings.
-pub async fn resume_postback(AxumState(s): AxumState<State>, Path(id): Path<String>) -> ApiResult {
+pub async fn resume_postback(
+    AxumState(s): AxumState<State>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+) -> ApiResult {
     id_ok(&id, "postback")?;
-    Ok(Json(s.app.resume_postback(&id).await?).into_response())
+    Ok(Json(s.app.resume_postback_by(&caller, &id).await?).into_response())
 }
 
-pub async fn delete_postback(AxumState(s): AxumState<State>, Path(id): Path<String>) -> ApiResult {
+pub async fn delete_postback(
+    AxumState(s): AxumState<State>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+) -> ApiResult {
     id_ok(&id, "postback")?;
-    s.app.delete_postback(&id).await?;
+    s.app.delete_postback_by(&caller, &id).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
 pub async fn preview_postback(
     AxumState(s): AxumState<State>,
+    Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
     headers: HeaderMap,
     body: Body,
 ) -> ApiResult {
     id_ok(&id, "postback")?;
-    let sample = sample_event(&s, &id, headers, body).await?;
-    Ok(Json(s.app.preview_postback(&id, sample).await?).into_response())
+    let sample = sample_event(&s, &caller, &id, headers, body).await?;
+    Ok(Json(s.app.preview_postback_in(&caller.visibility(), &id, sample).await?).into_response())
 }
 
 pub async fn test_postback(
     AxumState(s): AxumState<State>,
+    Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
     headers: HeaderMap,
     body: Body,
 ) -> ApiResult {
     id_ok(&id, "postback")?;
-    let sample = sample_event(&s, &id, headers, body).await?;
-    Ok(Json(s.app.test_postback(&id, sample).await?).into_response())
+    let sample = sample_event(&s, &caller, &id, headers, body).await?;
+    Ok(Json(s.app.test_postback_by(&caller, &id, sample).await?).into_response())
 }
 
 /// The sample of preview/test: the body's fields over defaults suited to the stored
 /// postback (an alert postback's: a sample alert).
-async fn sample_event(s: &State, id: &str, headers: HeaderMap, body: Body) -> Result<Sample, ApiError> {
+async fn sample_event(
+    s: &State,
+    caller: &Caller,
+    id: &str,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Sample, ApiError> {
     let overrides = json_body(&headers, body).await?;
-    let postback = s.app.get_postback(id).await?;
+    let postback = s.app.get_postback_in(&caller.visibility(), id).await?;
     Ok(parse::postback::sample(&postback, overrides.as_ref(), s.app.ports.clock.now())?)
 }
 
@@ -177,28 +222,45 @@ pub async fn metrics(AxumState(s): AxumState<State>) -> ApiResult {
     Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], text).into_response())
 }
 
-pub async fn list_logs(AxumState(s): AxumState<State>, RawQuery(q): RawQuery) -> ApiResult {
+pub async fn list_logs(
+    AxumState(s): AxumState<State>,
+    Extension(caller): Extension<Caller>,
+    RawQuery(q): RawQuery,
+) -> ApiResult {
     let filter = parse::query::log_filter(&query_pairs(q.as_deref()))?;
-    Ok(Json(s.app.query_logs(&filter).await?).into_response())
+    Ok(Json(s.app.query_logs_in(&caller.visibility(), &filter).await?).into_response())
 }
 
-pub async fn get_log(AxumState(s): AxumState<State>, Path(id): Path<String>) -> ApiResult {
+pub async fn get_log(
+    AxumState(s): AxumState<State>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+) -> ApiResult {
     id_ok(&id, "log entry")?;
-    Ok(Json(s.app.get_log(&id).await?).into_response())
+    Ok(Json(s.app.get_log_in(&caller.visibility(), &id).await?).into_response())
 }
 
-pub async fn resend_log(AxumState(s): AxumState<State>, Path(id): Path<String>) -> ApiResult {
+pub async fn resend_log(
+    AxumState(s): AxumState<State>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+) -> ApiResult {
     id_ok(&id, "log entry")?;
-    let entry = s.app.resend_log(&id).await?;
+    let entry = s.app.resend_log_by(&caller, &id).await?;
     Ok((StatusCode::CREATED, Json(entry)).into_response())
 }
 
 /// `POST /logs/replay`: the `GET /logs` filters as JSON, `from` required (an empty body
 /// lacks it), `dry_run`, `cursor`.
-pub async fn replay_logs(AxumState(s): AxumState<State>, headers: HeaderMap, body: Body) -> ApiResult {
+pub async fn replay_logs(
+    AxumState(s): AxumState<State>,
+    Extension(caller): Extension<Caller>,
+    headers: HeaderMap,
+    body: Body,
+) -> ApiResult {
     let value = json_body(&headers, body).await?.ok_or_else(|| ValidationError::required("from"))?;
     let request = parse::replay::replay_request(&value)?;
-    Ok(Json(s.app.replay(&request).await?).into_response())
+    Ok(Json(s.app.replay_by(&caller, &request).await?).into_response())
 }
 
 /// `POST /events`: one event object, or `{"events": [...]}` (1..=500). A batch is

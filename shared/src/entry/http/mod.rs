@@ -3,6 +3,9 @@
 //! Handlers only parse (with `parse`, the one place requests become typed values), call a
 //! service, and map errors (in `error`).
 
+mod access;
+#[cfg(test)]
+mod access_tests;
 mod auth;
 mod console;
 mod error;
@@ -15,13 +18,14 @@ pub mod parse;
 use std::sync::Arc;
 
 use axum::middleware;
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post};
 use axum::Router;
 
-pub use auth::ApiKeys;
+pub use auth::{ApiKeys, KeyRing, KEY_CACHE_TTL};
 pub use error::ApiError;
 pub use extract::MAX_BODY_BYTES;
 
+use crate::domain::access::Role;
 use crate::service::App;
 
 /// Which routes a deployment serves. The local server serves all; on AWS each HTTP
@@ -36,39 +40,71 @@ pub enum RouteSet {
 #[derive(Clone)]
 pub(crate) struct State {
     pub app: Arc<App>,
-    pub keys: Arc<ApiKeys>,
+    pub keys: Arc<KeyRing>,
     /// What this deployment serves (`/openapi.json` documents it).
     pub routes: RouteSet,
 }
 
-/// Every (method, path) the router serves with `RouteSet::All`, in axum's path syntax.
-/// `openapi.json` documents exactly these (a test probes the router for each, and for
-/// the methods it must refuse with 405): add a route here and to the document together.
-pub const ROUTES: &[(&str, &str)] = &[
-    ("GET", "/health"),
-    ("GET", "/console"),
-    ("GET", "/console/{asset}"),
-    ("GET", "/openapi.json"),
-    ("GET", "/metrics"),
-    ("POST", "/postbacks"),
-    ("GET", "/postbacks"),
-    ("GET", "/postbacks/{id}"),
-    ("PUT", "/postbacks/{id}"),
-    ("DELETE", "/postbacks/{id}"),
-    ("GET", "/postbacks/{id}/versions"),
-    ("GET", "/postbacks/{id}/stats"),
-    ("POST", "/postbacks/{id}/preview"),
-    ("POST", "/postbacks/{id}/test"),
-    ("GET", "/postbacks/{id}/secret"),
-    ("POST", "/postbacks/{id}/secret/rotate"),
-    ("POST", "/postbacks/{id}/resume"),
-    ("GET", "/logs"),
-    ("GET", "/logs/{id}"),
-    ("POST", "/logs/{id}/resend"),
-    ("POST", "/logs/replay"),
-    ("POST", "/events"),
-    ("GET", "/events"),
+/// Who may call a route.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// No key needed.
+    Open,
+    /// A key of one of these roles (401 without a valid key, 403 for another role).
+    Roles(&'static [Role]),
+}
+
+const OPEN: Access = Access::Open;
+const ADMIN: Access = Access::Roles(&[Role::Admin]);
+/// Every GET of the admin routes: admins and viewers.
+const READ: Access = Access::Roles(&[Role::Admin, Role::Viewer]);
+/// Reads a partner may make too, scoped to its own (`Caller::visibility`).
+const READ_OWN: Access = Access::Roles(&[Role::Admin, Role::Viewer, Role::Partner]);
+const INGEST: Access = Access::Roles(&[Role::Ingest]);
+/// Any valid key but ingest.
+const ME: Access = Access::Roles(&[Role::Admin, Role::Viewer, Role::Partner]);
+
+/// Every (method, path, who may call it) the router serves with `RouteSet::All`, in
+/// axum's path syntax: THE table of roles. The auth layer reads it for every request,
+/// `openapi.json` documents exactly these routes with their roles (`x-roles`, checked
+/// by a test), and a test walks every route × every role. Add a route here, to the
+/// router and to the document together.
+pub const ROUTES: &[(&str, &str, Access)] = &[
+    ("GET", "/health", OPEN),
+    ("GET", "/console", OPEN),
+    ("GET", "/console/{asset}", OPEN),
+    ("GET", "/openapi.json", OPEN),
+    ("GET", "/metrics", READ),
+    ("POST", "/postbacks", ADMIN),
+    ("GET", "/postbacks", READ_OWN),
+    ("GET", "/postbacks/{id}", READ_OWN),
+    ("PUT", "/postbacks/{id}", ADMIN),
+    ("DELETE", "/postbacks/{id}", ADMIN),
+    ("GET", "/postbacks/{id}/versions", READ_OWN),
+    ("GET", "/postbacks/{id}/stats", READ_OWN),
+    ("POST", "/postbacks/{id}/preview", READ_OWN),
+    ("POST", "/postbacks/{id}/test", ADMIN),
+    ("GET", "/postbacks/{id}/secret", ADMIN),
+    ("POST", "/postbacks/{id}/secret/rotate", ADMIN),
+    ("POST", "/postbacks/{id}/resume", ADMIN),
+    ("GET", "/logs", READ_OWN),
+    ("GET", "/logs/{id}", READ_OWN),
+    ("POST", "/logs/{id}/resend", ADMIN),
+    ("POST", "/logs/replay", ADMIN),
+    ("GET", "/keys", ADMIN),
+    ("POST", "/keys", ADMIN),
+    ("DELETE", "/keys/{id}", ADMIN),
+    ("GET", "/audit", READ),
+    ("GET", "/me", ME),
+    ("POST", "/events", INGEST),
+    ("GET", "/events", INGEST),
 ];
+
+/// The row of `ROUTES` for a matched route (`/console/` is `/console`).
+pub fn access_of(method: &str, path: &str) -> Option<Access> {
+    let path = if path == "/console/" { "/console" } else { path };
+    ROUTES.iter().find(|(m, p, _)| *m == method && *p == path).map(|(_, _, a)| *a)
+}
 
 /// The OpenAPI 3.1 document of the API (`GET /openapi.json`), kept as a file. It
 /// documents `ROUTES`: what the local server serves.
@@ -106,7 +142,8 @@ pub fn openapi_document(routes: RouteSet) -> &'static str {
 }
 
 pub fn router(app: Arc<App>, keys: ApiKeys, routes: RouteSet) -> Router {
-    let state = State { app, keys: Arc::new(keys), routes };
+    let ring = KeyRing::new(keys, app.ports.access.clone(), app.ports.clock.clone());
+    let state = State { app, keys: Arc::new(ring), routes };
 
     let admin = Router::new()
         .route("/postbacks", post(handlers::create_postback).get(handlers::list_postbacks))
@@ -125,16 +162,17 @@ pub fn router(app: Arc<App>, keys: ApiKeys, routes: RouteSet) -> Router {
         .route("/logs/{id}", get(handlers::get_log))
         .route("/logs/{id}/resend", post(handlers::resend_log))
         .route("/logs/replay", post(handlers::replay_logs))
-        .route_layer(middleware::from_fn_with_state(state.clone(), auth::require_admin));
+        .route("/keys", get(access::list_keys).post(access::create_key))
+        .route("/keys/{id}", delete(access::revoke_key))
+        .route("/audit", get(access::list_audit))
+        .route("/me", get(access::me));
 
-    let ingest = Router::new()
-        .route("/events", post(handlers::post_events).get(handlers::get_events))
-        .route_layer(middleware::from_fn_with_state(state.clone(), auth::require_ingest));
+    let ingest = Router::new().route("/events", post(handlers::post_events).get(handlers::get_events));
 
     let mut router =
         Router::new().route("/health", get(handlers::health)).route("/openapi.json", get(handlers::openapi));
     if matches!(routes, RouteSet::All | RouteSet::Admin) {
-        // The console's own routes are open; every data call it makes needs the key.
+        // The console's own routes are open; every data call it makes needs a key.
         router = router
             .route("/console", get(console::index))
             .route("/console/", get(console::index))
@@ -144,15 +182,14 @@ pub fn router(app: Arc<App>, keys: ApiKeys, routes: RouteSet) -> Router {
     if routes == RouteSet::All {
         // Local server only: on AWS each function's counters are its own, and they go
         // out as CloudWatch EMF lines instead (`crate::entry::lambda`).
-        let metrics = Router::new()
-            .route("/metrics", get(handlers::metrics))
-            .route_layer(middleware::from_fn_with_state(state.clone(), auth::require_admin));
-        router = router.merge(metrics);
+        router = router.route("/metrics", get(handlers::metrics));
     }
     if matches!(routes, RouteSet::All | RouteSet::Ingest) {
         router = router.merge(ingest);
     }
     router
+        // One auth layer over every route: the route's row of `ROUTES` decides.
+        .route_layer(middleware::from_fn_with_state(state.clone(), auth::authorize))
         .fallback(handlers::not_found)
         .method_not_allowed_fallback(handlers::method_not_allowed)
         .layer(middleware::from_fn(handlers::access_log))

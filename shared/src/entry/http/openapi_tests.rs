@@ -36,6 +36,7 @@ fn app_for(routes: RouteSet) -> axum::Router {
         logs: memory.logs.clone(),
         queue: memory.queue.clone(),
         control: memory.control.clone(),
+        access: memory.access.clone(),
         sender: Arc::new(ScriptedSender::with_clock(clock.clone())),
         clock,
         jitter: Arc::new(FixedJitter(0.5)),
@@ -122,7 +123,7 @@ fn document_is_openapi_3_1_and_every_ref_resolves() {
 
 #[test]
 fn document_lists_exactly_the_router_table() {
-    let table: BTreeSet<(String, String)> = ROUTES.iter().map(|(m, p)| (m.to_string(), p.to_string())).collect();
+    let table: BTreeSet<(String, String)> = ROUTES.iter().map(|(m, p, _)| (m.to_string(), p.to_string())).collect();
     assert_eq!(table.len(), ROUTES.len(), "no route twice in ROUTES");
     assert_eq!(documented(), table);
 }
@@ -202,7 +203,7 @@ async fn served_by(routers: &[axum::Router], method: &str, path: &str) -> bool {
 /// there), each documented operation served by one of the two functions.
 #[tokio::test]
 async fn each_deployment_documents_exactly_what_it_serves() {
-    let all: BTreeSet<(String, String)> = ROUTES.iter().map(|(m, p)| (m.to_string(), p.to_string())).collect();
+    let all: BTreeSet<(String, String)> = ROUTES.iter().map(|(m, p, _)| (m.to_string(), p.to_string())).collect();
     let local_only: BTreeSet<(String, String)> =
         LOCAL_ONLY_ROUTES.iter().map(|(m, p)| (m.to_string(), p.to_string())).collect();
     assert!(local_only.is_subset(&all));

@@ -12,6 +12,7 @@ use serde_json::json;
 use super::{spec, World};
 use crate::domain::event::EventType;
 use crate::domain::log::Outcome;
+use crate::domain::access::AuditRecord;
 use crate::domain::postback::Postback;
 use crate::ports::{PostbackChanges, PostbackSnapshot, PostbackStore, StoreResult};
 use crate::service::{App, AttemptOutcome, Policy};
@@ -159,18 +160,18 @@ struct Counting {
 
 #[async_trait]
 impl PostbackStore for Counting {
-    async fn create(&self, postback: &Postback) -> StoreResult<()> {
-        self.inner.create(postback).await
+    async fn create(&self, postback: &Postback, audit: &AuditRecord) -> StoreResult<()> {
+        self.inner.create(postback, audit).await
     }
     async fn get(&self, id: &str) -> StoreResult<Option<Postback>> {
         self.gets.fetch_add(1, Ordering::SeqCst);
         self.inner.get(id).await
     }
-    async fn replace(&self, postback: &Postback) -> StoreResult<bool> {
-        self.inner.replace(postback).await
+    async fn replace(&self, postback: &Postback, audit: &AuditRecord) -> StoreResult<bool> {
+        self.inner.replace(postback, audit).await
     }
-    async fn delete(&self, id: &str) -> StoreResult<bool> {
-        self.inner.delete(id).await
+    async fn delete(&self, id: &str, audit: &AuditRecord) -> StoreResult<bool> {
+        self.inner.delete(id, audit).await
     }
     async fn versions(&self, id: &str) -> StoreResult<Option<Vec<Postback>>> {
         self.inner.versions(id).await

@@ -269,7 +269,7 @@ async fn the_postback_index_is_reloaded_after_its_ttl() {
     let mut elsewhere = fixtures::postback("pb_elsewhere", crate::domain::event::EventType::Click);
     elsewhere.offers = crate::domain::postback::Scope::All;
     elsewhere.conditions = Vec::new();
-    w.memory.postbacks.create(&elsewhere).await.unwrap();
+    w.memory.postbacks.create(&elsewhere, &fixtures::audit("t")).await.unwrap();
     w.advance_ms(59_999);
     assert_eq!(w.ingest_one(click("T2")).await.matched, 0, "cached index, 1 ms before the 60 s TTL");
     w.advance_ms(1);

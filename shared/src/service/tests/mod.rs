@@ -87,6 +87,7 @@ impl World {
             logs: memory.logs.clone(),
             queue: memory.queue.clone(),
             control: memory.control.clone(),
+            access: memory.access.clone(),
             sender: sender.clone(),
             clock: clock.clone(),
             jitter,

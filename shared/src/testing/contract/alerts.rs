@@ -9,8 +9,8 @@ use crate::testing::{fixtures, Adapters};
 pub async fn alerts_round_trip(a: &Adapters) {
     let mut chat = fixtures::postback("pb_alert", EventType::Alert);
     chat.alerts = vec![AlertKind::FiringFailed, AlertKind::BreakerOpened];
-    a.postbacks.create(&chat).await.unwrap();
-    a.postbacks.create(&fixtures::postback("pb_crm", EventType::Conversion)).await.unwrap();
+    a.postbacks.create(&chat, &fixtures::audit("t")).await.unwrap();
+    a.postbacks.create(&fixtures::postback("pb_crm", EventType::Conversion), &fixtures::audit("t")).await.unwrap();
     assert_eq!(a.postbacks.get("pb_alert").await.unwrap(), Some(chat.clone()), "alerts kept");
     assert_eq!(a.postbacks.list(Some(EventType::Alert)).await.unwrap(), vec![chat.clone()], "listed by type alert");
     let all: Vec<String> = a.postbacks.list(None).await.unwrap().into_iter().map(|p| p.id).collect();

@@ -20,6 +20,7 @@ use std::time::Duration;
 
 use super::Adapters;
 
+mod access;
 mod alerts;
 mod control;
 mod logs;
@@ -27,6 +28,7 @@ mod postbacks;
 mod queue;
 mod touches;
 
+pub use access::*;
 pub use alerts::*;
 pub use control::*;
 pub use logs::*;
@@ -69,6 +71,9 @@ macro_rules! __contract_check_lists {
                 postbacks_concurrent_writes_each_take_a_stamp,
                 postbacks_snapshot_reflects_every_write_of_its_stamp,
                 alerts_round_trip,
+                access_keys_lifecycle,
+                access_audit_query,
+                access_postback_writes_carry_their_record,
                 touches_click_latest_wins,
                 touches_status_latest_wins,
                 touches_status_keys_are_separate,

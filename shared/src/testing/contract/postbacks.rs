@@ -11,7 +11,7 @@ pub async fn postbacks_crud(a: &Adapters) {
     let store = &a.postbacks;
     let original = fixtures::postback("pb_crud", EventType::Conversion);
     assert_eq!(store.get("pb_crud").await.unwrap(), None, "nothing before create");
-    store.create(&original).await.unwrap();
+    store.create(&original, &fixtures::audit("t")).await.unwrap();
     assert_eq!(store.get("pb_crud").await.unwrap(), Some(original.clone()), "get returns what was created");
 
     let mut changed = original.clone();
@@ -30,24 +30,24 @@ pub async fn postbacks_crud(a: &Adapters) {
     changed.previous_signing_secret =
         Some(PreviousSecret::rotated_at(SigningSecret::from_key_bytes(&[8; 24]), changed.updated_at));
     changed.version = original.version + 1;
-    assert!(store.replace(&changed).await.unwrap(), "replace of an existing postback → true");
+    assert!(store.replace(&changed, &fixtures::audit("t")).await.unwrap(), "replace of an existing postback → true");
     assert_eq!(store.get("pb_crud").await.unwrap(), Some(changed.clone()), "get returns the replacement whole");
 
-    assert!(store.delete("pb_crud").await.unwrap(), "delete of an existing postback → true");
+    assert!(store.delete("pb_crud", &fixtures::audit("t")).await.unwrap(), "delete of an existing postback → true");
     assert_eq!(store.get("pb_crud").await.unwrap(), None, "gone after delete");
-    assert!(!store.delete("pb_crud").await.unwrap(), "second delete → false");
-    assert!(!store.replace(&changed).await.unwrap(), "replace of a deleted postback → false");
+    assert!(!store.delete("pb_crud", &fixtures::audit("t")).await.unwrap(), "second delete → false");
+    assert!(!store.replace(&changed, &fixtures::audit("t")).await.unwrap(), "replace of a deleted postback → false");
     assert_eq!(store.get("pb_crud").await.unwrap(), None, "replace must not resurrect a deleted postback");
-    assert!(!store.delete("pb_never").await.unwrap(), "delete of an unknown id → false");
+    assert!(!store.delete("pb_never", &fixtures::audit("t")).await.unwrap(), "delete of an unknown id → false");
 }
 
 /// A second create with the same id is a `Conflict` and changes nothing.
 pub async fn postbacks_create_conflict(a: &Adapters) {
     let first = fixtures::postback("pb_dup", EventType::Click);
-    a.postbacks.create(&first).await.unwrap();
+    a.postbacks.create(&first, &fixtures::audit("t")).await.unwrap();
     let mut second = fixtures::postback("pb_dup", EventType::Conversion);
     second.name = "Impostor".into();
-    match a.postbacks.create(&second).await {
+    match a.postbacks.create(&second, &fixtures::audit("t")).await {
         Err(StoreError::Conflict(_)) => {}
         other => panic!("create with an existing id must be Conflict, got {other:?}"),
     }
@@ -67,7 +67,7 @@ pub async fn postbacks_list_ordered_and_by_type(a: &Adapters) {
     let mut created = Vec::new();
     for (id, kind) in specs {
         let postback = fixtures::postback(id, kind);
-        a.postbacks.create(&postback).await.unwrap();
+        a.postbacks.create(&postback, &fixtures::audit("t")).await.unwrap();
         created.push(postback);
     }
     let ids = |list: Vec<crate::domain::postback::Postback>| list.into_iter().map(|p| p.id).collect::<Vec<_>>();
@@ -84,11 +84,11 @@ pub async fn postbacks_list_ordered_and_by_type(a: &Adapters) {
     let mut moved = fixtures::postback("pb_m", EventType::Click);
     moved.name = "Now a click postback".into();
     moved.version = 2;
-    assert!(a.postbacks.replace(&moved).await.unwrap());
+    assert!(a.postbacks.replace(&moved, &fixtures::audit("t")).await.unwrap());
     assert_eq!(ids(a.postbacks.list(Some(EventType::Conversion)).await.unwrap()), ["pb_b", "pb_z"]);
     assert_eq!(ids(a.postbacks.list(Some(EventType::Click)).await.unwrap()), ["pb_a", "pb_m"]);
 
-    assert!(a.postbacks.delete("pb_b").await.unwrap());
+    assert!(a.postbacks.delete("pb_b", &fixtures::audit("t")).await.unwrap());
     assert_eq!(ids(a.postbacks.list(None).await.unwrap()), ["pb_a", "pb_c", "pb_m", "pb_z"], "deleted one gone");
     assert_eq!(
         a.postbacks.list(Some(EventType::Event)).await.unwrap(),
@@ -105,7 +105,7 @@ pub async fn postbacks_versions(a: &Adapters) {
     let store = &a.postbacks;
     assert_eq!(store.versions("pb_v").await.unwrap(), None, "unknown id → None");
     let v1 = fixtures::postback("pb_v", EventType::Conversion);
-    store.create(&v1).await.unwrap();
+    store.create(&v1, &fixtures::audit("t")).await.unwrap();
     assert_eq!(store.versions("pb_v").await.unwrap(), Some(vec![v1.clone()]), "after create: itself");
 
     let mut v2 = v1.clone();
@@ -113,12 +113,12 @@ pub async fn postbacks_versions(a: &Adapters) {
     v2.name = "second".into();
     v2.kind = EventType::Click;
     v2.updated_at = v1.updated_at + Duration::seconds(1);
-    assert!(store.replace(&v2).await.unwrap());
+    assert!(store.replace(&v2, &fixtures::audit("t")).await.unwrap());
     let mut v3 = v2.clone();
     v3.version = 3;
     v3.name = "third".into();
     v3.headers.insert("X-Third".into(), "3".into());
-    assert!(store.replace(&v3).await.unwrap());
+    assert!(store.replace(&v3, &fixtures::audit("t")).await.unwrap());
     let all = vec![v3.clone(), v2.clone(), v1.clone()];
     assert_eq!(store.versions("pb_v").await.unwrap(), Some(all.clone()), "newest first, whole");
     assert_eq!(store.get("pb_v").await.unwrap(), Some(v3.clone()), "get is the newest");
@@ -128,7 +128,7 @@ pub async fn postbacks_versions(a: &Adapters) {
         let mut late = v1.clone();
         late.version = stale;
         late.name = format!("stale {stale}");
-        match store.replace(&late).await {
+        match store.replace(&late, &fixtures::audit("t")).await {
             Err(StoreError::Conflict(_)) => {}
             other => panic!("replace with version {stale} over version 3 must be Conflict, got {other:?}"),
         }
@@ -140,7 +140,8 @@ pub async fn postbacks_versions(a: &Adapters) {
     let (mut a4, mut b4) = (v3.clone(), v3.clone());
     (a4.version, b4.version) = (4, 4);
     (a4.name, b4.name) = ("fourth a".into(), "fourth b".into());
-    let (ra, rb) = tokio::join!(store.replace(&a4), store.replace(&b4));
+    let (audit_a, audit_b) = (fixtures::audit("t"), fixtures::audit("t"));
+    let (ra, rb) = tokio::join!(store.replace(&a4, &audit_a), store.replace(&b4, &audit_b));
     let winner = match (ra, rb) {
         (Ok(true), Err(StoreError::Conflict(_))) => a4,
         (Err(StoreError::Conflict(_)), Ok(true)) => b4,
@@ -156,16 +157,16 @@ pub async fn postbacks_versions(a: &Adapters) {
     assert_eq!(store.list(Some(EventType::Conversion)).await.unwrap(), vec![], "v1's type lists nothing");
     for id in ["pb_v#v1", "pb_v#v2", "pb_v#1"] {
         assert_eq!(store.get(id).await.unwrap(), None, "{id} is not a postback");
-        assert!(!store.delete(id).await.unwrap(), "{id} cannot be deleted");
+        assert!(!store.delete(id, &fixtures::audit("t")).await.unwrap(), "{id} cannot be deleted");
         assert_eq!(store.versions(id).await.unwrap(), None, "{id} has no versions");
     }
 
     // Another postback's history is its own.
     let other = fixtures::postback("pb_w", EventType::Click);
-    store.create(&other).await.unwrap();
+    store.create(&other, &fixtures::audit("t")).await.unwrap();
     assert_eq!(store.versions("pb_w").await.unwrap(), Some(vec![other]));
 
-    assert!(store.delete("pb_v").await.unwrap());
+    assert!(store.delete("pb_v", &fixtures::audit("t")).await.unwrap());
     assert_eq!(store.versions("pb_v").await.unwrap(), None, "deleted → None");
     assert_eq!(store.get("pb_v").await.unwrap(), None);
 }
@@ -184,24 +185,24 @@ pub async fn postbacks_change_stamp(a: &Adapters) {
     assert_eq!((changes.stamp, changes.ids), (0, ids_of(&[])), "fresh store");
 
     let first = fixtures::postback("pb_s1", EventType::Click);
-    store.create(&first).await.unwrap();
+    store.create(&first, &fixtures::audit("t")).await.unwrap();
     let changes = store.changes_since(0).await.unwrap();
     assert_eq!((changes.stamp, changes.ids), (1, ids_of(&["pb_s1"])), "create");
-    assert!(matches!(store.create(&first).await, Err(StoreError::Conflict(_))));
+    assert!(matches!(store.create(&first, &fixtures::audit("t")).await, Err(StoreError::Conflict(_))));
     assert_eq!(store.changes_since(1).await.unwrap().ids, ids_of(&[]), "a conflicting create changes nothing");
 
     let mut second = first.clone();
     second.version = 2;
-    assert!(store.replace(&second).await.unwrap());
+    assert!(store.replace(&second, &fixtures::audit("t")).await.unwrap());
     let changes = store.changes_since(1).await.unwrap();
     assert_eq!((changes.stamp, changes.ids), (2, ids_of(&["pb_s1"])), "replace");
-    assert!(matches!(store.replace(&second).await, Err(StoreError::Conflict(_))), "stale replace");
-    assert!(!store.replace(&fixtures::postback("pb_none", EventType::Click)).await.unwrap());
-    assert!(!store.delete("pb_none").await.unwrap());
+    assert!(matches!(store.replace(&second, &fixtures::audit("t")).await, Err(StoreError::Conflict(_))), "stale replace");
+    assert!(!store.replace(&fixtures::postback("pb_none", EventType::Click), &fixtures::audit("t")).await.unwrap());
+    assert!(!store.delete("pb_none", &fixtures::audit("t")).await.unwrap());
     assert_eq!(store.changes_since(2).await.unwrap(), crate::ports::PostbackChanges { stamp: 2, ids: ids_of(&[]) });
 
-    store.create(&fixtures::postback("pb_s2", EventType::Conversion)).await.unwrap();
-    assert!(store.delete("pb_s1").await.unwrap());
+    store.create(&fixtures::postback("pb_s2", EventType::Conversion), &fixtures::audit("t")).await.unwrap();
+    assert!(store.delete("pb_s1", &fixtures::audit("t")).await.unwrap());
     let changes = store.changes_since(2).await.unwrap();
     assert_eq!((changes.stamp, changes.ids), (4, ids_of(&["pb_s1", "pb_s2"])), "create and delete");
     assert_eq!(store.changes_since(3).await.unwrap().ids, ids_of(&["pb_s1"]), "only the writes after the stamp");
@@ -216,7 +217,7 @@ pub async fn postbacks_concurrent_writes_each_take_a_stamp(a: &Adapters) {
     let creates = ids.iter().map(|id| {
         let store = a.postbacks.clone();
         let postback = fixtures::postback(id, EventType::Click);
-        async move { store.create(&postback).await }
+        async move { store.create(&postback, &fixtures::audit("t")).await }
     });
     for result in futures::future::join_all(creates).await {
         result.unwrap();
@@ -234,15 +235,15 @@ pub async fn postbacks_snapshot_reflects_every_write_of_its_stamp(a: &Adapters) 
     let mut kept = Vec::new();
     for (id, kind) in [("pb_n3", EventType::Event), ("pb_n1", EventType::Click), ("pb_n2", EventType::Conversion)] {
         let postback = fixtures::postback(id, kind);
-        store.create(&postback).await.unwrap();
+        store.create(&postback, &fixtures::audit("t")).await.unwrap();
         kept.push(postback);
     }
     let mut changed = kept[1].clone();
     changed.version = 2;
     changed.kind = EventType::Impression;
     changed.name = "changed type".into();
-    assert!(store.replace(&changed).await.unwrap());
-    assert!(store.delete("pb_n2").await.unwrap());
+    assert!(store.replace(&changed, &fixtures::audit("t")).await.unwrap());
+    assert!(store.delete("pb_n2", &fixtures::audit("t")).await.unwrap());
     let snapshot = store.snapshot().await.unwrap();
     assert_eq!(snapshot.stamp, 5);
     assert_eq!(snapshot.postbacks, vec![changed, kept[0].clone()], "pb_n1 as replaced, pb_n3; pb_n2 gone");

@@ -25,6 +25,7 @@
 //! parameters; none of which maps onto a derive without a custom deserializer per field.
 //! So walking the parsed `serde_json::Value` is both shorter and exact.
 
+pub mod access;
 pub mod event;
 pub mod postback;
 pub mod query;

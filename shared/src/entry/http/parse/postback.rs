@@ -46,11 +46,11 @@ const FIELDS: &[&str] = &[
     "rate_limit_per_second",
 ];
 /// Server-assigned; accepted and ignored so a client can PUT back what it GOT.
-const READ_ONLY_FIELDS: &[&str] = &["id", "created_at", "updated_at", "version", "health"];
+const READ_ONLY_FIELDS: &[&str] = &["id", "created_at", "updated_at", "version", "health", "changed_by", "owner"];
 
 /// Validate a create/replace request body. Every rule of the spec; errors name the field
 /// (and, for templates, the macro). Unknown fields are refused. Read-only fields (`id`,
-/// `created_at`, `updated_at`, `version`, `health`) are ignored so a client can PUT back what it GOT.
+/// `created_at`, `updated_at`, `version`, `health`, `changed_by`, `owner`) are ignored so a client can PUT back what it GOT.
 ///
 /// Decisions beyond the spec's table: `null` counts as absent; `name` and `url` are
 /// trimmed; `method` is case-insensitive (stored upper case); scope lists accept integer

@@ -1,0 +1,56 @@
+//! `/keys`, `/audit` and `/me`: thin handlers like the others.
+
+use axum::body::Body;
+use axum::extract::{Path, RawQuery, State as AxumState};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
+use serde_json::json;
+
+use super::extract::{json_body, query_pairs};
+use super::{parse, ApiError, State};
+use crate::domain::access::Caller;
+use crate::domain::ValidationError;
+
+type ApiResult = Result<Response, ApiError>;
+
+pub async fn create_key(
+    AxumState(s): AxumState<State>,
+    Extension(caller): Extension<Caller>,
+    headers: HeaderMap,
+    body: Body,
+) -> ApiResult {
+    let value = json_body(&headers, body).await?.ok_or_else(|| ValidationError::required("body"))?;
+    let spec = parse::access::key_spec(&value)?;
+    let created = s.app.create_key(&caller, spec).await?;
+    Ok((StatusCode::CREATED, Json(created)).into_response())
+}
+
+pub async fn list_keys(AxumState(s): AxumState<State>) -> ApiResult {
+    Ok(Json(json!({ "items": s.app.list_keys().await? })).into_response())
+}
+
+pub async fn revoke_key(
+    AxumState(s): AxumState<State>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+) -> ApiResult {
+    if id.is_empty() || id.len() > 128 {
+        return Err(ApiError::NotFound("key".into()));
+    }
+    s.app.revoke_key(&caller, &id).await?;
+    // This process stops trusting its cache at once; others within `KEY_CACHE_TTL`.
+    s.keys.forget_all();
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+pub async fn list_audit(AxumState(s): AxumState<State>, RawQuery(q): RawQuery) -> ApiResult {
+    let filter = parse::access::audit_filter(&query_pairs(q.as_deref()))?;
+    Ok(Json(s.app.query_audit(&filter).await?).into_response())
+}
+
+/// `GET /me`: the calling key.
+pub async fn me(Extension(caller): Extension<Caller>) -> ApiResult {
+    let a = caller.actor;
+    Ok(Json(json!({"id": a.key_id, "name": a.name, "role": a.role, "publisher_id": a.publisher_id})).into_response())
+}
