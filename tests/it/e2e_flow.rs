@@ -421,6 +421,9 @@ async fn logs_of_concurrent_attempts_are_newest_first_by_fired_at() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill9_with_delayed_firings_pending_fires_each_exactly_once_after_restart() {
+    if local_only("kill -9 and restart of the server process") {
+        return;
+    }
     let sink = Sink::start().await;
     let dir = tempfile::tempdir().unwrap();
     let mut server = Server::start(dir.path(), &[]).await;
@@ -460,6 +463,9 @@ async fn kill9_with_delayed_firings_pending_fires_each_exactly_once_after_restar
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_stops_gracefully_and_restart_keeps_config() {
+    if local_only("SIGTERM and restart of the server process and its data folder") {
+        return;
+    }
     let dir = tempfile::tempdir().unwrap();
     let mut server = Server::start(dir.path(), &[]).await;
     let api = server.client();
