@@ -76,6 +76,13 @@ cleanup() {
         kill -0 "$pid" 2>/dev/null && mapfile -t -O "${#all[@]}" all < <(tree "$pid")
     done
     if ((${#all[@]})); then
+        # What it started first (the watchers then stop their own instances), then
+        # whatever is left of the trees, then SIGKILL.
+        kill -TERM "${pids[@]}" 2>/dev/null || true
+        for _ in $(seq 1 30); do
+            any_alive "${all[@]}" || break
+            sleep 0.1
+        done
         kill -TERM "${all[@]}" 2>/dev/null || true
         for _ in $(seq 1 50); do
             any_alive "${all[@]}" || break

@@ -452,7 +452,8 @@ impl Api {
     /// earlier (a wrong retry, a re-fire after a restart) has been sent by the time the
     /// sentinel arrives. Replaces "sleep, then assert nothing more arrived". (Fair
     /// sending passes over a destination with `DESTINATION_CONCURRENCY` requests in
-    /// flight: the order holds among firings to the sentinel's own sink.)
+    /// flight: the order holds among firings to the sentinel's own sink.) On the AWS
+    /// shape SQS keeps no due order, so there it bounds the wait without proving more.
     pub async fn sentinel(&self, sink: &Sink, name: &str, delay_seconds: u32) {
         let offer = format!("sentinel-{name}");
         self.create_postback(serde_json::json!({
