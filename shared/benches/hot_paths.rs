@@ -257,6 +257,7 @@ fn firing() -> Firing {
         replay_of: None,
         slot_second: None,
         destination: Some("http://affiliate-postback.example:80".into()),
+        postback_version: Some(1),
     }
 }
 

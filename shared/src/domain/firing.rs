@@ -47,6 +47,12 @@ pub struct Firing {
     /// message from before this field) is never held back by the queue.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub destination: Option<String>,
+    /// The version of its postback the firing was queued for (ingest: the version that
+    /// matched). A dispatcher whose cached postback is older reads the postback from the
+    /// store instead (`service::Catalog::for_firing`): a firing is never judged by a view
+    /// older than the one that made it. `None`: a message from before this field.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub postback_version: Option<u32>,
 }
 
 fn yes() -> bool {
@@ -83,6 +89,16 @@ impl Firing {
             attempt: self.attempt,
             alert: self.alert.as_ref(),
         }
+    }
+
+    /// This firing bound to `postback` as it is now: the destination its request goes
+    /// to (the fair-queue key: `FiringQueue::receive_fair` locally, the SQS message group
+    /// on AWS) and the postback's version it was judged by.
+    pub fn bound_to(mut self, postback: &super::postback::CompiledPostback) -> Firing {
+        let destination = postback.destination(&self.macro_context(&postback.postback));
+        self.destination = destination;
+        self.postback_version = Some(postback.postback.version);
+        self
     }
 
     /// The next attempt's message.

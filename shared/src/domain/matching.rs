@@ -105,6 +105,29 @@ impl PostbackIndex {
         for c in compiled {
             by_id.insert(c.postback.id.clone(), Arc::new(c));
         }
+        Self::from_by_id(by_id)
+    }
+
+    /// This index with some postbacks changed: each id's postback replaced by the given
+    /// one, or dropped for `None` (deleted). The others are shared, not compiled again.
+    pub fn patched(&self, changed: impl IntoIterator<Item = (String, Option<Postback>)>) -> Self {
+        let mut by_id = self.by_id.clone();
+        for (id, postback) in changed {
+            by_id.remove(&id);
+            let Some(postback) = postback else { continue };
+            match CompiledPostback::new(postback) {
+                Ok(c) => {
+                    by_id.insert(c.postback.id.clone(), Arc::new(c));
+                }
+                Err(error) => {
+                    tracing::warn!(postback_id = %id, %error, "stored postback does not compile; it will not fire")
+                }
+            }
+        }
+        Self::from_by_id(by_id)
+    }
+
+    fn from_by_id(by_id: HashMap<String, Arc<CompiledPostback>>) -> Self {
         let mut by_type: [TypeIndex; EventType::TRACKED.len()] = Default::default();
         let mut alerts = Vec::new();
         for c in by_id.values().filter(|c| c.postback.enabled) {

@@ -32,11 +32,35 @@ use crate::domain::firing::Firing;
 use crate::entry::config::{Settings, SettingsError};
 use crate::entry::http::{router, ApiKeys, RouteSet};
 use crate::ports::{FiringQueue, HttpSender, Leased, QueueDepth, StoreResult};
-use crate::service::{App, AttemptOutcome, Dispatcher, Policy, Ports};
+use crate::service::{App, AttemptOutcome, CatalogTiming, Dispatcher, Policy, Ports};
 
-/// How long a function uses its in-memory postback index before reloading it: another
-/// function's postback change takes effect within this time.
-pub const CATALOG_TTL: Duration = Duration::from_secs(5);
+/// How long a function uses its in-memory postback index before reloading it whole: a
+/// backstop, since other functions' postback writes are learnt by `CATALOG_CHECK`.
+pub const CATALOG_TTL: Duration = Duration::from_secs(60);
+
+/// How often at most a function instance checks the postbacks' change stamp (one
+/// strongly consistent GetItem) and patches in what changed: another function's
+/// postback write applies within this plus a few reads (the spec's bound is 2 s).
+pub const CATALOG_CHECK: Duration = Duration::from_millis(500);
+
+/// The catalog timing of every function.
+pub const CATALOG_TIMING: CatalogTiming = CatalogTiming { ttl: CATALOG_TTL, check: Some(CATALOG_CHECK) };
+
+/// The dispatch function's configured timeout in seconds, set by `template.yaml` from
+/// the function's `Timeout`: the invocation's budget when the runtime reports an
+/// implausible deadline (`invocation_deadline`).
+pub const FUNCTION_TIMEOUT_ENV: &str = "FUNCTION_TIMEOUT_SECONDS";
+
+/// `FUNCTION_TIMEOUT_SECONDS` when unset: the template's dispatch `Timeout`.
+pub const DEFAULT_FUNCTION_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Lambda's longest function timeout: a deadline further ahead is not a real one.
+pub const MAX_FUNCTION_TIMEOUT: Duration = Duration::from_secs(900);
+
+/// How far in the past a reported deadline may be and still be a real one (an
+/// invocation handed over late). Further back it is not: `cargo lambda watch` 1.9.2
+/// reports 600000 ms after the epoch for every invocation.
+pub const PAST_DEADLINE_TOLERANCE: Duration = Duration::from_secs(5);
 
 /// Messages of one batch dispatched at once (the event source's batch size is 10).
 pub const DISPATCH_CONCURRENCY: usize = 10;
@@ -45,6 +69,36 @@ pub const DISPATCH_CONCURRENCY: usize = 10;
 pub enum InitError {
     #[error(transparent)]
     Settings(#[from] SettingsError),
+}
+
+/// `FUNCTION_TIMEOUT_SECONDS` read with `get` (`DEFAULT_FUNCTION_TIMEOUT` when unset).
+pub fn function_timeout(get: impl Fn(&str) -> Option<String>) -> Result<Duration, SettingsError> {
+    let Some(value) = get(FUNCTION_TIMEOUT_ENV).map(|v| v.trim().to_string()).filter(|v| !v.is_empty()) else {
+        return Ok(DEFAULT_FUNCTION_TIMEOUT);
+    };
+    match value.parse::<u64>() {
+        Ok(seconds @ 1..=900) => Ok(Duration::from_secs(seconds)),
+        _ => Err(SettingsError { name: FUNCTION_TIMEOUT_ENV, message: "must be whole seconds, 1..=900".into() }),
+    }
+}
+
+/// The deadline an invocation works to: the runtime's `reported` one when it is
+/// plausible at `now` (not more than `PAST_DEADLINE_TOLERANCE` past, not more than
+/// `MAX_FUNCTION_TIMEOUT` ahead), else `now` + the configured `function_timeout`. The
+/// flag says whether the reported one was used.
+pub fn invocation_deadline(
+    reported: SystemTime,
+    now: chrono::DateTime<chrono::Utc>,
+    function_timeout: Duration,
+) -> (chrono::DateTime<chrono::Utc>, bool) {
+    let reported = chrono::DateTime::<chrono::Utc>::from(reported);
+    let span = |d: Duration| chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX);
+    let plausible = reported >= now - span(PAST_DEADLINE_TOLERANCE) && reported <= now + span(MAX_FUNCTION_TIMEOUT);
+    if plausible {
+        (reported, true)
+    } else {
+        (now + span(function_timeout.min(MAX_FUNCTION_TIMEOUT)), false)
+    }
 }
 
 /// The outbound HTTP client, built on first use. Building it loads the TLS trust roots
@@ -120,6 +174,8 @@ pub struct LambdaApp {
     pub names: ResourceNames,
     /// The SQS/Scheduler queue itself (not the event-source view the `App` uses).
     pub queue: Arc<SqsFiringQueue>,
+    /// `FUNCTION_TIMEOUT_SECONDS` (see `invocation_deadline`).
+    pub function_timeout: Duration,
 }
 
 impl std::fmt::Debug for LambdaApp {
@@ -134,8 +190,9 @@ impl LambdaApp {
     pub async fn from_env() -> Result<Self, InitError> {
         let (settings, _) = Settings::from_env(false)?;
         let names = ResourceNames::from_env()?;
+        let function_timeout = function_timeout(|name| std::env::var(name).ok())?;
         let clients = AwsClients::from_env().await;
-        Ok(Self::build(settings, &clients, &names))
+        Ok(Self { function_timeout, ..Self::build(settings, &clients, &names) })
     }
 
     /// Build from explicit parts (tests, tools).
@@ -151,6 +208,18 @@ impl LambdaApp {
         names: &ResourceNames,
         queue: QueueSettings,
     ) -> Self {
+        Self::build_with(settings, clients, names, queue, CATALOG_TIMING)
+    }
+
+    /// As `build_with_queue`, with the postback index's timing given (tests: a check
+    /// that never comes due, to hold a stale index; or none, for exact request counts).
+    pub fn build_with(
+        settings: Settings,
+        clients: &AwsClients,
+        names: &ResourceNames,
+        queue: QueueSettings,
+        catalog: CatalogTiming,
+    ) -> Self {
         let mut adapters = AwsAdapters::new(clients, names, settings.log_retention());
         adapters.queue = Arc::new(SqsFiringQueue::new(clients, queue));
         let sender = LazySender::new(SenderConfig::new(settings.delivery_timeout, settings.allow_private_targets));
@@ -165,9 +234,14 @@ impl LambdaApp {
             jitter: Arc::new(RandomJitter),
             combined: None,
         };
-        let app =
-            App::new(ports, Policy { retry: settings.retry, catalog_ttl: CATALOG_TTL, breaker: settings.breaker });
-        Self { app, settings, names: names.clone(), queue: adapters.queue }
+        let policy = Policy {
+            retry: settings.retry,
+            catalog_ttl: catalog.ttl,
+            catalog_check: catalog.check,
+            breaker: settings.breaker,
+        };
+        let app = App::new(ports, policy);
+        Self { app, settings, names: names.clone(), queue: adapters.queue, function_timeout: DEFAULT_FUNCTION_TIMEOUT }
     }
 
     /// The shared HTTP router with this deployment's keys, for `lambda_http::run`.
@@ -193,6 +267,8 @@ impl LambdaApp {
             dispatcher: self.app.dispatcher(),
             queue: self.queue.clone(),
             delivery_timeout: self.settings.delivery_timeout,
+            function_timeout: self.function_timeout,
+            warned: Arc::new(std::sync::atomic::AtomicBool::new(false)),
         }
     }
 }
@@ -204,9 +280,31 @@ pub struct BatchDispatcher {
     pub queue: Arc<SqsFiringQueue>,
     /// `DELIVERY_TIMEOUT_MS`: how long one send may take.
     pub delivery_timeout: Duration,
+    /// `FUNCTION_TIMEOUT_SECONDS`: the budget when the reported deadline is implausible.
+    pub function_timeout: Duration,
+    /// Whether the implausible-deadline warning was logged (once per process: the
+    /// function builds one `BatchDispatcher`).
+    pub warned: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl BatchDispatcher {
+    /// The deadline this invocation works to, judged on the dispatcher's clock (see
+    /// `invocation_deadline`); an implausible reported one is warned about once.
+    pub fn deadline(&self, reported: SystemTime) -> chrono::DateTime<chrono::Utc> {
+        let now = self.dispatcher.now();
+        let (deadline, plausible) = invocation_deadline(reported, now, self.function_timeout);
+        if !plausible && !self.warned.swap(true, std::sync::atomic::Ordering::Relaxed) {
+            let reported_ms = chrono::DateTime::<chrono::Utc>::from(reported).timestamp_millis();
+            tracing::warn!(
+                reported_ms,
+                function_timeout_s = self.function_timeout.as_secs(),
+                "the runtime's invocation deadline is implausible (cargo lambda watch reports a fixed one); \
+                 working to the configured function timeout (FUNCTION_TIMEOUT_SECONDS) instead"
+            );
+        }
+        deadline
+    }
+
     /// How much of the invocation must be left to start a message: its request's
     /// timeout plus `STORE_MARGIN`.
     pub fn start_budget(&self) -> Duration {
@@ -389,9 +487,14 @@ async fn process_message(batch: &BatchDispatcher, message: BatchMessage) -> Mess
 /// `RESPONSE_GRACE` before the deadline the handler answers whatever is still in
 /// flight, reporting those as failed too. A message that finished is never reported as
 /// failed for lack of time. A panic while handling one message fails only that message.
+///
+/// A `deadline` that cannot be real (long past, or beyond Lambda's 15 minutes: `cargo
+/// lambda watch` reports a fixed moment in 1970) is replaced by the configured function
+/// timeout from now (`BatchDispatcher::deadline`).
 pub async fn dispatch_batch(batch: &BatchDispatcher, event: SqsEvent, deadline: SystemTime) -> SqsBatchResponse {
-    let limits =
-        BatchLimits { deadline: instant_of(deadline), start_budget: batch.start_budget(), grace: RESPONSE_GRACE };
+    let deadline = batch.deadline(deadline);
+    let left = (deadline - batch.dispatcher.now()).to_std().unwrap_or_default();
+    let limits = BatchLimits { deadline: instant_in(left), start_budget: batch.start_budget(), grace: RESPONSE_GRACE };
     let response = run_batch(event.records, limits, |message| process_message(batch, message)).await;
     emit_metrics(batch.dispatcher.app(), "dispatch");
     response
@@ -441,10 +544,9 @@ pub fn emf_line(m: &crate::service::metrics::MetricsSnapshot, function: &str, ti
     Some(line.to_string())
 }
 
-/// The wall-clock deadline as a monotonic instant (capped at a day away).
-fn instant_of(deadline: SystemTime) -> Instant {
-    let left = deadline.duration_since(SystemTime::now()).unwrap_or_default().min(Duration::from_secs(86_400));
-    Instant::now() + left
+/// The monotonic instant `left` from now (capped at a day away).
+fn instant_in(left: Duration) -> Instant {
+    Instant::now() + left.min(Duration::from_secs(86_400))
 }
 
 /// The time limits of one batch.
@@ -829,12 +931,52 @@ mod tests {
     }
 
     #[test]
-    fn the_deadline_becomes_an_instant() {
-        let soon = instant_of(SystemTime::now() + Duration::from_secs(10));
+    fn the_time_left_becomes_an_instant() {
+        let soon = instant_in(Duration::from_secs(10));
         let left = soon.saturating_duration_since(Instant::now());
         assert!(left > Duration::from_secs(9) && left <= Duration::from_secs(10), "{left:?}");
-        assert!(instant_of(SystemTime::UNIX_EPOCH) <= Instant::now(), "a past deadline is now");
-        let capped = instant_of(SystemTime::now() + Duration::from_secs(10 * 86_400));
+        assert!(instant_in(Duration::ZERO) <= Instant::now(), "nothing left is now");
+        let capped = instant_in(Duration::from_secs(10 * 86_400));
         assert!(capped.saturating_duration_since(Instant::now()) <= Duration::from_secs(86_400));
+    }
+
+    fn at(ms: i64) -> chrono::DateTime<chrono::Utc> {
+        chrono::DateTime::from_timestamp_millis(ms).unwrap()
+    }
+
+    fn system(t: chrono::DateTime<chrono::Utc>) -> SystemTime {
+        SystemTime::from(t)
+    }
+
+    /// A real deadline is used as reported, a little late included; cargo lambda
+    /// watch's fixed 1970 one and one beyond Lambda's 15 minutes fall back to the
+    /// configured timeout from the clock's now.
+    #[test]
+    fn an_implausible_deadline_falls_back_to_the_function_timeout() {
+        let now = at(1_900_000_000_000);
+        let timeout = Duration::from_secs(60);
+        let fallback = (now + chrono::Duration::seconds(60), false);
+        for ahead_ms in [-5_000, -1, 0, 1, 30_000, 900_000] {
+            let reported = now + chrono::Duration::milliseconds(ahead_ms);
+            assert_eq!(invocation_deadline(system(reported), now, timeout), (reported, true), "{ahead_ms} ms");
+        }
+        assert_eq!(invocation_deadline(system(at(600_000)), now, timeout), fallback, "cargo lambda watch 1.9.2");
+        assert_eq!(invocation_deadline(SystemTime::UNIX_EPOCH, now, timeout), fallback);
+        for ahead_ms in [-5_001, -3_600_000, 900_001, 86_400_000] {
+            let reported = now + chrono::Duration::milliseconds(ahead_ms);
+            assert_eq!(invocation_deadline(system(reported), now, timeout), fallback, "{ahead_ms} ms");
+        }
+        let (short, _) = invocation_deadline(system(at(600_000)), now, Duration::from_secs(29));
+        assert_eq!(short, now + chrono::Duration::seconds(29), "the configured timeout, not a constant");
+    }
+
+    #[test]
+    fn the_function_timeout_setting() {
+        assert_eq!(function_timeout(|_| None).unwrap(), DEFAULT_FUNCTION_TIMEOUT);
+        assert_eq!(function_timeout(|_| Some(" 29 ".into())).unwrap(), Duration::from_secs(29));
+        for bad in ["0", "901", "1.5", "sixty", "-1"] {
+            let err = function_timeout(|_| Some(bad.into())).unwrap_err();
+            assert_eq!(err.name, FUNCTION_TIMEOUT_ENV, "{bad}");
+        }
     }
 }

@@ -49,6 +49,36 @@ pub trait PostbackStore: Send + Sync {
     async fn versions(&self, id: &str) -> StoreResult<Option<Vec<Postback>>>;
     /// All postbacks, or those of one type; ordered by id.
     async fn list(&self, kind: Option<EventType>) -> StoreResult<Vec<Postback>>;
+    /// What changed since `stamp`. The store's stamp is 0 before any write and goes up
+    /// by one with every create, replace and delete, in the same atomic write; a write
+    /// that fails (conflict, not found) changes nothing. This is how a function's cached
+    /// postback index learns other functions' writes (`service::Catalog`): one cheap,
+    /// strongly consistent read when nothing changed.
+    async fn changes_since(&self, stamp: u64) -> StoreResult<PostbackChanges>;
+    /// Every postback (ordered by id) with the stamp it reflects: every write stamped up
+    /// to `stamp` is in it, whatever the store's indexes lag (DynamoDB's `by_type`
+    /// index is eventually consistent: the adapter reads the recent writes' postbacks
+    /// with consistent reads and patches them in).
+    async fn snapshot(&self) -> StoreResult<PostbackSnapshot>;
+}
+
+/// See `PostbackStore::changes_since`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PostbackChanges {
+    /// The store's stamp now.
+    pub stamp: u64,
+    /// The ids of the postbacks written (created, replaced or deleted) after the stamp
+    /// asked about, up to `stamp`. `None`: the store cannot tell them all (it forgot
+    /// old changes, there are too many to read, or the stamp asked about is ahead of the
+    /// store's): take a new `snapshot`.
+    pub ids: Option<std::collections::BTreeSet<String>>,
+}
+
+/// See `PostbackStore::snapshot`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PostbackSnapshot {
+    pub stamp: u64,
+    pub postbacks: Vec<Postback>,
 }
 
 /// A touch to record: a click/impression (stored whole, for enrichment) or a

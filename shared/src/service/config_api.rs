@@ -340,6 +340,7 @@ impl App {
             replay_of: None,
             slot_second: None,
             destination: None,
+            postback_version: Some(postback.postback.version),
         };
         let (_, entry) = self.dispatcher().attempt_with(&postback, &firing, true).await?;
         Ok(TestOutput {
@@ -390,8 +391,10 @@ impl App {
             slot_second: None,
             ..source
         };
-        let index = self.catalog.index().await?;
-        let postback = index.get(&firing.postback_id).ok_or(ServiceError::NotFound("postback"))?;
+        // The store's answer, not the cached index's: a postback created a moment ago on
+        // another function is found, a deleted one is not.
+        let postback = self.catalog.from_store(&firing.postback_id).await?.ok_or(ServiceError::NotFound("postback"))?;
+        let firing = firing.bound_to(&postback);
         // A resend is the admin's own request: it bypasses the breaker and the rate limit
         // and does not count towards the breaker (its retries, queued, go through both).
         let dispatcher = self.dispatcher();

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
+use super::catalog::Source;
 use super::control::Admission;
 use super::App;
 use crate::domain::breaker::is_retryable_failure;
@@ -56,11 +57,14 @@ pub(super) struct Attempt {
     pub retryable_failure: Option<bool>,
     /// The queue message was acknowledged with the entry (`CombinedWrites::settle_delivered`).
     pub acked: bool,
+    /// The postback as the store has it, when the attempt read it because the cached one
+    /// would have skipped the firing and was not the stored one.
+    pub postback: Option<Arc<CompiledPostback>>,
 }
 
 impl Attempt {
     fn unsent(outcome: AttemptOutcome, entry: LogEntry) -> Self {
-        Self { outcome, entry, retryable_failure: None, acked: false }
+        Self { outcome, entry, retryable_failure: None, acked: false, postback: None }
     }
 }
 
@@ -102,9 +106,10 @@ impl Dispatcher {
             self.app.metrics.firing(AttemptOutcome::AlreadyDelivered.label());
             return Ok(AttemptOutcome::AlreadyDelivered);
         }
-        let index = self.app.catalog.index().await?;
-        let Some(postback) = index.get(&firing.postback_id) else {
-            let (outcome, _entry) = self.attempt(firing, false).await?;
+        let (postback, source) = self.app.catalog.for_firing(firing).await?;
+        let Some(postback) = postback else {
+            // The store's own answer (never a cached absence): there is no such postback.
+            let (outcome, _entry) = self.skip_deleted(firing, false).await?;
             queue.ack(leased).await?;
             return Ok(outcome);
         };
@@ -112,14 +117,20 @@ impl Dispatcher {
             Admission::Go { probe, healthy } => (probe, healthy),
             Admission::Done(outcome) => return Ok(outcome),
         };
-        let attempt = self.attempt_uncounted(&postback, firing, false, Some(leased)).await?;
+        let attempt = self.attempt_uncounted(&postback, source, firing, false, Some(leased)).await?;
         self.app.metrics.firing(attempt.outcome.label());
         match &attempt.outcome {
-            AttemptOutcome::Retrying(at) => queue.retry(leased, &firing.next_attempt(*at)).await?,
+            AttemptOutcome::Retrying(at) => {
+                // The next attempt's message carries the postback's destination (its
+                // message group on SQS) and version as they are now.
+                let next = firing.clone().bound_to(attempt.postback.as_deref().unwrap_or(&postback));
+                queue.retry(leased, &next.next_attempt(*at)).await?
+            }
             _ if attempt.acked => {}
             _ => queue.ack(leased).await?,
         }
         // The firing's own fate is settled first; the breaker and alerts follow.
+        let postback = attempt.postback.clone().unwrap_or(postback);
         self.after_attempt(&postback, firing, gate, attempt.retryable_failure, &attempt.entry).await?;
         if attempt.outcome == AttemptOutcome::Failed {
             self.firing_failed(&postback, &attempt.entry).await;
@@ -131,16 +142,25 @@ impl Dispatcher {
     /// resend route) decide what follows. Test attempts are logged with `test: true`,
     /// never retried and never mark the delivery id delivered.
     pub async fn attempt(&self, firing: &Firing, test: bool) -> StoreResult<(AttemptOutcome, LogEntry)> {
-        let index = self.app.catalog.index().await?;
-        let Some(postback) = index.get(&firing.postback_id) else {
-            let entry = self.skipped_entry(firing, None, "postback deleted".to_string(), test);
-            self.app.ports.logs.append(std::slice::from_ref(&entry)).await?;
-            if !test {
-                self.app.metrics.firing("skipped");
-            }
-            return Ok((AttemptOutcome::Skipped("postback deleted".into()), entry));
-        };
-        self.attempt_with(&postback, firing, test).await
+        let (postback, source) = self.app.catalog.for_firing(firing).await?;
+        let Some(postback) = postback else { return self.skip_deleted(firing, test).await };
+        let attempt = self.attempt_uncounted(&postback, source, firing, test, None).await?;
+        if !test {
+            self.app.metrics.firing(attempt.outcome.label());
+        }
+        Ok((attempt.outcome, attempt.entry))
+    }
+
+    /// Log a firing whose postback the store no longer has as skipped ("postback
+    /// deleted"). Only on the store's answer, never on a cached index's absence.
+    async fn skip_deleted(&self, firing: &Firing, test: bool) -> StoreResult<(AttemptOutcome, LogEntry)> {
+        let entry = self.skipped_entry(firing, None, "postback deleted".to_string(), test);
+        self.app.ports.logs.append(std::slice::from_ref(&entry)).await?;
+        if !test {
+            self.app.metrics.firing("skipped");
+        }
+        tracing::info!(delivery_id = %firing.delivery_id, postback_id = %firing.postback_id, "skipped: postback deleted");
+        Ok((AttemptOutcome::Skipped("postback deleted".into()), entry))
     }
 
     /// As `attempt`, with the postback given (the test route sends an unsaved sample).
@@ -151,7 +171,7 @@ impl Dispatcher {
         firing: &Firing,
         test: bool,
     ) -> StoreResult<(AttemptOutcome, LogEntry)> {
-        let attempt = self.attempt_uncounted(postback, firing, test, None).await?;
+        let attempt = self.attempt_uncounted(postback, Source::Store, firing, test, None).await?;
         if !test {
             self.app.metrics.firing(attempt.outcome.label());
         }
@@ -160,23 +180,52 @@ impl Dispatcher {
 
     /// `leased`: the queue message this attempt is for, when it comes from the queue; a
     /// delivered one is then settled with its entry in one write where the store can.
+    /// `source`: where `postback` came from; a skip (an end of the firing) decided on a
+    /// cached postback is decided again on the store's answer before it is taken.
     async fn attempt_uncounted(
         &self,
         postback: &CompiledPostback,
+        source: Source,
         firing: &Firing,
         test: bool,
         leased: Option<&Leased>,
     ) -> StoreResult<Attempt> {
         let logs = &self.app.ports.logs;
         let regular = firing.check_status && !test;
+        let mut refreshed: Option<Arc<CompiledPostback>> = None;
         if regular {
-            if let Some(reason) = self.skip_reason(postback, firing).await? {
-                let entry = self.skipped_entry(firing, Some(postback), reason.clone(), test);
-                logs.append(std::slice::from_ref(&entry)).await?;
-                tracing::info!(delivery_id = %firing.delivery_id, postback_id = %firing.postback_id, %reason, "skipped");
-                return Ok(Attempt::unsent(AttemptOutcome::Skipped(reason), entry));
+            if let Some(mut reason) = self.skip_reason(postback, firing).await? {
+                let mut shown = Some(postback);
+                if source == Source::Cached {
+                    match self.app.catalog.from_store(&firing.postback_id).await? {
+                        None => return self.skip_deleted(firing, test).await.map(|(o, e)| Attempt::unsent(o, e)),
+                        Some(current) if current.postback.version != postback.postback.version => {
+                            match self.skip_reason(&current, firing).await? {
+                                Some(again) => reason = again,
+                                None => {
+                                    tracing::info!(delivery_id = %firing.delivery_id, postback_id = %firing.postback_id,
+                                        "the cached postback was stale; going by the store's");
+                                    shown = None;
+                                }
+                            }
+                            refreshed = Some(current);
+                        }
+                        // The cached postback is the stored one: the skip stands.
+                        Some(_) => {}
+                    }
+                }
+                if shown.is_some() {
+                    let postback = refreshed.as_deref().unwrap_or(postback);
+                    let entry = self.skipped_entry(firing, Some(postback), reason.clone(), test);
+                    logs.append(std::slice::from_ref(&entry)).await?;
+                    tracing::info!(delivery_id = %firing.delivery_id, postback_id = %firing.postback_id, %reason, "skipped");
+                    let mut attempt = Attempt::unsent(AttemptOutcome::Skipped(reason), entry);
+                    attempt.postback = refreshed;
+                    return Ok(attempt);
+                }
             }
         }
+        let postback = refreshed.as_deref().unwrap_or(postback);
 
         let ctx = firing.macro_context(&postback.postback);
         let fired_at = self.app.ports.clock.now();
@@ -276,7 +325,7 @@ impl Dispatcher {
             duration_ms = entry.duration_ms,
             "fired"
         );
-        Ok(Attempt { outcome, entry, retryable_failure: Some(retryable_failure), acked })
+        Ok(Attempt { outcome, entry, retryable_failure: Some(retryable_failure), acked, postback: refreshed })
     }
 
     /// Why a regular firing must not go out now: its postback was disabled, or the

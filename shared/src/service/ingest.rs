@@ -113,6 +113,7 @@ impl App {
                     replay_of: None,
                     slot_second: None,
                     destination,
+                    postback_version: Some(postback.postback.version),
                 });
             }
             results.push(IngestResult { id, duplicate, matched: matched.len(), click_found: click });

@@ -16,7 +16,7 @@ mod tests;
 use std::sync::Arc;
 use std::time::Duration;
 
-pub use catalog::Catalog;
+pub use catalog::{Catalog, CatalogTiming, Source};
 pub use config_api::{PreviewOutput, TestOutput};
 pub use control::{Health, PostbackResource, RELEASE_CHUNK};
 pub use dispatch::{AttemptOutcome, Dispatcher};
@@ -56,10 +56,13 @@ pub struct Ports {
 #[derive(Debug, Clone)]
 pub struct Policy {
     pub retry: RetryPolicy,
-    /// How long the in-memory postback index may be used before it is reloaded. The local
-    /// server also invalidates it on every write; on AWS other functions' writes are seen
-    /// after at most this long.
+    /// How long the in-memory postback index may be used before it is reloaded whole (a
+    /// backstop: see `catalog_check`).
     pub catalog_ttl: Duration,
+    /// How often at most each instance checks the store's postback change stamp (AWS:
+    /// another function's postback write applies within this). `None` on the local
+    /// server: every postback write is its own and invalidates the index at once.
+    pub catalog_check: Option<Duration>,
     /// Every postback's circuit breaker (`BREAKER_FAILURE_THRESHOLD`, `BREAKER_COOLDOWN_MS`).
     pub breaker: BreakerPolicy,
 }
@@ -97,7 +100,8 @@ impl App {
 
     /// As [`App::new`], with adapter figures for `GET /metrics`.
     pub fn with_samples(ports: Ports, policy: Policy, extra_samples: Option<metrics::SampleSource>) -> Arc<App> {
-        let catalog = Catalog::new(ports.postbacks.clone(), policy.catalog_ttl, ports.clock.clone());
+        let timing = CatalogTiming { ttl: policy.catalog_ttl, check: policy.catalog_check };
+        let catalog = Catalog::new(ports.postbacks.clone(), timing, ports.clock.clone());
         Arc::new(App { ports, policy, catalog, metrics: metrics::Metrics::default(), extra_samples })
     }
 

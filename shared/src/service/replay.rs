@@ -60,12 +60,15 @@ impl App {
             return Ok(ReplayOutput { matched, replayed: 0, dry_run: true, next_cursor });
         }
         let now = self.ports.clock.now();
+        // Each replay goes to its postback's destination as it is now (its fair-queue
+        // key); one whose postback is not in the index keeps the logged one.
+        let index = self.catalog.index().await?;
         let replays: Vec<(Firing, &LogEntry)> = selected
             .entries
             .iter()
             .filter_map(|entry| {
                 let source = entry.firing.clone()?;
-                let firing = Firing {
+                let mut firing = Firing {
                     attempt: 1,
                     due_at: now,
                     queued_at: now,
@@ -73,6 +76,9 @@ impl App {
                     replay_of: Some(entry.id.clone()),
                     ..source
                 };
+                if let Some(postback) = index.get(&firing.postback_id) {
+                    firing.destination = postback.destination(&firing.macro_context(&postback.postback));
+                }
                 Some((firing, entry))
             })
             .collect();

@@ -19,8 +19,10 @@ use aws_sdk_dynamodb::types::AttributeValue;
 use aws_support::*;
 use axum::http::StatusCode;
 use postback::adapters::aws::AwsClients;
+use postback::adapters::aws::QueueSettings;
 use postback::entry::http::RouteSet;
 use postback::entry::lambda::{dispatch_batch, LambdaApp};
+use postback::service::CatalogTiming;
 use serde_json::{json, Value};
 
 /// Counts every request sent (retries included, as they are billed), by operation.
@@ -31,7 +33,8 @@ struct CallCounter {
 
 /// Queries only come from reloading the postback cache (every `CATALOG_TTL` per
 /// function instance, whenever a call needs it); they are kept apart from the per-event
-/// counts, so a reload that happens to fall into a step does not change its count.
+/// counts, so a reload that happens to fall into a step does not change its count. (The
+/// counted functions here make no stamp checks; those are counted on their own.)
 const QUERY: &str = "DynamoDB Query";
 
 impl CallCounter {
@@ -148,8 +151,13 @@ async fn aws_calls_per_event_and_per_firing() {
     let counted = counted_clients(&counter).await;
     // Set-up and the event source's own calls go through uncounted clients.
     let mut d = Deployment::with(clients.clone(), names.clone(), &[]);
-    d.ingest = LambdaApp::build(settings(&[]), &counted, &names);
-    d.dispatch = LambdaApp::build(settings(&[]), &counted, &names);
+    // No stamp checks in the per-event counts (they come at most every CATALOG_CHECK per
+    // instance, whenever a call falls due); they are counted on their own below.
+    let unchecked = CatalogTiming { ttl: Duration::from_secs(3_600), check: None };
+    let counted_app =
+        || LambdaApp::build_with(settings(&[]), &counted, &names, QueueSettings::from_names(&names), unchecked);
+    d.ingest = counted_app();
+    d.dispatch = counted_app();
     let admin = d.config_api.router(RouteSet::Admin);
     let ingest = d.ingest.router(RouteSet::Ingest);
 
@@ -219,7 +227,7 @@ async fn aws_calls_per_event_and_per_firing() {
     catalog.retain(|op, _| op == QUERY);
     assert_eq!(catalog.get(QUERY), Some(&5), "{catalog:?}");
     let mut table: Vec<(&str, BTreeMap<String, u64>)> =
-        vec![("postback cache reload (per function instance, at most once per 5 s)", catalog)];
+        vec![("postback cache reload (per function instance: first use, then once per CATALOG_TTL = 60 s)", catalog)];
 
     post(click("T1", "o1")).await;
     let click_calls = counter.take();
@@ -283,6 +291,9 @@ async fn aws_calls_per_event_and_per_firing() {
         }
     };
 
+    // The dispatch instance's first load of the postback index, counted apart (as ingest's).
+    d.dispatch.app.catalog.index().await.unwrap();
+    counter.take_all();
     dispatch(t1.clone()).await;
     let delivered = counter.take();
     assert_eq!(
@@ -323,8 +334,9 @@ async fn aws_calls_per_event_and_per_firing() {
     let skipped = counter.take();
     assert_eq!(
         skipped,
-        calls(&[("DynamoDB GetItem", 3), ("DynamoDB BatchWriteItem", 1)]),
-        "is_delivered, breaker read, status re-check, skipped entry (nothing sent: the breaker is not touched)"
+        calls(&[("DynamoDB GetItem", 4), ("DynamoDB BatchWriteItem", 1)]),
+        "is_delivered, breaker read, status re-check, the postback read from the table (a skip is decided on the \
+         store's answer, not the cached index), skipped entry (nothing sent: the breaker is not touched)"
     );
     table.push(("dispatch: skipped (status changed)", skipped));
 
@@ -393,6 +405,44 @@ async fn aws_calls_per_event_and_per_firing() {
     assert_eq!(delayed.get("Scheduler CreateSchedule"), Some(&1), "{delayed:?}");
     table.push(("ingest: event, 1 postback delayed 1 h", delayed));
 
+    // The postback index's stamp check: a check on every call here (interval zero).
+    let checking = CatalogTiming { ttl: Duration::from_secs(3_600), check: Some(Duration::ZERO) };
+    let checker = LambdaApp::build_with(settings(&[]), &counted, &names, QueueSettings::from_names(&names), checking);
+    checker.app.catalog.index().await.unwrap();
+    let mut reload = counter.take_all();
+    assert_eq!(reload.remove(QUERY), Some(5), "one Query per type: {reload:?}");
+    // The stamp first, then the change records of the last INDEX_SETTLE (the writes the
+    // index may lag on) and those postbacks, each by a consistent GetItem: the five
+    // created above, unless this test took longer than INDEX_SETTLE to get here.
+    assert_eq!(reload.get("DynamoDB BatchGetItem"), Some(&1), "{reload:?}");
+    assert!(reload.get("DynamoDB GetItem").is_some_and(|n| (1..=6).contains(n)), "{reload:?}");
+    assert_eq!(reload.len(), 2, "{reload:?}");
+    table.push((
+        "postback index: whole reload (per instance, first use and once per CATALOG_TTL), besides Query × 5",
+        reload,
+    ));
+    checker.app.catalog.index().await.unwrap();
+    let unchanged = counter.take_all();
+    assert_eq!(unchanged, calls(&[("DynamoDB GetItem", 1)]), "one small consistent read");
+    table.push(("postback index: stamp check, nothing changed (per instance, at most every 500 ms)", unchanged));
+    let written = postback::testing::fixtures::postback("pb_cost_stamp", postback::domain::event::EventType::Click);
+    checker.app.ports.postbacks.create(&written).await.unwrap();
+    let write = counter.take_all();
+    assert_eq!(
+        write,
+        calls(&[("DynamoDB GetItem", 1), ("DynamoDB TransactWriteItems", 1)]),
+        "stamp read, then one transaction"
+    );
+    table.push(("postback create (replace, delete alike): stamp read + one transaction of 3 items", write));
+    checker.app.catalog.index().await.unwrap();
+    let changed = counter.take_all();
+    assert_eq!(
+        changed,
+        calls(&[("DynamoDB GetItem", 2), ("DynamoDB BatchGetItem", 1)]),
+        "the stamp, the change record, the changed postback"
+    );
+    table.push(("postback index: stamp check, 1 postback changed", changed));
+
     println!("\n| path | calls |\n|---|---|");
     for (what, counts) in &table {
         let text: Vec<String> = counts.iter().map(|(op, n)| format!("{op} × {n}")).collect();
@@ -416,7 +466,17 @@ async fn aws_calls_per_event_and_per_firing() {
         }
     })
     .await;
-    let postbacks = item_sizes(&clients, &names.postbacks_table, |_| "postback".into()).await;
+    let postbacks = item_sizes(&clients, &names.postbacks_table, |item| {
+        let id = s_attr(item, "id");
+        if id == "#catalog" {
+            "postback change stamp".into()
+        } else if id.starts_with("#change#") {
+            "postback change record".into()
+        } else {
+            "postback".into()
+        }
+    })
+    .await;
     let message = rest[10].body.as_deref().unwrap_or_default().len();
     println!("\n| item | largest size (bytes) |\n|---|---|");
     for (kind, size) in touches.iter().chain(&logs).chain(&postbacks) {

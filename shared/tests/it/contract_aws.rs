@@ -129,6 +129,7 @@ fn firing(delivery_id: &str, due_at: DateTime<Utc>) -> Firing {
         replay_of: None,
         slot_second: None,
         destination: None,
+        postback_version: None,
     }
 }
 

@@ -7,24 +7,71 @@
 //! Saved versions carry no `type`, so the `by_type` index never lists them; ids with `#`
 //! are never a postback's. `versions` reads the live item, then the saved keys
 //! `<id>#v1..v<N-1>` by BatchGetItem (consistent; no index, no scan).
+//!
+//! The change stamp (`changes_since`, `snapshot`): the item `#catalog` holds `stamp`,
+//! and every create, replace and delete is one TransactWriteItems that also sets the
+//! stamp to the next number (conditioned on the number read, so concurrent writers
+//! take turns: the loser re-reads and tries again) and puts the change record
+//! `#change#<stamp>` naming the postback (TTL one day). Neither carries `type`, so the
+//! `by_type` index never lists them. A function's check is one strongly consistent
+//! GetItem of `#catalog`; when the stamp moved, the change records in between and then
+//! the changed postbacks are read with consistent reads (never through the index, which
+//! may lag). A full `snapshot` reads the stamp, lists through the index, and reads the
+//! postbacks of the writes of the last `INDEX_SETTLE` with consistent reads, patching
+//! them in: what the index has not caught up with yet.
 
 use async_trait::async_trait;
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
-use aws_sdk_dynamodb::types::{AttributeValue, Put, ReturnValue, TransactWriteItem};
+use aws_sdk_dynamodb::types::{Delete, Put, TransactWriteItem, Update};
 use futures::future::try_join_all;
 
 use super::error::{build_error, unavailable};
-use super::item::{batch_delete, batch_get, doc, get_consistent, get_i64, get_s, n, s, to_json, Item, DOC};
+use super::item::{batch_delete, batch_get, doc, get_consistent, get_i64, get_s, n, s, to_json, Item, DOC, EXPIRES_AT};
 use super::resources::POSTBACKS_BY_TYPE;
 use crate::domain::event::EventType;
 use crate::domain::postback::Postback;
-use crate::ports::{PostbackStore, StoreError, StoreResult};
+use crate::ports::{PostbackChanges, PostbackSnapshot, PostbackStore, StoreError, StoreResult};
 
 const ID: &str = "id";
 const TYPE: &str = "type";
 const VERSION: &str = "version";
 /// Separates a postback's id from a saved version's number in the saved item's id.
 const VERSION_MARK: &str = "#v";
+/// The item holding the change stamp, and its attribute.
+const CATALOG_ID: &str = "#catalog";
+const STAMP: &str = "stamp";
+/// A change record's id is this + its stamp; it names the postback written
+/// (`CHANGED`) and when (`AT`, epoch milliseconds).
+const CHANGE_MARK: &str = "#change#";
+const CHANGED: &str = "postback_id";
+const AT: &str = "at";
+/// How long change records are kept (their TTL). A function whose index is older than
+/// that finds a record missing and reloads whole.
+const CHANGE_RETENTION: chrono::Duration = chrono::Duration::days(1);
+/// Most change records one `changes_since` reads (one BatchGetItem); more: reload whole.
+const MAX_CHANGES_READ: u64 = 100;
+/// How long after a write the `by_type` index may still not show it (DynamoDB's global
+/// secondary indexes are eventually consistent, typically well under a second):
+/// `snapshot` reads the postbacks of the writes this recent with consistent reads.
+pub const INDEX_SETTLE: std::time::Duration = std::time::Duration::from_secs(10);
+/// Most change records `snapshot` reads looking for writes within `INDEX_SETTLE`.
+const MAX_SETTLE_READ: u64 = 1_000;
+/// Tries of a write whose stamp another write kept taking first.
+const STAMP_TRIES: u32 = 12;
+
+/// The cancellation reason codes of a TransactWriteItems, one per item ("" for none).
+fn cancellation_codes(error: &TransactWriteItemsError) -> Option<Vec<String>> {
+    match error {
+        TransactWriteItemsError::TransactionCanceledException(c) => {
+            Some(c.cancellation_reasons().iter().map(|r| r.code().unwrap_or_default().to_string()).collect())
+        }
+        _ => None,
+    }
+}
+
+fn failed_condition(code: &str) -> bool {
+    code == "ConditionalCheckFailed"
+}
 
 #[derive(Debug, Clone)]
 pub struct DynamoPostbackStore {
@@ -70,6 +117,132 @@ impl DynamoPostbackStore {
             .await
     }
 
+    fn key(id: &str) -> Item {
+        Item::from([(ID.to_string(), s(id))])
+    }
+
+    fn change_id(stamp: u64) -> String {
+        format!("{CHANGE_MARK}{stamp}")
+    }
+
+    /// The current change stamp (0: no write yet), strongly consistent.
+    async fn read_stamp(&self) -> StoreResult<u64> {
+        let item =
+            get_consistent(&self.client, &self.table, Self::key(CATALOG_ID), "DynamoDB GetItem postback stamp").await?;
+        let stamp = item.as_ref().and_then(|i| get_i64(i, STAMP)).unwrap_or(0);
+        u64::try_from(stamp).map_err(|_| StoreError::Corrupt(format!("postback stamp {stamp}")))
+    }
+
+    /// Make `items` (a postback's own writes, with their conditions) together with the
+    /// next stamp and its change record naming `id`, as one TransactWriteItems; when
+    /// another write took the stamp first, re-read it and try again. `Ok(Err(codes))`:
+    /// the transaction was cancelled by a condition of `items` (one code per item).
+    async fn write_stamped(&self, id: &str, items: Vec<TransactWriteItem>) -> StoreResult<Result<(), Vec<String>>> {
+        let own = items.len();
+        for round in 0..STAMP_TRIES {
+            if round > 0 {
+                // Back off a little, more each round, jittered: concurrent writers spread out.
+                let ms = (5u64 << round.min(6)) + u64::from(rand::random::<u8>() % 16);
+                tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
+            }
+            let stamp = self.read_stamp().await?;
+            let next = stamp + 1;
+            let condition = if stamp == 0 { "attribute_not_exists(#s)" } else { "#s = :stamp" };
+            let mut bump = Update::builder()
+                .table_name(&self.table)
+                .set_key(Some(Self::key(CATALOG_ID)))
+                .update_expression("SET #s = :next")
+                .condition_expression(condition)
+                .expression_attribute_names("#s", STAMP)
+                .expression_attribute_values(":next", n(next));
+            if stamp != 0 {
+                bump = bump.expression_attribute_values(":stamp", n(stamp));
+            }
+            let bump = bump.build().map_err(|e| build_error("Update", e))?;
+            let now = chrono::Utc::now();
+            let record = Item::from([
+                (ID.to_string(), s(Self::change_id(next))),
+                (CHANGED.to_string(), s(id)),
+                (AT.to_string(), n(now.timestamp_millis())),
+                (EXPIRES_AT.to_string(), n((now + CHANGE_RETENTION).timestamp())),
+            ]);
+            let record = Put::builder()
+                .table_name(&self.table)
+                .set_item(Some(record))
+                .build()
+                .map_err(|e| build_error("Put", e))?;
+            let result = self
+                .client
+                .transact_write_items()
+                .set_transact_items(Some(items.clone()))
+                .transact_items(TransactWriteItem::builder().update(bump).build())
+                .transact_items(TransactWriteItem::builder().put(record).build())
+                .send()
+                .await;
+            let error = match result {
+                Ok(_) => return Ok(Ok(())),
+                Err(e) => e,
+            };
+            let Some(codes) = error.as_service_error().and_then(cancellation_codes) else {
+                return Err(unavailable("DynamoDB TransactWriteItems postback", error));
+            };
+            if codes.iter().take(own).any(|c| failed_condition(c)) {
+                return Ok(Err(codes.into_iter().take(own).collect()));
+            }
+            let stamp_taken = codes.get(own).is_some_and(|c| failed_condition(c));
+            let conflict = codes.iter().any(|c| c == "TransactionConflict");
+            if !(stamp_taken || conflict) {
+                return Err(unavailable("DynamoDB TransactWriteItems postback", error));
+            }
+        }
+        Err(StoreError::Unavailable(format!("postback {id}: other writes kept taking the change stamp; try again")))
+    }
+
+    /// The ids named by the change records `from..=to` that exist (expired ones do not).
+    async fn change_records(&self, from: u64, to: u64) -> StoreResult<Vec<(u64, String, i64)>> {
+        if from > to {
+            return Ok(Vec::new());
+        }
+        let keys = (from..=to).map(|stamp| Self::key(&Self::change_id(stamp))).collect();
+        let mut records = Vec::new();
+        for item in batch_get(&self.client, &self.table, keys).await? {
+            let stamp = get_s(&item, ID).and_then(|i| i.strip_prefix(CHANGE_MARK)).and_then(|n| n.parse().ok());
+            match (stamp, get_s(&item, CHANGED), get_i64(&item, AT)) {
+                (Some(stamp), Some(id), Some(at)) => records.push((stamp, id.to_string(), at)),
+                _ => return Err(StoreError::Corrupt(format!("postback change record {:?}", get_s(&item, ID)))),
+            }
+        }
+        records.sort_unstable();
+        Ok(records)
+    }
+
+    /// The ids of the postbacks written up to `stamp` within the last `INDEX_SETTLE`
+    /// (by the change records, newest first, until one is older or missing).
+    async fn recent_changes(&self, stamp: u64) -> StoreResult<std::collections::BTreeSet<String>> {
+        let settle = chrono::Duration::from_std(INDEX_SETTLE).unwrap_or_default();
+        let cutoff = (chrono::Utc::now() - settle).timestamp_millis();
+        let mut ids = std::collections::BTreeSet::new();
+        let mut to = stamp;
+        while to > 0 && stamp - to < MAX_SETTLE_READ {
+            let from = to.saturating_sub(MAX_CHANGES_READ - 1).max(1);
+            let records = self.change_records(from, to).await?;
+            let whole = records.len() as u64 == to - from + 1;
+            let mut older = false;
+            for (_, id, at) in records {
+                if at >= cutoff {
+                    ids.insert(id);
+                } else {
+                    older = true;
+                }
+            }
+            if older || !whole {
+                break;
+            }
+            to = from - 1;
+        }
+        Ok(ids)
+    }
+
     fn parse(item: &Item) -> StoreResult<Postback> {
         let postback: Postback = doc(item, "postback")?;
         if get_s(item, ID) != Some(postback.id.as_str()) {
@@ -108,21 +281,16 @@ impl DynamoPostbackStore {
 #[async_trait]
 impl PostbackStore for DynamoPostbackStore {
     async fn create(&self, postback: &Postback) -> StoreResult<()> {
-        let result = self
-            .client
-            .put_item()
+        let put = Put::builder()
             .table_name(&self.table)
             .set_item(Some(Self::item(postback)?))
             .condition_expression("attribute_not_exists(#id)")
             .expression_attribute_names("#id", ID)
-            .send()
-            .await;
-        match result {
-            Ok(_) => Ok(()),
-            Err(e) if e.as_service_error().is_some_and(|s| s.is_conditional_check_failed_exception()) => {
-                Err(StoreError::Conflict(format!("postback {} already exists", postback.id)))
-            }
-            Err(e) => Err(unavailable("DynamoDB PutItem postback", e)),
+            .build()
+            .map_err(|e| build_error("Put", e))?;
+        match self.write_stamped(&postback.id, vec![TransactWriteItem::builder().put(put).build()]).await? {
+            Ok(()) => Ok(()),
+            Err(_) => Err(StoreError::Conflict(format!("postback {} already exists", postback.id))),
         }
     }
 
@@ -162,52 +330,50 @@ impl PostbackStore for DynamoPostbackStore {
             .expression_attribute_names("#id", ID)
             .build()
             .map_err(|e| build_error("Put", e))?;
-        let result = self
-            .client
-            .transact_write_items()
-            .transact_items(TransactWriteItem::builder().put(live_put).build())
-            .transact_items(TransactWriteItem::builder().put(saved_put).build())
-            .send()
-            .await;
-        match result {
-            Ok(_) => Ok(true),
-            Err(e) => {
-                let lost_race = matches!(
-                    e.as_service_error(),
-                    Some(TransactWriteItemsError::TransactionCanceledException(c))
-                        if c.cancellation_reasons().iter().any(|r| r.code() == Some("ConditionalCheckFailed"))
-                );
-                if !lost_race {
-                    return Err(unavailable("DynamoDB TransactWriteItems postback", e));
-                }
-                // Deleted meanwhile (→ not found), or replaced meanwhile (→ conflict).
-                match self.get_live(id).await? {
-                    None => Ok(false),
-                    Some(_) => Err(StoreError::Conflict(format!("postback {id} was replaced concurrently"))),
-                }
-            }
+        let items = vec![
+            TransactWriteItem::builder().put(live_put).build(),
+            TransactWriteItem::builder().put(saved_put).build(),
+        ];
+        match self.write_stamped(id, items).await? {
+            Ok(()) => Ok(true),
+            // Deleted meanwhile (→ not found), or replaced meanwhile (→ conflict).
+            Err(_) => match self.get_live(id).await? {
+                None => Ok(false),
+                Some(_) => Err(StoreError::Conflict(format!("postback {id} was replaced concurrently"))),
+            },
         }
     }
 
     async fn delete(&self, id: &str) -> StoreResult<bool> {
-        if id.contains('#') {
-            return Ok(false);
+        // The live item is deleted on the version read (a replace in between: read again),
+        // so the saved versions deleted after it are all of them.
+        for _ in 0..STAMP_TRIES {
+            let Some(live) = self.get_live(id).await? else { return Ok(false) };
+            let stored = Self::stored_version(&live);
+            let condition = if stored == crate::domain::postback::FIRST_VERSION {
+                "attribute_exists(#id) AND (#v = :v OR attribute_not_exists(#v))"
+            } else {
+                "attribute_exists(#id) AND #v = :v"
+            };
+            let delete = Delete::builder()
+                .table_name(&self.table)
+                .set_key(Some(Self::key(id)))
+                .condition_expression(condition)
+                .expression_attribute_names("#id", ID)
+                .expression_attribute_names("#v", VERSION)
+                .expression_attribute_values(":v", n(stored))
+                .build()
+                .map_err(|e| build_error("Delete", e))?;
+            if self.write_stamped(id, vec![TransactWriteItem::builder().delete(delete).build()]).await?.is_err() {
+                continue;
+            }
+            // The saved versions go after the live item: if this fails, they are left
+            // unreachable (`versions` needs the live item), never a postback without history.
+            let keys = (1..stored).map(|v| Self::key(&Self::saved_id(id, v)));
+            batch_delete(&self.client, &self.table, keys.collect()).await?;
+            return Ok(true);
         }
-        let out = self
-            .client
-            .delete_item()
-            .table_name(&self.table)
-            .key(ID, AttributeValue::S(id.to_string()))
-            .return_values(ReturnValue::AllOld)
-            .send()
-            .await
-            .map_err(|e| unavailable("DynamoDB DeleteItem postback", e))?;
-        let Some(old) = out.attributes.filter(|a| !a.is_empty()) else { return Ok(false) };
-        // The saved versions go after the live item: if this fails, they are left
-        // unreachable (`versions` needs the live item), never a postback without history.
-        let keys = (1..Self::stored_version(&old)).map(|v| Item::from([(ID.to_string(), s(Self::saved_id(id, v)))]));
-        batch_delete(&self.client, &self.table, keys.collect()).await?;
-        Ok(true)
+        Err(StoreError::Conflict(format!("postback {id} kept changing while being deleted; try again")))
     }
 
     async fn versions(&self, id: &str) -> StoreResult<Option<Vec<Postback>>> {
@@ -235,5 +401,34 @@ impl PostbackStore for DynamoPostbackStore {
             try_join_all(kinds.into_iter().map(|k| self.list_type(k))).await?.into_iter().flatten().collect();
         all.sort_by(|a, b| a.id.cmp(&b.id));
         Ok(all)
+    }
+
+    async fn changes_since(&self, stamp: u64) -> StoreResult<PostbackChanges> {
+        let current = self.read_stamp().await?;
+        if stamp > current || current - stamp > MAX_CHANGES_READ {
+            return Ok(PostbackChanges { stamp: current, ids: None });
+        }
+        let records = self.change_records(stamp + 1, current).await?;
+        // A record missing (expired): the list is not whole.
+        let whole = records.len() as u64 == current - stamp;
+        let ids = whole.then(|| records.into_iter().map(|(_, id, _)| id).collect());
+        Ok(PostbackChanges { stamp: current, ids })
+    }
+
+    async fn snapshot(&self) -> StoreResult<PostbackSnapshot> {
+        // The stamp first: every write up to it is then either in the listing or recent
+        // enough to be read below.
+        let stamp = self.read_stamp().await?;
+        let listed = self.list(None).await?;
+        let recent = self.recent_changes(stamp).await?;
+        let mut by_id: std::collections::BTreeMap<String, Postback> =
+            listed.into_iter().map(|p| (p.id.clone(), p)).collect();
+        for id in recent {
+            match self.get(&id).await? {
+                Some(postback) => by_id.insert(id, postback),
+                None => by_id.remove(&id),
+            };
+        }
+        Ok(PostbackSnapshot { stamp, postbacks: by_id.into_values().collect() })
     }
 }

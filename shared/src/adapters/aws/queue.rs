@@ -10,6 +10,13 @@
 //! A retry is a new message carrying the next attempt (then the old one is deleted),
 //! not a visibility change: the attempt number must travel with the message, and SQS's
 //! receive count is not it (it also counts crashed or throttled deliveries).
+//!
+//! Fair queue: every message this adapter sends has `MessageGroupId` = the firing's
+//! destination (`message_group`), so SQS serves a receiver whose backlog or slowness
+//! makes it a noisy neighbour after the quiet ones. Schedules carry no group (EventBridge
+//! Scheduler documents `SqsParameters.MessageGroupId` for FIFO targets only): a
+//! scheduled firing arrives `SCHEDULE_LEAD` early and is put back with its group for the
+//! rest of its delay (`requeue_if_early`).
 
 use std::time::Duration;
 
@@ -48,6 +55,8 @@ const SEND_ROUNDS: u32 = 5;
 const SCHEDULE_CONCURRENCY: usize = 8;
 /// Schedule names: at most 64 of `[0-9A-Za-z_.-]`.
 const MAX_PLAIN_DELIVERY_ID: usize = 48;
+/// `MessageGroupId`: at most 128 characters, letters, digits and punctuation.
+const MAX_MESSAGE_GROUP: usize = 128;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct QueueSettings {
@@ -100,6 +109,36 @@ pub fn leased_from_lambda_message(message: &aws_lambda_events::sqs::SqsMessage) 
     leased_from_sqs_message(body, message.receipt_handle.as_deref().unwrap_or_default())
 }
 
+/// The SQS message group (fair-queue tenant) of a firing: its destination
+/// (`scheme://host:port`). One without a destination (its URL does not parse, so it
+/// fails anyway; or a message from before destinations were kept) is grouped by its
+/// postback. A group SQS would refuse (too long) is a hash of it.
+pub fn message_group(firing: &Firing) -> String {
+    let group = match &firing.destination {
+        Some(destination) => destination.clone(),
+        None => format!("postback:{}", firing.postback_id),
+    };
+    if !group.is_empty() && group.len() <= MAX_MESSAGE_GROUP && group.bytes().all(|b| b.is_ascii_graphic()) {
+        group
+    } else {
+        format!("h:{}", &hex::encode(Sha256::digest(group.as_bytes()))[..40])
+    }
+}
+
+/// One message to send: the firing's body, its delay and its message group.
+#[derive(Debug, Clone)]
+struct Outgoing {
+    body: String,
+    delay: u64,
+    group: String,
+}
+
+impl Outgoing {
+    fn of(firing: &Firing, delay: u64) -> StoreResult<Self> {
+        Ok(Self { body: SqsFiringQueue::body(firing)?, delay, group: message_group(firing) })
+    }
+}
+
 /// Whole seconds until `due_at`, rounded up so a message never arrives early.
 fn delay_until(due_at: DateTime<Utc>, now: DateTime<Utc>) -> u64 {
     let ms = (due_at - now).num_milliseconds();
@@ -127,6 +166,25 @@ pub fn schedule_name(firing: &Firing) -> String {
     format!("{base}-a{}", firing.attempt)
 }
 
+/// The `SendMessageBatch` entries of one batch: ids by position, each message's delay
+/// (capped at `MAX_SQS_DELAY`) and `MessageGroupId`.
+fn batch_entries(batch: Vec<Outgoing>) -> StoreResult<Vec<SendMessageBatchRequestEntry>> {
+    batch
+        .into_iter()
+        .enumerate()
+        .map(|(i, message)| {
+            let delay = i32::try_from(message.delay.min(MAX_SQS_DELAY.as_secs())).unwrap_or(0);
+            SendMessageBatchRequestEntry::builder()
+                .id(i.to_string())
+                .message_body(message.body)
+                .delay_seconds(delay)
+                .message_group_id(message.group)
+                .build()
+                .map_err(|e| build_error("SendMessageBatchRequestEntry", e))
+        })
+        .collect()
+}
+
 /// `at()` takes local time in the schedule's time zone (UTC here), to the second.
 pub fn at_expression(fire_at: DateTime<Utc>) -> String {
     format!("at({})", fire_at.format("%Y-%m-%dT%H:%M:%S"))
@@ -149,24 +207,24 @@ impl SqsFiringQueue {
     /// re-sending entries SQS failed on its side.
     /// Batches of up to 10 messages and 256 KiB, `SEND_CONCURRENCY` batches in flight at
     /// once (a bulk replay queues 10,000 firings in one request: 1,000 calls).
-    async fn send_messages(&self, messages: Vec<(String, u64)>) -> StoreResult<()> {
+    async fn send_messages(&self, messages: Vec<Outgoing>) -> StoreResult<()> {
         use futures::{StreamExt, TryStreamExt};
-        let mut batches: Vec<Vec<(String, u64)>> = Vec::new();
-        let mut batch: Vec<(String, u64)> = Vec::new();
+        let mut batches: Vec<Vec<Outgoing>> = Vec::new();
+        let mut batch: Vec<Outgoing> = Vec::new();
         let mut batch_bytes = 0;
-        for (body, delay) in messages {
-            if body.len() > MAX_BATCH_BYTES {
+        for message in messages {
+            let size = message.body.len();
+            if size > MAX_BATCH_BYTES {
                 return Err(StoreError::Unavailable(format!(
-                    "firing message of {} bytes exceeds the SQS limit of {MAX_BATCH_BYTES}",
-                    body.len()
+                    "firing message of {size} bytes exceeds the SQS limit of {MAX_BATCH_BYTES}"
                 )));
             }
-            if batch.len() == MAX_BATCH_ENTRIES || batch_bytes + body.len() > MAX_BATCH_BYTES {
+            if batch.len() == MAX_BATCH_ENTRIES || batch_bytes + size > MAX_BATCH_BYTES {
                 batches.push(std::mem::take(&mut batch));
                 batch_bytes = 0;
             }
-            batch_bytes += body.len();
-            batch.push((body, delay));
+            batch_bytes += size;
+            batch.push(message);
         }
         if !batch.is_empty() {
             batches.push(batch);
@@ -179,19 +237,12 @@ impl SqsFiringQueue {
         Ok(())
     }
 
-    async fn send_batch(&self, batch: Vec<(String, u64)>) -> StoreResult<()> {
-        let mut pending: Vec<SendMessageBatchRequestEntry> = Vec::with_capacity(batch.len());
-        for (i, (body, delay)) in batch.into_iter().enumerate() {
-            let delay = i32::try_from(delay.min(MAX_SQS_DELAY.as_secs())).unwrap_or(0);
-            pending.push(
-                SendMessageBatchRequestEntry::builder()
-                    .id(i.to_string())
-                    .message_body(body)
-                    .delay_seconds(delay)
-                    .build()
-                    .map_err(|e| build_error("SendMessageBatchRequestEntry", e))?,
-            );
-        }
+    async fn send_batch(&self, batch: Vec<Outgoing>) -> StoreResult<()> {
+        let pending = batch_entries(batch)?;
+        self.send_entries(pending).await
+    }
+
+    async fn send_entries(&self, mut pending: Vec<SendMessageBatchRequestEntry>) -> StoreResult<()> {
         for round in 0..SEND_ROUNDS {
             if round > 0 {
                 tokio::time::sleep(Duration::from_millis(50u64 << round)).await;
@@ -274,7 +325,7 @@ impl SqsFiringQueue {
         let early = (leased.firing.due_at - now).to_std().is_ok_and(|ahead| ahead >= EARLY_TOLERANCE);
         if early {
             let delay = delay_until(leased.firing.due_at, now).min(MAX_SQS_DELAY.as_secs());
-            self.send_messages(vec![(Self::body(&leased.firing)?, delay)]).await?;
+            self.send_messages(vec![Outgoing::of(&leased.firing, delay)?]).await?;
         }
         Ok(early)
     }
@@ -289,7 +340,7 @@ impl FiringQueue for SqsFiringQueue {
         for firing in firings {
             let delay = delay_until(firing.due_at, now);
             if delay <= self.settings.max_sqs_delay.as_secs() {
-                messages.push((Self::body(firing)?, delay));
+                messages.push(Outgoing::of(firing, delay)?);
             } else {
                 let lead = chrono::Duration::from_std(self.settings.schedule_lead).unwrap_or_default();
                 scheduled.push((firing, firing.due_at - lead));

@@ -103,12 +103,13 @@ const LOGS_PROJECTED_NEWEST: &[&str] = &[
     "listed_until",
 ];
 
-/// Postbacks: by id; by type for matching and for listing (see `docs/aws.md`).
+/// Postbacks: by id; by type for matching and for listing (see `docs/aws.md`). Also the
+/// change stamp and the change records (`postbacks.rs`), which expire by TTL.
 pub const POSTBACKS_TABLE: TableDef = TableDef {
     logical_id: "PostbacksTable",
     key: KeyDef { hash: "id", range: None },
     indexes: &[IndexDef { name: POSTBACKS_BY_TYPE, key: KeyDef { hash: "type", range: Some("id") }, include: None }],
-    ttl_attribute: None,
+    ttl_attribute: Some("expires_at"),
 };
 
 /// Clicks, impressions, conversion/event statuses and seen markers of a transaction.

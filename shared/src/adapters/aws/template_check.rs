@@ -186,6 +186,12 @@ fn check_template(text: &str) -> Vec<String> {
     );
     let budget_ms = MAX_DELIVERY_TIMEOUT_MS + u64::try_from(STORE_MARGIN.as_millis()).unwrap_or(u64::MAX);
     expect("dispatch Timeout > DeliveryTimeoutMs MaxValue + store margin", timeout.saturating_mul(1000) > budget_ms);
+    // The batch's budget when the runtime's deadline is implausible (`entry::lambda`).
+    let function_timeout = &dispatch["Environment"]["Variables"][crate::entry::lambda::FUNCTION_TIMEOUT_ENV];
+    expect(
+        "dispatch FUNCTION_TIMEOUT_SECONDS = its Timeout",
+        as_u64(function_timeout).or_else(|| function_timeout.as_str().and_then(|t| t.parse().ok())) == Some(timeout),
+    );
     // An entry is written by the invocation that fired it; the stats roll-ups take
     // entries older than STATS_SETTLE as final, so every function must end sooner.
     let default_timeout = as_u64(&doc["Globals"]["Function"]["Timeout"]).unwrap_or(u64::MAX);
@@ -304,7 +310,15 @@ fn the_check_notices_a_difference() {
     let changed = TEMPLATE.replace("MaxValue: 30000", "MaxValue: 300000");
     assert_eq!(check_template(&changed), ["DeliveryTimeoutMs MaxValue 30000 (entry::config)"]);
     let changed = TEMPLATE.replace("Timeout: 60\n", "Timeout: 40\n");
-    assert_eq!(check_template(&changed), ["dispatch Timeout > DeliveryTimeoutMs MaxValue + store margin"]);
+    assert_eq!(
+        check_template(&changed),
+        [
+            "dispatch Timeout > DeliveryTimeoutMs MaxValue + store margin",
+            "dispatch FUNCTION_TIMEOUT_SECONDS = its Timeout"
+        ]
+    );
+    let changed = TEMPLATE.replace("FUNCTION_TIMEOUT_SECONDS: 60\n", "FUNCTION_TIMEOUT_SECONDS: 59\n");
+    assert_eq!(check_template(&changed), ["dispatch FUNCTION_TIMEOUT_SECONDS = its Timeout"]);
     let changed = TEMPLATE.replace("    Timeout: 29\n", "    Timeout: 300\n");
     assert_eq!(
         check_template(&changed),

@@ -1,5 +1,6 @@
 //! `PostbackStore`: one row per postback, the whole postback as JSON, and its current
-//! `version`; the versions a replace superseded in `postback_versions`.
+//! `version`; the versions a replace superseded in `postback_versions`; one row per
+//! write in `postback_changes` (the change stamp), in the write's transaction.
 
 use async_trait::async_trait;
 use rusqlite::{ErrorCode, OptionalExtension};
@@ -7,9 +8,30 @@ use rusqlite::{ErrorCode, OptionalExtension};
 use super::{decode, encode, EmbeddedStore};
 use crate::domain::event::EventType;
 use crate::domain::postback::Postback;
-use crate::ports::{PostbackStore, StoreError, StoreResult};
+use crate::ports::{PostbackChanges, PostbackSnapshot, PostbackStore, StoreError, StoreResult};
 
 const WHAT: &str = "postback";
+
+/// Change rows kept: the local server never asks for older ones (its own writes
+/// invalidate its index), and an older stamp is answered "unknown" (reload).
+const CHANGES_KEPT: i64 = 1_000;
+
+/// Stamp a write of postback `id` (inside the write's job: one transaction with it).
+fn record_change(conn: &rusqlite::Connection, id: &str) -> rusqlite::Result<()> {
+    conn.prepare_cached(
+        "INSERT INTO postback_changes (stamp, postback_id) \
+         SELECT COALESCE(MAX(stamp), 0) + 1, ?1 FROM postback_changes",
+    )?
+    .execute([id])?;
+    conn.prepare_cached("DELETE FROM postback_changes WHERE stamp <= (SELECT MAX(stamp) FROM postback_changes) - ?1")?
+        .execute([CHANGES_KEPT])?;
+    Ok(())
+}
+
+/// The current stamp (0: no write yet).
+fn current_stamp(conn: &rusqlite::Connection) -> rusqlite::Result<u64> {
+    conn.prepare_cached("SELECT COALESCE(MAX(stamp), 0) FROM postback_changes")?.query_row([], |row| row.get(0))
+}
 
 #[async_trait]
 impl PostbackStore for EmbeddedStore {
@@ -21,7 +43,7 @@ impl PostbackStore for EmbeddedStore {
                 .prepare_cached("INSERT INTO postbacks (id, kind, body, version) VALUES (?1, ?2, ?3, ?4)")?
                 .execute((&id, kind, &body, version));
             match inserted {
-                Ok(_) => Ok(()),
+                Ok(_) => Ok(record_change(conn, &id)?),
                 Err(rusqlite::Error::SqliteFailure(e, _)) if e.code == ErrorCode::ConstraintViolation => {
                     Err(StoreError::Conflict(format!("postback {id} already exists")))
                 }
@@ -66,6 +88,7 @@ impl PostbackStore for EmbeddedStore {
             .execute([&id])?;
             conn.prepare_cached("UPDATE postbacks SET kind = ?2, body = ?3, version = ?4 WHERE id = ?1")?
                 .execute((&id, kind, &body, version))?;
+            record_change(conn, &id)?;
             Ok(true)
         })
         .await
@@ -75,7 +98,11 @@ impl PostbackStore for EmbeddedStore {
         let id = id.to_string();
         self.write(move |conn| {
             conn.prepare_cached("DELETE FROM postback_versions WHERE postback_id = ?1")?.execute([&id])?;
-            Ok(conn.prepare_cached("DELETE FROM postbacks WHERE id = ?1")?.execute([&id])? > 0)
+            let deleted = conn.prepare_cached("DELETE FROM postbacks WHERE id = ?1")?.execute([&id])? > 0;
+            if deleted {
+                record_change(conn, &id)?;
+            }
+            Ok(deleted)
         })
         .await
     }
@@ -113,6 +140,41 @@ impl PostbackStore for EmbeddedStore {
                     .collect::<Result<_, _>>()?,
             };
             bodies.iter().map(|b| decode(b, WHAT)).collect()
+        })
+        .await
+    }
+
+    async fn changes_since(&self, stamp: u64) -> StoreResult<PostbackChanges> {
+        self.read(move |conn| {
+            let tx = conn.unchecked_transaction()?;
+            let current = current_stamp(&tx)?;
+            if stamp >= current {
+                let ids = (stamp == current).then(Default::default);
+                return Ok(PostbackChanges { stamp: current, ids });
+            }
+            let rows: Vec<(u64, String)> = tx
+                .prepare_cached("SELECT stamp, postback_id FROM postback_changes WHERE stamp > ?1 ORDER BY stamp")?
+                .query_map([stamp], |row| Ok((row.get(0)?, row.get(1)?)))?
+                .collect::<Result<_, _>>()?;
+            // The first change after `stamp` was pruned: the list is not whole.
+            let whole = rows.first().is_some_and(|(first, _)| *first == stamp + 1);
+            let ids = whole.then(|| rows.into_iter().map(|(_, id)| id).collect());
+            Ok(PostbackChanges { stamp: current, ids })
+        })
+        .await
+    }
+
+    async fn snapshot(&self) -> StoreResult<PostbackSnapshot> {
+        // One read transaction: the postbacks are those of the stamp.
+        self.read(move |conn| {
+            let tx = conn.unchecked_transaction()?;
+            let stamp = current_stamp(&tx)?;
+            let bodies: Vec<String> = tx
+                .prepare_cached("SELECT body FROM postbacks ORDER BY id")?
+                .query_map([], |row| row.get(0))?
+                .collect::<Result<_, _>>()?;
+            let postbacks = bodies.iter().map(|b| decode(b, WHAT)).collect::<StoreResult<_>>()?;
+            Ok(PostbackSnapshot { stamp, postbacks })
         })
         .await
     }

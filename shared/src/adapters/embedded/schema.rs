@@ -164,6 +164,15 @@ const MIGRATIONS: &[&str] = &[
     DROP TABLE firings;
     ALTER TABLE firings_7 RENAME TO firings;
     ",
+    // 8: the postbacks' change stamp (`PostbackStore::changes_since`): one row per
+    // postback write, in the write's transaction; the stamp is the highest. The last
+    // `CHANGES_KEPT` are kept. Self-contained (IF NOT EXISTS) so it can take any place.
+    "
+    CREATE TABLE IF NOT EXISTS postback_changes (
+        stamp       INTEGER PRIMARY KEY NOT NULL,
+        postback_id TEXT NOT NULL
+    );
+    ",
 ];
 
 /// The schema version this build writes.

@@ -9,6 +9,7 @@
 
 mod alerts;
 mod breaker;
+mod catalog;
 mod config;
 mod dispatch;
 mod ingest;
@@ -91,7 +92,7 @@ impl World {
             jitter,
             combined: None,
         };
-        let app = App::new(ports, Policy { retry, catalog_ttl: Duration::from_secs(60), breaker });
+        let app = App::new(ports, Policy { retry, catalog_ttl: Duration::from_secs(60), catalog_check: None, breaker });
         Self { app, clock, memory, sender }
     }
 

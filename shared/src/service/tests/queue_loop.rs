@@ -184,8 +184,10 @@ const SLOW_MS: u64 = 10_000;
 fn fair_world() -> World {
     let plain = World::new();
     let ports = Ports { sender: Arc::new(SlotReleasingSender::new(plain.sender.clone())), ..plain.app.ports.clone() };
-    let app =
-        App::new(ports, Policy { retry: RETRY, catalog_ttl: Duration::from_secs(60), ..plain.app.policy.clone() });
+    let app = App::new(
+        ports,
+        Policy { retry: RETRY, catalog_ttl: Duration::from_secs(60), catalog_check: None, ..plain.app.policy.clone() },
+    );
     World { app, ..plain }
 }
 

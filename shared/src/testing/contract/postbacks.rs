@@ -169,3 +169,81 @@ pub async fn postbacks_versions(a: &Adapters) {
     assert_eq!(store.versions("pb_v").await.unwrap(), None, "deleted → None");
     assert_eq!(store.get("pb_v").await.unwrap(), None);
 }
+
+fn ids_of(names: &[&str]) -> Option<std::collections::BTreeSet<String>> {
+    Some(names.iter().map(|n| n.to_string()).collect())
+}
+
+/// The change stamp: 0 on a fresh store; +1 with every create, replace and delete, and
+/// nothing for a write that fails (conflict, not found); `changes_since` names the ids
+/// written after the stamp asked about, none when it is the current one, and cannot
+/// tell for a stamp ahead of the store's.
+pub async fn postbacks_change_stamp(a: &Adapters) {
+    let store = &a.postbacks;
+    let changes = store.changes_since(0).await.unwrap();
+    assert_eq!((changes.stamp, changes.ids), (0, ids_of(&[])), "fresh store");
+
+    let first = fixtures::postback("pb_s1", EventType::Click);
+    store.create(&first).await.unwrap();
+    let changes = store.changes_since(0).await.unwrap();
+    assert_eq!((changes.stamp, changes.ids), (1, ids_of(&["pb_s1"])), "create");
+    assert!(matches!(store.create(&first).await, Err(StoreError::Conflict(_))));
+    assert_eq!(store.changes_since(1).await.unwrap().ids, ids_of(&[]), "a conflicting create changes nothing");
+
+    let mut second = first.clone();
+    second.version = 2;
+    assert!(store.replace(&second).await.unwrap());
+    let changes = store.changes_since(1).await.unwrap();
+    assert_eq!((changes.stamp, changes.ids), (2, ids_of(&["pb_s1"])), "replace");
+    assert!(matches!(store.replace(&second).await, Err(StoreError::Conflict(_))), "stale replace");
+    assert!(!store.replace(&fixtures::postback("pb_none", EventType::Click)).await.unwrap());
+    assert!(!store.delete("pb_none").await.unwrap());
+    assert_eq!(store.changes_since(2).await.unwrap(), crate::ports::PostbackChanges { stamp: 2, ids: ids_of(&[]) });
+
+    store.create(&fixtures::postback("pb_s2", EventType::Conversion)).await.unwrap();
+    assert!(store.delete("pb_s1").await.unwrap());
+    let changes = store.changes_since(2).await.unwrap();
+    assert_eq!((changes.stamp, changes.ids), (4, ids_of(&["pb_s1", "pb_s2"])), "create and delete");
+    assert_eq!(store.changes_since(3).await.unwrap().ids, ids_of(&["pb_s1"]), "only the writes after the stamp");
+    assert_eq!(store.changes_since(0).await.unwrap().ids, ids_of(&["pb_s1", "pb_s2"]), "all, each id once");
+    let ahead = store.changes_since(9).await.unwrap();
+    assert_eq!((ahead.stamp, ahead.ids), (4, None), "a stamp ahead of the store's: unknown");
+}
+
+/// Concurrent writes each take their own stamp: none is lost or shared.
+pub async fn postbacks_concurrent_writes_each_take_a_stamp(a: &Adapters) {
+    let ids: Vec<String> = (0..6).map(|i| format!("pb_c{i}")).collect();
+    let creates = ids.iter().map(|id| {
+        let store = a.postbacks.clone();
+        let postback = fixtures::postback(id, EventType::Click);
+        async move { store.create(&postback).await }
+    });
+    for result in futures::future::join_all(creates).await {
+        result.unwrap();
+    }
+    let changes = a.postbacks.changes_since(0).await.unwrap();
+    assert_eq!(changes.stamp, 6, "one stamp per write");
+    assert_eq!(changes.ids, Some(ids.into_iter().collect()));
+}
+
+/// `snapshot` right after writes: every postback as of its stamp (created, replaced,
+/// deleted ones all as they are), ordered by id, and the stamp is the store's.
+pub async fn postbacks_snapshot_reflects_every_write_of_its_stamp(a: &Adapters) {
+    let store = &a.postbacks;
+    assert_eq!(store.snapshot().await.unwrap(), crate::ports::PostbackSnapshot { stamp: 0, postbacks: vec![] });
+    let mut kept = Vec::new();
+    for (id, kind) in [("pb_n3", EventType::Event), ("pb_n1", EventType::Click), ("pb_n2", EventType::Conversion)] {
+        let postback = fixtures::postback(id, kind);
+        store.create(&postback).await.unwrap();
+        kept.push(postback);
+    }
+    let mut changed = kept[1].clone();
+    changed.version = 2;
+    changed.kind = EventType::Impression;
+    changed.name = "changed type".into();
+    assert!(store.replace(&changed).await.unwrap());
+    assert!(store.delete("pb_n2").await.unwrap());
+    let snapshot = store.snapshot().await.unwrap();
+    assert_eq!(snapshot.stamp, 5);
+    assert_eq!(snapshot.postbacks, vec![changed, kept[0].clone()], "pb_n1 as replaced, pb_n3; pb_n2 gone");
+}
