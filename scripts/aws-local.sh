@@ -36,7 +36,7 @@ log() { echo "aws-local: $*" >&2; }
 build() {
     cargo build --locked -q -p config-api -p ingest
     cargo build --locked -q -p dispatch
-    cargo build --locked -q -p postback --features aws --example aws_bootstrap
+    cargo build --locked -q -p dispatch --example aws_bootstrap
 }
 
 if [[ "${1:-}" == build ]]; then

@@ -30,7 +30,7 @@ use base64::Engine;
 use serde_json::{json, Map, Value};
 
 /// The deployed API's definition.
-pub const TEMPLATE: &str = include_str!("../../../template.yaml");
+pub const TEMPLATE: &str = include_str!("../../../../template.yaml");
 /// API Gateway HTTP API's largest request body.
 const MAX_BODY: usize = 10 * 1024 * 1024;
 /// API Gateway's integration timeout.
