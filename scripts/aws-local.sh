@@ -29,14 +29,13 @@ start=$SECONDS
 
 log() { echo "aws-local: $*" >&2; }
 
-# Each function is built as its watcher's `cargo run -p <function>` builds it: config-api
-# and ingest have the same dependencies, but dispatch alone (no lambda_http) resolves
-# features differently, and built together with them its binary would not be the one its
-# watcher looks for (it would rebuild 49 crates on the first invocation).
+# Each function as its watcher's `cargo run -p <function>` builds it (Cargo resolves
+# features per package: dispatch depends on lambda_http, unused, so that the three resolve
+# alike and share one build; docs/aws.md). The example's development dependencies add only
+# leaf crates, so it goes with dispatch.
 build() {
     cargo build --locked -q -p config-api -p ingest
-    cargo build --locked -q -p dispatch
-    cargo build --locked -q -p dispatch --example aws_bootstrap
+    cargo build --locked -q -p dispatch --bin dispatch --example aws_bootstrap
 }
 
 if [[ "${1:-}" == build ]]; then

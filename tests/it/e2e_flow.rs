@@ -397,10 +397,14 @@ async fn logs_of_concurrent_attempts_are_newest_first_by_fired_at() {
     let fired_at = |e: &Value| chrono::DateTime::parse_from_rfc3339(e["fired_at"].as_str().unwrap()).unwrap();
     let (fast_entry, slow_entry) = (&logs[0], &logs[1]);
     assert!(fired_at(fast_entry) > fired_at(slow_entry), "{logs:?}");
-    assert!(
-        slow_entry["id"].as_str().unwrap() > fast_entry["id"].as_str().unwrap(),
-        "the slow attempt ended last, so id order would have listed it first: {logs:?}"
-    );
+    // (The local store's ids follow the order of writing; on DynamoDB a delivered entry's
+    // id is derived from its delivery id, so there is no such order on the AWS shape.)
+    if shape() == Shape::Local {
+        assert!(
+            slow_entry["id"].as_str().unwrap() > fast_entry["id"].as_str().unwrap(),
+            "the slow attempt ended last, so id order would have listed it first: {logs:?}"
+        );
+    }
     assert!(slow_entry["duration_ms"].as_u64().unwrap() >= 2900);
 
     // The same without a filter, by postback, and in pages of one.
