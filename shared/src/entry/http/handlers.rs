@@ -34,8 +34,8 @@ pub async fn health() -> Response {
     Json(json!({"status": "ok"})).into_response()
 }
 
-pub async fn openapi() -> Response {
-    ([(header::CONTENT_TYPE, "application/json")], super::OPENAPI_JSON).into_response()
+pub async fn openapi(AxumState(s): AxumState<State>) -> Response {
+    ([(header::CONTENT_TYPE, "application/json")], super::openapi_document(s.routes)).into_response()
 }
 
 pub async fn not_found() -> ApiError {

@@ -37,6 +37,8 @@ pub enum RouteSet {
 pub(crate) struct State {
     pub app: Arc<App>,
     pub keys: Arc<ApiKeys>,
+    /// What this deployment serves (`/openapi.json` documents it).
+    pub routes: RouteSet,
 }
 
 /// Every (method, path) the router serves with `RouteSet::All`, in axum's path syntax.
@@ -68,11 +70,43 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/events"),
 ];
 
-/// The OpenAPI 3.1 document of the API (`GET /openapi.json`), kept as a file.
+/// The OpenAPI 3.1 document of the API (`GET /openapi.json`), kept as a file. It
+/// documents `ROUTES`: what the local server serves.
 pub const OPENAPI_JSON: &str = include_str!("openapi.json");
 
+/// Routes only the local server serves (AWS: the functions' metrics are CloudWatch EMF
+/// lines): the document the AWS functions serve leaves them out.
+pub const LOCAL_ONLY_ROUTES: &[(&str, &str)] = &[("GET", "/metrics")];
+
+/// The OpenAPI document a deployment serves: the whole of `OPENAPI_JSON` on the local
+/// server (`RouteSet::All`); on AWS (`Admin`, `Ingest`: one API behind one API Gateway)
+/// without `LOCAL_ONLY_ROUTES`.
+pub fn openapi_document(routes: RouteSet) -> &'static str {
+    static DEPLOYED: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    if routes == RouteSet::All {
+        return OPENAPI_JSON;
+    }
+    DEPLOYED.get_or_init(|| {
+        let Ok(mut doc) = serde_json::from_str::<serde_json::Value>(OPENAPI_JSON) else {
+            return OPENAPI_JSON.to_string();
+        };
+        if let Some(paths) = doc.get_mut("paths").and_then(serde_json::Value::as_object_mut) {
+            for (method, path) in LOCAL_ONLY_ROUTES {
+                let emptied = paths.get_mut(*path).and_then(serde_json::Value::as_object_mut).is_some_and(|item| {
+                    item.remove(&method.to_ascii_lowercase());
+                    !item.keys().any(|k| ["get", "put", "post", "delete", "patch"].contains(&k.as_str()))
+                });
+                if emptied {
+                    paths.remove(*path);
+                }
+            }
+        }
+        doc.to_string()
+    })
+}
+
 pub fn router(app: Arc<App>, keys: ApiKeys, routes: RouteSet) -> Router {
-    let state = State { app, keys: Arc::new(keys) };
+    let state = State { app, keys: Arc::new(keys), routes };
 
     let admin = Router::new()
         .route("/postbacks", post(handlers::create_postback).get(handlers::list_postbacks))

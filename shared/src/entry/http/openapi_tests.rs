@@ -10,7 +10,7 @@ use axum::http::{Method, Request};
 use serde_json::Value;
 use tower::ServiceExt;
 
-use super::{router, ApiKeys, RouteSet, OPENAPI_JSON, ROUTES};
+use super::{openapi_document, router, ApiKeys, RouteSet, LOCAL_ONLY_ROUTES, OPENAPI_JSON, ROUTES};
 use crate::domain::delivery::RetryPolicy;
 use crate::service::{App, Policy, Ports};
 use crate::testing::{FixedJitter, ManualClock, MemoryAdapters, MemoryOptions, ScriptedSender};
@@ -24,6 +24,10 @@ fn doc() -> Value {
 }
 
 fn app() -> axum::Router {
+    app_for(RouteSet::All)
+}
+
+fn app_for(routes: RouteSet) -> axum::Router {
     let clock = Arc::new(ManualClock::new(chrono::Utc::now()));
     let memory = MemoryAdapters::new(clock.clone(), MemoryOptions::default());
     let ports = Ports {
@@ -42,11 +46,14 @@ fn app() -> axum::Router {
         ports,
         Policy { retry, catalog_ttl: Duration::from_secs(60), catalog_check: None, breaker: Default::default() },
     );
-    router(app, ApiKeys::new(ADMIN, INGEST), RouteSet::All)
+    router(app, ApiKeys::new(ADMIN, INGEST), routes)
 }
 
 fn documented() -> BTreeSet<(String, String)> {
-    let doc = doc();
+    operations(&doc())
+}
+
+fn operations(doc: &Value) -> BTreeSet<(String, String)> {
     let mut ops = BTreeSet::new();
     for (path, item) in doc["paths"].as_object().unwrap() {
         for method in METHODS {
@@ -176,4 +183,46 @@ async fn router_serves_every_documented_operation_and_refuses_the_rest() {
     }
     let (status, body) = probe(&router, "GET", "/openapi.json").await;
     assert_eq!((status, body), (200, doc()), "the route serves the document");
+}
+
+/// Whether any of `routers` serves `method path` (not 405, not "route not found").
+async fn served_by(routers: &[axum::Router], method: &str, path: &str) -> bool {
+    for router in routers {
+        let (status, body) = probe(router, method, path).await;
+        if status != 405 && body["error"]["message"] != "route not found" {
+            return true;
+        }
+    }
+    false
+}
+
+/// Each deployment's `/openapi.json` documents exactly what it serves: the local server
+/// the whole table; AWS (config-api and ingest behind one API Gateway, both serving the
+/// same document) the table without the local-only routes (`/metrics`, answered 404
+/// there), each documented operation served by one of the two functions.
+#[tokio::test]
+async fn each_deployment_documents_exactly_what_it_serves() {
+    let all: BTreeSet<(String, String)> = ROUTES.iter().map(|(m, p)| (m.to_string(), p.to_string())).collect();
+    let local_only: BTreeSet<(String, String)> =
+        LOCAL_ONLY_ROUTES.iter().map(|(m, p)| (m.to_string(), p.to_string())).collect();
+    assert!(local_only.is_subset(&all));
+    assert_eq!(openapi_document(RouteSet::All), OPENAPI_JSON);
+
+    let (admin, ingest) = (app_for(RouteSet::Admin), app_for(RouteSet::Ingest));
+    let (status, served) = probe(&admin, "GET", "/openapi.json").await;
+    assert_eq!(status, 200);
+    assert_eq!(probe(&ingest, "GET", "/openapi.json").await, (200, served.clone()), "one API, one document");
+    assert_eq!(served["info"], doc()["info"]);
+    let ops = operations(&served);
+    assert_eq!(ops, all.difference(&local_only).cloned().collect(), "the table without the local-only routes");
+    let functions = [admin, ingest];
+    for (method, path) in &all {
+        let served_here = served_by(&functions, method, path).await;
+        assert_eq!(served_here, ops.contains(&(method.clone(), path.clone())), "{method} {path} on AWS");
+    }
+    // The local server serves what its document lists, /metrics included.
+    let local = [app()];
+    for (method, path) in &all {
+        assert!(served_by(&local, method, path).await, "{method} {path} locally");
+    }
 }
