@@ -19,7 +19,7 @@ if [[ "${1:-}" != "--inner" ]]; then
     echo "building the bootstraps (profile $PROFILE)..." >&2
     cargo build --locked --profile "$PROFILE" -p config-api -p ingest -p dispatch
     cargo build --locked --profile "$PROFILE" -p dispatch --example runtime_baseline
-    cargo build --locked -p postback --features aws --example aws_bootstrap
+    cargo build --locked -p dispatch --example aws_bootstrap
     echo >&2
     echo "| bootstrap | size (bytes) | size (MiB) |" >&2
     echo "|---|---|---|" >&2

@@ -4,6 +4,7 @@
 # 10 MB each (the 15-17 MB ones of the plain release profile fail it).
 #
 #   scripts/sam-check.sh
+#   scripts/sam-check.sh --install-tools   only install the tools (scripts/aws-local.sh uses it)
 #
 # Installs, once, a virtualenv with aws-sam-cli and cargo-lambda (it brings zig) into
 # ${POSTBACK_TOOLS:-$HOME/.cache/postback-tools} (a marker file makes the next run a
@@ -55,6 +56,7 @@ fi
 # sam finds cargo-lambda, and cargo-lambda finds zig (the ziglang package), on PATH.
 export PATH="$VENV/bin:$PATH"
 export SAM_CLI_TELEMETRY=0
+[[ "${1:-}" != --install-tools ]] || exit 0
 
 # --- the profile SAM builds with -------------------------------------------------------
 # SAM always runs `cargo lambda build --release`, so functions/.cargo/config.toml gives the

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The one test command: unit, property, port contract (memory, embedded and AWS
-# emulators), Lambda handlers, end-to-end tests and Schemathesis against openapi.json. Installs what a fresh machine lacks.
+# emulators), Lambda handlers, end-to-end tests (on the local server, then on the AWS
+# shape: scripts/aws-local.sh) and Schemathesis against openapi.json. Installs what a fresh machine lacks.
 #   scripts/test.sh [FILTER...]    (extra arguments go to the test runner)
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -47,6 +48,24 @@ else
     cargo test --workspace --all-features --locked "$@" -- --test-threads="$threads" 2>&1 | tee "$log" || status=$?
     awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }
          END { printf "tests: %d passed, %d failed\n", p, f }' "$log"
+fi
+# The same end-to-end tests on the production shape (E2E_SHAPE=aws): each test drives
+# its own scripts/aws-local.sh (the functions under `cargo lambda watch` behind the API
+# Gateway front door, on the emulators started above, with its own tables and queues);
+# the tests that only make sense on the local server return at once, saying why.
+echo "end-to-end tests on the AWS shape (scripts/aws-local.sh)"
+scripts/aws-local.sh build
+aws_log="$work/test-aws.log"
+aws_threads="${AWS_TEST_THREADS:-4}"
+if cargo nextest --version >/dev/null 2>&1; then
+    E2E_SHAPE=aws cargo nextest run -p postback-manager --all-features --locked --test it --no-fail-fast --no-tests=pass \
+        --test-threads="$aws_threads" --failure-output final "$@" 2>&1 | tee "$aws_log" || status=$?
+    passed="$(sed -n 's/.* tests\{0,1\} run: \([0-9]*\) passed.*/\1/p' "$aws_log" | tail -n 1)"
+    failed="$(sed -n 's/.* run: [0-9]* passed, \([0-9]*\) failed.*/\1/p' "$aws_log" | tail -n 1)"
+    echo "tests (AWS shape): ${passed:-0} passed, ${failed:-0} failed"
+else
+    E2E_SHAPE=aws cargo test -p postback-manager --all-features --locked --test it "$@" -- \
+        --test-threads="$aws_threads" 2>&1 | tee "$aws_log" || status=$?
 fi
 # The API against its own OpenAPI document (Schemathesis, both keys at once, about 30 s).
 echo "schemathesis: the local server against GET /openapi.json"

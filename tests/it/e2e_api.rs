@@ -118,7 +118,9 @@ async fn auth_limits_and_errors() {
     assert_eq!(api.get("/postbacks/does-not-exist").await.status, 404);
     assert_eq!(api.get("/logs/does-not-exist").await.status, 404);
     assert_eq!(api.get("/nope").await.status, 404);
-    assert_eq!(api.admin(reqwest::Method::PATCH, "/postbacks", None).await.status, 405);
+    // API Gateway (HTTP API) has no 405: a route it does not have is not found.
+    let wrong_method = if shape() == Shape::Aws { 404 } else { 405 };
+    assert_eq!(api.admin(reqwest::Method::PATCH, "/postbacks", None).await.status, wrong_method);
     assert_eq!(api.admin(reqwest::Method::DELETE, "/postbacks/nope", None).await.status, 404);
     // An unknown id is a 404 even when the body would be refused.
     assert_eq!(api.admin(reqwest::Method::PUT, "/postbacks/nope", Some(json!({"name": 1}))).await.status, 404);

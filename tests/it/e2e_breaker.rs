@@ -79,7 +79,10 @@ async fn an_outage_holds_1000_firings_and_the_receivers_return_delivers_each_exa
     let h = wait_health(&api, &id, |h| h["state"] != "closed").await;
     assert_ne!(h["state"], "closed", "the breaker opened: {h}");
     assert!(h["opened_at"].is_string() && h["next_probe_at"].is_string(), "{h}");
-    assert_eq!(metric(&server, "postback_breakers_open").await, Some(1.0));
+    if shape() == Shape::Local {
+        // (The functions report metrics as EMF, not on /metrics.)
+        assert_eq!(metric(&server, "postback_breakers_open").await, Some(1.0));
+    }
     // ...and the 1,000 that follow are held.
     conversions(&api, "B", 1_000).await;
     let h = wait_health(&api, &id, |h| h["held"].as_u64().unwrap_or(0) >= 1_000).await;
@@ -91,8 +94,11 @@ async fn an_outage_holds_1000_firings_and_the_receivers_return_delivers_each_exa
     let up_at = Instant::now();
 
     let all = 1_010;
+    // The AWS shape moves 1,010 firings through the emulators' queue and tables, five
+    // batches at a time: minutes on a busy 2-core machine.
+    let within = Duration::from_secs(if shape() == Shape::Aws { 300 } else { 60 });
     let hits = sink
-        .wait_until("/switch/aff", Duration::from_secs(60), |hits| {
+        .wait_until("/switch/aff", within, |hits| {
             hits.iter().filter(|h| h.status == 200).map(delivery_id).collect::<HashSet<_>>().len() >= all
         })
         .await;
@@ -113,7 +119,9 @@ async fn an_outage_holds_1000_firings_and_the_receivers_return_delivers_each_exa
         h,
         json!({"state": "closed", "consecutive_failures": 0, "opened_at": null, "next_probe_at": null, "held": 0})
     );
-    assert_eq!(metric(&server, "postback_breakers_open").await, Some(0.0));
+    if shape() == Shape::Local {
+        assert_eq!(metric(&server, "postback_breakers_open").await, Some(0.0));
+    }
 
     let first = delivered_after.iter().map(|h| h.at).min().unwrap();
     let last = delivered_after.iter().map(|h| h.at).max().unwrap();
@@ -195,6 +203,9 @@ async fn health_resume_and_rate_limit_through_the_api() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn held_firings_survive_kill9_and_are_delivered_exactly_once_after_restart() {
+    if local_only("kill -9 and restart of the server process") {
+        return;
+    }
     let sink = Sink::start().await;
     sink.set_down("k9", true);
     let dir = tempfile::tempdir().unwrap();

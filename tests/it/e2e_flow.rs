@@ -397,10 +397,14 @@ async fn logs_of_concurrent_attempts_are_newest_first_by_fired_at() {
     let fired_at = |e: &Value| chrono::DateTime::parse_from_rfc3339(e["fired_at"].as_str().unwrap()).unwrap();
     let (fast_entry, slow_entry) = (&logs[0], &logs[1]);
     assert!(fired_at(fast_entry) > fired_at(slow_entry), "{logs:?}");
-    assert!(
-        slow_entry["id"].as_str().unwrap() > fast_entry["id"].as_str().unwrap(),
-        "the slow attempt ended last, so id order would have listed it first: {logs:?}"
-    );
+    // (The local store's ids follow the order of writing; on DynamoDB a delivered entry's
+    // id is derived from its delivery id, so there is no such order on the AWS shape.)
+    if shape() == Shape::Local {
+        assert!(
+            slow_entry["id"].as_str().unwrap() > fast_entry["id"].as_str().unwrap(),
+            "the slow attempt ended last, so id order would have listed it first: {logs:?}"
+        );
+    }
     assert!(slow_entry["duration_ms"].as_u64().unwrap() >= 2900);
 
     // The same without a filter, by postback, and in pages of one.
@@ -421,6 +425,9 @@ async fn logs_of_concurrent_attempts_are_newest_first_by_fired_at() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill9_with_delayed_firings_pending_fires_each_exactly_once_after_restart() {
+    if local_only("kill -9 and restart of the server process") {
+        return;
+    }
     let sink = Sink::start().await;
     let dir = tempfile::tempdir().unwrap();
     let mut server = Server::start(dir.path(), &[]).await;
@@ -460,6 +467,9 @@ async fn kill9_with_delayed_firings_pending_fires_each_exactly_once_after_restar
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_stops_gracefully_and_restart_keeps_config() {
+    if local_only("SIGTERM and restart of the server process and its data folder") {
+        return;
+    }
     let dir = tempfile::tempdir().unwrap();
     let mut server = Server::start(dir.path(), &[]).await;
     let api = server.client();
