@@ -173,6 +173,12 @@ impl PostbackIndex {
         self.by_id.get(id).cloned()
     }
 
+    /// Whether some enabled postback of type `kind` has a `reversal` request: ingest
+    /// reads a rejected conversion's deliveries only then (docs/DESIGN.md *Reversals*).
+    pub fn has_reversal(&self, kind: EventType) -> bool {
+        self.by_id.values().any(|c| c.postback.kind == kind && c.postback.enabled && c.reversal.is_some())
+    }
+
     /// Every postback id in the index.
     pub fn ids(&self) -> impl Iterator<Item = &str> {
         self.by_id.keys().map(String::as_str)

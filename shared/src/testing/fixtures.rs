@@ -56,6 +56,7 @@ pub fn postback(id: &str, kind: EventType) -> Postback {
         }),
         alerts: if kind == EventType::Alert { AlertKind::ALL.to_vec() } else { Vec::new() },
         rate_limit_per_second: Some(50),
+        reversal: None,
     }
 }
 
@@ -105,6 +106,7 @@ pub fn firing(delivery_id: &str, due_at: DateTime<Utc>) -> Firing {
         resend_of: None,
         alert: None,
         replay_of: None,
+        reversal_of: None,
         slot_second: None,
         destination: None,
         postback_version: None,
@@ -146,6 +148,7 @@ pub fn log_entry(firing: &Firing, outcome: Outcome) -> LogEntry {
         next_attempt_at: None,
         resend_of: None,
         replay_of: None,
+        reversal_of: None,
         firing: Some(firing.clone()),
     }
 }
