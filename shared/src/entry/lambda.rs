@@ -970,6 +970,52 @@ mod tests {
         assert_eq!(short, now + chrono::Duration::seconds(29), "the configured timeout, not a constant");
     }
 
+    /// The batch's deadline is judged on the dispatcher's clock (the `Clock` port): a
+    /// manual clock moves it; the implausible-deadline warning is logged once.
+    #[cfg(feature = "testing")]
+    #[tokio::test]
+    async fn the_batch_deadline_is_on_the_dispatchers_clock() {
+        use crate::ports::Clock;
+        use crate::testing::{FixedJitter, ManualClock, MemoryAdapters, MemoryOptions, ScriptedSender};
+        let clock = Arc::new(ManualClock::new(at(1_900_000_000_000)));
+        let memory = MemoryAdapters::new(clock.clone(), MemoryOptions::default());
+        let ports = Ports {
+            postbacks: memory.postbacks.clone(),
+            touches: memory.touches.clone(),
+            logs: memory.logs.clone(),
+            queue: memory.queue.clone(),
+            control: memory.control.clone(),
+            sender: Arc::new(ScriptedSender::with_clock(clock.clone())),
+            clock: clock.clone(),
+            jitter: Arc::new(FixedJitter(0.5)),
+            combined: None,
+        };
+        let policy = Policy {
+            retry: crate::domain::delivery::RetryPolicy { max_attempts: 3, base_delay: Duration::from_secs(10) },
+            catalog_ttl: CATALOG_TTL,
+            catalog_check: Some(CATALOG_CHECK),
+            breaker: Default::default(),
+        };
+        let config = aws_config::SdkConfig::builder().behavior_version(aws_config::BehaviorVersion::latest()).build();
+        let clients = AwsClients::from_sdk_config(&config);
+        let names = ResourceNames::from_lookup(|name| Some(format!("test-{name}"))).unwrap();
+        let batch = BatchDispatcher {
+            dispatcher: App::new(ports, policy).dispatcher(),
+            queue: Arc::new(SqsFiringQueue::new(&clients, QueueSettings::from_names(&names))),
+            delivery_timeout: Duration::from_secs(10),
+            function_timeout: Duration::from_secs(60),
+            warned: Arc::new(std::sync::atomic::AtomicBool::new(false)),
+        };
+        let watch = SystemTime::UNIX_EPOCH + Duration::from_millis(600_000);
+        let now = clock.now();
+        assert_eq!(batch.deadline(watch), now + chrono::Duration::seconds(60));
+        assert!(batch.warned.load(std::sync::atomic::Ordering::Relaxed), "warned");
+        clock.advance(Duration::from_secs(3_600));
+        assert_eq!(batch.deadline(watch), now + chrono::Duration::seconds(3_660), "from the clock's now");
+        let real = clock.now() + chrono::Duration::seconds(42);
+        assert_eq!(batch.deadline(system(real)), real, "a plausible one as reported");
+    }
+
     #[test]
     fn the_function_timeout_setting() {
         assert_eq!(function_timeout(|_| None).unwrap(), DEFAULT_FUNCTION_TIMEOUT);

@@ -98,6 +98,22 @@ async fn raise(app: &App, alert: AlertContext, key: &str) {
     }
 }
 
+/// Firings held since before firings carried their destination get it from the
+/// postback as it is now (the fair-queue key: the SQS message group). Best effort: with
+/// the index unavailable they go as they are (grouped by postback on SQS).
+async fn with_destinations(app: &App, postback_id: &str, mut firings: Vec<Firing>) -> Vec<Firing> {
+    if firings.iter().all(|f| f.destination.is_some()) {
+        return firings;
+    }
+    let Some(postback) = app.catalog.index().await.ok().and_then(|index| index.get(postback_id)) else {
+        return firings;
+    };
+    for firing in firings.iter_mut().filter(|f| f.destination.is_none()) {
+        firing.destination = postback.destination(&firing.macro_context(&postback.postback));
+    }
+    firings
+}
+
 /// Put a postback's held firings back on the queue, oldest first, due now, in chunks:
 /// each is then dispatched as usual (status re-checked, rate limit, breaker). Returns
 /// how many were released. Each chunk is queued before it is unheld, so a crash in
@@ -119,6 +135,7 @@ pub(super) async fn release_held(app: &App, postback_id: &str) -> StoreResult<u6
         previous_first = Some(first);
         let now = app.ports.clock.now();
         let due: Vec<Firing> = batch.iter().map(|f| Firing { due_at: now, slot_second: None, ..f.clone() }).collect();
+        let due = with_destinations(app, postback_id, due).await;
         app.ports.queue.enqueue(&due).await?;
         control.unhold(&batch).await?;
         released += batch.len() as u64;
@@ -324,7 +341,8 @@ impl Dispatcher {
         };
         let Some(oldest) = control.held(pid, 1).await?.pop() else { return Ok(()) };
         let due = Firing { due_at: carrier_due(at, app.ports.clock.now()), slot_second: None, ..oldest.clone() };
-        app.ports.queue.enqueue(std::slice::from_ref(&due)).await?;
+        let due = with_destinations(app, pid, vec![due]).await;
+        app.ports.queue.enqueue(&due).await?;
         control.unhold(std::slice::from_ref(&oldest)).await?;
         for _ in 0..CAS_ATTEMPTS {
             let (breaker, version) = split(control.breaker(pid).await?);

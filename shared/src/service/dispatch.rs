@@ -110,9 +110,10 @@ impl Dispatcher {
         let (postback, source) = self.app.catalog.for_firing(firing).await?;
         let Some(postback) = postback else {
             // The store's own answer (never a cached absence): there is no such postback.
-            let (outcome, _entry) = self.skip_deleted(firing, false).await?;
+            let attempt = self.skip_deleted(firing, false).await?;
+            self.app.metrics.firing(attempt.outcome.label());
             queue.ack(leased).await?;
-            return Ok(outcome);
+            return Ok(attempt.outcome);
         };
         let gate = match self.admit(leased, &postback).await? {
             Admission::Go { probe, healthy } => (probe, healthy),
@@ -147,8 +148,10 @@ impl Dispatcher {
     /// never retried and never mark the delivery id delivered.
     pub async fn attempt(&self, firing: &Firing, test: bool) -> StoreResult<(AttemptOutcome, LogEntry)> {
         let (postback, source) = self.app.catalog.for_firing(firing).await?;
-        let Some(postback) = postback else { return self.skip_deleted(firing, test).await };
-        let attempt = self.attempt_uncounted(&postback, source, firing, test, None).await?;
+        let attempt = match postback {
+            Some(postback) => self.attempt_uncounted(&postback, source, firing, test, None).await?,
+            None => self.skip_deleted(firing, test).await?,
+        };
         if !test {
             self.app.metrics.firing(attempt.outcome.label());
         }
@@ -156,15 +159,14 @@ impl Dispatcher {
     }
 
     /// Log a firing whose postback the store no longer has as skipped ("postback
-    /// deleted"). Only on the store's answer, never on a cached index's absence.
-    async fn skip_deleted(&self, firing: &Firing, test: bool) -> StoreResult<(AttemptOutcome, LogEntry)> {
-        let entry = self.skipped_entry(firing, None, "postback deleted".to_string(), test);
+    /// deleted"). Only on the store's answer, never on a cached index's absence. Not
+    /// counted in the metrics (the caller counts).
+    async fn skip_deleted(&self, firing: &Firing, test: bool) -> StoreResult<Attempt> {
+        let reason = "postback deleted";
+        let entry = self.skipped_entry(firing, None, reason.to_string(), test);
         self.app.ports.logs.append(std::slice::from_ref(&entry)).await?;
-        if !test {
-            self.app.metrics.firing("skipped");
-        }
-        tracing::info!(delivery_id = %firing.delivery_id, postback_id = %firing.postback_id, "skipped: postback deleted");
-        Ok((AttemptOutcome::Skipped("postback deleted".into()), entry))
+        tracing::info!(delivery_id = %firing.delivery_id, postback_id = %firing.postback_id, reason, "skipped");
+        Ok(Attempt::unsent(AttemptOutcome::Skipped(reason.into()), entry))
     }
 
     /// As `attempt`, with the postback given (the test route sends an unsaved sample).
@@ -199,17 +201,18 @@ impl Dispatcher {
         let mut refreshed: Option<Arc<CompiledPostback>> = None;
         if regular {
             if let Some(mut reason) = self.skip_reason(postback, firing).await? {
-                let mut shown = Some(postback);
+                // An end of the firing: taken on the store's answer only.
+                let mut skip = true;
                 if source == Source::Cached {
                     match self.app.catalog.from_store(&firing.postback_id).await? {
-                        None => return self.skip_deleted(firing, test).await.map(|(o, e)| Attempt::unsent(o, e)),
+                        None => return self.skip_deleted(firing, test).await,
                         Some(current) if current.postback.version != postback.postback.version => {
                             match self.skip_reason(&current, firing).await? {
                                 Some(again) => reason = again,
                                 None => {
                                     tracing::info!(delivery_id = %firing.delivery_id, postback_id = %firing.postback_id,
-                                        "the cached postback was stale; going by the store's");
-                                    shown = None;
+                                        "the cached postback was stale; going by the stored one");
+                                    skip = false;
                                 }
                             }
                             refreshed = Some(current);
@@ -218,7 +221,7 @@ impl Dispatcher {
                         Some(_) => {}
                     }
                 }
-                if shown.is_some() {
+                if skip {
                     let postback = refreshed.as_deref().unwrap_or(postback);
                     let entry = self.skipped_entry(firing, Some(postback), reason.clone(), test);
                     logs.append(std::slice::from_ref(&entry)).await?;

@@ -54,8 +54,11 @@ const MAX_CHANGES_READ: u64 = 100;
 /// secondary indexes are eventually consistent, typically well under a second):
 /// `snapshot` reads the postbacks of the writes this recent with consistent reads.
 pub const INDEX_SETTLE: std::time::Duration = std::time::Duration::from_secs(10);
-/// Most change records `snapshot` reads looking for writes within `INDEX_SETTLE`.
+/// Most change records `snapshot` reads looking for writes within `INDEX_SETTLE`...
 const MAX_SETTLE_READ: u64 = 1_000;
+/// ...this many a call, newest first (one call when writes are rare, as they are: every
+/// key read costs a read unit, found or not).
+const SETTLE_CHUNK: u64 = 10;
 /// Tries of a write whose stamp another write kept taking first.
 const STAMP_TRIES: u32 = 12;
 
@@ -224,7 +227,7 @@ impl DynamoPostbackStore {
         let mut ids = std::collections::BTreeSet::new();
         let mut to = stamp;
         while to > 0 && stamp - to < MAX_SETTLE_READ {
-            let from = to.saturating_sub(MAX_CHANGES_READ - 1).max(1);
+            let from = to.saturating_sub(SETTLE_CHUNK - 1).max(1);
             let records = self.change_records(from, to).await?;
             let whole = records.len() as u64 == to - from + 1;
             let mut older = false;

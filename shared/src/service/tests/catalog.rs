@@ -247,3 +247,24 @@ async fn the_index_costs_no_store_read_per_event() {
     ingest(function.clone(), 100).await;
     assert_eq!(counts(), (0, 1, 1), "one check, then the one changed postback read");
 }
+
+/// A cached postback that would skip the firing (the conversion was rejected since),
+/// deleted meanwhile on another instance: the store's answer decides ("postback
+/// deleted"), logged and counted once.
+#[tokio::test]
+async fn a_skip_on_a_cached_postback_deleted_since_is_the_stores_and_counted_once() {
+    let w = World::new();
+    let id = w.postback(json!({"name": "Conv", "type": "conversion", "url": URL})).await;
+    let dispatch = ttl_only(&w);
+    assert!(dispatch.catalog.index().await.unwrap().get(&id).is_some());
+    let conversion = |status: &str| json!({"type": "conversion", "transaction_id": "T1", "status": status, "offer_id": "O1", "publisher_id": "P1"});
+    assert_eq!(w.ingest_one(conversion("approved")).await.matched, 1);
+    w.ingest_one(conversion("rejected")).await;
+    w.app.delete_postback(&id).await.unwrap();
+    let leased = w.receive_one().await;
+    let outcome = dispatch.dispatcher().process(&leased).await.unwrap();
+    assert_eq!(outcome, AttemptOutcome::Skipped("postback deleted".into()));
+    assert_eq!(w.logs().len(), 1, "one entry");
+    assert_eq!(dispatch.metrics.snapshot().firings.get("skipped"), Some(&1), "counted once");
+    assert_eq!(w.sender.count(), 0);
+}

@@ -259,8 +259,9 @@ async fn touches_and_keys_are_recorded_also_when_nothing_matches() {
     );
 }
 
-/// Another process's postback change (AWS: another function) is seen once the
-/// catalog's TTL ran out by the clock; this process's own writes at once.
+/// With no stamp check (the local server's catalog), a postback change made around
+/// this process is seen once the catalog's TTL ran out by the clock; this process's own
+/// writes at once. (With the check, the AWS functions' setting: `tests::catalog`.)
 #[tokio::test]
 async fn the_postback_index_is_reloaded_after_its_ttl() {
     let w = World::new();
