@@ -90,11 +90,12 @@ impl Catalog {
                 let index = if ids.is_empty() {
                     loaded.index
                 } else {
-                    let mut changed = Vec::with_capacity(ids.len());
-                    for id in ids {
+                    // The changed postbacks, read at once (consistent reads on DynamoDB).
+                    let reads = ids.into_iter().map(|id| async move {
                         let postback = self.store.get(&id).await?;
-                        changed.push((id, postback));
-                    }
+                        Ok::<_, crate::ports::StoreError>((id, postback))
+                    });
+                    let changed = futures::future::try_join_all(reads).await?;
                     tracing::debug!(changed = changed.len(), stamp = changes.stamp, "postback index patched");
                     Arc::new(loaded.index.patched(changed))
                 };
