@@ -125,7 +125,7 @@ fn conditions(i: usize) -> Vec<Condition> {
 /// Compiled by hand (literal URL) so matching can be benched on its own.
 fn compiled(p: Postback) -> CompiledPostback {
     let url = Template { segments: vec![Segment::Literal(p.url.clone())] };
-    CompiledPostback { postback: p, url, headers: Vec::new(), body: None, signing: None }
+    CompiledPostback { postback: p, url, headers: Vec::new(), body: None, signing: None, reversal: None }
 }
 
 fn conversion() -> Event {
@@ -212,6 +212,7 @@ fn bench_render(c: &mut Criterion) {
         delivery_id: "d_0123456789abcdef0123456789abcdef",
         attempt: 1,
         alert: None,
+        reversal: None,
     };
     let mut group = c.benchmark_group("render");
     group.bench_function("url_template", |b| b.iter(|| url.render(black_box(&ctx), Encoding::Url)));
@@ -256,6 +257,7 @@ fn firing() -> Firing {
         resend_of: None,
         alert: None,
         replay_of: None,
+        reversal_of: None,
         slot_second: None,
         destination: Some("http://affiliate-postback.example:80".into()),
         postback_version: Some(1),

@@ -697,6 +697,46 @@ def http_get_receiver(path):
         assert r.status == 200
 
 
+def test_reversal_request_and_entry():
+    open_hash("/postbacks")
+    css("#new-postback").click()
+    fill("#f-name", "Reversible")
+    Select(css("#f-type")).select_by_value("conversion")
+    fill("#f-offers", "o-rev")
+    fill("#f-url", f"{RECEIVER}/ok?t={{transaction_id}}")
+    Select(css("#f-reversal\\.method")).select_by_value("POST")
+    rurl = fill("#f-reversal\\.url", f"{RECEIVER}/ok?reversal=1&o=")
+    Select(css("#macro-picker")).select_by_value("original_delivery_id")
+    assert rurl.get_attribute("value").endswith("o={original_delivery_id}"), rurl.get_attribute("value")
+    # A bad macro in the reversal request: the 400 lands beside its URL.
+    rurl.send_keys("&x={nope}")
+    expected_failures["400"] += 1
+    css("#save").click()
+    err = until(lambda: d.find_element(By.CSS_SELECTOR, '[data-for="reversal.url"] .field-error').text,
+                "the reversal url error")
+    assert "nope" in err, err
+    rurl.send_keys("\b" * len("&x={nope}"))
+    css("#save").click()
+    css("#preview")
+    pb = d.current_url.split("#/postbacks/")[1]
+    status, _, body = http("GET", f"/postbacks/{pb}", key=ADMIN)
+    assert json.loads(body)["reversal"]["url"].endswith("o={original_delivery_id}"), body
+    for event in ({"type": "click", "transaction_id": "T-rev", "offer_id": "o-rev", "publisher_id": "p1"},
+                  {"type": "conversion", "transaction_id": "T-rev", "status": "approved"}):
+        assert http("POST", "/events", event, INGEST)[0] == 202
+
+    def entries():
+        return json.loads(http("GET", f"/logs?transaction_id=T-rev&outcome=delivered&postback_id={pb}", key=ADMIN)[2])["items"]
+    original = until(lambda: entries() or None, "the delivered conversion", timeout=15)[0]
+    assert http("POST", "/events", {"type": "conversion", "transaction_id": "T-rev", "status": "rejected"}, INGEST)[0] == 202
+    reversal = until(lambda: [e for e in entries() if e.get("reversal_of")] or None, "the reversal", timeout=15)[0]
+    assert reversal["reversal_of"] == original["id"]
+    open_hash(f"/logs/{reversal['id']}")
+    until(lambda: "Reversal of" in d.find_element(By.CSS_SELECTOR, "dl.facts").text, "the reversal's detail")
+    css("#reversal-of").click()
+    until(lambda: original["id"] in d.current_url, "the link to the original")
+
+
 def test_clean_console_and_sign_out():
     bad = browser_errors()
     assert bad == [], bad
@@ -711,7 +751,7 @@ TESTS = [test_headers_and_assets, test_sign_in, test_create_with_macro_picker_an
          test_postbacks_list_shows_the_last_24_hours, test_xss_payloads_are_text, test_narrow_screen, test_hundred_entries_render_fast,
          test_alert_postback_form, test_breaker_state_and_resume, test_bulk_replay_after_an_outage,
          test_keys_create_shown_once_and_copy, test_viewer_sees_no_write_buttons, test_audit_filters_paging_and_a_record,
-         test_revoke_key_with_confirmation, test_clean_console_and_sign_out]
+         test_revoke_key_with_confirmation, test_reversal_request_and_entry, test_clean_console_and_sign_out]
 
 passed = failed = 0
 try:

@@ -121,6 +121,178 @@ async fn kill9_under_load_loses_no_accepted_event_and_never_refires_a_delivered_
     assert_eq!(hits_of_delivered(), before, "a delivered firing was fired again after restart");
 }
 
+/// A status flip with kills: conversions approved and delivered (to one receiver; another
+/// fails them all, a third still waits on a delay), then rejected while the server is
+/// killed (mid-ingest of the rejections, and with reversals in flight) and restarted.
+/// Every delivered conversion gets its reversal, logged delivered exactly once; a
+/// receiver that never got a conversion gets no reversal.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn kill9_during_a_status_flip_reverses_each_delivered_conversion_exactly_once() {
+    const N: usize = 150;
+    let sink = Sink::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = Server::start(dir.path(), &[]).await;
+    let api = server.client();
+    let with_reversal = |name: &str, url: String, reversal: String, delay: u32| {
+        json!({"name": name, "type": "conversion", "delay_seconds": delay, "url": url,
+            "reversal": {"method": "POST", "url": reversal, "body": "{\"original\": \"{original_delivery_id}\"}"}})
+    };
+    api.create_postback(with_reversal(
+        "Delivered",
+        sink.url("/ok/conv?t={transaction_id}&d={delivery_id}"),
+        sink.url("/slow/40/rev?t={transaction_id}&d={delivery_id}&o={original_delivery_id}"),
+        0,
+    ))
+    .await;
+    api.create_postback(with_reversal(
+        "Failing",
+        sink.url("/fail/1000000/conv?t={transaction_id}"),
+        sink.url("/ok/rev-failing?t={transaction_id}"),
+        0,
+    ))
+    .await;
+    api.create_postback(with_reversal(
+        "Waiting",
+        sink.url("/ok/conv-waiting?t={transaction_id}"),
+        sink.url("/ok/rev-waiting?t={transaction_id}"),
+        3600,
+    ))
+    .await;
+    let txids: Vec<String> = (0..N).map(|i| format!("F{i}")).collect();
+    for chunk in txids.chunks(50) {
+        let events: Vec<_> = chunk
+            .iter()
+            .map(|t| json!({"type": "conversion", "transaction_id": t, "status": "approved", "payout": "3.10"}))
+            .collect();
+        assert_eq!(api.ingest(json!({"events": events})).await.status, 202);
+    }
+    let delivered =
+        api.wait_logs("outcome=delivered&postback_name=Delivered", N, Duration::from_secs(60), |_| true).await;
+    assert_eq!(delivered.len(), N, "every approved conversion delivered to the first receiver");
+    let failed = api.wait_logs("outcome=failed&postback_name=Failing", N, Duration::from_secs(60), |_| true).await;
+    assert_eq!(failed.len(), N, "and failed at the second");
+    let original_of: HashMap<String, String> = delivered
+        .iter()
+        .map(|e| (e["transaction_id"].as_str().unwrap().to_string(), e["delivery_id"].as_str().unwrap().to_string()))
+        .collect();
+
+    // The rejections, from 4 trackers; the first kill lands mid-way.
+    let accepted: Arc<Mutex<Vec<String>>> = Arc::default();
+    let mut senders = Vec::new();
+    for w in 0..4 {
+        let api = server.client();
+        let accepted = accepted.clone();
+        let mine: Vec<String> = txids.iter().skip(w).step_by(4).cloned().collect();
+        senders.push(tokio::spawn(async move {
+            for tx in mine {
+                let r = api
+                    .http
+                    .post(format!("{}/events", api.base))
+                    .header("x-api-key", INGEST_KEY)
+                    .json(&json!({"type": "conversion", "transaction_id": tx, "status": "rejected", "rejection_reason": "chargeback"}))
+                    .send()
+                    .await;
+                match r {
+                    Ok(r) if r.status().as_u16() == 202 => accepted.lock().unwrap().push(tx),
+                    _ => return,
+                }
+            }
+        }));
+    }
+    let started = std::time::Instant::now();
+    while accepted.lock().unwrap().len() < N / 3 && started.elapsed() < Duration::from_secs(20) {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    server.kill9();
+    for s in senders {
+        let _ = s.await;
+    }
+    let accepted_before_kill = accepted.lock().unwrap().len();
+    server.restart().await;
+    // The trackers retry what got no 2xx, and repeat the rest (duplicates: nothing new).
+    let api = server.client();
+    for chunk in txids.chunks(50) {
+        let events: Vec<_> = chunk
+            .iter()
+            .map(|t| json!({"type": "conversion", "transaction_id": t, "status": "rejected", "rejection_reason": "chargeback"}))
+            .collect();
+        assert_eq!(api.ingest(json!({"events": events})).await.status, 202);
+    }
+    // The second kill: with reversals in flight to the slow receiver.
+    sink.wait_for("/slow/40/rev", N / 4, Duration::from_secs(30)).await;
+    server.kill9();
+    server.restart().await;
+    let api = server.client();
+
+    let per_tx = |hits: &[Hit]| {
+        let mut per_tx: HashMap<String, Vec<String>> = HashMap::new();
+        for h in hits {
+            let mut t = String::new();
+            let mut o = String::new();
+            for kv in h.query.split('&') {
+                if let Some(v) = kv.strip_prefix("t=") {
+                    t = v.to_string();
+                }
+                if let Some(v) = kv.strip_prefix("o=") {
+                    o = v.to_string();
+                }
+            }
+            per_tx.entry(t).or_default().push(o);
+        }
+        per_tx
+    };
+    let hits = sink
+        .wait_until("/slow/40/rev", Duration::from_secs(60), |hits| {
+            let seen = per_tx(hits);
+            txids.iter().all(|t| seen.contains_key(t))
+        })
+        .await;
+    let seen = per_tx(&hits);
+    let missing: Vec<&String> = txids.iter().filter(|t| !seen.contains_key(*t)).collect();
+    assert!(
+        missing.is_empty(),
+        "{} delivered conversions got no reversal, e.g. {:?}",
+        missing.len(),
+        &missing[..missing.len().min(5)]
+    );
+    for (tx, originals) in &seen {
+        assert!(
+            originals.iter().all(|o| Some(o) == original_of.get(tx)),
+            "{tx}: a reversal names its original delivery"
+        );
+    }
+    // Exactly one reversal per delivered conversion: one delivery id each, logged
+    // delivered once (a kill mid-send may re-send it with the same id: at least once).
+    let reversals = api
+        .wait_logs("outcome=delivered&postback_name=Delivered&url.contains=/rev", N, Duration::from_secs(30), |_| true)
+        .await;
+    let mut per_tx_logged: HashMap<String, usize> = HashMap::new();
+    for e in &reversals {
+        assert!(e["reversal_of"].is_string(), "a reversal entry says what it reverses: {e}");
+        *per_tx_logged.entry(e["transaction_id"].as_str().unwrap().to_string()).or_default() += 1;
+    }
+    assert_eq!(per_tx_logged.len(), N, "one reversal per delivered conversion");
+    assert!(per_tx_logged.values().all(|n| *n == 1), "a reversal was delivered twice");
+
+    // Nothing more after everything settled (another kill included), and nothing ever to
+    // the receivers that did not get the conversion.
+    server.client().sentinel(&sink, "after-flip", 1).await;
+    let settled = sink.hits_on("/slow/40/rev").len();
+    let resent = settled - N;
+    eprintln!(
+        "status flip: {accepted_before_kill} rejections accepted before the first kill; \
+         {resent} reversals re-sent after a kill mid-send"
+    );
+    assert!(resent <= 2 * 16, "more re-sends than could have been in flight: {resent}");
+    server.kill9();
+    server.restart().await;
+    server.client().sentinel(&sink, "after-flip-restart", 1).await;
+    assert_eq!(sink.hits_on("/slow/40/rev").len(), settled, "no reversal was sent again after a restart");
+    assert_eq!(sink.hits_on("/ok/rev-failing").len(), 0, "a failed firing has no reversal");
+    assert_eq!(sink.hits_on("/ok/rev-waiting").len(), 0, "a waiting firing has no reversal");
+    assert_eq!(sink.hits_on("/ok/conv-waiting").len(), 0);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_second_server_on_the_same_data_dir_is_refused() {
     if local_only("DATA_DIR and its lock are the local server's") {

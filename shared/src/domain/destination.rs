@@ -107,6 +107,7 @@ mod tests {
                 delivery_id: "d_1",
                 attempt: 1,
                 alert: None,
+                reversal: None,
             };
             p.destination(&ctx)
         };
@@ -124,6 +125,7 @@ mod tests {
             delivery_id: "d",
             attempt: 1,
             alert: None,
+            reversal: None,
         };
         assert_eq!(fixed.destination(&ctx).as_deref(), Some("http://127.0.0.1:3001"));
     }

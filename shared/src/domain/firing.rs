@@ -53,6 +53,21 @@ pub struct Firing {
     /// older than the one that made it. `None`: a message from before this field.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub postback_version: Option<u32>,
+    /// A reversal firing (see docs/DESIGN.md *Reversals*): the delivered firing it
+    /// reverses. It sends the postback's `reversal` request, and every attempt's entry
+    /// carries `reversal_of`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reversal_of: Option<ReversalOf>,
+}
+
+/// The delivery a reversal firing reverses: its delivered log entry, delivery id and
+/// time (the `{original_delivery_id}` and `{original_fired_at}` macros).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReversalOf {
+    /// The delivered entry's id (the entries' `reversal_of`).
+    pub entry_id: String,
+    pub delivery_id: String,
+    pub fired_at: DateTime<Utc>,
 }
 
 fn yes() -> bool {
@@ -69,6 +84,59 @@ impl Firing {
         let digest = h.finalize();
         // 128 bits is plenty for uniqueness and keeps ids short.
         format!("d_{}", hex::encode(&digest[..16]))
+    }
+
+    /// Deterministic delivery id of the reversal of the delivery `original_delivery_id`
+    /// of `postback_id`: the same delivery reversed twice (a rejection reported again, a
+    /// redelivered message, a crash before the markers) is one firing, so the queue and
+    /// the delivered markers send it once. Distinct from every other firing's id.
+    pub fn reversal_delivery_id(original_delivery_id: &str, postback_id: &str) -> String {
+        Self::delivery_id_for(&format!("reversal|{original_delivery_id}"), postback_id)
+    }
+
+    /// The reversal firing of the delivered `entry` (its firing in `entry.firing`), for the
+    /// conversion's `rejection` (its status now), queued at `now`: the original event with
+    /// the status now `rejected` (and the rejection's reason and time). `None` when the entry has no firing or is no delivery to reverse
+    /// (a test, a reversal, an alert, an event that was itself a rejection).
+    pub fn reversal_for(
+        entry: &super::log::LogEntry,
+        rejection: &super::event::CurrentStatus,
+        now: DateTime<Utc>,
+    ) -> Option<Firing> {
+        let original = entry.firing.as_ref()?;
+        if entry.test
+            || entry.outcome != super::log::Outcome::Delivered
+            || original.reversal_of.is_some()
+            || original.alert.is_some()
+            || !original.event.kind.has_status()
+            || original.event.status == Some(super::event::Status::Rejected)
+        {
+            return None;
+        }
+        let mut event = original.event.clone();
+        event.status = Some(super::event::Status::Rejected);
+        event.rejection_reason.clone_from(&rejection.rejection_reason);
+        event.timestamp = rejection.updated_at;
+        Some(Firing {
+            delivery_id: Self::reversal_delivery_id(&entry.delivery_id, &entry.postback_id),
+            postback_id: entry.postback_id.clone(),
+            event,
+            attempt: 1,
+            due_at: now,
+            queued_at: now,
+            check_status: true,
+            resend_of: None,
+            alert: None,
+            replay_of: None,
+            slot_second: None,
+            destination: None,
+            postback_version: None,
+            reversal_of: Some(ReversalOf {
+                entry_id: entry.id.clone(),
+                delivery_id: entry.delivery_id.clone(),
+                fired_at: entry.fired_at,
+            }),
+        })
     }
 
     /// Deterministic delivery id for an alert postback's firing of one alert: the same
@@ -88,6 +156,7 @@ impl Firing {
             delivery_id: &self.delivery_id,
             attempt: self.attempt,
             alert: self.alert.as_ref(),
+            reversal: self.reversal_of.as_ref(),
         }
     }
 
@@ -95,7 +164,9 @@ impl Firing {
     /// to (the fair-queue key: `FiringQueue::receive_fair` locally, the SQS message group
     /// on AWS) and the postback's version it was judged by.
     pub fn bound_to(mut self, postback: &super::postback::CompiledPostback) -> Firing {
-        let destination = postback.destination(&self.macro_context(&postback.postback));
+        // A reversal goes where the postback's reversal request goes.
+        let request = postback.request_for(&self);
+        let destination = request.destination(&self.macro_context(&postback.postback));
         self.destination = destination;
         self.postback_version = Some(postback.postback.version);
         self

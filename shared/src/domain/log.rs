@@ -88,6 +88,9 @@ pub struct LogEntry {
     /// The failed entry a bulk replay fired again (`POST /logs/replay`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub replay_of: Option<String>,
+    /// A reversal's attempt: the delivered entry it reverses (docs/DESIGN.md *Reversals*).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reversal_of: Option<String>,
     /// What is needed to resend this entry: the firing it came from. Not part of the API
     /// output.
     #[serde(default, skip_serializing)]

@@ -6,6 +6,7 @@ use chrono::{DateTime, SecondsFormat, Utc};
 
 use super::alert::AlertContext;
 use super::event::{Event, EventType, Status};
+use super::firing::ReversalOf;
 
 /// Every fixed macro name of event postbacks (`params.<key>` is accepted in addition).
 pub const KNOWN_MACROS: &[&str] = &[
@@ -71,6 +72,9 @@ pub const ALERT_MACROS: &[&str] = &[
     "signature",
 ];
 
+/// The macros only a postback's `reversal` request has (`super::firing::ReversalOf`).
+pub const REVERSAL_ONLY_MACROS: &[&str] = &["original_delivery_id", "original_fired_at"];
+
 /// Which macros a template may use: those of its postback's type.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum MacroSet {
@@ -78,6 +82,14 @@ pub enum MacroSet {
     Event,
     /// Alert postbacks: [`ALERT_MACROS`].
     Alert,
+    /// A postback's `reversal` request: the event macros and [`REVERSAL_ONLY_MACROS`].
+    Reversal,
+}
+
+impl From<EventType> for MacroSet {
+    fn from(kind: EventType) -> MacroSet {
+        MacroSet::for_type(kind)
+    }
 }
 
 impl MacroSet {
@@ -91,7 +103,7 @@ impl MacroSet {
 
     fn names(self) -> &'static [&'static str] {
         match self {
-            MacroSet::Event => KNOWN_MACROS,
+            MacroSet::Event | MacroSet::Reversal => KNOWN_MACROS,
             MacroSet::Alert => ALERT_MACROS,
         }
     }
@@ -99,8 +111,9 @@ impl MacroSet {
     /// Is `name` one of this set's macros (case-sensitive)?
     pub fn contains(self, name: &str) -> bool {
         match (self, name.strip_prefix("params.")) {
-            (MacroSet::Event, Some(key)) => !key.is_empty(),
+            (MacroSet::Event | MacroSet::Reversal, Some(key)) => !key.is_empty(),
             (MacroSet::Alert, Some(_)) => false,
+            (MacroSet::Reversal, None) if REVERSAL_ONLY_MACROS.contains(&name) => true,
             (set, None) => set.names().contains(&name),
         }
     }
@@ -113,9 +126,12 @@ impl MacroSet {
     /// Why a known macro of the other set is not one of this one, for the error.
     pub fn why_not(self, name: &str) -> Option<&'static str> {
         match self {
-            MacroSet::Event if ALERT_ONLY_MACROS.contains(&name) => {
+            MacroSet::Event | MacroSet::Reversal if ALERT_ONLY_MACROS.contains(&name) => {
                 Some("it is an alert macro, only for postbacks of type alert")
             }
+            MacroSet::Event if REVERSAL_ONLY_MACROS.contains(&name) => Some(
+                "it is a reversal macro, only for the reversal request (reversal.url, reversal.headers, reversal.body)",
+            ),
             MacroSet::Alert if MacroSet::Event.contains(name) => Some(
                 "an alert postback has no tracker event, so the event's values are not macros of it; \
                  its macros are alert, alert_message, alert_postback_id, alert_postback_name, alert_url, \
@@ -179,6 +195,8 @@ pub struct MacroContext<'a> {
     pub attempt: u32,
     /// The alert of an alert postback's firing (`None` for every other firing).
     pub alert: Option<&'a AlertContext>,
+    /// The delivery a reversal firing reverses (`None` for every other firing).
+    pub reversal: Option<&'a ReversalOf>,
 }
 
 impl<'a> MacroContext<'a> {
@@ -222,6 +240,10 @@ impl<'a> MacroContext<'a> {
             "postback_name" => Some(Cow::Borrowed(self.postback_name)),
             "attempt" => Some(Cow::Owned(self.attempt.to_string())),
             "delivery_id" => Some(Cow::Borrowed(self.delivery_id)),
+            "original_delivery_id" => self.reversal.map(|r| Cow::Borrowed(r.delivery_id.as_str())),
+            "original_fired_at" => {
+                self.reversal.map(|r| Cow::Owned(r.fired_at.to_rfc3339_opts(SecondsFormat::AutoSi, true)))
+            }
             _ => self.alert.and_then(|alert| alert_value(alert, name)),
         }
     }
@@ -284,7 +306,15 @@ mod tests {
     use crate::domain::template::{Encoding, Template};
 
     fn ctx<'a>(event: &'a Event, alert: Option<&'a AlertContext>) -> MacroContext<'a> {
-        MacroContext { event, postback_id: "pb_chat", postback_name: "Chat", delivery_id: "d_1", attempt: 2, alert }
+        MacroContext {
+            event,
+            postback_id: "pb_chat",
+            postback_name: "Chat",
+            delivery_id: "d_1",
+            attempt: 2,
+            alert,
+            reversal: None,
+        }
     }
 
     #[test]

@@ -20,10 +20,13 @@ struct TypeIndex {
     by_publisher: HashMap<String, Vec<Arc<CompiledPostback>>>,
     /// Postbacks scoped to all offers and all publishers.
     global: Vec<Arc<CompiledPostback>>,
+    /// Some postback of the type has a `reversal` request.
+    has_reversal: bool,
 }
 
 impl TypeIndex {
     fn insert(&mut self, c: &Arc<CompiledPostback>) {
+        self.has_reversal |= c.reversal.is_some();
         // An empty list names nothing, so such a postback matches nothing and is not filed.
         match (&c.postback.offers, &c.postback.publishers) {
             (Scope::Only(offers), _) => {
@@ -171,6 +174,12 @@ impl PostbackIndex {
 
     pub fn get(&self, id: &str) -> Option<Arc<CompiledPostback>> {
         self.by_id.get(id).cloned()
+    }
+
+    /// Whether some enabled postback of type `kind` has a `reversal` request: ingest
+    /// reads a rejected conversion's deliveries only then (docs/DESIGN.md *Reversals*).
+    pub fn has_reversal(&self, kind: EventType) -> bool {
+        type_slot(kind).and_then(|slot| self.by_type.get(slot)).is_some_and(|index| index.has_reversal)
     }
 
     /// Every postback id in the index.

@@ -10,6 +10,7 @@ use super::alert::AlertKind;
 use super::condition::Condition;
 use super::delivery::SuccessRule;
 use super::event::{EventType, Status};
+use super::macros::MacroSet;
 use super::signing::{PreviousSecret, Signing, SigningKeys, SigningSecret};
 use super::template::Template;
 use super::ValidationError;
@@ -147,12 +148,29 @@ pub struct Postback {
     /// before the audit trail existed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub changed_by: Option<super::access::Actor>,
+    /// Conversion and event postbacks: the request sent when a conversion this postback
+    /// delivered is later rejected (see docs/DESIGN.md *Reversals*).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reversal: Option<Reversal>,
 }
 
 /// The partner a postback belongs to.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Owner {
     pub publisher_id: String,
+}
+
+/// A postback's `reversal` request: templates like the postback's own, with the
+/// reversal macros (`{original_delivery_id}`, `{original_fired_at}`) besides.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Reversal {
+    pub method: HttpMethod,
+    pub url: String,
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub body: Option<String>,
+    pub content_type: String,
 }
 
 /// The version of a new postback (and of one stored before versions existed).
@@ -186,6 +204,7 @@ pub struct PostbackSpec {
     pub success_rule: Option<SuccessRule>,
     pub alerts: Vec<AlertKind>,
     pub rate_limit_per_second: Option<u32>,
+    pub reversal: Option<Reversal>,
 }
 
 /// What a create/replace said about `signing_secret`.
@@ -233,6 +252,7 @@ impl PostbackSpec {
             rate_limit_per_second: self.rate_limit_per_second,
             owner: None,
             changed_by: None,
+            reversal: self.reversal,
         }
     }
 }
@@ -277,21 +297,55 @@ pub struct CompiledPostback {
     pub body: Option<Template>,
     /// With signing on: the keys to sign with.
     pub signing: Option<SigningKeys>,
+    /// The `reversal` request compiled as a postback of its own: this postback with the
+    /// reversal's method, URL, headers, body and content type (and no reversal).
+    pub reversal: Option<Box<CompiledPostback>>,
 }
 
 impl CompiledPostback {
     pub fn new(postback: Postback) -> Result<Self, ValidationError> {
-        let kind = postback.kind;
-        let url = Template::parse_for(&postback.url, kind).map_err(|e| e.for_field("url"))?;
+        let reversal = match &postback.reversal {
+            Some(r) => {
+                let request = Postback {
+                    method: r.method,
+                    url: r.url.clone(),
+                    headers: r.headers.clone(),
+                    body: r.body.clone(),
+                    content_type: r.content_type.clone(),
+                    reversal: None,
+                    ..postback.clone()
+                };
+                let compiled = Self::compile_in(request, MacroSet::Reversal).map_err(|e| e.within("reversal."))?;
+                Some(Box::new(compiled))
+            }
+            None => None,
+        };
+        let set = MacroSet::for_type(postback.kind);
+        let mut compiled = Self::compile_in(postback, set)?;
+        compiled.reversal = reversal;
+        Ok(compiled)
+    }
+
+    /// What a firing sends: the reversal request for a reversal firing (when the
+    /// postback still has one), else the postback's own.
+    pub fn request_for(&self, firing: &super::firing::Firing) -> &CompiledPostback {
+        match (&firing.reversal_of, &self.reversal) {
+            (Some(_), Some(reversal)) => reversal,
+            _ => self,
+        }
+    }
+
+    fn compile_in(postback: Postback, set: MacroSet) -> Result<Self, ValidationError> {
+        let url = Template::parse_in(&postback.url, set).map_err(|e| e.for_field("url"))?;
         let headers = postback
             .headers
             .iter()
             .map(|(k, v)| {
-                Template::parse_for(v, kind).map(|t| (k.clone(), t)).map_err(|e| e.for_field(&format!("headers.{k}")))
+                Template::parse_in(v, set).map(|t| (k.clone(), t)).map_err(|e| e.for_field(&format!("headers.{k}")))
             })
             .collect::<Result<Vec<_>, _>>()?;
         let body = match &postback.body {
-            Some(b) => Some(Template::parse_for(b, kind).map_err(|e| e.for_field("body"))?),
+            Some(b) => Some(Template::parse_in(b, set).map_err(|e| e.for_field("body"))?),
             None => None,
         };
         let signing = match (&postback.signing, &postback.signing_secret) {
@@ -305,6 +359,6 @@ impl CompiledPostback {
                 },
             }),
         };
-        Ok(Self { postback, url, headers, body, signing })
+        Ok(Self { postback, url, headers, body, signing, reversal: None })
     }
 }

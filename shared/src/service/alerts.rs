@@ -37,6 +37,7 @@ pub async fn raise(app: &App, alert: &AlertContext, key: &str) -> StoreResult<()
                 resend_of: None,
                 alert: Some(alert.clone()),
                 replay_of: None,
+                reversal_of: None,
                 slot_second: None,
                 destination: None,
                 postback_version: None,

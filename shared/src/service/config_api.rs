@@ -55,6 +55,9 @@ pub fn shown(postback: Postback) -> Postback {
 /// or replace that set it.
 pub fn shown_with_secret(mut postback: Postback) -> Postback {
     postback.headers = redact_headers(&postback.headers);
+    if let Some(reversal) = postback.reversal.as_mut() {
+        reversal.headers = redact_headers(&reversal.headers);
+    }
     postback.previous_signing_secret = None;
     postback
 }
@@ -300,6 +303,23 @@ impl App {
                 }
             }
         }
+        if let Some(reversal) = spec.reversal.as_mut() {
+            let stored = existing.reversal.as_ref().map(|r| &r.headers);
+            for (name, value) in reversal.headers.iter_mut() {
+                if value == REDACTED {
+                    match stored.and_then(|headers| headers.get(name)) {
+                        Some(stored) => value.clone_from(stored),
+                        None => {
+                            return Err(ValidationError::invalid(
+                                format!("reversal.headers.{name}"),
+                                "[REDACTED] keeps a stored secret, but this header has none",
+                            )
+                            .into())
+                        }
+                    }
+                }
+            }
+        }
         let signing_on = spec.signing.is_on();
         let (secret, previous, secret_set) = match std::mem::take(&mut spec.signing_secret) {
             _ if !signing_on => (None, None, false),
@@ -441,6 +461,7 @@ impl App {
             delivery_id: &delivery_id,
             attempt: 1,
             alert: alert.as_ref(),
+            reversal: None,
         };
         let request = postback.render_signed(&ctx, self.ports.clock.now()).map_err(|e| {
             ValidationError::new("invalid", "event", format!("the sample event cannot be rendered: {e}"))
@@ -478,6 +499,7 @@ impl App {
             resend_of: None,
             alert,
             replay_of: None,
+            reversal_of: None,
             slot_second: None,
             destination: None,
             postback_version: Some(postback.postback.version),

@@ -10,6 +10,7 @@ use super::control::Admission;
 use super::App;
 use crate::domain::breaker::is_retryable_failure;
 use crate::domain::delivery::{OutboundRequest, OutboundResponse, SendFailure, Verdict};
+use crate::domain::event::Status;
 use crate::domain::firing::Firing;
 use crate::domain::log::{LogEntry, Outcome};
 use crate::domain::postback::CompiledPostback;
@@ -132,6 +133,9 @@ impl Dispatcher {
         }
         // The firing's own fate is settled first; the breaker and alerts follow.
         let postback = attempt.postback.clone().unwrap_or(postback);
+        if attempt.outcome == AttemptOutcome::Delivered {
+            self.reverse_if_rejected(&postback, &attempt.entry).await?;
+        }
         self.after_attempt(&postback, firing, gate, attempt.retryable_failure, &attempt.entry).await?;
         if attempt.outcome == AttemptOutcome::Failed {
             self.firing_failed(&postback, &attempt.entry).await;
@@ -229,10 +233,12 @@ impl Dispatcher {
             }
         }
         let postback = refreshed.as_deref().unwrap_or(postback);
+        // A reversal firing sends the postback's reversal request.
+        let target = postback.request_for(firing);
 
         let ctx = firing.macro_context(&postback.postback);
         let fired_at = self.app.ports.clock.now();
-        let request = match postback.render_signed(&ctx, fired_at) {
+        let request = match target.render_signed(&ctx, fired_at) {
             Ok(request) => request,
             Err(err) => {
                 // Only reachable with a value that cannot go into a header (CR/LF):
@@ -256,7 +262,7 @@ impl Dispatcher {
         let answered_at = self.app.ports.clock.now();
         let verdict = self.app.policy.retry.classify_with_rule(&result, rule, firing.attempt, jitter, answered_at);
         let retryable_failure = is_retryable_failure(&result, rule, answered_at);
-        let mut entry = self.entry(firing, postback, Some(postback.shown(&request, &ctx)), fired_at, test);
+        let mut entry = self.entry(firing, postback, Some(target.shown(&request, &ctx)), fired_at, test);
         fill_result(&mut entry, &result, elapsed);
         // A 2xx that breaks the success rule: the entry says which rule (on a retry too).
         if let (Some(rule), Ok(response)) = (rule, &result) {
@@ -337,6 +343,9 @@ impl Dispatcher {
         if !postback.postback.enabled {
             return Ok(Some("postback disabled".into()));
         }
+        if firing.reversal_of.is_some() {
+            return self.reversal_skip_reason(postback, firing).await;
+        }
         let event = &firing.event;
         let Some(key) = event.status_key() else { return Ok(None) };
         let current = self.app.ports.touches.get_status(&event.transaction_id, &key).await?;
@@ -359,6 +368,52 @@ impl Dispatcher {
         }
         why.push_str(&format!("; postback fires on {}", fire_on_text(postback)));
         Ok(Some(why))
+    }
+
+    /// Why a reversal firing must not go out now: its postback has no reversal request
+    /// any more, or the conversion is no longer rejected.
+    async fn reversal_skip_reason(&self, postback: &CompiledPostback, firing: &Firing) -> StoreResult<Option<String>> {
+        if postback.reversal.is_none() {
+            return Ok(Some("postback has no reversal request".into()));
+        }
+        let event = &firing.event;
+        let Some(key) = event.status_key() else { return Ok(None) };
+        match self.app.ports.touches.get_status(&event.transaction_id, &key).await? {
+            Some(current) if current.status != Status::Rejected => Ok(Some(format!(
+                "status changed from rejected to {}; a reversal goes only while the conversion is rejected",
+                current.status.as_str()
+            ))),
+            _ => Ok(None),
+        }
+    }
+
+    /// After a firing was delivered: if its conversion is rejected by now and its
+    /// postback has a reversal request, queue the reversal (the rejection came while the
+    /// firing was in flight, or before it was delivered: ingest saw no delivery to
+    /// reverse then). Reads nothing for a postback without a reversal. The reversal's
+    /// delivery id is derived from this delivery's, so ingest queueing it too is harmless.
+    pub(super) async fn reverse_if_rejected(&self, postback: &CompiledPostback, entry: &LogEntry) -> StoreResult<()> {
+        if postback.reversal.is_none() || entry.test {
+            return Ok(());
+        }
+        let Some(firing) = entry.firing.as_ref().filter(|f| f.reversal_of.is_none()) else { return Ok(()) };
+        let Some(key) = firing.event.status_key() else { return Ok(()) };
+        if firing.event.status == Some(Status::Rejected) {
+            return Ok(());
+        }
+        let Some(current) = self.app.ports.touches.get_status(&firing.event.transaction_id, &key).await? else {
+            return Ok(());
+        };
+        if current.status != Status::Rejected {
+            return Ok(());
+        }
+        let now = self.app.ports.clock.now();
+        if let Some(reversal) = Firing::reversal_for(entry, &current, now) {
+            tracing::info!(delivery_id = %reversal.delivery_id, original = %entry.delivery_id,
+                "delivered after the conversion was rejected; queueing its reversal");
+            self.app.ports.queue.enqueue(&[reversal.bound_to(postback)]).await?;
+        }
+        Ok(())
     }
 
     fn entry(
@@ -436,6 +491,7 @@ fn base_entry(
         next_attempt_at: None,
         resend_of: firing.resend_of.clone(),
         replay_of: firing.replay_of.clone(),
+        reversal_of: firing.reversal_of.as_ref().map(|r| r.entry_id.clone()),
         firing: Some(firing.clone()),
     }
 }

@@ -2,15 +2,16 @@
 
 use std::collections::{HashMap, HashSet};
 
-use chrono::Duration as ChronoDuration;
+use chrono::{DateTime, Duration as ChronoDuration, Utc};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 use super::{App, ServiceResult};
 use crate::domain::enrich::enrich_from_click;
-use crate::domain::event::{Event, EventType};
+use crate::domain::event::{CurrentStatus, Event, EventType, Status};
 use crate::domain::firing::Firing;
 use crate::domain::macros::MacroContext;
+use crate::domain::matching::PostbackIndex;
 use crate::ports::TouchRecord;
 
 /// What ingest says about one event.
@@ -98,6 +99,7 @@ impl App {
                     delivery_id: &delivery_id,
                     attempt: 1,
                     alert: None,
+                    reversal: None,
                 };
                 let destination = postback.destination(&ctx);
                 firings.push(Firing {
@@ -111,6 +113,7 @@ impl App {
                     resend_of: None,
                     alert: None,
                     replay_of: None,
+                    reversal_of: None,
                     slot_second: None,
                     destination,
                     postback_version: Some(postback.postback.version),
@@ -121,12 +124,37 @@ impl App {
             new_keys.push(key);
         }
 
+        // Reversals (docs/DESIGN.md *Reversals*): only where some postback of the type has
+        // a reversal request, so other status changes read nothing more.
+        let rejections: Vec<&Event> = records
+            .iter()
+            .map(|r| &r.event)
+            .filter(|e| e.status == Some(Status::Rejected) && e.kind.has_status() && index.has_reversal(e.kind))
+            .collect();
+        let recorded = !rejections.is_empty();
+        if recorded {
+            // The status first, then the deliveries: a firing delivered meanwhile reads the
+            // status after its delivery (`Dispatcher::reverse_if_rejected`), so one of the
+            // two sees the other. (The combined write records them again: no change.)
+            touches.record(&records).await?;
+            let mut queued = HashSet::new();
+            for event in rejections {
+                for reversal in self.reversals_of(&index, event, now).await? {
+                    if queued.insert(reversal.delivery_id.clone()) {
+                        firings.push(reversal);
+                    }
+                }
+            }
+        }
+
         if let Some(combined) = &self.ports.combined {
             combined.record_and_enqueue(&records, &firings, &new_keys).await?;
-        } else if firings.is_empty() {
+        } else if firings.is_empty() && !recorded {
             touches.record_and_mark_seen(&records, &new_keys).await?;
         } else {
-            touches.record(&records).await?;
+            if !recorded {
+                touches.record(&records).await?;
+            }
             self.ports.queue.enqueue(&firings).await?;
             touches.mark_seen(&new_keys).await?;
         }
@@ -135,6 +163,36 @@ impl App {
         }
         tracing::debug!(events = results.len(), firings = firings.len(), "ingested");
         Ok(results)
+    }
+}
+
+impl App {
+    /// The reversal firings a rejection of `event`'s conversion (or named event) calls
+    /// for: one per delivered firing of it whose postback has a reversal request.
+    async fn reversals_of(
+        &self,
+        index: &PostbackIndex,
+        event: &Event,
+        now: DateTime<Utc>,
+    ) -> ServiceResult<Vec<Firing>> {
+        let key = event.status_key();
+        let rejection = CurrentStatus {
+            status: Status::Rejected,
+            rejection_reason: event.rejection_reason.clone(),
+            updated_at: event.timestamp,
+        };
+        let mut reversals = Vec::new();
+        for entry in self.ports.logs.delivered_of_transaction(&event.transaction_id).await? {
+            let Some(original) = entry.firing.as_ref() else { continue };
+            if original.event.kind != event.kind || original.event.status_key() != key {
+                continue;
+            }
+            let Some(postback) = index.get(&entry.postback_id).filter(|p| p.reversal.is_some()) else { continue };
+            if let Some(reversal) = Firing::reversal_for(&entry, &rejection, now) {
+                reversals.push(reversal.bound_to(&postback));
+            }
+        }
+        Ok(reversals)
     }
 }
 

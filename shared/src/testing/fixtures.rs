@@ -58,6 +58,7 @@ pub fn postback(id: &str, kind: EventType) -> Postback {
         rate_limit_per_second: Some(50),
         owner: None,
         changed_by: None,
+        reversal: None,
     }
 }
 
@@ -107,6 +108,7 @@ pub fn firing(delivery_id: &str, due_at: DateTime<Utc>) -> Firing {
         resend_of: None,
         alert: None,
         replay_of: None,
+        reversal_of: None,
         slot_second: None,
         destination: None,
         postback_version: None,
@@ -148,6 +150,7 @@ pub fn log_entry(firing: &Firing, outcome: Outcome) -> LogEntry {
         next_attempt_at: None,
         resend_of: None,
         replay_of: None,
+        reversal_of: None,
         firing: Some(firing.clone()),
     }
 }

@@ -134,6 +134,7 @@ fn firing(delivery_id: &str, due_at: DateTime<Utc>) -> Firing {
         resend_of: None,
         alert: None,
         replay_of: None,
+        reversal_of: None,
         slot_second: None,
         destination: None,
         postback_version: None,
@@ -171,6 +172,7 @@ fn log_entry(fired_at: DateTime<Utc>, postback_id: &str, txid: &str, outcome: Ou
         next_attempt_at: None,
         resend_of: None,
         replay_of: None,
+        reversal_of: None,
         firing: Some(firing(&format!("d-{postback_id}-{txid}"), fired_at)),
     }
 }

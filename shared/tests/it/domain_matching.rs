@@ -21,7 +21,7 @@ fn postback(id: &str, kind: EventType) -> Postback {
 /// Compiled by hand (a literal URL) so these tests do not need the template parser.
 fn compiled(p: Postback) -> CompiledPostback {
     let url = Template { segments: vec![Segment::Literal(p.url.clone())] };
-    CompiledPostback { postback: p, url, headers: Vec::new(), body: None, signing: None }
+    CompiledPostback { postback: p, url, headers: Vec::new(), body: None, signing: None, reversal: None }
 }
 
 fn index(postbacks: Vec<Postback>) -> PostbackIndex {

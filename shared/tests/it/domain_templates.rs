@@ -24,6 +24,7 @@ fn ctx(event: &Event) -> MacroContext<'_> {
         delivery_id: "d_abc",
         attempt: 3,
         alert: None,
+        reversal: None,
     }
 }
 

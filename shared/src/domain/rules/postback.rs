@@ -12,7 +12,7 @@ use std::collections::{BTreeMap, HashSet};
 use super::{check_max_chars, check_no_control_chars, ValidationError};
 use crate::domain::alert::{AlertContext, AlertKind};
 use crate::domain::event::EventType;
-use crate::domain::macros::{sample_event, sample_time, MacroContext};
+use crate::domain::macros::{sample_event, sample_time, MacroContext, MacroSet};
 use crate::domain::postback::{FireOn, HttpMethod, Scope, SecretInput, MAX_DELAY_SECONDS, MAX_RATE_LIMIT_PER_SECOND};
 use crate::domain::signing::Signing;
 use crate::domain::template::{is_json_content_type, Encoding, Template};
@@ -158,13 +158,13 @@ pub fn rate_limit_per_second(value: Option<u64>) -> Result<u32, ValidationError>
 /// The (trimmed) URL template: required, bounded, no control characters, and parsed with
 /// the macros of a `kind` postback. Where it may point is checked by [`check_rendering`],
 /// once every template is known.
-pub fn url(kind: EventType, source: &str) -> Result<Template, ValidationError> {
+pub fn url(kind: impl Into<MacroSet>, source: &str) -> Result<Template, ValidationError> {
     if source.is_empty() {
         return Err(ValidationError::required("url"));
     }
     check_max_chars("url", source, MAX_URL_CHARS)?;
     check_no_control_chars("url", source)?;
-    Template::parse_for(source, kind).map_err(|e| e.for_field("url"))
+    Template::parse_in(source, kind.into()).map_err(|e| e.for_field("url"))
 }
 
 /// A header template that passed [`headers`].
@@ -179,12 +179,13 @@ pub struct HeaderTemplate {
 /// the value already read as text, keyed by lower-cased name to catch case-insensitive
 /// duplicates.
 pub fn headers<'a>(
-    kind: EventType,
+    kind: impl Into<MacroSet>,
     entries: impl ExactSizeIterator<Item = (&'a str, Result<&'a str, ValidationError>)>,
 ) -> Result<BTreeMap<String, HeaderTemplate>, ValidationError> {
     if entries.len() > MAX_HEADERS {
         return Err(ValidationError::new("too_long", "headers", format!("at most {MAX_HEADERS} headers are allowed")));
     }
+    let set = kind.into();
     let mut headers = BTreeMap::new();
     for (name, source) in entries {
         let field = format!("headers.{name}");
@@ -214,7 +215,7 @@ pub fn headers<'a>(
                 "a header value must not contain CR, LF or other control characters",
             ));
         }
-        let template = Template::parse_for(source, kind).map_err(|e| e.for_field(&field))?;
+        let template = Template::parse_in(source, set).map_err(|e| e.for_field(&field))?;
         let header = HeaderTemplate { name: name.to_string(), source: source.to_string(), template };
         if headers.insert(lower, header).is_some() {
             return Err(ValidationError::invalid(
@@ -235,14 +236,26 @@ pub fn content_type(content_type: &str) -> Result<(), ValidationError> {
 
 /// A (non-empty) body template: not for GET, at most 64 KiB, and parsed with the macros
 /// of a `kind` postback.
-pub fn body(kind: EventType, method: HttpMethod, source: &str) -> Result<Template, ValidationError> {
+pub fn body(kind: impl Into<MacroSet>, method: HttpMethod, source: &str) -> Result<Template, ValidationError> {
     if method == HttpMethod::Get {
         return Err(ValidationError::invalid("body", "a GET postback cannot have a body; use POST or PUT"));
     }
     if source.len() > MAX_BODY_BYTES {
         return Err(ValidationError::new("too_long", "body", format!("body must be at most {MAX_BODY_BYTES} bytes")));
     }
-    Template::parse_for(source, kind).map_err(|e| e.for_field("body"))
+    Template::parse_in(source, kind.into()).map_err(|e| e.for_field("body"))
+}
+
+/// `reversal` (the request sent when a delivered conversion is later rejected) is for
+/// conversion and event postbacks only: no other type has a status to become rejected.
+pub fn reversal_applies(kind: EventType) -> Result<(), ValidationError> {
+    if !kind.has_status() {
+        return Err(ValidationError::invalid(
+            "reversal",
+            "reversal only applies to conversion and event postbacks (a status that can become rejected)",
+        ));
+    }
+    Ok(())
 }
 
 /// Signing: a secret is only given with signing on (`[REDACTED]`, what a GET of a
@@ -375,6 +388,7 @@ pub fn check_rendering(
         delivery_id: "d_sample",
         attempt: 1,
         alert: alert.as_ref(),
+        reversal: None,
     };
     check_url(url, &ctx)?;
     if let Some(body) = body {

@@ -226,7 +226,8 @@ function macroPicker() {
     h("option", { value: "" }, "Insert macro…"),
     h("optgroup", { label: "Event postbacks" }, MACROS.map((m) => h("option", { value: m }, `{${m}}`)),
       h("option", { value: "params." }, "{params.<key>}")),
-    h("optgroup", { label: "Alert postbacks" }, ALERT_MACROS.map((m) => h("option", { value: m }, `{${m}}`))));
+    h("optgroup", { label: "Alert postbacks" }, ALERT_MACROS.map((m) => h("option", { value: m }, `{${m}}`))),
+    h("optgroup", { label: "Reversal request" }, ["original_delivery_id", "original_fired_at"].map((m) => h("option", { value: m }, `{${m}}`))));
   const note = h("small", { class: "hint", id: "macro-target" }, "Inserts at the cursor of the last URL, header value or body field you were in.");
   pick.addEventListener("change", () => {
     let name = pick.value;
@@ -289,6 +290,19 @@ function readForm(form) {
     if (contains) body.success_rule.body_contains = contains;
     if (notContains) body.success_rule.body_not_contains = notContains;
   }
+  const reversalUrl = val("reversal.url").value.trim();
+  if (reversalUrl !== "") {
+    const r = { method: val("reversal.method").value, url: reversalUrl };
+    const rh = {};
+    for (const line of val("reversal.headers").value.split("\n")) {
+      const at = line.indexOf(":");
+      if (at > 0) rh[line.slice(0, at).trim()] = line.slice(at + 1).trim();
+    }
+    if (Object.keys(rh).length) r.headers = rh;
+    if (val("reversal.body").value !== "") r.body = val("reversal.body").value;
+    if (val("reversal.content_type").value.trim() !== "") r.content_type = val("reversal.content_type").value.trim();
+    body.reversal = r;
+  }
   body.signing = val("signing").value;
   if (val("signing_secret").value.trim() !== "") body.signing_secret = val("signing_secret").value.trim();
   return body;
@@ -342,6 +356,21 @@ function requestView(req) {
     req.body ? h("pre", { class: "req-body" }, req.body) : null);
 }
 
+// The reversal request (conversion and event postbacks): sent once per delivered firing
+// when the conversion is later rejected. Empty URL: none.
+function reversalFields(r) {
+  const headerText = Object.entries(r.headers || {}).map(([k, v]) => `${k}: ${v}`).join("\n");
+  return h("fieldset", { "data-field": "reversal", class: "field" },
+    h("legend", {}, "Reversal request (sent when a delivered conversion is later rejected; empty URL: none)"),
+    h("div", { class: "grid" },
+      field("Reversal method", "reversal.method", h("select", { value: r.method || "GET" }, ["GET", "POST", "PUT"].map((m) => h("option", { value: m }, m)))),
+      field("Reversal content type", "reversal.content_type", h("input", { value: r.content_type || "", placeholder: "application/json" }))),
+    field("Reversal URL", "reversal.url", templateField(h("input", { value: r.url || "", placeholder: "https://receiver.example/reverse?id={original_delivery_id}" }))),
+    field("Reversal headers", "reversal.headers", templateField(h("textarea", { rows: 2, value: headerText, placeholder: "Name: value (one a line)" }))),
+    field("Reversal body", "reversal.body", templateField(h("textarea", { rows: 3, value: r.body || "" })), "POST / PUT"),
+    h("div", { class: "field-error", role: "alert" }));
+}
+
 async function editPage(id) {
   mount(main(), h("p", {}, "Loading…"));
   let p = { type: "conversion", enabled: true, method: "GET", offers: "all", publishers: "all", fire_on: "approved", signing: "none", url: "" };
@@ -382,6 +411,7 @@ async function editPage(id) {
       h("div", { class: "field-error", role: "alert" })),
     field("Body", "body", bodyArea, "POST / PUT"),
     field("Content type", "content_type", h("input", { value: p.content_type || "", placeholder: "application/json" })),
+    reversalFields(p.reversal || {}),
     h("fieldset", { "data-field": "conditions", class: "field" }, h("legend", {}, "Conditions (all must hold)"), conditionRows,
       h("button", { type: "button", class: "link", id: "add-condition", onclick: () => conditionRows.append(conditionRow()) }, "+ condition"),
       h("div", { class: "field-error", role: "alert" })),
@@ -531,7 +561,7 @@ export function logRows(items) {
     h("td", { class: "mono when", title: e.fired_at }, h("a", { href: `#/logs/${encodeURIComponent(e.id)}` }, shortTime(e.fired_at))),
     h("td", {}, e.postback_name), h("td", { class: "mono" }, e.transaction_id), h("td", {}, e.type),
     h("td", {}, e.attempt), h("td", {}, e.status_code ?? "—"),
-    h("td", {}, e.outcome, e.test ? " (test)" : "", e.replay_of ? " (replay)" : "", e.resend_of ? " (resend)" : ""),
+    h("td", {}, e.outcome, e.test ? " (test)" : "", e.replay_of ? " (replay)" : "", e.resend_of ? " (resend)" : "", e.reversal_of ? " (reversal)" : ""),
     h("td", {}, `${e.duration_ms} ms`), h("td", { class: "url" }, e.url)));
 }
 
@@ -685,6 +715,7 @@ async function logDetailPage(id) {
   const entryLink = (x, id) => h("a", { href: `#/logs/${encodeURIComponent(x)}`, id, class: "mono" }, x);
   if (e.resend_of) facts.push(["Resend of", entryLink(e.resend_of, "resend-of")]);
   if (e.replay_of) facts.push(["Replay of", entryLink(e.replay_of, "replay-of")]);
+  if (e.reversal_of) facts.push(["Reversal of", entryLink(e.reversal_of, "reversal-of")]);
   if (e.next_attempt_at) facts.push(["Next attempt", e.next_attempt_at]);
   const chain = await api("GET", `/logs?${q({ transaction_id: e.transaction_id, postback_id: e.postback_id, limit: 100 })}`);
   const attempts = chain.ok ? chain.data.items.filter((x) => x.delivery_id === e.delivery_id).sort((a, b) => a.attempt - b.attempt || a.fired_at.localeCompare(b.fired_at)) : [];

@@ -16,6 +16,7 @@ mod ingest;
 mod queue_loop;
 mod rate_limit;
 mod replay;
+mod reversals;
 mod signing;
 
 use std::sync::Arc;

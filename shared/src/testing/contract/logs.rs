@@ -36,6 +36,41 @@ pub async fn logs_append_and_get(a: &Adapters) {
     assert!(!a.logs.is_delivered("d_get").await.unwrap(), "appending an entry does not mark it delivered");
 }
 
+/// `delivered_of_transaction`: the transaction's delivered, non-test entries (logged by
+/// `record_delivered`, as the dispatcher logs them, or appended), with their firings;
+/// not its failed, retrying, skipped or test entries, nor another transaction's.
+pub async fn logs_delivered_of_transaction(a: &Adapters) {
+    let txid = format!("T_rev_{}", uuid::Uuid::new_v4().simple());
+    let other = format!("T_rev_other_{}", uuid::Uuid::new_v4().simple());
+    let entry = |delivery: &str, txid: &str, outcome: Outcome, test: bool| {
+        let mut firing = fixtures::firing(&format!("{delivery}_{txid}"), fixtures::now());
+        firing.event.transaction_id = txid.to_string();
+        let mut e = fixtures::log_entry(&firing, outcome);
+        e.test = test;
+        if let Some(id) = a.logs.delivered_entry_id(&e.delivery_id) {
+            e.id = id;
+        }
+        e
+    };
+    assert_eq!(a.logs.delivered_of_transaction(&txid).await.unwrap(), vec![], "none yet");
+    let first = entry("d_a", &txid, Outcome::Delivered, false);
+    let second = entry("d_b", &txid, Outcome::Delivered, false);
+    assert!(a.logs.record_delivered(&first).await.unwrap());
+    assert!(a.logs.record_delivered(&second).await.unwrap());
+    let noise = [
+        entry("d_c", &txid, Outcome::Failed, false),
+        entry("d_d", &txid, Outcome::Retrying, false),
+        entry("d_e", &txid, Outcome::Skipped, false),
+        entry("d_f", &txid, Outcome::Delivered, true),
+        entry("d_g", &other, Outcome::Delivered, false),
+    ];
+    a.logs.append(&noise).await.unwrap();
+    let mut got = a.logs.delivered_of_transaction(&txid).await.unwrap();
+    got.sort_by(|x, y| x.delivery_id.cmp(&y.delivery_id));
+    assert_eq!(got, vec![first.clone(), second.clone()], "the delivered entries, whole");
+    assert!(got.iter().all(|e| e.firing.is_some()), "with the firing a reversal is made from");
+}
+
 /// `query` lists newest first, whatever the append order.
 pub async fn logs_newest_first(a: &Adapters) {
     let entries: Vec<LogEntry> = (0..6)

@@ -81,6 +81,7 @@ macro_rules! __contract_check_lists {
                 touches_seen_and_mark_seen,
                 touches_record_and_mark_seen,
                 logs_append_and_get,
+                logs_delivered_of_transaction,
                 logs_newest_first,
                 logs_newest_first_by_fired_at,
                 logs_every_filter,

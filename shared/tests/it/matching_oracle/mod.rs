@@ -31,7 +31,15 @@ pub fn matches(p: &Postback, e: &Event) -> bool {
 
 /// A condition as stored (`{"field", "op", "value"}`), on the event's macro value.
 fn condition_holds(condition: &Value, e: &Event) -> bool {
-    let ctx = MacroContext { event: e, postback_id: "", postback_name: "", delivery_id: "", attempt: 1, alert: None };
+    let ctx = MacroContext {
+        event: e,
+        postback_id: "",
+        postback_name: "",
+        delivery_id: "",
+        attempt: 1,
+        alert: None,
+        reversal: None,
+    };
     let value = ctx.value(condition["field"].as_str().unwrap());
     let value = value.as_deref();
     let target = &condition["value"];
@@ -130,5 +138,6 @@ pub fn plain_postback(id: &str, kind: EventType) -> Postback {
         rate_limit_per_second: None,
         owner: None,
         changed_by: None,
+        reversal: None,
     }
 }

@@ -14,7 +14,8 @@ use crate::domain::alert::{AlertContext, AlertKind};
 use crate::domain::condition::{Condition, MAX_CONDITIONS};
 use crate::domain::delivery::SuccessRule;
 use crate::domain::event::{Event, EventType};
-use crate::domain::postback::{FireOn, HttpMethod, Postback, PostbackSpec, Scope, SecretInput};
+use crate::domain::macros::MacroSet;
+use crate::domain::postback::{FireOn, HttpMethod, Postback, PostbackSpec, Reversal, Scope, SecretInput};
 use crate::domain::redact::REDACTED;
 use crate::domain::rules::postback::{
     self as rules, DEFAULT_CONTENT_TYPE, MAX_EVENT_NAME_CHARS, MAX_REJECTION_REASON_CHARS,
@@ -44,6 +45,7 @@ const FIELDS: &[&str] = &[
     "success_rule",
     "alerts",
     "rate_limit_per_second",
+    "reversal",
 ];
 /// Server-assigned; accepted and ignored so a client can PUT back what it GOT.
 const READ_ONLY_FIELDS: &[&str] = &["id", "created_at", "updated_at", "version", "health", "changed_by", "owner"];
@@ -132,47 +134,14 @@ pub fn spec_from_json(value: &Value) -> Result<PostbackSpec, ValidationError> {
     }
 
     // Case-insensitive for convenience; stored upper case.
-    let method = match optional_string(object, "method")? {
-        None => HttpMethod::Get,
-        Some(m) if m.eq_ignore_ascii_case("GET") => HttpMethod::Get,
-        Some(m) if m.eq_ignore_ascii_case("POST") => HttpMethod::Post,
-        Some(m) if m.eq_ignore_ascii_case("PUT") => HttpMethod::Put,
-        Some(_) => return Err(ValidationError::invalid("method", "method must be one of GET, POST, PUT")),
-    };
+    let method = method_of(object)?;
 
     let url_source = required_string(object, "url")?.trim();
     let url_template = rules::url(kind, url_source)?;
 
-    let headers = match present(object, "headers") {
-        None => Default::default(),
-        Some(Value::Object(map)) => rules::headers(
-            kind,
-            map.iter().map(|(name, value)| {
-                let source = match value {
-                    Value::String(source) => Ok(source.as_str()),
-                    other => Err(ValidationError::invalid(
-                        format!("headers.{name}"),
-                        format!("a header value must be a string, not {}", json_kind(other)),
-                    )),
-                };
-                (name.as_str(), source)
-            }),
-        )?,
-        Some(other) => {
-            return Err(ValidationError::invalid(
-                "headers",
-                format!("headers must be an object of header names to values, not {}", json_kind(other)),
-            ))
-        }
-    };
+    let headers = header_templates(object, kind)?;
 
-    let content_type = match optional_string(object, "content_type")?.map(str::trim).filter(|c| !c.is_empty()) {
-        None => DEFAULT_CONTENT_TYPE,
-        Some(c) => {
-            rules::content_type(c)?;
-            c
-        }
-    };
+    let content_type = content_type_of(object)?;
 
     let body_source = optional_string(object, "body")?.filter(|b| !b.is_empty());
     let body_template = body_source.map(|b| rules::body(kind, method, b)).transpose()?;
@@ -203,6 +172,7 @@ pub fn spec_from_json(value: &Value) -> Result<PostbackSpec, ValidationError> {
         Some(Value::Number(n)) => Some(rules::rate_limit_per_second(n.as_u64())?),
         Some(_) => Some(rules::rate_limit_per_second(None)?),
     };
+    let reversal = reversal(object, kind, name, signing)?;
 
     Ok(PostbackSpec {
         name: name.to_string(),
@@ -225,7 +195,115 @@ pub fn spec_from_json(value: &Value) -> Result<PostbackSpec, ValidationError> {
         success_rule,
         alerts,
         rate_limit_per_second,
+        reversal,
     })
+}
+
+/// `headers` (of the postback, or of its `reversal` when `object` is that): header
+/// templates with the macros of `set`.
+fn header_templates(
+    object: &Map<String, Value>,
+    set: impl Into<MacroSet>,
+) -> Result<std::collections::BTreeMap<String, rules::HeaderTemplate>, ValidationError> {
+    match present(object, "headers") {
+        None => Ok(Default::default()),
+        Some(Value::Object(map)) => rules::headers(
+            set,
+            map.iter().map(|(name, value)| {
+                let source = match value {
+                    Value::String(source) => Ok(source.as_str()),
+                    other => Err(ValidationError::invalid(
+                        format!("headers.{name}"),
+                        format!("a header value must be a string, not {}", json_kind(other)),
+                    )),
+                };
+                (name.as_str(), source)
+            }),
+        ),
+        Some(other) => Err(ValidationError::invalid(
+            "headers",
+            format!("headers must be an object of header names to values, not {}", json_kind(other)),
+        )),
+    }
+}
+
+/// `content_type` (trimmed; absent or empty: the default).
+fn content_type_of(object: &Map<String, Value>) -> Result<&str, ValidationError> {
+    match optional_string(object, "content_type")?.map(str::trim).filter(|c| !c.is_empty()) {
+        None => Ok(DEFAULT_CONTENT_TYPE),
+        Some(c) => {
+            rules::content_type(c)?;
+            Ok(c)
+        }
+    }
+}
+
+/// `method` (case-insensitive; absent: GET).
+fn method_of(object: &Map<String, Value>) -> Result<HttpMethod, ValidationError> {
+    match optional_string(object, "method")? {
+        None => Ok(HttpMethod::Get),
+        Some(m) if m.eq_ignore_ascii_case("GET") => Ok(HttpMethod::Get),
+        Some(m) if m.eq_ignore_ascii_case("POST") => Ok(HttpMethod::Post),
+        Some(m) if m.eq_ignore_ascii_case("PUT") => Ok(HttpMethod::Put),
+        Some(_) => Err(ValidationError::invalid("method", "method must be one of GET, POST, PUT")),
+    }
+}
+
+/// `reversal`: an optional `{"method", "url", "headers", "body", "content_type"}` object,
+/// conversion and event postbacks only, checked like the postback's own request with the
+/// reversal macros besides; errors name `reversal.<key>`.
+fn reversal(
+    object: &Map<String, Value>,
+    kind: EventType,
+    name: &str,
+    signing: Signing,
+) -> Result<Option<Reversal>, ValidationError> {
+    const KEYS: &[&str] = &["method", "url", "headers", "body", "content_type"];
+    let request = match present(object, "reversal") {
+        None => return Ok(None),
+        Some(Value::Object(request)) => request,
+        Some(other) => {
+            return Err(ValidationError::invalid(
+                "reversal",
+                format!(
+                "reversal must be an object {{\"method\", \"url\", \"headers\", \"body\", \"content_type\"}}, not {}",
+                json_kind(other)
+            ),
+            ))
+        }
+    };
+    rules::reversal_applies(kind)?;
+    if let Some(unknown) = request.keys().find(|k| !KEYS.contains(&k.as_str())) {
+        return Err(unknown_field(unknown, KEYS, "").within("reversal."));
+    }
+    let inside = |e: ValidationError| e.within("reversal.");
+    let method = method_of(request).map_err(inside)?;
+    let url_source = required_string(request, "url").map_err(inside)?.trim();
+    let url = rules::url(MacroSet::Reversal, url_source).map_err(inside)?;
+    let headers = header_templates(request, MacroSet::Reversal).map_err(inside)?;
+    let content_type = content_type_of(request).map_err(inside)?;
+    let body_source = optional_string(request, "body").map_err(inside)?.filter(|b| !b.is_empty());
+    let body = body_source.map(|b| rules::body(MacroSet::Reversal, method, b)).transpose().map_err(inside)?;
+    rules::check_rendering(kind, name, &url, &headers, body.as_ref(), content_type).map_err(inside)?;
+    if !signing.is_on() && url.uses_signature() {
+        return Err(ValidationError::invalid(
+            "reversal.url",
+            "{signature} needs signing on (signing: standard-webhooks)",
+        ));
+    }
+    if headers.values().any(|h| h.template.uses_signature()) || body.as_ref().is_some_and(|b| b.uses_signature()) {
+        return Err(ValidationError::invalid(
+            "reversal.url",
+            "{signature} signs the URL and may only be used in reversal.url",
+        ));
+    }
+    Ok(Some(Reversal {
+        method,
+        url: url_source.to_string(),
+        headers: headers.into_values().map(|header| (header.name, header.source)).collect(),
+        body: body_source.map(str::to_string),
+        content_type: content_type.to_string(),
+    }))
 }
 
 /// `alerts`: alert postbacks only; absent: all three kinds (stored explicitly, so the
