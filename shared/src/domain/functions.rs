@@ -19,8 +19,21 @@ use sha2::{Digest, Sha256};
 use super::template::URL_COMPONENT;
 
 /// Every function name, in the order the spec lists them.
-pub const FUNCTIONS: &[&str] =
-    &["default", "lower", "upper", "trim", "sha256", "md5", "map", "date", "mul", "round", "truncate", "urlencode", "base64"];
+pub const FUNCTIONS: &[&str] = &[
+    "default",
+    "lower",
+    "upper",
+    "trim",
+    "sha256",
+    "md5",
+    "map",
+    "date",
+    "mul",
+    "round",
+    "truncate",
+    "urlencode",
+    "base64",
+];
 
 /// `round:N`: N from 0 to this.
 pub const MAX_ROUND_PLACES: u32 = 8;
@@ -41,9 +54,15 @@ pub enum Function {
     Md5,
     /// `map:k1=v1,k2=v2,*=v`: the first equal key's value, else the fallback, else the
     /// value unchanged.
-    Map { pairs: Vec<(String, String)>, fallback: Option<String> },
+    Map {
+        pairs: Vec<(String, String)>,
+        fallback: Option<String>,
+    },
     /// `date:FORMAT[,ZONE]`: an RFC 3339 value written in the format, in the zone.
-    Date { format: Vec<DatePart>, zone: Zone },
+    Date {
+        format: Vec<DatePart>,
+        zone: Zone,
+    },
     /// `mul:DECIMAL`: exact product; a value that is not a number renders empty.
     Mul(Decimal),
     /// `round:N`: half away from zero to N places (written with exactly N places).

@@ -183,10 +183,7 @@ pub fn unknown(id: &str) -> ValidationError {
         .min_by_key(|(distance, _)| *distance)
         .map(|(_, k)| format!("; did you mean {k}?"))
         .unwrap_or_default();
-    ValidationError::invalid(
-        "template.id",
-        format!("unknown template {id:?}{hint} (templates: {})", known.join(", ")),
-    )
+    ValidationError::invalid("template.id", format!("unknown template {id:?}{hint} (templates: {})", known.join(", ")))
 }
 
 impl Entry {
@@ -328,15 +325,31 @@ mod tests {
             let t = &entry.template;
             assert!(t.docs_url.starts_with("https://"), "{id}");
             assert!(!t.types.is_empty(), "{id}");
-            assert!(t.inputs.iter().all(|i| i.required || i.default.is_some()), "{id}: an optional input has a default");
+            assert!(
+                t.inputs.iter().all(|i| i.required || i.default.is_some()),
+                "{id}: an optional input has a default"
+            );
             assert_eq!(t.fields.alerts.is_some(), t.category == Category::Chat, "{id}: alerts are for chat templates");
         }
         assert_eq!(all().count(), SOURCES.len(), "every template is in the library");
         assert_eq!(
             ids(),
             [
-                "meta-capi", "tiktok-events", "ga4-mp", "voluum", "redtrack", "keitaro", "binom", "everflow", "tune",
-                "cake", "affise", "slack", "teams", "discord", "telegram"
+                "meta-capi",
+                "tiktok-events",
+                "ga4-mp",
+                "voluum",
+                "redtrack",
+                "keitaro",
+                "binom",
+                "everflow",
+                "tune",
+                "cake",
+                "affise",
+                "slack",
+                "teams",
+                "discord",
+                "telegram"
             ]
         );
     }

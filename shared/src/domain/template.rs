@@ -132,7 +132,10 @@ pub enum Segment {
     Literal(String),
     Macro(String),
     /// `{name|fn|...}`: a macro whose value goes through a function chain.
-    Piped { name: String, chain: Chain },
+    Piped {
+        name: String,
+        chain: Chain,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -220,11 +223,8 @@ impl Template {
             if !set.contains(name) {
                 return Err(unknown_macro(name, set));
             }
-            let segment = if close == name_to {
-                Segment::Macro(name.to_string())
-            } else {
-                piped(name, &source[name_to..close])?
-            };
+            let segment =
+                if close == name_to { Segment::Macro(name.to_string()) } else { piped(name, &source[name_to..close])? };
             if literal_from < open {
                 segments.push(Segment::Literal(source[literal_from..open].to_string()));
             }
@@ -240,7 +240,8 @@ impl Template {
 
     /// The template as text again: `parse(t.source()) == t`.
     pub fn source(&self) -> String {
-        let mut out = String::with_capacity(self.literal_len() + self.macros().map(|m| m.len() + 2).sum::<usize>() + 16);
+        let mut out =
+            String::with_capacity(self.literal_len() + self.macros().map(|m| m.len() + 2).sum::<usize>() + 16);
         for segment in &self.segments {
             match segment {
                 Segment::Literal(text) => out.push_str(text),

@@ -112,9 +112,15 @@ fn the_macros_a_template_uses_include_those_inside_chains() {
 fn function_source() -> impl Strategy<Value = String> {
     let arg = "[a-zA-Z0-9 ._*=-]{0,6}";
     prop_oneof![
-        prop::sample::select(vec!["lower", "upper", "trim", "sha256", "md5", "urlencode", "base64"]).prop_map(String::from),
+        prop::sample::select(vec!["lower", "upper", "trim", "sha256", "md5", "urlencode", "base64"])
+            .prop_map(String::from),
         "[a-zA-Z0-9 ._-]{1,6}".prop_map(|t| format!("default:{t}")),
-        (arg, arg, arg).prop_map(|(a, b, c)| format!("map:{}={},*={}", a.replace(['=', ',', '*'], ""), b.replace(',', ""), c.replace(',', ""))),
+        (arg, arg, arg).prop_map(|(a, b, c)| format!(
+            "map:{}={},*={}",
+            a.replace(['=', ',', '*'], ""),
+            b.replace(',', ""),
+            c.replace(',', "")
+        )),
         prop::sample::select(vec!["%Y-%m-%d %H:%M:%S", "%s%f", "%z", "%d/%m/%Y"]).prop_flat_map(|format| {
             prop::sample::select(vec!["", ",UTC", ",Europe/Kyiv", ",America/St_Johns", ",Asia/Kolkata"])
                 .prop_map(move |zone| format!("date:{format}{zone}"))

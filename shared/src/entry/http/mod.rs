@@ -64,6 +64,8 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/logs/{id}"),
     ("POST", "/logs/{id}/resend"),
     ("POST", "/logs/replay"),
+    ("GET", "/templates"),
+    ("GET", "/templates/{id}"),
     ("POST", "/events"),
     ("GET", "/events"),
 ];
@@ -91,6 +93,10 @@ pub fn router(app: Arc<App>, keys: ApiKeys, routes: RouteSet) -> Router {
         .route("/logs/{id}", get(handlers::get_log))
         .route("/logs/{id}/resend", post(handlers::resend_log))
         .route("/logs/replay", post(handlers::replay_logs))
+        // The spec lets every valid key but ingest read the library; admin-only until
+        // per-route roles land (branch `access`).
+        .route("/templates", get(handlers::list_templates))
+        .route("/templates/{id}", get(handlers::get_template))
         .route_layer(middleware::from_fn_with_state(state.clone(), auth::require_admin));
 
     let ingest = Router::new()

@@ -16,6 +16,7 @@ mod queue_loop;
 mod rate_limit;
 mod replay;
 mod signing;
+mod templates;
 
 use std::sync::Arc;
 use std::time::Duration;

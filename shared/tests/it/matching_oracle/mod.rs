@@ -128,5 +128,7 @@ pub fn plain_postback(id: &str, kind: EventType) -> Postback {
         success_rule: None,
         alerts: Vec::new(),
         rate_limit_per_second: None,
+        template: None,
+        template_secrets: Vec::new(),
     }
 }
