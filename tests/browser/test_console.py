@@ -603,6 +603,8 @@ def test_postback_from_a_template_and_the_function_picker():
     line = until(lambda: d.find_element(By.CSS_SELECTOR, "#tpl-preview .req-line").text, "the template preview")
     assert line == "POST https://graph.facebook.com/v21.0/1234567890/events?access_token=[REDACTED]", line
     assert "{params.email|trim|lower|sha256}" in text_of("#tpl-preview .req-body")
+    assert d.find_element(By.CSS_SELECTOR, '[data-for="template.inputs.pixel_id"] .field-error').text == ""
+    d.execute_script("document.getElementById('tpl-preview').scrollIntoView(false)")
     shot("template-new.png")
     css("#tpl-save").click()
     css("#preview")

@@ -765,6 +765,7 @@ async function templateFormPage(id) {
       h("a", { href: "#/templates", class: "button secondary" }, "Back")));
   const values = () => Object.fromEntries([...form.querySelectorAll("[data-input]")].map((el) => [el.dataset.input, el.value.trim()]).filter(([, v]) => v !== ""));
   function showPreview() {
+    clearErrors(form);
     mount(preview, h("h2", {}, "Preview"),
       h("p", { class: "hint" }, "The request fields the postback will hold; the macros ({…}) are filled per event — save, then Preview renders them for a sample event."),
       requestView(fillTemplate(t, values(), true)));
