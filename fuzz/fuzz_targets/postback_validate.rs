@@ -40,6 +40,8 @@ fuzz_target!(|data: &[u8]| {
         postback_name: &postback.name,
         delivery_id: "d_fuzz",
         attempt: 1,
+        alert: None,
+        reversal: None,
     };
     let request = match compiled.render_signed(&ctx, received_at()) {
         Ok(request) => request,

@@ -3,6 +3,7 @@
 Run by scripts/browser-test.sh, which starts the server and the receiver and sets
 BASE, RECEIVER, ADMIN_KEY, INGEST_KEY and SHOTS. Prints `browser: N passed, N failed`.
 """
+import hashlib
 import json
 import os
 import re
@@ -737,6 +738,55 @@ def test_reversal_request_and_entry():
     until(lambda: original["id"] in d.current_url, "the link to the original")
 
 
+def test_postback_from_a_template_and_the_function_picker():
+    open_hash("/templates")
+    css('a.tpl-name[data-id="meta-capi"]')
+    shot("templates.png")
+    css('a.tpl-name[data-id="meta-capi"]').click()
+    fill("#f-name", "Meta pixel")
+    fill("#tpl-input-pixel_id", "12ab")
+    fill("#tpl-input-access_token", "EAAtoken123")
+    expected_failures["400"] += 1
+    css("#tpl-save").click()
+    err = until(lambda: d.find_element(By.CSS_SELECTOR, '[data-for="template.inputs.pixel_id"] .field-error').text,
+                "the input's error")
+    assert "Pixel" in err, err
+    fill("#tpl-input-pixel_id", "1234567890")
+    css("#tpl-preview-button").click()
+    line = until(lambda: d.find_element(By.CSS_SELECTOR, "#tpl-preview .req-line").text, "the template preview")
+    assert line == "POST https://graph.facebook.com/v21.0/1234567890/events?access_token=[REDACTED]", line
+    assert "{params.email|trim|lower|sha256}" in text_of("#tpl-preview .req-body")
+    assert d.find_element(By.CSS_SELECTOR, '[data-for="template.inputs.pixel_id"] .field-error').text == ""
+    d.execute_script("document.getElementById('tpl-preview').scrollIntoView(false)")
+    shot("template-new.png")
+    css("#tpl-save").click()
+    css("#preview")
+    assert "from template meta-capi v1" in text_of("#from-template")
+    assert css("#f-url").get_attribute("value").endswith("access_token=[REDACTED]")
+    # Preview renders the macros and their functions for a sample event.
+    fill("#f-sample", '{"params": {"email": " Ana@Example.COM "}}')
+    css("#preview").click()
+    want = hashlib.sha256(b"ana@example.com").hexdigest()
+    body = until(lambda: d.find_element(By.CSS_SELECTOR, "#result .req-body").text, "the rendered body")
+    assert want in body and "EAAtoken123" not in d.page_source, body
+    d.execute_script("document.getElementById('result').scrollIntoView()")
+    shot("template-preview.png")
+    # Saved again as shown: the secret input is kept.
+    css("#save").click()
+    until(lambda: "version 2" in d.find_element(By.ID, "saved").text, "the save")
+    # The function picker: a function goes into the macro at the cursor, with its help.
+    open_hash("/postbacks/new")
+    url = fill("#f-url", f"{RECEIVER}/ok?p=")
+    Select(css("#macro-picker")).select_by_value("payout")
+    options = [o.text for o in Select(css("#function-picker")).options]
+    assert any(o.startswith("|round:2 — ") and "half away from zero" in o for o in options), options
+    Select(css("#function-picker")).select_by_value("mul:0.8")
+    Select(css("#function-picker")).select_by_value("round:2")
+    assert url.get_attribute("value") == f"{RECEIVER}/ok?p={{payout|mul:0.8|round:2}}", url.get_attribute("value")
+    assert "half away from zero" in text_of("#macro-target")
+    shot("function-picker.png")
+
+
 def test_clean_console_and_sign_out():
     bad = browser_errors()
     assert bad == [], bad
@@ -751,7 +801,8 @@ TESTS = [test_headers_and_assets, test_sign_in, test_create_with_macro_picker_an
          test_postbacks_list_shows_the_last_24_hours, test_xss_payloads_are_text, test_narrow_screen, test_hundred_entries_render_fast,
          test_alert_postback_form, test_breaker_state_and_resume, test_bulk_replay_after_an_outage,
          test_keys_create_shown_once_and_copy, test_viewer_sees_no_write_buttons, test_audit_filters_paging_and_a_record,
-         test_revoke_key_with_confirmation, test_reversal_request_and_entry, test_clean_console_and_sign_out]
+         test_revoke_key_with_confirmation, test_reversal_request_and_entry,
+         test_postback_from_a_template_and_the_function_picker, test_clean_console_and_sign_out]
 
 passed = failed = 0
 try:

@@ -15,4 +15,5 @@ mod e2e_flow;
 mod e2e_metrics;
 mod e2e_replay;
 mod e2e_signing;
+mod e2e_templates;
 mod e2e_tls;

@@ -11,6 +11,7 @@ use super::condition::Condition;
 use super::delivery::SuccessRule;
 use super::event::{EventType, Status};
 use super::macros::MacroSet;
+use super::library::TemplateRef;
 use super::signing::{PreviousSecret, Signing, SigningKeys, SigningSecret};
 use super::template::Template;
 use super::ValidationError;
@@ -152,6 +153,13 @@ pub struct Postback {
     /// delivered is later rejected (see docs/DESIGN.md *Reversals*).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reversal: Option<Reversal>,
+    /// The library template the request fields were filled from (see `super::library`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub template: Option<TemplateRef>,
+    /// The values of the template's secret inputs, kept so that they are redacted
+    /// wherever the postback or its requests are shown; stored, never shown.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub template_secrets: Vec<String>,
 }
 
 /// The partner a postback belongs to.
@@ -171,6 +179,23 @@ pub struct Reversal {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub body: Option<String>,
     pub content_type: String,
+}
+
+
+/// How a template secret is shown: `[REDACTED]`, or for a secret that is a whole URL (a
+/// chat's webhook) its scheme and host followed by `/[REDACTED]`, so that the postback's
+/// `url` still reads as a URL where it is shown (and can be PUT back as shown).
+fn redacted_secret(secret: &str) -> String {
+    let after_scheme = ["https://", "http://"].iter().find_map(|scheme| {
+        secret.get(..scheme.len()).filter(|head| head.eq_ignore_ascii_case(scheme)).map(|_| scheme.len())
+    });
+    match after_scheme {
+        Some(start) => {
+            let host_end = secret[start..].find(['/', '?', '#']).map_or(secret.len(), |i| start + i);
+            format!("{}/{}", &secret[..host_end], super::redact::REDACTED)
+        }
+        None => super::redact::REDACTED.to_string(),
+    }
 }
 
 /// The version of a new postback (and of one stored before versions existed).
@@ -205,6 +230,19 @@ pub struct PostbackSpec {
     pub alerts: Vec<AlertKind>,
     pub rate_limit_per_second: Option<u32>,
     pub reversal: Option<Reversal>,
+    /// `template` of the request (see [`TemplateInput`]).
+    pub template: Option<TemplateInput>,
+}
+
+/// What a create/replace said about `template`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TemplateInput {
+    /// `{"id", "inputs"}`: the request fields were filled from the template; the values
+    /// of its secret inputs are to be kept (and redacted where shown).
+    Filled { reference: TemplateRef, secrets: Vec<String> },
+    /// `{"id", "version"}` (what a GET shows, PUT back): keep the stored reference and
+    /// secrets.
+    Kept(TemplateRef),
 }
 
 /// What a create/replace said about `signing_secret`.
@@ -253,6 +291,17 @@ impl PostbackSpec {
             owner: None,
             changed_by: None,
             reversal: self.reversal,
+            // The service resolves a kept reference against the stored postback.
+            template: match &self.template {
+                Some(TemplateInput::Filled { reference, .. } | TemplateInput::Kept(reference)) => {
+                    Some(reference.clone())
+                }
+                None => None,
+            },
+            template_secrets: match self.template {
+                Some(TemplateInput::Filled { secrets, .. }) => secrets,
+                _ => Vec::new(),
+            },
         }
     }
 }
@@ -279,6 +328,31 @@ impl Postback {
             }
         }
         true
+    }
+
+    /// `text` with every template secret (see [`Postback::template_secrets`]) replaced
+    /// by `[REDACTED]`.
+    pub fn redact_template_secrets<'t>(&self, text: &'t str) -> std::borrow::Cow<'t, str> {
+        let mut out = std::borrow::Cow::Borrowed(text);
+        for secret in self.template_secrets.iter().filter(|s| !s.is_empty()) {
+            if out.contains(secret.as_str()) {
+                out = std::borrow::Cow::Owned(out.replace(secret.as_str(), &redacted_secret(secret)));
+            }
+        }
+        out
+    }
+
+    /// The request fields with the template secrets redacted, the secrets themselves left
+    /// out: the postback as far as template secrets go, as it may be shown.
+    pub fn without_template_secrets(mut self) -> Postback {
+        if !self.template_secrets.is_empty() {
+            let redacted = |p: &Postback, text: &str| p.redact_template_secrets(text).into_owned();
+            self.url = redacted(&self, &self.url);
+            self.body = self.body.as_deref().map(|b| redacted(&self, b));
+            self.headers = self.headers.iter().map(|(k, v)| (k.clone(), redacted(&self, v))).collect();
+            self.template_secrets = Vec::new();
+        }
+        self
     }
 
     /// Parse the stored templates. Stored postbacks were validated on save, so this only

@@ -66,6 +66,14 @@ impl CompiledPostback {
     /// too, whatever the parameter carrying it is called.
     pub fn shown(&self, request: &OutboundRequest, ctx: &MacroContext<'_>) -> OutboundRequest {
         let mut shown = request.redacted();
+        if !self.postback.template_secrets.is_empty() {
+            let p = &self.postback;
+            shown.url = p.redact_template_secrets(&shown.url).into_owned();
+            shown.body = shown.body.as_deref().map(|b| p.redact_template_secrets(b).into_owned());
+            for value in shown.headers.values_mut() {
+                *value = p.redact_template_secrets(value).into_owned();
+            }
+        }
         if self.signing.is_some() && self.url.uses_signature() {
             shown.url = match self.url.render_with_signature(ctx, Encoding::Url, Some(REDACTED)) {
                 Ok(url) => redact_url(&url),

@@ -1,16 +1,22 @@
 //! The macro template engine. `{name}` (letters, digits, `_`, `.`) is a macro; every
-//! other brace is literal text, so JSON bodies need no escaping. Templates are parsed
-//! and checked once, when a postback is saved.
+//! other brace is literal text, so JSON bodies need no escaping. `{name|fn|fn:arg}`
+//! passes the value through functions (`super::functions`). Templates are parsed and
+//! checked once, when a postback is saved, into segments (a function chain into typed
+//! functions), so rendering never reads template text again.
 
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC};
 
+use std::borrow::Cow;
+use std::collections::BTreeSet;
+
 use super::event::EventType;
+use super::functions::Chain;
 use super::macros::{MacroContext, MacroSet};
 use super::ValidationError;
 
 /// Everything but RFC 3986 unreserved characters (`A-Z a-z 0-9 - . _ ~`) is encoded, so a
 /// value can never add a query parameter, a fragment or a path segment.
-const URL_COMPONENT: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'.').remove(b'_').remove(b'~');
+pub(crate) const URL_COMPONENT: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'.').remove(b'_').remove(b'~');
 
 /// Room reserved per macro when sizing the output; most values are short ids.
 const TYPICAL_VALUE_LEN: usize = 24;
@@ -125,6 +131,11 @@ fn is_macro_byte(byte: u8) -> bool {
 pub enum Segment {
     Literal(String),
     Macro(String),
+    /// `{name|fn|...}`: a macro whose value goes through a function chain.
+    Piped {
+        name: String,
+        chain: Chain,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -185,27 +196,40 @@ impl Template {
             if name_len == 0 {
                 continue; // a brace not followed by a name is literal text
             }
-            match bytes.get(name_to) {
-                Some(b'}') => {}
+            let name = &source[name_from..name_to];
+            let close = match bytes.get(name_to) {
+                Some(b'}') => name_to,
+                // A `|` right after the name starts a function chain that runs to the
+                // closing brace.
+                Some(b'|') => match source.get(name_to..).and_then(|rest| rest.find('}')) {
+                    Some(offset) => name_to + offset,
+                    None => {
+                        return Err(TemplateError {
+                            code: "unclosed_macro",
+                            message: format!("macro {{{name}|... is not closed: add }} after its functions"),
+                            macro_name: Some(name.to_string()),
+                        })
+                    }
+                },
                 Some(_) => continue, // `{not a macro}` is literal text
                 None => {
-                    let name = &source[name_from..name_to];
                     return Err(TemplateError {
                         code: "unclosed_macro",
                         message: format!("macro {{{name} is not closed: add }} after the name"),
                         macro_name: Some(name.to_string()),
                     });
                 }
-            }
-            let name = &source[name_from..name_to];
+            };
             if !set.contains(name) {
                 return Err(unknown_macro(name, set));
             }
+            let segment =
+                if close == name_to { Segment::Macro(name.to_string()) } else { piped(name, &source[name_to..close])? };
             if literal_from < open {
                 segments.push(Segment::Literal(source[literal_from..open].to_string()));
             }
-            segments.push(Segment::Macro(name.to_string()));
-            literal_from = name_to + 1;
+            segments.push(segment);
+            literal_from = close + 1;
             search_from = literal_from;
         }
         if literal_from < source.len() {
@@ -216,13 +240,20 @@ impl Template {
 
     /// The template as text again: `parse(t.source()) == t`.
     pub fn source(&self) -> String {
-        let mut out = String::with_capacity(self.literal_len() + self.macros().map(|m| m.len() + 2).sum::<usize>());
+        let mut out =
+            String::with_capacity(self.literal_len() + self.macros().map(|m| m.len() + 2).sum::<usize>() + 16);
         for segment in &self.segments {
             match segment {
                 Segment::Literal(text) => out.push_str(text),
                 Segment::Macro(name) => {
                     out.push('{');
                     out.push_str(name);
+                    out.push('}');
+                }
+                Segment::Piped { name, chain } => {
+                    out.push('{');
+                    out.push_str(name);
+                    out.push_str(&chain.source);
                     out.push('}');
                 }
             }
@@ -247,10 +278,10 @@ impl Template {
         self.macros().any(|m| m == super::signing::SIGNATURE_MACRO)
     }
 
-    /// The macro names used, in order.
+    /// The macro names used, in order, those passed through functions included.
     pub fn macros(&self) -> impl Iterator<Item = &str> {
         self.segments.iter().filter_map(|s| match s {
-            Segment::Macro(m) => Some(m.as_str()),
+            Segment::Macro(m) | Segment::Piped { name: m, .. } => Some(m.as_str()),
             Segment::Literal(_) => None,
         })
     }
@@ -283,10 +314,40 @@ impl Template {
                             .map_err(|reason| RenderError { macro_name: name.clone(), reason: reason.to_string() })?;
                     }
                 }
+                Segment::Piped { name, chain } => {
+                    // A macro with no value enters the chain as the empty text.
+                    let value = chain.apply(ctx.value(name).unwrap_or(Cow::Borrowed("")));
+                    encoding
+                        .push_encoded(&mut out, &value)
+                        .map_err(|reason| RenderError { macro_name: name.clone(), reason: reason.to_string() })?;
+                }
             }
         }
         Ok(out)
     }
+}
+
+/// Every macro the templates use (those passed through functions included), e.g. for
+/// the check of which macros a partner's postback may use.
+pub fn macros_used<'t>(templates: impl IntoIterator<Item = &'t Template>) -> BTreeSet<&'t str> {
+    templates.into_iter().flat_map(Template::macros).collect()
+}
+
+/// The segment of `{name|chain}`: `chain` is the text from the `|` to the closing brace.
+fn piped(name: &str, chain: &str) -> Result<Segment, TemplateError> {
+    if name == super::signing::SIGNATURE_MACRO {
+        return Err(TemplateError {
+            code: "invalid_argument",
+            message: "{signature} takes no functions: it is the signature of the request as sent".to_string(),
+            macro_name: Some(name.to_string()),
+        });
+    }
+    let chain = Chain::parse(chain, name).map_err(|e| TemplateError {
+        code: e.code,
+        message: format!("{} (in {{{name}{chain}}})", e.message),
+        macro_name: Some(name.to_string()),
+    })?;
+    Ok(Segment::Piped { name: name.to_string(), chain })
 }
 
 fn unknown_macro(name: &str, set: MacroSet) -> TemplateError {

@@ -14,7 +14,7 @@ use crate::domain::event::{Event, EventType};
 use crate::domain::firing::Firing;
 use crate::domain::log::{LogEntry, LogFilter, LogPage};
 use crate::domain::macros::MacroContext;
-use crate::domain::postback::{CompiledPostback, Postback, PostbackSpec, SecretInput};
+use crate::domain::postback::{CompiledPostback, Postback, PostbackSpec, SecretInput, TemplateInput};
 use crate::domain::redact::{redact_headers, REDACTED};
 use crate::domain::signing::{PreviousSecret, SigningSecret, GENERATED_SECRET_BYTES};
 use crate::domain::ValidationError;
@@ -53,13 +53,64 @@ pub fn shown(postback: Postback) -> Postback {
 
 /// As [`shown`] but with the signing secret whole: only for the response of the create
 /// or replace that set it.
-pub fn shown_with_secret(mut postback: Postback) -> Postback {
+pub fn shown_with_secret(postback: Postback) -> Postback {
+    let mut postback = postback.without_template_secrets();
     postback.headers = redact_headers(&postback.headers);
     if let Some(reversal) = postback.reversal.as_mut() {
         reversal.headers = redact_headers(&reversal.headers);
     }
     postback.previous_signing_secret = None;
     postback
+}
+
+/// Keep only the template secrets that the request fields still hold (an input whose
+/// placeholder the request overrode is no secret of this postback).
+fn retain_used_secrets(postback: &mut Postback) {
+    let fields: Vec<&str> = std::iter::once(postback.url.as_str())
+        .chain(postback.body.as_deref())
+        .chain(postback.headers.values().map(String::as_str))
+        .collect();
+    let used: Vec<String> =
+        postback.template_secrets.iter().filter(|s| fields.iter().any(|f| f.contains(s.as_str()))).cloned().collect();
+    postback.template_secrets = used;
+}
+
+/// A replace that sends a field back as it was shown (template secrets redacted) keeps the
+/// stored field; a field that still holds `[REDACTED]` for a template secret but was
+/// changed is refused (the secret cannot be put back into an edited text: send it).
+fn keep_template_secrets(existing: &Postback, spec: &mut PostbackSpec) -> Result<(), ValidationError> {
+    if existing.template_secrets.is_empty() {
+        return Ok(());
+    }
+    let shown = existing.clone().without_template_secrets();
+    let refuse = |field: &str| {
+        ValidationError::invalid(
+            field,
+            format!(
+                "{field} holds [REDACTED] for a secret input of its template, but was changed: \
+                 send {field} back unchanged, or with the secret itself"
+            ),
+        )
+    };
+    if spec.url == shown.url {
+        spec.url.clone_from(&existing.url);
+    } else if spec.url.contains(REDACTED) {
+        return Err(refuse("url"));
+    }
+    if spec.body.is_some() && spec.body == shown.body {
+        spec.body.clone_from(&existing.body);
+    } else if spec.body.as_deref().is_some_and(|b| b.contains(REDACTED)) {
+        return Err(refuse("body"));
+    }
+    for (name, value) in spec.headers.iter_mut() {
+        match (shown.headers.get(name), existing.headers.get(name)) {
+            (Some(shown_value), Some(stored)) if shown_value == value && shown_value != REDACTED => {
+                value.clone_from(stored)
+            }
+            _ => {}
+        }
+    }
+    Ok(())
 }
 
 /// A saved postback, and whether this save set its signing secret (then, and only then,
@@ -202,6 +253,7 @@ impl App {
         };
         let now = self.ports.clock.now();
         let mut postback = spec.into_postback(new_postback_id(), now, now);
+        retain_used_secrets(&mut postback);
         postback.changed_by = Some(caller.actor.clone());
         let audit = self
             .audit_record(
@@ -289,6 +341,7 @@ impl App {
     /// with the new version).
     pub async fn replace_postback_by(&self, caller: &Caller, id: &str, mut spec: PostbackSpec) -> ServiceResult<Saved> {
         let existing = self.get_postback(id).await?;
+        keep_template_secrets(&existing, &mut spec)?;
         for (name, value) in spec.headers.iter_mut() {
             if value == REDACTED {
                 match existing.headers.get(name) {
@@ -333,7 +386,23 @@ impl App {
                 None => (Some(new_signing_secret()), None, true),
             },
         };
+        let kept_reference = match &spec.template {
+            Some(TemplateInput::Kept(reference)) => {
+                Some(existing.template.clone().filter(|stored| stored.id == reference.id).unwrap_or(reference.clone()))
+            }
+            _ => None,
+        };
         let mut postback = spec.into_postback(existing.id.clone(), existing.created_at, self.ports.clock.now());
+        if kept_reference.is_some() {
+            postback.template = kept_reference;
+        }
+        // The stored template secrets stay secrets for as long as the fields hold them.
+        for secret in &existing.template_secrets {
+            if !postback.template_secrets.contains(secret) {
+                postback.template_secrets.push(secret.clone());
+            }
+        }
+        retain_used_secrets(&mut postback);
         postback.signing_secret = secret;
         postback.previous_signing_secret = previous;
         postback.version = existing.version;

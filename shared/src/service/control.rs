@@ -474,7 +474,12 @@ impl App {
                 postback.name,
                 was.opened_at.map(|t| t.to_rfc3339()).unwrap_or_default(),
             );
-            let alert = breaker_alert(AlertKind::BreakerClosed, &postback, message, &postback.url);
+            let alert = breaker_alert(
+                AlertKind::BreakerClosed,
+                &postback,
+                message,
+                &postback.redact_template_secrets(&postback.url),
+            );
             raise(self, alert, &alert_key(id, was.opened_at)).await;
         }
         let summary = format!("resumed postback \"{}\": {released} held firings released", postback.name);

@@ -459,9 +459,11 @@ fn base_entry(
     test: bool,
 ) -> LogEntry {
     let (name, method, url) = match postback {
-        Some(p) if with_template_url => {
-            (p.postback.name.clone(), p.postback.method.as_str().to_string(), redact_url(&p.postback.url))
-        }
+        Some(p) if with_template_url => (
+            p.postback.name.clone(),
+            p.postback.method.as_str().to_string(),
+            redact_url(&p.postback.redact_template_secrets(&p.postback.url)),
+        ),
         Some(p) => (p.postback.name.clone(), String::new(), String::new()),
         None => (String::new(), String::new(), String::new()),
     };

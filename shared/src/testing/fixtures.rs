@@ -11,6 +11,7 @@ use crate::domain::condition::Condition;
 use crate::domain::delivery::SuccessRule;
 use crate::domain::event::{Event, EventType, Status};
 use crate::domain::firing::Firing;
+use crate::domain::library::TemplateRef;
 use crate::domain::log::{LogEntry, Outcome};
 use crate::domain::postback::{FireOn, HttpMethod, Postback, Scope};
 
@@ -59,6 +60,10 @@ pub fn postback(id: &str, kind: EventType) -> Postback {
         owner: None,
         changed_by: None,
         reversal: None,
+        // Stored with the rest (the stores keep the postback as JSON): a template
+        // reference and a template secret, never shown but kept.
+        template: Some(TemplateRef { id: "keitaro".into(), version: 1 }),
+        template_secrets: vec!["pbkey1234".into()],
     }
 }
 

@@ -10,6 +10,8 @@
 mod aws_support;
 
 mod domain_delivery;
+mod domain_functions;
+mod domain_library;
 mod domain_matching;
 mod domain_templates;
 mod domain_validation;

@@ -32,6 +32,23 @@ export const MACROS = [
 export const ALERT_MACROS = [
   "alert", "alert_message", "alert_postback_id", "alert_postback_name", "alert_url", "status_code", "error",
 ];
+// Macro functions (`{payout|mul:0.8|round:2}`): what the picker inserts, and one line of
+// help each (spec: Macro functions).
+export const FUNCTIONS = [
+  ["default:0", "the text after the colon when the value is empty"],
+  ["lower", "lower case"],
+  ["upper", "upper case"],
+  ["trim", "without surrounding white space"],
+  ["sha256", "SHA-256, lowercase hex (empty stays empty)"],
+  ["md5", "MD5, lowercase hex (empty stays empty)"],
+  ["map:approved=1,pending=2,rejected=3,*=0", "the value of the first equal key; * is the fallback"],
+  ["date:%Y-%m-%d %H:%M:%S,UTC", "a time written with %Y %m %d %H %M %S %z %s %f, in UTC or an IANA zone"],
+  ["mul:0.8", "times a decimal, exactly (not a number: empty)"],
+  ["round:2", "rounded half away from zero to 0–8 places"],
+  ["truncate:100", "at most N characters (1–10000)"],
+  ["urlencode", "percent-encoded once more"],
+  ["base64", "base64 of the text"],
+];
 const TYPES = ["impression", "click", "conversion", "event", "alert"];
 const ALERT_KINDS = ["breaker_opened", "breaker_closed", "firing_failed"];
 const FIRE_ON = ["approved", "pending", "rejected", "all"];
@@ -96,6 +113,8 @@ async function route() {
   if (parts[0] === "audit" && me.role !== "partner") return auditPage();
   if (parts[0] === "logs" && parts[1]) return logDetailPage(parts[1]);
   if (parts[0] === "logs") return logsPage();
+  if (parts[0] === "templates" && parts[1]) return templateFormPage(parts[1]);
+  if (parts[0] === "templates") return templatesPage();
   if (parts[0] === "postbacks" && parts[1] === "new") return editPage(null);
   if (parts[0] === "postbacks" && parts[1]) return editPage(parts[1]);
   return postbacksPage();
@@ -154,7 +173,7 @@ async function postbacksPage() {
     h("td", { class: "pb-24h", "data-id": p.id }, "…"),
     h("td", { class: "mono" }, `v${p.version ?? 1}`)));
   mount(main(),
-    h("div", { class: "bar" }, h("h1", {}, me.role === "partner" ? "My postbacks" : "Postbacks"), adminOnly(h("a", { class: "button", href: "#/postbacks/new", id: "new-postback" }, "New postback"))),
+    h("div", { class: "bar" }, h("h1", {}, me.role === "partner" ? "My postbacks" : "Postbacks"), adminOnly(h("a", { class: "button", href: "#/postbacks/new", id: "new-postback" }, "New postback")), adminOnly(h("a", { class: "button secondary", href: "#/templates", id: "new-from-template" }, "New from a template"))),
     rows.length === 0 ? h("p", { id: "empty" }, "No postbacks yet.") :
       h("div", { class: "scroll" }, h("table", { id: "postbacks" },
         h("thead", {}, h("tr", {}, h("th", {}, "Name"), h("th", {}, "Type"), h("th", {}, "Scope"), h("th", {}, "Enabled"), h("th", {}, "Breaker"), h("th", {}, "Last 24 h"), h("th", {}, "Version"))),
@@ -241,7 +260,30 @@ function macroPicker() {
     const target = lastTemplateField || document.getElementById("f-url");
     insertAtCursor(target, `{${name}}`);
   });
-  return h("div", { class: "macro-picker row" }, pick, key, note);
+  const fn = h("select", { id: "function-picker", "aria-label": "Add a function to the macro" },
+    h("option", { value: "" }, "Add function…"),
+    FUNCTIONS.map(([text, help]) => h("option", { value: text, title: help }, `|${text} — ${help}`)));
+  fn.addEventListener("change", () => {
+    const text = fn.value;
+    fn.value = "";
+    if (!text) return;
+    const target = lastTemplateField || document.getElementById("f-url");
+    insertFunction(target, `|${text}`);
+    note.textContent = `Added |${text}: ${FUNCTIONS.find(([t]) => t === text)[1]}. Edit its argument as needed.`;
+  });
+  return h("div", { class: "macro-picker row" }, pick, key, fn, note);
+}
+
+// Put a function into the macro at the cursor: inside its braces, after what is there
+// (`{payout}` + `|round:2` → `{payout|round:2}`). Right after a macro's `}` counts as in it.
+export function insertFunction(target, text) {
+  const v = target.value;
+  let at = target.selectionStart ?? v.length;
+  const open = v.lastIndexOf("{", at - 1);
+  const close = v.indexOf("}", open);
+  if (open >= 0 && close >= 0 && close >= at - 1 && /^[A-Za-z0-9_.]+(\|[^{}]*)?$/.test(v.slice(open + 1, close))) at = close;
+  target.setSelectionRange(at, at);
+  insertAtCursor(target, text);
 }
 
 function readForm(form) {
@@ -305,6 +347,9 @@ function readForm(form) {
   }
   body.signing = val("signing").value;
   if (val("signing_secret").value.trim() !== "") body.signing_secret = val("signing_secret").value.trim();
+  // A postback made from a template keeps its reference (and its secret inputs, shown
+  // as [REDACTED], are kept when the fields holding them come back unchanged).
+  if (form.dataset.template) body.template = JSON.parse(form.dataset.template);
   return body;
 }
 
@@ -480,7 +525,9 @@ async function editPage(id) {
       h("button", { type: "button", class: "secondary", onclick: () => box.replaceChildren() }, "Cancel")));
   }
 
-  mount(main(), h("div", { class: "bar" }, h("h1", {}, id ? `Postback: ${p.name}` : "New postback"), id ? h("span", { class: "mono" }, `${p.id} · v${p.version}`) : null),
+  if (p.template) form.dataset.template = JSON.stringify({ id: p.template.id, version: p.template.version });
+  mount(main(), h("div", { class: "bar" }, h("h1", {}, id ? `Postback: ${p.name}` : "New postback"), id ? h("span", { class: "mono" }, `${p.id} · v${p.version}`) : null,
+    p.template ? h("span", { class: "hint", id: "from-template" }, `from template ${p.template.id} v${p.template.version}`) : null),
     h("p", { id: "saved", class: "ok" }), id ? breakerSection(id, p.health) : null, form, result,
     id && isAdmin() ? await secretSection(id, p) : null, id ? await versionsSection(id) : null);
   // Read-only for the roles that may not write: the form shows, nothing edits.
@@ -864,4 +911,80 @@ async function auditPage() {
       h("dl", { class: "facts" }, facts.map(([k, v]) => [h("dt", {}, k), h("dd", { class: "mono" }, v)]))));
     detail.scrollIntoView();
   }
+}
+
+// ---------------------------------------------------------------- templates
+const CATEGORIES = { ad_platform: "Ad platforms", tracker: "Affiliate trackers", crm: "CRMs", chat: "Team chats (alert postbacks)" };
+
+async function templatesPage() {
+  mount(main(), h("p", {}, "Loading…"));
+  const r = await api("GET", "/templates");
+  if (!r.ok) return mount(main(), h("p", { class: "error" }, errorText(r)));
+  const groups = Object.entries(CATEGORIES).map(([cat, title]) => {
+    const items = r.data.items.filter((t) => t.category === cat);
+    if (!items.length) return null;
+    return h("section", { class: "card" }, h("h2", {}, title),
+      h("ul", { class: "templates" }, items.map((t) => h("li", {},
+        h("a", { href: `#/templates/${encodeURIComponent(t.id)}`, class: "tpl-name", "data-id": t.id }, t.name),
+        " — ", h("span", { class: "hint" }, t.summary)))));
+  });
+  mount(main(), h("div", { class: "bar" }, h("h1", {}, "New postback from a template")),
+    h("p", { class: "hint" }, "Pick a destination, fill in what it needs; the result is an ordinary postback you can edit."), groups);
+}
+
+// The template's request fields with the inputs put in (secret ones masked): what the
+// postback will hold, before macros are rendered.
+export function fillTemplate(t, inputs, mask) {
+  const put = (text) => text.replace(/\{input\.([A-Za-z0-9_]+)\}/g, (_, name) => {
+    const input = t.inputs.find((i) => i.name === name);
+    const v = inputs[name] || (input && input.default) || "";
+    return input && input.secret && mask && v ? "[REDACTED]" : v;
+  });
+  const f = t.fields;
+  return {
+    method: f.method,
+    url: put(f.url),
+    headers: Object.fromEntries(Object.entries(f.headers || {}).map(([k, v]) => [k, put(v)])),
+    body: f.body ? put(f.body) : null,
+  };
+}
+
+async function templateFormPage(id) {
+  mount(main(), h("p", {}, "Loading…"));
+  const r = await api("GET", `/templates/${encodeURIComponent(id)}`);
+  if (!r.ok) return mount(main(), h("p", { class: "error" }, errorText(r)));
+  const t = r.data;
+  const inputs = t.inputs.map((i) => field(`${i.label}${i.required ? "" : " (optional)"}`, `template.inputs.${i.name}`,
+    h("input", { id: `tpl-input-${i.name}`, type: i.secret ? "password" : "text", autocomplete: "off", pattern: i.pattern,
+      required: i.required, placeholder: i.default || "", "data-input": i.name }),
+    i.secret ? "secret: sent to the receiver, shown as [REDACTED] everywhere else" : null));
+  const preview = h("div", { id: "tpl-preview", class: "result" });
+  const form = h("form", { id: "template-form", class: "card", novalidate: true },
+    h("p", { id: "form-error", class: "error", role: "alert" }),
+    h("p", { class: "hint" }, t.summary, " ", h("a", { href: t.docs_url, target: "_blank", rel: "noopener noreferrer" }, "Format")),
+    h("div", { class: "grid" },
+      field("Name", "name", h("input", { value: t.name, maxlength: 200 })),
+      field("Type", "type", h("select", { value: t.types[0] }, t.types.map((x) => h("option", { value: x }, x))))),
+    inputs,
+    h("div", { class: "actions" },
+      h("button", { type: "button", id: "tpl-preview-button", onclick: () => showPreview() }, "Preview"),
+      h("button", { type: "submit", id: "tpl-save" }, "Create"),
+      h("a", { href: "#/templates", class: "button secondary" }, "Back")));
+  const values = () => Object.fromEntries([...form.querySelectorAll("[data-input]")].map((el) => [el.dataset.input, el.value.trim()]).filter(([, v]) => v !== ""));
+  function showPreview() {
+    clearErrors(form);
+    mount(preview, h("h2", {}, "Preview"),
+      h("p", { class: "hint" }, "The request fields the postback will hold; the macros ({…}) are filled per event — save, then Preview renders them for a sample event."),
+      requestView(fillTemplate(t, values(), true)));
+  }
+  form.addEventListener("submit", async (e) => {
+    e.preventDefault();
+    clearErrors(form);
+    const val = (n) => form.querySelector(`[data-field="${n}"]`);
+    const body = { name: val("name").value, type: val("type").value, template: { id: t.id, inputs: values() } };
+    const res = await api("POST", "/postbacks", body);
+    if (!res.ok) return showFieldError(form, (res.data && res.data.error) || { message: errorText(res) });
+    location.hash = `#/postbacks/${encodeURIComponent(res.data.id)}`;
+  });
+  mount(main(), h("div", { class: "bar" }, h("h1", {}, `New postback: ${t.name}`), h("span", { class: "mono" }, `${t.id} · v${t.version}`)), form, preview);
 }

@@ -98,6 +98,18 @@ pub async fn get_postback(
     Ok(Json(s.app.resource(postback).await?).into_response())
 }
 
+/// `GET /templates`: the destination template library.
+pub async fn list_templates() -> Response {
+    let items: Vec<_> = crate::domain::library::all().collect();
+    Json(json!({ "items": items })).into_response()
+}
+
+/// `GET /templates/{id}`: one template (404 for an unknown id).
+pub async fn get_template(Path(id): Path<String>) -> ApiResult {
+    let entry = crate::domain::library::find(&id).ok_or_else(|| ApiError::NotFound("template".into()))?;
+    Ok(Json(&entry.template).into_response())
+}
+
 pub async fn postback_versions(
     AxumState(s): AxumState<State>,
     Extension(caller): Extension<Caller>,

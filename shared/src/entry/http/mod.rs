@@ -96,6 +96,8 @@ pub const ROUTES: &[(&str, &str, Access)] = &[
     ("DELETE", "/keys/{id}", ADMIN),
     ("GET", "/audit", READ),
     ("GET", "/me", ME),
+    ("GET", "/templates", READ_OWN),
+    ("GET", "/templates/{id}", READ_OWN),
     ("POST", "/events", INGEST),
     ("GET", "/events", INGEST),
 ];
@@ -165,7 +167,9 @@ pub fn router(app: Arc<App>, keys: ApiKeys, routes: RouteSet) -> Router {
         .route("/keys", get(access::list_keys).post(access::create_key))
         .route("/keys/{id}", delete(access::revoke_key))
         .route("/audit", get(access::list_audit))
-        .route("/me", get(access::me));
+        .route("/me", get(access::me))
+        .route("/templates", get(handlers::list_templates))
+        .route("/templates/{id}", get(handlers::get_template));
 
     let ingest = Router::new().route("/events", post(handlers::post_events).get(handlers::get_events));
 

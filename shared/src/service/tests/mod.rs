@@ -18,6 +18,7 @@ mod rate_limit;
 mod replay;
 mod reversals;
 mod signing;
+mod templates;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -139,5 +139,7 @@ pub fn plain_postback(id: &str, kind: EventType) -> Postback {
         owner: None,
         changed_by: None,
         reversal: None,
+        template: None,
+        template_secrets: Vec::new(),
     }
 }

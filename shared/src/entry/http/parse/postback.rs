@@ -14,8 +14,11 @@ use crate::domain::alert::{AlertContext, AlertKind};
 use crate::domain::condition::{Condition, MAX_CONDITIONS};
 use crate::domain::delivery::SuccessRule;
 use crate::domain::event::{Event, EventType};
+use crate::domain::library::{self, TemplateRef};
 use crate::domain::macros::MacroSet;
-use crate::domain::postback::{FireOn, HttpMethod, Postback, PostbackSpec, Reversal, Scope, SecretInput};
+use crate::domain::postback::{
+    FireOn, HttpMethod, Postback, PostbackSpec, Reversal, Scope, SecretInput, TemplateInput,
+};
 use crate::domain::redact::REDACTED;
 use crate::domain::rules::postback::{
     self as rules, DEFAULT_CONTENT_TYPE, MAX_EVENT_NAME_CHARS, MAX_REJECTION_REASON_CHARS,
@@ -46,6 +49,7 @@ const FIELDS: &[&str] = &[
     "alerts",
     "rate_limit_per_second",
     "reversal",
+    "template",
 ];
 /// Server-assigned; accepted and ignored so a client can PUT back what it GOT.
 const READ_ONLY_FIELDS: &[&str] = &["id", "created_at", "updated_at", "version", "health", "changed_by", "owner"];
@@ -70,6 +74,23 @@ pub fn spec_from_json(value: &Value) -> Result<PostbackSpec, ValidationError> {
     {
         return Err(unknown_field(unknown, FIELDS, ""));
     }
+    // A template fills the request fields the request does not give; then every field is
+    // read and checked as if the client had sent it.
+    let (template, filled) = template(object)?;
+    let merged;
+    let object = match filled {
+        Some(fields) => {
+            let mut with_fields = object.clone();
+            for (key, value) in fields {
+                if present(object, &key).is_none() {
+                    with_fields.insert(key, value);
+                }
+            }
+            merged = with_fields;
+            &merged
+        }
+        None => object,
+    };
 
     let name = required_string(object, "name")?.trim();
     rules::name(name)?;
@@ -196,6 +217,7 @@ pub fn spec_from_json(value: &Value) -> Result<PostbackSpec, ValidationError> {
         alerts,
         rate_limit_per_second,
         reversal,
+        template,
     })
 }
 
@@ -304,6 +326,73 @@ fn reversal(
         body: body_source.map(str::to_string),
         content_type: content_type.to_string(),
     }))
+}
+
+/// `template`: `{"id", "inputs"}` fills the request fields from the library (returned
+/// for the caller to merge); `{"id", "version"}` without inputs (what a GET shows) keeps
+/// the stored reference. Errors name `template`, `template.id` or `template.inputs.NAME`.
+/// The `template` of a request, and the request fields it filled (none when kept).
+type TemplateField = (Option<TemplateInput>, Option<Map<String, Value>>);
+
+fn template(object: &Map<String, Value>) -> Result<TemplateField, ValidationError> {
+    const KEYS: &[&str] = &["id", "inputs", "version"];
+    let fields = match present(object, "template") {
+        None => return Ok((None, None)),
+        Some(Value::Object(fields)) => fields,
+        Some(other) => {
+            return Err(ValidationError::invalid(
+                "template",
+                format!("template must be an object {{\"id\", \"inputs\"}}, not {}", json_kind(other)),
+            ))
+        }
+    };
+    if let Some(unknown) = fields.keys().find(|k| !KEYS.contains(&k.as_str())) {
+        return Err(unknown_field(unknown, KEYS, "").within("template."));
+    }
+    let id = optional_string(fields, "id")
+        .map_err(|e| e.within("template."))?
+        .ok_or_else(|| ValidationError::required("template.id"))?;
+    let entry = library::find(id.trim()).ok_or_else(|| library::unknown(id))?;
+    match (present(fields, "inputs"), present(fields, "version")) {
+        (None, Some(version)) => {
+            let version = version.as_u64().and_then(|v| u32::try_from(v).ok()).ok_or_else(|| {
+                ValidationError::invalid("template.version", "template.version must be a whole number")
+            })?;
+            Ok((Some(TemplateInput::Kept(TemplateRef { id: entry.template.id.clone(), version })), None))
+        }
+        (inputs, _) => {
+            let empty = Map::new();
+            let inputs = match inputs {
+                None => &empty,
+                Some(Value::Object(inputs)) => inputs,
+                Some(other) => {
+                    return Err(ValidationError::invalid(
+                        "template.inputs",
+                        format!("template.inputs must be an object of input names to values, not {}", json_kind(other)),
+                    ))
+                }
+            };
+            let filled = entry.fill(inputs)?;
+            if let Some(kind) = object.get("type").and_then(Value::as_str).and_then(EventType::parse) {
+                if !entry.template.types.contains(&kind) {
+                    let types: Vec<&str> = entry.template.types.iter().map(|t| t.as_str()).collect();
+                    return Err(ValidationError::invalid(
+                        "template.id",
+                        format!(
+                            "the {} template is for {} postbacks, not {}",
+                            entry.template.id,
+                            types.join(" and "),
+                            kind.as_str()
+                        ),
+                    ));
+                }
+            }
+            Ok((
+                Some(TemplateInput::Filled { reference: filled.reference, secrets: filled.secrets }),
+                Some(filled.fields),
+            ))
+        }
+    }
 }
 
 /// `alerts`: alert postbacks only; absent: all three kinds (stored explicitly, so the
