@@ -60,8 +60,9 @@ aws_threads="${AWS_TEST_THREADS:-4}"
 if cargo nextest --version >/dev/null 2>&1; then
     E2E_SHAPE=aws cargo nextest run -p postback-manager --all-features --locked --test it --no-fail-fast --no-tests=pass \
         --test-threads="$aws_threads" --failure-output final "$@" 2>&1 | tee "$aws_log" || status=$?
-    passed="$(sed -n 's/.* tests\{0,1\} run: \([0-9]*\) passed.*/\1/p' "$aws_log" | tail -n 1)"
-    failed="$(sed -n 's/.* run: [0-9]* passed, \([0-9]*\) failed.*/\1/p' "$aws_log" | tail -n 1)"
+    summary="$(grep -E '[0-9]+ tests? run: ' "$aws_log" | tail -n 1)"
+    passed="$(grep -oE '[0-9]+ passed' <<<"$summary" | grep -oE '[0-9]+' || true)"
+    failed="$(grep -oE '[0-9]+ failed' <<<"$summary" | grep -oE '[0-9]+' || true)"
     echo "tests (AWS shape): ${passed:-0} passed, ${failed:-0} failed"
 else
     E2E_SHAPE=aws cargo test -p postback-manager --all-features --locked --test it "$@" -- \
