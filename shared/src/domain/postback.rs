@@ -10,8 +10,8 @@ use super::alert::AlertKind;
 use super::condition::Condition;
 use super::delivery::SuccessRule;
 use super::event::{EventType, Status};
-use super::macros::MacroSet;
 use super::library::TemplateRef;
+use super::macros::MacroSet;
 use super::signing::{PreviousSecret, Signing, SigningKeys, SigningSecret};
 use super::template::Template;
 use super::ValidationError;
@@ -180,7 +180,6 @@ pub struct Reversal {
     pub body: Option<String>,
     pub content_type: String,
 }
-
 
 /// How a template secret is shown: `[REDACTED]`, or for a secret that is a whole URL (a
 /// chat's webhook) its scheme and host followed by `/[REDACTED]`, so that the postback's

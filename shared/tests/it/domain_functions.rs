@@ -15,7 +15,15 @@ use proptest::prelude::*;
 use serde_json::{json, Value};
 
 fn ctx(event: &Event) -> MacroContext<'_> {
-    MacroContext { event, postback_id: "pb_1", postback_name: "A", delivery_id: "d_1", attempt: 1, alert: None, reversal: None }
+    MacroContext {
+        event,
+        postback_id: "pb_1",
+        postback_name: "A",
+        delivery_id: "d_1",
+        attempt: 1,
+        alert: None,
+        reversal: None,
+    }
 }
 
 fn conversion(field: &str, value: Value) -> Value {

@@ -295,7 +295,8 @@ impl PostbackStore for DynamoPostbackStore {
             .expression_attribute_names("#id", ID)
             .build()
             .map_err(|e| build_error("Put", e))?;
-        let items = vec![TransactWriteItem::builder().put(put).build(), audit_put(&self.table, audit, self.audit_retention)?];
+        let items =
+            vec![TransactWriteItem::builder().put(put).build(), audit_put(&self.table, audit, self.audit_retention)?];
         match self.write_stamped(&postback.id, items).await? {
             Ok(()) => Ok(()),
             Err(_) => Err(StoreError::Conflict(format!("postback {} already exists", postback.id))),

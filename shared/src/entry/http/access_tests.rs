@@ -47,7 +47,10 @@ fn world() -> World {
         combined: None,
     };
     let retry = RetryPolicy { max_attempts: 3, base_delay: Duration::from_secs(10) };
-    let app = App::new(ports, Policy { retry, catalog_ttl: Duration::from_secs(60), catalog_check: None, breaker: Default::default() });
+    let app = App::new(
+        ports,
+        Policy { retry, catalog_ttl: Duration::from_secs(60), catalog_check: None, breaker: Default::default() },
+    );
     let router = router(app.clone(), ApiKeys::new(ADMIN, INGEST), RouteSet::All);
     World { app, router, memory, clock }
 }

@@ -10,9 +10,9 @@ use async_trait::async_trait;
 use serde_json::json;
 
 use super::{spec, World};
+use crate::domain::access::AuditRecord;
 use crate::domain::event::EventType;
 use crate::domain::log::Outcome;
-use crate::domain::access::AuditRecord;
 use crate::domain::postback::Postback;
 use crate::ports::{PostbackChanges, PostbackSnapshot, PostbackStore, StoreResult};
 use crate::service::{App, AttemptOutcome, Policy};

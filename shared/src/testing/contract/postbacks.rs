@@ -196,7 +196,10 @@ pub async fn postbacks_change_stamp(a: &Adapters) {
     assert!(store.replace(&second, &fixtures::audit("t")).await.unwrap());
     let changes = store.changes_since(1).await.unwrap();
     assert_eq!((changes.stamp, changes.ids), (2, ids_of(&["pb_s1"])), "replace");
-    assert!(matches!(store.replace(&second, &fixtures::audit("t")).await, Err(StoreError::Conflict(_))), "stale replace");
+    assert!(
+        matches!(store.replace(&second, &fixtures::audit("t")).await, Err(StoreError::Conflict(_))),
+        "stale replace"
+    );
     assert!(!store.replace(&fixtures::postback("pb_none", EventType::Click), &fixtures::audit("t")).await.unwrap());
     assert!(!store.delete("pb_none", &fixtures::audit("t")).await.unwrap());
     assert_eq!(store.changes_since(2).await.unwrap(), crate::ports::PostbackChanges { stamp: 2, ids: ids_of(&[]) });
