@@ -72,7 +72,12 @@ async fn main() -> anyhow::Result<()> {
     let samples: SampleSource = Arc::new(move || writer_samples(writer_stats.stats()));
     let app = App::with_samples(
         ports,
-        Policy { retry: settings.retry, catalog_ttl: Duration::from_secs(60), breaker: settings.breaker },
+        Policy {
+            retry: settings.retry,
+            catalog_ttl: Duration::from_secs(60),
+            breaker: settings.breaker,
+            partners: settings.partners,
+        },
         Some(samples),
     );
 

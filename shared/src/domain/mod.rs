@@ -17,6 +17,7 @@ pub mod guard;
 pub mod log;
 pub mod macros;
 pub mod matching;
+pub mod partner;
 pub mod postback;
 pub mod redact;
 pub mod render;

@@ -147,6 +147,13 @@ pub struct Postback {
     /// before the audit trail existed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub changed_by: Option<super::access::Actor>,
+    /// Review state (see `super::partner`); rows stored before review read as approved.
+    #[serde(default)]
+    pub approval: super::partner::Approval,
+    /// A partner's proposed change to an approved postback, waiting for review: the
+    /// whole postback as it would be (its `approval`, `owner`, `version` are not used).
+    #[serde(default)]
+    pub pending_revision: Option<Box<Postback>>,
 }
 
 /// The partner a postback belongs to.
@@ -233,6 +240,8 @@ impl PostbackSpec {
             rate_limit_per_second: self.rate_limit_per_second,
             owner: None,
             changed_by: None,
+            approval: Default::default(),
+            pending_revision: None,
         }
     }
 }

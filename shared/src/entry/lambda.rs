@@ -170,8 +170,15 @@ impl LambdaApp {
             jitter: Arc::new(RandomJitter),
             combined: None,
         };
-        let app =
-            App::new(ports, Policy { retry: settings.retry, catalog_ttl: CATALOG_TTL, breaker: settings.breaker });
+        let app = App::new(
+            ports,
+            Policy {
+                retry: settings.retry,
+                catalog_ttl: CATALOG_TTL,
+                breaker: settings.breaker,
+                partners: settings.partners,
+            },
+        );
         Self { app, settings, names: names.clone(), queue: adapters.queue }
     }
 

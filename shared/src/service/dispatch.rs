@@ -285,6 +285,9 @@ impl Dispatcher {
         if !postback.postback.enabled {
             return Ok(Some("postback disabled".into()));
         }
+        if !crate::domain::partner::fires(&postback.postback) {
+            return Ok(Some("postback not approved".into()));
+        }
         let event = &firing.event;
         let Some(key) = event.status_key() else { return Ok(None) };
         let current = self.app.ports.touches.get_status(&event.transaction_id, &key).await?;

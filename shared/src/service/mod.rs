@@ -9,6 +9,7 @@ mod control;
 mod dispatch;
 pub mod ingest;
 pub mod metrics;
+pub mod partners;
 mod queue_loop;
 pub mod replay;
 #[cfg(test)]
@@ -65,6 +66,8 @@ pub struct Policy {
     pub catalog_ttl: Duration,
     /// Every postback's circuit breaker (`BREAKER_FAILURE_THRESHOLD`, `BREAKER_COOLDOWN_MS`).
     pub breaker: BreakerPolicy,
+    /// `PARTNER_POSTBACKS`, `PARTNER_PRIVATE_TARGETS`.
+    pub partners: crate::domain::partner::PartnerPolicy,
 }
 
 /// Why a use case did not complete. Mapped to HTTP in one place (`crate::entry::http::error`).
@@ -76,6 +79,12 @@ pub enum ServiceError {
     NotFound(&'static str),
     #[error("conflict: {0}")]
     Conflict(String),
+    /// The caller's role may not do this here (`PARTNER_POSTBACKS=off`).
+    #[error("forbidden: {0}")]
+    Forbidden(&'static str),
+    /// Too many requests of one kind by one key; retry after this many seconds.
+    #[error("too many requests: {what}")]
+    TooMany { what: &'static str, retry_after: u64 },
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -91,6 +100,8 @@ pub struct App {
     pub metrics: metrics::Metrics,
     /// Adapter figures appended to `GET /metrics` (the local server's store writer).
     pub extra_samples: Option<metrics::SampleSource>,
+    /// Partner keys' tests in the last minute.
+    pub partner_tests: partners::TestBudget,
 }
 
 impl App {
@@ -101,7 +112,14 @@ impl App {
     /// As [`App::new`], with adapter figures for `GET /metrics`.
     pub fn with_samples(ports: Ports, policy: Policy, extra_samples: Option<metrics::SampleSource>) -> Arc<App> {
         let catalog = Catalog::new(ports.postbacks.clone(), policy.catalog_ttl, ports.clock.clone());
-        Arc::new(App { ports, policy, catalog, metrics: metrics::Metrics::default(), extra_samples })
+        Arc::new(App {
+            ports,
+            policy,
+            catalog,
+            metrics: metrics::Metrics::default(),
+            extra_samples,
+            partner_tests: partners::TestBudget::default(),
+        })
     }
 
     pub fn dispatcher(self: &Arc<Self>) -> Dispatcher {

@@ -58,6 +58,8 @@ pub fn postback(id: &str, kind: EventType) -> Postback {
         rate_limit_per_second: Some(50),
         owner: None,
         changed_by: None,
+        approval: Default::default(),
+        pending_revision: None,
     }
 }
 

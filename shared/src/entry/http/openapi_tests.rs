@@ -39,7 +39,15 @@ fn app() -> axum::Router {
         combined: None,
     };
     let retry = RetryPolicy { max_attempts: 3, base_delay: Duration::from_secs(10) };
-    let app = App::new(ports, Policy { retry, catalog_ttl: Duration::from_secs(60), breaker: Default::default() });
+    let app = App::new(
+        ports,
+        Policy {
+            retry,
+            catalog_ttl: Duration::from_secs(60),
+            breaker: Default::default(),
+            partners: Default::default(),
+        },
+    );
     router(app, ApiKeys::new(ADMIN, INGEST), RouteSet::All)
 }
 

@@ -92,7 +92,10 @@ impl World {
             jitter,
             combined: None,
         };
-        let app = App::new(ports, Policy { retry, catalog_ttl: Duration::from_secs(60), breaker });
+        let app = App::new(
+            ports,
+            Policy { retry, catalog_ttl: Duration::from_secs(60), breaker, partners: Default::default() },
+        );
         Self { app, clock, memory, sender }
     }
 

@@ -130,5 +130,7 @@ pub fn plain_postback(id: &str, kind: EventType) -> Postback {
         rate_limit_per_second: None,
         owner: None,
         changed_by: None,
+        approval: Default::default(),
+        pending_revision: None,
     }
 }

@@ -46,7 +46,8 @@ const FIELDS: &[&str] = &[
     "rate_limit_per_second",
 ];
 /// Server-assigned; accepted and ignored so a client can PUT back what it GOT.
-const READ_ONLY_FIELDS: &[&str] = &["id", "created_at", "updated_at", "version", "health", "changed_by", "owner"];
+const READ_ONLY_FIELDS: &[&str] =
+    &["id", "created_at", "updated_at", "version", "health", "changed_by", "owner", "approval", "pending_revision"];
 
 /// Validate a create/replace request body. Every rule of the spec; errors name the field
 /// (and, for templates, the macro). Unknown fields are refused. Read-only fields (`id`,
@@ -592,7 +593,7 @@ mod alert_tests {
         let spec = spec_from_json(&alert_postback()).unwrap();
         let shown = serde_json::to_value(spec.into_postback("pb_1".into(), Utc::now(), Utc::now())).unwrap();
         assert_eq!(shown["type"], "alert");
-        assert_eq!(shown["alerts"], json!(["breaker_opened", "breaker_closed", "firing_failed"]));
+        assert_eq!(shown["alerts"], json!(["breaker_opened", "breaker_closed", "firing_failed", "approval_requested"]));
         assert!(spec_from_json(&shown).is_ok(), "{shown}");
     }
 
