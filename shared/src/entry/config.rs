@@ -277,6 +277,21 @@ mod tests {
     }
 
     #[test]
+    fn partner_settings_have_defaults_and_values() {
+        use crate::domain::partner::PartnerMode;
+        let default = with(&[]).unwrap().partners;
+        assert_eq!((default.mode, default.private_targets), (PartnerMode::Review, false));
+        for (value, mode) in [("off", PartnerMode::Off), ("review", PartnerMode::Review), (" auto ", PartnerMode::Auto)]
+        {
+            assert_eq!(with(&[("PARTNER_POSTBACKS", value)]).unwrap().partners.mode, mode);
+        }
+        assert!(with(&[("PARTNER_PRIVATE_TARGETS", "true")]).unwrap().partners.private_targets);
+        let bad = with(&[("PARTNER_POSTBACKS", "maybe")]).unwrap_err().to_string();
+        assert_eq!(bad, "setting PARTNER_POSTBACKS: expected off, review or auto, got \"maybe\"");
+        assert!(with(&[("PARTNER_PRIVATE_TARGETS", "yes")]).is_err());
+    }
+
+    #[test]
     fn breaker_settings_have_defaults_and_ranges() {
         let default = with(&[]).unwrap().breaker;
         assert_eq!((default.failure_threshold, default.cooldown_ms), (10, 30_000));

@@ -67,6 +67,7 @@ macro_rules! __contract_check_lists {
                 postbacks_create_conflict,
                 postbacks_list_ordered_and_by_type,
                 postbacks_versions,
+                postbacks_approval_kept_and_only_approved_match,
                 alerts_round_trip,
                 access_keys_lifecycle,
                 access_audit_query,
