@@ -194,7 +194,10 @@ impl Dispatcher {
         };
 
         let started = std::time::Instant::now();
-        let result = self.app.ports.sender.send(&request).await;
+        let result = match self.partner_refusal(postback, &request) {
+            Some(refused) => Err(refused),
+            None => self.app.ports.sender.send(&request).await,
+        };
         let elapsed = started.elapsed();
         if !test {
             self.app.metrics.delivery_duration(elapsed);
@@ -277,6 +280,30 @@ impl Dispatcher {
             "fired"
         );
         Ok(Attempt { outcome, entry, retryable_failure: Some(retryable_failure), acked })
+    }
+
+    /// The partner guard: a partner's postback (sends, tests, resends) never reaches a
+    /// private or loopback address unless `PARTNER_PRIVATE_TARGETS`, whatever
+    /// `ALLOW_PRIVATE_TARGETS` lets the network's own reach. Judged on the rendered URL's
+    /// host (`localhost` included); host names resolve through the sender's guard.
+    fn partner_refusal(&self, postback: &CompiledPostback, request: &OutboundRequest) -> Option<SendFailure> {
+        if postback.postback.owner.is_none() || self.app.policy.partners.private_targets {
+            return None;
+        }
+        let url = match url::Url::parse(&request.url) {
+            Ok(url) => url,
+            Err(e) => return Some(SendFailure::Refused(format!("the URL does not parse: {e}"))),
+        };
+        let local = url.host_str().is_some_and(|h| {
+            let h = h.trim_end_matches('.').to_ascii_lowercase();
+            h == "localhost" || h.ends_with(".localhost")
+        });
+        if local {
+            return Some(SendFailure::Refused("localhost is not reachable for partners' postbacks".into()));
+        }
+        crate::domain::guard::check_url(&url, false)
+            .err()
+            .map(|why| SendFailure::Refused(format!("{why}; partners' postbacks reach public addresses only")))
     }
 
     /// Why a regular firing must not go out now: its postback was disabled, or the

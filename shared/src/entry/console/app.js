@@ -33,7 +33,7 @@ export const ALERT_MACROS = [
   "alert", "alert_message", "alert_postback_id", "alert_postback_name", "alert_url", "status_code", "error",
 ];
 const TYPES = ["impression", "click", "conversion", "event", "alert"];
-const ALERT_KINDS = ["breaker_opened", "breaker_closed", "firing_failed"];
+const ALERT_KINDS = ["breaker_opened", "breaker_closed", "firing_failed", "approval_requested"];
 const FIRE_ON = ["approved", "pending", "rejected", "all"];
 const OPS = ["eq", "ne", "in", "not_in", "contains", "gt", "gte", "lt", "lte", "exists", "not_exists"];
 const LOG_COLUMNS = [

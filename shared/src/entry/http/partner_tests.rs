@@ -297,3 +297,34 @@ async fn two_partners_never_reach_each_others_anything() {
     }
     assert_eq!(stored_count(&w).await, 2, "both still there");
 }
+
+/// A partner's postback stored with a loopback URL (as by hand: the save refuses it)
+/// is refused at send time, whatever the network's own guard allows, unless
+/// `PARTNER_PRIVATE_TARGETS`; the network's own postback to the same address is sent.
+#[tokio::test]
+async fn partners_sends_never_reach_private_addresses_unless_allowed() {
+    for (allowed, expect_sent) in [(false, false), (true, true)] {
+        let w = world_with(PartnerPolicy { mode: PartnerMode::Auto, private_targets: allowed });
+        let partner = make_key(&w.app, Role::Partner, Some("7")).await;
+        for (id, owner) in [("pb_partner", Some("7")), ("pb_network", None)] {
+            let mut p = fixtures::postback(id, EventType::Conversion);
+            p.url = "http://127.0.0.1:9/pb?c={transaction_id}".into();
+            p.owner = owner.map(|o| crate::domain::postback::Owner { publisher_id: o.into() });
+            w.memory.postbacks.create(&p, &fixtures::audit(&p.id)).await.unwrap();
+        }
+        let (status, answer) = call(&w.router, "POST", "/postbacks/pb_partner/test", Some(&partner), None).await;
+        assert_eq!(status, StatusCode::OK, "{answer}");
+        let error = answer["error"].as_str().unwrap_or_default();
+        assert_eq!(!error.contains("partners' postbacks reach public addresses only"), expect_sent, "{answer}");
+        assert_eq!(answer["response"]["status"] == json!(200), expect_sent, "{answer}");
+        let (_, network) = call(&w.router, "POST", "/postbacks/pb_network/test", Some(ADMIN), None).await;
+        assert_eq!(network["response"]["status"], json!(200), "the network's own is the sender's business: {network}");
+    }
+    // And at save: refused, naming the url.
+    let w = review();
+    let partner = make_key(&w.app, Role::Partner, Some("7")).await;
+    let mut b = body("7");
+    b["url"] = json!("http://[::1]/pb");
+    let (status, answer) = call(&w.router, "POST", "/postbacks", Some(&partner), Some(b)).await;
+    assert_eq!((status, &answer["error"]["field"]), (StatusCode::BAD_REQUEST, &json!("url")), "{answer}");
+}
