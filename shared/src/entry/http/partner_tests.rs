@@ -328,3 +328,30 @@ async fn partners_sends_never_reach_private_addresses_unless_allowed() {
     let (status, answer) = call(&w.router, "POST", "/postbacks", Some(&partner), Some(b)).await;
     assert_eq!((status, &answer["error"]["field"]), (StatusCode::BAD_REQUEST, &json!("url")), "{answer}");
 }
+
+/// Each submission (a new postback, a change) raises one `approval_requested` alert.
+#[tokio::test]
+async fn each_submission_raises_approval_requested() {
+    let w = review();
+    let alert = json!({"name": "Ops", "type": "alert", "url": "https://chat.example/hook?m={alert_message}",
+                       "alerts": ["approval_requested"]});
+    assert_eq!(call(&w.router, "POST", "/postbacks", Some(ADMIN), Some(alert)).await.0, StatusCode::CREATED);
+    let partner = make_key(&w.app, Role::Partner, Some("7")).await;
+    let alerts = |w: &World| {
+        w.memory
+            .queue
+            .queued()
+            .into_iter()
+            .filter_map(|f| f.alert)
+            .filter(|a| a.kind == crate::domain::alert::AlertKind::ApprovalRequested)
+            .count()
+    };
+    assert_eq!(alerts(&w), 0);
+    let (_, created) = call(&w.router, "POST", "/postbacks", Some(&partner), Some(body("7"))).await;
+    assert_eq!(alerts(&w), 1, "the new postback");
+    let id = created["id"].as_str().unwrap();
+    call(&w.router, "POST", &format!("/postbacks/{id}/approve"), Some(ADMIN), None).await;
+    assert_eq!(alerts(&w), 1, "a decision raises nothing");
+    call(&w.router, "PUT", &format!("/postbacks/{id}"), Some(&partner), Some(body("7"))).await;
+    assert_eq!(alerts(&w), 2, "the change");
+}
