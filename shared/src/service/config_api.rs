@@ -252,6 +252,9 @@ impl App {
         visibility: &Visibility,
         filter: &PostbackFilter,
     ) -> ServiceResult<Vec<Postback>> {
+        if let Visibility::Publisher(own) = visibility {
+            check_own_publisher(filter.publisher_id.as_deref(), own)?;
+        }
         let mut all = self.list_postbacks(filter).await?;
         all.retain(|p| visible(visibility, p));
         Ok(all)
@@ -570,10 +573,8 @@ impl App {
     pub async fn query_logs_in(&self, visibility: &Visibility, filter: &LogFilter) -> ServiceResult<LogPage> {
         let Visibility::Publisher(publisher) = visibility else { return self.query_logs(filter).await };
         let mut scoped = filter.clone();
-        match &filter.publisher_id {
-            Some(asked) if asked != publisher => return Ok(LogPage { items: Vec::new(), next_cursor: None }),
-            _ => scoped.publisher_id = Some(publisher.clone()),
-        }
+        check_own_publisher(filter.publisher_id.as_deref(), publisher)?;
+        scoped.publisher_id = Some(publisher.clone());
         let mut page = self.query_logs(&scoped).await?;
         let index = self.catalog.index().await?;
         page.items.retain(|e| index.get(&e.postback_id).is_some_and(|p| visible(visibility, &p.postback)));
@@ -649,6 +650,18 @@ impl App {
         let record = self.audit_record(caller, AuditAction::LogResend, TargetKind::Log, Some(id), summary);
         self.append_audit(record).await?;
         Ok(entry)
+    }
+}
+
+/// A partner naming another publisher in a filter: 400 naming `publisher_id`.
+fn check_own_publisher(asked: Option<&str>, own: &str) -> Result<(), ValidationError> {
+    match asked {
+        Some(asked) if asked != own => Err(ValidationError::new(
+            "not_available_to_partners",
+            "publisher_id",
+            format!("a partner key reads its own publisher only ({own})"),
+        )),
+        _ => Ok(()),
     }
 }
 

@@ -70,6 +70,7 @@ pub async fn create_postback(
     body: Body,
 ) -> ApiResult {
     let value = json_body(&headers, body).await?.ok_or_else(|| ValidationError::required("body"))?;
+    parse::postback::owner_is_callers(&value, &caller)?;
     let saved = s.app.create_postback_by(&caller, parse::postback::spec_from_json(&value)?).await?;
     let location = format!("/postbacks/{}", saved.postback.id);
     let resource = s.app.resource(saved.shown()).await?;
@@ -127,7 +128,9 @@ pub async fn replace_postback(
 ) -> ApiResult {
     id_ok(&id, "postback")?;
     let value = json_body(&headers, body).await?.ok_or_else(|| ValidationError::required("body"))?;
-    let spec = match parse::postback::spec_from_json(&value) {
+    let spec = match parse::postback::owner_is_callers(&value, &caller)
+        .and_then(|()| parse::postback::spec_from_json(&value))
+    {
         Ok(spec) => spec,
         Err(invalid) => {
             // An unknown id is a 404 whatever the body (the service checks the id before

@@ -355,3 +355,35 @@ async fn each_submission_raises_approval_requested() {
     call(&w.router, "PUT", &format!("/postbacks/{id}"), Some(&partner), Some(body("7"))).await;
     assert_eq!(alerts(&w), 2, "the change");
 }
+
+/// Another publisher's id in any field a partner sends, a malformed or huge body: a
+/// 4xx naming the field, nothing written.
+#[tokio::test]
+async fn another_publishers_id_anywhere_and_bad_bodies_are_refused() {
+    let w = review();
+    let partner = make_key(&w.app, Role::Partner, Some("7")).await;
+    let mut b = body("7");
+    b["owner"] = json!({"publisher_id": "8"});
+    let (status, answer) = call(&w.router, "POST", "/postbacks", Some(&partner), Some(b)).await;
+    assert_eq!((status, &answer["error"]["field"]), (StatusCode::BAD_REQUEST, &json!("owner")), "{answer}");
+    for uri in ["/logs?publisher_id=8", "/postbacks?publisher_id=8"] {
+        let (status, answer) = call(&w.router, "GET", uri, Some(&partner), None).await;
+        assert_eq!((status, &answer["error"]["field"]), (StatusCode::BAD_REQUEST, &json!("publisher_id")), "{uri}");
+    }
+    assert_eq!(call(&w.router, "GET", "/logs?publisher_id=7", Some(&partner), None).await.0, StatusCode::OK);
+    let huge = json!({"name": "x".repeat(super::MAX_BODY_BYTES + 1)});
+    assert_eq!(
+        call(&w.router, "POST", "/postbacks", Some(&partner), Some(huge)).await.0,
+        StatusCode::PAYLOAD_TOO_LARGE
+    );
+    let request = axum::http::Request::builder()
+        .method("POST")
+        .uri("/postbacks")
+        .header("x-api-key", &partner)
+        .header("content-type", "application/json")
+        .body(axum::body::Body::from("{\"name\": "))
+        .unwrap();
+    let response = tower::ServiceExt::oneshot(w.router.clone(), request).await.unwrap();
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(stored_count(&w).await, 0, "nothing written");
+}
