@@ -14,6 +14,8 @@ use serde_json::Value;
 
 pub fn matches(p: &Postback, e: &Event) -> bool {
     p.enabled
+        // Only approved postbacks fire (a partner's pending or rejected one: nothing).
+        && p.approval.state == postback::domain::partner::ApprovalState::Approved
         // Alert postbacks are fired by the manager itself, never by matching.
         && p.kind != EventType::Alert
         && p.kind == e.kind
