@@ -45,7 +45,7 @@ trap cleanup EXIT
 pids+=($!)
 admin="browser-admin-$(date +%s%N)"
 ingest="browser-ingest-$(date +%s%N)"
-PORT=0 DATA_DIR="$work/data" ADMIN_API_KEY="$admin" INGEST_API_KEY="$ingest" ALLOW_PRIVATE_TARGETS=true \
+PORT=0 DATA_DIR="$work/data" ADMIN_API_KEY="$admin" INGEST_API_KEY="$ingest" ALLOW_PRIVATE_TARGETS=true PARTNER_PRIVATE_TARGETS=true \
     RETRY_BASE_DELAY_MS=200 RETRY_MAX_ATTEMPTS=2 RUST_LOG=warn \
     "$CARGO_TARGET_DIR/debug/postback-server" >"$work/server.out" 2>"$work/server.err" &
 pids+=($!)

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Guards the deploy path (docs/aws.md, "Deploying with SAM"): `sam build` of the shipped
 # template.yaml must succeed and give bootstraps of the `lambda` profile's size, under
-# 10 MB each (the 15-17 MB ones of the plain release profile fail it).
+# 14 MB each (those of the plain release profile, about twice that, fail it).
 #
 #   scripts/sam-check.sh
 #   scripts/sam-check.sh --install-tools   only install the tools (scripts/aws-local.sh uses it)
@@ -23,7 +23,7 @@ ROOT="$PWD"
 
 SAM_CLI_VERSION="1.170.0"
 CARGO_LAMBDA_VERSION="1.9.2"
-MAX_BYTES=10000000 # 10 MB
+MAX_BYTES=14000000 # 14 MB
 # Logical id and cargo binary of each function in template.yaml.
 FUNCTIONS=(ConfigApiFunction:config-api IngestFunction:ingest DispatchFunction:dispatch)
 

@@ -77,6 +77,7 @@ async fn main() -> anyhow::Result<()> {
             catalog_ttl: Duration::from_secs(60),
             catalog_check: None,
             breaker: settings.breaker,
+            partners: settings.partners,
         },
         Some(samples),
     );

@@ -193,6 +193,30 @@ fn bench_matching(c: &mut Criterion) {
     group.bench_function("10k_postbacks_third_with_conditions", |b| {
         b.iter(|| conditioned_index.matching(black_box(&event)))
     });
+
+    // Partners: the same postbacks, half partner-owned and a tenth of those pending;
+    // baseline: `10k_postbacks_1k_offers`, measured in the same run.
+    let partnered: Vec<Arc<CompiledPostback>> = postbacks()
+        .into_iter()
+        .enumerate()
+        .map(|(i, mut p)| {
+            if i % 2 == 0 {
+                p.owner = Some(postback::domain::postback::Owner { publisher_id: format!("pub_{}", i % 97) });
+                if i % 20 == 0 {
+                    p.approval = postback::domain::partner::Approval::pending();
+                }
+            }
+            Arc::new(compiled(p))
+        })
+        .collect();
+    let partnered_index = PostbackIndex::from_compiled(partnered.iter().map(|c| (**c).clone()));
+    let expected = id_list(linear_scan(&partnered, &event));
+    let found = id_list(partnered_index.matching(&event));
+    assert_eq!(found, expected, "index and linear scan must agree with pending partner postbacks too");
+    eprintln!("matching: half partner-owned, a tenth of those pending, the benched conversion fires {}", found.len());
+    group.bench_function("10k_postbacks_half_partner_tenth_pending", |b| {
+        b.iter(|| partnered_index.matching(black_box(&event)))
+    });
     group.finish();
 }
 

@@ -454,7 +454,7 @@ def test_alert_postback_form():
     status, _, got = http("GET", f"/postbacks/{pb}", key=ADMIN)
     got = json.loads(got)
     assert status == 200 and got["type"] == "alert", got
-    assert got["alerts"] == ["breaker_opened", "firing_failed"], got
+    assert got["alerts"] == ["breaker_opened", "firing_failed", "approval_requested"], got
     assert not css("#f-alert-breaker_closed").is_selected() and css("#f-alert-firing_failed").is_selected()
     # Preview renders a sample alert into the JSON body.
     css("#preview").click()
@@ -463,6 +463,7 @@ def test_alert_postback_form():
     # No alert at all: the 400 lands beside the alerts.
     css("#f-alert-breaker_opened").click()
     css("#f-alert-firing_failed").click()
+    css("#f-alert-approval_requested").click()
     expected_failures["400"] += 1
     css("#save").click()
     err = until(lambda: d.find_element(By.CSS_SELECTOR, '[data-field="alerts"] .field-error').text, "the alerts error")
@@ -693,6 +694,78 @@ def test_revoke_key_with_confirmation():
     assert http("GET", "/me", key=state["viewer_key"])[0] == 401
 
 
+def test_partner_submits_admin_approves_then_rejects_a_change():
+    made = json.loads(http("POST", "/keys", {"name": "Affiliate 77", "role": "partner", "publisher_id": "77"}, ADMIN)[2])
+    partner = made["key"]
+    sign_in_as(partner)
+    assert "(partner" in text_of("#whoami")
+    assert text_of("#nav-postbacks") == "My postbacks" and text_of("#nav-logs") == "My logs"
+    assert not d.find_element(By.ID, "nav-approvals").is_displayed()
+    assert not d.find_element(By.ID, "nav-audit").is_displayed()
+    css("#new-postback").click()
+    fill("#f-name", "Affiliate 77 conversions")
+    options = [o.get_attribute("value") for o in d.find_elements(By.CSS_SELECTOR, "#macro-picker option")]
+    assert "payout" in options and "revenue" not in options and "ip" not in options and "alert" not in options, options
+    assert not css('[data-for="delay_seconds"]').is_displayed()
+    fill("#f-url", f"{RECEIVER}/ok?c=")
+    Select(css("#macro-picker")).select_by_value("external_transaction_id")
+    css("#save").click()
+    until(lambda: "pending" in d.find_element(By.ID, "approval-state").text, "the pending state")
+    pid = d.current_url.split("/postbacks/")[1]
+    css("#test").click()
+    assert until(lambda: d.find_element(By.ID, "resp-status").text, "the test response") == "200"
+    d.execute_script("window.scrollTo(0, 0)")
+    shot("partner-postback-pending.png")
+
+    sign_in_as(ADMIN)
+    until(lambda: d.find_element(By.ID, "nav-approvals").text == "Approvals (1)", "the count in the navigation")
+    open_hash("/approvals")
+    css(f'.approval-item[data-id="{pid}"]')
+    assert "A new postback" in text_of(".approval-item")
+    css(".approval-item .approve").click()
+    until(lambda: d.find_elements(By.ID, "empty"), "the queue empty")
+
+    # A real conversion of publisher 77 now fires it.
+    ev = {"type": "click", "transaction_id": "tx-p77", "offer_id": "o77", "publisher_id": "77", "external_transaction_id": "aff-77"}
+    assert http("POST", "/events", ev, INGEST)[0] == 202
+    assert http("POST", "/events", {"type": "conversion", "transaction_id": "tx-p77"}, INGEST)[0] == 202
+    until(lambda: [e for e in json.loads(http("GET", f"/logs?postback_id={pid}&test=false", key=partner)[2])["items"]
+                   if e["outcome"] == "delivered" and "aff-77" in e["url"]], "the real conversion delivered", 20)
+
+    # The partner edits; the admin sees the change beside the approved version, rejects it.
+    sign_in_as(partner)
+    open_hash(f"/postbacks/{pid}")
+    fill("#f-url", f"{RECEIVER}/ok?v=2&c={{external_transaction_id}}")
+    assert text_of("#save") == "Submit change"
+    css("#save").click()
+    until(lambda: "change pending" in d.find_element(By.ID, "approval-state").text, "the change pending")
+    sign_in_as(ADMIN)
+    open_hash("/approvals")
+    item = css(f'.approval-item[data-id="{pid}"]')
+    rows = {r.find_element(By.TAG_NAME, "th").text: r for r in item.find_elements(By.CSS_SELECTOR, "tbody tr")}
+    assert set(rows) == {"url"}, list(rows)
+    assert "v=2" in rows["url"].find_element(By.CSS_SELECTOR, ".new").text
+    assert "v=2" not in rows["url"].find_element(By.CSS_SELECTOR, ".old").text
+    shot("approvals-diff.png")
+    expected_failures["400"] += 1
+    css(".approval-item .reject").click()
+    until(lambda: "reason" in d.find_element(By.CSS_SELECTOR, ".approval-item .error").text, "the reason required")
+    fill(".approval-item .reject-reason", "Use your production domain")
+    css(".approval-item .reject").click()
+    until(lambda: d.find_elements(By.ID, "empty"), "the queue empty again")
+
+    sign_in_as(partner)
+    cell = until(lambda: d.find_element(By.CSS_SELECTOR, "#postbacks .pb-approval").text, "the approval cell")
+    assert "Use your production domain" in cell, cell
+    shot("partner-postbacks.png")
+    open_hash("/logs")
+    css("#logs")
+    d.find_element(By.CSS_SELECTOR, "#logs tbody tr a").click()
+    css("#resend").click()
+    css("#resent-link")
+    sign_in_as(ADMIN)
+
+
 def http_get_receiver(path):
     with urllib.request.urlopen(RECEIVER + path, timeout=10) as r:
         assert r.status == 200
@@ -802,7 +875,8 @@ TESTS = [test_headers_and_assets, test_sign_in, test_create_with_macro_picker_an
          test_alert_postback_form, test_breaker_state_and_resume, test_bulk_replay_after_an_outage,
          test_keys_create_shown_once_and_copy, test_viewer_sees_no_write_buttons, test_audit_filters_paging_and_a_record,
          test_revoke_key_with_confirmation, test_reversal_request_and_entry,
-         test_postback_from_a_template_and_the_function_picker, test_clean_console_and_sign_out]
+         test_postback_from_a_template_and_the_function_picker, test_partner_submits_admin_approves_then_rejects_a_change,
+         test_clean_console_and_sign_out]
 
 passed = failed = 0
 try:

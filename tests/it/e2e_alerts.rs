@@ -29,7 +29,7 @@ async fn alert_postbacks_through_the_api() {
     assert_eq!((got.body["type"].as_str(), got.status), (Some("alert"), 200), "{}", got.body);
     assert_eq!(
         got.body["alerts"],
-        json!(["breaker_opened", "breaker_closed", "firing_failed"]),
+        json!(["breaker_opened", "breaker_closed", "firing_failed", "approval_requested"]),
         "the default, explicit"
     );
     let put = api.admin(reqwest::Method::PUT, &format!("/postbacks/{id}"), Some(got.body.clone())).await;

@@ -12,16 +12,20 @@ pub enum AlertKind {
     BreakerOpened,
     BreakerClosed,
     FiringFailed,
+    /// A partner submitted a postback or a change for review.
+    ApprovalRequested,
 }
 
 impl AlertKind {
-    pub const ALL: [AlertKind; 3] = [AlertKind::BreakerOpened, AlertKind::BreakerClosed, AlertKind::FiringFailed];
+    pub const ALL: [AlertKind; 4] =
+        [AlertKind::BreakerOpened, AlertKind::BreakerClosed, AlertKind::FiringFailed, AlertKind::ApprovalRequested];
 
     pub fn as_str(self) -> &'static str {
         match self {
             AlertKind::BreakerOpened => "breaker_opened",
             AlertKind::BreakerClosed => "breaker_closed",
             AlertKind::FiringFailed => "firing_failed",
+            AlertKind::ApprovalRequested => "approval_requested",
         }
     }
 
@@ -88,6 +92,9 @@ impl AlertContext {
             AlertKind::FiringFailed => format!(
                 "Firing of postback {postback_name} ({postback_id}) failed for transaction tx_5f2b9c1e7a: HTTP 400"
             ),
+            AlertKind::ApprovalRequested => {
+                format!("Partner 7 submitted postback {postback_name} ({postback_id}) for approval")
+            }
         };
         AlertContext {
             kind,

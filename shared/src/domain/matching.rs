@@ -133,7 +133,9 @@ impl PostbackIndex {
     fn from_by_id(by_id: HashMap<String, Arc<CompiledPostback>>) -> Self {
         let mut by_type: [TypeIndex; EventType::TRACKED.len()] = Default::default();
         let mut alerts = Vec::new();
-        for c in by_id.values().filter(|c| c.postback.enabled) {
+        // Only enabled, approved postbacks are ever matched: a partner's pending or
+        // rejected postback fires nothing (its pending revision is not filed either).
+        for c in by_id.values().filter(|c| c.postback.enabled && super::partner::fires(&c.postback)) {
             match type_slot(c.postback.kind).and_then(|slot| by_type.get_mut(slot)) {
                 Some(index) => index.insert(c),
                 None => alerts.push(Arc::clone(c)),

@@ -19,6 +19,7 @@ pub mod library;
 pub mod log;
 pub mod macros;
 pub mod matching;
+pub mod partner;
 pub mod postback;
 pub mod redact;
 pub mod render;

@@ -160,6 +160,13 @@ pub struct Postback {
     /// wherever the postback or its requests are shown; stored, never shown.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub template_secrets: Vec<String>,
+    /// Review state (see `super::partner`); rows stored before review read as approved.
+    #[serde(default)]
+    pub approval: super::partner::Approval,
+    /// A partner's proposed change to an approved postback, waiting for review: the
+    /// whole postback as it would be (its `approval`, `owner`, `version` are not used).
+    #[serde(default)]
+    pub pending_revision: Option<Box<Postback>>,
 }
 
 /// The partner a postback belongs to.
@@ -301,6 +308,8 @@ impl PostbackSpec {
                 Some(TemplateInput::Filled { secrets, .. }) => secrets,
                 _ => Vec::new(),
             },
+            approval: Default::default(),
+            pending_revision: None,
         }
     }
 }

@@ -31,6 +31,9 @@ pub struct Settings {
     /// Most requests in flight to one destination (scheme, host, port) at once, on the
     /// local server (`DESTINATION_CONCURRENCY`).
     pub destination_concurrency: usize,
+    /// `PARTNER_POSTBACKS` (`off` | `review` | `auto`, default `review`) and
+    /// `PARTNER_PRIVATE_TARGETS` (default false).
+    pub partners: crate::domain::partner::PartnerPolicy,
 }
 
 impl std::fmt::Debug for Settings {
@@ -45,6 +48,7 @@ impl std::fmt::Debug for Settings {
             .field("log_retention_days", &self.log_retention_days)
             .field("breaker", &self.breaker)
             .field("destination_concurrency", &self.destination_concurrency)
+            .field("partners", &self.partners)
             .finish_non_exhaustive()
     }
 }
@@ -147,6 +151,24 @@ impl Settings {
                 ),
             });
         }
+        let partner_mode = match get("PARTNER_POSTBACKS").as_deref().map(str::trim) {
+            None | Some("") => crate::domain::partner::PartnerMode::default(),
+            Some(v) => crate::domain::partner::PartnerMode::parse(v).ok_or_else(|| SettingsError {
+                name: "PARTNER_POSTBACKS",
+                message: format!("expected off, review or auto, got {v:?}"),
+            })?,
+        };
+        let partner_private_targets = match get("PARTNER_PRIVATE_TARGETS").as_deref().map(str::trim) {
+            None | Some("") => false,
+            Some(v) if v.eq_ignore_ascii_case("true") || v == "1" => true,
+            Some(v) if v.eq_ignore_ascii_case("false") || v == "0" => false,
+            Some(v) => {
+                return Err(SettingsError {
+                    name: "PARTNER_PRIVATE_TARGETS",
+                    message: format!("expected true or false, got {v:?}"),
+                })
+            }
+        };
         Ok((
             Settings {
                 port,
@@ -160,6 +182,10 @@ impl Settings {
                 audit_retention_days,
                 breaker: BreakerPolicy::new(failure_threshold, cooldown_ms, Duration::from_millis(timeout_ms)),
                 destination_concurrency,
+                partners: crate::domain::partner::PartnerPolicy {
+                    mode: partner_mode,
+                    private_targets: partner_private_targets,
+                },
             },
             [admin_src, ingest_src],
         ))
@@ -248,6 +274,21 @@ mod tests {
                 .map_err(|e| e.to_string());
             assert_eq!(got, want.map_err(str::to_string), "{value:?}");
         }
+    }
+
+    #[test]
+    fn partner_settings_have_defaults_and_values() {
+        use crate::domain::partner::PartnerMode;
+        let default = with(&[]).unwrap().partners;
+        assert_eq!((default.mode, default.private_targets), (PartnerMode::Review, false));
+        for (value, mode) in [("off", PartnerMode::Off), ("review", PartnerMode::Review), (" auto ", PartnerMode::Auto)]
+        {
+            assert_eq!(with(&[("PARTNER_POSTBACKS", value)]).unwrap().partners.mode, mode);
+        }
+        assert!(with(&[("PARTNER_PRIVATE_TARGETS", "true")]).unwrap().partners.private_targets);
+        let bad = with(&[("PARTNER_POSTBACKS", "maybe")]).unwrap_err().to_string();
+        assert_eq!(bad, "setting PARTNER_POSTBACKS: expected off, review or auto, got \"maybe\"");
+        assert!(with(&[("PARTNER_PRIVATE_TARGETS", "yes")]).is_err());
     }
 
     #[test]

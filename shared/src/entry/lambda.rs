@@ -244,6 +244,7 @@ impl LambdaApp {
             catalog_ttl: catalog.ttl,
             catalog_check: catalog.check,
             breaker: settings.breaker,
+            partners: settings.partners,
         };
         let app = App::new(ports, policy);
         Self { app, settings, names: names.clone(), queue: adapters.queue, function_timeout: DEFAULT_FUNCTION_TIMEOUT }
@@ -1001,6 +1002,7 @@ mod tests {
             catalog_ttl: CATALOG_TTL,
             catalog_check: Some(CATALOG_CHECK),
             breaker: Default::default(),
+            partners: Default::default(),
         };
         let config = aws_config::SdkConfig::builder().behavior_version(aws_config::BehaviorVersion::latest()).build();
         let clients = AwsClients::from_sdk_config(&config);

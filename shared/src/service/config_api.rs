@@ -14,7 +14,8 @@ use crate::domain::event::{Event, EventType};
 use crate::domain::firing::Firing;
 use crate::domain::log::{LogEntry, LogFilter, LogPage};
 use crate::domain::macros::MacroContext;
-use crate::domain::postback::{CompiledPostback, Postback, PostbackSpec, SecretInput, TemplateInput};
+use crate::domain::partner::{Approval, ApprovalState, PartnerMode};
+use crate::domain::postback::{Owner, Postback, PostbackSpec, SecretInput, TemplateInput};
 use crate::domain::redact::{redact_headers, REDACTED};
 use crate::domain::signing::{PreviousSecret, SigningSecret, GENERATED_SECRET_BYTES};
 use crate::domain::ValidationError;
@@ -27,6 +28,8 @@ pub struct PostbackFilter {
     pub offer_id: Option<String>,
     pub publisher_id: Option<String>,
     pub enabled: Option<bool>,
+    /// `approval`: `pending` also lists approved postbacks with a pending revision.
+    pub approval: Option<ApprovalState>,
 }
 
 impl PostbackFilter {
@@ -38,6 +41,10 @@ impl PostbackFilter {
             && self.enabled.is_none_or(|e| e == p.enabled)
             && self.offer_id.as_deref().is_none_or(|o| p.offers.contains(Some(o)))
             && self.publisher_id.as_deref().is_none_or(|o| p.publishers.contains(Some(o)))
+            && self.approval.is_none_or(|a| match a {
+                ApprovalState::Pending => p.approval.state == a || p.pending_revision.is_some(),
+                _ => p.approval.state == a,
+            })
     }
 }
 
@@ -48,6 +55,7 @@ pub fn shown(postback: Postback) -> Postback {
     if postback.signing_secret.is_some() {
         postback.signing_secret = Some(SigningSecret::redacted());
     }
+    postback.pending_revision = postback.pending_revision.map(|r| Box::new(shown(*r)));
     postback
 }
 
@@ -60,6 +68,7 @@ pub fn shown_with_secret(postback: Postback) -> Postback {
         reversal.headers = redact_headers(&reversal.headers);
     }
     postback.previous_signing_secret = None;
+    postback.pending_revision = postback.pending_revision.map(|r| Box::new(shown_with_secret(*r)));
     postback
 }
 
@@ -238,6 +247,7 @@ impl App {
     /// Create; a signing postback sent without a secret gets a new one. The postback and
     /// its `postback.create` record are one write.
     pub async fn create_postback_by(&self, caller: &Caller, mut spec: PostbackSpec) -> ServiceResult<Saved> {
+        let partner = self.partner_write(caller, Some(&spec))?;
         let secret_set = spec.signing.is_on();
         spec.signing_secret = match spec.signing_secret {
             SecretInput::Keep if spec.signing.is_on() => {
@@ -255,6 +265,12 @@ impl App {
         let mut postback = spec.into_postback(new_postback_id(), now, now);
         retain_used_secrets(&mut postback);
         postback.changed_by = Some(caller.actor.clone());
+        if let Some(mode) = partner {
+            postback.owner = caller.actor.publisher_id.clone().map(|publisher_id| Owner { publisher_id });
+            if mode == PartnerMode::Review {
+                postback.approval = Approval::pending();
+            }
+        }
         let audit = self
             .audit_record(
                 caller,
@@ -266,6 +282,9 @@ impl App {
             .versions(None, Some(postback.version));
         self.ports.postbacks.create(&postback, &audit).await?;
         self.catalog.invalidate().await;
+        if postback.approval.state == ApprovalState::Pending {
+            self.approval_requested(&postback).await;
+        }
         Ok(Saved { postback, secret_set })
     }
 
@@ -288,6 +307,9 @@ impl App {
         visibility: &Visibility,
         filter: &PostbackFilter,
     ) -> ServiceResult<Vec<Postback>> {
+        if let Visibility::Publisher(own) = visibility {
+            check_own_publisher(filter.publisher_id.as_deref(), own)?;
+        }
         let mut all = self.list_postbacks(filter).await?;
         all.retain(|p| visible(visibility, p));
         Ok(all)
@@ -340,7 +362,8 @@ impl App {
     /// As `replace_postback_saved`, by `caller` (its `postback.replace` record is written
     /// with the new version).
     pub async fn replace_postback_by(&self, caller: &Caller, id: &str, mut spec: PostbackSpec) -> ServiceResult<Saved> {
-        let existing = self.get_postback(id).await?;
+        let existing = self.get_postback_in(&caller.visibility(), id).await?;
+        let partner = self.partner_write(caller, Some(&spec))?;
         keep_template_secrets(&existing, &mut spec)?;
         for (name, value) in spec.headers.iter_mut() {
             if value == REDACTED {
@@ -392,7 +415,8 @@ impl App {
             }
             _ => None,
         };
-        let mut postback = spec.into_postback(existing.id.clone(), existing.created_at, self.ports.clock.now());
+        let now = self.ports.clock.now();
+        let mut postback = spec.into_postback(existing.id.clone(), existing.created_at, now);
         if kept_reference.is_some() {
             postback.template = kept_reference;
         }
@@ -407,14 +431,44 @@ impl App {
         postback.previous_signing_secret = previous;
         postback.version = existing.version;
         postback.owner = existing.owner.clone();
+        match partner {
+            // Admins' writes are approved at once (a partner's pending change is
+            // superseded by the admin's).
+            None if existing.approval.state == ApprovalState::Approved => postback.approval = existing.approval.clone(),
+            None => postback.approval = Approval::decided(ApprovalState::Approved, &caller.actor, now, None),
+            Some(PartnerMode::Review) if existing.approval.state == ApprovalState::Approved => {
+                // The approved version keeps firing; the change waits beside it.
+                let mut row = existing;
+                row.pending_revision = Some(Box::new(postback));
+                let summary = format!("proposed a change to postback \"{}\"", row.name);
+                self.save_next_version(&mut row, caller, AuditAction::PostbackReplace, summary).await?;
+                self.approval_requested(&row).await;
+                return Ok(Saved { postback: row, secret_set });
+            }
+            Some(PartnerMode::Review) => postback.approval = Approval::pending(),
+            Some(_) => {}
+        }
         let summary = format!("replaced postback \"{}\"", postback.name);
         self.save_next_version(&mut postback, caller, AuditAction::PostbackReplace, summary).await?;
+        if postback.approval.state == ApprovalState::Pending {
+            self.approval_requested(&postback).await;
+        }
         Ok(Saved { postback, secret_set })
     }
 
     /// Store `postback` as the version after the one it carries (the one read), saved by
     /// `caller`, with its audit record. The store refuses it (409) if another write got
     /// in since that read.
+    pub(crate) async fn save_next_version_as(
+        &self,
+        postback: &mut Postback,
+        caller: &Caller,
+        action: AuditAction,
+        summary: String,
+    ) -> ServiceResult<()> {
+        self.save_next_version(postback, caller, action, summary).await
+    }
+
     async fn save_next_version(
         &self,
         postback: &mut Postback,
@@ -493,7 +547,8 @@ impl App {
 
     /// Delete, with its `postback.delete` record in the same write.
     pub async fn delete_postback_by(&self, caller: &Caller, id: &str) -> ServiceResult<()> {
-        let existing = self.get_postback(id).await?;
+        let existing = self.get_postback_in(&caller.visibility(), id).await?;
+        self.partner_write(caller, None)?;
         let summary = format!("deleted {} postback \"{}\"", existing.kind.as_str(), existing.name);
         let audit = self
             .audit_record(caller, AuditAction::PostbackDelete, TargetKind::Postback, Some(id), summary)
@@ -553,7 +608,8 @@ impl App {
         id: &str,
         sample: impl Into<Sample>,
     ) -> ServiceResult<TestOutput> {
-        let postback = self.compiled(id).await?;
+        let postback = self.get_postback_in(&caller.visibility(), id).await?.compile().map_err(ServiceError::from)?;
+        self.take_partner_test(caller)?;
         let now = self.ports.clock.now();
         let (event, alert) = sample.into().resolve(&postback.postback, now);
         let conditions_met = all_hold(&postback.postback.conditions, &event);
@@ -609,10 +665,8 @@ impl App {
     pub async fn query_logs_in(&self, visibility: &Visibility, filter: &LogFilter) -> ServiceResult<LogPage> {
         let Visibility::Publisher(publisher) = visibility else { return self.query_logs(filter).await };
         let mut scoped = filter.clone();
-        match &filter.publisher_id {
-            Some(asked) if asked != publisher => return Ok(LogPage { items: Vec::new(), next_cursor: None }),
-            _ => scoped.publisher_id = Some(publisher.clone()),
-        }
+        check_own_publisher(filter.publisher_id.as_deref(), publisher)?;
+        scoped.publisher_id = Some(publisher.clone());
         let mut page = self.query_logs(&scoped).await?;
         let index = self.catalog.index().await?;
         page.items.retain(|e| index.get(&e.postback_id).is_some_and(|p| visible(visibility, &p.postback)));
@@ -645,7 +699,7 @@ impl App {
 
     /// As `resend_log`; recorded (`log.resend`) before the answer.
     pub async fn resend_log_by(self: &Arc<Self>, caller: &Caller, id: &str) -> ServiceResult<LogEntry> {
-        let original = self.get_log(id).await?;
+        let original = self.get_log_in(&caller.visibility(), id).await?;
         let Some(source) = original.firing.clone() else {
             return Err(ServiceError::Conflict("this log entry has no stored firing to resend".into()));
         };
@@ -691,10 +745,17 @@ impl App {
         self.append_audit(record).await?;
         Ok(entry)
     }
+}
 
-    async fn compiled(&self, id: &str) -> ServiceResult<CompiledPostback> {
-        let postback = self.get_postback(id).await?;
-        postback.compile().map_err(ServiceError::from)
+/// A partner naming another publisher in a filter: 400 naming `publisher_id`.
+fn check_own_publisher(asked: Option<&str>, own: &str) -> Result<(), ValidationError> {
+    match asked {
+        Some(asked) if asked != own => Err(ValidationError::new(
+            "not_available_to_partners",
+            "publisher_id",
+            format!("a partner key reads its own publisher only ({own})"),
+        )),
+        _ => Ok(()),
     }
 }
 

@@ -252,7 +252,10 @@ impl Dispatcher {
         };
 
         let started = std::time::Instant::now();
-        let result = self.app.ports.sender.send(&request).await;
+        let result = match self.partner_refusal(postback, &request) {
+            Some(refused) => Err(refused),
+            None => self.app.ports.sender.send(&request).await,
+        };
         let elapsed = started.elapsed();
         if !test {
             self.app.metrics.delivery_duration(elapsed);
@@ -337,11 +340,38 @@ impl Dispatcher {
         Ok(Attempt { outcome, entry, retryable_failure: Some(retryable_failure), acked, postback: refreshed })
     }
 
+    /// The partner guard: a partner's postback (sends, tests, resends) never reaches a
+    /// private or loopback address unless `PARTNER_PRIVATE_TARGETS`, whatever
+    /// `ALLOW_PRIVATE_TARGETS` lets the network's own reach. Judged on the rendered URL's
+    /// host (`localhost` included); host names resolve through the sender's guard.
+    fn partner_refusal(&self, postback: &CompiledPostback, request: &OutboundRequest) -> Option<SendFailure> {
+        if postback.postback.owner.is_none() || self.app.policy.partners.private_targets {
+            return None;
+        }
+        let url = match url::Url::parse(&request.url) {
+            Ok(url) => url,
+            Err(e) => return Some(SendFailure::Refused(format!("the URL does not parse: {e}"))),
+        };
+        let local = url.host_str().is_some_and(|h| {
+            let h = h.trim_end_matches('.').to_ascii_lowercase();
+            h == "localhost" || h.ends_with(".localhost")
+        });
+        if local {
+            return Some(SendFailure::Refused("localhost is not reachable for partners' postbacks".into()));
+        }
+        crate::domain::guard::check_url(&url, false)
+            .err()
+            .map(|why| SendFailure::Refused(format!("{why}; partners' postbacks reach public addresses only")))
+    }
+
     /// Why a regular firing must not go out now: its postback was disabled, or the
     /// conversion/event status changed so that the postback no longer fires for it.
     async fn skip_reason(&self, postback: &CompiledPostback, firing: &Firing) -> StoreResult<Option<String>> {
         if !postback.postback.enabled {
             return Ok(Some("postback disabled".into()));
+        }
+        if !crate::domain::partner::fires(&postback.postback) {
+            return Ok(Some("postback not approved".into()));
         }
         if firing.reversal_of.is_some() {
             return self.reversal_skip_reason(postback, firing).await;

@@ -9,6 +9,7 @@ mod control;
 mod dispatch;
 pub mod ingest;
 pub mod metrics;
+pub mod partners;
 mod queue_loop;
 pub mod replay;
 #[cfg(test)]
@@ -68,6 +69,8 @@ pub struct Policy {
     pub catalog_check: Option<Duration>,
     /// Every postback's circuit breaker (`BREAKER_FAILURE_THRESHOLD`, `BREAKER_COOLDOWN_MS`).
     pub breaker: BreakerPolicy,
+    /// `PARTNER_POSTBACKS`, `PARTNER_PRIVATE_TARGETS`.
+    pub partners: crate::domain::partner::PartnerPolicy,
 }
 
 /// Why a use case did not complete. Mapped to HTTP in one place (`crate::entry::http::error`).
@@ -79,6 +82,12 @@ pub enum ServiceError {
     NotFound(&'static str),
     #[error("conflict: {0}")]
     Conflict(String),
+    /// The caller's role may not do this here (`PARTNER_POSTBACKS=off`).
+    #[error("forbidden: {0}")]
+    Forbidden(&'static str),
+    /// Too many requests of one kind by one key; retry after this many seconds.
+    #[error("too many requests: {what}")]
+    TooMany { what: &'static str, retry_after: u64 },
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -94,6 +103,8 @@ pub struct App {
     pub metrics: metrics::Metrics,
     /// Adapter figures appended to `GET /metrics` (the local server's store writer).
     pub extra_samples: Option<metrics::SampleSource>,
+    /// Partner keys' tests in the last minute.
+    pub partner_tests: partners::TestBudget,
 }
 
 impl App {
@@ -105,7 +116,14 @@ impl App {
     pub fn with_samples(ports: Ports, policy: Policy, extra_samples: Option<metrics::SampleSource>) -> Arc<App> {
         let timing = CatalogTiming { ttl: policy.catalog_ttl, check: policy.catalog_check };
         let catalog = Catalog::new(ports.postbacks.clone(), timing, ports.clock.clone());
-        Arc::new(App { ports, policy, catalog, metrics: metrics::Metrics::default(), extra_samples })
+        Arc::new(App {
+            ports,
+            policy,
+            catalog,
+            metrics: metrics::Metrics::default(),
+            extra_samples,
+            partner_tests: partners::TestBudget::default(),
+        })
     }
 
     pub fn dispatcher(self: &Arc<Self>) -> Dispatcher {

@@ -64,6 +64,8 @@ pub fn postback(id: &str, kind: EventType) -> Postback {
         // reference and a template secret, never shown but kept.
         template: Some(TemplateRef { id: "keitaro".into(), version: 1 }),
         template_secrets: vec!["pbkey1234".into()],
+        approval: Default::default(),
+        pending_revision: None,
     }
 }
 

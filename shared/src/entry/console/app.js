@@ -13,6 +13,11 @@ let me = (() => { try { return JSON.parse(sessionStorage.getItem(ME) || "null");
 const isAdmin = () => me && me.role === "admin";
 // What only admins get: write buttons, secrets, keys.
 const adminOnly = (x) => (isAdmin() ? x : null);
+const isPartner = () => me && me.role === "partner";
+// What admins and partners (on their own postbacks) get: create, save, test, delete.
+const writerOnly = (x) => (isAdmin() || isPartner() ? x : null);
+// Macros the network keeps to itself: not offered to partners (the API refuses them).
+const NETWORK_MACROS = ["revenue", "rejection_reason", "ip", "user_agent"];
 const AUDIT_ACTIONS = [
   "postback.create", "postback.replace", "postback.delete", "postback.approve", "postback.reject",
   "postback.secret_read", "postback.secret_rotate", "postback.resume", "postback.test",
@@ -50,7 +55,7 @@ export const FUNCTIONS = [
   ["base64", "base64 of the text"],
 ];
 const TYPES = ["impression", "click", "conversion", "event", "alert"];
-const ALERT_KINDS = ["breaker_opened", "breaker_closed", "firing_failed"];
+const ALERT_KINDS = ["breaker_opened", "breaker_closed", "firing_failed", "approval_requested"];
 const FIRE_ON = ["approved", "pending", "rejected", "all"];
 const OPS = ["eq", "ne", "in", "not_in", "contains", "gt", "gte", "lt", "lte", "exists", "not_exists"];
 const LOG_COLUMNS = [
@@ -110,6 +115,7 @@ async function route() {
   const parts = hash.split("/").filter(Boolean).map(decodeURIComponent);
   document.querySelectorAll("#nav a").forEach((a) => a.classList.toggle("active", hash.startsWith(a.getAttribute("href").slice(1))));
   if (parts[0] === "keys" && isAdmin()) return keysPage();
+  if (parts[0] === "approvals" && isAdmin()) return approvalsPage();
   if (parts[0] === "audit" && me.role !== "partner") return auditPage();
   if (parts[0] === "logs" && parts[1]) return logDetailPage(parts[1]);
   if (parts[0] === "logs") return logsPage();
@@ -126,6 +132,8 @@ function paintNav() {
   document.getElementById("nav-postbacks").textContent = me.role === "partner" ? "My postbacks" : "Postbacks";
   document.getElementById("nav-logs").textContent = me.role === "partner" ? "My logs" : "Logs";
   document.getElementById("nav-keys").hidden = !isAdmin();
+  document.getElementById("nav-approvals").hidden = !isAdmin();
+  if (isAdmin()) api("GET", "/postbacks?approval=pending").then((r) => { if (r.ok) paintApprovalCount(r.data.items.length); });
   document.getElementById("nav-audit").hidden = me.role === "partner";
   document.getElementById("whoami").textContent = `${me.name} (${me.role}${me.publisher_id ? ` · publisher ${me.publisher_id}` : ""})`;
 }
@@ -171,15 +179,27 @@ async function postbacksPage() {
     h("td", {}, p.enabled ? "yes" : "no"),
     h("td", { class: `pb-breaker ${p.health && p.health.state !== "closed" ? "bad" : ""}` }, breakerText(p.health)),
     h("td", { class: "pb-24h", "data-id": p.id }, "…"),
-    h("td", { class: "mono" }, `v${p.version ?? 1}`)));
+    h("td", { class: "mono" }, `v${p.version ?? 1}`),
+    h("td", { class: `pb-approval ${approvalClass(p)}` }, approvalText(p))));
   mount(main(),
-    h("div", { class: "bar" }, h("h1", {}, me.role === "partner" ? "My postbacks" : "Postbacks"), adminOnly(h("a", { class: "button", href: "#/postbacks/new", id: "new-postback" }, "New postback")), adminOnly(h("a", { class: "button secondary", href: "#/templates", id: "new-from-template" }, "New from a template"))),
+    h("div", { class: "bar" }, h("h1", {}, me.role === "partner" ? "My postbacks" : "Postbacks"), writerOnly(h("a", { class: "button", href: "#/postbacks/new", id: "new-postback" }, "New postback")), adminOnly(h("a", { class: "button secondary", href: "#/templates", id: "new-from-template" }, "New from a template"))),
     rows.length === 0 ? h("p", { id: "empty" }, "No postbacks yet.") :
       h("div", { class: "scroll" }, h("table", { id: "postbacks" },
-        h("thead", {}, h("tr", {}, h("th", {}, "Name"), h("th", {}, "Type"), h("th", {}, "Scope"), h("th", {}, "Enabled"), h("th", {}, "Breaker"), h("th", {}, "Last 24 h"), h("th", {}, "Version"))),
+        h("thead", {}, h("tr", {}, h("th", {}, "Name"), h("th", {}, "Type"), h("th", {}, "Scope"), h("th", {}, "Enabled"), h("th", {}, "Breaker"), h("th", {}, "Last 24 h"), h("th", {}, "Version"), h("th", {}, "Approval"))),
         h("tbody", {}, rows))));
   fillDayCounts(document.querySelectorAll("#postbacks .pb-24h"));
 }
+
+// A postback's review state in a few words: pending, rejected (with the reason), or a
+// change waiting beside the approved version.
+function approvalText(p) {
+  const a = p.approval || { state: "approved" };
+  if (p.pending_revision) return "approved · change pending";
+  if (a.state === "rejected") return `rejected: ${a.reason || ""}`;
+  if (a.state === "approved" && a.reason) return `approved · last change rejected: ${a.reason}`;
+  return a.state;
+}
+const approvalClass = (p) => (p.approval && p.approval.state !== "approved") || p.pending_revision ? "bad" : "";
 
 // A postback's breaker in a few words: its state, and what it holds when not closed.
 function breakerText(health) {
@@ -243,10 +263,12 @@ function macroPicker() {
   const key = h("input", { id: "macro-param", placeholder: "params key", "aria-label": "params key", size: 10 });
   const pick = h("select", { id: "macro-picker", "aria-label": "Insert a macro" },
     h("option", { value: "" }, "Insert macro…"),
-    h("optgroup", { label: "Event postbacks" }, MACROS.map((m) => h("option", { value: m }, `{${m}}`)),
-      h("option", { value: "params." }, "{params.<key>}")),
-    h("optgroup", { label: "Alert postbacks" }, ALERT_MACROS.map((m) => h("option", { value: m }, `{${m}}`))),
-    h("optgroup", { label: "Reversal request" }, ["original_delivery_id", "original_fired_at"].map((m) => h("option", { value: m }, `{${m}}`))));
+    isPartner()
+      ? h("optgroup", { label: "Macros" }, MACROS.filter((m) => !NETWORK_MACROS.includes(m)).map((m) => h("option", { value: m }, `{${m}}`)))
+      : [h("optgroup", { label: "Event postbacks" }, MACROS.map((m) => h("option", { value: m }, `{${m}}`)),
+        h("option", { value: "params." }, "{params.<key>}")),
+      h("optgroup", { label: "Alert postbacks" }, ALERT_MACROS.map((m) => h("option", { value: m }, `{${m}}`))),
+      h("optgroup", { label: "Reversal request" }, ["original_delivery_id", "original_fired_at"].map((m) => h("option", { value: m }, `{${m}}`)))]);
   const note = h("small", { class: "hint", id: "macro-target" }, "Inserts at the cursor of the last URL, header value or body field you were in.");
   pick.addEventListener("change", () => {
     let name = pick.value;
@@ -271,7 +293,7 @@ function macroPicker() {
     insertFunction(target, `|${text}`);
     note.textContent = `Added |${text}: ${FUNCTIONS.find(([t]) => t === text)[1]}. Edit its argument as needed.`;
   });
-  return h("div", { class: "macro-picker row" }, pick, key, fn, note);
+  return h("div", { class: "macro-picker row" }, pick, isPartner() ? null : key, fn, note);
 }
 
 // Put a function into the macro at the cursor: inside its braces, after what is there
@@ -418,7 +440,7 @@ function reversalFields(r) {
 
 async function editPage(id) {
   mount(main(), h("p", {}, "Loading…"));
-  let p = { type: "conversion", enabled: true, method: "GET", offers: "all", publishers: "all", fire_on: "approved", signing: "none", url: "" };
+  let p = { type: "conversion", enabled: true, method: "GET", offers: "all", publishers: isPartner() ? [me.publisher_id] : "all", fire_on: "approved", signing: "none", url: "" };
   if (id) {
     const r = await api("GET", `/postbacks/${encodeURIComponent(id)}`);
     if (!r.ok) return mount(main(), h("p", { class: "error" }, errorText(r)));
@@ -435,7 +457,7 @@ async function editPage(id) {
     h("p", { id: "form-error", class: "error", role: "alert" }),
     h("div", { class: "grid" },
       field("Name", "name", h("input", { value: p.name || "", maxlength: 200 })),
-      field("Type", "type", h("select", { value: p.type }, TYPES.map((t) => h("option", { value: t }, t)))),
+      field("Type", "type", h("select", { value: p.type }, (isPartner() ? ["conversion", "event"] : TYPES).map((t) => h("option", { value: t }, t)))),
       field("Enabled", "enabled", h("input", { type: "checkbox", checked: p.enabled })),
       field("Offers", "offers", h("input", { value: p.offers === "all" ? "all" : listText(p.offers) }), "all, or ids separated by commas"),
       field("Publishers", "publishers", h("input", { value: p.publishers === "all" ? "all" : listText(p.publishers) }), "all, or ids separated by commas"),
@@ -472,11 +494,11 @@ async function editPage(id) {
     id ? field("Sample event for Preview / Test (JSON, optional)", "sample", h("textarea", { rows: 2, id: "f-sample", placeholder: p.type === "alert" ? '{"alert": "breaker_opened"}' : '{"payout": "12.50", "params": {"goal": "signup"}}' }),
       p.type === "alert" ? "alert postbacks: the kind of the sample alert" : "its fields over a sample suited to this postback") : null,
     h("div", { class: "actions" },
-      adminOnly(h("button", { type: "submit", id: "save" }, id ? "Save" : "Create")),
+      writerOnly(h("button", { type: "submit", id: "save" }, id ? (isPartner() && p.approval && p.approval.state === "approved" ? "Submit change" : "Save") : "Create")),
       id ? h("button", { type: "button", id: "preview", onclick: () => run("preview") }, "Preview") : null,
-      id ? adminOnly(h("button", { type: "button", id: "test", onclick: () => run("test") }, "Test")) : null,
+      id ? writerOnly(h("button", { type: "button", id: "test", onclick: () => run("test") }, "Test")) : null,
       h("a", { href: "#/postbacks", class: "button secondary" }, "Back"),
-      id ? adminOnly(h("button", { type: "button", id: "delete", class: "danger", onclick: () => confirmDelete() }, "Delete")) : null),
+      id ? writerOnly(h("button", { type: "button", id: "delete", class: "danger", onclick: () => confirmDelete() }, "Delete")) : null),
     h("div", { id: "confirm" }));
 
   form.addEventListener("submit", async (e) => {
@@ -528,13 +550,76 @@ async function editPage(id) {
   if (p.template) form.dataset.template = JSON.stringify({ id: p.template.id, version: p.template.version });
   mount(main(), h("div", { class: "bar" }, h("h1", {}, id ? `Postback: ${p.name}` : "New postback"), id ? h("span", { class: "mono" }, `${p.id} · v${p.version}`) : null,
     p.template ? h("span", { class: "hint", id: "from-template" }, `from template ${p.template.id} v${p.template.version}`) : null),
-    h("p", { id: "saved", class: "ok" }), id ? breakerSection(id, p.health) : null, form, result,
+    h("p", { id: "saved", class: "ok" }), id ? approvalSection(p) : null, id ? breakerSection(id, p.health) : null, form, result,
     id && isAdmin() ? await secretSection(id, p) : null, id ? await versionsSection(id) : null);
   // Read-only for the roles that may not write: the form shows, nothing edits.
-  if (!isAdmin()) {
+  if (isPartner()) {
+    // Partners: their publisher only, none of the fields the network keeps.
+    for (const name of ["publishers", "delay_seconds", "rate_limit_per_second", "rejection_reasons"]) {
+      const el = form.querySelector(`[data-for="${name}"]`);
+      if (el) el.hidden = true;
+    }
+    const alerts = form.querySelector('[data-field="alerts"]');
+    if (alerts) alerts.hidden = true;
+  } else if (!isAdmin()) {
     form.querySelectorAll("input, select, textarea").forEach((el) => { if (el.id !== "f-sample") el.disabled = true; });
     form.querySelectorAll("button.link").forEach((el) => { el.hidden = true; });
   }
+}
+
+// The review state of a postback: pending, rejected with the reason, or a change waiting.
+function approvalSection(p) {
+  const a = p.approval || { state: "approved" };
+  if (a.state === "approved" && !p.pending_revision && !a.reason) return null;
+  return h("div", { class: `card approval ${approvalClass(p)}`, id: "approval" },
+    h("p", {}, "Approval: ", h("strong", { id: "approval-state" }, approvalText(p))),
+    a.state === "pending" ? h("p", { class: "hint" }, "It fires nothing until the network approves it.") : null,
+    p.pending_revision ? h("p", { class: "hint" }, "Your change waits for review; the approved version below keeps firing.") : null,
+    a.decided_at ? h("p", { class: "hint" }, `Decided ${a.decided_at}${a.decided_by ? ` by ${a.decided_by.name}` : ""}.`) : null);
+}
+
+// ---------------------------------------------------------------- approvals (admins)
+// The fields a pending change may differ in, shown beside the approved version.
+const REVIEW_FIELDS = ["name", "type", "enabled", "offers", "publishers", "fire_on", "event_names", "method", "url", "headers", "body", "content_type", "conditions", "success_rule", "signing"];
+const shownValue = (v) => (v === undefined || v === null ? "—" : typeof v === "string" ? v : JSON.stringify(v));
+
+async function approvalsPage() {
+  mount(main(), h("p", {}, "Loading…"));
+  const r = await api("GET", "/postbacks?approval=pending");
+  if (!r.ok) return mount(main(), h("p", { class: "error" }, errorText(r)));
+  paintApprovalCount(r.data.items.length);
+  const cards = r.data.items.map((p) => {
+    const revision = p.pending_revision;
+    const rows = REVIEW_FIELDS.filter((f) => !revision || shownValue(p[f]) !== shownValue(revision[f])).map((f) => h("tr", {},
+      h("th", {}, f),
+      h("td", { class: "mono old" }, revision ? shownValue(p[f]) : "—"),
+      h("td", { class: "mono new" }, shownValue(revision ? revision[f] : p[f]))));
+    const reason = h("input", { class: "reject-reason", placeholder: "Reason (shown to the partner)", maxlength: 500, "aria-label": "Rejection reason" });
+    const err = h("p", { class: "error", role: "alert" });
+    const decide = async (kind) => {
+      const d = await api("POST", `/postbacks/${encodeURIComponent(p.id)}/${kind}`, kind === "reject" ? { reason: reason.value } : undefined);
+      if (!d.ok) { err.textContent = errorText(d); return; }
+      approvalsPage();
+    };
+    return h("div", { class: "card approval-item", "data-id": p.id },
+      h("h2", {}, h("a", { href: `#/postbacks/${encodeURIComponent(p.id)}` }, p.name), ` — partner ${p.owner ? p.owner.publisher_id : "?"}`),
+      h("p", { class: "hint" }, revision ? "A change to an approved postback (the approved version keeps firing):" : "A new postback (fires nothing until approved):"),
+      h("div", { class: "scroll" }, h("table", { class: "diff" },
+        h("thead", {}, h("tr", {}, h("th", {}, "Field"), h("th", {}, "Approved"), h("th", {}, revision ? "Proposed" : "Submitted"))),
+        h("tbody", {}, rows))),
+      h("div", { class: "actions" },
+        h("button", { type: "button", class: "approve", onclick: () => decide("approve") }, "Approve"),
+        reason,
+        h("button", { type: "button", class: "danger reject", onclick: () => decide("reject") }, "Reject")),
+      err);
+  });
+  mount(main(), h("div", { class: "bar" }, h("h1", {}, "Approvals")),
+    cards.length === 0 ? h("p", { id: "empty" }, "Nothing waits for a decision.") : cards);
+}
+
+function paintApprovalCount(n) {
+  const link = document.getElementById("nav-approvals");
+  if (link) link.textContent = n ? `Approvals (${n})` : "Approvals";
 }
 
 // The circuit breaker's health, and Resume while it is not closed.
@@ -777,7 +862,7 @@ async function logDetailPage(id) {
     h("section", { class: "card" }, h("h3", {}, `Attempt chain (delivery ${e.delivery_id})`),
       chain.ok ? h("div", { class: "scroll" }, h("table", { id: "chain" }, h("tbody", {}, logRows(attempts)))) : h("p", { class: "error" }, errorText(chain))),
     h("div", { class: "actions" },
-      adminOnly(h("button", { type: "button", id: "resend", onclick: async () => {
+      writerOnly(h("button", { type: "button", id: "resend", onclick: async () => {
         const s = await api("POST", `/logs/${encodeURIComponent(e.id)}/resend`);
         mount(resent, s.ok ? h("p", { class: "ok" }, `Resent: ${s.data.outcome}, status ${s.data.status_code ?? "none"} — `, h("a", { href: `#/logs/${encodeURIComponent(s.data.id)}`, id: "resent-link" }, "new entry")) : h("p", { class: "error" }, errorText(s)));
       } }, "Resend")),

@@ -24,14 +24,18 @@ use crate::testing::{fixtures, FixedJitter, ManualClock, MemoryAdapters, MemoryO
 const ADMIN: &str = "admin-key-0123456789abcdef";
 const INGEST: &str = "ingest-key-0123456789abcdef";
 
-struct World {
-    app: Arc<App>,
-    router: axum::Router,
-    memory: MemoryAdapters,
-    clock: Arc<ManualClock>,
+pub(super) struct World {
+    pub app: Arc<App>,
+    pub router: axum::Router,
+    pub memory: MemoryAdapters,
+    pub clock: Arc<ManualClock>,
 }
 
 fn world() -> World {
+    world_with(Default::default())
+}
+
+pub(super) fn world_with(partners: crate::domain::partner::PartnerPolicy) -> World {
     let clock = Arc::new(ManualClock::new(chrono::Utc::now()));
     let memory = MemoryAdapters::new(clock.clone(), MemoryOptions::default());
     let ports = Ports {
@@ -49,13 +53,19 @@ fn world() -> World {
     let retry = RetryPolicy { max_attempts: 3, base_delay: Duration::from_secs(10) };
     let app = App::new(
         ports,
-        Policy { retry, catalog_ttl: Duration::from_secs(60), catalog_check: None, breaker: Default::default() },
+        Policy {
+            retry,
+            catalog_ttl: Duration::from_secs(60),
+            catalog_check: None,
+            breaker: Default::default(),
+            partners,
+        },
     );
     let router = router(app.clone(), ApiKeys::new(ADMIN, INGEST), RouteSet::All);
     World { app, router, memory, clock }
 }
 
-async fn call(
+pub(super) async fn call(
     router: &axum::Router,
     method: &str,
     uri: &str,
@@ -79,7 +89,7 @@ async fn call(
     (status, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
 }
 
-async fn make_key(app: &App, role: Role, publisher: Option<&str>) -> String {
+pub(super) async fn make_key(app: &App, role: Role, publisher: Option<&str>) -> String {
     let spec = KeySpec::new(format!("{} key", role.as_str()), role, publisher.map(String::from)).unwrap();
     app.create_key(&Caller::bootstrap_admin(), spec).await.unwrap().key
 }
@@ -175,7 +185,25 @@ fn the_table_gives_each_role_what_the_spec_says() {
     for path in ["/postbacks", "/postbacks/{id}", "/logs", "/logs/{id}", "/me"] {
         assert!(may(Role::Partner, "GET", path), "partner: GET {path}");
     }
-    for (method, path) in [("GET", "/keys"), ("GET", "/audit"), ("POST", "/logs/replay"), ("GET", "/metrics")] {
+    for (method, path) in [
+        ("POST", "/postbacks"),
+        ("PUT", "/postbacks/{id}"),
+        ("DELETE", "/postbacks/{id}"),
+        ("POST", "/postbacks/{id}/test"),
+        ("POST", "/postbacks/{id}/preview"),
+        ("POST", "/logs/{id}/resend"),
+    ] {
+        assert!(may(Role::Partner, method, path), "partner: {method} {path} (its own)");
+    }
+    for (method, path) in [
+        ("GET", "/keys"),
+        ("GET", "/audit"),
+        ("POST", "/logs/replay"),
+        ("GET", "/metrics"),
+        ("GET", "/postbacks/{id}/secret"),
+        ("POST", "/postbacks/{id}/approve"),
+        ("POST", "/postbacks/{id}/reject"),
+    ] {
         assert!(!may(Role::Partner, method, path), "partner: no {method} {path}");
     }
 }

@@ -18,6 +18,10 @@ pub enum ApiError {
     Unauthorized { field: &'static str },
     #[error("this key's role may not do this")]
     Forbidden,
+    #[error("{0}")]
+    ForbiddenBecause(&'static str),
+    #[error("too many {what}; retry after {retry_after} s")]
+    TooManyRequests { what: &'static str, retry_after: u64 },
     #[error("{0} not found")]
     NotFound(String),
     #[error("method not allowed")]
@@ -52,6 +56,8 @@ impl From<ServiceError> for ApiError {
             ServiceError::Validation(v) => ApiError::Validation(v),
             ServiceError::NotFound(what) => ApiError::NotFound(what.to_string()),
             ServiceError::Conflict(m) => ApiError::Conflict(m),
+            ServiceError::Forbidden(why) => ApiError::ForbiddenBecause(why),
+            ServiceError::TooMany { what, retry_after } => ApiError::TooManyRequests { what, retry_after },
             ServiceError::Store(StoreError::Conflict(m)) => ApiError::Conflict(m),
             ServiceError::Store(s) => ApiError::Unavailable(s),
         }
@@ -69,7 +75,8 @@ impl IntoResponse for ApiError {
         let (status, code, field) = match &self {
             ApiError::Validation(v) => (StatusCode::BAD_REQUEST, v.code, Some(v.field.as_str())),
             ApiError::Unauthorized { field } => (StatusCode::UNAUTHORIZED, "unauthorized", Some(*field)),
-            ApiError::Forbidden => (StatusCode::FORBIDDEN, "forbidden", None),
+            ApiError::Forbidden | ApiError::ForbiddenBecause(_) => (StatusCode::FORBIDDEN, "forbidden", None),
+            ApiError::TooManyRequests { .. } => (StatusCode::TOO_MANY_REQUESTS, "too_many_requests", None),
             ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found", None),
             ApiError::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", None),
             ApiError::Conflict(_) => (StatusCode::CONFLICT, "conflict", None),
@@ -89,6 +96,9 @@ impl IntoResponse for ApiError {
         }
         let field = field.filter(|f| !f.is_empty());
         let mut response = (status, Json(Body { error: Detail { code, message, field } })).into_response();
+        if let ApiError::TooManyRequests { retry_after, .. } = &self {
+            response.headers_mut().insert(axum::http::header::RETRY_AFTER, axum::http::HeaderValue::from(*retry_after));
+        }
         if status == StatusCode::SERVICE_UNAVAILABLE {
             response.headers_mut().insert(axum::http::header::RETRY_AFTER, axum::http::HeaderValue::from_static("1"));
         }

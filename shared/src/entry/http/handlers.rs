@@ -70,6 +70,7 @@ pub async fn create_postback(
     body: Body,
 ) -> ApiResult {
     let value = json_body(&headers, body).await?.ok_or_else(|| ValidationError::required("body"))?;
+    parse::postback::owner_is_callers(&value, &caller)?;
     let saved = s.app.create_postback_by(&caller, parse::postback::spec_from_json(&value)?).await?;
     let location = format!("/postbacks/{}", saved.postback.id);
     let resource = s.app.resource(saved.shown()).await?;
@@ -139,12 +140,14 @@ pub async fn replace_postback(
 ) -> ApiResult {
     id_ok(&id, "postback")?;
     let value = json_body(&headers, body).await?.ok_or_else(|| ValidationError::required("body"))?;
-    let spec = match parse::postback::spec_from_json(&value) {
+    let spec = match parse::postback::owner_is_callers(&value, &caller)
+        .and_then(|()| parse::postback::spec_from_json(&value))
+    {
         Ok(spec) => spec,
         Err(invalid) => {
             // An unknown id is a 404 whatever the body (the service checks the id before
             // anything else); only a refused body costs this extra read.
-            s.app.get_postback(&id).await?;
+            s.app.get_postback_in(&caller.visibility(), &id).await?;
             return Err(invalid.into());
         }
     };
@@ -178,6 +181,42 @@ pub async fn resume_postback(
 ) -> ApiResult {
     id_ok(&id, "postback")?;
     Ok(Json(s.app.resume_postback_by(&caller, &id).await?).into_response())
+}
+
+/// `POST /postbacks/{id}/approve` (admin): apply a partner's pending change.
+pub async fn approve_postback(
+    AxumState(s): AxumState<State>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+) -> ApiResult {
+    id_ok(&id, "postback")?;
+    let saved = s.app.approve_postback_by(&caller, &id).await?.shown();
+    Ok(Json(s.app.resource(saved).await?).into_response())
+}
+
+/// `POST /postbacks/{id}/reject` (admin): `{"reason": "..."}` (1–500 characters).
+pub async fn reject_postback(
+    AxumState(s): AxumState<State>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> ApiResult {
+    id_ok(&id, "postback")?;
+    let value = json_body(&headers, body).await?.ok_or_else(|| ValidationError::required("reason"))?;
+    let reason = match value.get("reason") {
+        None | Some(serde_json::Value::Null) => None,
+        Some(serde_json::Value::String(r)) => Some(r.as_str()),
+        Some(other) => {
+            return Err(ValidationError::invalid(
+                "reason",
+                format!("reason must be a string, not {}", crate::domain::error::json_kind(other)),
+            )
+            .into())
+        }
+    };
+    let saved = s.app.reject_postback_by(&caller, &id, reason).await?.shown();
+    Ok(Json(s.app.resource(saved).await?).into_response())
 }
 
 pub async fn delete_postback(

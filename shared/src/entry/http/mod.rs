@@ -14,6 +14,8 @@ mod handlers;
 #[cfg(test)]
 mod openapi_tests;
 pub mod parse;
+#[cfg(test)]
+mod partner_tests;
 
 use std::sync::Arc;
 
@@ -60,6 +62,9 @@ const ADMIN: Access = Access::Roles(&[Role::Admin]);
 const READ: Access = Access::Roles(&[Role::Admin, Role::Viewer]);
 /// Reads a partner may make too, scoped to its own (`Caller::visibility`).
 const READ_OWN: Access = Access::Roles(&[Role::Admin, Role::Viewer, Role::Partner]);
+/// Writes a partner may make too, on its own postbacks and log entries (the services
+/// scope them by `Caller::visibility` and the partner rules).
+const WRITE_OWN: Access = Access::Roles(&[Role::Admin, Role::Partner]);
 const INGEST: Access = Access::Roles(&[Role::Ingest]);
 /// Any valid key but ingest.
 const ME: Access = Access::Roles(&[Role::Admin, Role::Viewer, Role::Partner]);
@@ -75,21 +80,23 @@ pub const ROUTES: &[(&str, &str, Access)] = &[
     ("GET", "/console/{asset}", OPEN),
     ("GET", "/openapi.json", OPEN),
     ("GET", "/metrics", READ),
-    ("POST", "/postbacks", ADMIN),
+    ("POST", "/postbacks", WRITE_OWN),
     ("GET", "/postbacks", READ_OWN),
     ("GET", "/postbacks/{id}", READ_OWN),
-    ("PUT", "/postbacks/{id}", ADMIN),
-    ("DELETE", "/postbacks/{id}", ADMIN),
+    ("PUT", "/postbacks/{id}", WRITE_OWN),
+    ("DELETE", "/postbacks/{id}", WRITE_OWN),
     ("GET", "/postbacks/{id}/versions", READ_OWN),
     ("GET", "/postbacks/{id}/stats", READ_OWN),
     ("POST", "/postbacks/{id}/preview", READ_OWN),
-    ("POST", "/postbacks/{id}/test", ADMIN),
+    ("POST", "/postbacks/{id}/test", WRITE_OWN),
     ("GET", "/postbacks/{id}/secret", ADMIN),
     ("POST", "/postbacks/{id}/secret/rotate", ADMIN),
     ("POST", "/postbacks/{id}/resume", ADMIN),
+    ("POST", "/postbacks/{id}/approve", ADMIN),
+    ("POST", "/postbacks/{id}/reject", ADMIN),
     ("GET", "/logs", READ_OWN),
     ("GET", "/logs/{id}", READ_OWN),
-    ("POST", "/logs/{id}/resend", ADMIN),
+    ("POST", "/logs/{id}/resend", WRITE_OWN),
     ("POST", "/logs/replay", ADMIN),
     ("GET", "/keys", ADMIN),
     ("POST", "/keys", ADMIN),
@@ -160,6 +167,8 @@ pub fn router(app: Arc<App>, keys: ApiKeys, routes: RouteSet) -> Router {
         .route("/postbacks/{id}/secret", get(handlers::get_signing_secret))
         .route("/postbacks/{id}/secret/rotate", post(handlers::rotate_signing_secret))
         .route("/postbacks/{id}/resume", post(handlers::resume_postback))
+        .route("/postbacks/{id}/approve", post(handlers::approve_postback))
+        .route("/postbacks/{id}/reject", post(handlers::reject_postback))
         .route("/logs", get(handlers::list_logs))
         .route("/logs/{id}", get(handlers::get_log))
         .route("/logs/{id}/resend", post(handlers::resend_log))

@@ -45,7 +45,13 @@ fn app_for(routes: RouteSet) -> axum::Router {
     let retry = RetryPolicy { max_attempts: 3, base_delay: Duration::from_secs(10) };
     let app = App::new(
         ports,
-        Policy { retry, catalog_ttl: Duration::from_secs(60), catalog_check: None, breaker: Default::default() },
+        Policy {
+            retry,
+            catalog_ttl: Duration::from_secs(60),
+            catalog_check: None,
+            breaker: Default::default(),
+            partners: Default::default(),
+        },
     );
     router(app, ApiKeys::new(ADMIN, INGEST), routes)
 }

@@ -95,7 +95,16 @@ impl World {
             jitter,
             combined: None,
         };
-        let app = App::new(ports, Policy { retry, catalog_ttl: Duration::from_secs(60), catalog_check: None, breaker });
+        let app = App::new(
+            ports,
+            Policy {
+                retry,
+                catalog_ttl: Duration::from_secs(60),
+                catalog_check: None,
+                breaker,
+                partners: Default::default(),
+            },
+        );
         Self { app, clock, memory, sender }
     }
 

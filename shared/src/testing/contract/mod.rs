@@ -70,6 +70,7 @@ macro_rules! __contract_check_lists {
                 postbacks_change_stamp,
                 postbacks_concurrent_writes_each_take_a_stamp,
                 postbacks_snapshot_reflects_every_write_of_its_stamp,
+                postbacks_approval_kept_and_only_approved_match,
                 alerts_round_trip,
                 access_keys_lifecycle,
                 access_audit_query,

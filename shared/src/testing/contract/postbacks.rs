@@ -251,3 +251,43 @@ pub async fn postbacks_snapshot_reflects_every_write_of_its_stamp(a: &Adapters) 
     assert_eq!(snapshot.stamp, 5);
     assert_eq!(snapshot.postbacks, vec![changed, kept[0].clone()], "pb_n1 as replaced, pb_n3; pb_n2 gone");
 }
+
+/// A partner's postback keeps its owner, approval and pending revision through the
+/// store; an index built from the store's list (as each process, and each Lambda's
+/// cached index, builds it) matches only the approved ones, and the approved fields
+/// beside a pending revision, never the revision.
+pub async fn postbacks_approval_kept_and_only_approved_match(a: &Adapters) {
+    use crate::domain::access::Actor;
+    use crate::domain::matching::PostbackIndex;
+    use crate::domain::partner::{Approval, ApprovalState};
+    use crate::domain::postback::Owner;
+
+    let store = &a.postbacks;
+    let partner = |id: &str, state: ApprovalState| {
+        let mut p = fixtures::postback(id, EventType::Conversion);
+        p.conditions.clear();
+        p.owner = Some(Owner { publisher_id: "p1".into() });
+        p.publishers = Scope::Only(vec!["p1".into()]);
+        p.approval = match state {
+            ApprovalState::Pending => Approval::pending(),
+            s => Approval::decided(s, &Actor::bootstrap_admin(), p.created_at, Some("why".into())),
+        };
+        p
+    };
+    let pending = partner("pb_ap_pending", ApprovalState::Pending);
+    let rejected = partner("pb_ap_rejected", ApprovalState::Rejected);
+    let mut approved = partner("pb_ap_approved", ApprovalState::Approved);
+    let mut revision = approved.clone();
+    revision.url = "https://revision.example/?c={transaction_id}".into();
+    approved.pending_revision = Some(Box::new(revision));
+    for p in [&pending, &rejected, &approved] {
+        store.create(p, &fixtures::audit(&p.id)).await.unwrap();
+        assert_eq!(store.get(&p.id).await.unwrap().as_ref(), Some(p), "{} round-trips whole", p.id);
+    }
+    let index = PostbackIndex::build(store.list(None).await.unwrap());
+    let event = fixtures::event(EventType::Conversion, "tx_approval");
+    let matched: Vec<String> = index.matching(&event).iter().map(|c| c.postback.id.clone()).collect();
+    assert_eq!(matched, ["pb_ap_approved"], "only the approved postback matches");
+    let fired = index.get("pb_ap_approved").unwrap();
+    assert_eq!(fired.postback.url, approved.url, "the approved fields fire, not the pending revision");
+}

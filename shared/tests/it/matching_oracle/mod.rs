@@ -14,6 +14,8 @@ use serde_json::Value;
 
 pub fn matches(p: &Postback, e: &Event) -> bool {
     p.enabled
+        // Only approved postbacks fire (a partner's pending or rejected one: nothing).
+        && p.approval.state == postback::domain::partner::ApprovalState::Approved
         // Alert postbacks are fired by the manager itself, never by matching.
         && p.kind != EventType::Alert
         && p.kind == e.kind
@@ -141,5 +143,7 @@ pub fn plain_postback(id: &str, kind: EventType) -> Postback {
         reversal: None,
         template: None,
         template_secrets: Vec::new(),
+        approval: Default::default(),
+        pending_revision: None,
     }
 }

@@ -52,7 +52,27 @@ const FIELDS: &[&str] = &[
     "template",
 ];
 /// Server-assigned; accepted and ignored so a client can PUT back what it GOT.
-const READ_ONLY_FIELDS: &[&str] = &["id", "created_at", "updated_at", "version", "health", "changed_by", "owner"];
+const READ_ONLY_FIELDS: &[&str] =
+    &["id", "created_at", "updated_at", "version", "health", "changed_by", "owner", "approval", "pending_revision"];
+
+/// `owner` is server-set and otherwise ignored, but a partner naming another publisher
+/// in it is told so (400 naming `owner`) rather than silently ignored.
+pub fn owner_is_callers(value: &Value, caller: &crate::domain::access::Caller) -> Result<(), ValidationError> {
+    let Some(own) =
+        caller.actor.publisher_id.as_deref().filter(|_| caller.actor.role == crate::domain::access::Role::Partner)
+    else {
+        return Ok(());
+    };
+    match value.get("owner") {
+        None | Some(Value::Null) => Ok(()),
+        Some(owner) if owner.get("publisher_id").and_then(Value::as_str) == Some(own) => Ok(()),
+        Some(_) => Err(ValidationError::new(
+            "not_available_to_partners",
+            "owner",
+            format!("a partner's postbacks are owned by its own publisher ({own}); owner is set by the server"),
+        )),
+    }
+}
 
 /// Validate a create/replace request body. Every rule of the spec; errors name the field
 /// (and, for templates, the macro). Unknown fields are refused. Read-only fields (`id`,
@@ -759,7 +779,7 @@ mod alert_tests {
         let spec = spec_from_json(&alert_postback()).unwrap();
         let shown = serde_json::to_value(spec.into_postback("pb_1".into(), Utc::now(), Utc::now())).unwrap();
         assert_eq!(shown["type"], "alert");
-        assert_eq!(shown["alerts"], json!(["breaker_opened", "breaker_closed", "firing_failed"]));
+        assert_eq!(shown["alerts"], json!(["breaker_opened", "breaker_closed", "firing_failed", "approval_requested"]));
         assert!(spec_from_json(&shown).is_ok(), "{shown}");
     }
 

@@ -29,6 +29,11 @@ pub fn postback_filter(pairs: &[(String, String)]) -> Result<PostbackFilter, Val
             }
             "offer_id" => filter.offer_id = Some(value.clone()),
             "publisher_id" => filter.publisher_id = Some(value.clone()),
+            "approval" => {
+                filter.approval = Some(crate::domain::partner::ApprovalState::parse(value).ok_or_else(|| {
+                    ValidationError::invalid("approval", "approval must be approved, pending or rejected")
+                })?)
+            }
             "enabled" => {
                 filter.enabled = Some(match value.as_str() {
                     "true" => true,
@@ -40,7 +45,7 @@ pub fn postback_filter(pairs: &[(String, String)]) -> Result<PostbackFilter, Val
                 return Err(ValidationError::new(
                     "unknown_field",
                     other,
-                    format!("unknown filter {other:?}; use type, offer_id, publisher_id or enabled"),
+                    format!("unknown filter {other:?}; use type, offer_id, publisher_id, enabled or approval"),
                 ))
             }
         }
