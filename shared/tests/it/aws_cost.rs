@@ -142,6 +142,9 @@ fn s_attr<'a>(item: &'a std::collections::HashMap<String, AttributeValue>, name:
     item.get(name).and_then(|v| v.as_s().ok()).map(String::as_str).unwrap_or_default()
 }
 
+/// Batch calls re-sent for what the emulator left unprocessed, at most (see the batch of 500).
+const RESENDS: u64 = 4;
+
 #[tokio::test]
 async fn aws_calls_per_event_and_per_firing() {
     require_emulators!();
@@ -261,8 +264,12 @@ async fn aws_calls_per_event_and_per_firing() {
     let body = post(json!({"events": conversions})).await;
     assert_eq!(body["accepted"], 500);
     let batch = counter.take();
-    assert_eq!(batch.get("DynamoDB BatchGetItem"), Some(&10), "5 for clicks, 5 for seen markers: {batch:?}");
-    assert_eq!(batch.get("DynamoDB BatchWriteItem"), Some(&40), "20 for statuses, 20 for seen markers: {batch:?}");
+    // DynamoDB (and DynamoDB Local, when the whole suite loads it) may leave part of a
+    // batch unprocessed; the adapter re-sends that part, a call more each time. The design's
+    // count is the lower bound; a few re-sends on top are throttling, not design.
+    let within = |op: &str, design: u64| batch.get(op).is_some_and(|n| (design..=design + RESENDS).contains(n));
+    assert!(within("DynamoDB BatchGetItem", 10), "5 for clicks, 5 for seen markers: {batch:?}");
+    assert!(within("DynamoDB BatchWriteItem", 40), "20 for statuses, 20 for seen markers: {batch:?}");
     assert_eq!(batch.get("SQS SendMessageBatch"), Some(&50), "10 firings per call: {batch:?}");
     table.push(("ingest: batch of 500 conversions, 1 match each", batch));
 
