@@ -459,17 +459,7 @@ impl App {
     /// Store `postback` as the version after the one it carries (the one read), saved by
     /// `caller`, with its audit record. The store refuses it (409) if another write got
     /// in since that read.
-    pub(crate) async fn save_next_version_as(
-        &self,
-        postback: &mut Postback,
-        caller: &Caller,
-        action: AuditAction,
-        summary: String,
-    ) -> ServiceResult<()> {
-        self.save_next_version(postback, caller, action, summary).await
-    }
-
-    async fn save_next_version(
+    pub(crate) async fn save_next_version(
         &self,
         postback: &mut Postback,
         caller: &Caller,

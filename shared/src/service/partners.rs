@@ -157,6 +157,6 @@ impl App {
         if caller.actor.role != Role::Admin {
             return Err(ServiceError::Validation(ValidationError::invalid("role", "only admins decide")));
         }
-        self.save_next_version_as(postback, caller, action, summary).await
+        self.save_next_version(postback, caller, action, summary).await
     }
 }
