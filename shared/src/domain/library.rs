@@ -330,6 +330,16 @@ mod tests {
                 "{id}: an optional input has a default"
             );
             assert_eq!(t.fields.alerts.is_some(), t.category == Category::Chat, "{id}: alerts are for chat templates");
+            // A pattern that reads as an absolute URL with `[` in its host makes URL
+            // parsers of API clients (Schemathesis's link inference) raise on the
+            // GET /templates body; such a pattern starts with `^` instead.
+            for input in &t.inputs {
+                assert!(
+                    !input.pattern.starts_with("http://") && !input.pattern.starts_with("https://"),
+                    "{id}: input {} pattern reads as a URL",
+                    input.name
+                );
+            }
         }
         assert_eq!(all().count(), SOURCES.len(), "every template is in the library");
         assert_eq!(
