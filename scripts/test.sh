@@ -49,6 +49,16 @@ else
     awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }
          END { printf "tests: %d passed, %d failed\n", p, f }' "$log"
 fi
+# Schemathesis and the browser tests need only the debug server; they run beside the
+# end-to-end tests on the AWS shape, which mostly wait on the emulators and the
+# functions. The server is built first so that neither rebuilds it under the other.
+cargo build --locked -p postback-manager --bin postback-server
+echo "schemathesis: the local server against GET /openapi.json (in the background)"
+scripts/schemathesis.sh >"$work/schemathesis.log" 2>&1 &
+schemathesis=$!
+echo "browser: the admin console in headless Chromium (in the background)"
+SCREENSHOTS_DIR="$work/screenshots" scripts/browser-test.sh --no-build >"$work/browser.log" 2>&1 &
+browser=$!
 # The same end-to-end tests on the production shape (E2E_SHAPE=aws): each test drives
 # its own scripts/aws-local.sh (the functions under `cargo lambda watch` behind the API
 # Gateway front door, on the emulators started above, with its own tables and queues);
@@ -58,7 +68,10 @@ scripts/aws-local.sh build
 aws_log="$work/test-aws.log"
 aws_threads="${AWS_TEST_THREADS:-4}"
 if cargo nextest --version >/dev/null 2>&1; then
-    E2E_SHAPE=aws cargo nextest run -p postback-manager --all-features --locked --test it --no-fail-fast --no-tests=pass \
+    # --workspace and a filter rather than `-p postback-manager`: the features resolve as
+    # in the run above, so the end-to-end binary is not compiled a second time.
+    E2E_SHAPE=aws cargo nextest run --workspace --all-features --locked --no-fail-fast --no-tests=pass \
+        -E 'package(postback-manager) & binary(it)' \
         --test-threads="$aws_threads" --failure-output final "$@" 2>&1 | tee "$aws_log" || status=$?
     summary="$(grep -E '[0-9]+ tests? run: ' "$aws_log" | tail -n 1)"
     passed="$(grep -oE '[0-9]+ passed' <<<"$summary" | grep -oE '[0-9]+' || true)"
@@ -68,12 +81,12 @@ else
     E2E_SHAPE=aws cargo test -p postback-manager --all-features --locked --test it "$@" -- \
         --test-threads="$aws_threads" 2>&1 | tee "$aws_log" || status=$?
 fi
-# The API against its own OpenAPI document (Schemathesis, both keys at once, about 30 s).
-echo "schemathesis: the local server against GET /openapi.json"
-scripts/schemathesis.sh >"$work/schemathesis.log" 2>&1 || { cat "$work/schemathesis.log"; status=1; }
+# The API against its own OpenAPI document (Schemathesis, both keys at once).
+wait "$schemathesis" || { cat "$work/schemathesis.log"; status=1; }
 tail -n 1 "$work/schemathesis.log"
 # The admin console in headless Chromium against the debug server built above.
 browser_status=0
-SCREENSHOTS_DIR="$work/screenshots" scripts/browser-test.sh --no-build || browser_status=$?
+wait "$browser" || browser_status=$?
+cat "$work/browser.log"
 [[ "$status" -ne 0 ]] || status="$browser_status"
 exit "$status"
