@@ -279,20 +279,9 @@ fn get_postback(url: &str) -> CompiledPostback {
 fn firing() -> Firing {
     let at = Utc.with_ymd_and_hms(2024, 5, 1, 12, 0, 0).unwrap();
     Firing {
-        delivery_id: "d_0123456789abcdef0123456789abcdef".into(),
-        postback_id: "pb_00001".into(),
-        event: conversion(),
-        attempt: 1,
-        due_at: at,
-        queued_at: at,
-        check_status: true,
-        resend_of: None,
-        alert: None,
-        replay_of: None,
-        reversal_of: None,
-        slot_second: None,
         destination: Some("http://affiliate-postback.example:80".into()),
         postback_version: Some(1),
+        ..Firing::first("d_0123456789abcdef0123456789abcdef".into(), "pb_00001".into(), conversion(), at, at)
     }
 }
 
