@@ -30,6 +30,7 @@ use std::time::{Duration, Instant};
 
 use axum::routing::any;
 use axum::Router;
+use postback::testing::metrics;
 use serde_json::json;
 
 struct Args {
@@ -449,18 +450,8 @@ fn writer_delta(before: [f64; 3], after: [f64; 3]) -> String {
 }
 
 async fn writer_figures(admin: &reqwest::Client, args: &Args) -> [f64; 3] {
-    let text = admin
-        .get(format!("{}/metrics", args.base))
-        .header("x-api-key", &args.admin_key)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let value = |name: &str| {
-        text.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse::<f64>().ok()).unwrap_or(0.0)
-    };
+    let text = metrics::scrape(admin, &args.base, &args.admin_key).await;
+    let value = |name: &str| metrics::series(&text, name).unwrap_or(0.0);
     [
         value("postback_store_writer_transactions_total"),
         value("postback_store_writer_jobs_total"),

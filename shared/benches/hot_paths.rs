@@ -159,15 +159,21 @@ fn linear_scan(all: &[Arc<CompiledPostback>], e: &Event) -> Vec<Arc<CompiledPost
     out
 }
 
+/// The index of `all`, checked against the linear scan before it is timed (`what` says
+/// which postbacks these are).
+fn checked_index(all: &[Arc<CompiledPostback>], event: &Event, what: &str) -> PostbackIndex {
+    let index = PostbackIndex::from_compiled(all.iter().map(|c| (**c).clone()));
+    let ids = |found: Vec<Arc<CompiledPostback>>| found.iter().map(|c| c.postback.id.clone()).collect::<Vec<_>>();
+    let found = ids(index.matching(event));
+    assert_eq!(found, ids(linear_scan(all, event)), "index and linear scan must agree ({what})");
+    eprintln!("matching ({what}): the benched conversion fires {} of {POSTBACKS} postbacks", found.len());
+    index
+}
+
 fn bench_matching(c: &mut Criterion) {
     let all: Vec<Arc<CompiledPostback>> = postbacks().into_iter().map(|p| Arc::new(compiled(p))).collect();
-    let index = PostbackIndex::from_compiled(all.iter().map(|c| (**c).clone()));
     let event = conversion();
-    let id_list = |found: Vec<Arc<CompiledPostback>>| found.iter().map(|c| c.postback.id.clone()).collect::<Vec<_>>();
-    let expected = id_list(linear_scan(&all, &event));
-    let found = id_list(index.matching(&event));
-    assert_eq!(found, expected, "index and linear scan must agree before timing them");
-    eprintln!("matching: the benched conversion fires {} of {POSTBACKS} postbacks", found.len());
+    let index = checked_index(&all, &event, "no conditions");
 
     let mut group = c.benchmark_group("matching");
     group.bench_function("10k_postbacks_1k_offers", |b| b.iter(|| index.matching(black_box(&event))));
@@ -185,11 +191,7 @@ fn bench_matching(c: &mut Criterion) {
             Arc::new(compiled(p))
         })
         .collect();
-    let conditioned_index = PostbackIndex::from_compiled(conditioned.iter().map(|c| (**c).clone()));
-    let expected = id_list(linear_scan(&conditioned, &event));
-    let found = id_list(conditioned_index.matching(&event));
-    assert_eq!(found, expected, "index and linear scan must agree with conditions too");
-    eprintln!("matching: with conditions on a third, the benched conversion fires {}", found.len());
+    let conditioned_index = checked_index(&conditioned, &event, "conditions on a third");
     group.bench_function("10k_postbacks_third_with_conditions", |b| {
         b.iter(|| conditioned_index.matching(black_box(&event)))
     });
@@ -209,11 +211,7 @@ fn bench_matching(c: &mut Criterion) {
             Arc::new(compiled(p))
         })
         .collect();
-    let partnered_index = PostbackIndex::from_compiled(partnered.iter().map(|c| (**c).clone()));
-    let expected = id_list(linear_scan(&partnered, &event));
-    let found = id_list(partnered_index.matching(&event));
-    assert_eq!(found, expected, "index and linear scan must agree with pending partner postbacks too");
-    eprintln!("matching: half partner-owned, a tenth of those pending, the benched conversion fires {}", found.len());
+    let partnered_index = checked_index(&partnered, &event, "half partner-owned, a tenth of those pending");
     group.bench_function("10k_postbacks_half_partner_tenth_pending", |b| {
         b.iter(|| partnered_index.matching(black_box(&event)))
     });
@@ -279,20 +277,9 @@ fn get_postback(url: &str) -> CompiledPostback {
 fn firing() -> Firing {
     let at = Utc.with_ymd_and_hms(2024, 5, 1, 12, 0, 0).unwrap();
     Firing {
-        delivery_id: "d_0123456789abcdef0123456789abcdef".into(),
-        postback_id: "pb_00001".into(),
-        event: conversion(),
-        attempt: 1,
-        due_at: at,
-        queued_at: at,
-        check_status: true,
-        resend_of: None,
-        alert: None,
-        replay_of: None,
-        reversal_of: None,
-        slot_second: None,
         destination: Some("http://affiliate-postback.example:80".into()),
         postback_version: Some(1),
+        ..Firing::first("d_0123456789abcdef0123456789abcdef".into(), "pb_00001".into(), conversion(), at, at)
     }
 }
 

@@ -20,8 +20,7 @@ async fn managed_keys_roles_revocation_and_the_trail() {
     if local_only("a restart of the one server process (keys and records kept in DATA_DIR)") {
         return;
     }
-    let dir = tempfile::tempdir().unwrap();
-    let mut server = Server::start(dir.path(), &[]).await;
+    let mut server = Server::fresh(&[]).await;
     let api = server.client();
     use reqwest::Method;
 

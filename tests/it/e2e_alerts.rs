@@ -20,8 +20,7 @@ fn chat(url: &str) -> Value {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn alert_postbacks_through_the_api() {
     let chat_sink = Sink::start().await;
-    let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(dir.path(), &[]).await;
+    let server = Server::fresh(&[]).await;
     let api = server.client();
 
     let id = api.create_postback(chat(&chat_sink.url("/ok/chat"))).await;
@@ -71,8 +70,7 @@ async fn alert_postbacks_through_the_api() {
 async fn a_failed_conversion_postback_alerts_the_chat_webhook() {
     let crm_sink = Sink::start().await;
     let chat_sink = Sink::start().await;
-    let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(dir.path(), &[]).await;
+    let server = Server::fresh(&[]).await;
     let api = server.client();
 
     let crm = api

@@ -7,8 +7,7 @@ use serde_json::json;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn auth_limits_and_errors() {
-    let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(dir.path(), &[]).await;
+    let server = Server::fresh(&[]).await;
     let api = server.client();
     let http = &api.http;
     let base = &api.base;
@@ -155,8 +154,7 @@ async fn auth_limits_and_errors() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn private_targets_are_refused_unless_allowed() {
     let sink = Sink::start().await;
-    let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(dir.path(), &[("ALLOW_PRIVATE_TARGETS", "false")]).await;
+    let server = Server::fresh(&[("ALLOW_PRIVATE_TARGETS", "false")]).await;
     let api = server.client();
     let id = api.create_postback(json!({"name": "Local", "type": "click", "url": sink.url("/ok/private")})).await;
     let r = api.post(&format!("/postbacks/{id}/test"), json!({})).await;
@@ -178,8 +176,7 @@ async fn private_targets_are_refused_unless_allowed() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn versions_and_log_filters_over_http() {
     let sink = Sink::start().await;
-    let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(dir.path(), &[]).await;
+    let server = Server::fresh(&[]).await;
     let api = server.client();
     let body = |name: &str, path: &str| {
         json!({"name": name, "type": "click", "url": sink.url(path), "headers": {"Authorization": "Bearer s3cr3t"},
@@ -245,8 +242,7 @@ async fn versions_and_log_filters_over_http() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_console_is_open_strict_and_built_in() {
-    let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(dir.path(), &[]).await;
+    let server = Server::fresh(&[]).await;
     let api = server.client();
     let csp = "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; \
                frame-ancestors 'none'; base-uri 'none'; form-action 'self'";

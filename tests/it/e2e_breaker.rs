@@ -9,6 +9,7 @@ use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
 use common::*;
+use postback::testing::metrics;
 use serde_json::{json, Value};
 
 const WAIT: Duration = Duration::from_secs(30);
@@ -48,16 +49,8 @@ async fn conversions(api: &Api, prefix: &str, n: usize) {
 }
 
 async fn metric(server: &Server, name: &str) -> Option<f64> {
-    let text = reqwest::Client::new()
-        .get(format!("{}/metrics", server.base))
-        .header("x-api-key", ADMIN_KEY)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    text.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+    let text = metrics::scrape(&reqwest::Client::new(), &server.base, ADMIN_KEY).await;
+    metrics::series(&text, name)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -18,8 +18,7 @@ async fn kill9_under_load_loses_no_accepted_event_and_never_refires_a_delivered_
         return;
     }
     let sink = Sink::start().await;
-    let dir = tempfile::tempdir().unwrap();
-    let mut server = Server::start(dir.path(), &[]).await;
+    let mut server = Server::fresh(&[]).await;
     let api = server.client();
     // A slow receiver keeps deliveries in flight when the kill lands.
     api.create_postback(
@@ -133,8 +132,7 @@ async fn kill9_during_a_status_flip_reverses_each_delivered_conversion_exactly_o
     }
     const N: usize = 150;
     let sink = Sink::start().await;
-    let dir = tempfile::tempdir().unwrap();
-    let mut server = Server::start(dir.path(), &[]).await;
+    let mut server = Server::fresh(&[]).await;
     let api = server.client();
     let with_reversal = |name: &str, url: String, reversal: String, delay: u32| {
         json!({"name": name, "type": "conversion", "delay_seconds": delay, "url": url,

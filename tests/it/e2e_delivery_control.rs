@@ -13,8 +13,7 @@ const WAIT: Duration = Duration::from_secs(10);
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn conditions_filter_matches_and_success_rules_judge_2xx_bodies() {
     let sink = Sink::start().await;
-    let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(dir.path(), &[]).await;
+    let server = Server::fresh(&[]).await;
     let api = server.client();
 
     let conditions = json!([
@@ -98,8 +97,7 @@ async fn conditions_filter_matches_and_success_rules_judge_2xx_bodies() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_conditions_and_success_rules_are_400s_naming_the_field_and_write_nothing() {
-    let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(dir.path(), &[]).await;
+    let server = Server::fresh(&[]).await;
     let api = server.client();
     let base = json!({"name": "P", "type": "conversion", "url": "https://aff.example/pb"});
     let id = api.create_postback(base.clone()).await;

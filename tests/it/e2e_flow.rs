@@ -16,8 +16,7 @@ fn outcome_is(o: &'static str) -> impl Fn(&Value) -> bool {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn click_then_conversion_fires_enriched_postback_once() {
     let sink = Sink::start().await;
-    let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(dir.path(), &[]).await;
+    let server = Server::fresh(&[]).await;
     let api = server.client();
 
     let pb = api
@@ -80,8 +79,7 @@ async fn click_then_conversion_fires_enriched_postback_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn delayed_postback_is_skipped_when_status_changes_and_reasons_filter() {
     let sink = Sink::start().await;
-    let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(dir.path(), &[]).await;
+    let server = Server::fresh(&[]).await;
     let api = server.client();
 
     let delayed = api
@@ -124,8 +122,7 @@ async fn delayed_postback_is_skipped_when_status_changes_and_reasons_filter() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retries_5xx_then_delivers_and_does_not_retry_4xx() {
     let sink = Sink::start().await;
-    let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(dir.path(), &[]).await;
+    let server = Server::fresh(&[]).await;
     let api = server.client();
 
     let flaky = api
@@ -170,8 +167,7 @@ async fn retries_5xx_then_delivers_and_does_not_retry_4xx() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn crm_post_json_with_secret_header_is_redacted_in_logs() {
     let sink = Sink::start().await;
-    let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(dir.path(), &[]).await;
+    let server = Server::fresh(&[]).await;
     let api = server.client();
 
     let r = api
@@ -228,8 +224,7 @@ async fn crm_post_json_with_secret_header_is_redacted_in_logs() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn preview_test_resend_batch_and_get_ingest() {
     let sink = Sink::start().await;
-    let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(dir.path(), &[]).await;
+    let server = Server::fresh(&[]).await;
     let api = server.client();
 
     let pb = api
@@ -315,8 +310,7 @@ async fn preview_test_resend_batch_and_get_ingest() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn log_filters_and_pagination() {
     let sink = Sink::start().await;
-    let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(dir.path(), &[]).await;
+    let server = Server::fresh(&[]).await;
     let api = server.client();
     let pb = api
         .create_postback(json!({"name": "Clicks", "type": "click", "url": sink.url("/ok/c?t={transaction_id}")}))
@@ -373,8 +367,7 @@ async fn log_filters_and_pagination() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn logs_of_concurrent_attempts_are_newest_first_by_fired_at() {
     let sink = Sink::start().await;
-    let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(dir.path(), &[("DELIVERY_TIMEOUT_MS", "10000")]).await;
+    let server = Server::fresh(&[("DELIVERY_TIMEOUT_MS", "10000")]).await;
     let api = server.client();
     let slow = api
         .create_postback(
@@ -429,8 +422,7 @@ async fn kill9_with_delayed_firings_pending_fires_each_exactly_once_after_restar
         return;
     }
     let sink = Sink::start().await;
-    let dir = tempfile::tempdir().unwrap();
-    let mut server = Server::start(dir.path(), &[]).await;
+    let mut server = Server::fresh(&[]).await;
     let api = server.client();
     api.create_postback(
         json!({"name": "Later", "type": "click", "delay_seconds": 3, "url": sink.url("/ok/later?t={transaction_id}")}),
@@ -470,8 +462,7 @@ async fn sigterm_stops_gracefully_and_restart_keeps_config() {
     if local_only("SIGTERM and restart of the server process and its data folder") {
         return;
     }
-    let dir = tempfile::tempdir().unwrap();
-    let mut server = Server::start(dir.path(), &[]).await;
+    let mut server = Server::fresh(&[]).await;
     let api = server.client();
     let pb = api
         .create_postback(json!({"name": "Keep", "type": "click", "url": "https://example.com/?t={transaction_id}"}))

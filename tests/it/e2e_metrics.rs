@@ -5,13 +5,10 @@ use crate::common;
 use std::time::Duration;
 
 use common::*;
+use postback::testing::metrics::series;
 use serde_json::json;
 
 const WAIT: Duration = Duration::from_secs(10);
-
-fn series(text: &str, name: &str) -> Option<f64> {
-    text.lines().find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_count_events_duplicates_and_firings() {
@@ -19,8 +16,7 @@ async fn metrics_count_events_duplicates_and_firings() {
         return;
     }
     let sink = Sink::start().await;
-    let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(dir.path(), &[]).await;
+    let server = Server::fresh(&[]).await;
     let api = server.client();
 
     let clicks = api
@@ -103,8 +99,7 @@ async fn metrics_show_the_store_writers_counters_moving_after_a_write() {
     if local_only("/metrics and the embedded store's writer are the local server's") {
         return;
     }
-    let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(dir.path(), &[]).await;
+    let server = Server::fresh(&[]).await;
     let api = server.client();
     let scrape = || async {
         let resp =

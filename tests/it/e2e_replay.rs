@@ -19,8 +19,7 @@ fn ids_of(entries: &[Value], field: &str) -> BTreeSet<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failed_firings_are_replayed_once_with_their_delivery_ids() {
     let sink = Sink::start().await;
-    let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(dir.path(), &[]).await;
+    let server = Server::fresh(&[]).await;
     let api = server.client();
     let from = chrono::Utc::now().to_rfc3339();
     // The receiver refuses (404) the first N requests, then is fixed.

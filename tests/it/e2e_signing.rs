@@ -200,8 +200,7 @@ async fn signed_deliveries_verify_with_an_independent_library_before_and_after_r
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_signing_input_is_refused_and_writes_nothing() {
-    let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(dir.path(), &[]).await;
+    let server = Server::fresh(&[]).await;
     let api = server.client();
     let base = json!({"name": "Hook", "type": "click", "url": "https://hooks.example/in?s={signature}",
                       "signing": "standard-webhooks", "signing_secret": "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"});

@@ -16,8 +16,7 @@ const EMAIL_SHA256: &str = "53fdd27c13c87b89296422dd99e14d02656dbcacefed01d3b53a
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_library_through_the_api() {
-    let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(dir.path(), &[]).await;
+    let server = Server::fresh(&[]).await;
     let api = server.client();
     let list = api.get("/templates").await;
     assert_eq!(list.status, 200, "{}", list.body);
@@ -53,8 +52,7 @@ async fn the_library_through_the_api() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_conversion_reaches_meta_and_keitaro_as_their_formats_say() {
     let sink = Sink::start().await;
-    let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(dir.path(), &[]).await;
+    let server = Server::fresh(&[]).await;
     let api = server.client();
 
     // Meta's URL is Graph API's; pointed at the local receiver by giving `url`, which
@@ -110,8 +108,7 @@ async fn a_conversion_reaches_meta_and_keitaro_as_their_formats_say() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_firing_reaches_slack_as_an_incoming_message() {
     let sink = Sink::start().await;
-    let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(dir.path(), &[]).await;
+    let server = Server::fresh(&[]).await;
     let api = server.client();
 
     let crm = api

@@ -202,6 +202,19 @@ impl Breaker {
         })
     }
 
+    /// Open after `failures` in a row, in an outage that began at `opened_at`: the next
+    /// probe `cooldown_ms` after `now`, none in flight, no carrier yet.
+    fn opened(failures: u32, opened_at: DateTime<Utc>, now: DateTime<Utc>, cooldown_ms: u64) -> Breaker {
+        Breaker {
+            state: BreakerState::Open,
+            consecutive_failures: failures,
+            opened_at: Some(opened_at),
+            next_probe_at: Some(plus_ms(now, cooldown_ms)),
+            cooldown_ms,
+            ..Breaker::default()
+        }
+    }
+
     /// A breaker closed at `now` (by a successful probe or by resume).
     pub fn closed(now: DateTime<Utc>) -> Breaker {
         Breaker { closed_at: Some(now), ..Breaker::default() }
@@ -228,37 +241,13 @@ impl Breaker {
         match (self.state, retryable_failure) {
             (BreakerState::Closed, true) if failures >= policy.failure_threshold => {
                 let cooldown = policy.cooldown_ms.min(MAX_COOLDOWN_MS);
-                Some(Change {
-                    breaker: Breaker {
-                        state: BreakerState::Open,
-                        consecutive_failures: failures,
-                        opened_at: Some(now),
-                        next_probe_at: Some(plus_ms(now, cooldown)),
-                        cooldown_ms: cooldown,
-                        probe_delivery_id: None,
-                        probe_until: None,
-                        probe_carrier: None,
-                        closed_at: None,
-                    },
-                    transition: Some(Transition::Opened),
-                })
+                let breaker = Breaker::opened(failures, now, now, cooldown);
+                Some(Change { breaker, transition: Some(Transition::Opened) })
             }
             (_, true) if is_probe => {
                 let cooldown = self.cooldown_ms.max(policy.cooldown_ms).saturating_mul(2).min(MAX_COOLDOWN_MS);
-                Some(Change {
-                    breaker: Breaker {
-                        state: BreakerState::Open,
-                        consecutive_failures: failures,
-                        opened_at: self.opened_at.or(Some(now)),
-                        next_probe_at: Some(plus_ms(now, cooldown)),
-                        cooldown_ms: cooldown,
-                        probe_delivery_id: None,
-                        probe_until: None,
-                        probe_carrier: None,
-                        closed_at: None,
-                    },
-                    transition: Some(Transition::Reopened),
-                })
+                let breaker = Breaker::opened(failures, self.opened_at.unwrap_or(now), now, cooldown);
+                Some(Change { breaker, transition: Some(Transition::Reopened) })
             }
             // A failure below the threshold, or a late answer to a request sent before the
             // breaker opened: counted, nothing else.

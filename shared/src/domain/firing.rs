@@ -75,6 +75,34 @@ fn yes() -> bool {
 }
 
 impl Firing {
+    /// The first attempt of `postback_id` for `event`, due at `due_at`, accepted at
+    /// `queued_at`: its status re-checked when it fires; no resend, alert, replay or
+    /// reversal; not yet bound to its postback (no destination or version: `bound_to`).
+    pub fn first(
+        delivery_id: String,
+        postback_id: String,
+        event: Event,
+        due_at: DateTime<Utc>,
+        queued_at: DateTime<Utc>,
+    ) -> Firing {
+        Firing {
+            delivery_id,
+            postback_id,
+            event,
+            attempt: 1,
+            due_at,
+            queued_at,
+            check_status: true,
+            resend_of: None,
+            alert: None,
+            replay_of: None,
+            slot_second: None,
+            destination: None,
+            postback_version: None,
+            reversal_of: None,
+        }
+    }
+
     /// Deterministic delivery id for an ingested event's firing.
     pub fn delivery_id_for(dedupe_key: &str, postback_id: &str) -> String {
         let mut h = Sha256::new();
@@ -118,24 +146,18 @@ impl Firing {
         event.rejection_reason.clone_from(&rejection.rejection_reason);
         event.timestamp = rejection.updated_at;
         Some(Firing {
-            delivery_id: Self::reversal_delivery_id(&entry.delivery_id, &entry.postback_id),
-            postback_id: entry.postback_id.clone(),
-            event,
-            attempt: 1,
-            due_at: now,
-            queued_at: now,
-            check_status: true,
-            resend_of: None,
-            alert: None,
-            replay_of: None,
-            slot_second: None,
-            destination: None,
-            postback_version: None,
             reversal_of: Some(ReversalOf {
                 entry_id: entry.id.clone(),
                 delivery_id: entry.delivery_id.clone(),
                 fired_at: entry.fired_at,
             }),
+            ..Firing::first(
+                Self::reversal_delivery_id(&entry.delivery_id, &entry.postback_id),
+                entry.postback_id.clone(),
+                event,
+                now,
+                now,
+            )
         })
     }
 

@@ -25,22 +25,12 @@ pub async fn raise(app: &App, alert: &AlertContext, key: &str) -> StoreResult<()
         .iter()
         .filter(|postback| postback.postback.alerts.contains(&alert.kind))
         .map(|postback| {
+            let delivery_id = Firing::alert_delivery_id(key, &postback.postback.id, alert.kind);
             let firing = Firing {
-                delivery_id: Firing::alert_delivery_id(key, &postback.postback.id, alert.kind),
-                postback_id: postback.postback.id.clone(),
-                event: alert.event(now),
-                attempt: 1,
-                due_at: now,
-                queued_at: now,
                 // An alert has no conversion status to re-check.
                 check_status: false,
-                resend_of: None,
                 alert: Some(alert.clone()),
-                replay_of: None,
-                reversal_of: None,
-                slot_second: None,
-                destination: None,
-                postback_version: None,
+                ..Firing::first(delivery_id, postback.postback.id.clone(), alert.event(now), now, now)
             };
             firing.bound_to(postback)
         })

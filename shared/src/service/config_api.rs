@@ -603,21 +603,12 @@ impl App {
         let now = self.ports.clock.now();
         let (event, alert) = sample.into().resolve(&postback.postback, now);
         let conditions_met = all_hold(&postback.postback.conditions, &event);
+        let delivery_id = format!("test_{}", uuid::Uuid::new_v4().simple());
         let firing = Firing {
-            delivery_id: format!("test_{}", uuid::Uuid::new_v4().simple()),
-            postback_id: postback.postback.id.clone(),
-            event,
-            attempt: 1,
-            due_at: now,
-            queued_at: now,
             check_status: false,
-            resend_of: None,
             alert,
-            replay_of: None,
-            reversal_of: None,
-            slot_second: None,
-            destination: None,
             postback_version: Some(postback.postback.version),
+            ..Firing::first(delivery_id, postback.postback.id.clone(), event, now, now)
         };
         let (_, entry) = self.dispatcher().attempt_with(&postback, &firing, true).await?;
         let summary = format!("tested postback \"{}\": {}", postback.postback.name, entry.outcome.as_str());

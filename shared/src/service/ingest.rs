@@ -10,7 +10,6 @@ use super::{App, ServiceResult};
 use crate::domain::enrich::enrich_from_click;
 use crate::domain::event::{CurrentStatus, Event, EventType, Status};
 use crate::domain::firing::Firing;
-use crate::domain::macros::MacroContext;
 use crate::domain::matching::PostbackIndex;
 use crate::ports::TouchRecord;
 
@@ -92,32 +91,8 @@ impl App {
             for postback in &matched {
                 let delay = ChronoDuration::seconds(i64::from(postback.postback.delay_seconds));
                 let delivery_id = Firing::delivery_id_for(&key, &postback.postback.id);
-                let ctx = MacroContext {
-                    event: &event,
-                    postback_id: &postback.postback.id,
-                    postback_name: &postback.postback.name,
-                    delivery_id: &delivery_id,
-                    attempt: 1,
-                    alert: None,
-                    reversal: None,
-                };
-                let destination = postback.destination(&ctx);
-                firings.push(Firing {
-                    delivery_id,
-                    postback_id: postback.postback.id.clone(),
-                    event: event.clone(),
-                    attempt: 1,
-                    due_at: now + delay,
-                    queued_at: now,
-                    check_status: true,
-                    resend_of: None,
-                    alert: None,
-                    replay_of: None,
-                    reversal_of: None,
-                    slot_second: None,
-                    destination,
-                    postback_version: Some(postback.postback.version),
-                });
+                let firing = Firing::first(delivery_id, postback.postback.id.clone(), event.clone(), now + delay, now);
+                firings.push(firing.bound_to(postback));
             }
             results.push(IngestResult { id, duplicate, matched: matched.len(), click_found: click });
             records.push(TouchRecord { event });

@@ -125,7 +125,8 @@ impl App {
         postback.approval = approval;
         postback.pending_revision = None;
         let summary = format!("approved postback \"{}\"", postback.name);
-        self.save_decision(&mut postback, caller, AuditAction::PostbackApprove, summary).await?;
+        only_admins_decide(caller)?;
+        self.save_next_version(&mut postback, caller, AuditAction::PostbackApprove, summary).await?;
         Ok(Saved { postback, secret_set: false })
     }
 
@@ -143,20 +144,16 @@ impl App {
         postback.approval = Approval::decided(state, &caller.actor, now, Some(reason.clone()));
         postback.pending_revision = None;
         let summary = format!("rejected postback \"{}\": {reason}", postback.name);
-        self.save_decision(&mut postback, caller, AuditAction::PostbackReject, summary).await?;
+        only_admins_decide(caller)?;
+        self.save_next_version(&mut postback, caller, AuditAction::PostbackReject, summary).await?;
         Ok(Saved { postback, secret_set: false })
     }
+}
 
-    async fn save_decision(
-        &self,
-        postback: &mut Postback,
-        caller: &Caller,
-        action: AuditAction,
-        summary: String,
-    ) -> ServiceResult<()> {
-        if caller.actor.role != Role::Admin {
-            return Err(ServiceError::Validation(ValidationError::invalid("role", "only admins decide")));
-        }
-        self.save_next_version(postback, caller, action, summary).await
+/// Approvals and rejections are the admins' (checked as the decision is saved).
+fn only_admins_decide(caller: &Caller) -> ServiceResult<()> {
+    if caller.actor.role != Role::Admin {
+        return Err(ServiceError::Validation(ValidationError::invalid("role", "only admins decide")));
     }
+    Ok(())
 }

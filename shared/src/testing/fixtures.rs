@@ -104,22 +104,8 @@ pub fn event(kind: EventType, transaction_id: &str) -> Event {
 
 /// A first-attempt firing of a conversion postback.
 pub fn firing(delivery_id: &str, due_at: DateTime<Utc>) -> Firing {
-    Firing {
-        delivery_id: delivery_id.to_string(),
-        postback_id: "pb_1".into(),
-        event: event(EventType::Conversion, &format!("T-{delivery_id}")),
-        attempt: 1,
-        due_at,
-        queued_at: now(),
-        check_status: true,
-        resend_of: None,
-        alert: None,
-        replay_of: None,
-        reversal_of: None,
-        slot_second: None,
-        destination: None,
-        postback_version: None,
-    }
+    let event = event(EventType::Conversion, &format!("T-{delivery_id}"));
+    Firing::first(delivery_id.to_string(), "pb_1".into(), event, due_at, now())
 }
 
 /// The log entry of one attempt of `firing`, with a fresh time-ordered id, fired now.

@@ -14,8 +14,12 @@ use chrono::{DateTime, Utc};
 
 use crate::ports::{AccessStore, Clock, ControlStore, FiringQueue, LogStore, PostbackStore, TouchStore};
 
+mod app;
 pub mod contract;
 pub mod fixtures;
+pub mod metrics;
+
+pub use app::{app, app_with, policy, TestApp};
 
 pub use crate::adapters::memory::{
     Answer, AuditTrail, FixedJitter, ManualClock, MemoryAccessStore, MemoryAdapters, MemoryLogStore, MemoryOptions,

@@ -117,6 +117,20 @@ fn item_size(item: &std::collections::HashMap<String, AttributeValue>) -> usize 
         .sum()
 }
 
+/// Every item of a table (a Scan, page by page).
+async fn scan_all(clients: &AwsClients, table: &str) -> Vec<std::collections::HashMap<String, AttributeValue>> {
+    let mut items = Vec::new();
+    let mut start = None;
+    loop {
+        let page = clients.dynamodb.scan().table_name(table).set_exclusive_start_key(start).send().await.unwrap();
+        items.extend(page.items.unwrap_or_default());
+        match page.last_evaluated_key {
+            Some(key) if !key.is_empty() => start = Some(key),
+            _ => return items,
+        }
+    }
+}
+
 /// The largest item of each kind in a table (`kind_of` names it), in bytes.
 async fn item_sizes(
     clients: &AwsClients,
@@ -124,18 +138,92 @@ async fn item_sizes(
     kind_of: impl Fn(&std::collections::HashMap<String, AttributeValue>) -> String,
 ) -> BTreeMap<String, usize> {
     let mut sizes = BTreeMap::new();
-    let mut start = None;
-    loop {
-        let page = clients.dynamodb.scan().table_name(table).set_exclusive_start_key(start).send().await.unwrap();
-        for item in page.items() {
-            let size = sizes.entry(kind_of(item)).or_insert(0);
-            *size = (*size).max(item_size(item));
-        }
-        match page.last_evaluated_key {
-            Some(key) if !key.is_empty() => start = Some(key),
-            _ => return sizes,
-        }
+    for item in scan_all(clients, table).await {
+        let size = sizes.entry(kind_of(&item)).or_insert(0);
+        *size = (*size).max(item_size(&item));
     }
+    sizes
+}
+
+/// A cost test's deployment: the set-up and the event source's own calls go through
+/// uncounted clients, the ingest and dispatch functions' through `counted`, without
+/// stamp checks (they come at most every CATALOG_CHECK per instance, whenever a call
+/// falls due, and are counted on their own).
+struct Counted {
+    sink: Sink,
+    d: Deployment,
+    counter: CallCounter,
+    counted: AwsClients,
+    /// The config API function's router (uncounted), the ingest function's (counted).
+    admin: axum::Router,
+    ingest: axum::Router,
+}
+
+impl Counted {
+    async fn start(test: &str) -> Counted {
+        let sink = Sink::start().await;
+        let (clients, names) = resources(test, |_| {}).await;
+        let counter = CallCounter::default();
+        let counted = counted_clients(&counter).await;
+        let mut d = Deployment::with(clients, names, &[]);
+        let (ingest, dispatch) = (counted_app(&counted, &d), counted_app(&counted, &d));
+        d.ingest = ingest;
+        d.dispatch = dispatch;
+        let admin = d.config_api.router(RouteSet::Admin);
+        let ingest = d.ingest.router(RouteSet::Ingest);
+        Counted { sink, d, counter, counted, admin, ingest }
+    }
+}
+
+/// A function on the counted clients, without stamp checks.
+fn counted_app(counted: &AwsClients, d: &Deployment) -> LambdaApp {
+    let unchecked = CatalogTiming { ttl: Duration::from_secs(3_600), check: None };
+    LambdaApp::build_with(settings(&[]), counted, &d.names, QueueSettings::from_names(&d.names), unchecked)
+}
+
+/// `method path` on `router` with the key `key` and this JSON body, if any.
+async fn call(router: &axum::Router, method: &str, path: &str, key: &str, body: Option<&Value>) -> Reply {
+    let body = body.map(Value::to_string);
+    invoke(router, &apigw_event(method, path, "", &[("x-api-key", key)], body.as_deref())).await
+}
+
+/// Create a postback through `admin` (201); its id.
+async fn create(admin: &axum::Router, body: Value) -> String {
+    let reply = call(admin, "POST", "/postbacks", ADMIN_KEY, Some(&body)).await;
+    assert_eq!(reply.status, StatusCode::CREATED, "{:?}", reply.body);
+    reply.body["id"].as_str().unwrap().to_string()
+}
+
+/// `POST /events` through `ingest` (202); the answer.
+async fn post(ingest: &axum::Router, body: Value) -> Value {
+    let reply = call(ingest, "POST", "/events", INGEST_KEY, Some(&body)).await;
+    assert_eq!(reply.status, StatusCode::ACCEPTED, "{:?}", reply.body);
+    reply.body
+}
+
+/// Up to `want` messages from the firings queue, as the event source delivers them.
+async fn receive_all(d: &Deployment, want: usize) -> Vec<aws_lambda_events::sqs::SqsMessage> {
+    let mut pending = Vec::new();
+    while pending.len() < want {
+        let event = receive_event(d, want - pending.len(), Duration::from_secs(5)).await;
+        if event.records.is_empty() {
+            break;
+        }
+        pending.extend(event.records);
+    }
+    pending
+}
+
+/// One batch through the dispatch function; every message handled.
+async fn dispatch(d: &Deployment, records: Vec<aws_lambda_events::sqs::SqsMessage>) {
+    let mut event = aws_lambda_events::sqs::SqsEvent::default();
+    event.records = records;
+    let response = dispatch_batch(&d.dispatch.batch_dispatcher(), event, fresh_deadline()).await;
+    assert!(response.batch_item_failures.is_empty());
+}
+
+fn body_of(message: &aws_lambda_events::sqs::SqsMessage) -> String {
+    message.body.clone().unwrap_or_default()
 }
 
 fn s_attr<'a>(item: &'a std::collections::HashMap<String, AttributeValue>, name: &str) -> &'a str {
@@ -148,21 +236,8 @@ const RESENDS: u64 = 4;
 #[tokio::test]
 async fn aws_calls_per_event_and_per_firing() {
     require_emulators!();
-    let sink = Sink::start().await;
-    let (clients, names) = resources("cost", |_| {}).await;
-    let counter = CallCounter::default();
-    let counted = counted_clients(&counter).await;
-    // Set-up and the event source's own calls go through uncounted clients.
-    let mut d = Deployment::with(clients.clone(), names.clone(), &[]);
-    // No stamp checks in the per-event counts (they come at most every CATALOG_CHECK per
-    // instance, whenever a call falls due); they are counted on their own below.
-    let unchecked = CatalogTiming { ttl: Duration::from_secs(3_600), check: None };
-    let counted_app =
-        || LambdaApp::build_with(settings(&[]), &counted, &names, QueueSettings::from_names(&names), unchecked);
-    d.ingest = counted_app();
-    d.dispatch = counted_app();
-    let admin = d.config_api.router(RouteSet::Admin);
-    let ingest = d.ingest.router(RouteSet::Ingest);
+    let Counted { sink, d, counter, counted, admin, ingest } = Counted::start("cost").await;
+    let (clients, names) = (&d.clients, &d.names);
 
     let url = sink.url("/pb?clickid={external_transaction_id}&payout={payout}&tx={transaction_id}&d={delivery_id}");
     let postback = |name: &str, offers: Value| {
@@ -170,52 +245,14 @@ async fn aws_calls_per_event_and_per_firing() {
                "headers": {"Authorization": "Bearer affiliate-secret"}})
     };
     // Offer o1 matches one postback, offer o3 three.
-    let mut one_id = String::new();
-    for (name, offers) in
-        [("one", json!(["o1"])), ("three-a", json!(["o3"])), ("three-b", json!(["o3"])), ("three-c", json!(["o3"]))]
-    {
-        let reply = invoke(
-            &admin,
-            &apigw_event(
-                "POST",
-                "/postbacks",
-                "",
-                &[("x-api-key", ADMIN_KEY)],
-                Some(&postback(name, offers).to_string()),
-            ),
-        )
-        .await;
-        assert_eq!(reply.status, StatusCode::CREATED);
-        if name == "one" {
-            one_id = reply.body["id"].as_str().unwrap().to_string();
-        }
+    let one_id = create(&admin, postback("one", json!(["o1"]))).await;
+    for name in ["three-a", "three-b", "three-c"] {
+        create(&admin, postback(name, json!(["o3"]))).await;
     }
     // Created with the others, so the cache the first call loads already holds it (no
     // wait for CATALOG_TTL); no event is posted before its own step below.
-    let reply = invoke(
-        &admin,
-        &apigw_event(
-            "POST",
-            "/postbacks",
-            "",
-            &[("x-api-key", ADMIN_KEY)],
-            Some(&json!({"name": "late", "type": "event", "delay_seconds": 3600, "url": url}).to_string()),
-        ),
-    )
-    .await;
-    assert_eq!(reply.status, StatusCode::CREATED);
-    let post = |body: Value| {
-        let ingest = ingest.clone();
-        async move {
-            let reply = invoke(
-                &ingest,
-                &apigw_event("POST", "/events", "", &[("x-api-key", INGEST_KEY)], Some(&body.to_string())),
-            )
-            .await;
-            assert_eq!(reply.status, StatusCode::ACCEPTED, "{:?}", reply.body);
-            reply.body
-        }
-    };
+    create(&admin, json!({"name": "late", "type": "event", "delay_seconds": 3600, "url": url})).await;
+    let post = |body: Value| post(&ingest, body);
     let click = |txid: &str, offer: &str| {
         json!({"type": "click", "transaction_id": txid, "offer_id": offer, "publisher_id": "p1",
                "external_transaction_id": format!("aff-{txid}"), "sub1": "campaign", "ip": "203.0.113.7",
@@ -274,29 +311,12 @@ async fn aws_calls_per_event_and_per_firing() {
     table.push(("ingest: batch of 500 conversions, 1 match each", batch));
 
     // Dispatch: the 504 queued firings minus the batch; take T1's and T3's (4 messages).
-    let mut pending = Vec::new();
-    while pending.len() < 504 {
-        let event = receive_event(&d, 504 - pending.len(), Duration::from_secs(5)).await;
-        if event.records.is_empty() {
-            break;
-        }
-        pending.extend(event.records);
-    }
+    let pending = receive_all(&d, 504).await;
     assert_eq!(pending.len(), 504, "every firing was queued");
-    let body_of = |m: &aws_lambda_events::sqs::SqsMessage| m.body.clone().unwrap_or_default();
     let (t1, rest): (Vec<_>, Vec<_>) =
         pending.into_iter().partition(|m| body_of(m).contains("\"transaction_id\":\"T1\""));
     let (t3, rest): (Vec<_>, Vec<_>) = rest.into_iter().partition(|m| body_of(m).contains("\"transaction_id\":\"T3\""));
-    let batcher = d.dispatch.batch_dispatcher();
-    let dispatch = |records: Vec<aws_lambda_events::sqs::SqsMessage>| {
-        let batcher = batcher.clone();
-        async move {
-            let mut event = aws_lambda_events::sqs::SqsEvent::default();
-            event.records = records;
-            let response = dispatch_batch(&batcher, event, fresh_deadline()).await;
-            assert!(response.batch_item_failures.is_empty());
-        }
-    };
+    let dispatch = |records| dispatch(&d, records);
 
     // The dispatch instance's first load of the postback index, counted apart (as ingest's).
     d.dispatch.app.catalog.index().await.unwrap();
@@ -358,15 +378,11 @@ async fn aws_calls_per_event_and_per_firing() {
     // hours queries each hour once and rolls the finished ones up (empty ones too); the
     // next read gets the roll-ups and queries the current hour only. The entries of
     // this test are younger than STATS_SETTLE, so the current hour is not rolled up.
-    let counted_admin = LambdaApp::build(settings(&[]), &counted, &names).router(RouteSet::Admin);
+    let counted_admin = LambdaApp::build(settings(&[]), &counted, names).router(RouteSet::Admin);
     let stats = |id: String| {
         let admin = counted_admin.clone();
         async move {
-            let reply = invoke(
-                &admin,
-                &apigw_event("GET", &format!("/postbacks/{id}/stats"), "", &[("x-api-key", ADMIN_KEY)], None),
-            )
-            .await;
+            let reply = call(&admin, "GET", &format!("/postbacks/{id}/stats"), ADMIN_KEY, None).await;
             assert_eq!(reply.status, StatusCode::OK, "{:?}", reply.body);
             reply.body
         }
@@ -408,23 +424,12 @@ async fn aws_calls_per_event_and_per_firing() {
     // Access: a managed key costs one consistent GetItem (its hash item) per function
     // instance per 5 s (the key cache), and a GetItem + UpdateItem once a minute for its
     // last use; a change writes its audit record in its own TransactWriteItems.
-    let created = invoke(
-        &admin,
-        &apigw_event(
-            "POST",
-            "/keys",
-            "",
-            &[("x-api-key", ADMIN_KEY)],
-            Some(&json!({"name": "Ana", "role": "admin"}).to_string()),
-        ),
-    )
-    .await;
+    let created = call(&admin, "POST", "/keys", ADMIN_KEY, Some(&json!({"name": "Ana", "role": "admin"}))).await;
     assert_eq!(created.status, StatusCode::CREATED);
     let managed = created.body["key"].as_str().unwrap().to_string();
     counter.take_all();
     for _ in 0..20 {
-        let reply =
-            invoke(&counted_admin, &apigw_event("GET", "/me", "", &[("x-api-key", managed.as_str())], None)).await;
+        let reply = call(&counted_admin, "GET", "/me", &managed, None).await;
         assert_eq!(reply.status, StatusCode::OK);
     }
     let checks = counter.take_all();
@@ -434,17 +439,8 @@ async fn aws_calls_per_event_and_per_firing() {
     assert_eq!(checks.get("DynamoDB GetItem"), Some(&(1 + touches)), "one key lookup for 20 requests: {checks:?}");
     assert_eq!(checks.len(), 2, "{checks:?}");
     table.push(("20 requests with one managed key (5 s cache)", checks));
-    let reply = invoke(
-        &counted_admin,
-        &apigw_event(
-            "POST",
-            "/postbacks",
-            "",
-            &[("x-api-key", managed.as_str())],
-            Some(&json!({"name": "audited", "type": "click", "url": url}).to_string()),
-        ),
-    )
-    .await;
+    let body = json!({"name": "audited", "type": "click", "url": url});
+    let reply = call(&counted_admin, "POST", "/postbacks", &managed, Some(&body)).await;
     assert_eq!(reply.status, StatusCode::CREATED, "{:?}", reply.body);
     let audited = counter.take_all();
     assert_eq!(audited.get("DynamoDB TransactWriteItems"), Some(&1), "the postback and its record: {audited:?}");
@@ -459,7 +455,7 @@ async fn aws_calls_per_event_and_per_firing() {
 
     // The postback index's stamp check: a check on every call here (interval zero).
     let checking = CatalogTiming { ttl: Duration::from_secs(3_600), check: Some(Duration::ZERO) };
-    let checker = LambdaApp::build_with(settings(&[]), &counted, &names, QueueSettings::from_names(&names), checking);
+    let checker = LambdaApp::build_with(settings(&[]), &counted, names, QueueSettings::from_names(names), checking);
     checker.app.catalog.index().await.unwrap();
     let mut reload = counter.take_all();
     assert_eq!(reload.remove(QUERY), Some(5), "one Query per type: {reload:?}");
@@ -502,12 +498,12 @@ async fn aws_calls_per_event_and_per_firing() {
     }
 
     // Item sizes, for the billable units.
-    let touches = item_sizes(&clients, &names.touches_table, |item| {
+    let touches = item_sizes(clients, &names.touches_table, |item| {
         let kind = s_attr(item, "kind");
         kind.split('#').next().unwrap_or(kind).to_string()
     })
     .await;
-    let logs = item_sizes(&clients, &names.logs_table, |item| {
+    let logs = item_sizes(clients, &names.logs_table, |item| {
         let id = s_attr(item, "id");
         if id.starts_with("stats#") {
             "stats roll-up".into()
@@ -518,7 +514,7 @@ async fn aws_calls_per_event_and_per_firing() {
         }
     })
     .await;
-    let postbacks = item_sizes(&clients, &names.postbacks_table, |item| {
+    let postbacks = item_sizes(clients, &names.postbacks_table, |item| {
         let id = s_attr(item, "id");
         if id == "#catalog" {
             "postback change stamp".into()
@@ -538,27 +534,15 @@ async fn aws_calls_per_event_and_per_firing() {
     // Each log index's entry: the table key, the index key and the projected attributes
     // (what DynamoDB bills an index write by), largest over the stored entries.
     let mut index_sizes: BTreeMap<String, usize> = BTreeMap::new();
-    let mut start = None;
-    loop {
-        let page =
-            clients.dynamodb.scan().table_name(&names.logs_table).set_exclusive_start_key(start).send().await.unwrap();
-        for item in page.items().iter().filter(|i| i.contains_key("fired_key")) {
-            for index in postback::adapters::aws::LOGS_TABLE.indexes {
-                let mut names: Vec<&str> = vec!["id", index.key.hash];
-                names.extend(index.key.range);
-                names.extend(index.include.unwrap_or_default());
-                let projected: std::collections::HashMap<String, AttributeValue> = item
-                    .iter()
-                    .filter(|(k, _)| names.contains(&k.as_str()))
-                    .map(|(k, v)| (k.clone(), v.clone()))
-                    .collect();
-                let size = index_sizes.entry(index.name.to_string()).or_default();
-                *size = (*size).max(item_size(&projected));
-            }
-        }
-        match page.last_evaluated_key {
-            Some(key) if !key.is_empty() => start = Some(key),
-            _ => break,
+    for item in scan_all(clients, &names.logs_table).await.iter().filter(|i| i.contains_key("fired_key")) {
+        for index in postback::adapters::aws::LOGS_TABLE.indexes {
+            let mut names: Vec<&str> = vec!["id", index.key.hash];
+            names.extend(index.key.range);
+            names.extend(index.include.unwrap_or_default());
+            let projected: std::collections::HashMap<String, AttributeValue> =
+                item.iter().filter(|(k, _)| names.contains(&k.as_str())).map(|(k, v)| (k.clone(), v.clone())).collect();
+            let size = index_sizes.entry(index.name.to_string()).or_default();
+            *size = (*size).max(item_size(&projected));
         }
     }
     for (index, size) in &index_sizes {
@@ -668,67 +652,19 @@ async fn control_store_calls_per_slot_and_breaker_read() {
 #[tokio::test]
 async fn aws_calls_of_a_rejection_with_and_without_reversals() {
     require_emulators!();
-    let sink = Sink::start().await;
-    let (clients, names) = resources("cost-rev", |_| {}).await;
-    let counter = CallCounter::default();
-    let counted = counted_clients(&counter).await;
-    let mut d = Deployment::with(clients.clone(), names.clone(), &[]);
-    let unchecked = CatalogTiming { ttl: Duration::from_secs(3_600), check: None };
-    let counted_app =
-        || LambdaApp::build_with(settings(&[]), &counted, &names, QueueSettings::from_names(&names), unchecked);
-    d.ingest = counted_app();
-    d.dispatch = counted_app();
-    let admin = d.config_api.router(RouteSet::Admin);
-    let ingest = d.ingest.router(RouteSet::Ingest);
-    let create = |body: Value| {
-        let admin = admin.clone();
-        async move {
-            let reply = invoke(
-                &admin,
-                &apigw_event("POST", "/postbacks", "", &[("x-api-key", ADMIN_KEY)], Some(&body.to_string())),
-            )
-            .await;
-            assert_eq!(reply.status, StatusCode::CREATED, "{:?}", reply.body);
-        }
-    };
+    let Counted { sink, d, counter, admin, ingest, .. } = Counted::start("cost-rev").await;
+    let create = |body: Value| create(&admin, body);
     // Conversions carry no reversal request; events (named `deposit`) do.
     create(json!({"name": "plain", "type": "conversion", "url": sink.url("/ok/plain?t={transaction_id}")})).await;
     create(json!({"name": "reversible", "type": "event", "url": sink.url("/ok/ev?t={transaction_id}"),
         "reversal": {"url": sink.url("/ok/rev?t={transaction_id}&o={original_delivery_id}")}}))
     .await;
-    let post = |body: Value| {
-        let ingest = ingest.clone();
-        async move {
-            let reply = invoke(
-                &ingest,
-                &apigw_event("POST", "/events", "", &[("x-api-key", INGEST_KEY)], Some(&body.to_string())),
-            )
-            .await;
-            assert_eq!(reply.status, StatusCode::ACCEPTED, "{:?}", reply.body);
-        }
-    };
+    let post = |body: Value| post(&ingest, body);
     post(json!({"type": "conversion", "transaction_id": "R1", "status": "approved"})).await;
     post(json!({"type": "event", "event_name": "deposit", "transaction_id": "R2", "status": "approved"})).await;
-    let batcher = d.dispatch.batch_dispatcher();
-    let dispatch = |records: Vec<aws_lambda_events::sqs::SqsMessage>| {
-        let batcher = batcher.clone();
-        async move {
-            let mut event = aws_lambda_events::sqs::SqsEvent::default();
-            event.records = records;
-            let response = dispatch_batch(&batcher, event, fresh_deadline()).await;
-            assert!(response.batch_item_failures.is_empty());
-        }
-    };
-    let mut pending = Vec::new();
-    while pending.len() < 2 {
-        let event = receive_event(&d, 2 - pending.len(), Duration::from_secs(5)).await;
-        if event.records.is_empty() {
-            break;
-        }
-        pending.extend(event.records);
-    }
+    let dispatch = |records| dispatch(&d, records);
+    let pending = receive_all(&d, 2).await;
     assert_eq!(pending.len(), 2);
-    let body_of = |m: &aws_lambda_events::sqs::SqsMessage| m.body.clone().unwrap_or_default();
     let (event_msgs, conversion_msgs): (Vec<_>, Vec<_>) =
         pending.into_iter().partition(|m| body_of(m).contains("\"transaction_id\":\"R2\""));
     d.dispatch.app.catalog.index().await.unwrap();

@@ -123,22 +123,7 @@ fn event(kind: EventType, txid: &str) -> Event {
 }
 
 fn firing(delivery_id: &str, due_at: DateTime<Utc>) -> Firing {
-    Firing {
-        delivery_id: delivery_id.to_string(),
-        postback_id: "pb1".into(),
-        event: event(EventType::Conversion, "T1"),
-        attempt: 1,
-        due_at,
-        queued_at: Utc::now(),
-        check_status: true,
-        resend_of: None,
-        alert: None,
-        replay_of: None,
-        reversal_of: None,
-        slot_second: None,
-        destination: None,
-        postback_version: None,
-    }
+    Firing::first(delivery_id.to_string(), "pb1".into(), event(EventType::Conversion, "T1"), due_at, Utc::now())
 }
 
 /// A log entry fired at `fired_at`, with a UUIDv7 id minted at that time (as the
@@ -146,18 +131,17 @@ fn firing(delivery_id: &str, due_at: DateTime<Utc>) -> Firing {
 fn log_entry(fired_at: DateTime<Utc>, postback_id: &str, txid: &str, outcome: Outcome) -> LogEntry {
     let ts =
         uuid::Timestamp::from_unix(uuid::NoContext, fired_at.timestamp() as u64, fired_at.timestamp_subsec_nanos());
+    let delivery_id = format!("d-{postback_id}-{txid}");
+    // The fixture's entry of a first attempt of a conversion, with these values.
     LogEntry {
         id: uuid::Uuid::new_v7(ts).to_string(),
-        delivery_id: format!("d-{postback_id}-{txid}"),
         postback_id: postback_id.into(),
         postback_name: format!("pb {postback_id}"),
         transaction_id: txid.into(),
         event_id: None,
-        kind: EventType::Conversion,
         offer_id: Some("o1".into()),
         publisher_id: Some("p1".into()),
         fired_at,
-        attempt: 1,
         method: "GET".into(),
         url: "https://example.com/".into(),
         request_headers: BTreeMap::new(),
@@ -166,14 +150,7 @@ fn log_entry(fired_at: DateTime<Utc>, postback_id: &str, txid: &str, outcome: Ou
         response_body: Some("ok".into()),
         error: None,
         duration_ms: 12,
-        outcome,
-        test: false,
-        postback_version: Some(1),
-        next_attempt_at: None,
-        resend_of: None,
-        replay_of: None,
-        reversal_of: None,
-        firing: Some(firing(&format!("d-{postback_id}-{txid}"), fired_at)),
+        ..fixtures::log_entry(&firing(&delivery_id, fired_at), outcome)
     }
 }
 

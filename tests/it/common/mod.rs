@@ -218,6 +218,8 @@ pub struct Server {
     extra_env: Vec<(String, String)>,
     /// Where the server's stderr (its trace log) goes; inherited when `None`.
     stderr_file: Option<PathBuf>,
+    /// `fresh`: the data directory, removed after the server is stopped.
+    _temp: Option<tempfile::TempDir>,
 }
 
 /// Read the server's stdout until its `listening on http://ADDR` line, then keep
@@ -264,6 +266,14 @@ impl Server {
         Self::start_with_log(data_dir, env, None).await
     }
 
+    /// As `start`, in a data directory of its own (removed with the server).
+    pub async fn fresh(env: &[(&str, &str)]) -> Server {
+        let temp = tempfile::tempdir().unwrap();
+        let mut server = Self::start(temp.path(), env).await;
+        server._temp = Some(temp);
+        server
+    }
+
     /// As `start`, with the server's trace log (stderr) appended to `log` (across
     /// restarts), for tests that read what the server logged.
     pub async fn start_with_log(data_dir: &Path, env: &[(&str, &str)], log: Option<&Path>) -> Server {
@@ -274,6 +284,7 @@ impl Server {
             child: None,
             extra_env: env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
             stderr_file: log.map(Path::to_path_buf),
+            _temp: None,
         };
         server.spawn().await;
         server

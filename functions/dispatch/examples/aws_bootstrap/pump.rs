@@ -21,9 +21,9 @@ use std::time::Duration;
 
 use anyhow::Context;
 use aws_config::timeout::TimeoutConfig;
-use aws_lambda_events::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
+use aws_lambda_events::sqs::{SqsBatchResponse, SqsEvent};
 use aws_sdk_sqs::types::{DeleteMessageBatchRequestEntry, MessageSystemAttributeName};
-use postback::adapters::aws::{ResourceNames, CONNECT_TIMEOUT};
+use postback::adapters::aws::{lambda_message, ResourceNames, CONNECT_TIMEOUT};
 
 /// How many batches are in flight at once (AWS starts an SQS event source with five).
 pub const DEFAULT_CONCURRENCY: usize = 5;
@@ -170,22 +170,7 @@ impl Pump {
 
     fn event(&self, messages: &[aws_sdk_sqs::types::Message]) -> SqsEvent {
         let mut event = SqsEvent::default();
-        for m in messages {
-            let mut message = SqsMessage::default();
-            message.message_id = m.message_id.clone();
-            message.receipt_handle = m.receipt_handle.clone();
-            message.body = m.body.clone();
-            message.md5_of_body = m.md5_of_body.clone();
-            message.attributes = m
-                .attributes
-                .as_ref()
-                .map(|a| a.iter().map(|(k, v)| (k.as_str().to_string(), v.clone())).collect())
-                .unwrap_or_default();
-            message.event_source = Some("aws:sqs".into());
-            message.event_source_arn = Some(self.queue_arn.clone());
-            message.aws_region = Some(self.region.clone());
-            event.records.push(message);
-        }
+        event.records = messages.iter().map(|m| lambda_message(m, &self.queue_arn, &self.region)).collect();
         event
     }
 }

@@ -20,7 +20,8 @@ use chrono::{DateTime, Utc};
 
 use super::error::{build_error, unavailable};
 use super::item::{doc, get_consistent, s, to_json, Item, DOC, EXPIRES_AT};
-use super::resources::{AUDIT_BY_ACTION, AUDIT_BY_ACTOR, AUDIT_BY_TARGET, AUDIT_NEWEST, POSTBACKS_BY_TYPE};
+use super::postbacks::list_by_type;
+use super::resources::{AUDIT_BY_ACTION, AUDIT_BY_ACTOR, AUDIT_BY_TARGET, AUDIT_NEWEST};
 use crate::domain::access::{AuditCursor, AuditFilter, AuditPage, AuditRecord, ManagedKey};
 use crate::ports::{AccessStore, StoreError, StoreResult};
 
@@ -112,13 +113,14 @@ impl DynamoAccessStore {
     }
 
     async fn get_key(&self, id: &str) -> StoreResult<Option<ManagedKey>> {
-        let item = get_consistent(
-            &self.client,
-            &self.table,
-            Item::from([(ID.to_string(), s(key_item_id(id)))]),
-            "DynamoDB GetItem key",
-        )
-        .await?;
+        self.read_key(key_item_id(id), "DynamoDB GetItem key").await
+    }
+
+    /// The key in the item `item_id` (either of its two), read consistently; `what`
+    /// names the call in the error.
+    async fn read_key(&self, item_id: String, what: &str) -> StoreResult<Option<ManagedKey>> {
+        let key = Item::from([(ID.to_string(), s(item_id))]);
+        let item = get_consistent(&self.client, &self.table, key, what).await?;
         item.as_ref().map(|i| doc(i, "key")).transpose()
     }
 
@@ -178,43 +180,16 @@ impl AccessStore for DynamoAccessStore {
     }
 
     async fn key_by_hash(&self, hash: &str) -> StoreResult<Option<ManagedKey>> {
-        let item = get_consistent(
-            &self.client,
-            &self.table,
-            Item::from([(ID.to_string(), s(hash_item_id(hash)))]),
-            "DynamoDB GetItem key hash",
-        )
-        .await?;
-        let Some(item) = item else { return Ok(None) };
-        let key: ManagedKey = doc(&item, "key")?;
+        let key = self.read_key(hash_item_id(hash), "DynamoDB GetItem key hash").await?;
         // `last_used_at` is kept on the listed item only.
-        Ok(Some(ManagedKey { last_used_at: None, ..key }))
+        Ok(key.map(|key| ManagedKey { last_used_at: None, ..key }))
     }
 
     async fn list_keys(&self) -> StoreResult<Vec<ManagedKey>> {
-        let mut out = Vec::new();
-        let mut start: Option<Item> = None;
-        loop {
-            let page = self
-                .client
-                .query()
-                .table_name(&self.table)
-                .index_name(POSTBACKS_BY_TYPE)
-                .key_condition_expression("#t = :t")
-                .expression_attribute_names("#t", TYPE)
-                .expression_attribute_values(":t", s(KEY_TYPE))
-                .set_exclusive_start_key(start.take())
-                .send()
-                .await
-                .map_err(|e| unavailable("DynamoDB Query keys", e))?;
-            for item in page.items() {
-                out.push(doc::<ManagedKey>(item, "key")?);
-            }
-            match page.last_evaluated_key {
-                Some(key) if !key.is_empty() => start = Some(key),
-                _ => break,
-            }
-        }
+        let mut out = list_by_type(&self.client, &self.table, KEY_TYPE, "DynamoDB Query keys", |item| {
+            doc::<ManagedKey>(item, "key")
+        })
+        .await?;
         out.sort_by(|a, b| (a.created_at, &a.id).cmp(&(b.created_at, &b.id)));
         Ok(out)
     }

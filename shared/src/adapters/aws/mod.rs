@@ -31,8 +31,8 @@ pub use control::DynamoControlStore;
 pub use logs::{delivered_entry_id, DynamoLogStore, ReadBound, LOG_SHARDS, STATS_SETTLE};
 pub use postbacks::DynamoPostbackStore;
 pub use queue::{
-    at_expression, leased_from_lambda_message, leased_from_sqs_message, message_group, schedule_name, QueueSettings,
-    SqsFiringQueue, EARLY_TOLERANCE, MAX_SQS_DELAY, SCHEDULE_LEAD,
+    at_expression, lambda_message, leased_from_lambda_message, leased_from_sqs_message, message_group, schedule_name,
+    QueueSettings, SqsFiringQueue, EARLY_TOLERANCE, MAX_SQS_DELAY, SCHEDULE_LEAD,
 };
 pub use resources::{ensure_resources, ResourcePlan, LOGS_TABLE};
 pub use touches::DynamoTouchStore;

@@ -109,6 +109,16 @@ impl DynamoPostbackStore {
         get_i64(item, VERSION).and_then(|v| u32::try_from(v).ok()).unwrap_or(crate::domain::postback::FIRST_VERSION)
     }
 
+    /// The condition that the live item exists at version `stored` (`:v`, with `#id` and
+    /// `#v` named): items from before versions have no `version` attribute (version 1).
+    fn at_version(stored: u32) -> &'static str {
+        if stored == crate::domain::postback::FIRST_VERSION {
+            "attribute_exists(#id) AND (#v = :v OR attribute_not_exists(#v))"
+        } else {
+            "attribute_exists(#id) AND #v = :v"
+        }
+    }
+
     /// A saved version's item: the superseded live item's document, no `type`.
     fn saved_item(live: &Item, id: &str, version: u32) -> StoreResult<Item> {
         let doc = live.get(DOC).cloned().ok_or_else(|| StoreError::Corrupt(format!("postback {id}: no {DOC}")))?;
@@ -259,28 +269,40 @@ impl DynamoPostbackStore {
     }
 
     async fn list_type(&self, kind: EventType) -> StoreResult<Vec<Postback>> {
-        let mut out = Vec::new();
-        let mut start: Option<Item> = None;
-        loop {
-            let page = self
-                .client
-                .query()
-                .table_name(&self.table)
-                .index_name(POSTBACKS_BY_TYPE)
-                .key_condition_expression("#t = :t")
-                .expression_attribute_names("#t", TYPE)
-                .expression_attribute_values(":t", s(kind.as_str()))
-                .set_exclusive_start_key(start.take())
-                .send()
-                .await
-                .map_err(|e| unavailable("DynamoDB Query postbacks by type", e))?;
-            for item in page.items() {
-                out.push(Self::parse(item)?);
-            }
-            match page.last_evaluated_key {
-                Some(key) if !key.is_empty() => start = Some(key),
-                _ => return Ok(out),
-            }
+        list_by_type(&self.client, &self.table, kind.as_str(), "DynamoDB Query postbacks by type", Self::parse).await
+    }
+}
+
+/// Every item whose `type` is `kind`, through the `by_type` index (a Query per page),
+/// each read by `parse`: a type's postbacks, or the managed keys (`access.rs`). `what`
+/// names the call in the error.
+pub(super) async fn list_by_type<T>(
+    client: &aws_sdk_dynamodb::Client,
+    table: &str,
+    kind: &str,
+    what: &str,
+    parse: impl Fn(&Item) -> StoreResult<T>,
+) -> StoreResult<Vec<T>> {
+    let mut out = Vec::new();
+    let mut start: Option<Item> = None;
+    loop {
+        let page = client
+            .query()
+            .table_name(table)
+            .index_name(POSTBACKS_BY_TYPE)
+            .key_condition_expression("#t = :t")
+            .expression_attribute_names("#t", TYPE)
+            .expression_attribute_values(":t", s(kind))
+            .set_exclusive_start_key(start.take())
+            .send()
+            .await
+            .map_err(|e| unavailable(what, e))?;
+        for item in page.items() {
+            out.push(parse(item)?);
+        }
+        match page.last_evaluated_key {
+            Some(key) if !key.is_empty() => start = Some(key),
+            _ => return Ok(out),
         }
     }
 }
@@ -317,19 +339,13 @@ impl PostbackStore for DynamoPostbackStore {
                 postback.version.saturating_sub(1)
             )));
         }
-        // Items from before versions have no `version` attribute: they are version 1.
-        let condition = if stored == crate::domain::postback::FIRST_VERSION {
-            "attribute_exists(#id) AND (#v = :prev OR attribute_not_exists(#v))"
-        } else {
-            "attribute_exists(#id) AND #v = :prev"
-        };
         let live_put = Put::builder()
             .table_name(&self.table)
             .set_item(Some(Self::item(postback)?))
-            .condition_expression(condition)
+            .condition_expression(Self::at_version(stored))
             .expression_attribute_names("#id", ID)
             .expression_attribute_names("#v", VERSION)
-            .expression_attribute_values(":prev", n(stored))
+            .expression_attribute_values(":v", n(stored))
             .build()
             .map_err(|e| build_error("Put", e))?;
         let saved_put = Put::builder()
@@ -360,15 +376,10 @@ impl PostbackStore for DynamoPostbackStore {
         for _ in 0..STAMP_TRIES {
             let Some(live) = self.get_live(id).await? else { return Ok(false) };
             let stored = Self::stored_version(&live);
-            let condition = if stored == crate::domain::postback::FIRST_VERSION {
-                "attribute_exists(#id) AND (#v = :v OR attribute_not_exists(#v))"
-            } else {
-                "attribute_exists(#id) AND #v = :v"
-            };
             let delete = Delete::builder()
                 .table_name(&self.table)
                 .set_key(Some(Self::key(id)))
-                .condition_expression(condition)
+                .condition_expression(Self::at_version(stored))
                 .expression_attribute_names("#id", ID)
                 .expression_attribute_names("#v", VERSION)
                 .expression_attribute_values(":v", n(stored))

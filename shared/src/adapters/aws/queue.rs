@@ -109,6 +109,30 @@ pub fn leased_from_lambda_message(message: &aws_lambda_events::sqs::SqsMessage) 
     leased_from_sqs_message(body, message.receipt_handle.as_deref().unwrap_or_default())
 }
 
+/// A message received from the queue (in `queue_arn`, in `region`) as the Lambda event
+/// source hands it to the dispatch function: what the local event source (`aws-local.sh`)
+/// and the tests, which play that part, put in the `SqsEvent`.
+pub fn lambda_message(
+    message: &aws_sdk_sqs::types::Message,
+    queue_arn: &str,
+    region: &str,
+) -> aws_lambda_events::sqs::SqsMessage {
+    let mut m = aws_lambda_events::sqs::SqsMessage::default();
+    m.message_id = message.message_id.clone();
+    m.receipt_handle = message.receipt_handle.clone();
+    m.body = message.body.clone();
+    m.md5_of_body = message.md5_of_body.clone();
+    m.attributes = message
+        .attributes
+        .as_ref()
+        .map(|a| a.iter().map(|(k, v)| (k.as_str().to_string(), v.clone())).collect())
+        .unwrap_or_default();
+    m.event_source = Some("aws:sqs".into());
+    m.event_source_arn = Some(queue_arn.to_string());
+    m.aws_region = Some(region.to_string());
+    m
+}
+
 /// The SQS message group (fair-queue tenant) of a firing: its destination
 /// (`scheme://host:port`). One without a destination (its URL does not parse, so it
 /// fails anyway; or a message from before destinations were kept) is grouped by its

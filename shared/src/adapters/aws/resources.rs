@@ -73,41 +73,20 @@ pub(crate) const LOGS_SORT_KEY: &str = "fired_key";
 /// (`url`, `error`, `response_body`, `postback_name`, `event_id`) are compared in memory
 /// on the entries read. `by_postback` also has `duration_ms`: the stats are counted
 /// from it. (An index's own key attributes are projected anyway and may not be listed.)
-const LOGS_PROJECTED_BY_POSTBACK: &[&str] = &[
-    "transaction_id",
-    "type",
-    "outcome",
-    "offer_id",
-    "publisher_id",
-    "status_code",
-    "test",
-    "expires_at",
-    "listed_until",
-    "duration_ms",
-];
-const LOGS_PROJECTED_BY_TRANSACTION: &[&str] = &[
-    "postback_id",
-    "type",
-    "outcome",
-    "offer_id",
-    "publisher_id",
-    "status_code",
-    "test",
-    "expires_at",
-    "listed_until",
-];
-const LOGS_PROJECTED_NEWEST: &[&str] = &[
-    "postback_id",
-    "transaction_id",
-    "type",
-    "outcome",
-    "offer_id",
-    "publisher_id",
-    "status_code",
-    "test",
-    "expires_at",
-    "listed_until",
-];
+///
+/// `logs_projected!([first..], [last..])`: those common attributes between an index's own.
+macro_rules! logs_projected {
+    ([$($first:literal),*], [$($last:literal),*]) => {
+        &[
+            $($first,)*
+            "type", "outcome", "offer_id", "publisher_id", "status_code", "test", "expires_at", "listed_until",
+            $($last,)*
+        ]
+    };
+}
+const LOGS_PROJECTED_BY_POSTBACK: &[&str] = logs_projected!(["transaction_id"], ["duration_ms"]);
+const LOGS_PROJECTED_BY_TRANSACTION: &[&str] = logs_projected!(["postback_id"], []);
+const LOGS_PROJECTED_NEWEST: &[&str] = logs_projected!(["postback_id", "transaction_id"], []);
 
 /// Postbacks: by id; by type for matching and for listing (see `docs/aws.md`). Also
 /// the managed keys (listed through `by_type` as type `key`) and the audit trail (its

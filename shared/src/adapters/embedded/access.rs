@@ -4,11 +4,11 @@
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use rusqlite::{Connection, ErrorCode, OptionalExtension};
+use rusqlite::{Connection, OptionalExtension};
 
-use super::{decode, encode, nanos, EmbeddedStore};
+use super::{decode, encode, insert_new, nanos, EmbeddedStore};
 use crate::domain::access::{AuditCursor, AuditFilter, AuditPage, AuditRecord, ManagedKey};
-use crate::ports::{AccessStore, StoreError, StoreResult};
+use crate::ports::{AccessStore, StoreResult};
 
 const KEY: &str = "key";
 const RECORD: &str = "audit record";
@@ -67,13 +67,8 @@ impl AccessStore for EmbeddedStore {
             let inserted = conn
                 .prepare_cached("INSERT INTO access_keys (id, hash, created_ns, body) VALUES (?1, ?2, ?3, ?4)")?
                 .execute((&id, &hash, created, &body));
-            match inserted {
-                Ok(_) => insert_audit(conn, &audit),
-                Err(rusqlite::Error::SqliteFailure(e, _)) if e.code == ErrorCode::ConstraintViolation => {
-                    Err(StoreError::Conflict(format!("key {id} already exists")))
-                }
-                Err(e) => Err(e.into()),
-            }
+            insert_new(inserted, || format!("key {id}"))?;
+            insert_audit(conn, &audit)
         })
         .await
     }

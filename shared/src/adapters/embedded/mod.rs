@@ -306,6 +306,18 @@ fn decode<T: DeserializeOwned>(text: &str, what: &str) -> StoreResult<T> {
     serde_json::from_str(text).map_err(|e| StoreError::Corrupt(format!("stored {what} is unreadable: {e}")))
 }
 
+/// An INSERT of a new row: one whose key is taken is a `Conflict` ("`what` already
+/// exists"), as on every other store.
+fn insert_new(inserted: rusqlite::Result<usize>, what: impl FnOnce() -> String) -> StoreResult<()> {
+    match inserted {
+        Ok(_) => Ok(()),
+        Err(rusqlite::Error::SqliteFailure(e, _)) if e.code == rusqlite::ErrorCode::ConstraintViolation => {
+            Err(StoreError::Conflict(format!("{} already exists", what())))
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
 fn millis(t: DateTime<Utc>) -> i64 {
     t.timestamp_millis()
 }

@@ -3,10 +3,10 @@
 //! write in `postback_changes` (the change stamp), in the write's transaction.
 
 use async_trait::async_trait;
-use rusqlite::{ErrorCode, OptionalExtension};
+use rusqlite::OptionalExtension;
 
 use super::access::insert_audit;
-use super::{decode, encode, EmbeddedStore};
+use super::{decode, encode, insert_new, EmbeddedStore};
 use crate::domain::access::AuditRecord;
 use crate::domain::event::EventType;
 use crate::domain::postback::Postback;
@@ -45,16 +45,9 @@ impl PostbackStore for EmbeddedStore {
             let inserted = conn
                 .prepare_cached("INSERT INTO postbacks (id, kind, body, version) VALUES (?1, ?2, ?3, ?4)")?
                 .execute((&id, kind, &body, version));
-            match inserted {
-                Ok(_) => {
-                    record_change(conn, &id)?;
-                    insert_audit(conn, &audit)
-                }
-                Err(rusqlite::Error::SqliteFailure(e, _)) if e.code == ErrorCode::ConstraintViolation => {
-                    Err(StoreError::Conflict(format!("postback {id} already exists")))
-                }
-                Err(e) => Err(e.into()),
-            }
+            insert_new(inserted, || format!("postback {id}"))?;
+            record_change(conn, &id)?;
+            insert_audit(conn, &audit)
         })
         .await
     }

@@ -13,13 +13,12 @@ use tower::ServiceExt;
 
 use super::{router, Access, ApiKeys, RouteSet, OPENAPI_JSON, ROUTES};
 use crate::domain::access::{Caller, KeySpec, Role};
-use crate::domain::delivery::RetryPolicy;
 use crate::domain::event::EventType;
 use crate::domain::log::Outcome;
 use crate::domain::postback::Owner;
 use crate::ports::{Clock, LogStore, PostbackStore};
-use crate::service::{App, Policy, Ports};
-use crate::testing::{fixtures, FixedJitter, ManualClock, MemoryAdapters, MemoryOptions, ScriptedSender};
+use crate::service::{App, Policy};
+use crate::testing::{self, fixtures, ManualClock, MemoryAdapters, TestApp};
 
 const ADMIN: &str = "admin-key-0123456789abcdef";
 const INGEST: &str = "ingest-key-0123456789abcdef";
@@ -36,31 +35,8 @@ fn world() -> World {
 }
 
 pub(super) fn world_with(partners: crate::domain::partner::PartnerPolicy) -> World {
-    let clock = Arc::new(ManualClock::new(chrono::Utc::now()));
-    let memory = MemoryAdapters::new(clock.clone(), MemoryOptions::default());
-    let ports = Ports {
-        postbacks: memory.postbacks.clone(),
-        touches: memory.touches.clone(),
-        logs: memory.logs.clone(),
-        queue: memory.queue.clone(),
-        control: memory.control.clone(),
-        access: memory.access.clone(),
-        sender: Arc::new(ScriptedSender::with_clock(clock.clone())),
-        clock: clock.clone(),
-        jitter: Arc::new(FixedJitter(0.5)),
-        combined: None,
-    };
-    let retry = RetryPolicy { max_attempts: 3, base_delay: Duration::from_secs(10) };
-    let app = App::new(
-        ports,
-        Policy {
-            retry,
-            catalog_ttl: Duration::from_secs(60),
-            catalog_check: None,
-            breaker: Default::default(),
-            partners,
-        },
-    );
+    let TestApp { app, memory, clock, .. } =
+        testing::app(Arc::new(ManualClock::starting_now()), Policy { partners, ..testing::policy() });
     let router = router(app.clone(), ApiKeys::new(ADMIN, INGEST), RouteSet::All);
     World { app, router, memory, clock }
 }

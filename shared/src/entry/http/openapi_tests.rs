@@ -3,7 +3,6 @@
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::body::Body;
 use axum::http::{Method, Request};
@@ -11,9 +10,7 @@ use serde_json::Value;
 use tower::ServiceExt;
 
 use super::{openapi_document, router, ApiKeys, RouteSet, LOCAL_ONLY_ROUTES, OPENAPI_JSON, ROUTES};
-use crate::domain::delivery::RetryPolicy;
-use crate::service::{App, Policy, Ports};
-use crate::testing::{FixedJitter, ManualClock, MemoryAdapters, MemoryOptions, ScriptedSender};
+use crate::testing::{self, ManualClock};
 
 const ADMIN: &str = "admin-key-0123456789abcdef";
 const INGEST: &str = "ingest-key-0123456789abcdef";
@@ -28,32 +25,8 @@ fn app() -> axum::Router {
 }
 
 fn app_for(routes: RouteSet) -> axum::Router {
-    let clock = Arc::new(ManualClock::new(chrono::Utc::now()));
-    let memory = MemoryAdapters::new(clock.clone(), MemoryOptions::default());
-    let ports = Ports {
-        postbacks: memory.postbacks.clone(),
-        touches: memory.touches.clone(),
-        logs: memory.logs.clone(),
-        queue: memory.queue.clone(),
-        control: memory.control.clone(),
-        access: memory.access.clone(),
-        sender: Arc::new(ScriptedSender::with_clock(clock.clone())),
-        clock,
-        jitter: Arc::new(FixedJitter(0.5)),
-        combined: None,
-    };
-    let retry = RetryPolicy { max_attempts: 3, base_delay: Duration::from_secs(10) };
-    let app = App::new(
-        ports,
-        Policy {
-            retry,
-            catalog_ttl: Duration::from_secs(60),
-            catalog_check: None,
-            breaker: Default::default(),
-            partners: Default::default(),
-        },
-    );
-    router(app, ApiKeys::new(ADMIN, INGEST), routes)
+    let test = testing::app(Arc::new(ManualClock::starting_now()), testing::policy());
+    router(test.app, ApiKeys::new(ADMIN, INGEST), routes)
 }
 
 fn documented() -> BTreeSet<(String, String)> {

@@ -7,7 +7,7 @@ use serde_json::json;
 
 use super::{ms, spec, start, World, FIRST_WAIT_MS, RETRY};
 use crate::domain::delivery::{RetryPolicy, SendFailure};
-use crate::domain::log::Outcome;
+use crate::domain::log::{LogEntry, Outcome};
 use crate::ports::{FiringQueue, LogStore, TouchStore};
 use crate::service::AttemptOutcome;
 use crate::testing::{Answer, MemoryOptions, ScriptedJitter};
@@ -33,6 +33,17 @@ enum Expect {
     RetryAfterMs(i64),
     /// Failed, the entry's error containing this.
     Failed(&'static str),
+}
+
+/// `Expect::Failed(error)`: the attempt failed for good with `error` in its entry's
+/// error, nothing delivered, the message acked and never retried.
+fn assert_failed(w: &World, name: &str, outcome: AttemptOutcome, entry: &LogEntry, delivered: bool, error: &str) {
+    assert_eq!(outcome, AttemptOutcome::Failed, "{name}");
+    assert_eq!(entry.outcome, Outcome::Failed, "{name}");
+    let got = entry.error.as_deref().unwrap_or_default();
+    assert!(got.contains(error), "{name}: error {got:?} should contain {error:?}");
+    assert!(!delivered, "{name}");
+    assert!(w.queued().is_empty(), "{name}: acked, never retried");
 }
 
 #[tokio::test]
@@ -109,14 +120,7 @@ async fn each_answer_has_its_outcome_and_due_time() {
                 assert_eq!(queued[0].due_at, next, "{name}");
                 assert_eq!(queued[0].delivery_id, leased.firing.delivery_id, "{name}: same delivery id");
             }
-            Expect::Failed(error) => {
-                assert_eq!(outcome, AttemptOutcome::Failed, "{name}");
-                assert_eq!(entry.outcome, Outcome::Failed, "{name}");
-                let got = entry.error.as_deref().unwrap_or_default();
-                assert!(got.contains(error), "{name}: error {got:?} should contain {error:?}");
-                assert!(!delivered, "{name}");
-                assert!(w.queued().is_empty(), "{name}: acked, never retried");
-            }
+            Expect::Failed(error) => assert_failed(&w, name, outcome, entry, delivered, error),
         }
     }
 }
@@ -465,14 +469,7 @@ async fn a_2xx_that_breaks_the_success_rule_fails_or_retries() {
                     assert!(error.contains("does not contain"), "{name}: the retrying entry names the rule: {error:?}");
                 }
             }
-            Expect::Failed(error) => {
-                assert_eq!(outcome, AttemptOutcome::Failed, "{name}");
-                assert_eq!(entry.outcome, Outcome::Failed, "{name}");
-                let got = entry.error.as_deref().unwrap_or_default();
-                assert!(got.contains(error), "{name}: error {got:?} should contain {error:?}");
-                assert!(!delivered, "{name}");
-                assert!(w.queued().is_empty(), "{name}: acked, not retried");
-            }
+            Expect::Failed(error) => assert_failed(&w, name, outcome, entry, delivered, error),
         }
     }
 }

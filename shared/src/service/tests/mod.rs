@@ -26,7 +26,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 
-use super::{App, AttemptOutcome, IngestResult, Policy, Ports};
+use super::{App, AttemptOutcome, IngestResult, Policy};
 use crate::domain::breaker::BreakerPolicy;
 use crate::domain::delivery::RetryPolicy;
 use crate::domain::event::Event;
@@ -35,7 +35,7 @@ use crate::domain::log::LogEntry;
 use crate::domain::postback::PostbackSpec;
 use crate::entry::http::parse;
 use crate::ports::{Clock, FiringQueue, Jitter, Leased};
-use crate::testing::{FixedJitter, ManualClock, MemoryAdapters, MemoryOptions, ScriptedSender};
+use crate::testing::{self, FixedJitter, ManualClock, MemoryAdapters, MemoryOptions, ScriptedSender, TestApp};
 
 /// Where every test's clock starts.
 pub(super) fn start() -> DateTime<Utc> {
@@ -80,31 +80,9 @@ impl World {
     }
 
     pub fn build(jitter: Arc<dyn Jitter>, retry: RetryPolicy, options: MemoryOptions, breaker: BreakerPolicy) -> Self {
-        let clock = Arc::new(ManualClock::new(start()));
-        let memory = MemoryAdapters::new(clock.clone(), options);
-        let sender = Arc::new(ScriptedSender::with_clock(clock.clone()));
-        let ports = Ports {
-            postbacks: memory.postbacks.clone(),
-            touches: memory.touches.clone(),
-            logs: memory.logs.clone(),
-            queue: memory.queue.clone(),
-            control: memory.control.clone(),
-            access: memory.access.clone(),
-            sender: sender.clone(),
-            clock: clock.clone(),
-            jitter,
-            combined: None,
-        };
-        let app = App::new(
-            ports,
-            Policy {
-                retry,
-                catalog_ttl: Duration::from_secs(60),
-                catalog_check: None,
-                breaker,
-                partners: Default::default(),
-            },
-        );
+        let policy = Policy { retry, breaker, ..testing::policy() };
+        let TestApp { app, memory, clock, sender } =
+            testing::app_with(Arc::new(ManualClock::new(start())), policy, jitter, options);
         Self { app, clock, memory, sender }
     }
 

@@ -212,20 +212,7 @@ pub async fn invoke(router: &axum::Router, event: &Value) -> Reply {
 
 /// A message received from the emulator, shaped as the Lambda event source delivers it.
 pub fn lambda_message(message: &aws_sdk_sqs::types::Message, queue_arn: &str) -> SqsMessage {
-    let mut m = SqsMessage::default();
-    m.message_id = message.message_id.clone();
-    m.receipt_handle = message.receipt_handle.clone();
-    m.body = message.body.clone();
-    m.md5_of_body = message.md5_of_body.clone();
-    m.attributes = message
-        .attributes
-        .as_ref()
-        .map(|a| a.iter().map(|(k, v)| (k.as_str().to_string(), v.clone())).collect())
-        .unwrap_or_default();
-    m.event_source = Some("aws:sqs".into());
-    m.event_source_arn = Some(queue_arn.to_string());
-    m.aws_region = Some("us-east-1".into());
-    m
+    postback::adapters::aws::lambda_message(message, queue_arn, "us-east-1")
 }
 
 /// Receive until `want` messages arrived or `within` passed (long polls of up to 1 s),
