@@ -31,3 +31,5 @@ mod aws_functions;
 mod aws_replay;
 #[cfg(all(feature = "aws", feature = "testing"))]
 mod contract_aws;
+#[cfg(feature = "aws")]
+mod template_yaml;

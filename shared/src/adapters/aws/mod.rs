@@ -15,8 +15,6 @@ mod logs;
 mod postbacks;
 mod queue;
 pub mod resources;
-#[cfg(test)]
-mod template_check;
 mod touches;
 
 use std::sync::Arc;

@@ -21,7 +21,7 @@ pub(super) const STATS_PREFIX: &str = "stats#";
 /// is in its counts.
 const UPTO: &str = "upto";
 /// How long after `fired_at` an entry can still be written: above the longest function
-/// timeout (dispatch 60 s, config-api 29 s; `template_check` asserts it) and the index's
+/// timeout (dispatch 60 s, config-api 29 s; `tests/it/template_yaml.rs` asserts it) and the index's
 /// propagation. Entries older than this are final and go into the roll-ups.
 pub const STATS_SETTLE: chrono::Duration = chrono::Duration::minutes(5);
 /// Hours counted from the index at once.
