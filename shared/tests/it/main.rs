@@ -15,6 +15,7 @@ mod domain_library;
 mod domain_matching;
 mod domain_templates;
 mod domain_validation;
+mod layers;
 mod matching_oracle;
 mod sender;
 

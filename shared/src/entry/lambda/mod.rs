@@ -23,7 +23,9 @@ mod emf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::adapters::aws::{AwsAdapters, AwsClients, QueueSettings, ResourceNames, SqsFiringQueue};
+use crate::adapters::aws::{
+    AwsAdapters, AwsClients, MissingResourceName, QueueSettings, ResourceNames, SqsFiringQueue,
+};
 use crate::adapters::lambda::{EventSourceQueue, LazySender};
 use crate::adapters::sender::SenderConfig;
 use crate::adapters::system::{RandomJitter, SystemClock};
@@ -59,6 +61,8 @@ pub const CATALOG_TIMING: CatalogTiming = CatalogTiming { ttl: CATALOG_TTL, chec
 pub enum InitError {
     #[error(transparent)]
     Settings(#[from] SettingsError),
+    #[error(transparent)]
+    Resources(#[from] MissingResourceName),
 }
 
 /// Everything a function needs, built once at init.
