@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 
 use aws_lambda_events::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent, SqsMessage};
 use futures::{FutureExt, StreamExt};
@@ -13,7 +13,7 @@ use futures::{FutureExt, StreamExt};
 use super::deadline::invocation_deadline;
 use super::emf::emit_metrics;
 use crate::adapters::aws::{leased_from_lambda_message, SqsFiringQueue};
-use crate::ports::Leased;
+use crate::ports::{Clock, Leased};
 use crate::service::{AttemptOutcome, Dispatcher};
 
 /// Messages of one batch dispatched at once (the event source's batch size is 10).
@@ -238,23 +238,22 @@ async fn process_message(batch: &BatchDispatcher, message: BatchMessage) -> Mess
 /// lambda watch` reports a fixed moment in 1970) is replaced by the configured function
 /// timeout from now (`BatchDispatcher::deadline`).
 pub async fn dispatch_batch(batch: &BatchDispatcher, event: SqsEvent, deadline: SystemTime) -> SqsBatchResponse {
-    let deadline = batch.deadline(deadline);
-    let left = (deadline - batch.dispatcher.now()).to_std().unwrap_or_default();
-    let limits = BatchLimits { deadline: instant_in(left), start_budget: batch.start_budget(), grace: RESPONSE_GRACE };
+    let limits = BatchLimits {
+        clock: batch.dispatcher.app().ports.clock.clone(),
+        deadline: batch.deadline(deadline),
+        start_budget: batch.start_budget(),
+        grace: RESPONSE_GRACE,
+    };
     let response = run_batch(event.records, limits, |message| process_message(batch, message)).await;
     emit_metrics(batch.dispatcher.app(), "dispatch");
     response
 }
 
-/// The monotonic instant `left` from now (capped at a day away).
-fn instant_in(left: Duration) -> Instant {
-    Instant::now() + left.min(Duration::from_secs(86_400))
-}
-
-/// The time limits of one batch.
-#[derive(Debug, Clone, Copy)]
+/// The time limits of one batch: a budget on the dispatcher's clock.
+#[derive(Clone)]
 struct BatchLimits {
-    deadline: Instant,
+    clock: Arc<dyn Clock>,
+    deadline: chrono::DateTime<chrono::Utc>,
     /// A message starts only while this much is left before the deadline.
     start_budget: Duration,
     /// The handler answers this long before the deadline.
@@ -263,11 +262,16 @@ struct BatchLimits {
 
 impl BatchLimits {
     fn left(&self) -> Duration {
-        self.deadline.saturating_duration_since(Instant::now())
+        (self.deadline - self.clock.now()).to_std().unwrap_or_default()
     }
 
     fn may_start(&self) -> bool {
         self.left() >= self.start_budget
+    }
+
+    /// When the handler answers: `grace` before the deadline.
+    fn cutoff(&self) -> chrono::DateTime<chrono::Utc> {
+        self.deadline - chrono::Duration::from_std(self.grace).unwrap_or_default()
     }
 }
 
@@ -281,7 +285,7 @@ where
     F: Fn(BatchMessage) -> Fut,
     Fut: Future<Output = MessageOutcome>,
 {
-    let started = Instant::now();
+    let started = limits.clock.now();
     let messages: Vec<BatchMessage> = records.iter().map(BatchMessage::parse).collect();
     let total = messages.len();
     if total > 0 && !limits.may_start() {
@@ -293,7 +297,7 @@ where
         );
     }
     let ids: Vec<Option<String>> = messages.iter().map(|m| m.message_id.clone()).collect();
-    let process = &process;
+    let (process, limits) = (&process, &limits);
     let mut finished = Box::pin(
         futures::stream::iter(same_firing_groups(messages))
             .map(|group| {
@@ -303,15 +307,19 @@ where
             })
             .flatten_unordered(DISPATCH_CONCURRENCY),
     );
-    let cutoff = tokio::time::Instant::from_std(limits.deadline.checked_sub(limits.grace).unwrap_or(limits.deadline));
+    let mut cutoff = limits.clock.sleep_until(limits.cutoff());
     let mut outcomes: Vec<Option<MessageOutcome>> = vec![None; total];
     loop {
-        match tokio::time::timeout_at(cutoff, finished.next()).await {
-            Ok(Some((position, outcome))) => outcomes[position] = Some(outcome),
-            Ok(None) => break,
+        tokio::select! {
+            // A message that finished counts, even at the cutoff.
+            biased;
+            next = finished.next() => match next {
+                Some((position, outcome)) => outcomes[position] = Some(outcome),
+                None => break,
+            },
             // The rest is dropped unfinished: answering now beats a Lambda timeout,
             // which would return every message of the batch.
-            Err(_) => break,
+            () = &mut cutoff => break,
         }
     }
     drop(finished);
@@ -341,7 +349,7 @@ where
     tracing::info!(
         messages = total,
         failures = response.batch_item_failures.len(),
-        duration_ms = millis(started.elapsed()),
+        duration_ms = millis((limits.clock.now() - started).to_std().unwrap_or_default()),
         left_ms = millis(limits.left()),
         "batch dispatched"
     );
@@ -350,7 +358,7 @@ where
 
 /// One message within the batch's limits: not started when the deadline is too near,
 /// a panic turned into that message's failure.
-async fn run_one<F, Fut>(message: BatchMessage, limits: BatchLimits, process: &F) -> MessageOutcome
+async fn run_one<F, Fut>(message: BatchMessage, limits: &BatchLimits, process: &F) -> MessageOutcome
 where
     F: Fn(BatchMessage) -> Fut,
     Fut: Future<Output = MessageOutcome>,
@@ -402,7 +410,9 @@ fn panic_text(panic: &(dyn std::any::Any + Send)) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testing::ManualClock;
     use std::cell::Cell;
+    use std::pin::Pin;
     use std::sync::Mutex;
 
     thread_local! {
@@ -426,8 +436,36 @@ mod tests {
         .to_string()
     }
 
+    fn manual_clock() -> Arc<ManualClock> {
+        Arc::new(ManualClock::new(at(1_900_000_000_000)))
+    }
+
+    /// Limits with the deadline `deadline_in` from `clock`'s now.
+    fn limits_on(
+        clock: &Arc<ManualClock>,
+        deadline_in: Duration,
+        start_budget: Duration,
+        grace: Duration,
+    ) -> BatchLimits {
+        let deadline = clock.now() + chrono::Duration::from_std(deadline_in).unwrap();
+        BatchLimits { clock: clock.clone(), deadline, start_budget, grace }
+    }
+
+    /// Limits on a clock that stands still: only the time left at the start counts.
     fn limits(deadline_in: Duration, start_budget: Duration, grace: Duration) -> BatchLimits {
-        BatchLimits { deadline: Instant::now() + deadline_in, start_budget, grace }
+        limits_on(&manual_clock(), deadline_in, start_budget, grace)
+    }
+
+    /// Drive `batch`, which must not answer meanwhile, until the work was handed `n`
+    /// messages.
+    async fn until_started<F: Future>(mut batch: Pin<&mut F>, calls: &Calls, n: usize) {
+        for _ in 0..100 {
+            if calls.ids().len() >= n {
+                return;
+            }
+            assert!(futures::poll!(batch.as_mut()).is_pending(), "answered before {n} messages started");
+        }
+        panic!("{n} messages never started");
     }
 
     fn failed(response: &SqsBatchResponse) -> Vec<&str> {
@@ -511,15 +549,23 @@ mod tests {
         let records =
             vec![message("m1", &firing("d1", 1)), message("m2", &firing("d1", 1)), message("m3", &firing("d2", 1))];
         let calls = Calls::default();
-        let near = limits(Duration::from_millis(2000), Duration::from_millis(1500), Duration::from_millis(50));
-        let response = run_batch(records, near, |m| {
+        let clock = manual_clock();
+        let done_at = clock.now() + chrono::Duration::milliseconds(700);
+        let near =
+            limits_on(&clock, Duration::from_millis(2000), Duration::from_millis(1500), Duration::from_millis(50));
+        let batch = run_batch(records, near, |m| {
             calls.record(&m);
-            async {
-                tokio::time::sleep(Duration::from_millis(700)).await;
+            let clock = clock.clone();
+            async move {
+                clock.sleep_until(done_at).await;
                 MessageOutcome::Done(AttemptOutcome::Delivered)
             }
-        })
-        .await;
+        });
+        tokio::pin!(batch);
+        until_started(batch.as_mut(), &calls, 2).await;
+        // The work of m1 and m3 takes 700 ms: 1300 ms are left when m2 could start.
+        clock.advance(Duration::from_millis(700));
+        let response = batch.await;
         assert_eq!(failed(&response), ["m2"], "only the unstarted message; the delivered ones are not failures");
         assert_eq!(calls.ids(), ["m1", "m3"], "the unstarted message was not sent");
 
@@ -577,31 +623,30 @@ mod tests {
     #[tokio::test]
     async fn messages_still_in_flight_at_the_grace_are_reported_and_the_rest_is_not() {
         let records = vec![message("m1", &firing("d1", 1)), message("m2", &firing("d2", 1))];
-        let started = Instant::now();
-        let limits = limits(Duration::from_millis(600), Duration::ZERO, Duration::from_millis(100));
-        let response = run_batch(records, limits, |m| {
+        let calls = Calls::default();
+        let clock = manual_clock();
+        let long_after = clock.now() + chrono::Duration::seconds(30);
+        let limits = limits_on(&clock, Duration::from_millis(600), Duration::ZERO, Duration::from_millis(100));
+        let batch = run_batch(records, limits, |m| {
+            calls.record(&m);
             let slow = m.id() == "m1";
+            let clock = clock.clone();
             async move {
                 if slow {
-                    tokio::time::sleep(Duration::from_secs(30)).await;
+                    clock.sleep_until(long_after).await;
                 }
                 MessageOutcome::Done(AttemptOutcome::Delivered)
             }
-        })
-        .await;
+        });
+        tokio::pin!(batch);
+        until_started(batch.as_mut(), &calls, 2).await;
+        // The grace is 100 ms before the 600 ms deadline: no answer before it...
+        clock.advance(Duration::from_millis(499));
+        assert!(futures::poll!(batch.as_mut()).is_pending(), "answered before the grace");
+        // ...and one at it, with the message still in flight reported.
+        clock.advance(Duration::from_millis(1));
+        let response = batch.await;
         assert_eq!(failed(&response), ["m1"]);
-        let took = started.elapsed();
-        assert!(took >= Duration::from_millis(450) && took < Duration::from_secs(5), "answered at the grace: {took:?}");
-    }
-
-    #[test]
-    fn the_time_left_becomes_an_instant() {
-        let soon = instant_in(Duration::from_secs(10));
-        let left = soon.saturating_duration_since(Instant::now());
-        assert!(left > Duration::from_secs(9) && left <= Duration::from_secs(10), "{left:?}");
-        assert!(instant_in(Duration::ZERO) <= Instant::now(), "nothing left is now");
-        let capped = instant_in(Duration::from_secs(10 * 86_400));
-        assert!(capped.saturating_duration_since(Instant::now()) <= Duration::from_secs(86_400));
     }
 
     fn at(ms: i64) -> chrono::DateTime<chrono::Utc> {

@@ -9,7 +9,7 @@ pub const METRICS_NAMESPACE: &str = "PostbackManager";
 /// Print the counts since the last call as one EMF line (nothing if nothing was counted).
 /// CloudWatch Logs turns it into metrics: no API call from the function.
 pub(super) fn emit_metrics(app: &App, function: &str) {
-    if let Some(line) = emf_line(&app.metrics.take(), function, chrono::Utc::now().timestamp_millis()) {
+    if let Some(line) = emf_line(&app.metrics.take(), function, app.ports.clock.now().timestamp_millis()) {
         println!("{line}");
     }
 }

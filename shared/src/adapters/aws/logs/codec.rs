@@ -88,11 +88,10 @@ pub(super) fn unpack(body: &[u8]) -> StoreResult<LogEntry> {
 mod tests {
     use super::*;
     use crate::domain::log::Outcome;
-    use chrono::Utc;
 
     #[test]
     fn bodies_round_trip_with_the_firing_and_shrink() {
-        let firing = crate::testing::fixtures::firing("d_pack", Utc::now());
+        let firing = crate::testing::fixtures::firing("d_pack", crate::testing::fixtures::now());
         let mut entry = crate::testing::fixtures::log_entry(&firing, Outcome::Delivered);
         entry.response_body = Some("ok".into());
         let body = pack(&entry).unwrap();

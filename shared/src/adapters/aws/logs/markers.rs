@@ -4,7 +4,6 @@
 use std::collections::BTreeMap;
 
 use aws_sdk_dynamodb::types::{Put, TransactWriteItem};
-use chrono::Utc;
 
 use super::keys::{cursor_at, delivered_entry_id, fired_key};
 use super::{DynamoLogStore, ID, LISTED_UNTIL};
@@ -31,7 +30,7 @@ pub(super) const MIN_MARKER_TTL: chrono::Duration = chrono::Duration::days(15);
 impl DynamoLogStore {
     /// `LogStore::record_delivered`: the entry as its own marker, or a bare marker with it.
     pub(super) async fn put_delivered(&self, entry: &LogEntry) -> StoreResult<bool> {
-        let now = Utc::now();
+        let now = self.clock.now();
         let marker_id = delivered_entry_id(&entry.delivery_id);
         // A marker past its TTL that DynamoDB has not deleted yet no longer counts.
         let condition = "attribute_not_exists(#id) OR #exp <= :now";
@@ -125,7 +124,7 @@ impl DynamoLogStore {
             .buffer_unordered(MARKER_CONCURRENCY)
             .try_collect()
             .await?;
-        let now = Utc::now();
+        let now = self.clock.now();
         let mut states: std::collections::HashMap<String, ReplayState> = std::collections::HashMap::new();
         for item in found.iter().flatten().filter(|item| !is_expired(item, now)) {
             let Some(&(delivery_id, delivered)) = get_s(item, ID).and_then(|id| wanted.get(id)) else { continue };
@@ -151,7 +150,7 @@ impl DynamoLogStore {
                 *slot = key;
             }
         }
-        let now = Utc::now();
+        let now = self.clock.now();
         let items: Vec<Item> = newest
             .into_iter()
             .map(|(delivery_id, key)| {

@@ -29,6 +29,7 @@ mod query;
 mod stats;
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use aws_sdk_dynamodb::primitives::Blob;
@@ -41,9 +42,10 @@ use self::markers::{MIN_MARKER_TTL, REPLAYED_PREFIX};
 use self::stats::STATS_PREFIX;
 use super::item::{batch_put, get_consistent, get_i64, is_expired, n, s, Item, EXPIRES_AT};
 use super::resources::LOGS_SORT_KEY;
+use crate::adapters::system::SystemClock;
 use crate::domain::log::{LogEntry, LogFilter, LogPage};
 use crate::domain::stats::HourCounts;
-use crate::ports::{LogStore, ReplayState, StoreError, StoreResult};
+use crate::ports::{Clock, LogStore, ReplayState, StoreError, StoreResult};
 
 pub(crate) use self::keys::time_key;
 pub use self::keys::{delivered_entry_id, LOG_SHARDS};
@@ -70,18 +72,39 @@ const LISTED_UNTIL: &str = "listed_until";
 /// The indexes' sort key (`fired_key`).
 const FIRED_KEY: &str = LOGS_SORT_KEY;
 
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct DynamoLogStore {
     client: aws_sdk_dynamodb::Client,
     table: String,
     retention: chrono::Duration,
     bound: ReadBound,
+    /// Every "now" of the store: expiry, TTLs, the visible-entries filter, the stats'
+    /// settled part.
+    clock: Arc<dyn Clock>,
+}
+
+impl std::fmt::Debug for DynamoLogStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DynamoLogStore")
+            .field("table", &self.table)
+            .field("retention", &self.retention)
+            .field("bound", &self.bound)
+            .finish_non_exhaustive()
+    }
 }
 
 impl DynamoLogStore {
-    /// `retention` is how long entries live (`LOG_RETENTION_DAYS`).
+    /// `retention` is how long entries live (`LOG_RETENTION_DAYS`). Timed by the system
+    /// clock until `with_clock` gives another.
     pub fn new(client: aws_sdk_dynamodb::Client, table: &str, retention: chrono::Duration) -> Self {
-        Self { client, table: table.to_string(), retention, bound: ReadBound::default() }
+        let clock = Arc::new(SystemClock);
+        Self { client, table: table.to_string(), retention, bound: ReadBound::default(), clock }
+    }
+
+    /// The same store timed by `clock` (the deployment's, or a test's manual one).
+    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
     }
 
     /// Another read bound (tests use a tiny one to see listings stop and resume).
@@ -145,14 +168,14 @@ impl DynamoLogStore {
         let item =
             get_consistent(&self.client, &self.table, Item::from([(ID.to_string(), s(id))]), "DynamoDB GetItem log")
                 .await?;
-        Ok(item.filter(|item| !is_expired(item, Utc::now())))
+        Ok(item.filter(|item| !is_expired(item, self.clock.now())))
     }
 }
 
 #[async_trait]
 impl LogStore for DynamoLogStore {
     async fn append(&self, entries: &[LogEntry]) -> StoreResult<()> {
-        let expires = Utc::now() + self.retention;
+        let expires = self.clock.now() + self.retention;
         // A batch may not repeat a key: the last entry with an id wins.
         let mut by_id = BTreeMap::new();
         for entry in entries {
@@ -198,7 +221,7 @@ impl LogStore for DynamoLogStore {
             return Ok(None);
         }
         match self.get_item(id).await? {
-            Some(item) => Self::parse_entry(&item, Utc::now()),
+            Some(item) => Self::parse_entry(&item, self.clock.now()),
             None => Ok(None),
         }
     }
@@ -218,7 +241,8 @@ mod tests {
     /// ids of real length) stays under the 1 KB of one write unit.
     #[test]
     fn a_full_entry_still_fits_one_write_unit() {
-        let mut firing = crate::testing::fixtures::firing("d_6b0f1c2e9a7d4e5f8a1b2c3d4e5f6a7b", Utc::now());
+        let mut firing =
+            crate::testing::fixtures::firing("d_6b0f1c2e9a7d4e5f8a1b2c3d4e5f6a7b", crate::testing::fixtures::now());
         firing.postback_id = "pb_0194f3a2b1c07d3e8f9a0b1c2d3e4f5a".into();
         let event = &mut firing.event;
         event.transaction_id = "c7a1e2f3-94b5-4d6c-8e7f-a0b1c2d3e4f5".into();
@@ -244,7 +268,7 @@ mod tests {
         let store =
             DynamoLogStore::new(aws_sdk_dynamodb::Client::from_conf(config), "logs", chrono::Duration::days(30));
         entry.id = delivered_entry_id(&entry.delivery_id);
-        let item = store.entry_item(&entry, Utc::now()).unwrap();
+        let item = store.entry_item(&entry, crate::testing::fixtures::now()).unwrap();
         // DynamoDB's size: names + values (numbers: about a byte per two digits, + 1).
         let size: usize = item
             .iter()

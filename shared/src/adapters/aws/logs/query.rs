@@ -274,7 +274,8 @@ impl DynamoLogStore {
             (None, Some(pb)) => (LOGS_BY_POSTBACK, POSTBACK_ID, vec![pb.clone()]),
             (None, None) => (LOGS_NEWEST, SHARD, (0..LOG_SHARDS).map(|i| format!("all#{i}")).collect()),
         };
-        let plan = Plan::new(filter, index, want, self.bound.page_items, Utc::now(), self.markers_outlive_entries());
+        let plan =
+            Plan::new(filter, index, want, self.bound.page_items, self.clock.now(), self.markers_outlive_entries());
         let inverted = matches!((filter.from, filter.to), (Some(from), Some(to)) if from > to);
         if inverted || plan.range.is_empty() {
             return Ok(LogPage { items: vec![], next_cursor: None });
@@ -416,13 +417,16 @@ mod tests {
         // `from` in an offset that moves it past 9999 in UTC, `to` at the very end.
         let late = DateTime::parse_from_rfc3339("9999-12-31T23:00:00-02:00").unwrap().with_timezone(&Utc);
         let range = KeyRange::for_filter(&LogFilter { from: Some(late), ..LogFilter::default() });
-        assert!(!range.admits(&fired_key(Utc::now(), "x")), "a bound past 9999 admits nothing of today");
+        assert!(
+            !range.admits(&fired_key(crate::testing::fixtures::now(), "x")),
+            "a bound past 9999 admits nothing of today"
+        );
         let end = DateTime::parse_from_rfc3339("9999-12-31T23:59:59.999999999Z").unwrap().with_timezone(&Utc);
         let range = KeyRange::for_filter(&LogFilter { to: Some(end), ..LogFilter::default() });
-        assert!(range.admits(&fired_key(Utc::now(), "x")));
+        assert!(range.admits(&fired_key(crate::testing::fixtures::now(), "x")));
         let early = DateTime::parse_from_rfc3339("0000-01-01T00:00:00+01:00").unwrap().with_timezone(&Utc);
         let range = KeyRange::for_filter(&LogFilter { from: Some(early), ..LogFilter::default() });
-        assert!(range.admits(&fired_key(Utc::now(), "x")));
+        assert!(range.admits(&fired_key(crate::testing::fixtures::now(), "x")));
         assert!(time_key(early).starts_with("0000-01-01T00:00:00"));
     }
 }

@@ -154,7 +154,7 @@ impl DynamoLogStore {
         hours: &[DateTime<Utc>],
     ) -> StoreResult<std::collections::HashMap<DateTime<Utc>, HourCounts>> {
         use futures::{StreamExt, TryStreamExt};
-        let now = Utc::now();
+        let now = self.clock.now();
         // Hours that have not begun have no entries.
         let keys: BTreeMap<String, DateTime<Utc>> =
             hours.iter().filter(|hour| **hour <= now).map(|hour| (Self::stats_id(postback_id, *hour), *hour)).collect();
