@@ -7,8 +7,8 @@
 //! - `service`: the use cases (ingest, configuration, dispatch), driving the domain
 //!   through the ports.
 //! - `adapters`: implementations of the ports: `embedded` (SQLite, the local server),
-//!   `aws` (DynamoDB, SQS, EventBridge Scheduler), `sender` (reqwest), and `memory`
-//!   (in-memory fakes for tests).
+//!   `aws` (DynamoDB, SQS, EventBridge Scheduler), `lambda` (what only the Lambda
+//!   functions use), `sender` (reqwest), and `memory` (in-memory fakes for tests).
 //! - `entry`: how requests come in: the one HTTP router (`http`, with request parsing at
 //!   the edge), the Lambda glue (`lambda`), settings and logging set-up.
 //! - `testing`: the one port contract suite every adapter passes, and fixtures.

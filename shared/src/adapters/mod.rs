@@ -11,5 +11,9 @@ pub mod embedded;
 #[cfg(feature = "aws")]
 pub mod aws;
 
+/// The adapters only the Lambda functions use.
+#[cfg(feature = "aws")]
+pub mod lambda;
+
 #[cfg(any(test, feature = "testing"))]
 pub mod memory;

@@ -219,86 +219,19 @@ pub trait LogStore: Send + Sync {
         &self,
         delivery_ids: &[String],
     ) -> StoreResult<std::collections::HashMap<String, ReplayState>>;
-    /// Record that these entries (as `failed_firings` returned them) were replayed, their
-    /// firings queued again: for each delivery id the newest of them becomes its mark, and
-    /// that entry and every older entry of the id are no longer failed firings to replay.
+    /// Record that these entries (as `service::replay::failed_firings` returned them)
+    /// were replayed, their firings queued again: for each delivery id the newest of them
+    /// becomes its mark, and that entry and every older entry of the id are no longer
+    /// failed firings to replay.
     /// (The embedded and memory stores never move a mark back; DynamoDB writes it
     /// unconditionally, which is the same for entries newer than the mark: all a
     /// selection returns.)
     async fn mark_replayed(&self, entries: &[LogEntry]) -> StoreResult<()>;
-    /// The failed firings to replay (`POST /logs/replay`): non-test entries with outcome
-    /// `failed` that match `filter`, newest first, at most `limit`, each one still its firing's latest word: not
-    /// delivered since, not replayed already (`mark_replayed`), and only the newest
-    /// failed entry of a delivery id. `filter.cursor` resumes a previous selection;
-    /// `filter.outcome` and `filter.limit` are ignored. Reads a bounded number of listing
-    /// pages (`REPLAY_READ_PAGES`), so fewer than `limit` with a `next_cursor` does not
-    /// mean the end.
-    ///
-    /// Provided over `query` and `replay_states`; every adapter uses it as is.
-    async fn failed_firings(&self, filter: &LogFilter, limit: usize) -> StoreResult<FailedFirings> {
-        use crate::domain::log::{Cursor, LogColumn, LogOp, LogPredicate, Outcome, MAX_LOG_LIMIT};
-        if limit == 0 {
-            return Ok(FailedFirings { entries: vec![], next_cursor: filter.cursor.clone() });
-        }
-        let mut listing = filter.clone();
-        listing.outcome = Some(Outcome::Failed);
-        listing.limit = MAX_LOG_LIMIT;
-        let not_test = LogPredicate::new(LogColumn::Test, LogOp::Is, "false")
-            .map_err(|e| StoreError::Corrupt(format!("replay filter: {e}")))?;
-        listing.predicates.push(not_test);
-        let mut chosen: Vec<LogEntry> = Vec::new();
-        let mut seen: HashSet<String> = HashSet::new();
-        for _ in 0..REPLAY_READ_PAGES {
-            let page = self.query(&listing).await?;
-            let mut ids: Vec<String> =
-                page.items.iter().map(|e| e.delivery_id.clone()).filter(|id| !seen.contains(id)).collect();
-            ids.sort_unstable();
-            ids.dedup();
-            let states = self.replay_states(&ids).await?;
-            let mut full = false;
-            for entry in page.items {
-                // Newest first: the first entry of a delivery id is its newest failed one.
-                if !seen.insert(entry.delivery_id.clone()) {
-                    continue;
-                }
-                if states.get(&entry.delivery_id).is_some_and(|state| state.supersedes(&entry)) {
-                    continue;
-                }
-                if full {
-                    // One more beyond the limit: there is a next selection.
-                    let next_cursor = chosen.last().map(Cursor::after);
-                    return Ok(FailedFirings { entries: chosen, next_cursor });
-                }
-                chosen.push(entry);
-                full = chosen.len() >= limit;
-            }
-            if full {
-                // An exact fit on the last page has no next selection; otherwise the rest
-                // of the range is unknown yet.
-                let next_cursor = page.next_cursor.and_then(|_| chosen.last().map(Cursor::after));
-                return Ok(FailedFirings { entries: chosen, next_cursor });
-            }
-            match page.next_cursor {
-                Some(next) => {
-                    listing.cursor =
-                        Some(Cursor::decode(&next).map_err(|e| StoreError::Corrupt(format!("listing cursor: {e}")))?)
-                }
-                None => return Ok(FailedFirings { entries: chosen, next_cursor: None }),
-            }
-        }
-        // Read bound reached: resume where the listing stopped.
-        Ok(FailedFirings { entries: chosen, next_cursor: listing.cursor })
-    }
 }
 
 /// The most delivered entries of one transaction `LogStore::delivered_of_transaction`
 /// reads: a transaction's conversion is delivered to a handful of receivers.
 pub const MAX_DELIVERED_READ: usize = 1000;
-
-/// Listing pages (`LogStore::query` calls, up to `MAX_LOG_LIMIT` entries each) one
-/// replay selection reads at most: 40 × 500 = 20,000 failed entries considered, enough
-/// for 10,000 firings even when half of them were replayed or delivered since.
-pub const REPLAY_READ_PAGES: usize = 40;
 
 /// See `LogStore::replay_states`.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -318,15 +251,6 @@ impl ReplayState {
                 .as_ref()
                 .is_some_and(|r| (entry.fired_at, entry.id.as_str()) <= (r.fired_at, r.last_id.as_str()))
     }
-}
-
-/// One selection of `LogStore::failed_firings`.
-#[derive(Debug, Clone, PartialEq)]
-pub struct FailedFirings {
-    /// Newest first.
-    pub entries: Vec<LogEntry>,
-    /// Where the next selection resumes; `None` when the range is done.
-    pub next_cursor: Option<crate::domain::log::Cursor>,
 }
 
 /// A firing handed out by the queue, with what is needed to acknowledge it.

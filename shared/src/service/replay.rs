@@ -1,6 +1,6 @@
 //! Bulk replay (`POST /logs/replay`): queue each matching failed firing once more.
 //!
-//! The selection is the log store's (`LogStore::failed_firings`): each delivery id's
+//! The selection (`failed_firings`, over the log store's `query` and `replay_states`): each delivery id's
 //! newest failed, non-test entry that was neither delivered nor replayed since. Each
 //! becomes a firing with the same `delivery_id` (a receiver that got it after all can
 //! deduplicate), `replay_of` = that entry, a fresh chain of attempts from 1 (the old
@@ -16,12 +16,15 @@
 //! then sends it at most once more after a delivery. A store error midway answers 503
 //! with the batches before it queued and marked: calling again carries on with the rest.
 
+use std::collections::HashSet;
+
 use serde::Serialize;
 
 use super::{App, ServiceResult};
 use crate::domain::access::{AuditAction, Caller, TargetKind};
 use crate::domain::firing::Firing;
-use crate::domain::log::{LogEntry, LogFilter};
+use crate::domain::log::{Cursor, LogColumn, LogEntry, LogFilter, LogOp, LogPredicate, Outcome, MAX_LOG_LIMIT};
+use crate::ports::{LogStore, StoreError, StoreResult};
 
 /// Most firings one call replays (the spec's 10,000).
 pub const MAX_REPLAY: usize = 10_000;
@@ -75,7 +78,7 @@ impl App {
     }
 
     async fn replay_selected(&self, request: &ReplayRequest) -> ServiceResult<ReplayOutput> {
-        let selected = self.ports.logs.failed_firings(&request.filter, request.max).await?;
+        let selected = failed_firings(self.ports.logs.as_ref(), &request.filter, request.max).await?;
         let matched = selected.entries.len();
         let next_cursor = selected.next_cursor.map(|c| c.encode());
         if request.dry_run {
@@ -115,4 +118,82 @@ impl App {
         tracing::info!(matched, replayed, "replay queued");
         Ok(ReplayOutput { matched, replayed, dry_run: false, next_cursor })
     }
+}
+
+/// The failed firings to replay (`POST /logs/replay`): non-test entries with outcome
+/// `failed` that match `filter`, newest first, at most `limit`, each one still its firing's latest word: not
+/// delivered since, not replayed already (`mark_replayed`), and only the newest
+/// failed entry of a delivery id. `filter.cursor` resumes a previous selection;
+/// `filter.outcome` and `filter.limit` are ignored. Reads a bounded number of listing
+/// pages (`REPLAY_READ_PAGES`), so fewer than `limit` with a `next_cursor` does not
+/// mean the end.
+///
+/// A service function over the port's `query` and `replay_states`, the same on every
+/// adapter (the contract suite checks it on each).
+pub async fn failed_firings(logs: &dyn LogStore, filter: &LogFilter, limit: usize) -> StoreResult<FailedFirings> {
+    if limit == 0 {
+        return Ok(FailedFirings { entries: vec![], next_cursor: filter.cursor.clone() });
+    }
+    let mut listing = filter.clone();
+    listing.outcome = Some(Outcome::Failed);
+    listing.limit = MAX_LOG_LIMIT;
+    let not_test = LogPredicate::new(LogColumn::Test, LogOp::Is, "false")
+        .map_err(|e| StoreError::Corrupt(format!("replay filter: {e}")))?;
+    listing.predicates.push(not_test);
+    let mut chosen: Vec<LogEntry> = Vec::new();
+    let mut seen: HashSet<String> = HashSet::new();
+    for _ in 0..REPLAY_READ_PAGES {
+        let page = logs.query(&listing).await?;
+        let mut ids: Vec<String> =
+            page.items.iter().map(|e| e.delivery_id.clone()).filter(|id| !seen.contains(id)).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        let states = logs.replay_states(&ids).await?;
+        let mut full = false;
+        for entry in page.items {
+            // Newest first: the first entry of a delivery id is its newest failed one.
+            if !seen.insert(entry.delivery_id.clone()) {
+                continue;
+            }
+            if states.get(&entry.delivery_id).is_some_and(|state| state.supersedes(&entry)) {
+                continue;
+            }
+            if full {
+                // One more beyond the limit: there is a next selection.
+                let next_cursor = chosen.last().map(Cursor::after);
+                return Ok(FailedFirings { entries: chosen, next_cursor });
+            }
+            chosen.push(entry);
+            full = chosen.len() >= limit;
+        }
+        if full {
+            // An exact fit on the last page has no next selection; otherwise the rest
+            // of the range is unknown yet.
+            let next_cursor = page.next_cursor.and_then(|_| chosen.last().map(Cursor::after));
+            return Ok(FailedFirings { entries: chosen, next_cursor });
+        }
+        match page.next_cursor {
+            Some(next) => {
+                listing.cursor =
+                    Some(Cursor::decode(&next).map_err(|e| StoreError::Corrupt(format!("listing cursor: {e}")))?)
+            }
+            None => return Ok(FailedFirings { entries: chosen, next_cursor: None }),
+        }
+    }
+    // Read bound reached: resume where the listing stopped.
+    Ok(FailedFirings { entries: chosen, next_cursor: listing.cursor })
+}
+
+/// Listing pages (`LogStore::query` calls, up to `MAX_LOG_LIMIT` entries each) one
+/// replay selection reads at most: 40 × 500 = 20,000 failed entries considered, enough
+/// for 10,000 firings even when half of them were replayed or delivered since.
+pub const REPLAY_READ_PAGES: usize = 40;
+
+/// One selection of `failed_firings`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FailedFirings {
+    /// Newest first.
+    pub entries: Vec<LogEntry>,
+    /// Where the next selection resumes; `None` when the range is done.
+    pub next_cursor: Option<Cursor>,
 }

@@ -15,6 +15,7 @@ mod domain_library;
 mod domain_matching;
 mod domain_templates;
 mod domain_validation;
+mod layers;
 mod matching_oracle;
 mod sender;
 
@@ -31,3 +32,5 @@ mod aws_functions;
 mod aws_replay;
 #[cfg(all(feature = "aws", feature = "testing"))]
 mod contract_aws;
+#[cfg(feature = "aws")]
+mod template_yaml;

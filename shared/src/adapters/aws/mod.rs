@@ -15,8 +15,6 @@ mod logs;
 mod postbacks;
 mod queue;
 pub mod resources;
-#[cfg(test)]
-mod template_check;
 mod touches;
 
 use std::sync::Arc;
@@ -36,8 +34,6 @@ pub use queue::{
 };
 pub use resources::{ensure_resources, ResourcePlan, LOGS_TABLE};
 pub use touches::DynamoTouchStore;
-
-use crate::entry::config::SettingsError;
 
 /// How long one SDK call may take, retries included. DynamoDB and SQS answer in
 /// milliseconds; a call still pending after this is better reported as unavailable
@@ -105,6 +101,15 @@ pub mod env {
     pub const SCHEDULER_ROLE_ARN: &str = "SCHEDULER_ROLE_ARN";
 }
 
+/// A resource name the environment does not give (unset or blank). Its own error (not
+/// `entry::config::SettingsError`: adapters do not reach up into `entry`), worded as a
+/// setting's; `entry::lambda::InitError` carries it.
+#[derive(Debug, thiserror::Error)]
+#[error("setting {name}: is required")]
+pub struct MissingResourceName {
+    pub name: &'static str,
+}
+
 /// Where the adapters' resources live.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ResourceNames {
@@ -125,16 +130,13 @@ pub struct ResourceNames {
 }
 
 impl ResourceNames {
-    pub fn from_env() -> Result<Self, SettingsError> {
+    pub fn from_env() -> Result<Self, MissingResourceName> {
         Self::from_lookup(|name| std::env::var(name).ok())
     }
 
-    pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Self, SettingsError> {
+    pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Self, MissingResourceName> {
         let required = |name: &'static str| {
-            get(name)
-                .map(|v| v.trim().to_string())
-                .filter(|v| !v.is_empty())
-                .ok_or_else(|| SettingsError { name, message: "is required".into() })
+            get(name).map(|v| v.trim().to_string()).filter(|v| !v.is_empty()).ok_or(MissingResourceName { name })
         };
         Ok(Self {
             postbacks_table: required(env::POSTBACKS_TABLE)?,

@@ -4,6 +4,7 @@ use chrono::Duration;
 
 use crate::domain::event::EventType;
 use crate::domain::log::{Cursor, LogColumn, LogEntry, LogFilter, LogOp, LogPredicate, Outcome};
+use crate::service::replay::failed_firings;
 use crate::testing::{fixtures, Adapters};
 
 fn ids(entries: &[LogEntry]) -> Vec<String> {
@@ -606,7 +607,7 @@ pub async fn logs_failed_firings_latest_failed_per_delivery(a: &Adapters) {
     let after_replay = failed_at(pb, "d_again", base, 11);
     a.logs.append(std::slice::from_ref(&after_replay)).await.unwrap();
 
-    let got = a.logs.failed_firings(&for_postback(pb), 100).await.unwrap();
+    let got = failed_firings(a.logs.as_ref(), &for_postback(pb), 100).await.unwrap();
     assert_eq!(
         ids(&got.entries),
         newest_first(&[&newer_twin, &plain, &after_replay]),
@@ -623,9 +624,9 @@ pub async fn logs_failed_firings_latest_failed_per_delivery(a: &Adapters) {
 
     // Marking what a selection returned moves the mark on (a selection returns only
     // entries newer than the mark, so that is all a replay marks).
-    let got = a.logs.failed_firings(&for_postback(pb), 100).await.unwrap();
+    let got = failed_firings(a.logs.as_ref(), &for_postback(pb), 100).await.unwrap();
     a.logs.mark_replayed(&got.entries).await.unwrap();
-    let got = a.logs.failed_firings(&for_postback(pb), 100).await.unwrap();
+    let got = failed_firings(a.logs.as_ref(), &for_postback(pb), 100).await.unwrap();
     assert_eq!(ids(&got.entries), Vec::<String>::new(), "everything selected was marked");
 }
 
@@ -681,7 +682,7 @@ pub async fn logs_failed_firings_filters_apply(a: &Adapters) {
         ),
     ];
     for (name, f, want) in cases {
-        let got = a.logs.failed_firings(&f, 100).await.unwrap();
+        let got = failed_firings(a.logs.as_ref(), &f, 100).await.unwrap();
         assert_eq!(ids(&got.entries), want, "filter {name}");
     }
 }
@@ -700,7 +701,7 @@ pub async fn logs_failed_firings_paging_by_cursor(a: &Adapters) {
         let mut walked: Vec<String> = Vec::new();
         let mut sizes = Vec::new();
         loop {
-            let got = a.logs.failed_firings(&f, 10).await.unwrap();
+            let got = failed_firings(a.logs.as_ref(), &f, 10).await.unwrap();
             sizes.push(got.entries.len());
             walked.extend(ids(&got.entries));
             if mark {
@@ -717,16 +718,16 @@ pub async fn logs_failed_firings_paging_by_cursor(a: &Adapters) {
         assert_eq!(walked, all, "every failed firing once, in order (marking: {mark})");
         assert_eq!(sizes, [10, 10, 3], "selections of at most the limit (marking: {mark})");
     }
-    let after = a.logs.failed_firings(&for_postback(pb), 10).await.unwrap();
+    let after = failed_firings(a.logs.as_ref(), &for_postback(pb), 10).await.unwrap();
     assert!(after.entries.is_empty(), "all replayed: nothing left to select");
 
     // An exact fit has no next selection; one short of it has.
     let pb = "pb_replay_fit";
     let entries: Vec<LogEntry> = (0..5).map(|i| failed_at(pb, &format!("d_fit_{i}"), base, i)).collect();
     a.logs.append(&entries).await.unwrap();
-    let exact = a.logs.failed_firings(&for_postback(pb), 5).await.unwrap();
+    let exact = failed_firings(a.logs.as_ref(), &for_postback(pb), 5).await.unwrap();
     assert_eq!((exact.entries.len(), exact.next_cursor), (5, None), "exact fit");
-    let short = a.logs.failed_firings(&for_postback(pb), 4).await.unwrap();
+    let short = failed_firings(a.logs.as_ref(), &for_postback(pb), 4).await.unwrap();
     assert_eq!(short.entries.len(), 4);
     assert_eq!(short.next_cursor, Some(Cursor::after(&short.entries[3])), "one more follows");
 }

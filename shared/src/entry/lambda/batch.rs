@@ -1,283 +1,23 @@
-//! Wiring for the three Lambda functions. Everything is built once per execution
-//! environment, at init (outside the handler): settings, SDK clients, adapters, the
-//! HTTP sender (its TLS client on first use) and the `App`. The functions themselves only start a runtime:
-//!
-//! - `config-api`: `lambda_http::run(app.router(RouteSet::Admin))`
-//! - `ingest`: `lambda_http::run(app.router(RouteSet::Ingest))`
-//! - `dispatch`: `lambda_runtime::run(service_fn(|e| dispatch_batch(&batch, e.payload, e.context.deadline())))`
-//!
-//! Queue messages reach `dispatch` through the SQS event source with
-//! `ReportBatchItemFailures`: the event source deletes every message not reported as
-//! failed, so the dispatch function never deletes messages itself (`EventSourceQueue`):
-//! one SQS request less per firing, and a dependency failure simply leaves the message
-//! to come back after the visibility timeout.
+//! The dispatch function's SQS batch runner: every message of a batch concurrently,
+//! within the invocation's deadline, failures reported as batch item failures.
 
 use std::collections::HashMap;
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 
-use async_trait::async_trait;
 use aws_lambda_events::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent, SqsMessage};
 use futures::{FutureExt, StreamExt};
 
-use crate::adapters::aws::{
-    leased_from_lambda_message, AwsAdapters, AwsClients, QueueSettings, ResourceNames, SqsFiringQueue,
-};
-use crate::adapters::sender::{ReqwestSender, SenderConfig};
-use crate::adapters::system::{RandomJitter, SystemClock};
-use crate::domain::delivery::{OutboundRequest, OutboundResponse, SendFailure};
-use crate::domain::firing::Firing;
-use crate::entry::config::{Settings, SettingsError};
-use crate::entry::http::{router, ApiKeys, RouteSet};
-use crate::ports::{FiringQueue, HttpSender, Leased, QueueDepth, StoreResult};
-use crate::service::{App, AttemptOutcome, CatalogTiming, Dispatcher, Policy, Ports};
-
-/// How long a function uses its in-memory postback index before reloading it whole: a
-/// backstop, since other functions' postback writes are learnt by `CATALOG_CHECK`.
-pub const CATALOG_TTL: Duration = Duration::from_secs(60);
-
-/// How often at most a function instance checks the postbacks' change stamp (one
-/// strongly consistent GetItem) and patches in what changed: another function's
-/// postback write applies within this plus a few reads (the spec's bound is 2 s).
-pub const CATALOG_CHECK: Duration = Duration::from_millis(500);
-
-/// The catalog timing of every function.
-pub const CATALOG_TIMING: CatalogTiming = CatalogTiming { ttl: CATALOG_TTL, check: Some(CATALOG_CHECK) };
-
-/// The dispatch function's configured timeout in seconds, set by `template.yaml` from
-/// the function's `Timeout`: the invocation's budget when the runtime reports an
-/// implausible deadline (`invocation_deadline`).
-pub const FUNCTION_TIMEOUT_ENV: &str = "FUNCTION_TIMEOUT_SECONDS";
-
-/// `FUNCTION_TIMEOUT_SECONDS` when unset: the template's dispatch `Timeout`.
-pub const DEFAULT_FUNCTION_TIMEOUT: Duration = Duration::from_secs(60);
-
-/// Lambda's longest function timeout: a deadline further ahead is not a real one.
-pub const MAX_FUNCTION_TIMEOUT: Duration = Duration::from_secs(900);
-
-/// How far in the past a reported deadline may be and still be a real one (an
-/// invocation handed over late). Further back it is not: `cargo lambda watch` 1.9.2
-/// reports 600000 ms after the epoch for every invocation.
-pub const PAST_DEADLINE_TOLERANCE: Duration = Duration::from_secs(5);
+use super::deadline::invocation_deadline;
+use super::emf::emit_metrics;
+use crate::adapters::aws::{leased_from_lambda_message, SqsFiringQueue};
+use crate::ports::{Clock, Leased};
+use crate::service::{AttemptOutcome, Dispatcher};
 
 /// Messages of one batch dispatched at once (the event source's batch size is 10).
 pub const DISPATCH_CONCURRENCY: usize = 10;
-
-#[derive(Debug, thiserror::Error)]
-pub enum InitError {
-    #[error(transparent)]
-    Settings(#[from] SettingsError),
-}
-
-/// `FUNCTION_TIMEOUT_SECONDS` read with `get` (`DEFAULT_FUNCTION_TIMEOUT` when unset).
-pub fn function_timeout(get: impl Fn(&str) -> Option<String>) -> Result<Duration, SettingsError> {
-    let Some(value) = get(FUNCTION_TIMEOUT_ENV).map(|v| v.trim().to_string()).filter(|v| !v.is_empty()) else {
-        return Ok(DEFAULT_FUNCTION_TIMEOUT);
-    };
-    match value.parse::<u64>() {
-        Ok(seconds @ 1..=900) => Ok(Duration::from_secs(seconds)),
-        _ => Err(SettingsError { name: FUNCTION_TIMEOUT_ENV, message: "must be whole seconds, 1..=900".into() }),
-    }
-}
-
-/// The deadline an invocation works to: the runtime's `reported` one when it is
-/// plausible at `now` (not more than `PAST_DEADLINE_TOLERANCE` past, not more than
-/// `MAX_FUNCTION_TIMEOUT` ahead), else `now` + the configured `function_timeout`. The
-/// flag says whether the reported one was used.
-pub fn invocation_deadline(
-    reported: SystemTime,
-    now: chrono::DateTime<chrono::Utc>,
-    function_timeout: Duration,
-) -> (chrono::DateTime<chrono::Utc>, bool) {
-    let reported = chrono::DateTime::<chrono::Utc>::from(reported);
-    let span = |d: Duration| chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX);
-    let plausible = reported >= now - span(PAST_DEADLINE_TOLERANCE) && reported <= now + span(MAX_FUNCTION_TIMEOUT);
-    if plausible {
-        (reported, true)
-    } else {
-        (now + span(function_timeout.min(MAX_FUNCTION_TIMEOUT)), false)
-    }
-}
-
-/// The outbound HTTP client, built on first use. Building it loads the TLS trust roots
-/// (a few milliseconds, about a third of a function's init): config-api and ingest send
-/// only for `/postbacks/{id}/test` and resends, so most of their instances never pay
-/// it; dispatch pays it once, on its first batch.
-pub struct LazySender {
-    config: SenderConfig,
-    sender: tokio::sync::OnceCell<ReqwestSender>,
-}
-
-impl LazySender {
-    pub fn new(config: SenderConfig) -> Self {
-        Self { config, sender: tokio::sync::OnceCell::new() }
-    }
-}
-
-#[async_trait]
-impl HttpSender for LazySender {
-    async fn send(&self, request: &OutboundRequest) -> Result<OutboundResponse, SendFailure> {
-        let sender =
-            self.sender.get_or_try_init(|| async { ReqwestSender::new(self.config.clone()) }).await.map_err(|e| {
-                // Only a broken TLS set-up gets here; retried like any transport failure.
-                tracing::error!(error = %e, "cannot build the HTTP client");
-                SendFailure::Other(e.to_string())
-            })?;
-        sender.send(request).await
-    }
-}
-
-/// The firing queue as the dispatch function sees it: `ack` is a no-op because the SQS
-/// event source deletes each message the handler does not report as failed. `retry`
-/// therefore only enqueues the next attempt; the current message goes with the batch.
-#[derive(Debug, Clone)]
-pub struct EventSourceQueue {
-    inner: Arc<SqsFiringQueue>,
-}
-
-impl EventSourceQueue {
-    pub fn new(inner: Arc<SqsFiringQueue>) -> Self {
-        Self { inner }
-    }
-}
-
-#[async_trait]
-impl FiringQueue for EventSourceQueue {
-    async fn enqueue(&self, firings: &[Firing]) -> StoreResult<()> {
-        self.inner.enqueue(firings).await
-    }
-
-    async fn receive(&self, max: usize) -> StoreResult<Vec<Leased>> {
-        self.inner.receive(max).await
-    }
-
-    async fn depth(&self) -> StoreResult<QueueDepth> {
-        self.inner.depth().await
-    }
-
-    async fn ack(&self, _leased: &Leased) -> StoreResult<()> {
-        Ok(())
-    }
-
-    async fn retry(&self, _leased: &Leased, next: &Firing) -> StoreResult<()> {
-        self.inner.enqueue(std::slice::from_ref(next)).await
-    }
-}
-
-/// Everything a function needs, built once at init.
-#[derive(Clone)]
-pub struct LambdaApp {
-    pub app: Arc<App>,
-    pub settings: Settings,
-    pub names: ResourceNames,
-    /// The SQS/Scheduler queue itself (not the event-source view the `App` uses).
-    pub queue: Arc<SqsFiringQueue>,
-    /// `FUNCTION_TIMEOUT_SECONDS` (see `invocation_deadline`).
-    pub function_timeout: Duration,
-}
-
-impl std::fmt::Debug for LambdaApp {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("LambdaApp").field("settings", &self.settings).field("names", &self.names).finish()
-    }
-}
-
-impl LambdaApp {
-    /// Read the settings (both API keys required) and resource names from the
-    /// environment and build the app. Call once, before starting the runtime.
-    pub async fn from_env() -> Result<Self, InitError> {
-        let (settings, _) = Settings::from_env(false)?;
-        let names = ResourceNames::from_env()?;
-        let function_timeout = function_timeout(|name| std::env::var(name).ok())?;
-        let clients = AwsClients::from_env().await;
-        Ok(Self { function_timeout, ..Self::build(settings, &clients, &names) })
-    }
-
-    /// Build from explicit parts (tests, tools).
-    pub fn build(settings: Settings, clients: &AwsClients, names: &ResourceNames) -> Self {
-        Self::build_with_queue(settings, clients, names, QueueSettings::from_names(names))
-    }
-
-    /// As `build`, with the queue's settings given (tests shorten the scheduling
-    /// threshold and lead to watch real schedules fire within seconds).
-    pub fn build_with_queue(
-        settings: Settings,
-        clients: &AwsClients,
-        names: &ResourceNames,
-        queue: QueueSettings,
-    ) -> Self {
-        Self::build_with(settings, clients, names, queue, CATALOG_TIMING)
-    }
-
-    /// As `build_with_queue`, with the postback index's timing given (tests: a check
-    /// that never comes due, to hold a stale index; or none, for exact request counts).
-    pub fn build_with(
-        settings: Settings,
-        clients: &AwsClients,
-        names: &ResourceNames,
-        queue: QueueSettings,
-        catalog: CatalogTiming,
-    ) -> Self {
-        let mut adapters = AwsAdapters::new(clients, names, settings.log_retention()).with_audit_retention(
-            clients,
-            names,
-            settings.audit_retention(),
-        );
-        adapters.queue = Arc::new(SqsFiringQueue::new(clients, queue));
-        let sender = LazySender::new(SenderConfig::new(settings.delivery_timeout, settings.allow_private_targets));
-        let ports = Ports {
-            postbacks: adapters.postbacks,
-            touches: adapters.touches,
-            logs: adapters.logs,
-            queue: Arc::new(EventSourceQueue::new(adapters.queue.clone())),
-            control: adapters.control,
-            access: adapters.access,
-            sender: Arc::new(sender),
-            clock: Arc::new(SystemClock),
-            jitter: Arc::new(RandomJitter),
-            combined: None,
-        };
-        let policy = Policy {
-            retry: settings.retry,
-            catalog_ttl: catalog.ttl,
-            catalog_check: catalog.check,
-            breaker: settings.breaker,
-            partners: settings.partners,
-        };
-        let app = App::new(ports, policy);
-        Self { app, settings, names: names.clone(), queue: adapters.queue, function_timeout: DEFAULT_FUNCTION_TIMEOUT }
-    }
-
-    /// The shared HTTP router with this deployment's keys, for `lambda_http::run`.
-    /// After each request (one per invocation), the invocation's counts go to stdout as
-    /// one CloudWatch EMF line.
-    pub fn router(&self, routes: RouteSet) -> axum::Router {
-        let app = self.app.clone();
-        let function = if routes == RouteSet::Ingest { "ingest" } else { "config-api" };
-        router(self.app.clone(), ApiKeys::new(&self.settings.admin_api_key, &self.settings.ingest_api_key), routes)
-            .layer(axum::middleware::from_fn(move |request, next: axum::middleware::Next| {
-                let app = app.clone();
-                async move {
-                    let response = next.run(request).await;
-                    emit_metrics(&app, function);
-                    response
-                }
-            }))
-    }
-
-    /// What the dispatch function's handler calls `dispatch_batch` with.
-    pub fn batch_dispatcher(&self) -> BatchDispatcher {
-        BatchDispatcher {
-            dispatcher: self.app.dispatcher(),
-            queue: self.queue.clone(),
-            delivery_timeout: self.settings.delivery_timeout,
-            function_timeout: self.function_timeout,
-            warned: Arc::new(std::sync::atomic::AtomicBool::new(false)),
-        }
-    }
-}
 
 /// The dispatcher plus the queue that early arrivals are put back on.
 #[derive(Clone)]
@@ -498,67 +238,22 @@ async fn process_message(batch: &BatchDispatcher, message: BatchMessage) -> Mess
 /// lambda watch` reports a fixed moment in 1970) is replaced by the configured function
 /// timeout from now (`BatchDispatcher::deadline`).
 pub async fn dispatch_batch(batch: &BatchDispatcher, event: SqsEvent, deadline: SystemTime) -> SqsBatchResponse {
-    let deadline = batch.deadline(deadline);
-    let left = (deadline - batch.dispatcher.now()).to_std().unwrap_or_default();
-    let limits = BatchLimits { deadline: instant_in(left), start_budget: batch.start_budget(), grace: RESPONSE_GRACE };
+    let limits = BatchLimits {
+        clock: batch.dispatcher.app().ports.clock.clone(),
+        deadline: batch.deadline(deadline),
+        start_budget: batch.start_budget(),
+        grace: RESPONSE_GRACE,
+    };
     let response = run_batch(event.records, limits, |message| process_message(batch, message)).await;
     emit_metrics(batch.dispatcher.app(), "dispatch");
     response
 }
 
-/// The CloudWatch namespace of the functions' EMF metrics.
-pub const METRICS_NAMESPACE: &str = "PostbackManager";
-
-/// Print the counts since the last call as one EMF line (nothing if nothing was counted).
-/// CloudWatch Logs turns it into metrics: no API call from the function.
-fn emit_metrics(app: &App, function: &str) {
-    if let Some(line) = emf_line(&app.metrics.take(), function, chrono::Utc::now().timestamp_millis()) {
-        println!("{line}");
-    }
-}
-
-/// One CloudWatch Embedded Metric Format line for these counts, with the dimension
-/// `function`. EMF holds one value per metric name, so the label goes into the name:
-/// `events_accepted_<type>`, `events_duplicate_<type>`, `firings_<outcome>`, and the
-/// delivery durations as `delivery_duration_ms_sum` / `delivery_duration_count`.
-pub fn emf_line(m: &crate::service::metrics::MetricsSnapshot, function: &str, timestamp_ms: i64) -> Option<String> {
-    let mut values: Vec<(String, &'static str, serde_json::Value)> = Vec::new();
-    let counts = [("events_accepted_", &m.accepted), ("events_duplicate_", &m.duplicates), ("firings_", &m.firings)];
-    for (prefix, map) in counts {
-        values.extend(map.iter().map(|(label, n)| (format!("{prefix}{label}"), "Count", serde_json::json!(n))));
-    }
-    if m.duration_count > 0 {
-        let ms = (m.duration_sum_seconds * 1000.0).round();
-        values.push(("delivery_duration_ms_sum".into(), "Milliseconds", serde_json::json!(ms)));
-        values.push(("delivery_duration_count".into(), "Count", serde_json::json!(m.duration_count)));
-    }
-    if values.is_empty() {
-        return None;
-    }
-    let definitions: Vec<_> =
-        values.iter().map(|(name, unit, _)| serde_json::json!({"Name": name, "Unit": unit})).collect();
-    let mut line = serde_json::json!({
-        "_aws": {
-            "Timestamp": timestamp_ms,
-            "CloudWatchMetrics": [{"Namespace": METRICS_NAMESPACE, "Dimensions": [["function"]], "Metrics": definitions}],
-        },
-        "function": function,
-    });
-    if let Some(object) = line.as_object_mut() {
-        object.extend(values.into_iter().map(|(name, _, value)| (name, value)));
-    }
-    Some(line.to_string())
-}
-
-/// The monotonic instant `left` from now (capped at a day away).
-fn instant_in(left: Duration) -> Instant {
-    Instant::now() + left.min(Duration::from_secs(86_400))
-}
-
-/// The time limits of one batch.
-#[derive(Debug, Clone, Copy)]
+/// The time limits of one batch: a budget on the dispatcher's clock.
+#[derive(Clone)]
 struct BatchLimits {
-    deadline: Instant,
+    clock: Arc<dyn Clock>,
+    deadline: chrono::DateTime<chrono::Utc>,
     /// A message starts only while this much is left before the deadline.
     start_budget: Duration,
     /// The handler answers this long before the deadline.
@@ -567,11 +262,16 @@ struct BatchLimits {
 
 impl BatchLimits {
     fn left(&self) -> Duration {
-        self.deadline.saturating_duration_since(Instant::now())
+        (self.deadline - self.clock.now()).to_std().unwrap_or_default()
     }
 
     fn may_start(&self) -> bool {
         self.left() >= self.start_budget
+    }
+
+    /// When the handler answers: `grace` before the deadline.
+    fn cutoff(&self) -> chrono::DateTime<chrono::Utc> {
+        self.deadline - chrono::Duration::from_std(self.grace).unwrap_or_default()
     }
 }
 
@@ -585,7 +285,7 @@ where
     F: Fn(BatchMessage) -> Fut,
     Fut: Future<Output = MessageOutcome>,
 {
-    let started = Instant::now();
+    let started = limits.clock.now();
     let messages: Vec<BatchMessage> = records.iter().map(BatchMessage::parse).collect();
     let total = messages.len();
     if total > 0 && !limits.may_start() {
@@ -597,7 +297,7 @@ where
         );
     }
     let ids: Vec<Option<String>> = messages.iter().map(|m| m.message_id.clone()).collect();
-    let process = &process;
+    let (process, limits) = (&process, &limits);
     let mut finished = Box::pin(
         futures::stream::iter(same_firing_groups(messages))
             .map(|group| {
@@ -607,15 +307,19 @@ where
             })
             .flatten_unordered(DISPATCH_CONCURRENCY),
     );
-    let cutoff = tokio::time::Instant::from_std(limits.deadline.checked_sub(limits.grace).unwrap_or(limits.deadline));
+    let mut cutoff = limits.clock.sleep_until(limits.cutoff());
     let mut outcomes: Vec<Option<MessageOutcome>> = vec![None; total];
     loop {
-        match tokio::time::timeout_at(cutoff, finished.next()).await {
-            Ok(Some((position, outcome))) => outcomes[position] = Some(outcome),
-            Ok(None) => break,
+        tokio::select! {
+            // A message that finished counts, even at the cutoff.
+            biased;
+            next = finished.next() => match next {
+                Some((position, outcome)) => outcomes[position] = Some(outcome),
+                None => break,
+            },
             // The rest is dropped unfinished: answering now beats a Lambda timeout,
             // which would return every message of the batch.
-            Err(_) => break,
+            () = &mut cutoff => break,
         }
     }
     drop(finished);
@@ -645,7 +349,7 @@ where
     tracing::info!(
         messages = total,
         failures = response.batch_item_failures.len(),
-        duration_ms = millis(started.elapsed()),
+        duration_ms = millis((limits.clock.now() - started).to_std().unwrap_or_default()),
         left_ms = millis(limits.left()),
         "batch dispatched"
     );
@@ -654,7 +358,7 @@ where
 
 /// One message within the batch's limits: not started when the deadline is too near,
 /// a panic turned into that message's failure.
-async fn run_one<F, Fut>(message: BatchMessage, limits: BatchLimits, process: &F) -> MessageOutcome
+async fn run_one<F, Fut>(message: BatchMessage, limits: &BatchLimits, process: &F) -> MessageOutcome
 where
     F: Fn(BatchMessage) -> Fut,
     Fut: Future<Output = MessageOutcome>,
@@ -705,46 +409,10 @@ fn panic_text(panic: &(dyn std::any::Any + Send)) -> String {
 
 #[cfg(test)]
 mod tests {
-    #[test]
-    fn emf_line_has_the_invocation_counts() {
-        let metrics = crate::service::metrics::Metrics::default();
-        assert_eq!(super::emf_line(&metrics.snapshot(), "ingest", 1), None, "nothing counted, no line");
-        metrics.event("click", false);
-        metrics.event("click", false);
-        metrics.event("conversion", true);
-        metrics.firing("delivered");
-        metrics.delivery_duration(Duration::from_millis(120));
-        let line = super::emf_line(&metrics.take(), "dispatch", 1_700_000_000_000).unwrap();
-        assert!(!line.contains('\n'), "one line");
-        let v: serde_json::Value = serde_json::from_str(&line).unwrap();
-        assert_eq!(v["_aws"]["Timestamp"], 1_700_000_000_000_i64);
-        let directive = &v["_aws"]["CloudWatchMetrics"][0];
-        assert_eq!(directive["Namespace"], "PostbackManager");
-        assert_eq!(directive["Dimensions"], serde_json::json!([["function"]]));
-        assert_eq!(v["function"], "dispatch");
-        let names: Vec<&str> =
-            directive["Metrics"].as_array().unwrap().iter().map(|m| m["Name"].as_str().unwrap()).collect();
-        assert_eq!(
-            names,
-            [
-                "events_accepted_click",
-                "events_duplicate_conversion",
-                "firings_delivered",
-                "delivery_duration_ms_sum",
-                "delivery_duration_count"
-            ]
-        );
-        // Every declared metric has its value at the top level (EMF's rule).
-        for name in &names {
-            assert!(v[name].is_number(), "{name} in {line}");
-        }
-        assert_eq!(v["events_accepted_click"], 2);
-        assert_eq!(v["delivery_duration_ms_sum"], 120.0);
-        assert_eq!(super::emf_line(&metrics.take(), "dispatch", 1), None, "taken: the next invocation starts at zero");
-    }
-
     use super::*;
+    use crate::testing::ManualClock;
     use std::cell::Cell;
+    use std::pin::Pin;
     use std::sync::Mutex;
 
     thread_local! {
@@ -768,8 +436,36 @@ mod tests {
         .to_string()
     }
 
+    fn manual_clock() -> Arc<ManualClock> {
+        Arc::new(ManualClock::new(at(1_900_000_000_000)))
+    }
+
+    /// Limits with the deadline `deadline_in` from `clock`'s now.
+    fn limits_on(
+        clock: &Arc<ManualClock>,
+        deadline_in: Duration,
+        start_budget: Duration,
+        grace: Duration,
+    ) -> BatchLimits {
+        let deadline = clock.now() + chrono::Duration::from_std(deadline_in).unwrap();
+        BatchLimits { clock: clock.clone(), deadline, start_budget, grace }
+    }
+
+    /// Limits on a clock that stands still: only the time left at the start counts.
     fn limits(deadline_in: Duration, start_budget: Duration, grace: Duration) -> BatchLimits {
-        BatchLimits { deadline: Instant::now() + deadline_in, start_budget, grace }
+        limits_on(&manual_clock(), deadline_in, start_budget, grace)
+    }
+
+    /// Drive `batch`, which must not answer meanwhile, until the work was handed `n`
+    /// messages.
+    async fn until_started<F: Future>(mut batch: Pin<&mut F>, calls: &Calls, n: usize) {
+        for _ in 0..100 {
+            if calls.ids().len() >= n {
+                return;
+            }
+            assert!(futures::poll!(batch.as_mut()).is_pending(), "answered before {n} messages started");
+        }
+        panic!("{n} messages never started");
     }
 
     fn failed(response: &SqsBatchResponse) -> Vec<&str> {
@@ -853,15 +549,23 @@ mod tests {
         let records =
             vec![message("m1", &firing("d1", 1)), message("m2", &firing("d1", 1)), message("m3", &firing("d2", 1))];
         let calls = Calls::default();
-        let near = limits(Duration::from_millis(2000), Duration::from_millis(1500), Duration::from_millis(50));
-        let response = run_batch(records, near, |m| {
+        let clock = manual_clock();
+        let done_at = clock.now() + chrono::Duration::milliseconds(700);
+        let near =
+            limits_on(&clock, Duration::from_millis(2000), Duration::from_millis(1500), Duration::from_millis(50));
+        let batch = run_batch(records, near, |m| {
             calls.record(&m);
-            async {
-                tokio::time::sleep(Duration::from_millis(700)).await;
+            let clock = clock.clone();
+            async move {
+                clock.sleep_until(done_at).await;
                 MessageOutcome::Done(AttemptOutcome::Delivered)
             }
-        })
-        .await;
+        });
+        tokio::pin!(batch);
+        until_started(batch.as_mut(), &calls, 2).await;
+        // The work of m1 and m3 takes 700 ms: 1300 ms are left when m2 could start.
+        clock.advance(Duration::from_millis(700));
+        let response = batch.await;
         assert_eq!(failed(&response), ["m2"], "only the unstarted message; the delivered ones are not failures");
         assert_eq!(calls.ids(), ["m1", "m3"], "the unstarted message was not sent");
 
@@ -919,31 +623,31 @@ mod tests {
     #[tokio::test]
     async fn messages_still_in_flight_at_the_grace_are_reported_and_the_rest_is_not() {
         let records = vec![message("m1", &firing("d1", 1)), message("m2", &firing("d2", 1))];
-        let started = Instant::now();
-        let limits = limits(Duration::from_millis(600), Duration::ZERO, Duration::from_millis(100));
-        let response = run_batch(records, limits, |m| {
+        let calls = Calls::default();
+        let clock = manual_clock();
+        let long_after = clock.now() + chrono::Duration::seconds(30);
+        let limits = limits_on(&clock, Duration::from_millis(600), Duration::ZERO, Duration::from_millis(100));
+        let batch = run_batch(records, limits, |m| {
+            calls.record(&m);
             let slow = m.id() == "m1";
+            let clock = clock.clone();
             async move {
                 if slow {
-                    tokio::time::sleep(Duration::from_secs(30)).await;
+                    clock.sleep_until(long_after).await;
                 }
                 MessageOutcome::Done(AttemptOutcome::Delivered)
             }
-        })
-        .await;
+        });
+        tokio::pin!(batch);
+        until_started(batch.as_mut(), &calls, 2).await;
+        // The grace is 100 ms before the 600 ms deadline: no answer before it...
+        clock.advance(Duration::from_millis(499));
+        assert!(futures::poll!(batch.as_mut()).is_pending(), "answered before the grace");
+        // ...and one at it, with the message still in flight reported.
+        clock.advance(Duration::from_millis(1));
+        // A bound on a hang (the batch would wait for m1 forever), not a wait for time.
+        let response = tokio::time::timeout(Duration::from_secs(10), batch).await.expect("no answer at the grace");
         assert_eq!(failed(&response), ["m1"]);
-        let took = started.elapsed();
-        assert!(took >= Duration::from_millis(450) && took < Duration::from_secs(5), "answered at the grace: {took:?}");
-    }
-
-    #[test]
-    fn the_time_left_becomes_an_instant() {
-        let soon = instant_in(Duration::from_secs(10));
-        let left = soon.saturating_duration_since(Instant::now());
-        assert!(left > Duration::from_secs(9) && left <= Duration::from_secs(10), "{left:?}");
-        assert!(instant_in(Duration::ZERO) <= Instant::now(), "nothing left is now");
-        let capped = instant_in(Duration::from_secs(10 * 86_400));
-        assert!(capped.saturating_duration_since(Instant::now()) <= Duration::from_secs(86_400));
     }
 
     fn at(ms: i64) -> chrono::DateTime<chrono::Utc> {
@@ -954,34 +658,15 @@ mod tests {
         SystemTime::from(t)
     }
 
-    /// A real deadline is used as reported, a little late included; cargo lambda
-    /// watch's fixed 1970 one and one beyond Lambda's 15 minutes fall back to the
-    /// configured timeout from the clock's now.
-    #[test]
-    fn an_implausible_deadline_falls_back_to_the_function_timeout() {
-        let now = at(1_900_000_000_000);
-        let timeout = Duration::from_secs(60);
-        let fallback = (now + chrono::Duration::seconds(60), false);
-        for ahead_ms in [-5_000, -1, 0, 1, 30_000, 900_000] {
-            let reported = now + chrono::Duration::milliseconds(ahead_ms);
-            assert_eq!(invocation_deadline(system(reported), now, timeout), (reported, true), "{ahead_ms} ms");
-        }
-        assert_eq!(invocation_deadline(system(at(600_000)), now, timeout), fallback, "cargo lambda watch 1.9.2");
-        assert_eq!(invocation_deadline(SystemTime::UNIX_EPOCH, now, timeout), fallback);
-        for ahead_ms in [-5_001, -3_600_000, 900_001, 86_400_000] {
-            let reported = now + chrono::Duration::milliseconds(ahead_ms);
-            assert_eq!(invocation_deadline(system(reported), now, timeout), fallback, "{ahead_ms} ms");
-        }
-        let (short, _) = invocation_deadline(system(at(600_000)), now, Duration::from_secs(29));
-        assert_eq!(short, now + chrono::Duration::seconds(29), "the configured timeout, not a constant");
-    }
-
     /// The batch's deadline is judged on the dispatcher's clock (the `Clock` port): a
     /// manual clock moves it; the implausible-deadline warning is logged once.
     #[cfg(feature = "testing")]
     #[tokio::test]
     async fn the_batch_deadline_is_on_the_dispatchers_clock() {
+        use crate::adapters::aws::{AwsClients, QueueSettings, ResourceNames};
+        use crate::entry::lambda::{CATALOG_CHECK, CATALOG_TTL};
         use crate::ports::Clock;
+        use crate::service::{App, Policy, Ports};
         use crate::testing::{FixedJitter, ManualClock, MemoryAdapters, MemoryOptions, ScriptedSender};
         let clock = Arc::new(ManualClock::new(at(1_900_000_000_000)));
         let memory = MemoryAdapters::new(clock.clone(), MemoryOptions::default());
@@ -1022,15 +707,5 @@ mod tests {
         assert_eq!(batch.deadline(watch), now + chrono::Duration::seconds(3_660), "from the clock's now");
         let real = clock.now() + chrono::Duration::seconds(42);
         assert_eq!(batch.deadline(system(real)), real, "a plausible one as reported");
-    }
-
-    #[test]
-    fn the_function_timeout_setting() {
-        assert_eq!(function_timeout(|_| None).unwrap(), DEFAULT_FUNCTION_TIMEOUT);
-        assert_eq!(function_timeout(|_| Some(" 29 ".into())).unwrap(), Duration::from_secs(29));
-        for bad in ["0", "901", "1.5", "sixty", "-1"] {
-            let err = function_timeout(|_| Some(bad.into())).unwrap_err();
-            assert_eq!(err.name, FUNCTION_TIMEOUT_ENV, "{bad}");
-        }
     }
 }

@@ -1,21 +1,21 @@
 //! `template.yaml` must declare exactly the tables, queues and schedule group that
-//! `resources.rs` defines (and that the tests create), and wire their names into the
-//! functions' environment under the names `ResourceNames::from_env` reads.
+//! `adapters/aws/resources.rs` defines (and that the tests create), and wire their names
+//! into the functions' environment under the names `ResourceNames::from_env` reads.
 
 use std::collections::BTreeSet;
 
 use serde_yaml::value::TaggedValue;
 use serde_yaml::Value;
 
-use super::env;
-use super::logs::STATS_SETTLE;
-use super::resources::{
+use postback::adapters::aws::env;
+use postback::adapters::aws::resources::{
     KeyDef, TableDef, CONTROL_TABLE, FIRING_QUEUE, SCHEDULER_ROLE_LOGICAL_ID, SCHEDULE_GROUP_LOGICAL_ID, TABLES,
 };
-use crate::entry::config::MAX_DELIVERY_TIMEOUT_MS;
-use crate::entry::lambda::STORE_MARGIN;
+use postback::adapters::aws::STATS_SETTLE;
+use postback::entry::config::MAX_DELIVERY_TIMEOUT_MS;
+use postback::entry::lambda::{FUNCTION_TIMEOUT_ENV, STORE_MARGIN};
 
-const TEMPLATE: &str = include_str!("../../../../template.yaml");
+const TEMPLATE: &str = include_str!("../../../template.yaml");
 
 /// Dispatch makes every `ControlStore` call: breaker reads (GetItem) and conditional
 /// writes (PutItem), slot cursors (UpdateItem), hold (BatchWriteItem), release (Query,
@@ -142,23 +142,19 @@ fn check_template(text: &str) -> Vec<String> {
     expect("queue type", queue["Type"].as_str() == Some("AWS::SQS::Queue"));
     expect("dead-letter queue type", dlq["Type"].as_str() == Some("AWS::SQS::Queue"));
     let queue_props = &queue["Properties"];
-    expect(
-        "queue VisibilityTimeout",
-        as_u64(&queue_props["VisibilityTimeout"]) == Some(u64::from(FIRING_QUEUE.visibility_timeout_s)),
-    );
-    expect(
-        "queue MessageRetentionPeriod",
-        as_u64(&queue_props["MessageRetentionPeriod"]) == Some(u64::from(FIRING_QUEUE.retention_s)),
-    );
-    expect(
-        "dead-letter queue MessageRetentionPeriod",
-        as_u64(&dlq["Properties"]["MessageRetentionPeriod"]) == Some(u64::from(FIRING_QUEUE.retention_s)),
-    );
     let redrive = &queue_props["RedrivePolicy"];
-    expect(
-        "RedrivePolicy maxReceiveCount",
-        as_u64(&redrive["maxReceiveCount"]) == Some(u64::from(FIRING_QUEUE.max_receive_count)),
-    );
+    for (what, declared, defined) in [
+        ("queue VisibilityTimeout", &queue_props["VisibilityTimeout"], FIRING_QUEUE.visibility_timeout_s),
+        ("queue MessageRetentionPeriod", &queue_props["MessageRetentionPeriod"], FIRING_QUEUE.retention_s),
+        (
+            "dead-letter queue MessageRetentionPeriod",
+            &dlq["Properties"]["MessageRetentionPeriod"],
+            FIRING_QUEUE.retention_s,
+        ),
+        ("RedrivePolicy maxReceiveCount", &redrive["maxReceiveCount"], FIRING_QUEUE.max_receive_count),
+    ] {
+        expect(what, as_u64(declared) == Some(u64::from(defined)));
+    }
     expect(
         "RedrivePolicy targets the dead-letter queue",
         redrive["deadLetterTargetArn"] == tagged("!GetAtt", &format!("{}.Arn", FIRING_QUEUE.dead_letter_logical_id)),
@@ -187,7 +183,7 @@ fn check_template(text: &str) -> Vec<String> {
     let budget_ms = MAX_DELIVERY_TIMEOUT_MS + u64::try_from(STORE_MARGIN.as_millis()).unwrap_or(u64::MAX);
     expect("dispatch Timeout > DeliveryTimeoutMs MaxValue + store margin", timeout.saturating_mul(1000) > budget_ms);
     // The batch's budget when the runtime's deadline is implausible (`entry::lambda`).
-    let function_timeout = &dispatch["Environment"]["Variables"][crate::entry::lambda::FUNCTION_TIMEOUT_ENV];
+    let function_timeout = &dispatch["Environment"]["Variables"][FUNCTION_TIMEOUT_ENV];
     expect(
         "dispatch FUNCTION_TIMEOUT_SECONDS = its Timeout",
         as_u64(function_timeout).or_else(|| function_timeout.as_str().and_then(|t| t.parse().ok())) == Some(timeout),
@@ -289,7 +285,7 @@ fn template_routes_are_the_router_table() {
             }
         }
     }
-    let expected: BTreeSet<(String, String)> = crate::entry::http::ROUTES
+    let expected: BTreeSet<(String, String)> = postback::entry::http::ROUTES
         .iter()
         .filter(|(_, path, _)| *path != "/metrics")
         .map(|(m, p, _)| (m.to_string(), p.to_string()))
