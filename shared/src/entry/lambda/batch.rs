@@ -666,34 +666,16 @@ mod tests {
         use crate::adapters::aws::{AwsClients, QueueSettings, ResourceNames};
         use crate::entry::lambda::{CATALOG_CHECK, CATALOG_TTL};
         use crate::ports::Clock;
-        use crate::service::{App, Policy, Ports};
-        use crate::testing::{FixedJitter, ManualClock, MemoryAdapters, MemoryOptions, ScriptedSender};
-        let clock = Arc::new(ManualClock::new(at(1_900_000_000_000)));
-        let memory = MemoryAdapters::new(clock.clone(), MemoryOptions::default());
-        let ports = Ports {
-            postbacks: memory.postbacks.clone(),
-            touches: memory.touches.clone(),
-            logs: memory.logs.clone(),
-            queue: memory.queue.clone(),
-            control: memory.control.clone(),
-            access: memory.access.clone(),
-            sender: Arc::new(ScriptedSender::with_clock(clock.clone())),
-            clock: clock.clone(),
-            jitter: Arc::new(FixedJitter(0.5)),
-            combined: None,
-        };
-        let policy = Policy {
-            retry: crate::domain::delivery::RetryPolicy { max_attempts: 3, base_delay: Duration::from_secs(10) },
-            catalog_ttl: CATALOG_TTL,
-            catalog_check: Some(CATALOG_CHECK),
-            breaker: Default::default(),
-            partners: Default::default(),
-        };
+        use crate::service::Policy;
+        use crate::testing::{self, ManualClock};
+        let policy = Policy { catalog_ttl: CATALOG_TTL, catalog_check: Some(CATALOG_CHECK), ..testing::policy() };
+        let test = testing::app(Arc::new(ManualClock::new(at(1_900_000_000_000))), policy);
+        let clock = test.clock.clone();
         let config = aws_config::SdkConfig::builder().behavior_version(aws_config::BehaviorVersion::latest()).build();
         let clients = AwsClients::from_sdk_config(&config);
         let names = ResourceNames::from_lookup(|name| Some(format!("test-{name}"))).unwrap();
         let batch = BatchDispatcher {
-            dispatcher: App::new(ports, policy).dispatcher(),
+            dispatcher: test.app.dispatcher(),
             queue: Arc::new(SqsFiringQueue::new(&clients, QueueSettings::from_names(&names))),
             delivery_timeout: Duration::from_secs(10),
             function_timeout: Duration::from_secs(60),
