@@ -32,6 +32,7 @@ async fn wait_health(api: &Api, id: &str, done: impl Fn(&Value) -> bool) -> Valu
         if done(&h) || Instant::now() > deadline {
             return h;
         }
+        // Polling the server process's health report.
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
 }
@@ -87,8 +88,11 @@ async fn an_outage_holds_1000_firings_and_the_receivers_return_delivers_each_exa
     conversions(&api, "B", 1_000).await;
     let h = wait_health(&api, &id, |h| h["held"].as_u64().unwrap_or(0) >= 1_000).await;
     assert!(h["held"].as_u64().unwrap() >= 1_000, "held: {h}");
-    // Let a probe or two fail (re-opens: the cool-down doubles), then bring it back.
-    tokio::time::sleep(Duration::from_millis(800)).await;
+    // Let a probe fail (re-opens: the cool-down doubles), then bring it back. The probe is
+    // the next request the receiver sees after the held count was reached.
+    let before_probe = sink.hits_on("/switch/aff").len();
+    let probed = sink.wait_until("/switch/aff", WAIT, |hits| hits.len() > before_probe).await;
+    assert!(probed.len() > before_probe, "a probe reached the receiver while it was down");
     let down_hits = sink.hits_on("/switch/aff").len();
     sink.set_down("aff", false);
     let up_at = Instant::now();

@@ -31,7 +31,7 @@ use crate::domain::delivery::{OutboundRequest, OutboundResponse, SendFailure};
 use crate::domain::firing::Firing;
 use crate::entry::config::{Settings, SettingsError};
 use crate::entry::http::{router, ApiKeys, RouteSet};
-use crate::ports::{FiringQueue, HttpSender, Leased, QueueDepth, StoreResult};
+use crate::ports::{Clock, FiringQueue, HttpSender, Leased, QueueDepth, StoreResult};
 use crate::service::{App, AttemptOutcome, CatalogTiming, Dispatcher, Policy, Ports};
 
 /// How long a function uses its in-memory postback index before reloading it whole: a
@@ -220,12 +220,10 @@ impl LambdaApp {
         queue: QueueSettings,
         catalog: CatalogTiming,
     ) -> Self {
-        let mut adapters = AwsAdapters::new(clients, names, settings.log_retention()).with_audit_retention(
-            clients,
-            names,
-            settings.audit_retention(),
-        );
-        adapters.queue = Arc::new(SqsFiringQueue::new(clients, queue));
+        let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+        let mut adapters = AwsAdapters::new(clients, names, settings.log_retention(), clock.clone())
+            .with_audit_retention(clients, names, settings.audit_retention());
+        adapters.queue = Arc::new(SqsFiringQueue::new(clients, queue, clock.clone()));
         let sender = LazySender::new(SenderConfig::new(settings.delivery_timeout, settings.allow_private_targets));
         let ports = Ports {
             postbacks: adapters.postbacks,
@@ -235,7 +233,7 @@ impl LambdaApp {
             control: adapters.control,
             access: adapters.access,
             sender: Arc::new(sender),
-            clock: Arc::new(SystemClock),
+            clock,
             jitter: Arc::new(RandomJitter),
             combined: None,
         };
@@ -1009,7 +1007,7 @@ mod tests {
         let names = ResourceNames::from_lookup(|name| Some(format!("test-{name}"))).unwrap();
         let batch = BatchDispatcher {
             dispatcher: App::new(ports, policy).dispatcher(),
-            queue: Arc::new(SqsFiringQueue::new(&clients, QueueSettings::from_names(&names))),
+            queue: Arc::new(SqsFiringQueue::new(&clients, QueueSettings::from_names(&names), clock.clone())),
             delivery_timeout: Duration::from_secs(10),
             function_timeout: Duration::from_secs(60),
             warned: Arc::new(std::sync::atomic::AtomicBool::new(false)),

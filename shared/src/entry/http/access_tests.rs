@@ -36,7 +36,7 @@ fn world() -> World {
 }
 
 pub(super) fn world_with(partners: crate::domain::partner::PartnerPolicy) -> World {
-    let clock = Arc::new(ManualClock::new(chrono::Utc::now()));
+    let clock = Arc::new(ManualClock::starting_now());
     let memory = MemoryAdapters::new(clock.clone(), MemoryOptions::default());
     let ports = Ports {
         postbacks: memory.postbacks.clone(),

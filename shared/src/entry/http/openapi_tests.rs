@@ -28,7 +28,7 @@ fn app() -> axum::Router {
 }
 
 fn app_for(routes: RouteSet) -> axum::Router {
-    let clock = Arc::new(ManualClock::new(chrono::Utc::now()));
+    let clock = Arc::new(ManualClock::starting_now());
     let memory = MemoryAdapters::new(clock.clone(), MemoryOptions::default());
     let ports = Ports {
         postbacks: memory.postbacks.clone(),
