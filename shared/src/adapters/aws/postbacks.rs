@@ -80,7 +80,7 @@ fn failed_condition(code: &str) -> bool {
     code == "ConditionalCheckFailed"
 }
 
-#[derive(Clone)]
+#[derive(Debug, Clone)]
 pub struct DynamoPostbackStore {
     client: aws_sdk_dynamodb::Client,
     table: String,
@@ -88,15 +88,6 @@ pub struct DynamoPostbackStore {
     audit_retention: chrono::Duration,
     /// The time of change records and of the `INDEX_SETTLE` window.
     clock: Arc<dyn Clock>,
-}
-
-impl std::fmt::Debug for DynamoPostbackStore {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("DynamoPostbackStore")
-            .field("table", &self.table)
-            .field("audit_retention", &self.audit_retention)
-            .finish()
-    }
 }
 
 impl DynamoPostbackStore {

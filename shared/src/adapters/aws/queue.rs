@@ -91,7 +91,7 @@ impl QueueSettings {
     }
 }
 
-#[derive(Clone)]
+#[derive(Debug, Clone)]
 pub struct SqsFiringQueue {
     sqs: aws_sdk_sqs::Client,
     scheduler: aws_sdk_scheduler::Client,
@@ -99,12 +99,6 @@ pub struct SqsFiringQueue {
     /// The "now" a firing's delay is counted from. Leases and delays themselves run on
     /// SQS's clock.
     clock: Arc<dyn Clock>,
-}
-
-impl std::fmt::Debug for SqsFiringQueue {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SqsFiringQueue").field("settings", &self.settings).finish()
-    }
 }
 
 /// A queue message body from the dispatch Lambda's SQS event, with its receipt handle.

@@ -22,7 +22,7 @@ const IMPRESSION: &str = "impression";
 /// Seen markers of dedupe keys that do not name a transaction share this partition.
 const SEEN_FALLBACK_PARTITION: &str = "#seen";
 
-#[derive(Clone)]
+#[derive(Debug, Clone)]
 pub struct DynamoTouchStore {
     client: aws_sdk_dynamodb::Client,
     table: String,
@@ -30,12 +30,6 @@ pub struct DynamoTouchStore {
     /// The "now" of TTLs written and of reads' expiry check (DynamoDB's own TTL deletion
     /// runs on its own schedule, often days late: reads never rely on it).
     clock: Arc<dyn Clock>,
-}
-
-impl std::fmt::Debug for DynamoTouchStore {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("DynamoTouchStore").field("table", &self.table).field("retention", &self.retention).finish()
-    }
 }
 
 fn status_kind(key: &StatusKey) -> String {
