@@ -23,7 +23,7 @@ use postback::service::{run_queue_loop, App, LoopLimits, Policy, Ports, SlotRele
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// How often expired logs and touches are purged.
-const PURGE_EVERY: Duration = Duration::from_secs(3600);
+const PURGE_EVERY: chrono::Duration = chrono::Duration::hours(1);
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -214,7 +214,6 @@ async fn purge_loop(
     audit_retention: chrono::Duration,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
-    let every = chrono::Duration::from_std(PURGE_EVERY).unwrap_or(chrono::Duration::hours(1));
     loop {
         match store.purge_expired().await {
             Ok(0) => {}
@@ -228,7 +227,7 @@ async fn purge_loop(
             Err(e) => tracing::warn!(error = %e, "audit purge failed"),
         }
         tokio::select! {
-            _ = clock.sleep_until(clock.now() + every) => {}
+            _ = clock.sleep_until(clock.now() + PURGE_EVERY) => {}
             _ = stop.changed() => return,
         }
     }
