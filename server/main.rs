@@ -11,6 +11,7 @@ use postback::adapters::sender::{ReqwestSender, SenderConfig};
 use postback::adapters::system::{RandomJitter, SystemClock};
 use postback::entry::config::{KeySource, Settings};
 use postback::entry::http::{router, ApiKeys, RouteSet};
+use postback::ports::Clock;
 use postback::service::metrics::{Sample, SampleSource};
 use postback::service::{run_queue_loop, App, LoopLimits, Policy, Ports, SlotReleasingSender, LOCAL_CONCURRENCY};
 
@@ -22,7 +23,7 @@ use postback::service::{run_queue_loop, App, LoopLimits, Policy, Ports, SlotRele
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// How often expired logs and touches are purged.
-const PURGE_EVERY: Duration = Duration::from_secs(3600);
+const PURGE_EVERY: chrono::Duration = chrono::Duration::hours(1);
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -38,6 +39,8 @@ async fn main() -> anyhow::Result<()> {
     lock.try_lock()
         .map_err(|_| anyhow::anyhow!("another postback server is using DATA_DIR {}", settings.data_dir.display()))?;
     let db_path = settings.data_dir.join("postback-manager.db");
+    // One clock for the store and the services.
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let store = EmbeddedStore::open(
         &db_path,
         EmbeddedOptions {
@@ -45,6 +48,7 @@ async fn main() -> anyhow::Result<()> {
             lease: settings.delivery_timeout * 3 + Duration::from_secs(30),
             retention: settings.log_retention(),
         },
+        clock.clone(),
     )
     .with_context(|| format!("cannot open {}", db_path.display()))?;
     let sender = ReqwestSender::new(SenderConfig::new(settings.delivery_timeout, settings.allow_private_targets))
@@ -62,7 +66,7 @@ async fn main() -> anyhow::Result<()> {
         access: store.clone(),
         // Frees a firing's destination slot when its request is answered (fair sending).
         sender: Arc::new(SlotReleasingSender::new(Arc::new(sender))),
-        clock: Arc::new(SystemClock),
+        clock: clock.clone(),
         jitter: Arc::new(RandomJitter),
         // One SQLite file holds touches, queue and logs: their joint writes are one commit.
         combined: Some(store.clone()),
@@ -87,7 +91,7 @@ async fn main() -> anyhow::Result<()> {
     let dispatch_runtime = dispatch_runtime().context("cannot start the dispatcher's runtime")?;
     let dispatcher =
         dispatch_runtime.spawn(run_queue_loop(app.dispatcher(), limits, stop_rx.clone(), Duration::from_secs(15)));
-    let purger = tokio::spawn(purge_loop(store.clone(), settings.audit_retention(), stop_rx));
+    let purger = tokio::spawn(purge_loop(store.clone(), clock, settings.audit_retention(), stop_rx));
 
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", settings.port))
         .await
@@ -206,24 +210,24 @@ fn print_generated_keys(settings: &Settings, sources: [KeySource; 2]) {
 
 async fn purge_loop(
     store: Arc<EmbeddedStore>,
+    clock: Arc<dyn Clock>,
     audit_retention: chrono::Duration,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
-    use postback::ports::Clock;
     loop {
         match store.purge_expired().await {
             Ok(0) => {}
             Ok(n) => tracing::info!(rows = n, "purged expired logs and touches"),
             Err(e) => tracing::warn!(error = %e, "purge failed"),
         }
-        // Audit records past AUDIT_RETENTION_DAYS (the clock port's now).
-        match store.purge_audit(SystemClock.now(), audit_retention).await {
+        // Audit records past AUDIT_RETENTION_DAYS.
+        match store.purge_audit(clock.now(), audit_retention).await {
             Ok(0) => {}
             Ok(n) => tracing::info!(rows = n, "purged expired audit records"),
             Err(e) => tracing::warn!(error = %e, "audit purge failed"),
         }
         tokio::select! {
-            _ = tokio::time::sleep(PURGE_EVERY) => {}
+            _ = clock.sleep_until(clock.now() + PURGE_EVERY) => {}
             _ = stop.changed() => return,
         }
     }

@@ -13,6 +13,8 @@ use postback::testing::metrics;
 use serde_json::{json, Value};
 
 const WAIT: Duration = Duration::from_secs(30);
+/// The outage test's first breaker cool-down.
+const FIRST_COOLDOWN_MS: i64 = 300;
 
 /// The `d=` (delivery id) of a sink hit.
 fn delivery_id(hit: &Hit) -> String {
@@ -33,7 +35,19 @@ async fn wait_health(api: &Api, id: &str, done: impl Fn(&Value) -> bool) -> Valu
         if done(&h) || Instant::now() > deadline {
             return h;
         }
+        // Polling the server process's health report.
         tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+/// Whether a probe failed since the breaker opened (`cooldown_ms` the first cool-down): a
+/// failed probe sets the next one a doubled cool-down after it, so further from the
+/// opening than the first cool-down; the opening time stays the outage's.
+fn a_probe_failed(health: &Value, cooldown_ms: i64) -> bool {
+    let at = |k: &str| health[k].as_str().and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok());
+    match (at("opened_at"), at("next_probe_at")) {
+        (Some(opened), Some(next)) => (next - opened).num_milliseconds() > cooldown_ms,
+        _ => false,
     }
 }
 
@@ -59,7 +73,8 @@ async fn an_outage_holds_1000_firings_and_the_receivers_return_delivers_each_exa
     sink.set_down("aff", true);
     let dir = tempfile::tempdir().unwrap();
     // A short first cool-down, and attempts enough that no probe runs out of them.
-    let env = [("BREAKER_FAILURE_THRESHOLD", "5"), ("BREAKER_COOLDOWN_MS", "300"), ("RETRY_MAX_ATTEMPTS", "20")];
+    let cooldown = FIRST_COOLDOWN_MS.to_string();
+    let env = [("BREAKER_FAILURE_THRESHOLD", "5"), ("BREAKER_COOLDOWN_MS", &cooldown), ("RETRY_MAX_ATTEMPTS", "20")];
     let server = Server::start(dir.path(), &env).await;
     let api = server.client();
     let id = api
@@ -80,8 +95,9 @@ async fn an_outage_holds_1000_firings_and_the_receivers_return_delivers_each_exa
     conversions(&api, "B", 1_000).await;
     let h = wait_health(&api, &id, |h| h["held"].as_u64().unwrap_or(0) >= 1_000).await;
     assert!(h["held"].as_u64().unwrap() >= 1_000, "held: {h}");
-    // Let a probe or two fail (re-opens: the cool-down doubles), then bring it back.
-    tokio::time::sleep(Duration::from_millis(800)).await;
+    // Once a probe has failed (re-opened: the cool-down doubles), bring it back.
+    let h = wait_health(&api, &id, |h| a_probe_failed(h, FIRST_COOLDOWN_MS)).await;
+    assert!(a_probe_failed(&h, FIRST_COOLDOWN_MS), "a probe failed while the receiver was down: {h}");
     let down_hits = sink.hits_on("/switch/aff").len();
     sink.set_down("aff", false);
     let up_at = Instant::now();

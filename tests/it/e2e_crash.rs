@@ -55,6 +55,7 @@ async fn kill9_under_load_loses_no_accepted_event_and_never_refires_a_delivered_
         while started.elapsed() < Duration::from_millis(400)
             || (accepted.lock().unwrap().len() - round_start < 60 && started.elapsed() < Duration::from_secs(20))
         {
+            // Real traffic building up on the server process (see above).
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         server.kill9();
@@ -202,6 +203,7 @@ async fn kill9_during_a_status_flip_reverses_each_delivered_conversion_exactly_o
     }
     let started = std::time::Instant::now();
     while accepted.lock().unwrap().len() < N / 3 && started.elapsed() < Duration::from_secs(20) {
+        // Polling the senders' count of accepted events (real requests to the server).
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     server.kill9();

@@ -51,6 +51,7 @@ async fn metrics_count_events_duplicates_and_firings() {
         if series(&text, "postback_queue_depth") == Some(0.0) || std::time::Instant::now() > deadline {
             break text;
         }
+        // Polling the server while its dispatcher drains the queue (another process).
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
     let expect = [

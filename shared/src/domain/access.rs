@@ -501,7 +501,7 @@ mod tests {
     fn cursor_round_trips_and_refuses_garbage() {
         let r = AuditRecord::new(
             &Caller::bootstrap_admin(),
-            Utc::now(),
+            DateTime::from_timestamp(1_900_000_000, 0).unwrap(),
             AuditAction::KeyCreate,
             AuditTarget { kind: TargetKind::Key, id: Some("key_1".into()) },
             "s",

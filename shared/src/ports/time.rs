@@ -1,12 +1,13 @@
-//! Time and chance as ports: the services read the clock, wait, and draw retry jitter
-//! only through these, so tests can drive them exactly (`crate::testing::ManualClock`,
+//! Time and chance as ports: the services and the adapters read the clock, wait, and
+//! draw retry jitter only through these, so tests can drive them exactly (`crate::testing::ManualClock`,
 //! `FixedJitter`). The real ones are `crate::adapters::system::{SystemClock, RandomJitter}`.
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
+/// `Debug` so that the adapters holding one stay `Debug`.
 #[async_trait]
-pub trait Clock: Send + Sync {
+pub trait Clock: Send + Sync + std::fmt::Debug {
     /// The current time.
     fn now(&self) -> DateTime<Utc>;
     /// Resolve once `now() >= at` (at once if it already is).

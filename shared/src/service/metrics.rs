@@ -180,7 +180,7 @@ mod tests {
         m.firing("delivered");
         m.delivery_duration(Duration::from_millis(30));
         m.delivery_duration(Duration::from_secs(20));
-        let now = Utc::now();
+        let now = DateTime::from_timestamp(1_900_000_000, 0).unwrap();
         let depth =
             QueueDepth { queued: 3, earliest_due_at: Some(now - chrono::Duration::seconds(2)), knows_due_times: true };
         let text = prometheus(&m.snapshot(), &depth, now);

@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
 
+use crate::adapters::system::SystemClock;
 use crate::domain::alert::AlertKind;
 use crate::domain::condition::Condition;
 use crate::domain::delivery::SuccessRule;
@@ -14,10 +15,11 @@ use crate::domain::firing::Firing;
 use crate::domain::library::TemplateRef;
 use crate::domain::log::{LogEntry, Outcome};
 use crate::domain::postback::{FireOn, HttpMethod, Postback, Scope};
+use crate::ports::Clock;
 
-/// Now, truncated to whole milliseconds.
+/// Now on the system clock, truncated to whole milliseconds.
 pub fn now() -> DateTime<Utc> {
-    let now = Utc::now();
+    let now = SystemClock.now();
     DateTime::from_timestamp_millis(now.timestamp_millis()).unwrap_or(now)
 }
 

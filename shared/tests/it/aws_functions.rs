@@ -334,6 +334,7 @@ async fn propagation(d: &Deployment, runs: usize) -> Vec<Duration> {
             .await;
         while d.ingest.app.catalog.index().await.unwrap().get(&id).is_none() {
             assert!(started.elapsed() < Duration::from_secs(10), "never applied");
+            // A measurement of real propagation through the emulator: polling, not a rule.
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
         took.push(started.elapsed());

@@ -10,6 +10,7 @@
 
 use crate::aws_support;
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use aws_support::*;
@@ -17,6 +18,7 @@ use axum::http::StatusCode;
 use chrono::Utc;
 use futures::future::try_join_all;
 use postback::adapters::aws::AwsAdapters;
+use postback::adapters::system::SystemClock;
 use postback::domain::log::{LogEntry, Outcome};
 use postback::entry::http::RouteSet;
 use postback::ports::LogStore;
@@ -40,7 +42,7 @@ async fn a_replay_of_10000_failed_firings_answers_within_29_s() {
 async fn replay_failed_firings(firings: usize, within: Option<Duration>) {
     require_emulators!();
     let d = Deployment::new("replay").await;
-    let adapters = AwsAdapters::new(&d.clients, &d.names, chrono::Duration::days(30));
+    let adapters = AwsAdapters::new(&d.clients, &d.names, chrono::Duration::days(30), Arc::new(SystemClock));
     let pb = "pb_replay_load";
     let from = Utc::now() - chrono::Duration::minutes(5);
     let entries: Vec<LogEntry> = (0..firings)

@@ -19,6 +19,7 @@ use postback::adapters::aws::{
     at_expression, config_loader, delivered_entry_id, schedule_name, AwsAdapters, AwsClients, DynamoLogStore,
     DynamoTouchStore, QueueSettings, ReadBound, ResourceNames, ResourcePlan, SqsFiringQueue,
 };
+use postback::adapters::system::SystemClock;
 use postback::domain::event::{Event, EventType, Status, StatusKey};
 use postback::domain::firing::Firing;
 use postback::domain::log::{Cursor, LogColumn, LogEntry, LogFilter, LogOp, LogPredicate, Outcome};
@@ -26,7 +27,7 @@ use postback::domain::postback::Postback;
 use postback::ports::{
     ControlStore, FiringQueue, Leased, LogStore, PostbackStore, StoreError, TouchRecord, TouchStore,
 };
-use postback::testing::{contract, fixtures, AdapterFactory, Adapters};
+use postback::testing::{contract, fixtures, AdapterFactory, Adapters, ManualClock};
 
 /// The queue lease in these tests (the contract suite's `contract::LEASE`).
 const LEASE: Duration = Duration::from_secs(2);
@@ -47,7 +48,8 @@ async fn fixture(test: &str, adjust: impl FnOnce(&mut ResourcePlan)) -> Fixture 
         adjust(plan);
     })
     .await;
-    let adapters = AwsAdapters::new(&clients, &names, chrono::Duration::days(30));
+    // Real time: SQS leases and delays run on the emulator's clock.
+    let adapters = AwsAdapters::new(&clients, &names, chrono::Duration::days(30), Arc::new(SystemClock));
     Fixture { clients, names, adapters }
 }
 
@@ -55,7 +57,7 @@ fn queue_with(f: &Fixture, adjust: impl FnOnce(&mut QueueSettings)) -> SqsFiring
     let mut settings = QueueSettings::from_names(&f.names);
     settings.visibility_timeout = Some(LEASE);
     adjust(&mut settings);
-    SqsFiringQueue::new(&f.clients, settings)
+    SqsFiringQueue::new(&f.clients, settings, Arc::new(SystemClock))
 }
 
 // ---------------------------------------------------------------------------------
@@ -172,6 +174,7 @@ async fn received_before_sentinel(queue: &dyn FiringQueue, name: &str, after: Du
             queue.ack(leased).await.unwrap();
             return others;
         }
+        // Polling the emulator's SQS (real I/O; its delays and leases run on its own clock).
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     panic!("sentinel {name} never arrived");
@@ -183,6 +186,7 @@ async fn receive_n(queue: &dyn FiringQueue, n: usize, within: Duration) -> Vec<L
     while got.len() < n && Instant::now() < deadline {
         got.extend(queue.receive(n - got.len()).await.unwrap());
         if got.len() < n {
+            // Polling the emulator's SQS (real I/O).
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
@@ -376,12 +380,19 @@ async fn reads_ignore_items_past_their_ttl() {
     require_emulators!();
     // TTL deletion off, so the expired items really are still there when read.
     let f = fixture("expired", |p| p.ttl_enabled = false).await;
-    let expired = chrono::Duration::seconds(-10);
-    let touches = DynamoTouchStore::new(f.clients.dynamodb.clone(), &f.names.touches_table, expired);
+    let retention = chrono::Duration::days(30);
+    let clock = Arc::new(ManualClock::starting_now());
+    let touches = DynamoTouchStore::new(f.clients.dynamodb.clone(), &f.names.touches_table, retention, clock.clone());
     touches.record(&[TouchRecord { event: event(EventType::Click, "T1") }]).await.unwrap();
     touches.mark_seen(&["click|T1||".into()]).await.unwrap();
+    assert!(touches.get_click("T1").await.unwrap().is_some(), "live within the retention");
+    assert_eq!(touches.seen(&["click|T1||".into()]).await.unwrap().len(), 1);
+    // Past the TTL written (by the adapters' clock; the emulator deletes nothing).
+    clock.advance((retention + chrono::Duration::seconds(1)).to_std().unwrap());
     assert_eq!(touches.get_click("T1").await.unwrap(), None);
     assert!(touches.seen(&["click|T1||".into()]).await.unwrap().is_empty());
+
+    let expired = chrono::Duration::seconds(-10);
 
     let logs = DynamoLogStore::new(f.clients.dynamodb.clone(), &f.names.logs_table, expired);
     let entry = log_entry(Utc::now(), "pb1", "T1", Outcome::Failed);
@@ -959,7 +970,7 @@ async fn an_unreachable_endpoint_is_unavailable_quickly() {
         schedule_group: "g".into(),
         scheduler_role_arn: "arn:aws:iam::000000000000:role/r".into(),
     };
-    let adapters = AwsAdapters::new(&clients, &names, chrono::Duration::days(1));
+    let adapters = AwsAdapters::new(&clients, &names, chrono::Duration::days(1), Arc::new(SystemClock));
     // Connection refused is retried (3 attempts, jittered backoff), then reported: each
     // call must give up within seconds, not hang until a Lambda timeout.
     async fn quick<T: std::fmt::Debug>(call: impl std::future::Future<Output = Result<T, StoreError>>) {

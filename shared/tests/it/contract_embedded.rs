@@ -1,5 +1,7 @@
 //! The port contract suite on the embedded (SQLite) adapters, plus what only the
 //! embedded store promises: durability across reopen, group commit, retention, leases.
+//! Time is a `ManualClock` wherever a rule depends on it (leases, due times, retention):
+//! no test waits for real time to pass.
 //!
 //! Run: `cargo test -p postback --features testing --test it contract_embedded`.
 //! Throughput figures: add `--release -- --ignored --nocapture throughput`.
@@ -11,33 +13,35 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use chrono::Utc;
 use postback::adapters::embedded::{Durability, EmbeddedOptions, EmbeddedStore, StoreTuning};
 use postback::domain::breaker::{Breaker, BreakerState};
 use postback::domain::event::{EventType, StatusKey};
 use postback::domain::firing::Firing;
 use postback::domain::log::{LogFilter, Outcome};
 use postback::ports::{
-    ControlStore, FiringQueue, LogStore, PostbackStore, StoreError, StoredBreaker, TouchRecord, TouchStore,
+    Clock, ControlStore, FiringQueue, LogStore, PostbackStore, StoreError, StoredBreaker, TouchRecord, TouchStore,
 };
-use postback::testing::{contract, fixtures, AdapterFactory, Adapters};
+use postback::testing::{contract, fixtures, AdapterFactory, Adapters, ManualClock};
 
 fn options(lease: Duration) -> EmbeddedOptions {
     EmbeddedOptions { lease, retention: chrono::Duration::days(30) }
 }
 
-fn adapters(store: &EmbeddedStore) -> Adapters {
-    Adapters::real_time(
-        Arc::new(store.clone()),
-        Arc::new(store.clone()),
-        Arc::new(store.clone()),
-        Arc::new(store.clone()),
-        Arc::new(store.clone()),
-        Arc::new(store.clone()),
-    )
+/// The store as the contract suite's adapters, on the manual clock it was opened with.
+fn adapters(store: &EmbeddedStore, clock: Arc<ManualClock>) -> Adapters {
+    Adapters {
+        postbacks: Arc::new(store.clone()),
+        touches: Arc::new(store.clone()),
+        logs: Arc::new(store.clone()),
+        queue: Arc::new(store.clone()),
+        control: Arc::new(store.clone()),
+        access: Arc::new(store.clone()),
+        clock: Some(clock),
+    }
 }
 
-/// Fresh stores in files of one temporary folder (removed with the factory).
+/// Fresh stores in files of one temporary folder (removed with the factory), each on
+/// its own manual clock starting at the real time now.
 struct EmbeddedFactory {
     dir: tempfile::TempDir,
     opened: AtomicUsize,
@@ -54,7 +58,8 @@ impl AdapterFactory for EmbeddedFactory {
     async fn fresh(&self) -> Adapters {
         let n = self.opened.fetch_add(1, Ordering::Relaxed);
         let path = self.dir.path().join(format!("contract-{n}.sqlite"));
-        adapters(&EmbeddedStore::open(&path, options(contract::LEASE)).unwrap())
+        let clock = Arc::new(ManualClock::starting_now());
+        adapters(&EmbeddedStore::open(&path, options(contract::LEASE), clock.clone()).unwrap(), clock)
     }
 }
 
@@ -65,8 +70,14 @@ fn db_path(dir: &tempfile::TempDir) -> PathBuf {
     dir.path().join("data").join("postbacks.sqlite")
 }
 
-fn open(path: &Path, lease: Duration) -> EmbeddedStore {
-    EmbeddedStore::open(path, options(lease)).unwrap()
+/// A store on a fresh manual clock, and the clock.
+fn open(path: &Path, lease: Duration) -> (EmbeddedStore, Arc<ManualClock>) {
+    let clock = Arc::new(ManualClock::starting_now());
+    (open_on(path, lease, &clock), clock)
+}
+
+fn open_on(path: &Path, lease: Duration, clock: &Arc<ManualClock>) -> EmbeddedStore {
+    EmbeddedStore::open(path, options(lease), clock.clone()).unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -79,8 +90,9 @@ async fn data_survives_close_and_reopen() {
     let due_later = fixtures::firing("d_later", fixtures::now() + chrono::Duration::hours(1));
     let delivered = fixtures::log_entry(&fixtures::firing("d_delivered", fixtures::now()), Outcome::Delivered);
     let click = fixtures::event(EventType::Click, "T1");
+    let clock = Arc::new(ManualClock::starting_now());
     {
-        let store = open(&path, Duration::from_millis(300));
+        let store = open_on(&path, Duration::from_secs(60), &clock);
         store.create(&postback, &fixtures::audit("t")).await.unwrap();
         store.enqueue(std::slice::from_ref(&leased_at_close)).await.unwrap();
         let leased = store.receive(10).await.unwrap();
@@ -102,28 +114,23 @@ async fn data_survives_close_and_reopen() {
         assert_eq!(mode & 0o077, 0, "the store holds secrets: owner-only file, got {mode:o}");
     }
 
-    // A long lease now, so nothing received below comes back during the test.
-    let store = open(&path, Duration::from_secs(60));
+    let store = open_on(&path, Duration::from_secs(60), &clock);
     assert_eq!(PostbackStore::get(&store, "pb_keep").await.unwrap(), Some(postback));
     assert!(store.is_delivered("d_delivered").await.unwrap());
     assert_eq!(LogStore::get(&store, &delivered.id).await.unwrap(), Some(delivered));
     assert_eq!(store.get_click("T1").await.unwrap(), Some(click));
     assert_eq!(store.seen(&["k1".to_string()]).await.unwrap().len(), 1);
     assert_eq!(store.next_due().await.unwrap(), Some(due_now.due_at), "the earliest visible firing");
-    let mut received = Vec::new();
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while received.len() < 2 && Instant::now() < deadline {
-        received.extend(store.receive(10).await.unwrap());
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    // The lease taken before the close is not: the process that held it is gone.
+    let mut received = store.receive(10).await.unwrap();
     received.sort_by(|a, b| a.firing.delivery_id.cmp(&b.firing.delivery_id));
     let firings: Vec<Firing> = received.iter().map(|l| l.firing.clone()).collect();
-    assert_eq!(firings, vec![due_now, leased_at_close], "both due firings, the leased one after its lease");
+    assert_eq!(firings, vec![due_now, leased_at_close], "both due firings, the leased one released by the reopen");
     for leased in &received {
         store.ack(leased).await.unwrap();
     }
     assert!(store.receive(10).await.unwrap().is_empty(), "the later one is not due");
-    store.enqueue(&[fixtures::firing("d_delivered", fixtures::now())]).await.unwrap();
+    store.enqueue(&[fixtures::firing("d_delivered", clock.now())]).await.unwrap();
     assert!(store.receive(10).await.unwrap().is_empty(), "a delivered id stays delivered across reopen");
     assert_eq!(store.next_due().await.unwrap(), Some(due_later.due_at), "only the later firing is left");
 }
@@ -153,7 +160,7 @@ async fn control_state_survives_close_and_reopen() {
         .collect();
     let second = now.timestamp();
     {
-        let store = open(&path, Duration::from_secs(30));
+        let (store, _clock) = open(&path, Duration::from_secs(30));
         assert!(store.put_breaker("pb_1", &Breaker::default(), None).await.unwrap());
         assert!(store.put_breaker("pb_1", &open_breaker, Some(1)).await.unwrap());
         assert!(store.put_breaker("pb_bad", &Breaker::default(), None).await.unwrap());
@@ -165,7 +172,7 @@ async fn control_state_survives_close_and_reopen() {
         let raw = rusqlite::Connection::open(&path).unwrap();
         raw.execute("UPDATE breakers SET body = '{\"state\": 1' WHERE postback_id = 'pb_bad'", []).unwrap();
     }
-    let store = open(&path, Duration::from_secs(30));
+    let (store, _clock) = open(&path, Duration::from_secs(30));
     assert_eq!(
         store.breaker("pb_1").await.unwrap(),
         Some(StoredBreaker { breaker: open_breaker.clone(), version: 2 }),
@@ -186,9 +193,9 @@ async fn control_state_survives_close_and_reopen() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn group_commit_batches_concurrent_writes() {
     let dir = tempfile::tempdir().unwrap();
-    let store = open(&db_path(&dir), Duration::from_secs(30));
+    let (store, clock) = open(&db_path(&dir), Duration::from_secs(30));
     let before = store.stats();
-    let due = fixtures::now();
+    let due = clock.now();
     let tasks: Vec<_> = (0..2_000)
         .map(|i| {
             let store = store.clone();
@@ -212,7 +219,7 @@ async fn group_commit_batches_concurrent_writes() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failing_job_in_a_batch_does_not_fail_the_others() {
     let dir = tempfile::tempdir().unwrap();
-    let store = open(&db_path(&dir), Duration::from_secs(30));
+    let (store, _clock) = open(&db_path(&dir), Duration::from_secs(30));
     // 300 creates of 150 ids, all at once: per id one wins, the other is a Conflict,
     // and those conflicting jobs share transactions with successful ones.
     let tasks: Vec<_> = (0..300)
@@ -241,10 +248,10 @@ async fn a_failing_job_in_a_batch_does_not_fail_the_others() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn purge_expired_removes_old_rows_and_reads_ignore_them() {
     let dir = tempfile::tempdir().unwrap();
-    // Long enough that a slow disk cannot expire rows before the first reads below.
-    let retention = chrono::Duration::milliseconds(2_500);
-    let store =
-        EmbeddedStore::open(&db_path(&dir), EmbeddedOptions { lease: Duration::from_secs(30), retention }).unwrap();
+    let retention = chrono::Duration::days(30);
+    let clock = Arc::new(ManualClock::starting_now());
+    let options = EmbeddedOptions { lease: Duration::from_secs(30), retention };
+    let store = EmbeddedStore::open(&db_path(&dir), options, clock.clone()).unwrap();
     let conversion = fixtures::event(EventType::Conversion, "T1");
     let firing = fixtures::firing("d_old", fixtures::now());
     let appended = fixtures::log_entry(&firing, Outcome::Retrying);
@@ -265,7 +272,9 @@ async fn purge_expired_removes_old_rows_and_reads_ignore_them() {
     assert!(store.get_click("T1").await.unwrap().is_some(), "fresh rows are visible");
     assert_eq!(store.purge_expired().await.unwrap(), 0, "nothing expired yet");
 
-    tokio::time::sleep(Duration::from_millis(2_800)).await;
+    // Past the retention of every row (the log entries were fired by the real clock, a
+    // moment after the manual one started).
+    clock.advance((retention + chrono::Duration::seconds(1)).to_std().unwrap());
     // Expired but not yet purged: invisible.
     assert_eq!(store.get_click("T1").await.unwrap(), None);
     assert_eq!(store.get_status("T1", &StatusKey::Conversion).await.unwrap(), None);
@@ -291,20 +300,20 @@ async fn purge_expired_removes_old_rows_and_reads_ignore_them() {
 async fn a_stale_consumer_cannot_ack_or_retry_a_re_leased_firing() {
     let dir = tempfile::tempdir().unwrap();
     let lease = Duration::from_secs(1);
-    let store = open(&db_path(&dir), lease);
-    let firing = fixtures::firing("d_stale", fixtures::now());
+    let (store, clock) = open(&db_path(&dir), lease);
+    let firing = fixtures::firing("d_stale", clock.now());
     store.enqueue(std::slice::from_ref(&firing)).await.unwrap();
     let stale = store.receive(10).await.unwrap().pop().unwrap();
-    tokio::time::sleep(lease + Duration::from_millis(50)).await;
+    clock.advance(lease);
     let current = store.receive(10).await.unwrap().pop().expect("comes back after the lease");
 
     store.ack(&stale).await.unwrap();
-    store.retry(&stale, &firing.next_attempt(fixtures::now())).await.unwrap();
+    store.retry(&stale, &firing.next_attempt(clock.now())).await.unwrap();
     assert_eq!(store.stats().stale_receipts, 2, "both were recognised as stale");
     assert!(store.receive(10).await.unwrap().is_empty(), "still leased by the current consumer");
     assert!(store.next_due().await.unwrap().is_some(), "the stale ack deleted nothing");
 
-    let next = firing.next_attempt(fixtures::now() + chrono::Duration::hours(1));
+    let next = firing.next_attempt(clock.now() + chrono::Duration::hours(1));
     store.retry(&current, &next).await.unwrap();
     assert_eq!(store.next_due().await.unwrap(), Some(next.due_at), "retry set the next due time, lease cleared");
     let malformed = postback::ports::Leased { firing: firing.clone(), receipt: "garbage".into() };
@@ -315,35 +324,32 @@ async fn a_stale_consumer_cannot_ack_or_retry_a_re_leased_firing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn next_due_and_notifier_drive_the_local_dispatcher() {
     let dir = tempfile::tempdir().unwrap();
-    let store = open(&db_path(&dir), Duration::from_secs(5));
+    let (store, clock) = open(&db_path(&dir), Duration::from_secs(5));
     assert_eq!(store.next_due().await.unwrap(), None, "empty queue");
     let notify = store.notifier().expect("the embedded queue signals new work");
 
-    let waiter = {
-        let notify = Arc::clone(&notify);
-        tokio::spawn(async move { notify.notified().await })
-    };
-    tokio::time::sleep(Duration::from_millis(50)).await;
-    let later = fixtures::firing("d_later", fixtures::now() + chrono::Duration::minutes(10));
+    // Registered as a waiter before the enqueue, as a consumer parked in its wait is.
+    let mut waiting = std::pin::pin!(notify.notified());
+    waiting.as_mut().enable();
+    let later = fixtures::firing("d_later", clock.now() + chrono::Duration::minutes(10));
     store.enqueue(std::slice::from_ref(&later)).await.unwrap();
-    tokio::time::timeout(Duration::from_secs(2), waiter).await.expect("a waiting consumer is woken").unwrap();
+    tokio::time::timeout(Duration::from_secs(2), waiting).await.expect("a waiting consumer is woken");
     assert_eq!(store.next_due().await.unwrap(), Some(later.due_at));
 
-    let sooner = fixtures::firing("d_sooner", fixtures::now() + chrono::Duration::minutes(1));
+    let sooner = fixtures::firing("d_sooner", clock.now() + chrono::Duration::minutes(1));
     store.enqueue(std::slice::from_ref(&sooner)).await.unwrap();
     assert_eq!(store.next_due().await.unwrap(), Some(sooner.due_at), "the earliest due time");
     // Nobody was waiting during that enqueue; the stored permit still wakes the next wait.
     tokio::time::timeout(Duration::from_secs(1), notify.notified()).await.expect("no lost wake-up");
 
-    let now_due = fixtures::firing("d_now", fixtures::now());
+    let now_due = fixtures::firing("d_now", clock.now());
     store.enqueue(std::slice::from_ref(&now_due)).await.unwrap();
     let leased = store.receive(10).await.unwrap();
     assert_eq!(leased.len(), 1);
-    let lease_end = store.next_due().await.unwrap().unwrap();
-    let from_now = lease_end - Utc::now();
-    assert!(
-        from_now > chrono::Duration::seconds(2) && from_now <= chrono::Duration::seconds(5),
-        "the leased firing comes back when its 5 s lease ends, before the 1 minute one: {from_now}"
+    assert_eq!(
+        store.next_due().await.unwrap(),
+        Some(clock.now() + chrono::Duration::seconds(5)),
+        "the leased firing comes back when its 5 s lease ends, before the 1 minute one"
     );
     store.ack(&leased[0]).await.unwrap();
 }
@@ -352,12 +358,9 @@ async fn next_due_and_notifier_drive_the_local_dispatcher() {
 async fn corrupt_rows_are_errors_or_quarantined_never_panics() {
     let dir = tempfile::tempdir().unwrap();
     let path = db_path(&dir);
-    let store = open(&path, Duration::from_secs(30));
+    let (store, clock) = open(&path, Duration::from_secs(30));
     store.create(&fixtures::postback("pb_bad", EventType::Click), &fixtures::audit("t")).await.unwrap();
-    store
-        .enqueue(&[fixtures::firing("d_bad", fixtures::now()), fixtures::firing("d_good", fixtures::now())])
-        .await
-        .unwrap();
+    store.enqueue(&[fixtures::firing("d_bad", clock.now()), fixtures::firing("d_good", clock.now())]).await.unwrap();
     store.close().await;
     {
         let raw = rusqlite::Connection::open(&path).unwrap();
@@ -365,13 +368,13 @@ async fn corrupt_rows_are_errors_or_quarantined_never_panics() {
         raw.execute("UPDATE firings SET payload = 'not json' WHERE delivery_id = 'd_bad'", []).unwrap();
     }
     // Reopened: the queue's payloads are read from the damaged file, not from memory.
-    let store = open(&path, Duration::from_secs(30));
+    let store = open_on(&path, Duration::from_secs(30), &clock);
     assert!(matches!(PostbackStore::get(&store, "pb_bad").await, Err(StoreError::Corrupt(_))));
     assert!(matches!(store.list(None).await, Err(StoreError::Corrupt(_))));
     let received = store.receive(10).await.unwrap();
     assert_eq!(received.iter().map(|l| l.firing.delivery_id.as_str()).collect::<Vec<_>>(), ["d_good"]);
     assert_eq!(store.stats().quarantined_firings, 1);
-    assert_eq!(store.next_due().await.unwrap().map(|t| t > Utc::now()), Some(true), "only the leased one is left");
+    assert_eq!(store.next_due().await.unwrap().map(|t| t > clock.now()), Some(true), "only the leased one is left");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -379,7 +382,7 @@ async fn opening_something_that_is_not_a_database_is_an_error() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("garbage.sqlite");
     std::fs::write(&path, vec![0x42u8; 8192]).unwrap();
-    match EmbeddedStore::open(&path, options(Duration::from_secs(1))) {
+    match EmbeddedStore::open(&path, options(Duration::from_secs(1)), Arc::new(ManualClock::starting_now())) {
         Err(StoreError::Unavailable(message)) => assert!(message.contains("open"), "{message}"),
         other => panic!("expected Unavailable, got {other:?}"),
     }
@@ -401,8 +404,10 @@ async fn throughput() {
             None => tempfile::tempdir().unwrap(),
         };
         let tuning = StoreTuning { durability, max_batch, ..StoreTuning::default() };
-        let store = EmbeddedStore::open_with(&db_path(&dir), options(Duration::from_secs(60)), tuning).unwrap();
-        let due = fixtures::now();
+        let clock = Arc::new(ManualClock::starting_now());
+        let store =
+            EmbeddedStore::open_with(&db_path(&dir), options(Duration::from_secs(60)), tuning, clock.clone()).unwrap();
+        let due = clock.now();
         let template = fixtures::firing("d", due);
         let started = Instant::now();
         let tasks: Vec<_> = (0..CALLERS)
@@ -455,9 +460,9 @@ async fn throughput() {
 async fn combined_ingest_writes_are_one_job() {
     use postback::ports::CombinedWrites;
     let dir = tempfile::tempdir().unwrap();
-    let store = open(&db_path(&dir), Duration::from_secs(60));
+    let (store, clock) = open(&db_path(&dir), Duration::from_secs(60));
     let click = fixtures::event(EventType::Click, "T_combined");
-    let firing = fixtures::firing("d_combined", fixtures::now() - chrono::Duration::seconds(1));
+    let firing = fixtures::firing("d_combined", clock.now());
     let before = store.stats();
     store
         .record_and_enqueue(&[TouchRecord { event: click.clone() }], std::slice::from_ref(&firing), &["k_c".into()])
@@ -475,8 +480,8 @@ async fn combined_ingest_writes_are_one_job() {
 async fn settle_delivered_logs_marks_and_acks_in_one_job_once() {
     use postback::ports::CombinedWrites;
     let dir = tempfile::tempdir().unwrap();
-    let store = open(&db_path(&dir), Duration::from_millis(300));
-    let firing = fixtures::firing("d_settle", fixtures::now() - chrono::Duration::seconds(1));
+    let (store, clock) = open(&db_path(&dir), Duration::from_millis(300));
+    let firing = fixtures::firing("d_settle", clock.now());
     store.enqueue(std::slice::from_ref(&firing)).await.unwrap();
     let leased = store.receive(10).await.unwrap().pop().expect("leased");
     let entry = fixtures::log_entry(&firing, Outcome::Delivered);
@@ -497,10 +502,10 @@ async fn settle_delivered_logs_marks_and_acks_in_one_job_once() {
 async fn a_queued_firing_already_delivered_is_dropped_at_lease() {
     use postback::ports::CombinedWrites;
     let dir = tempfile::tempdir().unwrap();
-    let store = open(&db_path(&dir), Duration::from_secs(60));
+    let (store, clock) = open(&db_path(&dir), Duration::from_secs(60));
     assert!(store.lease_checks_delivered());
-    let firing = fixtures::firing("d_crashed", fixtures::now() - chrono::Duration::seconds(1));
-    let other = fixtures::firing("d_other", fixtures::now() - chrono::Duration::seconds(1));
+    let firing = fixtures::firing("d_crashed", clock.now());
+    let other = fixtures::firing("d_other", clock.now());
     store.enqueue(&[firing.clone(), other.clone()]).await.unwrap();
     // Delivered and logged, then a crash before the ack (two separate commits, as a
     // version without `settle_delivered` made them).
@@ -518,7 +523,7 @@ async fn the_audit_purge_drops_records_past_their_retention() {
     use postback::domain::access::{AuditAction, AuditFilter};
     use postback::ports::AccessStore;
     let dir = tempfile::tempdir().unwrap();
-    let store = open(&db_path(&dir), Duration::from_secs(30));
+    let (store, _clock) = open(&db_path(&dir), Duration::from_secs(30));
     let old = fixtures::audit_of(AuditAction::PostbackTest, "pb_old");
     store.append_audit(&old).await.unwrap();
     let mut young = fixtures::audit_of(AuditAction::PostbackTest, "pb_young");

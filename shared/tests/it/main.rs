@@ -1,7 +1,8 @@
 //! The library's integration tests, one binary (one link, one process, tests in
 //! parallel): domain rules, the sender against live local servers, the port contract
-//! suite on the memory, embedded and AWS adapters, and the Lambda functions against the
-//! emulators (`scripts/emulators.sh run ...` provides them).
+//! suite on the memory, embedded and AWS adapters, the Lambda functions against the
+//! emulators (`scripts/emulators.sh run ...` provides them), and a check that the source
+//! reads time only through the `Clock` port.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests and tools: a panic is the failure report
 
 // First, so its macros (`require_emulators!`) are in scope for the AWS test modules.
@@ -9,6 +10,7 @@
 #[macro_use]
 mod aws_support;
 
+mod clock_port;
 mod domain_delivery;
 mod domain_functions;
 mod domain_library;

@@ -66,6 +66,7 @@ async fn start_server() -> (SocketAddr, Hits) {
         .route(
             "/slow",
             get(|| async {
+                // Slower than the sender's timeout, which is reqwest's, on a real socket.
                 tokio::time::sleep(Duration::from_secs(5)).await;
                 "late"
             }),

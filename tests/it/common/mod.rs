@@ -101,6 +101,7 @@ impl Sink {
             if done(&hits) || Instant::now() > deadline {
                 return hits;
             }
+            // Polling for requests from the server under test (another process).
             tokio::time::sleep(Duration::from_millis(25)).await;
         }
     }
@@ -164,6 +165,7 @@ async fn sink_handler(
         }
         Some("slow") => {
             let ms: u64 = parts.get(1).and_then(|c| c.parse().ok()).unwrap_or(1000);
+            // A slow receiver: the server's delivery timeout is real time on a real socket.
             tokio::time::sleep(Duration::from_millis(ms)).await;
             (StatusCode::OK, "slow ok").into_response()
         }
@@ -327,6 +329,7 @@ impl Server {
                 }
             }
             assert!(Instant::now() < deadline, "server did not become healthy");
+            // Polling the starting server process.
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
@@ -357,6 +360,7 @@ impl Server {
             if let Ok(Some(_)) = child.try_wait() {
                 return;
             }
+            // Polling the stopping process.
             std::thread::sleep(Duration::from_millis(50));
         }
         let _ = Command::new("kill").args(["-KILL", "--", &format!("-{pid}")]).status();
@@ -374,6 +378,7 @@ impl Server {
                 return status;
             }
             assert!(Instant::now() < deadline, "server did not stop on SIGTERM");
+            // Polling the stopping process.
             std::thread::sleep(Duration::from_millis(50));
         }
     }
@@ -509,6 +514,7 @@ impl Api {
             if items.len() >= n || Instant::now() > deadline {
                 return items;
             }
+            // Polling the server's log (its dispatcher is another process).
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }

@@ -27,6 +27,8 @@ use axum::body::Body;
 use axum::extract::{ConnectInfo, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Request, Response, StatusCode};
 use base64::Engine;
+use postback::adapters::system::SystemClock;
+use postback::ports::Clock;
 use serde_json::{json, Map, Value};
 
 /// The deployed API's definition.
@@ -288,7 +290,8 @@ fn event(
     for (k, v) in url::form_urlencoded::parse(query.as_bytes()) {
         query_map.entry(k.into_owned()).or_default().push(v.into_owned());
     }
-    let now = chrono::Utc::now();
+    // API Gateway stamps each request with the time it arrived.
+    let now = SystemClock.now();
     let content_type = headers.get("content-type").and_then(|v| v.to_str().ok());
     let text = std::str::from_utf8(body).ok().filter(|_| is_text(content_type));
     let mut event = json!({

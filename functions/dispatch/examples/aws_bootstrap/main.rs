@@ -129,20 +129,26 @@ async fn stop_signal() -> &'static str {
 /// batch does not wait for either.
 async fn warm_up(door: &front_door::FrontDoor, pump: &pump::Pump) -> anyhow::Result<()> {
     let started = std::time::Instant::now();
-    let deadline = started + WARM_UP;
     let http = reqwest::Client::builder().timeout(Duration::from_secs(60)).build()?;
     let mut pending: Vec<(String, String, Vec<u8>)> = door.warm_up_invocations();
     pending.push(("dispatch".into(), pump.invoke_url().to_string(), br#"{"Records":[]}"#.to_vec()));
-    for (name, url, body) in pending {
-        loop {
-            let answer = http.post(&url).header("content-type", "application/json").body(body.clone()).send().await;
-            match answer {
-                Ok(r) if r.status().is_success() => break,
-                Ok(r) if std::time::Instant::now() > deadline => bail!("{name}: {} from {url}", r.status()),
-                Err(e) if std::time::Instant::now() > deadline => bail!("{name}: {e} ({url})"),
-                _ => tokio::time::sleep(Duration::from_millis(250)).await,
+    let mut last = String::new();
+    let all_answered = async {
+        for (name, url, body) in pending {
+            loop {
+                let answer = http.post(&url).header("content-type", "application/json").body(body.clone()).send().await;
+                last = match answer {
+                    Ok(r) if r.status().is_success() => break,
+                    Ok(r) => format!("{name}: {} from {url}", r.status()),
+                    Err(e) => format!("{name}: {e} ({url})"),
+                };
+                // Its watcher is still building or starting the function: ask again shortly.
+                tokio::time::sleep(Duration::from_millis(250)).await;
             }
         }
+    };
+    if tokio::time::timeout(WARM_UP, all_answered).await.is_err() {
+        bail!("{last}");
     }
     eprintln!("aws_bootstrap: functions answered after {:.1} s", started.elapsed().as_secs_f64());
     Ok(())

@@ -35,6 +35,8 @@ pub use queue::{
 pub use resources::{ensure_resources, ResourcePlan, LOGS_TABLE};
 pub use touches::DynamoTouchStore;
 
+use crate::ports::Clock;
+
 /// How long one SDK call may take, retries included. DynamoDB and SQS answer in
 /// milliseconds; a call still pending after this is better reported as unavailable
 /// (503, or a batch item failure the queue retries) than left to hit the Lambda timeout.
@@ -164,20 +166,30 @@ pub struct AwsAdapters {
     pub control: Arc<DynamoControlStore>,
     /// Keys and the audit trail (in the postbacks table).
     pub access: Arc<DynamoAccessStore>,
+    /// The clock the adapters were made with (for `with_audit_retention`).
+    clock: Arc<dyn Clock>,
 }
 
 impl AwsAdapters {
     /// `retention` is `LOG_RETENTION_DAYS`: the TTL of stored touches and log entries.
     /// Audit records live `DEFAULT_AUDIT_RETENTION_DAYS` (see `with_audit_retention`).
-    pub fn new(clients: &AwsClients, names: &ResourceNames, retention: chrono::Duration) -> Self {
+    /// Every "now" of the adapters is `clock`'s (`SystemClock` in the functions).
+    pub fn new(
+        clients: &AwsClients,
+        names: &ResourceNames,
+        retention: chrono::Duration,
+        clock: Arc<dyn Clock>,
+    ) -> Self {
         let audit = chrono::Duration::days(DEFAULT_AUDIT_RETENTION_DAYS);
+        let dynamodb = || clients.dynamodb.clone();
         Self {
-            postbacks: Arc::new(DynamoPostbackStore::new(clients.dynamodb.clone(), &names.postbacks_table, audit)),
-            access: Arc::new(DynamoAccessStore::new(clients.dynamodb.clone(), &names.postbacks_table, audit)),
-            touches: Arc::new(DynamoTouchStore::new(clients.dynamodb.clone(), &names.touches_table, retention)),
-            logs: Arc::new(DynamoLogStore::new(clients.dynamodb.clone(), &names.logs_table, retention)),
-            queue: Arc::new(SqsFiringQueue::new(clients, QueueSettings::from_names(names))),
-            control: Arc::new(DynamoControlStore::new(clients.dynamodb.clone(), &names.control_table)),
+            postbacks: Arc::new(DynamoPostbackStore::new(dynamodb(), &names.postbacks_table, audit, clock.clone())),
+            access: Arc::new(DynamoAccessStore::new(dynamodb(), &names.postbacks_table, audit)),
+            touches: Arc::new(DynamoTouchStore::new(dynamodb(), &names.touches_table, retention, clock.clone())),
+            logs: Arc::new(DynamoLogStore::new(dynamodb(), &names.logs_table, retention).with_clock(clock.clone())),
+            queue: Arc::new(SqsFiringQueue::new(clients, QueueSettings::from_names(names), clock.clone())),
+            control: Arc::new(DynamoControlStore::new(dynamodb(), &names.control_table)),
+            clock,
         }
     }
 
@@ -188,9 +200,10 @@ impl AwsAdapters {
         names: &ResourceNames,
         retention: chrono::Duration,
     ) -> Self {
+        let table = &names.postbacks_table;
         self.postbacks =
-            Arc::new(DynamoPostbackStore::new(clients.dynamodb.clone(), &names.postbacks_table, retention));
-        self.access = Arc::new(DynamoAccessStore::new(clients.dynamodb.clone(), &names.postbacks_table, retention));
+            Arc::new(DynamoPostbackStore::new(clients.dynamodb.clone(), table, retention, self.clock.clone()));
+        self.access = Arc::new(DynamoAccessStore::new(clients.dynamodb.clone(), table, retention));
         self
     }
 }

@@ -20,6 +20,8 @@
 //! postbacks of the writes of the last `INDEX_SETTLE` with consistent reads, patching
 //! them in: what the index has not caught up with yet.
 
+use std::sync::Arc;
+
 use async_trait::async_trait;
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::types::{Delete, Put, TransactWriteItem, Update};
@@ -32,7 +34,7 @@ use super::resources::POSTBACKS_BY_TYPE;
 use crate::domain::access::AuditRecord;
 use crate::domain::event::EventType;
 use crate::domain::postback::Postback;
-use crate::ports::{PostbackChanges, PostbackSnapshot, PostbackStore, StoreError, StoreResult};
+use crate::ports::{Clock, PostbackChanges, PostbackSnapshot, PostbackStore, StoreError, StoreResult};
 
 const ID: &str = "id";
 const TYPE: &str = "type";
@@ -84,11 +86,18 @@ pub struct DynamoPostbackStore {
     table: String,
     /// How long the audit records written with the postbacks live (TTL).
     audit_retention: chrono::Duration,
+    /// The time of change records and of the `INDEX_SETTLE` window.
+    clock: Arc<dyn Clock>,
 }
 
 impl DynamoPostbackStore {
-    pub fn new(client: aws_sdk_dynamodb::Client, table: &str, audit_retention: chrono::Duration) -> Self {
-        Self { client, table: table.to_string(), audit_retention }
+    pub fn new(
+        client: aws_sdk_dynamodb::Client,
+        table: &str,
+        audit_retention: chrono::Duration,
+        clock: Arc<dyn Clock>,
+    ) -> Self {
+        Self { client, table: table.to_string(), audit_retention, clock }
     }
 
     fn item(postback: &Postback) -> StoreResult<Item> {
@@ -176,7 +185,7 @@ impl DynamoPostbackStore {
                 bump = bump.expression_attribute_values(":stamp", n(stamp));
             }
             let bump = bump.build().map_err(|e| build_error("Update", e))?;
-            let now = chrono::Utc::now();
+            let now = self.clock.now();
             let record = Item::from([
                 (ID.to_string(), s(Self::change_id(next))),
                 (CHANGED.to_string(), s(id)),
@@ -237,7 +246,7 @@ impl DynamoPostbackStore {
     /// (by the change records, newest first, until one is older or missing).
     async fn recent_changes(&self, stamp: u64) -> StoreResult<std::collections::BTreeSet<String>> {
         let settle = chrono::Duration::from_std(INDEX_SETTLE).unwrap_or_default();
-        let cutoff = (chrono::Utc::now() - settle).timestamp_millis();
+        let cutoff = (self.clock.now() - settle).timestamp_millis();
         let mut ids = std::collections::BTreeSet::new();
         let mut to = stamp;
         while to > 0 && stamp - to < MAX_SETTLE_READ {

@@ -18,6 +18,7 @@
 //! scheduled firing arrives `SCHEDULE_LEAD` early and is put back with its group for the
 //! rest of its delay (`requeue_if_early`).
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -32,7 +33,7 @@ use sha2::{Digest, Sha256};
 use super::error::{build_error, unavailable};
 use super::{AwsClients, ResourceNames};
 use crate::domain::firing::Firing;
-use crate::ports::{FiringQueue, Leased, QueueDepth, StoreError, StoreResult};
+use crate::ports::{Clock, FiringQueue, Leased, QueueDepth, StoreError, StoreResult};
 
 /// `SendMessageBatch` calls one `enqueue` has in flight at once.
 const SEND_CONCURRENCY: usize = 16;
@@ -95,6 +96,9 @@ pub struct SqsFiringQueue {
     sqs: aws_sdk_sqs::Client,
     scheduler: aws_sdk_scheduler::Client,
     settings: QueueSettings,
+    /// The "now" a firing's delay is counted from. Leases and delays themselves run on
+    /// SQS's clock.
+    clock: Arc<dyn Clock>,
 }
 
 /// A queue message body from the dispatch Lambda's SQS event, with its receipt handle.
@@ -215,8 +219,8 @@ pub fn at_expression(fire_at: DateTime<Utc>) -> String {
 }
 
 impl SqsFiringQueue {
-    pub fn new(clients: &AwsClients, settings: QueueSettings) -> Self {
-        Self { sqs: clients.sqs.clone(), scheduler: clients.scheduler.clone(), settings }
+    pub fn new(clients: &AwsClients, settings: QueueSettings, clock: Arc<dyn Clock>) -> Self {
+        Self { sqs: clients.sqs.clone(), scheduler: clients.scheduler.clone(), settings, clock }
     }
 
     pub fn settings(&self) -> &QueueSettings {
@@ -358,7 +362,7 @@ impl SqsFiringQueue {
 #[async_trait]
 impl FiringQueue for SqsFiringQueue {
     async fn enqueue(&self, firings: &[Firing]) -> StoreResult<()> {
-        let now = Utc::now();
+        let now = self.clock.now();
         let mut messages = Vec::new();
         let mut scheduled = Vec::new();
         for firing in firings {

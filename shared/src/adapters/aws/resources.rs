@@ -3,7 +3,7 @@
 //! `template.yaml` declares the same keys, indexes, TTL and queue settings.
 
 use std::collections::BTreeSet;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use aws_sdk_dynamodb::types::{
     AttributeDefinition, BillingMode, GlobalSecondaryIndex, KeySchemaElement, KeyType, Projection, ProjectionType,
@@ -333,29 +333,31 @@ async fn ensure_table(client: &aws_sdk_dynamodb::Client, def: &TableDef, name: &
 }
 
 async fn wait_active(client: &aws_sdk_dynamodb::Client, name: &str) -> StoreResult<()> {
-    let started = Instant::now();
-    loop {
-        let out = client
-            .describe_table()
-            .table_name(name)
-            .send()
-            .await
-            .map_err(|e| unavailable("DynamoDB DescribeTable", e))?;
-        let table = out.table.as_ref();
-        let table_active = table.and_then(|t| t.table_status.as_ref()) == Some(&TableStatus::Active);
-        let indexes_active = table
-            .map(|t| t.global_secondary_indexes())
-            .unwrap_or_default()
-            .iter()
-            .all(|i| i.index_status.as_ref().is_none_or(|s| s.as_str() == "ACTIVE"));
-        if table_active && indexes_active {
-            return Ok(());
+    let poll = async {
+        loop {
+            let out = client
+                .describe_table()
+                .table_name(name)
+                .send()
+                .await
+                .map_err(|e| unavailable("DynamoDB DescribeTable", e))?;
+            let table = out.table.as_ref();
+            let table_active = table.and_then(|t| t.table_status.as_ref()) == Some(&TableStatus::Active);
+            let indexes_active = table
+                .map(|t| t.global_secondary_indexes())
+                .unwrap_or_default()
+                .iter()
+                .all(|i| i.index_status.as_ref().is_none_or(|s| s.as_str() == "ACTIVE"));
+            if table_active && indexes_active {
+                return Ok(());
+            }
+            // DynamoDB is creating the table on its side: ask again shortly.
+            tokio::time::sleep(Duration::from_millis(500)).await;
         }
-        if started.elapsed() > TABLE_ACTIVE_TIMEOUT {
-            return Err(StoreError::Unavailable(format!("table {name} not active after {TABLE_ACTIVE_TIMEOUT:?}")));
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
+    };
+    tokio::time::timeout(TABLE_ACTIVE_TIMEOUT, poll).await.unwrap_or_else(|_| {
+        Err(StoreError::Unavailable(format!("table {name} not active after {TABLE_ACTIVE_TIMEOUT:?}")))
+    })
 }
 
 /// Create the queue (idempotent for identical attributes) and return its URL and ARN.

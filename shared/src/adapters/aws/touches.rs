@@ -4,6 +4,7 @@
 //! reads ignore items past it.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -12,7 +13,7 @@ use sha2::{Digest, Sha256};
 use super::error::unavailable;
 use super::item::{batch_get, batch_put, doc, expires_at, get_s, is_expired, s, to_json, Item, DOC, EXPIRES_AT};
 use crate::domain::event::{CurrentStatus, Event, EventType, StatusKey};
-use crate::ports::{StoreResult, TouchRecord, TouchStore};
+use crate::ports::{Clock, StoreResult, TouchRecord, TouchStore};
 
 const TRANSACTION_ID: &str = "transaction_id";
 const KIND: &str = "kind";
@@ -26,6 +27,9 @@ pub struct DynamoTouchStore {
     client: aws_sdk_dynamodb::Client,
     table: String,
     retention: chrono::Duration,
+    /// The "now" of TTLs written and of reads' expiry check (DynamoDB's own TTL deletion
+    /// runs on its own schedule, often days late: reads never rely on it).
+    clock: Arc<dyn Clock>,
 }
 
 fn status_kind(key: &StatusKey) -> String {
@@ -48,8 +52,13 @@ fn seen_key(dedupe_key: &str) -> (String, String) {
 
 impl DynamoTouchStore {
     /// `retention` is how long touches live (`LOG_RETENTION_DAYS`).
-    pub fn new(client: aws_sdk_dynamodb::Client, table: &str, retention: chrono::Duration) -> Self {
-        Self { client, table: table.to_string(), retention }
+    pub fn new(
+        client: aws_sdk_dynamodb::Client,
+        table: &str,
+        retention: chrono::Duration,
+        clock: Arc<dyn Clock>,
+    ) -> Self {
+        Self { client, table: table.to_string(), retention, clock }
     }
 
     fn key(transaction_id: &str, kind: &str) -> Item {
@@ -66,7 +75,7 @@ impl DynamoTouchStore {
             .send()
             .await
             .map_err(|e| unavailable("DynamoDB GetItem touch", e))?;
-        Ok(out.item.filter(|item| !is_expired(item, Utc::now())))
+        Ok(out.item.filter(|item| !is_expired(item, self.clock.now())))
     }
 
     fn touch_item(&self, event: &Event, now: DateTime<Utc>) -> StoreResult<Item> {
@@ -103,7 +112,7 @@ impl TouchStore for DynamoTouchStore {
     async fn get_clicks(&self, transaction_ids: &[String]) -> StoreResult<HashMap<String, Event>> {
         let unique: HashSet<&String> = transaction_ids.iter().collect();
         let keys = unique.into_iter().map(|t| Self::key(t, CLICK)).collect();
-        let now = Utc::now();
+        let now = self.clock.now();
         let mut clicks = HashMap::new();
         for item in batch_get(&self.client, &self.table, keys).await? {
             if is_expired(&item, now) {
@@ -120,7 +129,7 @@ impl TouchStore for DynamoTouchStore {
     }
 
     async fn record(&self, touches: &[TouchRecord]) -> StoreResult<()> {
-        let now = Utc::now();
+        let now = self.clock.now();
         // One write per key, the last record winning (a batch may not repeat a key).
         let mut latest: BTreeMap<(String, String), Item> = BTreeMap::new();
         for touch in touches {
@@ -141,7 +150,7 @@ impl TouchStore for DynamoTouchStore {
         }
         let keys = by_key.keys().map(|(t, k)| Self::key(t, k)).collect();
         let found = batch_get(&self.client, &self.table, keys).await?;
-        let now = Utc::now();
+        let now = self.clock.now();
         let mut seen = HashSet::new();
         for item in found.iter().filter(|item| !is_expired(item, now)) {
             let key = (
@@ -157,7 +166,7 @@ impl TouchStore for DynamoTouchStore {
 
     async fn mark_seen(&self, dedupe_keys: &[String]) -> StoreResult<()> {
         // A plain put is idempotent: marking again only renews the TTL.
-        let now = Utc::now();
+        let now = self.clock.now();
         let unique: HashSet<(String, String)> = dedupe_keys.iter().map(|k| seen_key(k)).collect();
         let items = unique
             .into_iter()

@@ -3,7 +3,6 @@
 //! log + marker + ack are each one write job, in one transaction.
 
 use async_trait::async_trait;
-use chrono::Utc;
 
 use super::logs::{mark_delivered_and_log, LogRow};
 use super::queue::{QueueChanges, Row};
@@ -28,7 +27,7 @@ impl CombinedWrites for EmbeddedStore {
         let touches = touches.iter().map(|t| touch_row(&t.event)).collect::<StoreResult<Vec<_>>>()?;
         let queued = firings.iter().map(Row::of).collect::<StoreResult<Vec<_>>>()?;
         let keys = dedupe_keys.to_vec();
-        let now = Utc::now();
+        let now = self.now();
         let (now_ms, cutoff) = (millis(now), millis(self.cutoff(now)));
         let changes = QueueChanges::default();
         let after = changes.after_commit(&self.core.queue, Vec::new());
@@ -43,7 +42,7 @@ impl CombinedWrites for EmbeddedStore {
     async fn settle_delivered(&self, leased: &Leased, entry: &LogEntry) -> StoreResult<bool> {
         let row = LogRow::new(entry)?;
         let delivery_id = entry.delivery_id.clone();
-        let now = Utc::now();
+        let now = self.now();
         let (now_ms, cutoff) = (millis(now), millis(self.cutoff(now)));
         // A stale lease still gets its delivery logged and marked; only the ack is skipped.
         let rowid = self.begin_settle(&leased.receipt, "ack");

@@ -113,7 +113,7 @@ impl LogStore for EmbeddedStore {
     async fn record_delivered(&self, entry: &LogEntry) -> StoreResult<bool> {
         let row = LogRow::new(entry)?;
         let delivery_id = entry.delivery_id.clone();
-        let now = Utc::now();
+        let now = self.now();
         let (now_ms, cutoff) = (millis(now), millis(self.cutoff(now)));
         // A marker written apart from its queue row's settle: that row (if queued) must
         // get the lease-time delivered check, which a payload kept in memory would skip.
@@ -123,7 +123,7 @@ impl LogStore for EmbeddedStore {
 
     async fn is_delivered(&self, delivery_id: &str) -> StoreResult<bool> {
         let delivery_id = delivery_id.to_string();
-        let cutoff = millis(self.cutoff(Utc::now()));
+        let cutoff = millis(self.cutoff(self.now()));
         self.read_point(move |conn| {
             Ok(conn
                 .prepare_cached("SELECT 1 FROM delivered WHERE delivery_id = ?1 AND created_at >= ?2")?
@@ -142,7 +142,7 @@ impl LogStore for EmbeddedStore {
         let (Some(first), Some(last)) = (hours.iter().min(), hours.iter().max()) else {
             return Ok(HashMap::new());
         };
-        let from_ns = nanos(*first).max(nanos(self.cutoff(Utc::now())));
+        let from_ns = nanos(*first).max(nanos(self.cutoff(self.now())));
         let to_ns = nanos(*last + chrono::TimeDelta::hours(1));
         let wanted: Vec<DateTime<Utc>> = hours.to_vec();
         let postback_id = postback_id.to_string();
@@ -180,7 +180,7 @@ impl LogStore for EmbeddedStore {
     /// Point reads of `delivered` and `replayed` by their keys, in one read.
     async fn replay_states(&self, delivery_ids: &[String]) -> StoreResult<HashMap<String, ReplayState>> {
         let ids = delivery_ids.to_vec();
-        let cutoff = millis(self.cutoff(Utc::now()));
+        let cutoff = millis(self.cutoff(self.now()));
         self.read(move |conn| {
             let mut delivered =
                 conn.prepare_cached("SELECT 1 FROM delivered WHERE delivery_id = ?1 AND created_at >= ?2")?;
@@ -211,7 +211,7 @@ impl LogStore for EmbeddedStore {
         }
         let rows: Vec<(String, i64, String)> =
             entries.iter().map(|e| (e.delivery_id.clone(), nanos(e.fired_at), e.id.clone())).collect();
-        let now = millis(Utc::now());
+        let now = millis(self.now());
         self.write(move |conn| {
             let mut upsert = conn.prepare_cached(
                 "INSERT INTO replayed (delivery_id, fired_at_ns, entry_id, created_at) VALUES (?1, ?2, ?3, ?4) \
@@ -229,7 +229,7 @@ impl LogStore for EmbeddedStore {
 
     async fn get(&self, id: &str) -> StoreResult<Option<LogEntry>> {
         let id = id.to_string();
-        let cutoff = nanos(self.cutoff(Utc::now()));
+        let cutoff = nanos(self.cutoff(self.now()));
         self.read(move |conn| {
             let row: Option<(String, Option<String>)> = conn
                 .prepare_cached("SELECT body, firing FROM logs WHERE id = ?1 AND fired_at_ns >= ?2")?
@@ -245,7 +245,7 @@ impl LogStore for EmbeddedStore {
             0 => DEFAULT_LOG_LIMIT,
             n => n.min(MAX_LOG_LIMIT),
         };
-        let (sql, params) = query_sql(filter, nanos(self.cutoff(Utc::now())), limit);
+        let (sql, params) = query_sql(filter, nanos(self.cutoff(self.now())), limit);
         self.read(move |conn| {
             let mut stmt = conn.prepare_cached(&sql)?;
             let rows: Vec<(String, Option<String>)> = stmt
@@ -361,7 +361,7 @@ mod tests {
     fn listings_read_an_index_in_order() {
         let dir = tempfile::tempdir().unwrap();
         let conn = open_writer(&dir.path().join("db.sqlite"), "NORMAL").unwrap();
-        let t = Utc::now();
+        let t = DateTime::from_timestamp(1_900_000_000, 0).unwrap();
         let cursor = Some(Cursor { fired_at: t, last_id: "0190a0a0-0000-7000-8000-000000000000".into() });
         let cases = [
             ("everything", LogFilter::default(), "logs_by_fired_at"),

@@ -30,7 +30,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tokio::sync::Notify;
 
-use crate::ports::{StoreError, StoreResult};
+use crate::ports::{Clock, StoreError, StoreResult};
 
 use readers::ReadPool;
 use writer::{WriterCounters, WriterHandle};
@@ -119,6 +119,8 @@ struct Core {
     notify: Arc<Notify>,
     options: EmbeddedOptions,
     path: PathBuf,
+    /// Every "now" of the store: leases, due times, retention cutoffs, row ages.
+    clock: Arc<dyn Clock>,
     /// The breaker mirror and the rate-limit slots (`control.rs`).
     control: control::ControlState,
     /// The queue's visibility order and leases (`queue_index.rs`).
@@ -141,12 +143,18 @@ impl std::fmt::Debug for EmbeddedStore {
 }
 
 impl EmbeddedStore {
-    /// Open (or create) the database at `path` with fsync on every commit.
-    pub fn open(path: &Path, options: EmbeddedOptions) -> StoreResult<Self> {
-        Self::open_with(path, options, StoreTuning::default())
+    /// Open (or create) the database at `path` with fsync on every commit, timed by
+    /// `clock` (`SystemClock` in the server).
+    pub fn open(path: &Path, options: EmbeddedOptions, clock: Arc<dyn Clock>) -> StoreResult<Self> {
+        Self::open_with(path, options, StoreTuning::default(), clock)
     }
 
-    pub fn open_with(path: &Path, options: EmbeddedOptions, tuning: StoreTuning) -> StoreResult<Self> {
+    pub fn open_with(
+        path: &Path,
+        options: EmbeddedOptions,
+        tuning: StoreTuning,
+        clock: Arc<dyn Clock>,
+    ) -> StoreResult<Self> {
         prepare_file(path)?;
         let write_conn = schema::open_writer(path, tuning.durability.pragma()).map_err(open_error)?;
         let control = control::ControlState::load(&write_conn)?;
@@ -171,6 +179,7 @@ impl EmbeddedStore {
                 notify,
                 options,
                 path: path.to_path_buf(),
+                clock,
                 control,
                 queue,
                 _checkpointer: checkpointer,
@@ -209,7 +218,7 @@ impl EmbeddedStore {
     /// of rows deleted. Reads ignore expired rows whether or not they were purged.
     pub async fn purge_expired(&self) -> StoreResult<u64> {
         const CHUNK: i64 = 2_000;
-        let cutoff = self.cutoff(Utc::now());
+        let cutoff = self.cutoff(self.now());
         let (cutoff_ms, cutoff_ns) = (millis(cutoff), nanos(cutoff));
         // (table, row key, age column, bound)
         let targets: [(&str, &str, &str, i64); 7] = [
@@ -235,6 +244,11 @@ impl EmbeddedStore {
             }
         }
         Ok(total)
+    }
+
+    /// Now, on the store's clock.
+    fn now(&self) -> DateTime<Utc> {
+        self.core.clock.now()
     }
 
     /// Rows older than this are expired.

@@ -194,7 +194,7 @@ impl EmbeddedStore {
 
     /// A lease taken now.
     fn lease_window(&self) -> LeaseWindow {
-        let now = Utc::now();
+        let now = self.now();
         let lease = chrono::Duration::from_std(self.core.options.lease).unwrap_or(chrono::Duration::MAX);
         LeaseWindow {
             now: millis(now),
@@ -346,7 +346,7 @@ impl FiringQueue for EmbeddedStore {
             return Ok(());
         }
         let rows = firings.iter().map(Row::of).collect::<StoreResult<Vec<_>>>()?;
-        let cutoff = millis(self.cutoff(Utc::now()));
+        let cutoff = millis(self.cutoff(self.now()));
         let changes = QueueChanges::default();
         let after = changes.after_commit(&self.core.queue, Vec::new());
         self.core
@@ -387,7 +387,7 @@ impl FiringQueue for EmbeddedStore {
         let Some(rowid) = self.begin_settle(&leased.receipt, "retry") else {
             return Ok(());
         };
-        let cutoff = millis(self.cutoff(Utc::now()));
+        let cutoff = millis(self.cutoff(self.now()));
         let changes = QueueChanges::default();
         let after = changes.after_commit(&self.core.queue, vec![rowid]);
         self.core.writer.write_then(move |conn| changes.replace(conn, rowid, &next, cutoff), true, 2, after).await

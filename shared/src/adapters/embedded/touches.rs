@@ -4,7 +4,6 @@
 use std::collections::HashSet;
 
 use async_trait::async_trait;
-use chrono::Utc;
 use rusqlite::{Connection, OptionalExtension};
 
 use super::{decode, encode, millis, EmbeddedStore};
@@ -50,7 +49,7 @@ const POINT_READ_KEYS: usize = 16;
 impl TouchStore for EmbeddedStore {
     async fn get_click(&self, transaction_id: &str) -> StoreResult<Option<Event>> {
         let transaction_id = transaction_id.to_string();
-        let cutoff = millis(self.cutoff(Utc::now()));
+        let cutoff = millis(self.cutoff(self.now()));
         self.read_point(move |conn| {
             let event: Option<String> = conn
                 .prepare_cached(
@@ -65,7 +64,7 @@ impl TouchStore for EmbeddedStore {
 
     async fn get_status(&self, transaction_id: &str, key: &StatusKey) -> StoreResult<Option<CurrentStatus>> {
         let (transaction_id, key) = (transaction_id.to_string(), key.as_key());
-        let cutoff = millis(self.cutoff(Utc::now()));
+        let cutoff = millis(self.cutoff(self.now()));
         self.read_point(move |conn| {
             let current: Option<String> = conn
                 .prepare_cached(
@@ -87,7 +86,7 @@ impl TouchStore for EmbeddedStore {
             return Ok(HashSet::new());
         }
         let keys = dedupe_keys.to_vec();
-        let cutoff = millis(self.cutoff(Utc::now()));
+        let cutoff = millis(self.cutoff(self.now()));
         let lookup = move |conn: &rusqlite::Connection| {
             let mut lookup = conn.prepare_cached("SELECT 1 FROM seen WHERE dedupe_key = ?1 AND created_at >= ?2")?;
             let mut found = HashSet::new();

@@ -63,6 +63,21 @@ struct Job<T, F> {
     submitted_at: Instant,
 }
 
+impl<T, F> Job<T, F> {
+    /// A job submitted now.
+    fn new(
+        op: F,
+        reply: oneshot::Sender<StoreResult<T>>,
+        after: Option<AfterCommit>,
+        wakes_consumers: bool,
+        rows: usize,
+    ) -> Self {
+        // A measurement (the queue-wait counters), not a rule: monotonic time, not the clock port.
+        let submitted_at = Instant::now();
+        Self { op: Some(op), outcome: None, reply: Some(reply), after, wakes_consumers, rows, submitted_at }
+    }
+}
+
 impl<T, F> Drop for Job<T, F> {
     fn drop(&mut self) {
         if let Some(after) = self.after.take() {
@@ -172,15 +187,7 @@ impl WriterHandle {
         F: FnOnce(&Connection) -> StoreResult<T> + Send + 'static,
     {
         let (reply, answer) = oneshot::channel();
-        let job = Job {
-            op: Some(op),
-            outcome: None,
-            reply: Some(reply),
-            after,
-            wakes_consumers,
-            rows: rows.max(1),
-            submitted_at: Instant::now(),
-        };
+        let job = Job::new(op, reply, after, wakes_consumers, rows.max(1));
         self.sender.send(Message::Job(Box::new(job))).await.map_err(|_| closed())?;
         answer.await.map_err(|_| closed())?
     }
@@ -381,16 +388,7 @@ mod tests {
         rows: usize,
     ) -> (Box<dyn PendingJob>, oneshot::Receiver<StoreResult<T>>) {
         let (reply, answer) = oneshot::channel();
-        let job = Job {
-            op: Some(op),
-            outcome: None,
-            reply: Some(reply),
-            after,
-            wakes_consumers: true,
-            rows,
-            submitted_at: Instant::now(),
-        };
-        (Box::new(job), answer)
+        (Box::new(Job::new(op, reply, after, true, rows)), answer)
     }
 
     /// An after-commit hook that records what it was told.
@@ -508,8 +506,8 @@ mod tests {
         let (inner, _answer) = job(|c| insert(c, 1));
         let (fresh, _fresh_answer) = job(|c| insert(c, 2));
         // The first job was submitted 50 ms before the batch started; the second just now.
-        let waited: Box<dyn PendingJob> =
-            Box::new(BackdatedJob(inner, Instant::now() - std::time::Duration::from_millis(50)));
+        let submitted_at = inner.submitted_at() - std::time::Duration::from_millis(50);
+        let waited: Box<dyn PendingJob> = Box::new(BackdatedJob(inner, submitted_at));
         run_batch(&conn, vec![waited, fresh], &counters, &notify);
         let max = counters.queue_wait_micros_max.load(Ordering::Relaxed);
         let total = counters.queue_wait_micros_total.load(Ordering::Relaxed);

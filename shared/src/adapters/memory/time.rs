@@ -8,6 +8,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use tokio::sync::watch;
 
+use crate::adapters::system::SystemClock;
 use crate::ports::{Clock, Jitter};
 
 /// A clock for tests: it stands still until `advance` or `set` moves it, in whole
@@ -24,9 +25,10 @@ impl ManualClock {
         Self { now: watch::Sender::new(whole_millis(start)) }
     }
 
-    /// A clock showing the real time now (truncated to whole milliseconds), standing still.
+    /// A clock showing the system clock's time now (truncated to whole milliseconds),
+    /// standing still.
     pub fn starting_now() -> Self {
-        Self::new(Utc::now())
+        Self::new(SystemClock.now())
     }
 
     /// Move the clock forward by `d` (whole milliseconds; a sub-millisecond rest is

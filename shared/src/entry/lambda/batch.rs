@@ -676,7 +676,7 @@ mod tests {
         let names = ResourceNames::from_lookup(|name| Some(format!("test-{name}"))).unwrap();
         let batch = BatchDispatcher {
             dispatcher: test.app.dispatcher(),
-            queue: Arc::new(SqsFiringQueue::new(&clients, QueueSettings::from_names(&names))),
+            queue: Arc::new(SqsFiringQueue::new(&clients, QueueSettings::from_names(&names), clock.clone())),
             delivery_timeout: Duration::from_secs(10),
             function_timeout: Duration::from_secs(60),
             warned: Arc::new(std::sync::atomic::AtomicBool::new(false)),

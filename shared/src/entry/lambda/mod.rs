@@ -31,6 +31,7 @@ use crate::adapters::sender::SenderConfig;
 use crate::adapters::system::{RandomJitter, SystemClock};
 use crate::entry::config::{Settings, SettingsError};
 use crate::entry::http::{router, ApiKeys, RouteSet};
+use crate::ports::Clock;
 use crate::service::{App, CatalogTiming, Policy, Ports};
 
 pub use batch::{
@@ -119,12 +120,10 @@ impl LambdaApp {
         queue: QueueSettings,
         catalog: CatalogTiming,
     ) -> Self {
-        let mut adapters = AwsAdapters::new(clients, names, settings.log_retention()).with_audit_retention(
-            clients,
-            names,
-            settings.audit_retention(),
-        );
-        adapters.queue = Arc::new(SqsFiringQueue::new(clients, queue));
+        let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+        let mut adapters = AwsAdapters::new(clients, names, settings.log_retention(), clock.clone())
+            .with_audit_retention(clients, names, settings.audit_retention());
+        adapters.queue = Arc::new(SqsFiringQueue::new(clients, queue, clock.clone()));
         let sender = LazySender::new(SenderConfig::new(settings.delivery_timeout, settings.allow_private_targets));
         let ports = Ports {
             postbacks: adapters.postbacks,
@@ -134,7 +133,7 @@ impl LambdaApp {
             control: adapters.control,
             access: adapters.access,
             sender: Arc::new(sender),
-            clock: Arc::new(SystemClock),
+            clock,
             jitter: Arc::new(RandomJitter),
             combined: None,
         };

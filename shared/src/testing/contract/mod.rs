@@ -10,9 +10,9 @@
 //!
 //! Time-dependent checks poll with short pauses against bounded deadlines, never a long
 //! fixed sleep, and allow `CLOCK_SLACK` for adapters whose clock is remote (SQS). Time
-//! is the adapters' time (`Adapters::now`, `Adapters::pause`): real time for the real
-//! adapters; for the memory adapters a manual clock that each pause moves on, so their
-//! checks take no real time.
+//! is the adapters' time (`Adapters::now`, `Adapters::pause`): for the memory and
+//! embedded adapters a manual clock that each pause moves on, so their checks take no
+//! real time; real time for the AWS adapters, whose leases and delays run on SQS.
 
 use std::future::Future;
 use std::pin::Pin;

@@ -118,7 +118,8 @@ mod tests {
         assert_eq!(r.filter.outcome, None, "the store adds failed itself");
         assert_eq!(r.filter.predicates.len(), 3, "url.contains, error.not, test");
         assert!(!replay_request(&json!({"from": FROM})).unwrap().dry_run, "dry_run defaults to false");
-        let cursor = Cursor { fired_at: chrono::Utc::now(), last_id: "abc".into() };
+        let cursor =
+            Cursor { fired_at: chrono::DateTime::from_timestamp(1_900_000_000, 0).unwrap(), last_id: "abc".into() };
         let r = replay_request(&json!({"from": FROM, "cursor": cursor.encode()})).unwrap();
         assert_eq!(r.filter.cursor, Some(cursor));
     }
