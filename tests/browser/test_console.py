@@ -783,7 +783,8 @@ def test_form_shows_the_fields_of_the_type():
                 for name in hidden:
                     assert not visible_field(name), (kind, fire_on, name, "shown")
                 note = text_of("#fields-note")
-                assert note.startswith(f"Hidden, as they do not apply to a {kind} postback"), note
+                article = "an" if kind[0] in "aeiou" else "a"
+                assert note.startswith(f"Hidden, as they do not apply to {article} {kind} postback"), note
                 assert all(label in note for label in hidden.values()), (kind, note)
                 layout_ok(f"the form of a {kind} postback")
                 if kind == "alert":

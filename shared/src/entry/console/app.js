@@ -728,7 +728,7 @@ async function editPage(id) {
       const el = form.querySelector(`[data-for="${name}"]`) || form.querySelector(`fieldset[data-field="${name}"]`);
       if (el && isPartner()) el.hidden = true;
     }
-    fieldsNote.textContent = hidden.length ? `Hidden, as they do not apply to a ${type} postback${fits.fire_on ? ` that fires on ${form.querySelector('[data-field="fire_on"]').value}` : ""}: ${hidden.join(", ")}.` : "";
+    fieldsNote.textContent = hidden.length ? `Hidden, as they do not apply to ${/^[aeiou]/.test(type) ? "an" : "a"} ${type} postback${fits.fire_on ? ` that fires on ${form.querySelector('[data-field="fire_on"]').value}` : ""}: ${hidden.join(", ")}.` : "";
   };
   form.querySelector('[data-field="type"]').addEventListener("change", paintFields);
   form.querySelector('[data-field="fire_on"]').addEventListener("change", paintFields);
