@@ -729,6 +729,8 @@ def test_find_box_and_count():
             col = d.find_elements(By.CSS_SELECTOR, ".filter-row .f-col")
             assert len(col) == 1 and Select(col[0]).first_selected_option.text == "Transaction id"
             layout_ok("the found transaction")
+            if width < 600:
+                d.execute_script("document.getElementById('find-form').scrollIntoView()")
             shot(f"logs-find{suffix(width)}.png")
             # A postback name.
             find("Failing CRM")
@@ -943,6 +945,8 @@ def test_every_page_fits_with_long_text():
                 if then:
                     then()
                 layout_ok(h)
+                if width < 600 and name == "logs":
+                    d.execute_script("document.getElementById('log-count').scrollIntoView()")
                 if width < 600 or name in ("postback-edit", "log-entry"):
                     shot(f"{name}{'-long' if width >= 600 else ''}{suffix(width)}.png")
             # The partner's own pages.
