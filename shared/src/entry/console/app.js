@@ -845,6 +845,7 @@ const COLUMN_LABELS = {
 const LOG_HEADERS = ["Fired at", "Postback", "Transaction", "Type", "Attempt", "Status", "Outcome", "Duration", "URL"];
 // The count asks for one page of this many (the API's largest) and says "more than" beyond.
 const COUNT_LIMIT = 500;
+const COUNT_DELAY_MS = 400;
 
 function filterRow(f = { column: "postback_name", op: "is", value: "" }) {
   const row = h("div", { class: "row filter-row" },
@@ -1013,7 +1014,9 @@ async function logsPage() {
     }
   }
 
+  let loads = 0;
   async function load() {
+    const mine = ++loads;
     clearLogErrors();
     const cursor = logState.cursors[logState.cursors.length - 1];
     const asked = performance.now();
@@ -1026,7 +1029,9 @@ async function logsPage() {
     table.dataset.renderMs = ms.toFixed(1);
     table.dataset.count = String(r.data.items.length);
     table.dataset.totalMs = (performance.now() - asked).toFixed(1);
-    // Until the frame with the rows has been laid out and painted; the count is asked after.
+    // Until the frame with the rows has been laid out and painted. The count is asked a
+    // moment after, unless another load has begun (new filters, a page turned): off the
+    // path of the rows and of the manager's next click.
     delete table.dataset.paintedMs;
     const pageNo = logState.cursors.length;
     const first = (pageNo - 1) * Number(logState.limit) + 1;
@@ -1034,7 +1039,7 @@ async function logsPage() {
     paintCount();
     requestAnimationFrame(() => setTimeout(() => {
       table.dataset.paintedMs = (performance.now() - asked).toFixed(1);
-      if (logState.count === null) countMatches();
+      setTimeout(() => { if (mine === loads && logState.count === null) countMatches(); }, COUNT_DELAY_MS);
     }, 0));
     mount(pager,
       h("button", { type: "button", class: "secondary", id: "prev", disabled: pageNo < 2, onclick: () => { logState.cursors.pop(); load(); } }, "Previous"),
