@@ -298,7 +298,7 @@ async function postbacksPage() {
     td("Breaker", { class: `pb-breaker ${p.health && p.health.state !== "closed" ? "bad" : ""}` }, breakerText(p.health)),
     td("Last 24 h", { class: "pb-24h", "data-id": p.id }, "…"),
     td("Version", { class: "mono" }, `v${p.version ?? 1}`),
-    td("Approval", { class: `pb-approval wrap ${approvalClass(p)}` }, approvalText(p))));
+    td("Approval", { class: `pb-approval ${approvalClass(p)}` }, approvalText(p))));
   mount(main(),
     h("div", { class: "bar" }, h("h1", {}, me.role === "partner" ? "My postbacks" : "Postbacks"), writerOnly(h("a", { class: "button", href: "#/postbacks/new", id: "new-postback" }, "New postback")), adminOnly(h("a", { class: "button secondary", href: "#/templates", id: "new-from-template" }, "New from a template"))),
     rows.length === 0 ? h("p", { id: "empty" }, "No postbacks yet.") :
@@ -766,8 +766,8 @@ async function approvalsPage() {
     const proposed = revision ? "Proposed" : "Submitted";
     const rows = REVIEW_FIELDS.filter((f) => !revision || shownValue(p[f]) !== shownValue(revision[f])).map((f) => h("tr", {},
       h("th", {}, f),
-      td("Approved", { class: "mono old" }, revision ? shownValue(p[f]) : "—"),
-      td(proposed, { class: "mono new" }, shownValue(revision ? revision[f] : p[f]))));
+      td("Approved", { class: "mono wrap old" }, revision ? shownValue(p[f]) : "—"),
+      td(proposed, { class: "mono wrap new" }, shownValue(revision ? revision[f] : p[f]))));
     const reason = h("input", { class: "reject-reason", placeholder: "Reason (shown to the partner)", maxlength: 500, "aria-label": "Rejection reason" });
     const err = h("p", { class: "error", role: "alert" });
     const decide = async (kind) => {
@@ -883,7 +883,7 @@ function readLogForm() {
 export function logRows(items) {
   return items.map((e) => h("tr", { "data-id": e.id, class: `outcome-${e.outcome}` },
     td("Fired at", { class: "mono when", title: utcTitle(e.fired_at) }, h("a", { href: `#/logs/${encodeURIComponent(e.id)}` }, localTime(e.fired_at, true))),
-    td("Postback", { class: "wrap" }, e.postback_name), td("Transaction", { class: "mono" }, e.transaction_id), td("Type", {}, e.type),
+    td("Postback", { class: "wrap" }, e.postback_name), td("Transaction", { class: "mono wrap" }, e.transaction_id), td("Type", {}, e.type),
     td("Attempt", {}, e.attempt), td("Status", {}, e.status_code ?? "—"),
     td("Outcome", { class: "outcome" }, e.outcome, e.test ? " (test)" : "", e.replay_of ? " (replay)" : "", e.resend_of ? " (resend)" : "", e.reversal_of ? " (reversal)" : ""),
     td("Duration", {}, `${e.duration_ms} ms`), td("URL", { class: "url" }, e.url)));
@@ -1168,7 +1168,7 @@ async function keysPage() {
     showCreated(c.data);
   });
   const rows = r.data.items.map((k) => h("tr", { "data-id": k.id },
-    td("Name", { class: "k-name wrap" }, k.name), td("Role", {}, k.role), td("Publisher", { class: "mono" }, k.publisher_id ?? "—"),
+    td("Name", { class: "k-name wrap" }, k.name), td("Role", {}, k.role), td("Publisher", { class: "mono wrap" }, k.publisher_id ?? "—"),
     td("Created", { class: "mono when" }, when(k.created_at)), td("Last used", { class: "mono when k-used" }, k.last_used_at ? when(k.last_used_at) : "never"),
     td("", {}, h("button", { type: "button", class: "danger revoke", onclick: () => confirmRevoke(k) }, "Revoke"))));
   mount(main(), h("div", { class: "bar" }, h("h1", {}, "Keys")),
@@ -1245,7 +1245,7 @@ async function auditPage() {
       td("At", { class: "mono when", title: utcTitle(rec.at) }, localTime(rec.at, true)),
       td("Who", { class: "wrap" }, `${rec.actor.name} (${rec.actor.role})`),
       td("Action", { class: "mono a-action" }, rec.action),
-      td("Target", { class: "mono" }, `${rec.target.kind}${rec.target.id ? ` ${rec.target.id}` : ""}`),
+      td("Target", { class: "mono wrap" }, `${rec.target.kind}${rec.target.id ? ` ${rec.target.id}` : ""}`),
       td("Summary", { class: "a-summary wrap" }, rec.summary)));
     mount(table, rows.length === 0 ? h("p", { id: "audit-empty" }, "No records match.") :
       h("div", { class: "scroll" }, cardTable({ id: "audit" }, ["At", "Who", "Action", "Target", "Summary"], rows)));
