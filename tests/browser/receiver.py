@@ -6,6 +6,8 @@ ANSWERS = {
     "/ok": (200, "accepted: thanks"),
     "/fail": (500, "receiver broke"),
     "/xss": (200, "<img src=x onerror=alert(1)>"),
+    # One long unbroken word, as some receivers answer (a token, a base64 blob).
+    "/long": (200, "accepted_" + "0123456789abcdef" * 150),
 }
 # /flaky answers 503 until someone asks /flaky/up: a receiver that comes back after an
 # outage, for bulk replay.

@@ -3,6 +3,8 @@
 Run by scripts/browser-test.sh, which starts the server and the receiver and sets
 BASE, RECEIVER, ADMIN_KEY, INGEST_KEY and SHOTS. Prints `browser: N passed, N failed`.
 """
+import datetime
+import gzip
 import hashlib
 import json
 import os
@@ -12,7 +14,9 @@ import tempfile
 import time
 import traceback
 import urllib.error
+import urllib.parse
 import urllib.request
+import zoneinfo
 
 from selenium import webdriver
 from selenium.common.exceptions import NoAlertPresentException
@@ -29,6 +33,18 @@ CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' 
        "connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'")
 XSS_BODY = "<img src=x onerror=alert(1)>"
 XSS_PARAM = "<script>window.__pwned = 1; alert(2)</script>"
+# The browser's zone for the whole walk: not UTC, with a half-hour offset, so a time
+# shown in UTC or in the wrong zone cannot pass for the right one.
+ZONE = "Asia/Kolkata"
+# Long unbroken text, as names, ids and URLs sometimes are (the first from the issue).
+LONG_NAME = "MaxBounty_S2S_Offer48213_Publisher10077_FTD_postback"
+LONGER_NAME = (LONG_NAME + "_") * 3
+LONG_TX = "T-long-" + "a1b2c3d4e5" * 20
+LONG_OFFER = "o-" + "9" * 120
+LONG_KEY_NAME = "Reporting_integration_key_for_" + "partner_dashboard" * 9
+LONG_URL_TAIL = "&x=" + "y" * 300
+KEY_STOPPED = "The key no longer works — sign in again."
+LOG_HEADERS = ["Fired at", "Postback", "Transaction", "Type", "Attempt", "Status", "Outcome", "Duration", "URL"]
 
 
 def http(method, path, body=None, key=None):
@@ -58,6 +74,7 @@ def make_driver():
 
 d = make_driver()
 d.set_window_size(1280, 800)
+d.execute_cdp_cmd("Emulation.setTimezoneOverride", {"timezoneId": ZONE})
 wait = WebDriverWait(d, 10)
 state = {}
 # Requests the walk makes fail on purpose (a wrong key, refused forms); the browser
@@ -126,6 +143,63 @@ def open_hash(h):
     d.get(f"{BASE}/console#{h}")
 
 
+WIDTHS = [(1280, 800), (390, 844)]
+
+
+def at_width(width):
+    d.set_window_size(width, 844 if width < 600 else 800)
+    until(lambda: d.execute_script("return window.innerWidth") == width, f"a {width} px window")
+
+
+def suffix(width):
+    """Screenshot names: `logs.png` at 1280, `logs-390.png` at 390."""
+    return "" if width >= 600 else f"-{width}"
+
+
+def local(iso, ms=False):
+    """The UTC time `iso` as the page should show it in ZONE."""
+    t = datetime.datetime.fromisoformat(re.sub(r"(\.\d{6})\d+", r"\1", iso).replace("Z", "+00:00"))
+    t = t.astimezone(zoneinfo.ZoneInfo(ZONE))
+    return t.strftime("%Y-%m-%d %H:%M:%S") + (f".{t.microsecond // 1000:03d}" if ms else "")
+
+
+# Everything wrong with the layout of the page as it stands: the page wider than the
+# window; an element that ends right of the window (outside the boxes that scroll); a
+# box that scrolls sideways without its hint showing; in the narrow layout, a table
+# cell shown without its column's name.
+LAYOUT_PROBLEMS = """
+const out = [], vw = document.documentElement.clientWidth;
+const name = (el) => el.tagName.toLowerCase() + (el.id ? '#' + el.id : '') + (el.className && typeof el.className === 'string' ? '.' + el.className.trim().split(/\\s+/).join('.') : '');
+if (document.documentElement.scrollWidth > vw) out.push(`the page is ${document.documentElement.scrollWidth - vw}px wider than the window`);
+for (const el of document.querySelectorAll('header *, main *')) {
+  if (el.closest('.scroll') || el.closest('[hidden]') || el.tagName === 'OPTION') continue;
+  const r = el.getBoundingClientRect();
+  if (r.width > 0 && r.right > vw + 0.5) out.push(`${name(el)} ends ${Math.round(r.right - vw)}px right of the window`);
+}
+for (const box of document.querySelectorAll('main .scroll')) {
+  const hint = box.previousElementSibling;
+  if (box.scrollWidth > box.clientWidth + 1 && !(hint && hint.classList.contains('scroll-hint') && !hint.hidden))
+    out.push(`${name(box.firstElementChild || box)} scrolls sideways without saying so`);
+}
+if (vw <= 600) for (const cell of document.querySelectorAll('main table.cards td')) {
+  if (!cell.dataset.label || cell.getBoundingClientRect().width === 0) continue;
+  const label = getComputedStyle(cell, '::before').content;
+  if (label !== JSON.stringify(cell.dataset.label)) out.push(`${name(cell)} shows no label (${label})`);
+}
+if (vw <= 600) for (const head of document.querySelectorAll('main table.cards thead')) {
+  if (head.getBoundingClientRect().height > 0) out.push('a card table still shows its header row');
+}
+return out.slice(0, 8);
+"""
+
+
+def layout_ok(what):
+    time.sleep(0.15)  # the scroll hints are painted on the next frame
+    problems = d.execute_script(LAYOUT_PROBLEMS)
+    width = d.execute_script("return window.innerWidth")
+    assert problems == [], f"{what} at {width} px: {problems}"
+
+
 # ------------------------------------------------------------------ steps
 def test_headers_and_assets():
     status, headers, body = http("GET", "/console")
@@ -141,8 +215,24 @@ def test_headers_and_assets():
     assert http("GET", "/postbacks")[0] == 401, "data calls need the key"
 
 
+def test_first_load_is_small():
+    raw = packed = 0
+    sizes = []
+    for path in ["/console", "/console/app.js", "/console/dom.js", "/console/app.css"]:
+        status, _, body = http("GET", path)
+        assert status == 200, path
+        data = body.encode()
+        raw += len(data)
+        packed += len(gzip.compress(data, 9))
+        sizes.append(f"{path.rsplit('/', 1)[-1]} {len(data)}")
+    print(f"  first load: {raw} bytes raw, {packed} bytes gzip -9 ({', '.join(sizes)})")
+    assert packed < 150_000, packed
+
+
 def test_sign_in():
     d.get(f"{BASE}/console")
+    css("#admin-key")
+    assert not d.find_element(By.ID, "nav").is_displayed(), "no navigation before signing in"
     fill("#admin-key", "not-the-key")
     expected_failures["401"] += 1
     css("#login button[type=submit]").click()
@@ -151,6 +241,11 @@ def test_sign_in():
     fill("#admin-key", ADMIN)
     css("#login button[type=submit]").click()
     css("#new-postback")
+    assert d.find_element(By.ID, "nav").is_displayed() and d.find_element(By.ID, "nav-logs").is_displayed()
+    # ICU may name the zone by its older alias (Asia/Calcutta): the page names it as the browser does.
+    state["zone"] = d.execute_script("return Intl.DateTimeFormat().resolvedOptions().timeZone")
+    assert state["zone"] in (ZONE, "Asia/Calcutta"), state["zone"]
+    assert text_of("#zone") == f"Times in {state['zone']} (UTC+05:30)", text_of("#zone")
     assert ADMIN not in d.current_url
     assert d.execute_script("return sessionStorage.getItem('postback-admin-key')") == ADMIN
     assert d.execute_script("return localStorage.length") == 0
@@ -206,6 +301,7 @@ def test_create_with_macro_picker_and_errors():
     fill(".condition-row .c-value", "0.50")
     css("#save").click()
     css("#preview")
+    assert text_of("#saved") == "Created: version 1.", text_of("#saved")
     state["pb"] = d.current_url.split("#/postbacks/")[1]
     assert "v1" in text_of(".bar .mono")
 
@@ -282,6 +378,10 @@ def test_ingest_and_see_the_log():
     first = d.find_elements(By.CSS_SELECTOR, "#logs tbody tr td:first-child")
     times = [t.get_attribute("title") for t in first]
     assert times == sorted(times, reverse=True), "newest first"
+    # Shown in the browser's zone, UTC on hover; the time filters say the same zone.
+    assert all(t.startswith("UTC ") for t in times), times
+    assert [t.text for t in first] == [local(t[4:], ms=True) for t in times], ([t.text for t in first], times)
+    assert state["zone"] in d.find_element(By.CSS_SELECTOR, 'label[for="from"]').text
     shot("logs.png")
 
 
@@ -352,6 +452,10 @@ def test_attempt_chain():
     chain = until(lambda: d.find_elements(By.CSS_SELECTOR, "#chain tbody tr") if len(
         d.find_elements(By.CSS_SELECTOR, "#chain tbody tr")) == 2 else None, "two attempts in the chain")
     assert [r.find_elements(By.TAG_NAME, "td")[4].text for r in chain] == ["1", "2"]
+    assert [th.text for th in d.find_elements(By.CSS_SELECTOR, "#chain thead th")] == LOG_HEADERS
+    utc = text_of("#entry-fired-utc")
+    assert text_of("#entry-fired") == f"{local(utc, ms=True)} {state['zone']}", (text_of("#entry-fired"), utc)
+    state["failing_entry"] = d.current_url.split("#/logs/")[1]
 
 
 def test_postbacks_list_shows_the_last_24_hours():
@@ -389,21 +493,35 @@ def test_xss_payloads_are_text():
 
 
 def test_narrow_screen():
-    d.set_window_size(390, 844)
+    at_width(390)
     try:
         for h, sel in [("/logs", "#logs"), ("/postbacks", "#postbacks"), (f"/postbacks/{state['pb']}", "#save")]:
             open_hash(h)
             css(sel)
-            time.sleep(0.2)
-            over = d.execute_script("return document.documentElement.scrollWidth - document.documentElement.clientWidth")
-            assert over <= 0, f"{h}: {over}px wider than a 390 px screen"
-            if h == "/logs":
-                shot("logs-390.png")
+            layout_ok(h)
+            if h == "/postbacks":
+                # Every column is there, under its name: none behind a sideways scroll.
+                until(lambda: "delivered" in d.find_element(By.CSS_SELECTOR, "#postbacks .pb-24h").text, "the 24 h counts")
+                for cls in ["pb-enabled", "pb-breaker", "pb-24h"]:
+                    cell = d.find_element(By.CSS_SELECTOR, f"#postbacks .{cls}")
+                    assert cell.is_displayed() and cell.rect["x"] + cell.rect["width"] <= 390, cls
         css("#test").click()
         until(lambda: d.find_element(By.ID, "resp-status").text == "200", "a test at 390 px")
-        shot("postback-edit-390.png")
+        d.execute_script("document.getElementById('result').scrollIntoView()")
+        shot("postback-test-390.png")
+        # The attempt chain: cards with their column names, the URL as wide as the card.
+        open_hash(f"/logs/{state['failing_entry']}")
+        until(lambda: len(d.find_elements(By.CSS_SELECTOR, "#chain tbody tr")) == 2, "the chain at 390 px")
+        layout_ok("the log entry")
+        url = d.find_element(By.CSS_SELECTOR, "#chain td.url")
+        assert url.rect["width"] > 250, url.rect
+        resend = css("#resend").rect
+        assert resend["y"] < 3000, f"Resend is {resend['y']} px down the page"
+        assert not d.find_element(By.CSS_SELECTOR, "#chain thead").is_displayed()
+        d.execute_script("document.getElementById('chain').scrollIntoView()")
+        shot("log-chain-390.png")
     finally:
-        d.set_window_size(1280, 800)
+        at_width(1280)
 
 
 def test_hundred_entries_render_fast():
@@ -435,6 +553,21 @@ def test_hundred_entries_render_fast():
     css("#prev").click()
     until(lambda: "page 1" in d.find_element(By.ID, "pager").text, "page 1 again")
     assert d.find_element(By.ID, "prev").get_property("disabled")
+    # More than a page: counted by one more call a moment after the rows.
+    n = until(lambda: re.fullmatch(r"(\d+) entries match\.", d.find_element(By.ID, "log-count").text), "the count")
+    assert int(n.group(1)) >= 100, n.group(0)
+    # Beyond the count's one call of 500: "more than". The page's fetch is wrapped so that
+    # call answers as if more followed (500 entries would take this walk too long to make).
+    d.execute_script("""
+      const real = window.fetch;
+      window.fetch = (url, opts) => !String(url).includes('limit=500') ? real(url, opts)
+        : real(url, opts).then(async (r) => { const j = await r.json(); j.next_cursor = 'more'; return new Response(JSON.stringify(j), { status: 200 }); });
+    """)
+    Select(css("#limit")).select_by_value("25")
+    css("#apply").click()
+    until(lambda: d.find_element(By.ID, "log-count").text == "More than 500 entries match.", "more than 500")
+    d.refresh()
+    css("#logs")
 
 
 def test_alert_postback_form():
@@ -581,6 +714,280 @@ def test_bulk_replay_after_an_outage():
     css("#replay-none")
 
 
+def clear_log_filters():
+    open_hash("/logs")
+    css("#log-filters")
+    for b in d.find_elements(By.CSS_SELECTOR, ".filter-row button"):
+        b.click()
+    css("#apply").click()
+    until(lambda: not d.find_elements(By.CSS_SELECTOR, ".filter-row"), "no filters")
+
+
+def find(text):
+    fill("#find", text)
+    css("#find-go").click()
+
+
+def test_find_box_and_count():
+    for width, _ in WIDTHS:
+        at_width(width)
+        try:
+            open_hash("/logs")
+            css("#logs")
+            # A transaction id: the list filtered to it, and how many entries match.
+            find("T-browser")
+            until(lambda: d.find_element(By.ID, "find-result").text == "Transaction id “T-browser”.", "the transaction found")
+            want = len(json.loads(http("GET", "/logs?transaction_id=T-browser&limit=500", key=ADMIN)[2])["items"])
+            until(lambda: d.find_element(By.ID, "log-count").text == f"{want} entries match.", f"the count ({want})")
+            rows = d.find_elements(By.CSS_SELECTOR, "#logs tbody tr")
+            assert len(rows) == want and all("T-browser" in r.text for r in rows), [r.text for r in rows]
+            col = d.find_elements(By.CSS_SELECTOR, ".filter-row .f-col")
+            assert len(col) == 1 and Select(col[0]).first_selected_option.text == "Transaction id"
+            layout_ok("the found transaction")
+            if width < 600:
+                d.execute_script("document.getElementById('find-form').scrollIntoView()")
+            shot(f"logs-find{suffix(width)}.png")
+            # A postback name.
+            find("Failing CRM")
+            until(lambda: d.find_element(By.ID, "find-result").text == "Postback “Failing CRM”.", "the postback found")
+            until(lambda: all("Failing CRM" in r.text for r in d.find_elements(By.CSS_SELECTOR, "#logs tbody tr")), "its entries")
+            # A delivery id (GET /logs has no filter for it): its entry opens, with its chain.
+            entry = json.loads(http("GET", "/logs?postback_name=Failing%20CRM&limit=1", key=ADMIN)[2])["items"][0]
+            find(entry["delivery_id"])
+            until(lambda: entry["delivery_id"] in d.find_element(By.ID, "chain-title").text, "the delivery's entry")
+            assert "#/logs/" in d.current_url
+            # Nothing.
+            open_hash("/logs")
+            css("#logs")
+            find("no-such-transaction-or-postback")
+            until(lambda: d.find_element(By.ID, "find-result").text.startswith("Nothing found"), "nothing found")
+            clear_log_filters()
+        finally:
+            at_width(1280)
+
+
+def visible_field(name):
+    return d.find_element(By.CSS_SELECTOR, f'[data-for="{name}"], fieldset[data-field="{name}"]').is_displayed()
+
+
+# Per type (and fire_on): the fields shown and the ones hidden (named in the note).
+FIELD_CASES = [
+    ("conversion", "approved", {"offers", "publishers", "fire_on", "delay_seconds", "conditions", "reversal"},
+     {"event_names": "Event names", "alerts": "Alerts", "rejection_reasons": "Rejection reasons"}),
+    ("conversion", "rejected", {"fire_on", "rejection_reasons", "reversal"}, {"event_names": "Event names", "alerts": "Alerts"}),
+    ("event", "all", {"fire_on", "rejection_reasons", "event_names", "reversal"}, {"alerts": "Alerts"}),
+    ("click", None, {"offers", "publishers", "delay_seconds", "conditions"},
+     {"fire_on": "Fire on", "rejection_reasons": "Rejection reasons", "event_names": "Event names", "alerts": "Alerts",
+      "reversal": "Reversal request"}),
+    ("alert", None, {"alerts"},
+     {"offers": "Offers", "publishers": "Publishers", "fire_on": "Fire on", "rejection_reasons": "Rejection reasons",
+      "event_names": "Event names", "delay_seconds": "Delay", "conditions": "Conditions", "reversal": "Reversal request"}),
+]
+
+
+def test_form_shows_the_fields_of_the_type():
+    for width, _ in WIDTHS:
+        at_width(width)
+        try:
+            open_hash("/postbacks/new")
+            css("#f-type")
+            for kind, fire_on, shown, hidden in FIELD_CASES:
+                Select(css("#f-type")).select_by_value(kind)
+                if fire_on:
+                    Select(css("#f-fire_on")).select_by_value(fire_on)
+                for name in shown:
+                    assert visible_field(name), (kind, fire_on, name, "hidden")
+                for name in hidden:
+                    assert not visible_field(name), (kind, fire_on, name, "shown")
+                note = text_of("#fields-note")
+                article = "an" if kind[0] in "aeiou" else "a"
+                assert note.startswith(f"Hidden, as they do not apply to {article} {kind} postback"), note
+                assert all(label in note for label in hidden.values()), (kind, note)
+                layout_ok(f"the form of a {kind} postback")
+                if kind == "alert":
+                    shot(f"postback-new-alert{suffix(width)}.png")
+            # What was typed into a field that does not apply is not sent.
+            Select(css("#f-type")).select_by_value("event")
+            fill("#f-event_names", "signup")
+            Select(css("#f-type")).select_by_value("conversion")
+            Select(css("#f-fire_on")).select_by_value("approved")
+            name = LONG_NAME if width >= 600 else LONGER_NAME
+            fill("#f-name", name)
+            fill("#f-offers", LONG_OFFER)
+            fill("#f-url", f"{RECEIVER}/long?t={{transaction_id}}{LONG_URL_TAIL}")
+            css("#save").click()
+            until(lambda: d.find_element(By.ID, "saved").text == "Created: version 1.", "Created")
+            pb = d.current_url.split("#/postbacks/")[1]
+            got = json.loads(http("GET", f"/postbacks/{pb}", key=ADMIN)[2])
+            assert got["name"] == name and not got.get("event_names"), got
+            assert not got.get("alerts"), got
+            state["long_pb" if width >= 600 else "longer_pb"] = pb
+            layout_ok("the created postback")
+            shot(f"postback-created{suffix(width)}.png")
+        finally:
+            at_width(1280)
+
+
+def revoke_and_wait(made):
+    assert http("DELETE", f"/keys/{made['id']}", key=ADMIN)[0] == 204
+    until(lambda: http("GET", "/me", key=made["key"])[0] == 401, "the revoked key refused", timeout=15)
+
+
+def temporary_admin(what, width):
+    made = json.loads(http("POST", "/keys", {"name": f"Temporary admin ({what} at {width} px)", "role": "admin"}, ADMIN)[2])
+    sign_in_as(made["key"])
+    return made
+
+
+def sign_in_again(width):
+    until(lambda: d.find_element(By.ID, "login-reason").text == KEY_STOPPED, "the reason above the sign-in")
+    assert not d.find_element(By.ID, "nav").is_displayed(), "no navigation while signed out"
+    layout_ok("the sign-in after a 401")
+    shot(f"login-key-stopped{suffix(width)}.png")
+    fill("#admin-key", ADMIN)
+    css("#login button[type=submit]").click()
+    until(lambda: d.find_element(By.ID, "whoami").text, "signed in again")
+
+
+def test_a_key_that_stops_working_keeps_the_place_and_the_edit():
+    pb = state["pb"]
+    for width, _ in WIDTHS:
+        at_width(width)
+        try:
+            made = temporary_admin("save", width)
+            open_hash(f"/postbacks/{pb}")
+            css("#save")
+            before = json.loads(http("GET", f"/postbacks/{pb}", key=ADMIN)[2])
+            name = f"Affiliate S2S (kept at {width} px)"
+            fill("#f-name", name)
+            css("#add-header").click()
+            row = d.find_elements(By.CSS_SELECTOR, ".header-row")[-1]
+            row.find_element(By.CSS_SELECTOR, ".h-name").send_keys("X-Kept")
+            row.find_element(By.CSS_SELECTOR, ".h-value").send_keys(f"kept-{width}")
+            revoke_and_wait(made)
+            expected_failures["401"] += 6
+            css("#save").click()
+            sign_in_again(width)
+            css("#restored")
+            assert d.current_url.endswith(f"#/postbacks/{pb}"), d.current_url
+            assert css("#f-name").get_attribute("value") == name
+            headers = {r.find_element(By.CSS_SELECTOR, ".h-name").get_attribute("value"):
+                       r.find_element(By.CSS_SELECTOR, ".h-value").get_attribute("value")
+                       for r in d.find_elements(By.CSS_SELECTOR, ".header-row")}
+            assert headers.get("X-Kept") == f"kept-{width}", headers
+            css("#save").click()
+            until(lambda: d.find_element(By.ID, "saved").text == f"Saved: version {before['version'] + 1}.", "the save")
+            got = json.loads(http("GET", f"/postbacks/{pb}", key=ADMIN)[2])
+            assert got["name"] == name and got["headers"]["X-Kept"] == f"kept-{width}", got
+        finally:
+            at_width(1280)
+    # A reload, a link, a refresh: the same sign-in, then the same page.
+    for what, width, target, ready in [("reload", 1280, "#/logs", "#logs"), ("link", 390, "#/audit", "#audit"),
+                                       ("refresh", 390, "#/logs", "#logs"), ("reload", 390, "#/keys", "#keys"),
+                                       ("link", 1280, "#/templates", ".tpl-name"), ("refresh", 1280, "#/logs", "#logs")]:
+        at_width(width)
+        try:
+            made = temporary_admin(what, width)
+            start = target if what != "link" else "#/logs"
+            open_hash(start[1:])
+            css(ready if what != "link" else "#logs")
+            revoke_and_wait(made)
+            expected_failures["401"] += 6
+            if what == "reload":
+                d.refresh()
+            elif what == "link":
+                css(f'#nav a[href="{target}"]').click()
+            else:
+                css("#refresh").click()
+            sign_in_again(width)
+            css(ready)
+            assert d.current_url.endswith(target), (what, width, d.current_url)
+        finally:
+            at_width(1280)
+
+
+def test_a_wide_table_says_it_scrolls():
+    open_hash("/postbacks")
+    css("#postbacks tbody tr")
+    time.sleep(0.2)
+    assert all(not h.is_displayed() for h in d.find_elements(By.CSS_SELECTOR, ".scroll-hint")), "no hint while it fits"
+    d.execute_script("const w = document.createElement('div'); w.id = 'very-wide'; w.style.width = '3000px'; w.textContent = 'wide';"
+                     "document.querySelector('#postbacks td').append(w);")
+    until(lambda: d.find_element(By.CSS_SELECTOR, ".scroll-hint").is_displayed(), "the hint once it does not")
+    assert "scroll" in text_of(".scroll-hint")
+    layout_ok("a table wider than the page")
+
+
+def test_every_page_fits_with_long_text():
+    # Long unbroken text everywhere: a conversion for the two long postbacks (long names,
+    # a long offer id and transaction id, a long URL, a long one-word response body), a
+    # key with a long name (in the keys list and the audit trail), a partner's pending
+    # postback with a long name and URL (in the approvals).
+    for event in ({"type": "click", "transaction_id": LONG_TX, "offer_id": LONG_OFFER, "publisher_id": "p-long"},
+                  {"type": "conversion", "transaction_id": LONG_TX, "payout": "1"}):
+        assert http("POST", "/events", event, INGEST)[0] == 202
+    until(lambda: len([e for e in json.loads(http("GET", f"/logs?transaction_id={LONG_TX}", key=ADMIN)[2])["items"]
+                       if e["outcome"] == "delivered"]) >= 2, "both long postbacks delivered", timeout=20)
+    entry = json.loads(http("GET", f"/logs?transaction_id={LONG_TX}&postback_name={urllib.parse.quote(LONGER_NAME)}", key=ADMIN)[2])["items"][0]
+    assert len(entry["response_body"]) > 1000, entry
+    assert http("POST", "/keys", {"name": LONG_KEY_NAME, "role": "viewer"}, ADMIN)[0] == 201
+    partner = json.loads(http("POST", "/keys", {"name": "Partner_" + LONG_KEY_NAME[:150], "role": "partner",
+                                                "publisher_id": "p-long"}, ADMIN)[2])["key"]
+    status, _, body = http("POST", "/postbacks", {"name": LONGER_NAME, "type": "conversion", "publishers": ["p-long"],
+                                                   "url": f"{RECEIVER}/ok?c={{external_transaction_id}}{LONG_URL_TAIL}"}, partner)
+    assert status == 201, body
+    partner_pb = json.loads(body)["id"]
+
+    pages = [
+        ("/postbacks", "#postbacks tbody tr", "postbacks", None),
+        (f"/postbacks/{state['longer_pb']}", "#save", "postback-edit", None),
+        ("/logs", "#logs", "logs", lambda: (find(LONG_TX), until(lambda: "Transaction id" in text_of("#find-result"), "found"))),
+        (f"/logs/{entry['id']}", "#chain", "log-entry", None),
+        ("/keys", "#keys", "keys", None),
+        ("/audit", "#audit", "audit", lambda: (d.find_element(By.CSS_SELECTOR, "#audit tbody tr").click(), css("#audit-record"))),
+        ("/approvals", f'.approval-item[data-id="{partner_pb}"]', "approvals", None),
+        ("/templates", ".tpl-name", "templates", None),
+        ("/templates/voluum", "#template-form", "template-new", lambda: (
+            fill("#f-name", LONGER_NAME), fill("#tpl-input-tracker_url", "https://" + "tracker" * 30 + ".example"),
+            css("#tpl-preview-button").click(), css("#tpl-preview .req-line"))),
+    ]
+    for width, _ in WIDTHS:
+        at_width(width)
+        try:
+            for h, ready, name, then in pages:
+                open_hash(h)
+                css(ready)
+                if then:
+                    then()
+                layout_ok(h)
+                if width < 600 and name == "logs":
+                    d.execute_script("document.getElementById('log-count').scrollIntoView()")
+                if width < 600 or name in ("postback-edit", "log-entry"):
+                    shot(f"{name}{'-long' if width >= 600 else ''}{suffix(width)}.png")
+            # The partner's own pages.
+            sign_in_as(partner)
+            for h, ready, name in [("/postbacks", "#postbacks tbody tr", "partner-postbacks"),
+                                   (f"/postbacks/{partner_pb}", "#save", "partner-postback-pending")]:
+                open_hash(h)
+                css(ready)
+                layout_ok(f"the partner's {h}")
+                if width < 600:
+                    shot(f"{name}{suffix(width)}.png")
+            # The sign-in.
+            css("#sign-out").click()
+            css("#admin-key")
+            assert not d.find_element(By.ID, "nav").is_displayed()
+            layout_ok("the sign-in")
+            if width < 600:
+                shot(f"login{suffix(width)}.png")
+            fill("#admin-key", ADMIN)
+            css("#login button[type=submit]").click()
+            until(lambda: d.find_element(By.ID, "whoami").text, "signed in")
+        finally:
+            at_width(1280)
+    clear_log_filters()
+
+
 def sign_in_as(key):
     """Sign out, then sign in with `key` (lands on the postbacks list)."""
     css("#sign-out").click()
@@ -639,7 +1046,7 @@ def test_viewer_sees_no_write_buttons():
     open_hash("/logs")
     css("#refresh")
     assert not d.find_elements(By.ID, "replay")
-    d.find_element(By.CSS_SELECTOR, "#logs tbody tr a").click()
+    css("#logs tbody tr a").click()
     css("#entry-status")
     assert not d.find_elements(By.ID, "resend")
     open_hash("/audit")
@@ -760,7 +1167,7 @@ def test_partner_submits_admin_approves_then_rejects_a_change():
     shot("partner-postbacks.png")
     open_hash("/logs")
     css("#logs")
-    d.find_element(By.CSS_SELECTOR, "#logs tbody tr a").click()
+    css("#logs tbody tr a").click()
     css("#resend").click()
     css("#resent-link")
     sign_in_as(ADMIN)
@@ -863,20 +1270,31 @@ def test_postback_from_a_template_and_the_function_picker():
 def test_clean_console_and_sign_out():
     bad = browser_errors()
     assert bad == [], bad
-    css("#sign-out").click()
-    css("#admin-key")
-    assert d.execute_script("return sessionStorage.getItem('postback-admin-key')") is None
+    for width, _ in WIDTHS:
+        at_width(width)
+        css("#sign-out").click()
+        css("#admin-key")
+        assert d.execute_script("return sessionStorage.getItem('postback-admin-key')") is None
+        assert not d.find_element(By.ID, "nav").is_displayed(), f"no navigation once signed out ({width} px)"
+        if width >= 600:
+            sign_in_as_fresh = ADMIN
+            fill("#admin-key", sign_in_as_fresh)
+            css("#login button[type=submit]").click()
+            css("#new-postback")
+            assert d.find_element(By.ID, "nav").is_displayed()
+    at_width(1280)
 
 
-TESTS = [test_headers_and_assets, test_sign_in, test_create_with_macro_picker_and_errors, test_preview_and_test,
-         test_edit_makes_a_version, test_list_and_delete_with_confirmation, test_ingest_and_see_the_log,
-         test_filter_is_not_and_contains, test_entry_detail_and_resend, test_attempt_chain,
+TESTS = [test_headers_and_assets, test_first_load_is_small, test_sign_in, test_create_with_macro_picker_and_errors,
+         test_preview_and_test, test_edit_makes_a_version, test_list_and_delete_with_confirmation, test_ingest_and_see_the_log,
+         test_filter_is_not_and_contains, test_entry_detail_and_resend, test_attempt_chain, test_find_box_and_count,
          test_postbacks_list_shows_the_last_24_hours, test_xss_payloads_are_text, test_narrow_screen, test_hundred_entries_render_fast,
-         test_alert_postback_form, test_breaker_state_and_resume, test_bulk_replay_after_an_outage,
-         test_keys_create_shown_once_and_copy, test_viewer_sees_no_write_buttons, test_audit_filters_paging_and_a_record,
-         test_revoke_key_with_confirmation, test_reversal_request_and_entry,
+         test_alert_postback_form, test_form_shows_the_fields_of_the_type, test_breaker_state_and_resume,
+         test_bulk_replay_after_an_outage, test_keys_create_shown_once_and_copy, test_viewer_sees_no_write_buttons,
+         test_audit_filters_paging_and_a_record, test_revoke_key_with_confirmation, test_reversal_request_and_entry,
          test_postback_from_a_template_and_the_function_picker, test_partner_submits_admin_approves_then_rejects_a_change,
-         test_clean_console_and_sign_out]
+         test_a_key_that_stops_working_keeps_the_place_and_the_edit, test_a_wide_table_says_it_scrolls,
+         test_every_page_fits_with_long_text, test_clean_console_and_sign_out]
 
 passed = failed = 0
 try:

@@ -64,7 +64,19 @@ const LOG_COLUMNS = [
 ];
 
 // ---------------------------------------------------------------- API
-async function api(method, path, body) {
+// A call answered 401 although the tab holds a key: the key no longer opens anything (it
+// was revoked, or the server restarted with a new generated key). The sign-in comes back
+// with one line saying so; what the page's form held is kept (in memory only) and put
+// back once signed in, on the same page. The caller is left waiting for good, so it
+// paints nothing over the sign-in. `signIn`: the sign-in's own check, which shows its
+// own message.
+// A call whose answer comes after the manager has moved to another page is left waiting
+// the same way, so a slow page never paints over the one that replaced it.
+const KEY_STOPPED = "The key no longer works — sign in again.";
+let draft = null;
+let routeSeq = 0;
+async function api(method, path, body, { signIn = false } = {}) {
+  const seq = routeSeq;
   const headers = { "x-api-key": sessionStorage.getItem(KEY) || "" };
   if (body !== undefined) headers["content-type"] = "application/json";
   let res;
@@ -76,21 +88,111 @@ async function api(method, path, body) {
   const text = await res.text();
   let data = null;
   try { data = text ? JSON.parse(text) : null; } catch { data = { error: { code: "not_json", message: text } }; }
-  if (res.status === 401) { forget(); route(); }
+  if (res.status === 401 && !signIn) return keyStopped();
+  if (seq !== routeSeq) return new Promise(() => {});
   return { status: res.status, ok: res.ok, data };
+}
+
+function keyStopped() {
+  // The first 401 of a burst (the list's 24 h counts ask four at a time) does it.
+  if (sessionStorage.getItem(KEY)) {
+    draft = { hash: location.hash, ...captureDraft() };
+    forget();
+    routeSeq += 1;
+    loginPage(KEY_STOPPED);
+  }
+  return new Promise(() => {});
+}
+
+// What the page's form holds: the postback form as the body a save would send (its
+// header and condition rows included), the log filters as typed, any other input by id.
+function captureDraft() {
+  const form = document.getElementById("postback-form");
+  if (form) {
+    try {
+      return { postback: readForm(form), sample: document.getElementById("f-sample")?.value };
+    } catch { return {}; }
+  }
+  if (document.getElementById("log-filters")) readLogForm();
+  const fields = {};
+  main().querySelectorAll("input[id], select[id], textarea[id]").forEach((el) => {
+    fields[el.id] = el.type === "checkbox" ? el.checked : el.value;
+  });
+  return { fields };
+}
+
+function restoreFields(fields) {
+  for (const [id, v] of Object.entries(fields)) {
+    const el = document.getElementById(id);
+    if (!el || !main().contains(el)) continue;
+    if (el.type === "checkbox") el.checked = v; else el.value = v;
+  }
 }
 const errorText = (r) => (r.data && r.data.error ? `${r.status} ${r.data.error.code}: ${r.data.error.message}` : `HTTP ${r.status}`);
 const q = (params) => new URLSearchParams(params).toString();
 const pretty = (v) => (typeof v === "string" ? v : JSON.stringify(v, null, 2));
 
+// ---------------------------------------------------------------- times
+// Every time is shown in the browser's zone, named in the header; the UTC value the API
+// gave is the element's title (hover) and a line of its own on detail pages. The time
+// filters take the same zone.
+const ZONE = (() => { try { return Intl.DateTimeFormat().resolvedOptions().timeZone || "local time"; } catch { return "local time"; } })();
+const pad = (n, w = 2) => String(n).padStart(w, "0");
+function zoneText(d = new Date()) {
+  const m = -d.getTimezoneOffset();
+  return `${ZONE} (UTC${m < 0 ? "-" : "+"}${pad(Math.floor(Math.abs(m) / 60))}:${pad(Math.abs(m) % 60)})`;
+}
+// `2026-12-01T10:33:44.043485654Z` → `2026-12-01 16:03:44` in Asia/Kolkata (`.043` with ms).
+export function localTime(iso, ms = false) {
+  if (typeof iso !== "string" || iso === "") return iso ?? "—";
+  const d = new Date(iso.replace(/(\.\d{3})\d+/, "$1"));
+  if (Number.isNaN(d.getTime())) return iso;
+  const text = `${d.getFullYear()}-${pad(d.getMonth() + 1)}-${pad(d.getDate())} ${pad(d.getHours())}:${pad(d.getMinutes())}:${pad(d.getSeconds())}`;
+  return ms ? `${text}.${pad(d.getMilliseconds(), 3)}` : text;
+}
+const utcTitle = (iso) => (iso ? `UTC ${iso}` : null);
+const when = (iso, ms = false) => (iso ? h("time", { datetime: iso, title: utcTitle(iso) }, localTime(iso, ms)) : "—");
+
+// ---------------------------------------------------------------- tables
+// A cell with its column's name, which the narrow layout shows beside the value once the
+// table has become a stack of cards (and the header row is gone).
+const td = (label, attrs, ...children) => h("td", { ...attrs, "data-label": label }, ...children);
+const cardTable = (attrs, headers, rows) => h("table", { ...attrs, class: `cards ${attrs.class || ""}`.trim() },
+  h("thead", {}, h("tr", {}, headers.map((c) => h("th", {}, c)))), h("tbody", {}, rows));
+
+// A table wider than its box says so above it ("scroll sideways"), checked after every
+// change of the page and on resize.
+function paintScrollHints() {
+  for (const box of main().querySelectorAll(".scroll")) {
+    let hint = box.previousElementSibling;
+    if (!hint || !hint.classList.contains("scroll-hint")) {
+      hint = h("p", { class: "hint scroll-hint", role: "note" }, "Wider than the screen: scroll the table sideways for more columns →");
+      box.before(hint);
+    }
+    const wide = box.scrollWidth > box.clientWidth + 1;
+    if (hint.hidden === wide) hint.hidden = !wide;
+  }
+}
+let hintsQueued = false;
+function queueScrollHints() {
+  if (hintsQueued) return;
+  hintsQueued = true;
+  requestAnimationFrame(() => { hintsQueued = false; paintScrollHints(); });
+}
+
 // ---------------------------------------------------------------- routing
 window.addEventListener("hashchange", () => route());
+window.addEventListener("resize", () => queueScrollHints());
 document.addEventListener("DOMContentLoaded", () => {
   document.getElementById("sign-out").addEventListener("click", () => {
     forget();
+    draft = null;
     location.hash = "#/";
     route();
   });
+  document.getElementById("zone").textContent = `Times in ${zoneText()}`;
+  document.getElementById("zone").title = "Hover a time for its UTC value";
+  new MutationObserver(queueScrollHints).observe(main(), { childList: true, subtree: true });
   route();
 });
 
@@ -101,6 +203,7 @@ function forget() {
 }
 
 async function route() {
+  routeSeq += 1;
   const signedIn = Boolean(sessionStorage.getItem(KEY));
   document.getElementById("nav").hidden = !signedIn;
   if (!signedIn) return loginPage();
@@ -114,6 +217,14 @@ async function route() {
   const hash = location.hash.replace(/^#/, "") || "/postbacks";
   const parts = hash.split("/").filter(Boolean).map(decodeURIComponent);
   document.querySelectorAll("#nav a").forEach((a) => a.classList.toggle("active", hash.startsWith(a.getAttribute("href").slice(1))));
+  await page(parts);
+  // Back from a sign-in after a 401: what the form held (the postback form takes its own).
+  const kept = draft;
+  draft = null;
+  if (kept && kept.hash === location.hash && kept.fields) restoreFields(kept.fields);
+}
+
+function page(parts) {
   if (parts[0] === "keys" && isAdmin()) return keysPage();
   if (parts[0] === "approvals" && isAdmin()) return approvalsPage();
   if (parts[0] === "audit" && me.role !== "partner") return auditPage();
@@ -139,11 +250,15 @@ function paintNav() {
 }
 
 // ---------------------------------------------------------------- login
-function loginPage() {
+// `why`: one line above the form (the key stopped working). Signing in goes back to the
+// page the manager was on.
+function loginPage(why) {
+  document.getElementById("nav").hidden = true;
   const key = h("input", { id: "admin-key", type: "password", autocomplete: "current-password", required: true });
   const err = h("p", { class: "error", id: "login-error", role: "alert" });
   const form = h("form", { class: "card narrow", id: "login" },
     h("h1", {}, "Sign in"),
+    why ? h("p", { class: "error", id: "login-reason", role: "alert" }, why) : null,
     h("label", { for: "admin-key" }, "API key"),
     key, err,
     h("p", { class: "hint" }, "The admin key or a key an admin made for you. Kept in this tab only (session storage); closing the tab forgets it."),
@@ -151,11 +266,14 @@ function loginPage() {
   form.addEventListener("submit", async (e) => {
     e.preventDefault();
     sessionStorage.setItem(KEY, key.value.trim());
-    const r = await api("GET", "/me");
-    if (r.ok) { me = r.data; sessionStorage.setItem(ME, JSON.stringify(me)); location.hash = "#/postbacks"; route(); }
-    else {
+    const r = await api("GET", "/me", undefined, { signIn: true });
+    if (r.ok) {
+      me = r.data;
+      sessionStorage.setItem(ME, JSON.stringify(me));
+      if (location.hash === "" || location.hash === "#/") location.hash = "#/postbacks"; else route();
+    } else {
       forget();
-      loginPage();
+      loginPage(why);
       document.getElementById("login-error").textContent = r.status === 401 ? "That key opens nothing: it is not the admin key or a valid key."
         : r.status === 403 ? "An ingest key cannot sign in: it only sends events." : errorText(r);
     }
@@ -172,21 +290,19 @@ async function postbacksPage() {
   const r = await api("GET", "/postbacks");
   if (!r.ok) return mount(main(), h("p", { class: "error" }, errorText(r)));
   const rows = r.data.items.map((p) => h("tr", {},
-    h("td", {}, h("a", { href: `#/postbacks/${encodeURIComponent(p.id)}`, class: "pb-name" }, p.name)),
-    h("td", {}, p.type),
+    td("Name", { class: "wrap" }, h("a", { href: `#/postbacks/${encodeURIComponent(p.id)}`, class: "pb-name" }, p.name)),
+    td("Type", {}, p.type),
     // Alert postbacks fire for no offer: what they fire on is their scope.
-    h("td", {}, p.type === "alert" ? `alerts: ${(p.alerts || []).join(", ")}` : `offers: ${scopeText(p.offers)}; publishers: ${scopeText(p.publishers)}`),
-    h("td", {}, p.enabled ? "yes" : "no"),
-    h("td", { class: `pb-breaker ${p.health && p.health.state !== "closed" ? "bad" : ""}` }, breakerText(p.health)),
-    h("td", { class: "pb-24h", "data-id": p.id }, "…"),
-    h("td", { class: "mono" }, `v${p.version ?? 1}`),
-    h("td", { class: `pb-approval ${approvalClass(p)}` }, approvalText(p))));
+    td("Scope", { class: "wrap" }, p.type === "alert" ? `alerts: ${(p.alerts || []).join(", ")}` : `offers: ${scopeText(p.offers)}; publishers: ${scopeText(p.publishers)}`),
+    td("Enabled", { class: "pb-enabled" }, p.enabled ? "yes" : "no"),
+    td("Breaker", { class: `pb-breaker ${p.health && p.health.state !== "closed" ? "bad" : ""}` }, breakerText(p.health)),
+    td("Last 24 h", { class: "pb-24h", "data-id": p.id }, "…"),
+    td("Version", { class: "mono" }, `v${p.version ?? 1}`),
+    td("Approval", { class: `pb-approval ${approvalClass(p)}` }, approvalText(p))));
   mount(main(),
     h("div", { class: "bar" }, h("h1", {}, me.role === "partner" ? "My postbacks" : "Postbacks"), writerOnly(h("a", { class: "button", href: "#/postbacks/new", id: "new-postback" }, "New postback")), adminOnly(h("a", { class: "button secondary", href: "#/templates", id: "new-from-template" }, "New from a template"))),
     rows.length === 0 ? h("p", { id: "empty" }, "No postbacks yet.") :
-      h("div", { class: "scroll" }, h("table", { id: "postbacks" },
-        h("thead", {}, h("tr", {}, h("th", {}, "Name"), h("th", {}, "Type"), h("th", {}, "Scope"), h("th", {}, "Enabled"), h("th", {}, "Breaker"), h("th", {}, "Last 24 h"), h("th", {}, "Version"), h("th", {}, "Approval"))),
-        h("tbody", {}, rows))));
+      h("div", { class: "scroll" }, cardTable({ id: "postbacks" }, ["Name", "Type", "Scope", "Enabled", "Breaker", "Last 24 h", "Version", "Approval"], rows)));
   fillDayCounts(document.querySelectorAll("#postbacks .pb-24h"));
 }
 
@@ -226,6 +342,10 @@ async function fillDayCounts(cells) {
 }
 
 // ---------------------------------------------------------------- create / edit
+// Fields the network keeps to itself: not shown to partners (the API refuses them).
+const PARTNER_HIDDEN = ["publishers", "delay_seconds", "rate_limit_per_second", "rejection_reasons", "alerts"];
+// One line for the page after a create ("Created: version 1."), shown once.
+let flash = null;
 let lastTemplateField = null;
 const templateField = (el) => { el.classList.add("template"); el.addEventListener("focus", () => { lastTemplateField = el; }); return el; };
 
@@ -308,27 +428,55 @@ export function insertFunction(target, text) {
   insertAtCursor(target, text);
 }
 
+// Which of the type-dependent fields apply to a postback of this type (and fire_on), as
+// the API has it: alert postbacks fire on the manager's own alerts (no scope, delay or
+// conditions); fire_on, rejection reasons and the reversal need a status; event names
+// filter events. The form hides the others, says which, and sends none of them.
+export function applicable(type, fireOn) {
+  const tracked = type !== "alert";
+  const status = type === "conversion" || type === "event";
+  return {
+    offers: tracked, publishers: tracked, fire_on: status,
+    rejection_reasons: status && (fireOn === "rejected" || fireOn === "all"),
+    event_names: type === "event", delay_seconds: tracked, alerts: type === "alert",
+    reversal: status, conditions: tracked,
+  };
+}
+const APPLICABLE_LABELS = {
+  offers: "Offers", publishers: "Publishers", fire_on: "Fire on", rejection_reasons: "Rejection reasons",
+  event_names: "Event names", delay_seconds: "Delay", alerts: "Alerts", reversal: "Reversal request", conditions: "Conditions",
+};
+// Why a field is hidden, for the line that lists them.
+const NOT_APPLICABLE_WHY = {
+  rejection_reasons: "with fire on rejected or all", event_names: "event postbacks", alerts: "alert postbacks",
+  fire_on: "conversion and event postbacks", reversal: "conversion and event postbacks",
+};
+
 function readForm(form) {
   const val = (n) => form.querySelector(`[data-field="${n}"]`);
   const body = { name: val("name").value, type: val("type").value, enabled: val("enabled").checked, method: val("method").value, url: val("url").value };
+  const fits = applicable(body.type, val("fire_on").value);
   for (const n of ["offers", "publishers"]) {
+    if (!fits[n]) continue;
     const t = val(n).value.trim();
     body[n] = t === "" || t === "all" ? "all" : splitList(t);
   }
-  if (body.type === "conversion" || body.type === "event") {
-    body.fire_on = val("fire_on").value;
+  if (fits.fire_on) body.fire_on = val("fire_on").value;
+  if (fits.rejection_reasons) {
     const rr = splitList(val("rejection_reasons").value);
     if (rr.length) body.rejection_reasons = rr;
   }
-  if (body.type === "event") {
+  if (fits.event_names) {
     const en = splitList(val("event_names").value);
     if (en.length) body.event_names = en;
   }
-  if (body.type === "alert") {
+  if (fits.alerts) {
     body.alerts = ALERT_KINDS.filter((k) => form.querySelector(`#f-alert-${k}`).checked);
   }
-  const delay = val("delay_seconds").value.trim();
-  body.delay_seconds = delay === "" ? 0 : Number(delay);
+  if (fits.delay_seconds) {
+    const delay = val("delay_seconds").value.trim();
+    body.delay_seconds = delay === "" ? 0 : Number(delay);
+  }
   const rate = val("rate_limit_per_second").value.trim();
   if (rate !== "") body.rate_limit_per_second = Number(rate);
   const headers = {};
@@ -339,7 +487,7 @@ function readForm(form) {
   if (Object.keys(headers).length) body.headers = headers;
   if (val("body").value !== "") body.body = val("body").value;
   if (val("content_type").value.trim() !== "") body.content_type = val("content_type").value.trim();
-  const conditions = [...form.querySelectorAll(".condition-row")].map((row) => {
+  const conditions = !fits.conditions ? [] : [...form.querySelectorAll(".condition-row")].map((row) => {
     const c = { field: row.querySelector(".c-field").value.trim(), op: row.querySelector(".c-op").value };
     const v = row.querySelector(".c-value").value;
     if (c.op === "in" || c.op === "not_in") c.value = splitList(v);
@@ -355,7 +503,7 @@ function readForm(form) {
     if (notContains) body.success_rule.body_not_contains = notContains;
   }
   const reversalUrl = val("reversal.url").value.trim();
-  if (reversalUrl !== "") {
+  if (fits.reversal && reversalUrl !== "") {
     const r = { method: val("reversal.method").value, url: reversalUrl };
     const rh = {};
     for (const line of val("reversal.headers").value.split("\n")) {
@@ -446,6 +594,13 @@ async function editPage(id) {
     if (!r.ok) return mount(main(), h("p", { class: "error" }, errorText(r)));
     p = r.data;
   }
+  // Back from a sign-in after a 401: the form as it was, over what the API holds.
+  const kept = draft && draft.hash === location.hash && draft.postback ? draft : null;
+  if (kept) {
+    draft = null;
+    p = { ...p, rejection_reasons: undefined, event_names: undefined, headers: undefined, conditions: undefined, body: undefined,
+      content_type: undefined, success_rule: undefined, reversal: undefined, rate_limit_per_second: undefined, ...kept.postback };
+  }
   lastTemplateField = null;
   const url = templateField(h("input", { value: p.url, placeholder: "https://receiver.example/?clickid={external_transaction_id}" }));
   const bodyArea = templateField(h("textarea", { rows: 4, value: p.body || "" }));
@@ -453,8 +608,10 @@ async function editPage(id) {
   const conditionRows = h("div", { id: "condition-rows" }, (p.conditions || []).map((c) => conditionRow(c)));
   const rule = p.success_rule || {};
   const result = h("div", { id: "result", class: "result" });
+  const fieldsNote = h("p", { class: "hint", id: "fields-note", role: "status" });
   const form = h("form", { id: "postback-form", class: "card", novalidate: true },
     h("p", { id: "form-error", class: "error", role: "alert" }),
+    fieldsNote,
     h("div", { class: "grid" },
       field("Name", "name", h("input", { value: p.name || "", maxlength: 200 })),
       field("Type", "type", h("select", { value: p.type }, (isPartner() ? ["conversion", "event"] : TYPES).map((t) => h("option", { value: t }, t)))),
@@ -491,7 +648,7 @@ async function editPage(id) {
     h("div", { class: "grid" },
       field("Signing", "signing", h("select", { value: p.signing || "none" }, ["none", "standard-webhooks"].map((s) => h("option", { value: s }, s)))),
       field("Signing secret", "signing_secret", h("input", { value: p.signing_secret || "", placeholder: "generated when empty", autocomplete: "off" }), "whsec_…; [REDACTED] keeps the stored one")),
-    id ? field("Sample event for Preview / Test (JSON, optional)", "sample", h("textarea", { rows: 2, id: "f-sample", placeholder: p.type === "alert" ? '{"alert": "breaker_opened"}' : '{"payout": "12.50", "params": {"goal": "signup"}}' }),
+    id ? field("Sample event for Preview / Test (JSON, optional)", "sample", h("textarea", { rows: 2, id: "f-sample", value: kept ? kept.sample : undefined, placeholder: p.type === "alert" ? '{"alert": "breaker_opened"}' : '{"payout": "12.50", "params": {"goal": "signup"}}' }),
       p.type === "alert" ? "alert postbacks: the kind of the sample alert" : "its fields over a sample suited to this postback") : null,
     h("div", { class: "actions" },
       writerOnly(h("button", { type: "submit", id: "save" }, id ? (isPartner() && p.approval && p.approval.state === "approved" ? "Submit change" : "Save") : "Create")),
@@ -507,7 +664,7 @@ async function editPage(id) {
     tagRows(form);
     const r = id ? await api("PUT", `/postbacks/${encodeURIComponent(id)}`, readForm(form)) : await api("POST", "/postbacks", readForm(form));
     if (!r.ok) return showFieldError(form, (r.data && r.data.error) || { message: errorText(r) });
-    if (!id) { location.hash = `#/postbacks/${encodeURIComponent(r.data.id)}`; return; }
+    if (!id) { flash = `Created: version ${r.data.version ?? 1}.`; location.hash = `#/postbacks/${encodeURIComponent(r.data.id)}`; return; }
     await editPage(id);
     document.getElementById("form-error").textContent = "";
     document.getElementById("saved").textContent = `Saved: version ${r.data.version}.`;
@@ -550,18 +707,34 @@ async function editPage(id) {
   if (p.template) form.dataset.template = JSON.stringify({ id: p.template.id, version: p.template.version });
   mount(main(), h("div", { class: "bar" }, h("h1", {}, id ? `Postback: ${p.name}` : "New postback"), id ? h("span", { class: "mono" }, `${p.id} · v${p.version}`) : null,
     p.template ? h("span", { class: "hint", id: "from-template" }, `from template ${p.template.id} v${p.template.version}`) : null),
-    h("p", { id: "saved", class: "ok" }), id ? approvalSection(p) : null, id ? breakerSection(id, p.health) : null, form, result,
+    h("p", { id: "saved", class: "ok", role: "status" }, flash || ""),
+    kept ? h("p", { id: "restored", class: "ok", role: "status" }, "Your unsaved changes are back in the form: Save to keep them.") : null,
+    id ? approvalSection(p) : null, id ? breakerSection(id, p.health) : null, form, result,
     id && isAdmin() ? await secretSection(id, p) : null, id ? await versionsSection(id) : null);
-  // Read-only for the roles that may not write: the form shows, nothing edits.
-  if (isPartner()) {
-    // Partners: their publisher only, none of the fields the network keeps.
-    for (const name of ["publishers", "delay_seconds", "rate_limit_per_second", "rejection_reasons"]) {
-      const el = form.querySelector(`[data-for="${name}"]`);
-      if (el) el.hidden = true;
+  flash = null;
+  // The fields that apply to the chosen type (and fire_on), again on every change of them.
+  const paintFields = () => {
+    const type = form.querySelector('[data-field="type"]').value;
+    const fits = applicable(type, form.querySelector('[data-field="fire_on"]').value);
+    const hidden = [];
+    for (const [name, applies] of Object.entries(fits)) {
+      const el = form.querySelector(`[data-for="${name}"]`) || form.querySelector(`fieldset[data-field="${name}"]`);
+      // Partners: their publisher only, none of the fields the network keeps.
+      const network = isPartner() && PARTNER_HIDDEN.includes(name);
+      if (el) el.hidden = !applies || network;
+      if (!applies && !network) hidden.push(NOT_APPLICABLE_WHY[name] ? `${APPLICABLE_LABELS[name]} (${NOT_APPLICABLE_WHY[name]})` : APPLICABLE_LABELS[name]);
     }
-    const alerts = form.querySelector('[data-field="alerts"]');
-    if (alerts) alerts.hidden = true;
-  } else if (!isAdmin()) {
+    for (const name of PARTNER_HIDDEN) {
+      const el = form.querySelector(`[data-for="${name}"]`) || form.querySelector(`fieldset[data-field="${name}"]`);
+      if (el && isPartner()) el.hidden = true;
+    }
+    fieldsNote.textContent = hidden.length ? `Hidden, as they do not apply to ${/^[aeiou]/.test(type) ? "an" : "a"} ${type} postback${fits.fire_on ? ` that fires on ${form.querySelector('[data-field="fire_on"]').value}` : ""}: ${hidden.join(", ")}.` : "";
+  };
+  form.querySelector('[data-field="type"]').addEventListener("change", paintFields);
+  form.querySelector('[data-field="fire_on"]').addEventListener("change", paintFields);
+  paintFields();
+  // Read-only for the roles that may not write: the form shows, nothing edits.
+  if (!isAdmin() && !isPartner()) {
     form.querySelectorAll("input, select, textarea").forEach((el) => { if (el.id !== "f-sample") el.disabled = true; });
     form.querySelectorAll("button.link").forEach((el) => { el.hidden = true; });
   }
@@ -575,7 +748,7 @@ function approvalSection(p) {
     h("p", {}, "Approval: ", h("strong", { id: "approval-state" }, approvalText(p))),
     a.state === "pending" ? h("p", { class: "hint" }, "It fires nothing until the network approves it.") : null,
     p.pending_revision ? h("p", { class: "hint" }, "Your change waits for review; the approved version below keeps firing.") : null,
-    a.decided_at ? h("p", { class: "hint" }, `Decided ${a.decided_at}${a.decided_by ? ` by ${a.decided_by.name}` : ""}.`) : null);
+    a.decided_at ? h("p", { class: "hint" }, "Decided ", when(a.decided_at), a.decided_by ? ` by ${a.decided_by.name}` : "", ".") : null);
 }
 
 // ---------------------------------------------------------------- approvals (admins)
@@ -590,10 +763,11 @@ async function approvalsPage() {
   paintApprovalCount(r.data.items.length);
   const cards = r.data.items.map((p) => {
     const revision = p.pending_revision;
+    const proposed = revision ? "Proposed" : "Submitted";
     const rows = REVIEW_FIELDS.filter((f) => !revision || shownValue(p[f]) !== shownValue(revision[f])).map((f) => h("tr", {},
       h("th", {}, f),
-      h("td", { class: "mono old" }, revision ? shownValue(p[f]) : "—"),
-      h("td", { class: "mono new" }, shownValue(revision ? revision[f] : p[f]))));
+      td("Approved", { class: "mono wrap old" }, revision ? shownValue(p[f]) : "—"),
+      td(proposed, { class: "mono wrap new" }, shownValue(revision ? revision[f] : p[f]))));
     const reason = h("input", { class: "reject-reason", placeholder: "Reason (shown to the partner)", maxlength: 500, "aria-label": "Rejection reason" });
     const err = h("p", { class: "error", role: "alert" });
     const decide = async (kind) => {
@@ -604,9 +778,7 @@ async function approvalsPage() {
     return h("div", { class: "card approval-item", "data-id": p.id },
       h("h2", {}, h("a", { href: `#/postbacks/${encodeURIComponent(p.id)}` }, p.name), ` — partner ${p.owner ? p.owner.publisher_id : "?"}`),
       h("p", { class: "hint" }, revision ? "A change to an approved postback (the approved version keeps firing):" : "A new postback (fires nothing until approved):"),
-      h("div", { class: "scroll" }, h("table", { class: "diff" },
-        h("thead", {}, h("tr", {}, h("th", {}, "Field"), h("th", {}, "Approved"), h("th", {}, revision ? "Proposed" : "Submitted"))),
-        h("tbody", {}, rows))),
+      h("div", { class: "scroll" }, cardTable({ class: "diff" }, ["Field", "Approved", proposed], rows)),
       h("div", { class: "actions" },
         h("button", { type: "button", class: "approve", onclick: () => decide("approve") }, "Approve"),
         reason,
@@ -628,8 +800,8 @@ function breakerSection(id, health) {
   const box = h("section", { class: "card", id: "breaker" });
   const paint = (hl) => {
     const rows = [["State", hl.state.replace("_", "-")], ["Consecutive failures", String(hl.consecutive_failures)], ["Held firings", String(hl.held)]];
-    if (hl.opened_at) rows.push(["Open since", hl.opened_at]);
-    if (hl.next_probe_at) rows.push(["Next probe", hl.next_probe_at]);
+    if (hl.opened_at) rows.push(["Open since", when(hl.opened_at)]);
+    if (hl.next_probe_at) rows.push(["Next probe", when(hl.next_probe_at)]);
     mount(box, h("h2", {}, "Circuit breaker"),
       h("dl", { class: "facts" }, rows.map(([k, v]) => [h("dt", {}, k), h("dd", { class: "mono" }, v)])),
       isAdmin() && (hl.state !== "closed" || hl.held > 0) ? h("button", { type: "button", id: "resume", onclick: async () => {
@@ -648,7 +820,7 @@ async function secretSection(id, p) {
     h("button", { type: "button", onclick: async () => { const r = await api("GET", `/postbacks/${encodeURIComponent(id)}/secret`); out.textContent = r.ok ? r.data.signing_secret : errorText(r); } }, "Show"),
     h("button", { type: "button", class: "secondary", onclick: async () => {
       const r = await api("POST", `/postbacks/${encodeURIComponent(id)}/secret/rotate`);
-      out.textContent = r.ok ? `${r.data.signing_secret}\n(the previous one keeps signing until ${r.data.previous_expires_at})` : errorText(r);
+      out.textContent = r.ok ? `${r.data.signing_secret}\n(the previous one keeps signing until ${localTime(r.data.previous_expires_at)}, ${ZONE})` : errorText(r);
     } }, "Rotate"));
 }
 
@@ -656,15 +828,28 @@ async function versionsSection(id) {
   const r = await api("GET", `/postbacks/${encodeURIComponent(id)}/versions`);
   if (!r.ok) return h("p", { class: "error" }, errorText(r));
   return h("section", { class: "card", id: "versions" }, h("h2", {}, "Version history"),
-    r.data.items.map((v) => h("details", {}, h("summary", {}, `v${v.version} · ${v.updated_at || v.created_at || ""}`), h("pre", {}, pretty(v)))));
+    r.data.items.map((v) => h("details", {}, h("summary", { title: utcTitle(v.updated_at || v.created_at) }, `v${v.version} · ${localTime(v.updated_at || v.created_at || "")}`), h("pre", {}, pretty(v)))));
 }
 
 // ---------------------------------------------------------------- logs
-const logState = { filters: [], from: "", to: "", limit: "50", cursors: [null] };
+// `count`: how many entries the applied filters match (a number, or "more than N"), kept
+// while paging; `note`: what the search box found.
+const logState = { filters: [], from: "", to: "", limit: "50", cursors: [null], count: null, note: "" };
+// The filters' column names as people say them (the option's value stays the API's).
+const COLUMN_LABELS = {
+  postback_id: "Postback id", postback_name: "Postback name", transaction_id: "Transaction id", event_id: "Event id",
+  type: "Type", offer_id: "Offer id", publisher_id: "Publisher id", status_code: "Status code", outcome: "Outcome",
+  url: "URL", error: "Error", response_body: "Response body", test: "Test (true / false)",
+};
+// The log table's columns, in the list and in an entry's attempt chain.
+const LOG_HEADERS = ["Fired at", "Postback", "Transaction", "Type", "Attempt", "Status", "Outcome", "Duration", "URL"];
+// The count asks for one page of this many (the API's largest) and says "more than" beyond.
+const COUNT_LIMIT = 500;
+const COUNT_DELAY_MS = 400;
 
 function filterRow(f = { column: "postback_name", op: "is", value: "" }) {
   const row = h("div", { class: "row filter-row" },
-    h("select", { class: "f-col", "aria-label": "Column", value: f.column }, LOG_COLUMNS.map((c) => h("option", { value: c }, c))),
+    h("select", { class: "f-col", "aria-label": "Column", value: f.column }, LOG_COLUMNS.map((c) => h("option", { value: c }, COLUMN_LABELS[c] || c))),
     h("select", { class: "f-op", "aria-label": "Operator", value: f.op }, [["is", "is"], ["not", "is not"], ["contains", "contains"]].map(([v, t]) => h("option", { value: v }, t))),
     h("input", { class: "f-value", "aria-label": "Value", value: f.value }),
     h("button", { type: "button", class: "link", onclick: () => row.remove() }, "Remove"),
@@ -675,26 +860,68 @@ function filterRow(f = { column: "postback_name", op: "is", value: "" }) {
 // A filter's parameter name, as GET /logs and POST /logs/replay call it (`url.contains`).
 const filterKey = (f) => (f.op === "is" ? f.column : `${f.column}.${f.op}`);
 
-function logQuery(cursor) {
+function logQuery(cursor, limit = logState.limit) {
   const params = new URLSearchParams();
   for (const f of logState.filters) params.append(filterKey(f), f.value);
   if (logState.from) params.set("from", new Date(logState.from).toISOString());
   if (logState.to) params.set("to", new Date(logState.to).toISOString());
-  params.set("limit", logState.limit);
+  params.set("limit", limit);
   if (cursor) params.set("cursor", cursor);
   return params.toString();
 }
 
-// `2026-12-01T10:33:44.043485654Z` → `2026-12-01 10:33:44.043Z` (the full value is the cell's title).
-const shortTime = (t) => (typeof t === "string" && t.length > 23 ? `${t.slice(0, 10)} ${t.slice(11, 23)}Z` : t);
+// The Logs form as typed into the page's state (Apply, a dry run, a 401's draft).
+function readLogForm() {
+  logState.filters = [...document.querySelectorAll("#filter-rows .filter-row")].map((r) => ({ column: r.querySelector(".f-col").value, op: r.querySelector(".f-op").value, value: r.querySelector(".f-value").value }));
+  logState.from = document.getElementById("from").value;
+  logState.to = document.getElementById("to").value;
+  logState.limit = document.getElementById("limit").value;
+  logState.cursors = [null];
+  logState.count = null;
+}
 
 export function logRows(items) {
   return items.map((e) => h("tr", { "data-id": e.id, class: `outcome-${e.outcome}` },
-    h("td", { class: "mono when", title: e.fired_at }, h("a", { href: `#/logs/${encodeURIComponent(e.id)}` }, shortTime(e.fired_at))),
-    h("td", {}, e.postback_name), h("td", { class: "mono" }, e.transaction_id), h("td", {}, e.type),
-    h("td", {}, e.attempt), h("td", {}, e.status_code ?? "—"),
-    h("td", {}, e.outcome, e.test ? " (test)" : "", e.replay_of ? " (replay)" : "", e.resend_of ? " (resend)" : "", e.reversal_of ? " (reversal)" : ""),
-    h("td", {}, `${e.duration_ms} ms`), h("td", { class: "url" }, e.url)));
+    td("Fired at", { class: "mono when", title: utcTitle(e.fired_at) }, h("a", { href: `#/logs/${encodeURIComponent(e.id)}` }, localTime(e.fired_at, true))),
+    td("Postback", { class: "wrap" }, e.postback_name), td("Transaction", { class: "mono wrap" }, e.transaction_id), td("Type", {}, e.type),
+    td("Attempt", {}, e.attempt), td("Status", {}, e.status_code ?? "—"),
+    td("Outcome", { class: "outcome" }, e.outcome, e.test ? " (test)" : "", e.replay_of ? " (replay)" : "", e.resend_of ? " (resend)" : "", e.reversal_of ? " (reversal)" : ""),
+    td("Duration", {}, `${e.duration_ms} ms`), td("URL", { class: "url" }, e.url)));
+}
+
+// The search box: one text, tried as what it looks like. A log entry id (a UUID) opens
+// that entry; a delivery id (`d_` + 32 hex: GET /logs has no filter for it) is looked for
+// in the newest entries, and its entry opened (its page shows the attempt chain); any
+// other text is a transaction id, else a postback name (exact, then a part of one).
+// Each step is a GET /logs filter the page has anyway: no API of its own.
+export const FIND_SCAN_PAGES = 4;
+async function find(text) {
+  const t = text.trim();
+  if (!t) return { note: "Type a transaction id, delivery id or postback name." };
+  const one = (params) => api("GET", `/logs?${q({ ...params, limit: 1 })}`);
+  if (/^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i.test(t)) {
+    const r = await api("GET", `/logs/${encodeURIComponent(t)}`);
+    if (r.ok) return { entry: t };
+  }
+  if (/^d_[0-9a-f]{32}$/.test(t)) {
+    let cursor = null;
+    for (let i = 0; i < FIND_SCAN_PAGES; i++) {
+      const r = await api("GET", `/logs?${q(cursor ? { limit: COUNT_LIMIT, cursor } : { limit: COUNT_LIMIT })}`);
+      if (!r.ok) return { error: errorText(r) };
+      const hit = r.data.items.find((e) => e.delivery_id === t);
+      if (hit) return { entry: hit.id };
+      cursor = r.data.next_cursor;
+      if (!cursor) break;
+    }
+    return { note: `No entry of delivery ${t} among the newest ${FIND_SCAN_PAGES * COUNT_LIMIT}: add a time range or a postback filter and look in the list.` };
+  }
+  const [tx, name] = await Promise.all([one({ transaction_id: t }), one({ postback_name: t })]);
+  if (!tx.ok) return { error: errorText(tx) };
+  if (tx.data.items.length) return { filters: [{ column: "transaction_id", op: "is", value: t }], note: `Transaction id “${t}”.` };
+  if (name.ok && name.data.items.length) return { filters: [{ column: "postback_name", op: "is", value: t }], note: `Postback “${t}”.` };
+  const part = await one({ "postback_name.contains": t });
+  if (part.ok && part.data.items.length) return { filters: [{ column: "postback_name", op: "contains", value: t }], note: `Postback names containing “${t}”.` };
+  return { note: `Nothing found: no transaction id, delivery id or postback name “${t}” in the log.` };
 }
 
 // Bulk replay without a From takes this many days back (shown before anything is sent):
@@ -728,23 +955,42 @@ async function logsPage() {
   const rangeError = h("div", { class: "field-error", id: "range-error", role: "alert" });
   const table = h("div", { id: "log-table", class: "scroll" });
   const pager = h("div", { class: "actions", id: "pager" });
+  const count = h("p", { class: "hint", id: "log-count", role: "status" });
   const replayBox = h("div", { id: "replay-box" });
   const form = h("form", { class: "card", id: "log-filters" },
     rows, h("button", { type: "button", class: "link", id: "add-filter", onclick: () => rows.append(filterRow()) }, "+ filter"),
-    h("div", { class: "row" }, h("label", { for: "from" }, "From"), from, h("label", { for: "to" }, "To"), to, h("small", { class: "hint" }, "(your local time)"), h("label", { for: "limit" }, "Per page"), limit, rangeError),
+    h("div", { class: "row" }, h("label", { for: "from" }, `From (${ZONE})`), from, h("label", { for: "to" }, `To (${ZONE})`), to, h("label", { for: "limit" }, "Per page"), limit, rangeError),
     h("div", { class: "actions" }, h("button", { type: "submit", id: "apply" }, "Apply"),
       adminOnly(h("button", { type: "button", class: "secondary", id: "replay", onclick: () => dryRun() }, "Replay failed firings…"))), err, replayBox);
-  const readFilters = () => {
-    logState.filters = [...rows.querySelectorAll(".filter-row")].map((r) => ({ column: r.querySelector(".f-col").value, op: r.querySelector(".f-op").value, value: r.querySelector(".f-value").value }));
-    logState.from = from.value; logState.to = to.value; logState.limit = limit.value; logState.cursors = [null];
-  };
+  const readFilters = readLogForm;
   form.addEventListener("submit", (e) => {
     e.preventDefault();
     readFilters();
+    logState.note = "";
+    findNote.textContent = "";
     replayBox.replaceChildren();
     load();
   });
-  mount(main(), h("div", { class: "bar" }, h("h1", {}, "Logs"), h("button", { type: "button", class: "secondary", id: "refresh", onclick: () => load() }, "Refresh")), form, table, pager);
+  const findInput = h("input", { id: "find", type: "search", value: logState.findText || "", placeholder: "Transaction id, delivery id or postback name", "aria-label": "Find in the log" });
+  const findNote = h("p", { class: "hint", id: "find-result", role: "status" }, logState.note);
+  const findForm = h("form", { class: "card", id: "find-form", role: "search" },
+    h("div", { class: "row" }, h("label", { for: "find" }, "Find"), findInput, h("button", { type: "submit", id: "find-go" }, "Find")), findNote);
+  findForm.addEventListener("submit", async (e) => {
+    e.preventDefault();
+    findNote.textContent = "Looking…";
+    logState.findText = findInput.value;
+    const f = await find(findInput.value);
+    if (f.entry) { location.hash = `#/logs/${encodeURIComponent(f.entry)}`; return; }
+    if (f.error) { findNote.textContent = f.error; return; }
+    if (f.filters) {
+      Object.assign(logState, { filters: f.filters, from: "", to: "", cursors: [null], count: null, note: f.note });
+      return logsPage();
+    }
+    findNote.textContent = f.note;
+  });
+  mount(main(), h("div", { class: "bar" }, h("h1", {}, "Logs"), h("button", { type: "button", class: "secondary", id: "refresh", onclick: () => { logState.count = null; load(); } }, "Refresh")),
+    findForm, form, count, table, pager);
+  logState.note = "";
 
   function clearLogErrors() {
     err.textContent = "";
@@ -768,28 +1014,52 @@ async function logsPage() {
     }
   }
 
+  let loads = 0;
   async function load() {
+    const mine = ++loads;
     clearLogErrors();
     const cursor = logState.cursors[logState.cursors.length - 1];
     const asked = performance.now();
     const r = await api("GET", `/logs?${logQuery(cursor)}`);
     if (!r.ok) { showLogError(r); return; }
     const started = performance.now();
-    const t = h("table", { id: "logs" },
-      h("thead", {}, h("tr", {}, ["Fired at", "Postback", "Transaction", "Type", "Attempt", "Status", "Outcome", "Duration", "URL"].map((c) => h("th", {}, c)))),
-      h("tbody", {}, logRows(r.data.items)));
+    const t = cardTable({ id: "logs" }, LOG_HEADERS, logRows(r.data.items));
     mount(table, r.data.items.length ? t : h("p", { id: "no-logs" }, "No log entries match."));
     const ms = performance.now() - started;
     table.dataset.renderMs = ms.toFixed(1);
     table.dataset.count = String(r.data.items.length);
     table.dataset.totalMs = (performance.now() - asked).toFixed(1);
-    // Until the frame with the rows has been laid out and painted.
+    // Until the frame with the rows has been laid out and painted. The count is asked a
+    // moment after, unless another load has begun (new filters, a page turned): off the
+    // path of the rows and of the manager's next click.
     delete table.dataset.paintedMs;
-    requestAnimationFrame(() => setTimeout(() => { table.dataset.paintedMs = (performance.now() - asked).toFixed(1); }, 0));
+    const pageNo = logState.cursors.length;
+    const first = (pageNo - 1) * Number(logState.limit) + 1;
+    if (logState.count === null && pageNo === 1 && !r.data.next_cursor) logState.count = r.data.items.length;
+    paintCount();
+    requestAnimationFrame(() => setTimeout(() => {
+      table.dataset.paintedMs = (performance.now() - asked).toFixed(1);
+      setTimeout(() => { if (mine === loads && logState.count === null) countMatches(); }, COUNT_DELAY_MS);
+    }, 0));
     mount(pager,
-      h("button", { type: "button", class: "secondary", id: "prev", disabled: logState.cursors.length < 2, onclick: () => { logState.cursors.pop(); load(); } }, "Previous"),
-      h("span", { class: "hint" }, `page ${logState.cursors.length} · ${r.data.items.length} entries · rendered in ${ms.toFixed(1)} ms`),
+      h("button", { type: "button", class: "secondary", id: "prev", disabled: pageNo < 2, onclick: () => { logState.cursors.pop(); load(); } }, "Previous"),
+      h("span", { class: "hint" }, `page ${pageNo}${r.data.items.length ? ` · entries ${first}–${first + r.data.items.length - 1}` : ""} · rendered in ${ms.toFixed(1)} ms`),
       h("button", { type: "button", class: "secondary", id: "next", disabled: !r.data.next_cursor, onclick: () => { logState.cursors.push(r.data.next_cursor); load(); } }, "Next"));
+  }
+
+  // How many entries the filters match: one more page of COUNT_LIMIT from the start.
+  async function countMatches() {
+    const filters = logState.filters;
+    const r = await api("GET", `/logs?${logQuery(null, String(COUNT_LIMIT))}`);
+    if (!r.ok || filters !== logState.filters) return;
+    logState.count = r.data.next_cursor ? `more than ${COUNT_LIMIT}` : r.data.items.length;
+    paintCount();
+  }
+  function paintCount() {
+    const n = logState.count;
+    count.textContent = n === null ? "Counting the matching entries…" : typeof n === "string" ? `${n[0].toUpperCase()}${n.slice(1)} entries match.`
+      : `${n} ${n === 1 ? "entry matches" : "entries match"}.`;
+    count.dataset.count = n === null ? "" : String(n);
   }
 
   // Replay in two steps: a dry run that counts the failed firings the filters select, then,
@@ -804,7 +1074,7 @@ async function logsPage() {
     const r = await api("POST", "/logs/replay", { ...made.body, dry_run: true });
     if (!r.ok) { replayBox.replaceChildren(); showLogError(r); return; }
     const n = r.data.matched;
-    const range = `from ${made.body.from}${made.defaultFrom ? ` (the last ${REPLAY_DEFAULT_DAYS} days: set From to go further back)` : ""} to ${made.body.to}`;
+    const range = `from ${localTime(made.body.from)}${made.defaultFrom ? ` (the last ${REPLAY_DEFAULT_DAYS} days: set From to go further back)` : ""} to ${localTime(made.body.to)} (${ZONE})`;
     const scope = h("p", { class: "hint" }, `Failed, non-test firings ${range}, matching the filters above. Each is sent once more with its delivery id and a fresh retry chain, through its postback's rate limit and breaker; a conversion no longer approved is skipped.`);
     if (n === 0) return mount(replayBox, h("div", { class: "confirm", id: "replay-confirm" }, h("p", { id: "replay-none" }, "No failed firings match: nothing to replay."), scope));
     mount(replayBox, h("div", { class: "confirm", role: "alertdialog", id: "replay-confirm" },
@@ -842,13 +1112,14 @@ async function logDetailPage(id) {
   const e = r.data;
   const resent = h("div", { id: "resent" });
   const facts = [["Postback", `${e.postback_name} (${e.postback_id}, v${e.postback_version ?? "—"})`], ["Transaction", e.transaction_id], ["Event id", e.event_id ?? "—"],
-    ["Type", e.type], ["Offer / publisher", `${e.offer_id ?? "—"} / ${e.publisher_id ?? "—"}`], ["Fired at", e.fired_at], ["Attempt", e.attempt],
+    ["Type", e.type], ["Offer / publisher", `${e.offer_id ?? "—"} / ${e.publisher_id ?? "—"}`],
+    ["Fired at", h("span", { id: "entry-fired" }, `${localTime(e.fired_at, true)} ${ZONE}`)], ["Fired at (UTC)", h("span", { class: "mono", id: "entry-fired-utc" }, e.fired_at)], ["Attempt", e.attempt],
     ["Outcome", `${e.outcome}${e.test ? " (test)" : ""}`], ["Duration", `${e.duration_ms} ms`], ["Delivery id", e.delivery_id]];
   const entryLink = (x, id) => h("a", { href: `#/logs/${encodeURIComponent(x)}`, id, class: "mono" }, x);
   if (e.resend_of) facts.push(["Resend of", entryLink(e.resend_of, "resend-of")]);
   if (e.replay_of) facts.push(["Replay of", entryLink(e.replay_of, "replay-of")]);
   if (e.reversal_of) facts.push(["Reversal of", entryLink(e.reversal_of, "reversal-of")]);
-  if (e.next_attempt_at) facts.push(["Next attempt", e.next_attempt_at]);
+  if (e.next_attempt_at) facts.push(["Next attempt", when(e.next_attempt_at)]);
   const chain = await api("GET", `/logs?${q({ transaction_id: e.transaction_id, postback_id: e.postback_id, limit: 100 })}`);
   const attempts = chain.ok ? chain.data.items.filter((x) => x.delivery_id === e.delivery_id).sort((a, b) => a.attempt - b.attempt || a.fired_at.localeCompare(b.fired_at)) : [];
   mount(main(),
@@ -859,8 +1130,8 @@ async function logDetailPage(id) {
       h("p", {}, "Status ", h("strong", { id: "entry-status" }, e.status_code ?? "none")),
       e.response_body ? h("pre", { id: "entry-body" }, e.response_body) : null,
       e.error ? h("p", { class: "error", id: "entry-error" }, e.error) : null),
-    h("section", { class: "card" }, h("h3", {}, `Attempt chain (delivery ${e.delivery_id})`),
-      chain.ok ? h("div", { class: "scroll" }, h("table", { id: "chain" }, h("tbody", {}, logRows(attempts)))) : h("p", { class: "error" }, errorText(chain))),
+    h("section", { class: "card" }, h("h3", { id: "chain-title" }, "Attempt chain (delivery ", h("span", { class: "mono" }, e.delivery_id), ")"),
+      chain.ok ? h("div", { class: "scroll" }, cardTable({ id: "chain" }, LOG_HEADERS, logRows(attempts))) : h("p", { class: "error" }, errorText(chain))),
     h("div", { class: "actions" },
       writerOnly(h("button", { type: "button", id: "resend", onclick: async () => {
         const s = await api("POST", `/logs/${encodeURIComponent(e.id)}/resend`);
@@ -897,16 +1168,14 @@ async function keysPage() {
     showCreated(c.data);
   });
   const rows = r.data.items.map((k) => h("tr", { "data-id": k.id },
-    h("td", { class: "k-name" }, k.name), h("td", {}, k.role), h("td", {}, k.publisher_id ?? "—"),
-    h("td", { class: "mono" }, k.created_at), h("td", { class: "mono k-used" }, k.last_used_at ?? "never"),
-    h("td", {}, h("button", { type: "button", class: "danger revoke", onclick: () => confirmRevoke(k) }, "Revoke"))));
+    td("Name", { class: "k-name wrap" }, k.name), td("Role", {}, k.role), td("Publisher", { class: "mono wrap" }, k.publisher_id ?? "—"),
+    td("Created", { class: "mono when" }, when(k.created_at)), td("Last used", { class: "mono when k-used" }, k.last_used_at ? when(k.last_used_at) : "never"),
+    td("", {}, h("button", { type: "button", class: "danger revoke", onclick: () => confirmRevoke(k) }, "Revoke"))));
   mount(main(), h("div", { class: "bar" }, h("h1", {}, "Keys")),
     h("p", { class: "hint" }, "The bootstrap ADMIN_API_KEY and INGEST_API_KEY are not listed: they come from the settings."),
     created, form, h("div", { id: "revoke-confirm" }),
     rows.length === 0 ? h("p", { id: "no-keys" }, "No keys yet.") :
-      h("div", { class: "scroll" }, h("table", { id: "keys" },
-        h("thead", {}, h("tr", {}, h("th", {}, "Name"), h("th", {}, "Role"), h("th", {}, "Publisher"), h("th", {}, "Created"), h("th", {}, "Last used"), h("th", {}, ""))),
-        h("tbody", {}, rows))));
+      h("div", { class: "scroll" }, cardTable({ id: "keys" }, ["Name", "Role", "Publisher", "Created", "Last used", ""], rows)));
 
   function showCreated(k) {
     const box = document.getElementById("key-created");
@@ -950,7 +1219,7 @@ async function auditPage() {
   const form = h("form", { class: "card", id: "audit-filters" },
     h("div", { class: "grid" },
       field("Actor key id", "actor_key_id", actor), field("Action", "action", action), field("Target id", "target_id", target),
-      field("From (local time)", "from", from), field("To (local time)", "to", to)),
+      field(`From (${ZONE})`, "from", from), field(`To (${ZONE})`, "to", to)),
     h("div", { class: "actions" }, h("button", { type: "submit", id: "audit-apply" }, "Apply")), err);
   form.addEventListener("submit", (e) => {
     e.preventDefault();
@@ -973,15 +1242,13 @@ async function auditPage() {
     const r = await api("GET", `/audit?${q(params)}`);
     if (!r.ok) { err.textContent = errorText(r); return; }
     const rows = r.data.items.map((rec) => h("tr", { class: "audit-row", "data-id": rec.id, onclick: () => showRecord(rec) },
-      h("td", { class: "mono when" }, shortTime(rec.at)),
-      h("td", {}, `${rec.actor.name} (${rec.actor.role})`),
-      h("td", { class: "mono a-action" }, rec.action),
-      h("td", { class: "mono" }, `${rec.target.kind}${rec.target.id ? ` ${rec.target.id}` : ""}`),
-      h("td", { class: "a-summary" }, rec.summary)));
+      td("At", { class: "mono when", title: utcTitle(rec.at) }, localTime(rec.at, true)),
+      td("Who", { class: "wrap" }, `${rec.actor.name} (${rec.actor.role})`),
+      td("Action", { class: "mono a-action" }, rec.action),
+      td("Target", { class: "mono wrap" }, `${rec.target.kind}${rec.target.id ? ` ${rec.target.id}` : ""}`),
+      td("Summary", { class: "a-summary wrap" }, rec.summary)));
     mount(table, rows.length === 0 ? h("p", { id: "audit-empty" }, "No records match.") :
-      h("div", { class: "scroll" }, h("table", { id: "audit" },
-        h("thead", {}, h("tr", {}, h("th", {}, "At"), h("th", {}, "Who"), h("th", {}, "Action"), h("th", {}, "Target"), h("th", {}, "Summary"))),
-        h("tbody", {}, rows))));
+      h("div", { class: "scroll" }, cardTable({ id: "audit" }, ["At", "Who", "Action", "Target", "Summary"], rows)));
     mount(pager,
       h("button", { type: "button", class: "secondary", id: "audit-prev", disabled: auditState.cursors.length < 2, onclick: () => { auditState.cursors.pop(); load(); } }, "Previous"),
       h("span", { class: "hint" }, `Page ${auditState.cursors.length}`),
@@ -989,7 +1256,7 @@ async function auditPage() {
   }
 
   function showRecord(rec) {
-    const facts = [["Id", rec.id], ["At", rec.at], ["Actor", `${rec.actor.name} — ${rec.actor.key_id} (${rec.actor.role}${rec.actor.publisher_id ? `, publisher ${rec.actor.publisher_id}` : ""})`],
+    const facts = [["Id", rec.id], ["At", `${localTime(rec.at, true)} ${ZONE}`], ["At (UTC)", rec.at], ["Actor", `${rec.actor.name} — ${rec.actor.key_id} (${rec.actor.role}${rec.actor.publisher_id ? `, publisher ${rec.actor.publisher_id}` : ""})`],
       ["Action", rec.action], ["Target", `${rec.target.kind} ${rec.target.id ?? "(none)"}`],
       ["Version", `${rec.version_before ?? "—"} → ${rec.version_after ?? "—"}`], ["Address", rec.ip ?? "—"], ["Summary", rec.summary]];
     mount(detail, h("section", { class: "card", id: "audit-record" }, h("h2", {}, "Record"),
@@ -1069,6 +1336,7 @@ async function templateFormPage(id) {
     const body = { name: val("name").value, type: val("type").value, template: { id: t.id, inputs: values() } };
     const res = await api("POST", "/postbacks", body);
     if (!res.ok) return showFieldError(form, (res.data && res.data.error) || { message: errorText(res) });
+    flash = `Created from the template ${t.name}: version ${res.data.version ?? 1}.`;
     location.hash = `#/postbacks/${encodeURIComponent(res.data.id)}`;
   });
   mount(main(), h("div", { class: "bar" }, h("h1", {}, `New postback: ${t.name}`), h("span", { class: "mono" }, `${t.id} · v${t.version}`)), form, preview);
