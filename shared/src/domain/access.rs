@@ -23,8 +23,19 @@ pub const ENV_ADMIN: &str = "env:admin";
 /// Actor key id of the bootstrap `INGEST_API_KEY`.
 pub const ENV_INGEST: &str = "env:ingest";
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    strum::IntoStaticStr,
+    strum::EnumString,
+    strum::VariantArray,
+    strum::VariantNames,
+)]
+#[strum(serialize_all = "lowercase")]
 pub enum Role {
     Admin,
     Viewer,
@@ -32,22 +43,7 @@ pub enum Role {
     Ingest,
 }
 
-impl Role {
-    pub const ALL: [Role; 4] = [Role::Admin, Role::Viewer, Role::Partner, Role::Ingest];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Role::Admin => "admin",
-            Role::Viewer => "viewer",
-            Role::Partner => "partner",
-            Role::Ingest => "ingest",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<Role> {
-        Role::ALL.into_iter().find(|r| r.as_str() == s)
-    }
-}
+super::named_enum!(Role);
 
 /// Who made a change: the key's id, name, role and publisher (partner keys).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -214,85 +210,60 @@ pub fn same_hash(a: &[u8], b: &[u8]) -> bool {
 }
 
 /// What an audit record says was done.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    strum::IntoStaticStr,
+    strum::EnumString,
+    strum::VariantArray,
+    strum::VariantNames,
+)]
 pub enum AuditAction {
-    #[serde(rename = "postback.create")]
+    #[strum(serialize = "postback.create")]
     PostbackCreate,
-    #[serde(rename = "postback.replace")]
+    #[strum(serialize = "postback.replace")]
     PostbackReplace,
-    #[serde(rename = "postback.delete")]
+    #[strum(serialize = "postback.delete")]
     PostbackDelete,
     /// Partners issue: an admin approves a partner's pending postback or revision.
-    #[serde(rename = "postback.approve")]
+    #[strum(serialize = "postback.approve")]
     PostbackApprove,
     /// Partners issue: an admin rejects it.
-    #[serde(rename = "postback.reject")]
+    #[strum(serialize = "postback.reject")]
     PostbackReject,
-    #[serde(rename = "postback.secret_read")]
+    #[strum(serialize = "postback.secret_read")]
     PostbackSecretRead,
-    #[serde(rename = "postback.secret_rotate")]
+    #[strum(serialize = "postback.secret_rotate")]
     PostbackSecretRotate,
-    #[serde(rename = "postback.resume")]
+    #[strum(serialize = "postback.resume")]
     PostbackResume,
-    #[serde(rename = "postback.test")]
+    #[strum(serialize = "postback.test")]
     PostbackTest,
-    #[serde(rename = "log.resend")]
+    #[strum(serialize = "log.resend")]
     LogResend,
-    #[serde(rename = "logs.replay")]
+    #[strum(serialize = "logs.replay")]
     LogsReplay,
-    #[serde(rename = "key.create")]
+    #[strum(serialize = "key.create")]
     KeyCreate,
-    #[serde(rename = "key.revoke")]
+    #[strum(serialize = "key.revoke")]
     KeyRevoke,
 }
+super::named_enum!(AuditAction);
 
-impl AuditAction {
-    pub const ALL: [AuditAction; 13] = [
-        AuditAction::PostbackCreate,
-        AuditAction::PostbackReplace,
-        AuditAction::PostbackDelete,
-        AuditAction::PostbackApprove,
-        AuditAction::PostbackReject,
-        AuditAction::PostbackSecretRead,
-        AuditAction::PostbackSecretRotate,
-        AuditAction::PostbackResume,
-        AuditAction::PostbackTest,
-        AuditAction::LogResend,
-        AuditAction::LogsReplay,
-        AuditAction::KeyCreate,
-        AuditAction::KeyRevoke,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            AuditAction::PostbackCreate => "postback.create",
-            AuditAction::PostbackReplace => "postback.replace",
-            AuditAction::PostbackDelete => "postback.delete",
-            AuditAction::PostbackApprove => "postback.approve",
-            AuditAction::PostbackReject => "postback.reject",
-            AuditAction::PostbackSecretRead => "postback.secret_read",
-            AuditAction::PostbackSecretRotate => "postback.secret_rotate",
-            AuditAction::PostbackResume => "postback.resume",
-            AuditAction::PostbackTest => "postback.test",
-            AuditAction::LogResend => "log.resend",
-            AuditAction::LogsReplay => "logs.replay",
-            AuditAction::KeyCreate => "key.create",
-            AuditAction::KeyRevoke => "key.revoke",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<AuditAction> {
-        AuditAction::ALL.into_iter().find(|a| a.as_str() == s)
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, strum::IntoStaticStr, strum::EnumString, strum::VariantArray, strum::VariantNames,
+)]
+#[strum(serialize_all = "lowercase")]
 pub enum TargetKind {
     Postback,
     Log,
     Key,
 }
+super::named_enum!(TargetKind);
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AuditTarget {

@@ -12,7 +12,19 @@ use super::template::Template;
 use super::ValidationError;
 
 /// `PARTNER_POSTBACKS`: what partner writes do.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Default,
+    strum::IntoStaticStr,
+    strum::EnumString,
+    strum::VariantArray,
+    strum::VariantNames,
+)]
+#[strum(serialize_all = "lowercase")]
 pub enum PartnerMode {
     /// Every partner write is refused (403).
     Off,
@@ -23,16 +35,7 @@ pub enum PartnerMode {
     Auto,
 }
 
-impl PartnerMode {
-    pub fn parse(s: &str) -> Option<PartnerMode> {
-        match s {
-            "off" => Some(PartnerMode::Off),
-            "review" => Some(PartnerMode::Review),
-            "auto" => Some(PartnerMode::Auto),
-            _ => None,
-        }
-    }
-}
+super::named_enum!(PartnerMode);
 
 /// The partner settings the services need.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -42,8 +45,20 @@ pub struct PartnerPolicy {
     pub private_targets: bool,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
-#[serde(rename_all = "lowercase")]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    Default,
+    strum::IntoStaticStr,
+    strum::EnumString,
+    strum::VariantArray,
+    strum::VariantNames,
+)]
+#[strum(serialize_all = "lowercase")]
 pub enum ApprovalState {
     /// Postbacks stored before review existed, and every admin-written one.
     #[default]
@@ -52,19 +67,7 @@ pub enum ApprovalState {
     Rejected,
 }
 
-impl ApprovalState {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ApprovalState::Approved => "approved",
-            ApprovalState::Pending => "pending",
-            ApprovalState::Rejected => "rejected",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<ApprovalState> {
-        [ApprovalState::Approved, ApprovalState::Pending, ApprovalState::Rejected].into_iter().find(|a| a.as_str() == s)
-    }
-}
+super::named_enum!(ApprovalState);
 
 /// A postback's review state; only an approved postback fires.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]

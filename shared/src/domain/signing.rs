@@ -38,14 +38,26 @@ const BASE64: GeneralPurpose = GeneralPurpose::new(
 );
 
 /// A postback's `signing`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    Default,
+    strum::IntoStaticStr,
+    strum::EnumString,
+    strum::VariantArray,
+    strum::VariantNames,
+)]
+#[strum(serialize_all = "kebab-case")]
 pub enum Signing {
     #[default]
-    #[serde(rename = "none")]
     None,
-    #[serde(rename = "standard-webhooks")]
     StandardWebhooks,
 }
+super::named_enum!(Signing);
 
 impl Signing {
     pub fn is_on(self) -> bool {

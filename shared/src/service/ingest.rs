@@ -92,15 +92,7 @@ impl App {
             for postback in &matched {
                 let delay = ChronoDuration::seconds(i64::from(postback.postback.delay_seconds));
                 let delivery_id = Firing::delivery_id_for(&key, &postback.postback.id);
-                let ctx = MacroContext {
-                    event: &event,
-                    postback_id: &postback.postback.id,
-                    postback_name: &postback.postback.name,
-                    delivery_id: &delivery_id,
-                    attempt: 1,
-                    alert: None,
-                    reversal: None,
-                };
+                let ctx = MacroContext::new(&event, &postback.postback.id, &postback.postback.name, &delivery_id, 1);
                 let destination = postback.destination(&ctx);
                 firings.push(Firing {
                     delivery_id,
