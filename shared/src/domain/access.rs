@@ -23,27 +23,15 @@ pub const ENV_ADMIN: &str = "env:admin";
 /// Actor key id of the bootstrap `INGEST_API_KEY`.
 pub const ENV_INGEST: &str = "env:ingest";
 
-#[derive(
-    Debug,
-    Clone,
-    Copy,
-    PartialEq,
-    Eq,
-    Hash,
-    strum::IntoStaticStr,
-    strum::EnumString,
-    strum::VariantArray,
-    strum::VariantNames,
-)]
-#[strum(serialize_all = "lowercase")]
-pub enum Role {
-    Admin,
-    Viewer,
-    Partner,
-    Ingest,
+super::named_enum! {
+    #[strum(serialize_all = "lowercase")]
+    pub enum Role {
+        Admin,
+        Viewer,
+        Partner,
+        Ingest,
+    }
 }
-
-super::named_enum!(Role);
 
 /// Who made a change: the key's id, name, role and publisher (partner keys).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -209,61 +197,48 @@ pub fn same_hash(a: &[u8], b: &[u8]) -> bool {
     bool::from(a.ct_eq(b))
 }
 
-/// What an audit record says was done.
-#[derive(
-    Debug,
-    Clone,
-    Copy,
-    PartialEq,
-    Eq,
-    Hash,
-    strum::IntoStaticStr,
-    strum::EnumString,
-    strum::VariantArray,
-    strum::VariantNames,
-)]
-pub enum AuditAction {
-    #[strum(serialize = "postback.create")]
-    PostbackCreate,
-    #[strum(serialize = "postback.replace")]
-    PostbackReplace,
-    #[strum(serialize = "postback.delete")]
-    PostbackDelete,
-    /// Partners issue: an admin approves a partner's pending postback or revision.
-    #[strum(serialize = "postback.approve")]
-    PostbackApprove,
-    /// Partners issue: an admin rejects it.
-    #[strum(serialize = "postback.reject")]
-    PostbackReject,
-    #[strum(serialize = "postback.secret_read")]
-    PostbackSecretRead,
-    #[strum(serialize = "postback.secret_rotate")]
-    PostbackSecretRotate,
-    #[strum(serialize = "postback.resume")]
-    PostbackResume,
-    #[strum(serialize = "postback.test")]
-    PostbackTest,
-    #[strum(serialize = "log.resend")]
-    LogResend,
-    #[strum(serialize = "logs.replay")]
-    LogsReplay,
-    #[strum(serialize = "key.create")]
-    KeyCreate,
-    #[strum(serialize = "key.revoke")]
-    KeyRevoke,
+super::named_enum! {
+    /// What an audit record says was done.
+    pub enum AuditAction {
+        #[strum(serialize = "postback.create")]
+        PostbackCreate,
+        #[strum(serialize = "postback.replace")]
+        PostbackReplace,
+        #[strum(serialize = "postback.delete")]
+        PostbackDelete,
+        /// Partners issue: an admin approves a partner's pending postback or revision.
+        #[strum(serialize = "postback.approve")]
+        PostbackApprove,
+        /// Partners issue: an admin rejects it.
+        #[strum(serialize = "postback.reject")]
+        PostbackReject,
+        #[strum(serialize = "postback.secret_read")]
+        PostbackSecretRead,
+        #[strum(serialize = "postback.secret_rotate")]
+        PostbackSecretRotate,
+        #[strum(serialize = "postback.resume")]
+        PostbackResume,
+        #[strum(serialize = "postback.test")]
+        PostbackTest,
+        #[strum(serialize = "log.resend")]
+        LogResend,
+        #[strum(serialize = "logs.replay")]
+        LogsReplay,
+        #[strum(serialize = "key.create")]
+        KeyCreate,
+        #[strum(serialize = "key.revoke")]
+        KeyRevoke,
+    }
 }
-super::named_enum!(AuditAction);
 
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, strum::IntoStaticStr, strum::EnumString, strum::VariantArray, strum::VariantNames,
-)]
-#[strum(serialize_all = "lowercase")]
-pub enum TargetKind {
-    Postback,
-    Log,
-    Key,
+super::named_enum! {
+    #[strum(serialize_all = "lowercase")]
+    pub enum TargetKind {
+        Postback,
+        Log,
+        Key,
+    }
 }
-super::named_enum!(TargetKind);
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AuditTarget {

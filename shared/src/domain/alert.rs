@@ -6,28 +6,16 @@ use serde::{Deserialize, Serialize};
 
 use super::event::{Event, EventType};
 
-#[derive(
-    Debug,
-    Clone,
-    Copy,
-    PartialEq,
-    Eq,
-    Hash,
-    strum::IntoStaticStr,
-    strum::EnumString,
-    strum::VariantArray,
-    strum::VariantNames,
-)]
-#[strum(serialize_all = "snake_case")]
-pub enum AlertKind {
-    BreakerOpened,
-    BreakerClosed,
-    FiringFailed,
-    /// A partner submitted a postback or a change for review.
-    ApprovalRequested,
+super::named_enum! {
+    #[strum(serialize_all = "snake_case")]
+    pub enum AlertKind {
+        BreakerOpened,
+        BreakerClosed,
+        FiringFailed,
+        /// A partner submitted a postback or a change for review.
+        ApprovalRequested,
+    }
 }
-
-super::named_enum!(AlertKind);
 
 impl AlertKind {
     /// The kind an alert postback subscribed to `alerts` is previewed and tested with:

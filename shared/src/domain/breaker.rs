@@ -6,27 +6,16 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-#[derive(
-    Debug,
-    Clone,
-    Copy,
-    PartialEq,
-    Eq,
-    Hash,
-    Default,
-    strum::IntoStaticStr,
-    strum::EnumString,
-    strum::VariantArray,
-    strum::VariantNames,
-)]
-#[strum(serialize_all = "snake_case")]
-pub enum BreakerState {
-    #[default]
-    Closed,
-    Open,
-    HalfOpen,
+super::named_enum! {
+    #[derive(Default)]
+    #[strum(serialize_all = "snake_case")]
+    pub enum BreakerState {
+        #[default]
+        Closed,
+        Open,
+        HalfOpen,
+    }
 }
-super::named_enum!(BreakerState);
 
 /// The stored state of one postback's breaker. A postback with none stored is closed
 /// with no failures (`Breaker::default()`).

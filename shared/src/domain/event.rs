@@ -1,37 +1,24 @@
 //! Ingested events (impressions, clicks, conversions, post-conversion events).
 
-use std::collections::BTreeMap;
-
 use std::borrow::Cow;
+use std::collections::BTreeMap;
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::{Deserialize, Serialize};
 
-#[derive(
-    Debug,
-    Clone,
-    Copy,
-    PartialEq,
-    Eq,
-    Hash,
-    PartialOrd,
-    Ord,
-    strum::IntoStaticStr,
-    strum::EnumString,
-    strum::VariantArray,
-    strum::VariantNames,
-)]
-#[strum(serialize_all = "lowercase")]
-pub enum EventType {
-    Impression,
-    Click,
-    Conversion,
-    Event,
-    /// Postbacks (and their firings) of the manager's own alerts (`super::alert`). Never
-    /// an ingested event: trackers report the other four.
-    Alert,
+super::named_enum! {
+    #[derive(PartialOrd, Ord)]
+    #[strum(serialize_all = "lowercase")]
+    pub enum EventType {
+        Impression,
+        Click,
+        Conversion,
+        Event,
+        /// Postbacks (and their firings) of the manager's own alerts (`super::alert`). Never
+        /// an ingested event: trackers report the other four.
+        Alert,
+    }
 }
-super::named_enum!(EventType);
 
 impl EventType {
     /// The types a tracker reports (ingest refuses `alert`).
@@ -47,73 +34,51 @@ impl EventType {
     }
 }
 
-#[derive(
-    Debug,
-    Clone,
-    Copy,
-    PartialEq,
-    Eq,
-    Hash,
-    strum::IntoStaticStr,
-    strum::EnumString,
-    strum::VariantArray,
-    strum::VariantNames,
-)]
-#[strum(serialize_all = "lowercase")]
-pub enum Status {
-    Approved,
-    Pending,
-    Rejected,
+super::named_enum! {
+    #[strum(serialize_all = "lowercase")]
+    pub enum Status {
+        Approved,
+        Pending,
+        Rejected,
+    }
 }
-super::named_enum!(Status);
 
-/// The fields of an event as trackers send them, templates name them (`{payout}`) and
-/// conditions test them, in the order parse errors are reported: THE list of event
-/// fields (`params` aside, a map). Parsing (`crate::entry::http::parse::event`), the
-/// macros (`super::macros`) and conditions (`super::condition`) are built on it; tests
-/// hold the OpenAPI document, the console's macro picker and [`Event`]'s stored form to it.
-#[derive(
-    Debug,
-    Clone,
-    Copy,
-    PartialEq,
-    Eq,
-    Hash,
-    strum::IntoStaticStr,
-    strum::EnumString,
-    strum::VariantArray,
-    strum::VariantNames,
-)]
-#[strum(serialize_all = "snake_case")]
-pub enum Field {
-    Type,
-    TransactionId,
-    EventId,
-    OfferId,
-    PublisherId,
-    ExternalTransactionId,
-    Status,
-    RejectionReason,
-    EventName,
-    Payout,
-    Revenue,
-    Currency,
-    Sub1,
-    Sub2,
-    Sub3,
-    Sub4,
-    Sub5,
-    Sub6,
-    Sub7,
-    Sub8,
-    Sub9,
-    Sub10,
-    Ip,
-    UserAgent,
-    Country,
-    Timestamp,
+super::named_enum! {
+    /// The fields of an event as trackers send them, templates name them (`{payout}`) and
+    /// conditions test them, in the order parse errors are reported: THE list of event
+    /// fields (`params` aside, a map). Parsing (`crate::entry::http::parse::event`), the
+    /// macros (`super::macros`) and conditions (`super::condition`) are built on it; tests
+    /// hold the OpenAPI document, the console's macro picker and [`Event`]'s stored form to it.
+    #[strum(serialize_all = "snake_case")]
+    pub enum Field {
+        Type,
+        TransactionId,
+        EventId,
+        OfferId,
+        PublisherId,
+        ExternalTransactionId,
+        Status,
+        RejectionReason,
+        EventName,
+        Payout,
+        Revenue,
+        Currency,
+        Sub1,
+        Sub2,
+        Sub3,
+        Sub4,
+        Sub5,
+        Sub6,
+        Sub7,
+        Sub8,
+        Sub9,
+        Sub10,
+        Ip,
+        UserAgent,
+        Country,
+        Timestamp,
+    }
 }
-super::named_enum!(Field);
 
 /// `{unix_timestamp}`: the event time in whole unix seconds, a value of the event
 /// besides its fields (templates and conditions read it; trackers send `timestamp`).

@@ -37,17 +37,15 @@ const SOURCES: &[(&str, &str)] = &[
 /// Longest input value accepted.
 pub const MAX_INPUT_CHARS: usize = 2048;
 
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, strum::IntoStaticStr, strum::EnumString, strum::VariantArray, strum::VariantNames,
-)]
-#[strum(serialize_all = "snake_case")]
-pub enum Category {
-    AdPlatform,
-    Tracker,
-    Crm,
-    Chat,
+super::named_enum! {
+    #[strum(serialize_all = "snake_case")]
+    pub enum Category {
+        AdPlatform,
+        Tracker,
+        Crm,
+        Chat,
+    }
 }
-super::named_enum!(Category);
 
 /// One value the manager types when creating a postback from the template.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -15,26 +15,15 @@ pub const MAX_LOG_LIMIT: usize = 500;
 /// Response bodies kept in a log entry are cut to this many bytes.
 pub const MAX_LOGGED_RESPONSE_BYTES: usize = 4096;
 
-#[derive(
-    Debug,
-    Clone,
-    Copy,
-    PartialEq,
-    Eq,
-    Hash,
-    strum::IntoStaticStr,
-    strum::EnumString,
-    strum::VariantArray,
-    strum::VariantNames,
-)]
-#[strum(serialize_all = "lowercase")]
-pub enum Outcome {
-    Delivered,
-    Failed,
-    Retrying,
-    Skipped,
+super::named_enum! {
+    #[strum(serialize_all = "lowercase")]
+    pub enum Outcome {
+        Delivered,
+        Failed,
+        Retrying,
+        Skipped,
+    }
 }
-super::named_enum!(Outcome);
 
 /// One firing attempt (or skip). Secrets are redacted before an entry is built.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -99,36 +88,25 @@ fn legacy_postback_version() -> Option<u32> {
     Some(super::postback::FIRST_VERSION)
 }
 
-/// A column `GET /logs` filters on, by its parameter name (the entry's field name).
-#[derive(
-    Debug,
-    Clone,
-    Copy,
-    PartialEq,
-    Eq,
-    Hash,
-    strum::IntoStaticStr,
-    strum::EnumString,
-    strum::VariantArray,
-    strum::VariantNames,
-)]
-#[strum(serialize_all = "snake_case")]
-pub enum LogColumn {
-    PostbackId,
-    PostbackName,
-    TransactionId,
-    EventId,
-    Type,
-    OfferId,
-    PublisherId,
-    StatusCode,
-    Outcome,
-    Url,
-    Error,
-    ResponseBody,
-    Test,
+super::named_enum! {
+    /// A column `GET /logs` filters on, by its parameter name (the entry's field name).
+    #[strum(serialize_all = "snake_case")]
+    pub enum LogColumn {
+        PostbackId,
+        PostbackName,
+        TransactionId,
+        EventId,
+        Type,
+        OfferId,
+        PublisherId,
+        StatusCode,
+        Outcome,
+        Url,
+        Error,
+        ResponseBody,
+        Test,
+    }
 }
-super::named_enum!(LogColumn);
 
 impl LogColumn {
     /// Free-text columns, the ones *contains* applies to. `type`, `status_code`,

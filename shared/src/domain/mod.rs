@@ -3,12 +3,30 @@
 //! nor does it read requests: `crate::entry::http::parse` turns those into the typed values
 //! used here.
 
-/// The string forms of a fieldless enum, from its one declaration: the variants and their
-/// `#[strum(...)]` names (derive `IntoStaticStr`, `EnumString`, `VariantArray` and
-/// `VariantNames`). Gives `ALL`, `NAMES`, `COUNT`, `as_str`, `parse`, and serde as that
-/// name, so the API, the stores, queue messages and logs all spell a value the same way.
+/// A fieldless enum whose string forms come from its one declaration: the variants and
+/// their `#[strum(...)]` names. Gives `ALL`, `NAMES`, `COUNT`, `as_str`, `parse`, and serde
+/// as that name, so the API, the stores, queue messages and logs all spell a value the
+/// same way.
 macro_rules! named_enum {
-    ($($ty:ident),+ $(,)?) => {$(
+    (
+        $(#[$meta:meta])*
+        $vis:vis enum $ty:ident { $($(#[$variant_meta:meta])* $variant:ident),+ $(,)? }
+    ) => {
+        #[derive(
+            Debug,
+            Clone,
+            Copy,
+            PartialEq,
+            Eq,
+            Hash,
+            strum::IntoStaticStr,
+            strum::EnumString,
+            strum::VariantArray,
+            strum::VariantNames,
+        )]
+        $(#[$meta])*
+        $vis enum $ty { $($(#[$variant_meta])* $variant),+ }
+
         impl $ty {
             pub const COUNT: usize = <$ty as strum::VariantArray>::VARIANTS.len();
             /// Every value, in declaration order.
@@ -56,7 +74,7 @@ macro_rules! named_enum {
                 d.deserialize_str(Name)
             }
         }
-    )+};
+    };
 }
 pub(crate) use named_enum;
 

@@ -11,31 +11,20 @@ use super::postback::{Postback, PostbackSpec, Scope};
 use super::template::Template;
 use super::ValidationError;
 
-/// `PARTNER_POSTBACKS`: what partner writes do.
-#[derive(
-    Debug,
-    Clone,
-    Copy,
-    PartialEq,
-    Eq,
-    Default,
-    strum::IntoStaticStr,
-    strum::EnumString,
-    strum::VariantArray,
-    strum::VariantNames,
-)]
-#[strum(serialize_all = "lowercase")]
-pub enum PartnerMode {
-    /// Every partner write is refused (403).
-    Off,
-    /// Partner writes wait for an admin's decision.
-    #[default]
-    Review,
-    /// Partner writes are approved at once.
-    Auto,
+super::named_enum! {
+    /// `PARTNER_POSTBACKS`: what partner writes do.
+    #[derive(Default)]
+    #[strum(serialize_all = "lowercase")]
+    pub enum PartnerMode {
+        /// Every partner write is refused (403).
+        Off,
+        /// Partner writes wait for an admin's decision.
+        #[default]
+        Review,
+        /// Partner writes are approved at once.
+        Auto,
+    }
 }
-
-super::named_enum!(PartnerMode);
 
 /// The partner settings the services need.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -45,29 +34,17 @@ pub struct PartnerPolicy {
     pub private_targets: bool,
 }
 
-#[derive(
-    Debug,
-    Clone,
-    Copy,
-    PartialEq,
-    Eq,
-    Hash,
-    Default,
-    strum::IntoStaticStr,
-    strum::EnumString,
-    strum::VariantArray,
-    strum::VariantNames,
-)]
-#[strum(serialize_all = "lowercase")]
-pub enum ApprovalState {
-    /// Postbacks stored before review existed, and every admin-written one.
-    #[default]
-    Approved,
-    Pending,
-    Rejected,
+super::named_enum! {
+    #[derive(Default)]
+    #[strum(serialize_all = "lowercase")]
+    pub enum ApprovalState {
+        /// Postbacks stored before review existed, and every admin-written one.
+        #[default]
+        Approved,
+        Pending,
+        Rejected,
+    }
 }
-
-super::named_enum!(ApprovalState);
 
 /// A postback's review state; only an approved postback fires.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]

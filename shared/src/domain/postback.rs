@@ -22,46 +22,24 @@ pub const MAX_DELAY_SECONDS: u32 = 30 * 24 * 3600;
 /// Highest `rate_limit_per_second`.
 pub const MAX_RATE_LIMIT_PER_SECOND: u32 = 10_000;
 
-#[derive(
-    Debug,
-    Clone,
-    Copy,
-    PartialEq,
-    Eq,
-    Hash,
-    strum::IntoStaticStr,
-    strum::EnumString,
-    strum::VariantArray,
-    strum::VariantNames,
-)]
-#[strum(serialize_all = "lowercase")]
-pub enum FireOn {
-    Approved,
-    Pending,
-    Rejected,
-    All,
+super::named_enum! {
+    #[strum(serialize_all = "lowercase")]
+    pub enum FireOn {
+        Approved,
+        Pending,
+        Rejected,
+        All,
+    }
 }
-super::named_enum!(FireOn);
 
-#[derive(
-    Debug,
-    Clone,
-    Copy,
-    PartialEq,
-    Eq,
-    Hash,
-    strum::IntoStaticStr,
-    strum::EnumString,
-    strum::VariantArray,
-    strum::VariantNames,
-)]
-#[strum(serialize_all = "UPPERCASE")]
-pub enum HttpMethod {
-    Get,
-    Post,
-    Put,
+super::named_enum! {
+    #[strum(serialize_all = "UPPERCASE")]
+    pub enum HttpMethod {
+        Get,
+        Post,
+        Put,
+    }
 }
-super::named_enum!(HttpMethod);
 
 /// Which offers / publishers a postback applies to: `"all"` or a non-empty list of ids.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]

@@ -37,27 +37,16 @@ const BASE64: GeneralPurpose = GeneralPurpose::new(
     GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent),
 );
 
-/// A postback's `signing`.
-#[derive(
-    Debug,
-    Clone,
-    Copy,
-    PartialEq,
-    Eq,
-    Hash,
-    Default,
-    strum::IntoStaticStr,
-    strum::EnumString,
-    strum::VariantArray,
-    strum::VariantNames,
-)]
-#[strum(serialize_all = "kebab-case")]
-pub enum Signing {
-    #[default]
-    None,
-    StandardWebhooks,
+super::named_enum! {
+    /// A postback's `signing`.
+    #[derive(Default)]
+    #[strum(serialize_all = "kebab-case")]
+    pub enum Signing {
+        #[default]
+        None,
+        StandardWebhooks,
+    }
 }
-super::named_enum!(Signing);
 
 impl Signing {
     pub fn is_on(self) -> bool {

@@ -6,17 +6,13 @@ use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use serde_json::json;
 
-use super::extract::{query_pairs, JsonBody, KeyId};
+use super::extract::{query_pairs, Call, JsonBody, KeyId};
 use super::{parse, ApiError, State};
 use crate::domain::access::Caller;
 
 type ApiResult = Result<Response, ApiError>;
 
-pub async fn create_key(
-    AxumState(s): AxumState<State>,
-    Extension(caller): Extension<Caller>,
-    body: JsonBody,
-) -> ApiResult {
+pub async fn create_key(Call { s, caller }: Call, body: JsonBody) -> ApiResult {
     let value = body.required("body")?;
     let spec = parse::access::key_spec(&value)?;
     let created = s.app.create_key(&caller, spec).await?;
@@ -27,11 +23,7 @@ pub async fn list_keys(AxumState(s): AxumState<State>) -> ApiResult {
     Ok(Json(json!({ "items": s.app.list_keys().await? })).into_response())
 }
 
-pub async fn revoke_key(
-    AxumState(s): AxumState<State>,
-    Extension(caller): Extension<Caller>,
-    KeyId(id): KeyId,
-) -> ApiResult {
+pub async fn revoke_key(Call { s, caller }: Call, KeyId(id): KeyId) -> ApiResult {
     s.app.revoke_key(&caller, &id).await?;
     // This process stops trusting its cache at once; others within `KEY_CACHE_TTL`.
     s.keys.forget_all();

@@ -1,16 +1,18 @@
 //! Request parsing with our own limits and error shapes (axum's built-in extractor
-//! rejections are plain text): the extractors handlers take (`JsonBody`, `PostbackId`,
-//! `LogId`, `KeyId`), refusing through the one error type, [`ApiError`].
+//! rejections are plain text): the extractors handlers take (`Call`, `JsonBody`,
+//! `PostbackId`, `LogId`, `KeyId`), refusing through the one error type, [`ApiError`].
 
 use axum::body::Body;
 use axum::extract::{FromRequest, FromRequestParts, Path, Request};
 use axum::http::request::Parts;
 use axum::http::{header, HeaderMap};
 use axum::response::{IntoResponse, Response};
+use axum::Extension;
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use serde_json::Value;
 
-use super::ApiError;
+use super::{ApiError, State};
+use crate::domain::access::Caller;
 use crate::domain::ValidationError;
 
 /// Largest request body accepted (413 above).
@@ -18,6 +20,22 @@ pub const MAX_BODY_BYTES: usize = 1024 * 1024;
 
 /// Ids are server-made and short; anything else cannot exist.
 const MAX_ID_LEN: usize = 128;
+
+/// A call by a key: the router's state and the calling key (which the auth layer set).
+pub struct Call {
+    pub s: State,
+    pub caller: Caller,
+}
+
+impl FromRequestParts<State> for Call {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, state: &State) -> Result<Self, Response> {
+        let Extension(caller) =
+            Extension::<Caller>::from_request_parts(parts, state).await.map_err(IntoResponse::into_response)?;
+        Ok(Call { s: state.clone(), caller })
+    }
+}
 
 /// The request's JSON body as [`json_body`] reads it (`None`: empty).
 pub struct JsonBody(pub Option<Value>);
