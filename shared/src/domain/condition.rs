@@ -330,7 +330,7 @@ fn resolve(field: &str) -> Result<Source, ValidationError> {
     if let Some(key) = field.strip_prefix("params.").filter(|k| !k.is_empty()) {
         return Ok(Source::Param(key.to_string()));
     }
-    if let Some(known) = Field::parse(field) {
+    if let Some(known) = Field::named(field) {
         return Ok(Source::Field(known));
     }
     if field == UNIX_TIMESTAMP {

@@ -99,6 +99,16 @@ impl Field {
         Field::Sub10,
     ];
 
+    /// The field a macro or condition name reads: the field's own name, or `sub` and a
+    /// number 1..=10 as Rust reads one (no leading zero). The second keeps `sub+5` (read as
+    /// `sub5`), which conditions have always taken, so such a stored condition still reads.
+    pub fn named(name: &str) -> Option<Field> {
+        Field::parse(name).or_else(|| {
+            let n = name.strip_prefix("sub").filter(|n| !n.starts_with('0'))?.parse::<usize>().ok()?;
+            Field::SUBS.get(n.checked_sub(1)?).copied()
+        })
+    }
+
     /// This field of `event` as text: what `{name}` renders and a condition on `name`
     /// tests. `timestamp` is RFC 3339 in UTC with a `Z` suffix, in whole seconds unless
     /// the event time has a fraction, then kept to milli-, micro- or nanoseconds as
@@ -300,6 +310,10 @@ mod tests {
             assert_eq!(field.text(&event).as_deref(), stored_value.as_str(), "{name}");
         }
         assert_eq!(Field::SUBS.map(Field::as_str), std::array::from_fn(|i| format!("sub{}", i + 1)));
+        assert_eq!(Field::named("sub+5"), Some(Field::Sub5));
+        for not_a_field in ["sub0", "sub05", "sub11", "sub", "Sub5", "params", "unix_timestamp"] {
+            assert_eq!(Field::named(not_a_field), None, "{not_a_field}");
+        }
     }
 
     #[test]

@@ -194,7 +194,7 @@ impl<'a> MacroContext<'a> {
         if let Some(key) = name.strip_prefix("params.") {
             return event.params.get(key).map(|v| Cow::Borrowed(v.as_str()));
         }
-        if let Some(field) = Field::parse(name) {
+        if let Some(field) = Field::named(name) {
             return field.text(event);
         }
         match name {
@@ -324,6 +324,15 @@ mod tests {
         );
         let header = Template::parse_for("{alert_message}", EventType::Alert).unwrap();
         assert!(header.render(&c, Encoding::Header).is_err(), "a newline cannot go into a header");
+    }
+
+    #[test]
+    fn the_alert_set_error_lists_the_alert_macros() {
+        let why = MacroSet::Alert.why_not("payout").unwrap();
+        let listed: std::collections::BTreeSet<&str> =
+            why.rsplit_once("its macros are ").unwrap().1.split(", ").collect();
+        let want = ALERT_MACROS.iter().copied().filter(|m| *m != SIGNATURE).collect();
+        assert_eq!(listed, want, "{why}");
     }
 
     #[test]

@@ -97,7 +97,7 @@ path_id! {
 
 /// Read a JSON body. `Ok(None)` for an empty body. A body needs a JSON content type
 /// (`application/json` or `+json`; a missing header is tolerated for curl users).
-pub async fn json_body(headers: &HeaderMap, body: Body) -> Result<Option<serde_json::Value>, ApiError> {
+async fn json_body(headers: &HeaderMap, body: Body) -> Result<Option<serde_json::Value>, ApiError> {
     if let Some(len) = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok()) {
         if len > MAX_BODY_BYTES as u64 {
             return Err(ApiError::PayloadTooLarge { limit: MAX_BODY_BYTES });
