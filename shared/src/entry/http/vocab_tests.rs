@@ -14,7 +14,7 @@ use crate::domain::breaker::BreakerState;
 use crate::domain::event::{EventType, Status};
 use crate::domain::library::Category;
 use crate::domain::log::{LogColumn, Outcome};
-use crate::domain::macros::{ALERT_ONLY_MACROS, KNOWN_MACROS};
+use crate::domain::macros::{ALERT_MACROS, ALERT_ONLY_MACROS, KNOWN_MACROS};
 use crate::domain::partner::{ApprovalState, NETWORK_MACROS};
 use crate::domain::postback::{FireOn, HttpMethod};
 use crate::domain::signing::Signing;
@@ -40,6 +40,24 @@ fn the_documented_event_has_exactly_the_event_fields() {
     assert_eq!(property_names(&schemas["Event"]), set(FIELDS.iter().copied()), "components/schemas/Event");
     let sample = set(FIELDS.iter().copied().chain(["alert"]));
     assert_eq!(property_names(&schemas["SampleEvent"]), sample, "components/schemas/SampleEvent: the fields and alert");
+}
+
+#[test]
+fn the_documented_postback_input_is_what_the_parser_takes() {
+    use super::parse::postback::{FIELDS as POSTBACK_FIELDS, READ_ONLY_FIELDS};
+    let doc = doc();
+    let input = &doc["components"]["schemas"]["PostbackInput"];
+    let documented = property_names(input);
+    let fields = set(POSTBACK_FIELDS.iter().copied());
+    assert!(fields.is_subset(&documented), "undocumented: {:?}", fields.difference(&documented).collect::<Vec<_>>());
+    let taken = set(POSTBACK_FIELDS.iter().chain(READ_ONLY_FIELDS).copied());
+    assert!(documented.is_subset(&taken), "not taken: {:?}", documented.difference(&taken).collect::<Vec<_>>());
+    // The alert postbacks' macros, as the description names them.
+    let description = input["description"].as_str().unwrap();
+    let (_, alert_part) = description.split_once("their templates take the alert macros").unwrap();
+    let (alert_part, _) = alert_part.split_once("not the event's").unwrap();
+    let named = set(alert_part.split('`').skip(1).step_by(2));
+    assert_eq!(named, set(ALERT_MACROS.iter().copied()), "PostbackInput's description of the alert macros");
 }
 
 #[test]
