@@ -26,7 +26,25 @@ pub const MAX_VALUES: usize = 100;
 /// Longest text value (as long as the longest event value, a param).
 pub const MAX_VALUE_CHARS: usize = 1024;
 
-pub const OPS: &[&str] = &["eq", "ne", "in", "not_in", "contains", "gt", "gte", "lt", "lte", "exists", "not_exists"];
+super::named_enum! {
+    /// A condition's `op`.
+    #[strum(serialize_all = "snake_case")]
+    pub enum Op {
+        Eq,
+        Ne,
+        In,
+        NotIn,
+        Contains,
+        Gt,
+        Gte,
+        Lt,
+        Lte,
+        Exists,
+        NotExists,
+    }
+}
+
+pub const OPS: &[&str] = Op::NAMES;
 
 /// Macros that are not values of the event (they belong to one postback or one firing),
 /// so a condition cannot test them.
@@ -38,12 +56,13 @@ const NOT_EVENT_VALUES: &[&str] = macros::FIRING_MACROS;
 pub struct Condition {
     field: String,
     source: Source,
+    op: Op,
     test: Test,
 }
 
 impl PartialEq for Condition {
     fn eq(&self, other: &Self) -> bool {
-        // `source` follows from `field`.
+        // `source` follows from `field`, `op` from `test`.
         self.field == other.field && self.test == other.test
     }
 }
@@ -176,16 +195,21 @@ impl Condition {
             Ok(if upper { text.to_ascii_uppercase() } else { text })
         };
         let required = || ValidationError::new("required", "value", format!("{op} needs a value"));
-        let test = match op {
-            "eq" | "ne" | "contains" => {
+        let kind = match op {
+            "" => return Err(ValidationError::required("op")),
+            _ => Op::parse(op)
+                .ok_or_else(|| ValidationError::invalid("op", format!("op must be one of {}", OPS.join(", "))))?,
+        };
+        let test = match kind {
+            Op::Eq | Op::Ne | Op::Contains => {
                 let v = text(value.ok_or_else(required)?, "value")?;
-                match op {
-                    "eq" => Test::Eq(v),
-                    "ne" => Test::Ne(v),
+                match kind {
+                    Op::Eq => Test::Eq(v),
+                    Op::Ne => Test::Ne(v),
                     _ => Test::Contains(v),
                 }
             }
-            "in" | "not_in" => {
+            Op::In | Op::NotIn => {
                 let items = match value.ok_or_else(required)? {
                     Value::Array(items) if !items.is_empty() => items,
                     _ => {
@@ -209,13 +233,13 @@ impl Condition {
                         list.push(v);
                     }
                 }
-                if op == "in" {
+                if kind == Op::In {
                     Test::In(list)
                 } else {
                     Test::NotIn(list)
                 }
             }
-            "gt" | "gte" | "lt" | "lte" => {
+            Op::Gt | Op::Gte | Op::Lt | Op::Lte => {
                 let number = match value.ok_or_else(required)? {
                     Value::String(s) => s.clone(),
                     Value::Number(n) => n.to_string(),
@@ -230,28 +254,26 @@ impl Condition {
                         ),
                     )
                 })?;
-                let cmp = match op {
-                    "gt" => Cmp::Gt,
-                    "gte" => Cmp::Gte,
-                    "lt" => Cmp::Lt,
+                let cmp = match kind {
+                    Op::Gt => Cmp::Gt,
+                    Op::Gte => Cmp::Gte,
+                    Op::Lt => Cmp::Lt,
                     _ => Cmp::Lte,
                 };
                 Test::Compare(cmp, decimal)
             }
-            "exists" | "not_exists" => {
+            Op::Exists | Op::NotExists => {
                 if value.is_some() {
                     return Err(ValidationError::invalid("value", format!("{op} takes no value")));
                 }
-                if op == "exists" {
+                if kind == Op::Exists {
                     Test::Exists
                 } else {
                     Test::NotExists
                 }
             }
-            "" => return Err(ValidationError::required("op")),
-            _ => return Err(ValidationError::invalid("op", format!("op must be one of {}", OPS.join(", ")))),
         };
-        Ok(Condition { field: field.to_string(), source, test })
+        Ok(Condition { field: field.to_string(), source, op: kind, test })
     }
 
     pub fn field(&self) -> &str {
@@ -259,19 +281,7 @@ impl Condition {
     }
 
     pub fn op(&self) -> &'static str {
-        match &self.test {
-            Test::Eq(_) => "eq",
-            Test::Ne(_) => "ne",
-            Test::In(_) => "in",
-            Test::NotIn(_) => "not_in",
-            Test::Contains(_) => "contains",
-            Test::Compare(Cmp::Gt, _) => "gt",
-            Test::Compare(Cmp::Gte, _) => "gte",
-            Test::Compare(Cmp::Lt, _) => "lt",
-            Test::Compare(Cmp::Lte, _) => "lte",
-            Test::Exists => "exists",
-            Test::NotExists => "not_exists",
-        }
+        self.op.as_str()
     }
 
     /// The value as stored and shown: text, a list of texts, or none.
