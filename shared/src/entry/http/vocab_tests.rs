@@ -191,6 +191,10 @@ fn the_consoles_lists_are_the_rust_types() {
         assert_eq!(listed.len(), set(listed.iter().copied()).len(), "app.js {name} lists a name twice");
         assert_eq!(set(listed.iter().copied()), set(want.iter().copied()), "app.js {name}");
     }
+    // The review screen shows some of a postback's fields, by the API's names.
+    let review = set(console_list("REVIEW_FIELDS"));
+    let fields = set(super::parse::postback::FIELDS.iter().copied());
+    assert!(review.is_subset(&fields), "app.js REVIEW_FIELDS: {:?}", review.difference(&fields).collect::<Vec<_>>());
     // The macro-function picker: `name` or `name:argument`, and its help.
     let functions: Vec<&str> = console_list("FUNCTIONS").iter().map(|f| f.split(':').next().unwrap()).collect();
     assert_eq!(set(functions), set(crate::domain::functions::FUNCTIONS.iter().copied()), "app.js FUNCTIONS");
