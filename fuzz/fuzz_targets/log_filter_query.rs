@@ -20,7 +20,7 @@ fuzz_target!(|data: &[u8]| {
         }
         assert!(filter.predicates.len() <= pairs.len(), "more predicates than parameters");
         for p in &filter.predicates {
-            let name = format!("{}{}", p.column().name(), p.op().suffix());
+            let name = format!("{}{}", p.column().as_str(), p.op().suffix());
             assert!(pairs.iter().any(|(k, _)| *k == name), "predicate {name} was not sent");
             assert!(p.op() != LogOp::Contains || p.column().is_text(), "contains on {name}");
             assert_eq!(LogPredicate::new(p.column(), p.op(), p.value()).as_ref(), Ok(p), "{name} does not rebuild");

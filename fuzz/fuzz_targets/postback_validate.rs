@@ -34,15 +34,7 @@ fuzz_target!(|data: &[u8]| {
         .map(str::to_string)
         .collect();
     let event = sample_event(postback.kind, param_keys.iter().map(String::as_str));
-    let ctx = MacroContext {
-        event: &event,
-        postback_id: &postback.id,
-        postback_name: &postback.name,
-        delivery_id: "d_fuzz",
-        attempt: 1,
-        alert: None,
-        reversal: None,
-    };
+    let ctx = MacroContext::new(&event, &postback.id, &postback.name, "d_fuzz", 1);
     let request = match compiled.render_signed(&ctx, received_at()) {
         Ok(request) => request,
         Err(e) => panic!("an accepted postback does not render with sample values: {e}"),

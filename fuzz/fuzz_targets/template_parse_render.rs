@@ -61,15 +61,13 @@ fuzz_target!(|data: &[u8]| {
     let postback_id = value_for(23).unwrap_or_default();
     let postback_name = value_for(24).unwrap_or_default();
     let delivery_id = value_for(25).unwrap_or_default();
-    let ctx = MacroContext {
-        event: &event,
-        postback_id: &postback_id,
-        postback_name: &postback_name,
-        delivery_id: &delivery_id,
-        attempt: u32::try_from(values.len()).unwrap_or(u32::MAX),
-        alert: None,
-        reversal: None,
-    };
+    let ctx = MacroContext::new(
+        &event,
+        &postback_id,
+        &postback_name,
+        &delivery_id,
+        u32::try_from(values.len()).unwrap_or(u32::MAX),
+    );
 
     // Each macro's value as it is placed: after its chain, if it has one.
     let placed: Vec<Option<String>> = template

@@ -227,15 +227,7 @@ fn bench_render(c: &mut Criterion) {
     )
     .expect("body template parses");
     let event = conversion();
-    let ctx = MacroContext {
-        event: &event,
-        postback_id: "pb_00001",
-        postback_name: "CRM webhook",
-        delivery_id: "d_0123456789abcdef0123456789abcdef",
-        attempt: 1,
-        alert: None,
-        reversal: None,
-    };
+    let ctx = MacroContext::new(&event, "pb_00001", "CRM webhook", "d_0123456789abcdef0123456789abcdef", 1);
     let mut group = c.benchmark_group("render");
     group.bench_function("url_template", |b| b.iter(|| url.render(black_box(&ctx), Encoding::Url)));
     // Baseline: the naive way, one `str::replace` pass per macro.

@@ -23,29 +23,13 @@ pub const ENV_ADMIN: &str = "env:admin";
 /// Actor key id of the bootstrap `INGEST_API_KEY`.
 pub const ENV_INGEST: &str = "env:ingest";
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Role {
-    Admin,
-    Viewer,
-    Partner,
-    Ingest,
-}
-
-impl Role {
-    pub const ALL: [Role; 4] = [Role::Admin, Role::Viewer, Role::Partner, Role::Ingest];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Role::Admin => "admin",
-            Role::Viewer => "viewer",
-            Role::Partner => "partner",
-            Role::Ingest => "ingest",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<Role> {
-        Role::ALL.into_iter().find(|r| r.as_str() == s)
+super::named_enum! {
+    #[strum(serialize_all = "lowercase")]
+    pub enum Role {
+        Admin,
+        Viewer,
+        Partner,
+        Ingest,
     }
 }
 
@@ -213,85 +197,47 @@ pub fn same_hash(a: &[u8], b: &[u8]) -> bool {
     bool::from(a.ct_eq(b))
 }
 
-/// What an audit record says was done.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub enum AuditAction {
-    #[serde(rename = "postback.create")]
-    PostbackCreate,
-    #[serde(rename = "postback.replace")]
-    PostbackReplace,
-    #[serde(rename = "postback.delete")]
-    PostbackDelete,
-    /// Partners issue: an admin approves a partner's pending postback or revision.
-    #[serde(rename = "postback.approve")]
-    PostbackApprove,
-    /// Partners issue: an admin rejects it.
-    #[serde(rename = "postback.reject")]
-    PostbackReject,
-    #[serde(rename = "postback.secret_read")]
-    PostbackSecretRead,
-    #[serde(rename = "postback.secret_rotate")]
-    PostbackSecretRotate,
-    #[serde(rename = "postback.resume")]
-    PostbackResume,
-    #[serde(rename = "postback.test")]
-    PostbackTest,
-    #[serde(rename = "log.resend")]
-    LogResend,
-    #[serde(rename = "logs.replay")]
-    LogsReplay,
-    #[serde(rename = "key.create")]
-    KeyCreate,
-    #[serde(rename = "key.revoke")]
-    KeyRevoke,
-}
-
-impl AuditAction {
-    pub const ALL: [AuditAction; 13] = [
-        AuditAction::PostbackCreate,
-        AuditAction::PostbackReplace,
-        AuditAction::PostbackDelete,
-        AuditAction::PostbackApprove,
-        AuditAction::PostbackReject,
-        AuditAction::PostbackSecretRead,
-        AuditAction::PostbackSecretRotate,
-        AuditAction::PostbackResume,
-        AuditAction::PostbackTest,
-        AuditAction::LogResend,
-        AuditAction::LogsReplay,
-        AuditAction::KeyCreate,
-        AuditAction::KeyRevoke,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            AuditAction::PostbackCreate => "postback.create",
-            AuditAction::PostbackReplace => "postback.replace",
-            AuditAction::PostbackDelete => "postback.delete",
-            AuditAction::PostbackApprove => "postback.approve",
-            AuditAction::PostbackReject => "postback.reject",
-            AuditAction::PostbackSecretRead => "postback.secret_read",
-            AuditAction::PostbackSecretRotate => "postback.secret_rotate",
-            AuditAction::PostbackResume => "postback.resume",
-            AuditAction::PostbackTest => "postback.test",
-            AuditAction::LogResend => "log.resend",
-            AuditAction::LogsReplay => "logs.replay",
-            AuditAction::KeyCreate => "key.create",
-            AuditAction::KeyRevoke => "key.revoke",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<AuditAction> {
-        AuditAction::ALL.into_iter().find(|a| a.as_str() == s)
+super::named_enum! {
+    /// What an audit record says was done.
+    pub enum AuditAction {
+        #[strum(serialize = "postback.create")]
+        PostbackCreate,
+        #[strum(serialize = "postback.replace")]
+        PostbackReplace,
+        #[strum(serialize = "postback.delete")]
+        PostbackDelete,
+        /// Partners issue: an admin approves a partner's pending postback or revision.
+        #[strum(serialize = "postback.approve")]
+        PostbackApprove,
+        /// Partners issue: an admin rejects it.
+        #[strum(serialize = "postback.reject")]
+        PostbackReject,
+        #[strum(serialize = "postback.secret_read")]
+        PostbackSecretRead,
+        #[strum(serialize = "postback.secret_rotate")]
+        PostbackSecretRotate,
+        #[strum(serialize = "postback.resume")]
+        PostbackResume,
+        #[strum(serialize = "postback.test")]
+        PostbackTest,
+        #[strum(serialize = "log.resend")]
+        LogResend,
+        #[strum(serialize = "logs.replay")]
+        LogsReplay,
+        #[strum(serialize = "key.create")]
+        KeyCreate,
+        #[strum(serialize = "key.revoke")]
+        KeyRevoke,
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum TargetKind {
-    Postback,
-    Log,
-    Key,
+super::named_enum! {
+    #[strum(serialize_all = "lowercase")]
+    pub enum TargetKind {
+        Postback,
+        Log,
+        Key,
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -6,33 +6,18 @@ use serde::{Deserialize, Serialize};
 
 use super::event::{Event, EventType};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum AlertKind {
-    BreakerOpened,
-    BreakerClosed,
-    FiringFailed,
-    /// A partner submitted a postback or a change for review.
-    ApprovalRequested,
+super::named_enum! {
+    #[strum(serialize_all = "snake_case")]
+    pub enum AlertKind {
+        BreakerOpened,
+        BreakerClosed,
+        FiringFailed,
+        /// A partner submitted a postback or a change for review.
+        ApprovalRequested,
+    }
 }
 
 impl AlertKind {
-    pub const ALL: [AlertKind; 4] =
-        [AlertKind::BreakerOpened, AlertKind::BreakerClosed, AlertKind::FiringFailed, AlertKind::ApprovalRequested];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            AlertKind::BreakerOpened => "breaker_opened",
-            AlertKind::BreakerClosed => "breaker_closed",
-            AlertKind::FiringFailed => "firing_failed",
-            AlertKind::ApprovalRequested => "approval_requested",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|k| k.as_str() == s)
-    }
-
     /// The kind an alert postback subscribed to `alerts` is previewed and tested with:
     /// `firing_failed` when it has it (it sets every alert macro), else its first.
     pub fn sample_for(alerts: &[AlertKind]) -> AlertKind {

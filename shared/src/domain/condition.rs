@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::error::json_kind;
-use super::event::Event;
+use super::event::{Event, Field, UNIX_TIMESTAMP};
 use super::macros;
 use super::rules::check_max_chars;
 use super::rules::event::{is_plain_decimal, MAX_MONEY_CHARS};
@@ -26,11 +26,29 @@ pub const MAX_VALUES: usize = 100;
 /// Longest text value (as long as the longest event value, a param).
 pub const MAX_VALUE_CHARS: usize = 1024;
 
-pub const OPS: &[&str] = &["eq", "ne", "in", "not_in", "contains", "gt", "gte", "lt", "lte", "exists", "not_exists"];
+super::named_enum! {
+    /// A condition's `op`.
+    #[strum(serialize_all = "snake_case")]
+    pub enum Op {
+        Eq,
+        Ne,
+        In,
+        NotIn,
+        Contains,
+        Gt,
+        Gte,
+        Lt,
+        Lte,
+        Exists,
+        NotExists,
+    }
+}
+
+pub const OPS: &[&str] = Op::NAMES;
 
 /// Macros that are not values of the event (they belong to one postback or one firing),
 /// so a condition cannot test them.
-const NOT_EVENT_VALUES: &[&str] = &["postback_id", "postback_name", "attempt", "delivery_id"];
+const NOT_EVENT_VALUES: &[&str] = macros::FIRING_MACROS;
 
 /// One condition, validated and pre-parsed. Serializes as `{"field", "op", "value"}` with
 /// the value as text (a decimal as the text it was given or the JSON number's text).
@@ -38,12 +56,13 @@ const NOT_EVENT_VALUES: &[&str] = &["postback_id", "postback_name", "attempt", "
 pub struct Condition {
     field: String,
     source: Source,
+    op: Op,
     test: Test,
 }
 
 impl PartialEq for Condition {
     fn eq(&self, other: &Self) -> bool {
-        // `source` follows from `field`.
+        // `source` follows from `field`, `op` from `test`.
         self.field == other.field && self.test == other.test
     }
 }
@@ -51,10 +70,8 @@ impl PartialEq for Condition {
 /// Where the tested value comes from, resolved once from the field name.
 #[derive(Debug, Clone)]
 enum Source {
-    Text(for<'e> fn(&'e Event) -> Option<&'e str>),
-    Sub(usize),
+    Field(Field),
     Param(String),
-    Timestamp,
     UnixTimestamp,
 }
 
@@ -178,16 +195,21 @@ impl Condition {
             Ok(if upper { text.to_ascii_uppercase() } else { text })
         };
         let required = || ValidationError::new("required", "value", format!("{op} needs a value"));
-        let test = match op {
-            "eq" | "ne" | "contains" => {
+        let kind = match op {
+            "" => return Err(ValidationError::required("op")),
+            _ => Op::parse(op)
+                .ok_or_else(|| ValidationError::invalid("op", format!("op must be one of {}", OPS.join(", "))))?,
+        };
+        let test = match kind {
+            Op::Eq | Op::Ne | Op::Contains => {
                 let v = text(value.ok_or_else(required)?, "value")?;
-                match op {
-                    "eq" => Test::Eq(v),
-                    "ne" => Test::Ne(v),
+                match kind {
+                    Op::Eq => Test::Eq(v),
+                    Op::Ne => Test::Ne(v),
                     _ => Test::Contains(v),
                 }
             }
-            "in" | "not_in" => {
+            Op::In | Op::NotIn => {
                 let items = match value.ok_or_else(required)? {
                     Value::Array(items) if !items.is_empty() => items,
                     _ => {
@@ -211,13 +233,13 @@ impl Condition {
                         list.push(v);
                     }
                 }
-                if op == "in" {
+                if kind == Op::In {
                     Test::In(list)
                 } else {
                     Test::NotIn(list)
                 }
             }
-            "gt" | "gte" | "lt" | "lte" => {
+            Op::Gt | Op::Gte | Op::Lt | Op::Lte => {
                 let number = match value.ok_or_else(required)? {
                     Value::String(s) => s.clone(),
                     Value::Number(n) => n.to_string(),
@@ -232,28 +254,26 @@ impl Condition {
                         ),
                     )
                 })?;
-                let cmp = match op {
-                    "gt" => Cmp::Gt,
-                    "gte" => Cmp::Gte,
-                    "lt" => Cmp::Lt,
+                let cmp = match kind {
+                    Op::Gt => Cmp::Gt,
+                    Op::Gte => Cmp::Gte,
+                    Op::Lt => Cmp::Lt,
                     _ => Cmp::Lte,
                 };
                 Test::Compare(cmp, decimal)
             }
-            "exists" | "not_exists" => {
+            Op::Exists | Op::NotExists => {
                 if value.is_some() {
                     return Err(ValidationError::invalid("value", format!("{op} takes no value")));
                 }
-                if op == "exists" {
+                if kind == Op::Exists {
                     Test::Exists
                 } else {
                     Test::NotExists
                 }
             }
-            "" => return Err(ValidationError::required("op")),
-            _ => return Err(ValidationError::invalid("op", format!("op must be one of {}", OPS.join(", ")))),
         };
-        Ok(Condition { field: field.to_string(), source, test })
+        Ok(Condition { field: field.to_string(), source, op: kind, test })
     }
 
     pub fn field(&self) -> &str {
@@ -261,19 +281,7 @@ impl Condition {
     }
 
     pub fn op(&self) -> &'static str {
-        match &self.test {
-            Test::Eq(_) => "eq",
-            Test::Ne(_) => "ne",
-            Test::In(_) => "in",
-            Test::NotIn(_) => "not_in",
-            Test::Contains(_) => "contains",
-            Test::Compare(Cmp::Gt, _) => "gt",
-            Test::Compare(Cmp::Gte, _) => "gte",
-            Test::Compare(Cmp::Lt, _) => "lt",
-            Test::Compare(Cmp::Lte, _) => "lte",
-            Test::Exists => "exists",
-            Test::NotExists => "not_exists",
-        }
+        self.op.as_str()
     }
 
     /// The value as stored and shown: text, a list of texts, or none.
@@ -317,57 +325,34 @@ pub fn all_hold(conditions: &[Condition], event: &Event) -> bool {
 impl Source {
     fn read<'e>(&self, event: &'e Event) -> Option<Cow<'e, str>> {
         match self {
-            Source::Text(get) => get(event).map(Cow::Borrowed),
-            Source::Sub(n) => event.sub(*n).map(Cow::Borrowed),
+            Source::Field(field) => field.text(event),
             Source::Param(key) => event.params.get(key).map(|v| Cow::Borrowed(v.as_str())),
-            Source::Timestamp => Some(Cow::Owned(event.timestamp.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true))),
-            Source::UnixTimestamp => Some(Cow::Owned(event.timestamp.timestamp().to_string())),
+            Source::UnixTimestamp => Some(Cow::Owned(event.unix_timestamp())),
         }
     }
 }
 
 /// The event value a macro name reads, or the error for a name that is none.
 fn resolve(field: &str) -> Result<Source, ValidationError> {
-    fn text(get: for<'e> fn(&'e Event) -> Option<&'e str>) -> Source {
-        Source::Text(get)
-    }
     if field.is_empty() {
         return Err(ValidationError::required("field"));
     }
     if let Some(key) = field.strip_prefix("params.").filter(|k| !k.is_empty()) {
         return Ok(Source::Param(key.to_string()));
     }
-    if let Some(n) = field.strip_prefix("sub").filter(|n| !n.starts_with('0')).and_then(|n| n.parse::<usize>().ok()) {
-        if (1..=10).contains(&n) {
-            return Ok(Source::Sub(n));
-        }
+    if let Some(known) = Field::named(field) {
+        return Ok(Source::Field(known));
     }
-    Ok(match field {
-        "transaction_id" => text(|e| Some(e.transaction_id.as_str())),
-        "external_transaction_id" => text(|e| e.external_transaction_id.as_deref()),
-        "event_id" => text(|e| e.event_id.as_deref()),
-        "type" => text(|e| Some(e.kind.as_str())),
-        "offer_id" => text(|e| e.offer_id.as_deref()),
-        "publisher_id" => text(|e| e.publisher_id.as_deref()),
-        "status" => text(|e| e.status.map(|s| s.as_str())),
-        "rejection_reason" => text(|e| e.rejection_reason.as_deref()),
-        "event_name" => text(|e| e.event_name.as_deref()),
-        "payout" => text(|e| e.payout.as_deref()),
-        "revenue" => text(|e| e.revenue.as_deref()),
-        "currency" => text(|e| e.currency.as_deref()),
-        "ip" => text(|e| e.ip.as_deref()),
-        "user_agent" => text(|e| e.user_agent.as_deref()),
-        "country" => text(|e| e.country.as_deref()),
-        "timestamp" => Source::Timestamp,
-        "unix_timestamp" => Source::UnixTimestamp,
-        _ if NOT_EVENT_VALUES.contains(&field) => {
-            return Err(ValidationError::invalid(
-                "field",
-                format!("{field} is not a value of the event; conditions test the event's values"),
-            ))
-        }
-        _ => return Err(unknown_field(field)),
-    })
+    if field == UNIX_TIMESTAMP {
+        return Ok(Source::UnixTimestamp);
+    }
+    if NOT_EVENT_VALUES.contains(&field) {
+        return Err(ValidationError::invalid(
+            "field",
+            format!("{field} is not a value of the event; conditions test the event's values"),
+        ));
+    }
+    Err(unknown_field(field))
 }
 
 fn unknown_field(field: &str) -> ValidationError {

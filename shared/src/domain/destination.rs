@@ -100,15 +100,7 @@ mod tests {
         let mut event = fixtures::event(EventType::Click, "T1");
         let ctx = |event: &crate::domain::event::Event| {
             let p = compiled("https://{sub1}.aff.example:{sub2}/pb?c={transaction_id}");
-            let ctx = MacroContext {
-                event,
-                postback_id: "pb_1",
-                postback_name: "P",
-                delivery_id: "d_1",
-                attempt: 1,
-                alert: None,
-                reversal: None,
-            };
+            let ctx = MacroContext::new(event, "pb_1", "P", "d_1", 1);
             p.destination(&ctx)
         };
         event.subs[0] = Some("EU".into());
@@ -118,15 +110,7 @@ mod tests {
         event.subs[1] = Some("9000".into());
         assert_eq!(ctx(&event).as_deref(), Some("https://us.aff.example:9000"), "another sub, another destination");
         let fixed = compiled("http://127.0.0.1:3001/ok?c={transaction_id}");
-        let ctx = MacroContext {
-            event: &event,
-            postback_id: "pb_1",
-            postback_name: "P",
-            delivery_id: "d",
-            attempt: 1,
-            alert: None,
-            reversal: None,
-        };
+        let ctx = MacroContext::new(&event, "pb_1", "P", "d", 1);
         assert_eq!(fixed.destination(&ctx).as_deref(), Some("http://127.0.0.1:3001"));
     }
 }

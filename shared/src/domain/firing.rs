@@ -171,15 +171,9 @@ impl Firing {
     /// The macro values of this firing's request to `postback` (its event, ids, attempt,
     /// and the alert for an alert postback's firing).
     pub fn macro_context<'a>(&'a self, postback: &'a super::postback::Postback) -> super::macros::MacroContext<'a> {
-        super::macros::MacroContext {
-            event: &self.event,
-            postback_id: &postback.id,
-            postback_name: &postback.name,
-            delivery_id: &self.delivery_id,
-            attempt: self.attempt,
-            alert: self.alert.as_ref(),
-            reversal: self.reversal_of.as_ref(),
-        }
+        super::macros::MacroContext::new(&self.event, &postback.id, &postback.name, &self.delivery_id, self.attempt)
+            .alert(self.alert.as_ref())
+            .reversal(self.reversal_of.as_ref())
     }
 
     /// This firing bound to `postback` as it is now: the destination its request goes

@@ -37,13 +37,14 @@ const SOURCES: &[(&str, &str)] = &[
 /// Longest input value accepted.
 pub const MAX_INPUT_CHARS: usize = 2048;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Category {
-    AdPlatform,
-    Tracker,
-    Crm,
-    Chat,
+super::named_enum! {
+    #[strum(serialize_all = "snake_case")]
+    pub enum Category {
+        AdPlatform,
+        Tracker,
+        Crm,
+        Chat,
+    }
 }
 
 /// One value the manager types when creating a postback from the template.

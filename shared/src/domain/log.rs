@@ -15,26 +15,13 @@ pub const MAX_LOG_LIMIT: usize = 500;
 /// Response bodies kept in a log entry are cut to this many bytes.
 pub const MAX_LOGGED_RESPONSE_BYTES: usize = 4096;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Outcome {
-    Delivered,
-    Failed,
-    Retrying,
-    Skipped,
-}
-
-impl Outcome {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Outcome::Delivered => "delivered",
-            Outcome::Failed => "failed",
-            Outcome::Retrying => "retrying",
-            Outcome::Skipped => "skipped",
-        }
-    }
-    pub fn parse(s: &str) -> Option<Self> {
-        [Outcome::Delivered, Outcome::Failed, Outcome::Retrying, Outcome::Skipped].into_iter().find(|o| o.as_str() == s)
+super::named_enum! {
+    #[strum(serialize_all = "lowercase")]
+    pub enum Outcome {
+        Delivered,
+        Failed,
+        Retrying,
+        Skipped,
     }
 }
 
@@ -101,64 +88,27 @@ fn legacy_postback_version() -> Option<u32> {
     Some(super::postback::FIRST_VERSION)
 }
 
-/// A column `GET /logs` filters on, by its parameter name.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum LogColumn {
-    PostbackId,
-    PostbackName,
-    TransactionId,
-    EventId,
-    Type,
-    OfferId,
-    PublisherId,
-    StatusCode,
-    Outcome,
-    Url,
-    Error,
-    ResponseBody,
-    Test,
+super::named_enum! {
+    /// A column `GET /logs` filters on, by its parameter name (the entry's field name).
+    #[strum(serialize_all = "snake_case")]
+    pub enum LogColumn {
+        PostbackId,
+        PostbackName,
+        TransactionId,
+        EventId,
+        Type,
+        OfferId,
+        PublisherId,
+        StatusCode,
+        Outcome,
+        Url,
+        Error,
+        ResponseBody,
+        Test,
+    }
 }
 
 impl LogColumn {
-    pub const ALL: [LogColumn; 13] = [
-        LogColumn::PostbackId,
-        LogColumn::PostbackName,
-        LogColumn::TransactionId,
-        LogColumn::EventId,
-        LogColumn::Type,
-        LogColumn::OfferId,
-        LogColumn::PublisherId,
-        LogColumn::StatusCode,
-        LogColumn::Outcome,
-        LogColumn::Url,
-        LogColumn::Error,
-        LogColumn::ResponseBody,
-        LogColumn::Test,
-    ];
-
-    /// The parameter name, which is also the entry's field name.
-    pub fn name(self) -> &'static str {
-        match self {
-            LogColumn::PostbackId => "postback_id",
-            LogColumn::PostbackName => "postback_name",
-            LogColumn::TransactionId => "transaction_id",
-            LogColumn::EventId => "event_id",
-            LogColumn::Type => "type",
-            LogColumn::OfferId => "offer_id",
-            LogColumn::PublisherId => "publisher_id",
-            LogColumn::StatusCode => "status_code",
-            LogColumn::Outcome => "outcome",
-            LogColumn::Url => "url",
-            LogColumn::Error => "error",
-            LogColumn::ResponseBody => "response_body",
-            LogColumn::Test => "test",
-        }
-    }
-
-    pub fn parse(name: &str) -> Option<LogColumn> {
-        LogColumn::ALL.into_iter().find(|c| c.name() == name)
-    }
-
     /// Free-text columns, the ones *contains* applies to. `type`, `status_code`,
     /// `outcome` and `test` take a value from a closed set (or a number): only *is* and
     /// *is not*.
@@ -226,11 +176,11 @@ pub struct LogPredicate {
 impl LogPredicate {
     /// Check `value` for the column and op; errors name the parameter (`url.contains`).
     pub fn new(column: LogColumn, op: LogOp, value: &str) -> Result<LogPredicate, ValidationError> {
-        let param = format!("{}{}", column.name(), op.suffix());
+        let param = format!("{}{}", column.as_str(), op.suffix());
         if op == LogOp::Contains && !column.is_text() {
             return Err(ValidationError::invalid(
                 param,
-                format!("{} is not a text column: use {0} or {0}.not", column.name()),
+                format!("{} is not a text column: use {0} or {0}.not", column.as_str()),
             ));
         }
         if value.len() > MAX_LOG_FILTER_VALUE_BYTES {

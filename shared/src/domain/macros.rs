@@ -5,46 +5,21 @@ use std::borrow::Cow;
 use chrono::{DateTime, SecondsFormat, Utc};
 
 use super::alert::AlertContext;
-use super::event::{Event, EventType, Status};
+use super::event::{Event, EventType, Field, Status, UNIX_TIMESTAMP};
 use super::firing::ReversalOf;
 
-/// Every fixed macro name of event postbacks (`params.<key>` is accepted in addition).
-pub const KNOWN_MACROS: &[&str] = &[
-    "transaction_id",
-    "external_transaction_id",
-    "event_id",
-    "type",
-    "offer_id",
-    "publisher_id",
-    "status",
-    "rejection_reason",
-    "event_name",
-    "payout",
-    "revenue",
-    "currency",
-    "sub1",
-    "sub2",
-    "sub3",
-    "sub4",
-    "sub5",
-    "sub6",
-    "sub7",
-    "sub8",
-    "sub9",
-    "sub10",
-    "ip",
-    "user_agent",
-    "country",
-    "timestamp",
-    "unix_timestamp",
-    "postback_id",
-    "postback_name",
-    "attempt",
-    "delivery_id",
-    // Filled in by the renderer of a signing postback's URL (`super::signing`); `value`
-    // has none for it.
-    "signature",
-];
+/// The macros of one firing rather than of its event (so conditions cannot test them).
+pub const FIRING_MACROS: &[&str] = &["postback_id", "postback_name", "attempt", "delivery_id"];
+
+/// Filled in by the renderer of a signing postback's URL (`super::signing`);
+/// [`MacroContext::value`] has none for it.
+const SIGNATURE: &str = "signature";
+
+/// Every fixed macro name of event postbacks (`params.<key>` is accepted in addition):
+/// the event's fields and `unix_timestamp`, the firing's values, `signature`.
+pub const KNOWN_MACROS: &[&str] = &KNOWN;
+const KNOWN: [&str; Field::COUNT + FIRING_MACROS.len() + 2] =
+    super::concat(&[Field::NAMES, &[UNIX_TIMESTAMP], FIRING_MACROS, &[SIGNATURE]]);
 
 /// The macros only alert postbacks have (`super::alert::AlertContext`'s values).
 pub const ALERT_ONLY_MACROS: &[&str] =
@@ -52,25 +27,14 @@ pub const ALERT_ONLY_MACROS: &[&str] =
 
 /// Every macro of alert postbacks: the alert's, and those of the firing itself. An alert
 /// has no tracker event, so the event's values (offer, payout, subs, params, ...) are not
-/// among them; `transaction_id` is the failed firing's (`firing_failed`).
-pub const ALERT_MACROS: &[&str] = &[
-    "alert",
-    "alert_message",
-    "alert_postback_id",
-    "alert_postback_name",
-    "alert_url",
-    "transaction_id",
-    "status_code",
-    "error",
-    "type",
-    "timestamp",
-    "unix_timestamp",
-    "postback_id",
-    "postback_name",
-    "attempt",
-    "delivery_id",
-    "signature",
-];
+/// among them but `transaction_id` (the failed firing's, `firing_failed`), `type` and the time.
+pub const ALERT_MACROS: &[&str] = &ALERT;
+const ALERT: [&str; ALERT_ONLY_MACROS.len() + FIRING_MACROS.len() + 5] = super::concat(&[
+    ALERT_ONLY_MACROS,
+    &["transaction_id", "type", "timestamp", UNIX_TIMESTAMP],
+    FIRING_MACROS,
+    &[SIGNATURE],
+]);
 
 /// The macros only a postback's `reversal` request has (`super::firing::ReversalOf`).
 pub const REVERSAL_ONLY_MACROS: &[&str] = &["original_delivery_id", "original_fired_at"];
@@ -200,42 +164,41 @@ pub struct MacroContext<'a> {
 }
 
 impl<'a> MacroContext<'a> {
-    /// The value of a macro, or `None` when the event has none (renders empty).
-    ///
-    /// `timestamp` is RFC 3339 in UTC with a `Z` suffix, in whole seconds unless the event
-    /// time has a fraction, which is then kept to millisecond, microsecond or nanosecond
-    /// precision as needed (chrono's `SecondsFormat::AutoSi`).
+    /// The values of a firing of `event` to the postback `postback_id` (`postback_name`):
+    /// its delivery id and attempt number; no alert, no reversal (see [`Self::alert`],
+    /// [`Self::reversal`]).
+    pub fn new(
+        event: &'a Event,
+        postback_id: &'a str,
+        postback_name: &'a str,
+        delivery_id: &'a str,
+        attempt: u32,
+    ) -> MacroContext<'a> {
+        MacroContext { event, postback_id, postback_name, delivery_id, attempt, alert: None, reversal: None }
+    }
+
+    /// The same values for the firing of an alert (`None`: not an alert postback's).
+    pub fn alert(self, alert: Option<&'a AlertContext>) -> MacroContext<'a> {
+        MacroContext { alert, ..self }
+    }
+
+    /// The same values for the firing of a reversal (`None`: not a reversal).
+    pub fn reversal(self, reversal: Option<&'a ReversalOf>) -> MacroContext<'a> {
+        MacroContext { reversal, ..self }
+    }
+
+    /// The value of a macro, or `None` when the event has none (renders empty). The
+    /// event's fields read as [`Field::text`] says.
     pub fn value(&self, name: &str) -> Option<Cow<'a, str>> {
         let event = self.event;
-        let borrowed = |field: &'a Option<String>| field.as_deref().map(Cow::Borrowed);
         if let Some(key) = name.strip_prefix("params.") {
             return event.params.get(key).map(|v| Cow::Borrowed(v.as_str()));
         }
-        if let Some(n) = name.strip_prefix("sub") {
-            // `sub1`..`sub10` only; `sub01` or `sub0` are not macros.
-            return match n.parse::<usize>() {
-                Ok(i @ 1..=10) if !n.starts_with('0') => event.sub(i).map(Cow::Borrowed),
-                _ => None,
-            };
+        if let Some(field) = Field::named(name) {
+            return field.text(event);
         }
         match name {
-            "transaction_id" => Some(Cow::Borrowed(event.transaction_id.as_str())),
-            "external_transaction_id" => borrowed(&event.external_transaction_id),
-            "event_id" => borrowed(&event.event_id),
-            "type" => Some(Cow::Borrowed(event.kind.as_str())),
-            "offer_id" => borrowed(&event.offer_id),
-            "publisher_id" => borrowed(&event.publisher_id),
-            "status" => event.status.map(|s| Cow::Borrowed(s.as_str())),
-            "rejection_reason" => borrowed(&event.rejection_reason),
-            "event_name" => borrowed(&event.event_name),
-            "payout" => borrowed(&event.payout),
-            "revenue" => borrowed(&event.revenue),
-            "currency" => borrowed(&event.currency),
-            "ip" => borrowed(&event.ip),
-            "user_agent" => borrowed(&event.user_agent),
-            "country" => borrowed(&event.country),
-            "timestamp" => Some(Cow::Owned(event.timestamp.to_rfc3339_opts(SecondsFormat::AutoSi, true))),
-            "unix_timestamp" => Some(Cow::Owned(event.timestamp.timestamp().to_string())),
+            UNIX_TIMESTAMP => Some(Cow::Owned(event.unix_timestamp())),
             "postback_id" => Some(Cow::Borrowed(self.postback_id)),
             "postback_name" => Some(Cow::Borrowed(self.postback_name)),
             "attempt" => Some(Cow::Owned(self.attempt.to_string())),
@@ -306,15 +269,7 @@ mod tests {
     use crate::domain::template::{Encoding, Template};
 
     fn ctx<'a>(event: &'a Event, alert: Option<&'a AlertContext>) -> MacroContext<'a> {
-        MacroContext {
-            event,
-            postback_id: "pb_chat",
-            postback_name: "Chat",
-            delivery_id: "d_1",
-            attempt: 2,
-            alert,
-            reversal: None,
-        }
+        MacroContext::new(event, "pb_chat", "Chat", "d_1", 2).alert(alert)
     }
 
     #[test]
@@ -369,6 +324,15 @@ mod tests {
         );
         let header = Template::parse_for("{alert_message}", EventType::Alert).unwrap();
         assert!(header.render(&c, Encoding::Header).is_err(), "a newline cannot go into a header");
+    }
+
+    #[test]
+    fn the_alert_set_error_lists_the_alert_macros() {
+        let why = MacroSet::Alert.why_not("payout").unwrap();
+        let listed: std::collections::BTreeSet<&str> =
+            why.rsplit_once("its macros are ").unwrap().1.split(", ").collect();
+        let want = ALERT_MACROS.iter().copied().filter(|m| *m != SIGNATURE).collect();
+        assert_eq!(listed, want, "{why}");
     }
 
     #[test]

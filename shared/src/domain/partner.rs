@@ -11,26 +11,18 @@ use super::postback::{Postback, PostbackSpec, Scope};
 use super::template::Template;
 use super::ValidationError;
 
-/// `PARTNER_POSTBACKS`: what partner writes do.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum PartnerMode {
-    /// Every partner write is refused (403).
-    Off,
-    /// Partner writes wait for an admin's decision.
-    #[default]
-    Review,
-    /// Partner writes are approved at once.
-    Auto,
-}
-
-impl PartnerMode {
-    pub fn parse(s: &str) -> Option<PartnerMode> {
-        match s {
-            "off" => Some(PartnerMode::Off),
-            "review" => Some(PartnerMode::Review),
-            "auto" => Some(PartnerMode::Auto),
-            _ => None,
-        }
+super::named_enum! {
+    /// `PARTNER_POSTBACKS`: what partner writes do.
+    #[derive(Default)]
+    #[strum(serialize_all = "lowercase")]
+    pub enum PartnerMode {
+        /// Every partner write is refused (403).
+        Off,
+        /// Partner writes wait for an admin's decision.
+        #[default]
+        Review,
+        /// Partner writes are approved at once.
+        Auto,
     }
 }
 
@@ -42,27 +34,15 @@ pub struct PartnerPolicy {
     pub private_targets: bool,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
-#[serde(rename_all = "lowercase")]
-pub enum ApprovalState {
-    /// Postbacks stored before review existed, and every admin-written one.
-    #[default]
-    Approved,
-    Pending,
-    Rejected,
-}
-
-impl ApprovalState {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ApprovalState::Approved => "approved",
-            ApprovalState::Pending => "pending",
-            ApprovalState::Rejected => "rejected",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<ApprovalState> {
-        [ApprovalState::Approved, ApprovalState::Pending, ApprovalState::Rejected].into_iter().find(|a| a.as_str() == s)
+super::named_enum! {
+    #[derive(Default)]
+    #[strum(serialize_all = "lowercase")]
+    pub enum ApprovalState {
+        /// Postbacks stored before review existed, and every admin-written one.
+        #[default]
+        Approved,
+        Pending,
+        Rejected,
     }
 }
 

@@ -22,30 +22,22 @@ pub const MAX_DELAY_SECONDS: u32 = 30 * 24 * 3600;
 /// Highest `rate_limit_per_second`.
 pub const MAX_RATE_LIMIT_PER_SECOND: u32 = 10_000;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum FireOn {
-    Approved,
-    Pending,
-    Rejected,
-    All,
+super::named_enum! {
+    #[strum(serialize_all = "lowercase")]
+    pub enum FireOn {
+        Approved,
+        Pending,
+        Rejected,
+        All,
+    }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "UPPERCASE")]
-pub enum HttpMethod {
-    Get,
-    Post,
-    Put,
-}
-
-impl HttpMethod {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            HttpMethod::Get => "GET",
-            HttpMethod::Post => "POST",
-            HttpMethod::Put => "PUT",
-        }
+super::named_enum! {
+    #[strum(serialize_all = "UPPERCASE")]
+    pub enum HttpMethod {
+        Get,
+        Post,
+        Put,
     }
 }
 

@@ -37,14 +37,15 @@ const BASE64: GeneralPurpose = GeneralPurpose::new(
     GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent),
 );
 
-/// A postback's `signing`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
-pub enum Signing {
-    #[default]
-    #[serde(rename = "none")]
-    None,
-    #[serde(rename = "standard-webhooks")]
-    StandardWebhooks,
+super::named_enum! {
+    /// A postback's `signing`.
+    #[derive(Default)]
+    #[strum(serialize_all = "kebab-case")]
+    pub enum Signing {
+        #[default]
+        None,
+        StandardWebhooks,
+    }
 }
 
 impl Signing {

@@ -568,15 +568,8 @@ impl App {
         let postback = self.get_postback_in(visibility, id).await?.compile().map_err(ServiceError::from)?;
         let (event, alert) = sample.into().resolve(&postback.postback, self.ports.clock.now());
         let delivery_id = format!("preview_{}", uuid::Uuid::new_v4().simple());
-        let ctx = MacroContext {
-            event: &event,
-            postback_id: &postback.postback.id,
-            postback_name: &postback.postback.name,
-            delivery_id: &delivery_id,
-            attempt: 1,
-            alert: alert.as_ref(),
-            reversal: None,
-        };
+        let ctx = MacroContext::new(&event, &postback.postback.id, &postback.postback.name, &delivery_id, 1)
+            .alert(alert.as_ref());
         let request = postback.render_signed(&ctx, self.ports.clock.now()).map_err(|e| {
             ValidationError::new("invalid", "event", format!("the sample event cannot be rendered: {e}"))
         })?;

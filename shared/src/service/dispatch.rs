@@ -17,8 +17,9 @@ use crate::domain::postback::CompiledPostback;
 use crate::domain::redact::redact_url;
 use crate::ports::{Leased, StoreResult};
 
-/// What became of one firing attempt.
-#[derive(Debug, Clone, PartialEq)]
+/// What became of one firing attempt; its name in metrics and logs is the variant's.
+#[derive(Debug, Clone, PartialEq, strum::IntoStaticStr)]
+#[strum(serialize_all = "snake_case")]
 pub enum AttemptOutcome {
     Delivered,
     /// The next attempt is queued for this time.
@@ -37,15 +38,7 @@ pub enum AttemptOutcome {
 impl AttemptOutcome {
     /// The outcome's name in metrics and logs.
     pub fn label(&self) -> &'static str {
-        match self {
-            AttemptOutcome::Delivered => "delivered",
-            AttemptOutcome::Retrying(_) => "retrying",
-            AttemptOutcome::Failed => "failed",
-            AttemptOutcome::Skipped(_) => "skipped",
-            AttemptOutcome::AlreadyDelivered => "already_delivered",
-            AttemptOutcome::Held => "held",
-            AttemptOutcome::Deferred(_) => "deferred",
-        }
+        self.into()
     }
 }
 
@@ -556,5 +549,28 @@ fn fire_on_text(postback: &CompiledPostback) -> String {
     match &p.rejection_reasons {
         Some(reasons) if !reasons.is_empty() => format!("{base} (rejection reasons: {})", reasons.join(", ")),
         _ => base,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::AttemptOutcome;
+
+    /// The names metrics and logs use.
+    #[test]
+    fn each_outcome_has_its_label() {
+        let at = chrono::DateTime::UNIX_EPOCH;
+        let labels = [
+            (AttemptOutcome::Delivered, "delivered"),
+            (AttemptOutcome::Retrying(at), "retrying"),
+            (AttemptOutcome::Failed, "failed"),
+            (AttemptOutcome::Skipped(String::new()), "skipped"),
+            (AttemptOutcome::AlreadyDelivered, "already_delivered"),
+            (AttemptOutcome::Held, "held"),
+            (AttemptOutcome::Deferred(at), "deferred"),
+        ];
+        for (outcome, label) in labels {
+            assert_eq!(outcome.label(), label);
+        }
     }
 }

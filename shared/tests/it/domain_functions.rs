@@ -15,15 +15,7 @@ use proptest::prelude::*;
 use serde_json::{json, Value};
 
 fn ctx(event: &Event) -> MacroContext<'_> {
-    MacroContext {
-        event,
-        postback_id: "pb_1",
-        postback_name: "A",
-        delivery_id: "d_1",
-        attempt: 1,
-        alert: None,
-        reversal: None,
-    }
+    MacroContext::new(event, "pb_1", "A", "d_1", 1)
 }
 
 fn conversion(field: &str, value: Value) -> Value {

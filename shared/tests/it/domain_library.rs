@@ -47,15 +47,7 @@ fn render(postback: &CompiledPostback, status: Status) -> OutboundRequest {
     .into_iter()
     .map(|(k, v)| (k.to_string(), v.to_string()))
     .collect();
-    let ctx = MacroContext {
-        event: &event,
-        postback_id: "pb_t",
-        postback_name: "From a template",
-        delivery_id: "d_7f3a",
-        attempt: 1,
-        alert: None,
-        reversal: None,
-    };
+    let ctx = MacroContext::new(&event, "pb_t", "From a template", "d_7f3a", 1);
     postback.render(&ctx).unwrap()
 }
 
@@ -63,15 +55,7 @@ fn render_alert(postback: &CompiledPostback) -> OutboundRequest {
     let alert = AlertContext::sample(AlertKind::FiringFailed);
     assert_eq!(alert.message, ALERT_MESSAGE);
     let event = alert.event(Utc.with_ymd_and_hms(2024, 5, 1, 12, 0, 0).unwrap());
-    let ctx = MacroContext {
-        event: &event,
-        postback_id: "pb_t",
-        postback_name: "Ops",
-        delivery_id: "d_7f3a",
-        attempt: 1,
-        alert: Some(&alert),
-        reversal: None,
-    };
+    let ctx = MacroContext::new(&event, "pb_t", "Ops", "d_7f3a", 1).alert(Some(&alert));
     postback.render(&ctx).unwrap()
 }
 

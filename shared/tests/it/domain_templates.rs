@@ -17,15 +17,7 @@ fn event_with_transaction_id(value: &str) -> Event {
 }
 
 fn ctx(event: &Event) -> MacroContext<'_> {
-    MacroContext {
-        event,
-        postback_id: "pb_1",
-        postback_name: "Affiliate A",
-        delivery_id: "d_abc",
-        attempt: 3,
-        alert: None,
-        reversal: None,
-    }
+    MacroContext::new(event, "pb_1", "Affiliate A", "d_abc", 3)
 }
 
 fn render_value(value: &str, encoding: Encoding) -> Result<String, postback::domain::template::RenderError> {

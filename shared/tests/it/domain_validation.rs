@@ -812,50 +812,9 @@ fn arb_json() -> impl Strategy<Value = Value> {
     })
 }
 
-const POSTBACK_FIELDS: &[&str] = &[
-    "name",
-    "type",
-    "enabled",
-    "offers",
-    "publishers",
-    "fire_on",
-    "rejection_reasons",
-    "event_names",
-    "delay_seconds",
-    "method",
-    "url",
-    "headers",
-    "body",
-    "content_type",
-    "conditions",
-    "success_rule",
-    "id",
-    "created_at",
-    "updated_at",
-];
-
-const EVENT_FIELDS: &[&str] = &[
-    "type",
-    "transaction_id",
-    "event_id",
-    "offer_id",
-    "publisher_id",
-    "external_transaction_id",
-    "status",
-    "rejection_reason",
-    "event_name",
-    "payout",
-    "revenue",
-    "currency",
-    "sub1",
-    "sub5",
-    "sub10",
-    "ip",
-    "user_agent",
-    "country",
-    "timestamp",
-    "params",
-];
+/// The body fields of a postback and of an event, as the parsers know them.
+const POSTBACK_FIELDS: &[&str] = postback::entry::http::parse::postback::FIELDS;
+const EVENT_FIELDS: &[&str] = postback::entry::http::parse::event::FIELDS;
 
 /// Objects whose keys are (mostly) real field names, so validation gets past the
 /// unknown-field check and exercises the rules.

@@ -381,15 +381,7 @@ pub fn check_rendering(
         Some(alert) => alert.event(sample_time()),
         None => sample_event(kind, param_keys),
     };
-    let ctx = MacroContext {
-        event: &sample,
-        postback_id: "pb_sample",
-        postback_name: name,
-        delivery_id: "d_sample",
-        attempt: 1,
-        alert: alert.as_ref(),
-        reversal: None,
-    };
+    let ctx = MacroContext::new(&sample, "pb_sample", name, "d_sample", 1).alert(alert.as_ref());
     check_url(url, &ctx)?;
     if let Some(body) = body {
         if is_json_content_type(content_type) {

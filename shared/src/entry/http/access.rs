@@ -1,26 +1,19 @@
 //! `/keys`, `/audit` and `/me`: thin handlers like the others.
 
-use axum::body::Body;
-use axum::extract::{Path, RawQuery, State as AxumState};
-use axum::http::{HeaderMap, StatusCode};
+use axum::extract::{RawQuery, State as AxumState};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use serde_json::json;
 
-use super::extract::{json_body, query_pairs};
+use super::extract::{query_pairs, Call, JsonBody, KeyId};
 use super::{parse, ApiError, State};
 use crate::domain::access::Caller;
-use crate::domain::ValidationError;
 
 type ApiResult = Result<Response, ApiError>;
 
-pub async fn create_key(
-    AxumState(s): AxumState<State>,
-    Extension(caller): Extension<Caller>,
-    headers: HeaderMap,
-    body: Body,
-) -> ApiResult {
-    let value = json_body(&headers, body).await?.ok_or_else(|| ValidationError::required("body"))?;
+pub async fn create_key(Call { s, caller }: Call, body: JsonBody) -> ApiResult {
+    let value = body.required("body")?;
     let spec = parse::access::key_spec(&value)?;
     let created = s.app.create_key(&caller, spec).await?;
     Ok((StatusCode::CREATED, Json(created)).into_response())
@@ -30,14 +23,7 @@ pub async fn list_keys(AxumState(s): AxumState<State>) -> ApiResult {
     Ok(Json(json!({ "items": s.app.list_keys().await? })).into_response())
 }
 
-pub async fn revoke_key(
-    AxumState(s): AxumState<State>,
-    Extension(caller): Extension<Caller>,
-    Path(id): Path<String>,
-) -> ApiResult {
-    if id.is_empty() || id.len() > 128 {
-        return Err(ApiError::NotFound("key".into()));
-    }
+pub async fn revoke_key(Call { s, caller }: Call, KeyId(id): KeyId) -> ApiResult {
     s.app.revoke_key(&caller, &id).await?;
     // This process stops trusting its cache at once; others within `KEY_CACHE_TTL`.
     s.keys.forget_all();

@@ -3,15 +3,14 @@
 use std::any::Any;
 use std::time::Instant;
 
-use axum::body::Body;
 use axum::extract::{Path, RawQuery, Request, State as AxumState};
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::http::{header, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use axum::{Extension, Json};
+use axum::Json;
 use serde_json::json;
 
-use super::extract::{json_body, query_pairs};
+use super::extract::{query_pairs, valid_id, Call, JsonBody, LogId, PostbackId};
 use super::parse::{self, event::EventsBody};
 use super::{ApiError, State};
 use crate::domain::access::Caller;
@@ -20,16 +19,6 @@ use crate::domain::ValidationError;
 use crate::service::config_api::{shown, Sample};
 
 type ApiResult = Result<Response, ApiError>;
-
-/// Ids are server-made and short; anything else cannot exist.
-const MAX_ID_LEN: usize = 128;
-
-fn id_ok(id: &str, what: &str) -> Result<(), ApiError> {
-    if id.is_empty() || id.len() > MAX_ID_LEN {
-        return Err(ApiError::NotFound(what.to_string()));
-    }
-    Ok(())
-}
 
 pub async fn health() -> Response {
     Json(json!({"status": "ok"})).into_response()
@@ -63,13 +52,8 @@ pub async fn access_log(request: Request, next: Next) -> Response {
     response
 }
 
-pub async fn create_postback(
-    AxumState(s): AxumState<State>,
-    Extension(caller): Extension<Caller>,
-    headers: HeaderMap,
-    body: Body,
-) -> ApiResult {
-    let value = json_body(&headers, body).await?.ok_or_else(|| ValidationError::required("body"))?;
+pub async fn create_postback(Call { s, caller }: Call, body: JsonBody) -> ApiResult {
+    let value = body.required("body")?;
     parse::postback::owner_is_callers(&value, &caller)?;
     let saved = s.app.create_postback_by(&caller, parse::postback::spec_from_json(&value)?).await?;
     let location = format!("/postbacks/{}", saved.postback.id);
@@ -77,11 +61,7 @@ pub async fn create_postback(
     Ok((StatusCode::CREATED, [(header::LOCATION, location)], Json(resource)).into_response())
 }
 
-pub async fn list_postbacks(
-    AxumState(s): AxumState<State>,
-    Extension(caller): Extension<Caller>,
-    RawQuery(q): RawQuery,
-) -> ApiResult {
+pub async fn list_postbacks(Call { s, caller }: Call, RawQuery(q): RawQuery) -> ApiResult {
     let filter = parse::query::postback_filter(&query_pairs(q.as_deref()))?;
     let shown_items: Vec<_> =
         s.app.list_postbacks_in(&caller.visibility(), &filter).await?.into_iter().map(shown).collect();
@@ -89,12 +69,7 @@ pub async fn list_postbacks(
     Ok(Json(json!({ "items": items })).into_response())
 }
 
-pub async fn get_postback(
-    AxumState(s): AxumState<State>,
-    Extension(caller): Extension<Caller>,
-    Path(id): Path<String>,
-) -> ApiResult {
-    id_ok(&id, "postback")?;
+pub async fn get_postback(Call { s, caller }: Call, PostbackId(id): PostbackId) -> ApiResult {
     let postback = shown(s.app.get_postback_in(&caller.visibility(), &id).await?);
     Ok(Json(s.app.resource(postback).await?).into_response())
 }
@@ -111,35 +86,19 @@ pub async fn get_template(Path(id): Path<String>) -> ApiResult {
     Ok(Json(&entry.template).into_response())
 }
 
-pub async fn postback_versions(
-    AxumState(s): AxumState<State>,
-    Extension(caller): Extension<Caller>,
-    Path(id): Path<String>,
-) -> ApiResult {
-    id_ok(&id, "postback")?;
+pub async fn postback_versions(Call { s, caller }: Call, PostbackId(id): PostbackId) -> ApiResult {
     Ok(Json(json!({ "items": s.app.postback_versions_in(&caller.visibility(), &id).await? })).into_response())
 }
 
-pub async fn postback_stats(
-    AxumState(s): AxumState<State>,
-    Extension(caller): Extension<Caller>,
-    Path(id): Path<String>,
-    RawQuery(q): RawQuery,
-) -> ApiResult {
+pub async fn postback_stats(Call { s, caller }: Call, Path(id): Path<String>, RawQuery(q): RawQuery) -> ApiResult {
+    // The query is checked before the id, as it always was.
     let hours = parse::query::stats_hours(&query_pairs(q.as_deref()))?;
-    id_ok(&id, "postback")?;
+    let id = valid_id(id, PostbackId::WHAT)?;
     Ok(Json(json!({ "buckets": s.app.postback_stats_in(&caller.visibility(), &id, hours).await? })).into_response())
 }
 
-pub async fn replace_postback(
-    AxumState(s): AxumState<State>,
-    Extension(caller): Extension<Caller>,
-    Path(id): Path<String>,
-    headers: HeaderMap,
-    body: Body,
-) -> ApiResult {
-    id_ok(&id, "postback")?;
-    let value = json_body(&headers, body).await?.ok_or_else(|| ValidationError::required("body"))?;
+pub async fn replace_postback(Call { s, caller }: Call, PostbackId(id): PostbackId, body: JsonBody) -> ApiResult {
+    let value = body.required("body")?;
     let spec = match parse::postback::owner_is_callers(&value, &caller)
         .and_then(|()| parse::postback::spec_from_json(&value))
     {
@@ -155,55 +114,28 @@ pub async fn replace_postback(
     Ok(Json(s.app.resource(saved).await?).into_response())
 }
 
-pub async fn get_signing_secret(
-    AxumState(s): AxumState<State>,
-    Extension(caller): Extension<Caller>,
-    Path(id): Path<String>,
-) -> ApiResult {
-    id_ok(&id, "postback")?;
+pub async fn get_signing_secret(Call { s, caller }: Call, PostbackId(id): PostbackId) -> ApiResult {
     Ok(Json(s.app.signing_secret_by(&caller, &id).await?).into_response())
 }
 
-pub async fn rotate_signing_secret(
-    AxumState(s): AxumState<State>,
-    Extension(caller): Extension<Caller>,
-    Path(id): Path<String>,
-) -> ApiResult {
-    id_ok(&id, "postback")?;
+pub async fn rotate_signing_secret(Call { s, caller }: Call, PostbackId(id): PostbackId) -> ApiResult {
     Ok(Json(s.app.rotate_signing_secret_by(&caller, &id).await?).into_response())
 }
 
 /// `POST /postbacks/{id}/resume`: close the breaker now and release its held firings.
-pub async fn resume_postback(
-    AxumState(s): AxumState<State>,
-    Extension(caller): Extension<Caller>,
-    Path(id): Path<String>,
-) -> ApiResult {
-    id_ok(&id, "postback")?;
+pub async fn resume_postback(Call { s, caller }: Call, PostbackId(id): PostbackId) -> ApiResult {
     Ok(Json(s.app.resume_postback_by(&caller, &id).await?).into_response())
 }
 
 /// `POST /postbacks/{id}/approve` (admin): apply a partner's pending change.
-pub async fn approve_postback(
-    AxumState(s): AxumState<State>,
-    Extension(caller): Extension<Caller>,
-    Path(id): Path<String>,
-) -> ApiResult {
-    id_ok(&id, "postback")?;
+pub async fn approve_postback(Call { s, caller }: Call, PostbackId(id): PostbackId) -> ApiResult {
     let saved = s.app.approve_postback_by(&caller, &id).await?.shown();
     Ok(Json(s.app.resource(saved).await?).into_response())
 }
 
 /// `POST /postbacks/{id}/reject` (admin): `{"reason": "..."}` (1–500 characters).
-pub async fn reject_postback(
-    AxumState(s): AxumState<State>,
-    Extension(caller): Extension<Caller>,
-    Path(id): Path<String>,
-    headers: HeaderMap,
-    body: Body,
-) -> ApiResult {
-    id_ok(&id, "postback")?;
-    let value = json_body(&headers, body).await?.ok_or_else(|| ValidationError::required("reason"))?;
+pub async fn reject_postback(Call { s, caller }: Call, PostbackId(id): PostbackId, body: JsonBody) -> ApiResult {
+    let value = body.required("reason")?;
     let reason = match value.get("reason") {
         None | Some(serde_json::Value::Null) => None,
         Some(serde_json::Value::String(r)) => Some(r.as_str()),
@@ -219,52 +151,26 @@ pub async fn reject_postback(
     Ok(Json(s.app.resource(saved).await?).into_response())
 }
 
-pub async fn delete_postback(
-    AxumState(s): AxumState<State>,
-    Extension(caller): Extension<Caller>,
-    Path(id): Path<String>,
-) -> ApiResult {
-    id_ok(&id, "postback")?;
+pub async fn delete_postback(Call { s, caller }: Call, PostbackId(id): PostbackId) -> ApiResult {
     s.app.delete_postback_by(&caller, &id).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
-pub async fn preview_postback(
-    AxumState(s): AxumState<State>,
-    Extension(caller): Extension<Caller>,
-    Path(id): Path<String>,
-    headers: HeaderMap,
-    body: Body,
-) -> ApiResult {
-    id_ok(&id, "postback")?;
-    let sample = sample_event(&s, &caller, &id, headers, body).await?;
+pub async fn preview_postback(Call { s, caller }: Call, PostbackId(id): PostbackId, body: JsonBody) -> ApiResult {
+    let sample = sample_event(&s, &caller, &id, body).await?;
     Ok(Json(s.app.preview_postback_in(&caller.visibility(), &id, sample).await?).into_response())
 }
 
-pub async fn test_postback(
-    AxumState(s): AxumState<State>,
-    Extension(caller): Extension<Caller>,
-    Path(id): Path<String>,
-    headers: HeaderMap,
-    body: Body,
-) -> ApiResult {
-    id_ok(&id, "postback")?;
-    let sample = sample_event(&s, &caller, &id, headers, body).await?;
+pub async fn test_postback(Call { s, caller }: Call, PostbackId(id): PostbackId, body: JsonBody) -> ApiResult {
+    let sample = sample_event(&s, &caller, &id, body).await?;
     Ok(Json(s.app.test_postback_by(&caller, &id, sample).await?).into_response())
 }
 
 /// The sample of preview/test: the body's fields over defaults suited to the stored
 /// postback (an alert postback's: a sample alert).
-async fn sample_event(
-    s: &State,
-    caller: &Caller,
-    id: &str,
-    headers: HeaderMap,
-    body: Body,
-) -> Result<Sample, ApiError> {
-    let overrides = json_body(&headers, body).await?;
+async fn sample_event(s: &State, caller: &Caller, id: &str, body: JsonBody) -> Result<Sample, ApiError> {
     let postback = s.app.get_postback_in(&caller.visibility(), id).await?;
-    Ok(parse::postback::sample(&postback, overrides.as_ref(), s.app.ports.clock.now())?)
+    Ok(parse::postback::sample(&postback, body.0.as_ref(), s.app.ports.clock.now())?)
 }
 
 /// Prometheus text exposition format 0.0.4.
@@ -273,43 +179,24 @@ pub async fn metrics(AxumState(s): AxumState<State>) -> ApiResult {
     Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], text).into_response())
 }
 
-pub async fn list_logs(
-    AxumState(s): AxumState<State>,
-    Extension(caller): Extension<Caller>,
-    RawQuery(q): RawQuery,
-) -> ApiResult {
+pub async fn list_logs(Call { s, caller }: Call, RawQuery(q): RawQuery) -> ApiResult {
     let filter = parse::query::log_filter(&query_pairs(q.as_deref()))?;
     Ok(Json(s.app.query_logs_in(&caller.visibility(), &filter).await?).into_response())
 }
 
-pub async fn get_log(
-    AxumState(s): AxumState<State>,
-    Extension(caller): Extension<Caller>,
-    Path(id): Path<String>,
-) -> ApiResult {
-    id_ok(&id, "log entry")?;
+pub async fn get_log(Call { s, caller }: Call, LogId(id): LogId) -> ApiResult {
     Ok(Json(s.app.get_log_in(&caller.visibility(), &id).await?).into_response())
 }
 
-pub async fn resend_log(
-    AxumState(s): AxumState<State>,
-    Extension(caller): Extension<Caller>,
-    Path(id): Path<String>,
-) -> ApiResult {
-    id_ok(&id, "log entry")?;
+pub async fn resend_log(Call { s, caller }: Call, LogId(id): LogId) -> ApiResult {
     let entry = s.app.resend_log_by(&caller, &id).await?;
     Ok((StatusCode::CREATED, Json(entry)).into_response())
 }
 
 /// `POST /logs/replay`: the `GET /logs` filters as JSON, `from` required (an empty body
 /// lacks it), `dry_run`, `cursor`.
-pub async fn replay_logs(
-    AxumState(s): AxumState<State>,
-    Extension(caller): Extension<Caller>,
-    headers: HeaderMap,
-    body: Body,
-) -> ApiResult {
-    let value = json_body(&headers, body).await?.ok_or_else(|| ValidationError::required("from"))?;
+pub async fn replay_logs(Call { s, caller }: Call, body: JsonBody) -> ApiResult {
+    let value = body.required("from")?;
     let request = parse::replay::replay_request(&value)?;
     Ok(Json(s.app.replay_by(&caller, &request).await?).into_response())
 }
@@ -317,8 +204,8 @@ pub async fn replay_logs(
 /// `POST /events`: one event object, or `{"events": [...]}` (1..=500). A batch is
 /// validated whole before anything is written: one bad event rejects the batch with
 /// its index in the field name.
-pub async fn post_events(AxumState(s): AxumState<State>, headers: HeaderMap, body: Body) -> ApiResult {
-    let value = json_body(&headers, body).await?.ok_or_else(|| ValidationError::required("body"))?;
+pub async fn post_events(AxumState(s): AxumState<State>, body: JsonBody) -> ApiResult {
+    let value = body.required("body")?;
     match parse::event::events_body(&value, s.app.ports.clock.now())? {
         EventsBody::Batch(events) => {
             let results = s.app.ingest(events).await?;

@@ -16,6 +16,8 @@ mod openapi_tests;
 pub mod parse;
 #[cfg(test)]
 mod partner_tests;
+#[cfg(test)]
+mod vocab_tests;
 
 use std::sync::Arc;
 

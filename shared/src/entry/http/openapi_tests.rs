@@ -118,7 +118,7 @@ fn document_spells_out_every_log_filter() {
         .map(|p| p["name"].as_str().unwrap())
         .collect();
     for column in crate::domain::log::LogColumn::ALL {
-        let name = column.name();
+        let name = column.as_str();
         assert!(names.contains(name), "{name}");
         assert!(names.contains(format!("{name}.not").as_str()), "{name}.not");
         assert_eq!(names.contains(format!("{name}.contains").as_str()), column.is_text(), "{name}.contains");

@@ -33,15 +33,7 @@ pub fn matches(p: &Postback, e: &Event) -> bool {
 
 /// A condition as stored (`{"field", "op", "value"}`), on the event's macro value.
 fn condition_holds(condition: &Value, e: &Event) -> bool {
-    let ctx = MacroContext {
-        event: e,
-        postback_id: "",
-        postback_name: "",
-        delivery_id: "",
-        attempt: 1,
-        alert: None,
-        reversal: None,
-    };
+    let ctx = MacroContext::new(e, "", "", "", 1);
     let value = ctx.value(condition["field"].as_str().unwrap());
     let value = value.as_deref();
     let target = &condition["value"];

@@ -33,7 +33,7 @@ pub fn key_spec(value: &Value) -> Result<KeySpec, ValidationError> {
     let name = text(object, "name")?.ok_or_else(|| ValidationError::required("name"))?;
     let role = text(object, "role")?.ok_or_else(|| ValidationError::required("role"))?;
     let role = Role::parse(role).ok_or_else(|| {
-        ValidationError::invalid("role", format!("role must be one of admin, viewer, partner, ingest, not {role:?}"))
+        ValidationError::invalid("role", format!("role must be one of {}, not {role:?}", Role::NAMES.join(", ")))
     })?;
     let publisher_id = text(object, "publisher_id")?.map(str::to_string);
     KeySpec::new(name.to_string(), role, publisher_id)
@@ -71,8 +71,7 @@ pub fn audit_filter(pairs: &[(String, String)]) -> Result<AuditFilter, Validatio
             }
             "action" => {
                 filter.action = Some(AuditAction::parse(value).ok_or_else(|| {
-                    let all: Vec<&str> = AuditAction::ALL.iter().map(|a| a.as_str()).collect();
-                    ValidationError::invalid(name, format!("action must be one of {}", all.join(", ")))
+                    ValidationError::invalid(name, format!("action must be one of {}", AuditAction::NAMES.join(", ")))
                 })?)
             }
             "from" => filter.from = Some(time_value(name, value)?),

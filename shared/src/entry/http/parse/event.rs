@@ -20,7 +20,7 @@ use chrono::{DateTime, Utc};
 use serde_json::Value;
 
 use super::{json_kind, unknown_field};
-use crate::domain::event::{Event, EventType, Status};
+use crate::domain::event::{Event, EventType, Field, Status};
 use crate::domain::rules::event::{
     check_param_key, check_param_value, is_param_key, letter_code, money, too_many_params, MAX_EVENT_NAME_CHARS,
     MAX_ID_CHARS, MAX_PARAMS, MAX_REASON_CHARS, MAX_SCOPE_ID_CHARS, MAX_SUB_CHARS, MAX_USER_AGENT_CHARS,
@@ -31,39 +31,10 @@ use crate::domain::ValidationError;
 /// Most events in one `POST /events` batch.
 pub const MAX_BATCH: usize = 500;
 
-/// Every field an event may carry, as clients name them: what an unknown field is
-/// compared with for a "did you mean" hint. `RawEvent::fields_mut` lists the same
-/// names but `params`, in the same order.
-const FIELDS: [&str; 27] = [
-    "type",
-    "transaction_id",
-    "event_id",
-    "offer_id",
-    "publisher_id",
-    "external_transaction_id",
-    "status",
-    "rejection_reason",
-    "event_name",
-    "payout",
-    "revenue",
-    "currency",
-    "sub1",
-    "sub2",
-    "sub3",
-    "sub4",
-    "sub5",
-    "sub6",
-    "sub7",
-    "sub8",
-    "sub9",
-    "sub10",
-    "ip",
-    "user_agent",
-    "country",
-    "timestamp",
-    "params",
-];
-const SUB_FIELDS: [&str; 10] = ["sub1", "sub2", "sub3", "sub4", "sub5", "sub6", "sub7", "sub8", "sub9", "sub10"];
+/// Every field an event may carry, as clients name them (`Field`'s names and `params`):
+/// what an unknown field is compared with for a "did you mean" hint.
+pub const FIELDS: &[&str] = &SENT;
+const SENT: [&str; Field::COUNT + 1] = crate::domain::concat(&[Field::NAMES, &["params"]]);
 
 /// 9999-12-31T23:59:59Z: a bigger number is not a time in seconds (likely milliseconds).
 const MAX_UNIX_SECONDS: i64 = 253_402_300_799;
@@ -72,28 +43,17 @@ const MAX_UNIX_SECONDS: i64 = 253_402_300_799;
 const INGEST_KEY_PARAM: &str = "key";
 
 /// The text sent for each field of an event (`None`: not sent, or `null`), and `params`.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct RawEvent {
-    /// `type`.
-    kind: Option<String>,
-    transaction_id: Option<String>,
-    event_id: Option<String>,
-    offer_id: Option<String>,
-    publisher_id: Option<String>,
-    external_transaction_id: Option<String>,
-    status: Option<String>,
-    rejection_reason: Option<String>,
-    event_name: Option<String>,
-    payout: Option<String>,
-    revenue: Option<String>,
-    currency: Option<String>,
-    /// `sub1`..`sub10`.
-    subs: [Option<String>; 10],
-    ip: Option<String>,
-    user_agent: Option<String>,
-    country: Option<String>,
-    timestamp: Option<String>,
+    /// By `Field`, in its order.
+    texts: [Option<String>; Field::COUNT],
     params: BTreeMap<String, String>,
+}
+
+impl Default for RawEvent {
+    fn default() -> Self {
+        RawEvent { texts: std::array::from_fn(|_| None), params: BTreeMap::new() }
+    }
 }
 
 /// One event, or a batch, as `POST /events` takes them.
@@ -160,42 +120,14 @@ pub fn events_body(value: &Value, received_at: DateTime<Utc>) -> Result<EventsBo
 }
 
 impl RawEvent {
-    /// Every scalar field with its name as sent, in the order errors are reported.
-    fn fields_mut(&mut self) -> [(&'static str, &mut Option<String>); 26] {
-        let [sub1, sub2, sub3, sub4, sub5, sub6, sub7, sub8, sub9, sub10] = &mut self.subs;
-        [
-            ("type", &mut self.kind),
-            ("transaction_id", &mut self.transaction_id),
-            ("event_id", &mut self.event_id),
-            ("offer_id", &mut self.offer_id),
-            ("publisher_id", &mut self.publisher_id),
-            ("external_transaction_id", &mut self.external_transaction_id),
-            ("status", &mut self.status),
-            ("rejection_reason", &mut self.rejection_reason),
-            ("event_name", &mut self.event_name),
-            ("payout", &mut self.payout),
-            ("revenue", &mut self.revenue),
-            ("currency", &mut self.currency),
-            ("sub1", sub1),
-            ("sub2", sub2),
-            ("sub3", sub3),
-            ("sub4", sub4),
-            ("sub5", sub5),
-            ("sub6", sub6),
-            ("sub7", sub7),
-            ("sub8", sub8),
-            ("sub9", sub9),
-            ("sub10", sub10),
-            ("ip", &mut self.ip),
-            ("user_agent", &mut self.user_agent),
-            ("country", &mut self.country),
-            ("timestamp", &mut self.timestamp),
-        ]
+    /// The text sent for `field` (taken out).
+    fn take(&mut self, field: Field) -> Option<String> {
+        self.texts[field as usize].take()
     }
 
     /// The scalar field a client calls `name`, if any (`params` is not one).
     fn field_mut(&mut self, name: &str) -> Option<&mut Option<String>> {
-        self.fields_mut().into_iter().find(|(field, _)| *field == name).map(|(_, text)| text)
+        Field::parse(name).map(|field| &mut self.texts[field as usize])
     }
 
     fn from_json(value: &Value) -> Result<RawEvent, ValidationError> {
@@ -207,7 +139,7 @@ impl RawEvent {
                 continue;
             }
             let Some(text) = raw.field_mut(key) else {
-                return Err(unknown_field(key, &FIELDS, "; extra values belong in params"));
+                return Err(unknown_field(key, FIELDS, "; extra values belong in params"));
             };
             *text = match value {
                 Value::Null => None,
@@ -267,29 +199,19 @@ impl RawEvent {
         // Surrounding whitespace is dropped; what is left empty counts as absent. Control
         // characters have no place in any of these fields (and would break header
         // templates). All fields first, so this error does not depend on the others.
-        for (field, text) in self.fields_mut() {
-            tidy(field, text)?;
+        for (field, text) in Field::ALL.iter().zip(&mut self.texts) {
+            tidy(field.as_str(), text)?;
         }
-        let RawEvent {
-            kind,
-            transaction_id,
-            event_id,
-            offer_id,
-            publisher_id,
-            external_transaction_id,
-            status,
-            rejection_reason,
-            event_name,
-            payout,
-            revenue,
-            currency,
-            subs,
-            ip,
-            user_agent,
-            country,
-            timestamp,
-            params,
-        } = self;
+        let kind = self.take(Field::Type);
+        let transaction_id = self.take(Field::TransactionId);
+        let event_id = self.take(Field::EventId);
+        let offer_id = self.take(Field::OfferId);
+        let publisher_id = self.take(Field::PublisherId);
+        let external_transaction_id = self.take(Field::ExternalTransactionId);
+        let status = self.take(Field::Status);
+        let rejection_reason = self.take(Field::RejectionReason);
+        let event_name = self.take(Field::EventName);
+        let subs = Field::SUBS.map(|sub| self.take(sub));
 
         let kind_text = kind.ok_or_else(|| ValidationError::required("type"))?;
         let kind_text = kind_text.to_ascii_lowercase();
@@ -341,29 +263,33 @@ impl RawEvent {
             _ => None,
         };
 
-        let payout = payout.map(|text| money("payout", text)).transpose()?;
-        let revenue = revenue.map(|text| money("revenue", text)).transpose()?;
-        let currency = currency
+        let payout = self.take(Field::Payout).map(|text| money("payout", text)).transpose()?;
+        let revenue = self.take(Field::Revenue).map(|text| money("revenue", text)).transpose()?;
+        let currency = self
+            .take(Field::Currency)
             .map(|text| letter_code("currency", text, 3, "a 3-letter ISO 4217 code such as USD"))
             .transpose()?;
 
-        for (field, sub) in SUB_FIELDS.iter().zip(&subs) {
+        for (field, sub) in Field::SUBS.iter().zip(&subs) {
             if let Some(text) = sub {
-                check_max_chars(field, text, MAX_SUB_CHARS)?;
+                check_max_chars(field.as_str(), text, MAX_SUB_CHARS)?;
             }
         }
 
-        let ip = ip
+        let ip = self
+            .take(Field::Ip)
             .map(|text| {
                 text.parse::<IpAddr>()
                     .map(|ip| ip.to_string())
                     .map_err(|_| ValidationError::invalid("ip", "ip must be an IPv4 or IPv6 address"))
             })
             .transpose()?;
-        let user_agent = limited("user_agent", user_agent, MAX_USER_AGENT_CHARS)?;
-        let country =
-            country.map(|text| letter_code("country", text, 2, "a 2-letter ISO 3166 code such as US")).transpose()?;
-        let timestamp = timestamp.as_deref().map(parse_timestamp).transpose()?.unwrap_or(received_at);
+        let user_agent = limited("user_agent", self.take(Field::UserAgent), MAX_USER_AGENT_CHARS)?;
+        let country = self
+            .take(Field::Country)
+            .map(|text| letter_code("country", text, 2, "a 2-letter ISO 3166 code such as US"))
+            .transpose()?;
+        let timestamp = self.take(Field::Timestamp).as_deref().map(parse_timestamp).transpose()?.unwrap_or(received_at);
 
         Ok(Event {
             kind,
@@ -383,7 +309,7 @@ impl RawEvent {
             user_agent,
             country,
             timestamp,
-            params,
+            params: self.params,
         })
     }
 }
@@ -500,17 +426,14 @@ mod tests {
     #[test]
     fn field_names_map_to_named_fields() {
         let mut raw = RawEvent::default();
-        let names: Vec<&str> = raw.fields_mut().iter().map(|(name, _)| *name).collect();
-        assert_eq!(names, FIELDS[..FIELDS.len() - 1], "fields_mut and FIELDS list the same names in order");
-        assert_eq!(FIELDS[FIELDS.len() - 1], "params");
-        assert_eq!(&names[12..22], SUB_FIELDS);
         for (i, name) in FIELDS[..FIELDS.len() - 1].iter().enumerate() {
             *raw.field_mut(name).unwrap() = Some(i.to_string());
         }
-        assert_eq!(raw.kind.as_deref(), Some("0"));
-        assert_eq!(raw.subs[0].as_deref(), Some("12"));
-        assert_eq!(raw.subs[9].as_deref(), Some("21"));
-        assert_eq!(raw.timestamp.as_deref(), Some("25"));
+        assert_eq!(raw.take(Field::Type).as_deref(), Some("0"));
+        assert_eq!(raw.take(Field::Sub1).as_deref(), Some("12"));
+        assert_eq!(raw.take(Field::Sub10).as_deref(), Some("21"));
+        assert_eq!(raw.take(Field::Timestamp).as_deref(), Some("25"));
+        assert_eq!(FIELDS[FIELDS.len() - 1], "params");
         assert!(raw.field_mut("params").is_none());
         assert!(raw.field_mut("sub11").is_none());
     }

@@ -51,6 +51,11 @@ fn unknown_field(field: &str, allowed: &[&str], hint: &str) -> ValidationError {
     ValidationError::new("unknown_field", field, format!("unknown field `{field}`{suggestion}{hint}"))
 }
 
+/// A value that is none of an enum's `names`: 400 naming `field` and listing them.
+fn not_one_of(field: &str, names: &[&str]) -> ValidationError {
+    ValidationError::invalid(field, format!("{field} must be one of {}", names.join(", ")))
+}
+
 /// `null` counts as absent, like a missing field.
 fn present<'v>(object: &'v serde_json::Map<String, Value>, field: &str) -> Option<&'v Value> {
     object.get(field).filter(|v| !v.is_null())

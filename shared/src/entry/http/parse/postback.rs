@@ -9,7 +9,7 @@
 use chrono::{DateTime, Utc};
 use serde_json::{Map, Value};
 
-use super::{json_kind, present, unknown_field};
+use super::{json_kind, not_one_of, present, unknown_field};
 use crate::domain::alert::{AlertContext, AlertKind};
 use crate::domain::condition::{Condition, MAX_CONDITIONS};
 use crate::domain::delivery::SuccessRule;
@@ -27,7 +27,8 @@ use crate::domain::signing::{Signing, SigningSecret};
 use crate::domain::ValidationError;
 use crate::service::config_api::Sample;
 
-const FIELDS: &[&str] = &[
+/// The fields a postback body may set, in the order they are checked.
+pub const FIELDS: &[&str] = &[
     "name",
     "type",
     "enabled",
@@ -52,7 +53,7 @@ const FIELDS: &[&str] = &[
     "template",
 ];
 /// Server-assigned; accepted and ignored so a client can PUT back what it GOT.
-const READ_ONLY_FIELDS: &[&str] =
+pub const READ_ONLY_FIELDS: &[&str] =
     &["id", "created_at", "updated_at", "version", "health", "changed_by", "owner", "approval", "pending_revision"];
 
 /// `owner` is server-set and otherwise ignored, but a partner naming another publisher
@@ -116,9 +117,7 @@ pub fn spec_from_json(value: &Value) -> Result<PostbackSpec, ValidationError> {
     rules::name(name)?;
 
     let kind_text = required_string(object, "type")?;
-    let kind = EventType::parse(kind_text).ok_or_else(|| {
-        ValidationError::invalid("type", "type must be one of impression, click, conversion, event, alert")
-    })?;
+    let kind = EventType::parse(kind_text).ok_or_else(|| not_one_of("type", EventType::NAMES))?;
     let alert = kind == EventType::Alert;
 
     let enabled = match present(object, "enabled") {
@@ -144,13 +143,7 @@ pub fn spec_from_json(value: &Value) -> Result<PostbackSpec, ValidationError> {
     // Ignored for impression and click postbacks, which always fire.
     let fire_on = match optional_string(object, "fire_on")? {
         None => FireOn::Approved,
-        Some("approved") => FireOn::Approved,
-        Some("pending") => FireOn::Pending,
-        Some("rejected") => FireOn::Rejected,
-        Some("all") => FireOn::All,
-        Some(_) => {
-            return Err(ValidationError::invalid("fire_on", "fire_on must be one of approved, pending, rejected, all"))
-        }
+        Some(text) => FireOn::parse(text).ok_or_else(|| not_one_of("fire_on", FireOn::NAMES))?,
     };
     if alert && fire_on != FireOn::Approved {
         return Err(rules::not_for_alerts("fire_on"));
@@ -190,9 +183,8 @@ pub fn spec_from_json(value: &Value) -> Result<PostbackSpec, ValidationError> {
     rules::check_rendering(kind, name, &url_template, &headers, body_template.as_ref(), content_type)?;
 
     let signing = match optional_string(object, "signing")? {
-        None | Some("none") => Signing::None,
-        Some("standard-webhooks") => Signing::StandardWebhooks,
-        Some(_) => return Err(ValidationError::invalid("signing", "signing must be one of none, standard-webhooks")),
+        None => Signing::None,
+        Some(text) => Signing::parse(text).ok_or_else(|| not_one_of("signing", Signing::NAMES))?,
     };
     // `[REDACTED]` (what a GET shows) keeps the stored secret, as for header secrets.
     let signing_secret = match optional_string(object, "signing_secret")? {
@@ -284,10 +276,7 @@ fn content_type_of(object: &Map<String, Value>) -> Result<&str, ValidationError>
 fn method_of(object: &Map<String, Value>) -> Result<HttpMethod, ValidationError> {
     match optional_string(object, "method")? {
         None => Ok(HttpMethod::Get),
-        Some(m) if m.eq_ignore_ascii_case("GET") => Ok(HttpMethod::Get),
-        Some(m) if m.eq_ignore_ascii_case("POST") => Ok(HttpMethod::Post),
-        Some(m) if m.eq_ignore_ascii_case("PUT") => Ok(HttpMethod::Put),
-        Some(_) => Err(ValidationError::invalid("method", "method must be one of GET, POST, PUT")),
+        Some(m) => HttpMethod::parse(&m.to_ascii_uppercase()).ok_or_else(|| not_one_of("method", HttpMethod::NAMES)),
     }
 }
 

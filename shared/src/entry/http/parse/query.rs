@@ -132,14 +132,13 @@ fn log_column(name: &str) -> Result<(LogColumn, LogOp), ValidationError> {
         None => (name, LogOp::Is),
     };
     LogColumn::parse(base).map(|column| (column, op)).ok_or_else(|| {
-        let columns: Vec<&str> = LogColumn::ALL.iter().map(|c| c.name()).collect();
         ValidationError::new(
             "unknown_field",
             name,
             format!(
                 "unknown parameter {name:?}; filters are COLUMN, COLUMN.not or COLUMN.contains with COLUMN one of {}, \
                  and {}",
-                columns.join(", "),
+                LogColumn::NAMES.join(", "),
                 LOG_PAGING_PARAMS.join(", ")
             ),
         )
