@@ -32,7 +32,6 @@ const MEASUREMENTS: &[(&str, &str, &str)] = &[
     ),
 ];
 
-
 /// The clock reads in `text` (the file at `path`, relative to the workspace) that no list
 /// allows, as `path:line: code`; and the measurements of `MEASUREMENTS` it used.
 fn unlisted_reads(path: &str, text: &str, used: &mut Vec<usize>) -> Vec<String> {
