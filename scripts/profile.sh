@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Profile the local server while it delivers firings (issue 10's "profile first"):
+# Profile the local server while it delivers firings:
 # builds a release server with line tables and symbols (its own target dir), starts it,
 # runs examples/loadgen.rs against it, and records the server with `perf record`
 # (DWARF call graphs) from the first delivered firing until the generator ends: that

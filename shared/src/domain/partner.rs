@@ -156,9 +156,9 @@ pub fn check_spec(spec: &PostbackSpec, publisher_id: &str) -> Result<(), Validat
     Ok(())
 }
 
-/// The names that start a function chain (`{name|...`) in a template's text: where the
-/// parser knows no functions (before macro functions), such text is literal, so the
-/// names are read here too and a network macro in a chain is refused either way.
+/// The names that start a function chain (`{name|...`) in a template's text, read from
+/// the text itself as well as from the parsed template, so a network macro inside a
+/// chain is refused however the chain parses.
 fn chained_names(source: &str) -> impl Iterator<Item = &str> {
     source.split('{').skip(1).filter_map(|rest| {
         let end = rest.find(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == '.'))?;
