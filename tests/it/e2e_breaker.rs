@@ -149,8 +149,15 @@ async fn health_resume_and_rate_limit_through_the_api() {
     let sink = Sink::start().await;
     sink.set_down("crm", true);
     let dir = tempfile::tempdir().unwrap();
-    // A long cool-down: only resume closes it within the test.
-    let env = [("BREAKER_FAILURE_THRESHOLD", "2"), ("BREAKER_COOLDOWN_MS", "600000"), ("RETRY_MAX_ATTEMPTS", "20")];
+    // A long cool-down: only resume closes it within the test. Retries 1 s apart: the two
+    // firings that failed before the breaker opened come due (and are held) at once, not
+    // up to 30 s later, at the end of the wait for their delivery.
+    let env = [
+        ("BREAKER_FAILURE_THRESHOLD", "2"),
+        ("BREAKER_COOLDOWN_MS", "600000"),
+        ("RETRY_MAX_ATTEMPTS", "20"),
+        ("RETRY_BASE_DELAY_MS", "1000"),
+    ];
     let server = Server::start(dir.path(), &env).await;
     let api = server.client();
     for bad in [json!(0), json!(10_001), json!(2.5), json!("5")] {
