@@ -272,7 +272,7 @@ impl AuditRecord {
         summary: impl Into<String>,
     ) -> AuditRecord {
         AuditRecord {
-            id: format!("aud_{}", uuid::Uuid::now_v7().simple()),
+            id: format!("aud_{}", super::ids::time_ordered(at).simple()),
             at,
             actor: caller.actor.clone(),
             action,

@@ -108,6 +108,7 @@ pub mod event;
 pub mod firing;
 pub mod functions;
 pub mod guard;
+pub mod ids;
 pub mod library;
 pub mod log;
 pub mod macros;

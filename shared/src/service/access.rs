@@ -50,7 +50,7 @@ impl App {
     pub async fn create_key(&self, caller: &Caller, spec: KeySpec) -> ServiceResult<CreatedKey> {
         let key = new_key();
         let stored = ManagedKey {
-            id: format!("key_{}", uuid::Uuid::now_v7().simple()),
+            id: format!("key_{}", crate::domain::ids::time_ordered(self.ports.clock.now()).simple()),
             name: spec.name,
             role: spec.role,
             publisher_id: spec.publisher_id,

@@ -262,7 +262,7 @@ impl App {
             _ => SecretInput::Absent,
         };
         let now = self.ports.clock.now();
-        let mut postback = spec.into_postback(new_postback_id(), now, now);
+        let mut postback = spec.into_postback(new_postback_id(now), now, now);
         retain_used_secrets(&mut postback);
         postback.changed_by = Some(caller.actor.clone());
         if let Some(mode) = partner {
@@ -756,6 +756,6 @@ fn new_signing_secret() -> SigningSecret {
     SigningSecret::from_key_bytes(&rand::random::<[u8; GENERATED_SECRET_BYTES]>())
 }
 
-fn new_postback_id() -> String {
-    format!("pb_{}", uuid::Uuid::now_v7().simple())
+fn new_postback_id(now: DateTime<Utc>) -> String {
+    format!("pb_{}", crate::domain::ids::time_ordered(now).simple())
 }

@@ -447,7 +447,8 @@ impl Dispatcher {
         fired_at: DateTime<Utc>,
         test: bool,
     ) -> LogEntry {
-        let mut entry = base_entry(firing, Some(postback), shown.is_none(), fired_at, test);
+        let logged_at = self.app.ports.clock.now();
+        let mut entry = base_entry(firing, Some(postback), shown.is_none(), fired_at, logged_at, test);
         if let Some(shown) = shown {
             entry.method = shown.method;
             entry.url = shown.url;
@@ -464,7 +465,8 @@ impl Dispatcher {
         reason: String,
         test: bool,
     ) -> LogEntry {
-        let mut entry = base_entry(firing, postback, true, self.app.ports.clock.now(), test);
+        let now = self.app.ports.clock.now();
+        let mut entry = base_entry(firing, postback, true, now, now, test);
         entry.error = Some(reason);
         entry
     }
@@ -473,12 +475,14 @@ impl Dispatcher {
 /// A log entry for a firing with no request shown yet and outcome `skipped`; the
 /// callers fill in what happened. `with_template_url`: show the postback's URL template
 /// (redacted) and method; `false` when the caller sets the request it sent instead, so
-/// the template is not redacted only to be thrown away.
+/// the template is not redacted only to be thrown away. The entry's id is ordered by
+/// `logged_at`, when the attempt ended (an entry's place in the list is its `fired_at`).
 fn base_entry(
     firing: &Firing,
     postback: Option<&CompiledPostback>,
     with_template_url: bool,
     fired_at: DateTime<Utc>,
+    logged_at: DateTime<Utc>,
     test: bool,
 ) -> LogEntry {
     let (name, method, url) = match postback {
@@ -491,7 +495,7 @@ fn base_entry(
         None => (String::new(), String::new(), String::new()),
     };
     LogEntry {
-        id: uuid::Uuid::now_v7().to_string(),
+        id: crate::domain::ids::time_ordered(logged_at).to_string(),
         delivery_id: firing.delivery_id.clone(),
         postback_id: firing.postback_id.clone(),
         postback_name: name,

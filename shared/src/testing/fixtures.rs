@@ -120,7 +120,7 @@ pub fn log_entry(firing: &Firing, outcome: Outcome) -> LogEntry {
         Outcome::Skipped => None,
     };
     LogEntry {
-        id: uuid::Uuid::now_v7().to_string(),
+        id: crate::domain::ids::time_ordered(now()).to_string(),
         delivery_id: firing.delivery_id.clone(),
         postback_id: firing.postback_id.clone(),
         postback_name: format!("Postback {}", firing.postback_id),

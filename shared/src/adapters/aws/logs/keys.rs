@@ -99,8 +99,10 @@ mod tests {
     #[test]
     fn shards_spread_ids() {
         let mut counts = [0u32; LOG_SHARDS as usize];
-        for _ in 0..400 {
-            counts[shard_of(&uuid::Uuid::now_v7().to_string()) as usize] += 1;
+        let start = chrono::DateTime::from_timestamp_millis(1_900_000_000_000).unwrap();
+        for i in 0..400 {
+            let at = start + chrono::Duration::milliseconds(i);
+            counts[shard_of(&crate::domain::ids::time_ordered(at).to_string()) as usize] += 1;
         }
         assert!(counts.iter().all(|&c| c > 50), "{counts:?}");
     }
