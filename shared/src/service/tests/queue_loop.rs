@@ -179,6 +179,9 @@ const FAST: &str = "https://fast.example/pb";
 /// The slow receiver's answer time.
 const SLOW_MS: u64 = 10_000;
 
+/// How far `run_checking_bound` moves the clock between checks.
+const STEP_MS: u64 = 10;
+
 /// A world whose sender is wrapped as on the local server (`SlotReleasingSender`: a
 /// firing's destination slot frees when its request is answered).
 fn fair_world() -> World {
@@ -223,8 +226,11 @@ fn in_flight(w: &World, prefix: &str) -> usize {
 /// Move the clock on in 1 ms steps for `ms`, checking after each that no destination
 /// has more than `bound` requests in flight.
 async fn run_checking_bound(w: &World, ms: u64, prefixes: &[&str], bound: usize) {
-    for _ in 0..ms {
-        w.advance_ms(1);
+    // Every scripted answer, retry and poll of these tests falls on a multiple of STEP_MS,
+    // so the states seen are those of 1 ms steps, at a tenth of the steps.
+    assert_eq!(ms % STEP_MS, 0, "{ms} ms is not a whole number of {STEP_MS} ms steps");
+    for _ in 0..ms / STEP_MS {
+        w.advance_ms(STEP_MS);
         settle().await;
         for prefix in prefixes {
             let n = in_flight(w, prefix);
