@@ -194,9 +194,6 @@ impl<'a> MacroContext<'a> {
         if let Some(key) = name.strip_prefix("params.") {
             return event.params.get(key).map(|v| Cow::Borrowed(v.as_str()));
         }
-        if let Some(field) = Field::named(name) {
-            return field.text(event);
-        }
         match name {
             UNIX_TIMESTAMP => Some(Cow::Owned(event.unix_timestamp())),
             "postback_id" => Some(Cow::Borrowed(self.postback_id)),
@@ -207,7 +204,10 @@ impl<'a> MacroContext<'a> {
             "original_fired_at" => {
                 self.reversal.map(|r| Cow::Owned(r.fired_at.to_rfc3339_opts(SecondsFormat::AutoSi, true)))
             }
-            _ => self.alert.and_then(|alert| alert_value(alert, name)),
+            _ => match Field::named(name) {
+                Some(field) => field.text(event),
+                None => self.alert.and_then(|alert| alert_value(alert, name)),
+            },
         }
     }
 }

@@ -9,7 +9,7 @@ use percent_encoding::{AsciiSet, NON_ALPHANUMERIC};
 use std::borrow::Cow;
 use std::collections::BTreeSet;
 
-use super::event::EventType;
+use super::event::{EventType, Field};
 use super::functions::Chain;
 use super::macros::{MacroContext, MacroSet};
 use super::ValidationError;
@@ -130,12 +130,61 @@ fn is_macro_byte(byte: u8) -> bool {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Segment {
     Literal(String),
-    Macro(String),
+    Macro(MacroName),
     /// `{name|fn|...}`: a macro whose value goes through a function chain.
     Piped {
-        name: String,
+        name: MacroName,
         chain: Chain,
     },
+}
+
+/// A macro's name as written, with the event field it names looked up once, when the
+/// template is parsed, rather than at every render.
+#[derive(Debug, Clone)]
+pub struct MacroName {
+    name: String,
+    field: Option<Field>,
+}
+
+impl MacroName {
+    pub fn as_str(&self) -> &str {
+        &self.name
+    }
+
+    /// The value of this macro in `ctx` (as `MacroContext::value` of the name).
+    pub fn value<'a>(&self, ctx: &MacroContext<'a>) -> Option<Cow<'a, str>> {
+        match self.field {
+            Some(field) => field.text(ctx.event),
+            None => ctx.value(&self.name),
+        }
+    }
+}
+
+impl From<&str> for MacroName {
+    fn from(name: &str) -> Self {
+        MacroName { name: name.to_string(), field: Field::named(name) }
+    }
+}
+
+impl std::ops::Deref for MacroName {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.name
+    }
+}
+
+impl PartialEq for MacroName {
+    fn eq(&self, other: &Self) -> bool {
+        self.name == other.name
+    }
+}
+
+impl Eq for MacroName {}
+
+impl PartialEq<str> for MacroName {
+    fn eq(&self, other: &str) -> bool {
+        self.name == other
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -224,7 +273,7 @@ impl Template {
                 return Err(unknown_macro(name, set));
             }
             let segment =
-                if close == name_to { Segment::Macro(name.to_string()) } else { piped(name, &source[name_to..close])? };
+                if close == name_to { Segment::Macro(name.into()) } else { piped(name, &source[name_to..close])? };
             if literal_from < open {
                 segments.push(Segment::Literal(source[literal_from..open].to_string()));
             }
@@ -304,22 +353,23 @@ impl Template {
         for segment in &self.segments {
             match segment {
                 Segment::Literal(text) => out.push_str(text),
-                Segment::Macro(name) if name == super::signing::SIGNATURE_MACRO => {
+                Segment::Macro(name) if name.as_str() == super::signing::SIGNATURE_MACRO => {
                     out.push_str(signature.unwrap_or_default());
                 }
                 Segment::Macro(name) => {
-                    if let Some(value) = ctx.value(name) {
-                        encoding
-                            .push_encoded(&mut out, &value)
-                            .map_err(|reason| RenderError { macro_name: name.clone(), reason: reason.to_string() })?;
+                    if let Some(value) = name.value(ctx) {
+                        encoding.push_encoded(&mut out, &value).map_err(|reason| RenderError {
+                            macro_name: name.to_string(),
+                            reason: reason.to_string(),
+                        })?;
                     }
                 }
                 Segment::Piped { name, chain } => {
                     // A macro with no value enters the chain as the empty text.
-                    let value = chain.apply(ctx.value(name).unwrap_or(Cow::Borrowed("")));
+                    let value = chain.apply(name.value(ctx).unwrap_or(Cow::Borrowed("")));
                     encoding
                         .push_encoded(&mut out, &value)
-                        .map_err(|reason| RenderError { macro_name: name.clone(), reason: reason.to_string() })?;
+                        .map_err(|reason| RenderError { macro_name: name.to_string(), reason: reason.to_string() })?;
                 }
             }
         }
@@ -347,7 +397,7 @@ fn piped(name: &str, chain: &str) -> Result<Segment, TemplateError> {
         message: format!("{} (in {{{name}{chain}}})", e.message),
         macro_name: Some(name.to_string()),
     })?;
-    Ok(Segment::Piped { name: name.to_string(), chain })
+    Ok(Segment::Piped { name: name.into(), chain })
 }
 
 fn unknown_macro(name: &str, set: MacroSet) -> TemplateError {
