@@ -394,7 +394,7 @@ async fn reads_ignore_items_past_their_ttl() {
 
     let expired = chrono::Duration::seconds(-10);
 
-    let logs = DynamoLogStore::new(f.clients.dynamodb.clone(), &f.names.logs_table, expired);
+    let logs = DynamoLogStore::new(f.clients.dynamodb.clone(), &f.names.logs_table, expired, Arc::new(SystemClock));
     let entry = log_entry(Utc::now(), "pb1", "T1", Outcome::Failed);
     logs.append(std::slice::from_ref(&entry)).await.unwrap();
     assert_eq!(logs.get(&entry.id).await.unwrap(), None);
@@ -432,8 +432,13 @@ async fn logs_filtered_listing_reads_a_bounded_number_of_pages() {
     require_emulators!();
     let f = fixture("logs_bound", |_| {}).await;
     let bound = ReadBound { pages: 5, page_items: 3 };
-    let logs = DynamoLogStore::new(f.clients.dynamodb.clone(), &f.names.logs_table, chrono::Duration::days(1))
-        .with_read_bound(bound);
+    let logs = DynamoLogStore::new(
+        f.clients.dynamodb.clone(),
+        &f.names.logs_table,
+        chrono::Duration::days(1),
+        Arc::new(SystemClock),
+    )
+    .with_read_bound(bound);
     let base = Utc::now() - chrono::Duration::hours(3);
     let entries: Vec<LogEntry> = (0..60)
         .map(|i| {
@@ -622,7 +627,12 @@ async fn a_delivered_entry_past_a_short_retention_is_only_a_marker() {
     require_emulators!();
     // TTL deletion off, and a retention already over when written.
     let f = fixture("short-retention", |p| p.ttl_enabled = false).await;
-    let logs = DynamoLogStore::new(f.clients.dynamodb.clone(), &f.names.logs_table, chrono::Duration::seconds(-10));
+    let logs = DynamoLogStore::new(
+        f.clients.dynamodb.clone(),
+        &f.names.logs_table,
+        chrono::Duration::seconds(-10),
+        Arc::new(SystemClock),
+    );
     let mut entry = log_entry(Utc::now(), "pb_short", "T1", Outcome::Delivered);
     entry.id = logs.delivered_entry_id(&entry.delivery_id).unwrap();
     assert!(logs.record_delivered(&entry).await.unwrap());

@@ -186,7 +186,7 @@ impl AwsAdapters {
             postbacks: Arc::new(DynamoPostbackStore::new(dynamodb(), &names.postbacks_table, audit, clock.clone())),
             access: Arc::new(DynamoAccessStore::new(dynamodb(), &names.postbacks_table, audit)),
             touches: Arc::new(DynamoTouchStore::new(dynamodb(), &names.touches_table, retention, clock.clone())),
-            logs: Arc::new(DynamoLogStore::new(dynamodb(), &names.logs_table, retention).with_clock(clock.clone())),
+            logs: Arc::new(DynamoLogStore::new(dynamodb(), &names.logs_table, retention, clock.clone())),
             queue: Arc::new(SqsFiringQueue::new(clients, QueueSettings::from_names(names), clock.clone())),
             control: Arc::new(DynamoControlStore::new(dynamodb(), &names.control_table)),
             clock,

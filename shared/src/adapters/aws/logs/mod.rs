@@ -42,7 +42,6 @@ use self::markers::{MIN_MARKER_TTL, REPLAYED_PREFIX};
 use self::stats::STATS_PREFIX;
 use super::item::{batch_put, get_consistent, get_i64, is_expired, n, s, Item, EXPIRES_AT};
 use super::resources::LOGS_SORT_KEY;
-use crate::adapters::system::SystemClock;
 use crate::domain::log::{LogEntry, LogFilter, LogPage};
 use crate::domain::stats::HourCounts;
 use crate::ports::{Clock, LogStore, ReplayState, StoreError, StoreResult};
@@ -96,15 +95,14 @@ impl std::fmt::Debug for DynamoLogStore {
 impl DynamoLogStore {
     /// `retention` is how long entries live (`LOG_RETENTION_DAYS`). Timed by the system
     /// clock until `with_clock` gives another.
-    pub fn new(client: aws_sdk_dynamodb::Client, table: &str, retention: chrono::Duration) -> Self {
-        let clock = Arc::new(SystemClock);
+    /// Entries live `retention`; every "now" of the store is `clock`'s.
+    pub fn new(
+        client: aws_sdk_dynamodb::Client,
+        table: &str,
+        retention: chrono::Duration,
+        clock: Arc<dyn Clock>,
+    ) -> Self {
         Self { client, table: table.to_string(), retention, bound: ReadBound::default(), clock }
-    }
-
-    /// The same store timed by `clock` (the deployment's, or a test's manual one).
-    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
-        self.clock = clock;
-        self
     }
 
     /// Another read bound (tests use a tiny one to see listings stop and resume).
@@ -265,8 +263,12 @@ mod tests {
             .behavior_version(aws_sdk_dynamodb::config::BehaviorVersion::latest())
             .region(aws_sdk_dynamodb::config::Region::new("us-east-1"))
             .build();
-        let store =
-            DynamoLogStore::new(aws_sdk_dynamodb::Client::from_conf(config), "logs", chrono::Duration::days(30));
+        let store = DynamoLogStore::new(
+            aws_sdk_dynamodb::Client::from_conf(config),
+            "logs",
+            chrono::Duration::days(30),
+            Arc::new(crate::adapters::system::SystemClock),
+        );
         entry.id = delivered_entry_id(&entry.delivery_id);
         let item = store.entry_item(&entry, crate::testing::fixtures::now()).unwrap();
         // DynamoDB's size: names + values (numbers: about a byte per two digits, + 1).
