@@ -573,7 +573,15 @@ def test_hundred_entries_render_fast():
 def test_alert_postback_form():
     open_hash("/postbacks/new")
     fill("#f-name", "Ops chat")
+    # The macro picker offers what the type's templates take.
+    options = lambda: [o.get_attribute("value") for o in d.find_elements(By.CSS_SELECTOR, "#macro-picker option")]
+    Select(css("#f-type")).select_by_value("click")
+    got = options()
+    assert "payout" in got and "params." in got and "alert_message" not in got and "original_delivery_id" not in got, got
     Select(css("#f-type")).select_by_value("alert")
+    got = options()
+    assert "alert_message" in got and "transaction_id" in got and "payout" not in got and "params." not in got, got
+    assert not css("#macro-param").is_displayed(), "no params key for an alert postback"
     Select(css("#f-method")).select_by_value("POST")
     fill("#f-url", f"{RECEIVER}/ok/chat")
     body = fill("#f-body", '{"text": "')
@@ -751,11 +759,17 @@ def test_find_box_and_count():
             find("Failing CRM")
             until(lambda: d.find_element(By.ID, "find-result").text == "Postback “Failing CRM”.", "the postback found")
             until(lambda: all("Failing CRM" in r.text for r in d.find_elements(By.CSS_SELECTOR, "#logs tbody tr")), "its entries")
-            # A delivery id (GET /logs has no filter for it): its entry opens, with its chain.
+            # A delivery id: its latest attempt opens, with its chain.
             entry = json.loads(http("GET", "/logs?postback_name=Failing%20CRM&limit=1", key=ADMIN)[2])["items"][0]
+            latest = json.loads(http("GET", f"/logs?delivery_id={entry['delivery_id']}&limit=1", key=ADMIN)[2])["items"][0]
             find(entry["delivery_id"])
             until(lambda: entry["delivery_id"] in d.find_element(By.ID, "chain-title").text, "the delivery's entry")
-            assert "#/logs/" in d.current_url
+            assert d.current_url.endswith("#/logs/" + latest["id"]), (d.current_url, latest["id"])
+            # A delivery id no entry has.
+            open_hash("/logs")
+            css("#logs")
+            find("d_" + "0" * 32)
+            until(lambda: d.find_element(By.ID, "find-result").text == f"No entry of delivery d_{'0' * 32} in the log.", "no such delivery")
             # Nothing.
             open_hash("/logs")
             css("#logs")

@@ -221,6 +221,16 @@ async fn versions_and_log_filters_over_http() {
     let broken = api.logs("postback_name.contains=Brok&outcome.not=delivered&test=true").await;
     assert_eq!(broken.len(), 1);
     assert_eq!(broken[0]["postback_id"], json!(failing));
+    // `delivery_id` (beyond the spec's list): one firing's attempts; on the delivered
+    // postback, whose entries no retry adds to, *is* and *is not* split its entries.
+    let of_ok: Vec<&serde_json::Value> = all.iter().filter(|e| e["postback_id"] == json!(ok)).collect();
+    let delivery = of_ok[0]["delivery_id"].as_str().unwrap();
+    let of_delivery = api.logs(&format!("delivery_id={delivery}")).await;
+    assert_eq!(of_delivery.len(), 1, "{of_delivery:?}");
+    assert_eq!(of_delivery[0]["id"], of_ok[0]["id"]);
+    let others = api.logs(&format!("postback_id={ok}&delivery_id.not={delivery}")).await;
+    assert_eq!(others.len(), of_ok.len() - 1);
+    assert!(others.iter().all(|e| e["delivery_id"] != delivery));
 
     for (query, field) in [
         ("status_code.contains=20", "status_code.contains"),

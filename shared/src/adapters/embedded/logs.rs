@@ -341,6 +341,7 @@ fn predicate_column(column: LogColumn) -> &'static str {
         LogColumn::StatusCode => "status_code",
         LogColumn::Outcome => "outcome",
         LogColumn::PostbackName => "json_extract(body, '$.postback_name')",
+        LogColumn::DeliveryId => "json_extract(body, '$.delivery_id')",
         LogColumn::EventId => "json_extract(body, '$.event_id')",
         LogColumn::Url => "json_extract(body, '$.url')",
         LogColumn::Error => "json_extract(body, '$.error')",

@@ -37,6 +37,11 @@ export const MACROS = [
 export const ALERT_MACROS = [
   "alert", "alert_message", "alert_postback_id", "alert_postback_name", "alert_url", "status_code", "error",
 ];
+// The macros alert postbacks share with event postbacks: with ALERT_MACROS, all an alert
+// postback's templates take.
+export const ALERT_SHARED_MACROS = [
+  "transaction_id", "type", "timestamp", "unix_timestamp", "postback_id", "postback_name", "attempt", "delivery_id", "signature",
+];
 // Macro functions (`{payout|mul:0.8|round:2}`): what the picker inserts, and one line of
 // help each (spec: Macro functions).
 export const FUNCTIONS = [
@@ -59,7 +64,7 @@ const ALERT_KINDS = ["breaker_opened", "breaker_closed", "firing_failed", "appro
 const FIRE_ON = ["approved", "pending", "rejected", "all"];
 const OPS = ["eq", "ne", "in", "not_in", "contains", "gt", "gte", "lt", "lte", "exists", "not_exists"];
 const LOG_COLUMNS = [
-  "postback_id", "postback_name", "transaction_id", "event_id", "type", "offer_id", "publisher_id",
+  "postback_id", "postback_name", "transaction_id", "delivery_id", "event_id", "type", "offer_id", "publisher_id",
   "status_code", "outcome", "url", "error", "response_body", "test",
 ];
 
@@ -379,16 +384,24 @@ function conditionRow(c = {}) {
   return row;
 }
 
+// The macro picker offers what the chosen type's templates take (`pick.showFor`, called
+// with the form's fields): an alert postback's macros, or the event macros with
+// `{params.<key>}` (and the reversal request's own two where the type has one).
 function macroPicker() {
   const key = h("input", { id: "macro-param", placeholder: "params key", "aria-label": "params key", size: 10 });
-  const pick = h("select", { id: "macro-picker", "aria-label": "Insert a macro" },
-    h("option", { value: "" }, "Insert macro…"),
-    isPartner()
-      ? h("optgroup", { label: "Macros" }, MACROS.filter((m) => !NETWORK_MACROS.includes(m)).map((m) => h("option", { value: m }, `{${m}}`)))
-      : [h("optgroup", { label: "Event postbacks" }, MACROS.map((m) => h("option", { value: m }, `{${m}}`)),
-        h("option", { value: "params." }, "{params.<key>}")),
-      h("optgroup", { label: "Alert postbacks" }, ALERT_MACROS.map((m) => h("option", { value: m }, `{${m}}`))),
-      h("optgroup", { label: "Reversal request" }, ["original_delivery_id", "original_fired_at"].map((m) => h("option", { value: m }, `{${m}}`)))]);
+  const pick = h("select", { id: "macro-picker", "aria-label": "Insert a macro" });
+  const options = (names) => names.map((m) => h("option", { value: m }, `{${m}}`));
+  pick.showFor = (type, reversal) => {
+    const groups = isPartner()
+      ? [h("optgroup", { label: "Macros" }, options(MACROS.filter((m) => !NETWORK_MACROS.includes(m))))]
+      : type === "alert"
+        ? [h("optgroup", { label: "Alert postbacks" }, options([...ALERT_MACROS, ...ALERT_SHARED_MACROS]))]
+        : [h("optgroup", { label: "Event postbacks" }, options(MACROS), h("option", { value: "params." }, "{params.<key>}")),
+          reversal ? h("optgroup", { label: "Reversal request" }, options(["original_delivery_id", "original_fired_at"])) : null];
+    pick.replaceChildren(h("option", { value: "" }, "Insert macro…"), ...groups.filter(Boolean));
+    key.hidden = isPartner() || type === "alert";
+  };
+  pick.showFor("conversion", true);
   const note = h("small", { class: "hint", id: "macro-target" }, "Inserts at the cursor of the last URL, header value or body field you were in.");
   pick.addEventListener("change", () => {
     let name = pick.value;
@@ -728,6 +741,7 @@ async function editPage(id) {
       const el = form.querySelector(`[data-for="${name}"]`) || form.querySelector(`fieldset[data-field="${name}"]`);
       if (el && isPartner()) el.hidden = true;
     }
+    form.querySelector("#macro-picker").showFor(type, fits.reversal);
     fieldsNote.textContent = hidden.length ? `Hidden, as they do not apply to ${/^[aeiou]/.test(type) ? "an" : "a"} ${type} postback${fits.fire_on ? ` that fires on ${form.querySelector('[data-field="fire_on"]').value}` : ""}: ${hidden.join(", ")}.` : "";
   };
   form.querySelector('[data-field="type"]').addEventListener("change", paintFields);
@@ -837,7 +851,7 @@ async function versionsSection(id) {
 const logState = { filters: [], from: "", to: "", limit: "50", cursors: [null], count: null, note: "" };
 // The filters' column names as people say them (the option's value stays the API's).
 const COLUMN_LABELS = {
-  postback_id: "Postback id", postback_name: "Postback name", transaction_id: "Transaction id", event_id: "Event id",
+  postback_id: "Postback id", postback_name: "Postback name", transaction_id: "Transaction id", delivery_id: "Delivery id", event_id: "Event id",
   type: "Type", offer_id: "Offer id", publisher_id: "Publisher id", status_code: "Status code", outcome: "Outcome",
   url: "URL", error: "Error", response_body: "Response body", test: "Test (true / false)",
 };
@@ -890,11 +904,9 @@ export function logRows(items) {
 }
 
 // The search box: one text, tried as what it looks like. A log entry id (a UUID) opens
-// that entry; a delivery id (`d_` + 32 hex: GET /logs has no filter for it) is looked for
-// in the newest entries, and its entry opened (its page shows the attempt chain); any
-// other text is a transaction id, else a postback name (exact, then a part of one).
-// Each step is a GET /logs filter the page has anyway: no API of its own.
-export const FIND_SCAN_PAGES = 4;
+// that entry; a delivery id (`d_` + 32 hex) opens its latest attempt (whose page shows
+// the attempt chain); any other text is a transaction id, else a postback name (exact,
+// then a part of one). Each step is a GET /logs filter the page has anyway.
 async function find(text) {
   const t = text.trim();
   if (!t) return { note: "Type a transaction id, delivery id or postback name." };
@@ -904,16 +916,10 @@ async function find(text) {
     if (r.ok) return { entry: t };
   }
   if (/^d_[0-9a-f]{32}$/.test(t)) {
-    let cursor = null;
-    for (let i = 0; i < FIND_SCAN_PAGES; i++) {
-      const r = await api("GET", `/logs?${q(cursor ? { limit: COUNT_LIMIT, cursor } : { limit: COUNT_LIMIT })}`);
-      if (!r.ok) return { error: errorText(r) };
-      const hit = r.data.items.find((e) => e.delivery_id === t);
-      if (hit) return { entry: hit.id };
-      cursor = r.data.next_cursor;
-      if (!cursor) break;
-    }
-    return { note: `No entry of delivery ${t} among the newest ${FIND_SCAN_PAGES * COUNT_LIMIT}: add a time range or a postback filter and look in the list.` };
+    const r = await one({ delivery_id: t });
+    if (!r.ok) return { error: errorText(r) };
+    if (r.data.items.length) return { entry: r.data.items[0].id };
+    return { note: `No entry of delivery ${t} in the log.` };
   }
   const [tx, name] = await Promise.all([one({ transaction_id: t }), one({ postback_name: t })]);
   if (!tx.ok) return { error: errorText(tx) };
@@ -1120,8 +1126,8 @@ async function logDetailPage(id) {
   if (e.replay_of) facts.push(["Replay of", entryLink(e.replay_of, "replay-of")]);
   if (e.reversal_of) facts.push(["Reversal of", entryLink(e.reversal_of, "reversal-of")]);
   if (e.next_attempt_at) facts.push(["Next attempt", when(e.next_attempt_at)]);
-  const chain = await api("GET", `/logs?${q({ transaction_id: e.transaction_id, postback_id: e.postback_id, limit: 100 })}`);
-  const attempts = chain.ok ? chain.data.items.filter((x) => x.delivery_id === e.delivery_id).sort((a, b) => a.attempt - b.attempt || a.fired_at.localeCompare(b.fired_at)) : [];
+  const chain = await api("GET", `/logs?${q({ transaction_id: e.transaction_id, postback_id: e.postback_id, delivery_id: e.delivery_id, limit: 100 })}`);
+  const attempts = chain.ok ? chain.data.items.sort((a, b) => a.attempt - b.attempt || a.fired_at.localeCompare(b.fired_at)) : [];
   mount(main(),
     h("div", { class: "bar" }, h("h1", {}, "Log entry"), h("span", { class: "mono" }, e.id)),
     h("section", { class: "card" }, h("dl", { class: "facts" }, facts.map(([k, v]) => [h("dt", {}, k), h("dd", {}, v)]))),

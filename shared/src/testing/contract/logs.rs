@@ -364,6 +364,21 @@ pub async fn logs_is_not_and_contains(a: &Adapters) {
         ("test is", with(vec![p(C::Test, Is, "true")]), Box::new(|e| e.test)),
         ("test not", with(vec![p(C::Test, IsNot, "true")]), Box::new(|e| !e.test)),
         ("postback_name is", with(vec![p(C::PostbackName, Is, "CRM")]), Box::new(|e| e.postback_name == "CRM")),
+        ("delivery_id is", with(vec![p(C::DeliveryId, Is, "d_pred_7")]), Box::new(|e| e.delivery_id == "d_pred_7")),
+        (
+            "delivery_id contains",
+            with(vec![p(C::DeliveryId, Contains, "pred_1")]),
+            Box::new(|e| e.delivery_id.contains("pred_1")),
+        ),
+        (
+            "on the postback index: delivery_id not",
+            LogFilter {
+                postback_id: Some("pb_b".into()),
+                predicates: vec![p(C::DeliveryId, IsNot, "d_pred_4")],
+                ..filter()
+            },
+            Box::new(|e| e.postback_id == "pb_b" && e.delivery_id != "d_pred_4"),
+        ),
         (
             "event_id not (keeps entries without one)",
             with(vec![p(C::EventId, IsNot, "ev_4")]),

@@ -359,9 +359,12 @@ fn predicate_attribute(column: LogColumn) -> Option<&'static str> {
         LogColumn::StatusCode => Some(STATUS_CODE),
         LogColumn::Outcome => Some(OUTCOME),
         LogColumn::Test => Some(TEST),
-        LogColumn::PostbackName | LogColumn::EventId | LogColumn::Url | LogColumn::Error | LogColumn::ResponseBody => {
-            None
-        }
+        LogColumn::PostbackName
+        | LogColumn::DeliveryId
+        | LogColumn::EventId
+        | LogColumn::Url
+        | LogColumn::Error
+        | LogColumn::ResponseBody => None,
     }
 }
 
