@@ -13,12 +13,16 @@ export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/postback-target}"
 PROFILE="${PROFILE:-lambda}"
 RUNS="${RUNS:-10}"
 INVOKES="${INVOKES:-11}"
-BIN="$CARGO_TARGET_DIR/$PROFILE"
+# The bootstraps build in a target folder of their own: `sam build` (cargo lambda) writes
+# `$CARGO_TARGET_DIR/lambda/<function>/bootstrap`, the very paths Cargo's `lambda` profile
+# puts its binaries at, so the two cannot share one.
+BENCH_TARGET="$CARGO_TARGET_DIR/lambda-bench"
+BIN="$BENCH_TARGET/$PROFILE"
 
 if [[ "${1:-}" != "--inner" ]]; then
     echo "building the bootstraps (profile $PROFILE)..." >&2
-    cargo build --locked --profile "$PROFILE" -p config-api -p ingest -p dispatch
-    cargo build --locked --profile "$PROFILE" -p dispatch --example runtime_baseline
+    CARGO_TARGET_DIR="$BENCH_TARGET" cargo build --locked --profile "$PROFILE" -p config-api -p ingest -p dispatch
+    CARGO_TARGET_DIR="$BENCH_TARGET" cargo build --locked --profile "$PROFILE" -p dispatch --example runtime_baseline
     cargo build --locked -p dispatch --example aws_bootstrap
     echo >&2
     echo "| bootstrap | size (bytes) | size (MiB) |" >&2

@@ -168,40 +168,6 @@ pub trait LogStore: Send + Sync {
         None
     }
     async fn is_delivered(&self, delivery_id: &str) -> StoreResult<bool>;
-    /// The delivered, non-test entries of a transaction, newest first, at most
-    /// `MAX_DELIVERED_READ` (what a rejection's reversals are decided on: docs/DESIGN.md
-    /// *Reversals*). Read through the stores' transaction index with an outcome filter
-    /// (DynamoDB: the logs table's `by_transaction` index), never a scan.
-    ///
-    /// Provided over `query`; every adapter uses it as is.
-    async fn delivered_of_transaction(&self, transaction_id: &str) -> StoreResult<Vec<LogEntry>> {
-        use crate::domain::log::{Cursor, LogColumn, LogOp, LogPredicate, Outcome, MAX_LOG_LIMIT};
-        let not_test = LogPredicate::new(LogColumn::Test, LogOp::Is, "false")
-            .map_err(|e| StoreError::Corrupt(format!("delivered filter: {e}")))?;
-        let mut filter = LogFilter {
-            transaction_id: Some(transaction_id.to_string()),
-            outcome: Some(Outcome::Delivered),
-            limit: MAX_LOG_LIMIT,
-            predicates: vec![not_test],
-            ..LogFilter::default()
-        };
-        let mut entries = Vec::new();
-        loop {
-            let page = self.query(&filter).await?;
-            entries.extend(page.items);
-            if entries.len() >= MAX_DELIVERED_READ {
-                entries.truncate(MAX_DELIVERED_READ);
-                return Ok(entries);
-            }
-            match page.next_cursor {
-                Some(next) => {
-                    filter.cursor =
-                        Some(Cursor::decode(&next).map_err(|e| StoreError::Corrupt(format!("listing cursor: {e}")))?)
-                }
-                None => return Ok(entries),
-            }
-        }
-    }
     async fn get(&self, id: &str) -> StoreResult<Option<LogEntry>>;
     /// Newest first, filtered, paginated by the opaque cursor.
     async fn query(&self, filter: &LogFilter) -> StoreResult<LogPage>;
@@ -228,10 +194,6 @@ pub trait LogStore: Send + Sync {
     /// selection returns.)
     async fn mark_replayed(&self, entries: &[LogEntry]) -> StoreResult<()>;
 }
-
-/// The most delivered entries of one transaction `LogStore::delivered_of_transaction`
-/// reads: a transaction's conversion is delivered to a handful of receivers.
-pub const MAX_DELIVERED_READ: usize = 1000;
 
 /// See `LogStore::replay_states`.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]

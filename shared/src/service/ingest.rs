@@ -2,15 +2,14 @@
 
 use std::collections::{HashMap, HashSet};
 
-use chrono::{DateTime, Duration as ChronoDuration, Utc};
+use chrono::Duration as ChronoDuration;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 use super::{App, ServiceResult};
 use crate::domain::enrich::enrich_from_click;
-use crate::domain::event::{CurrentStatus, Event, EventType, Status};
+use crate::domain::event::{Event, EventType, Status};
 use crate::domain::firing::Firing;
-use crate::domain::matching::PostbackIndex;
 use crate::ports::TouchRecord;
 
 /// What ingest says about one event.
@@ -138,36 +137,6 @@ impl App {
         }
         tracing::debug!(events = results.len(), firings = firings.len(), "ingested");
         Ok(results)
-    }
-}
-
-impl App {
-    /// The reversal firings a rejection of `event`'s conversion (or named event) calls
-    /// for: one per delivered firing of it whose postback has a reversal request.
-    async fn reversals_of(
-        &self,
-        index: &PostbackIndex,
-        event: &Event,
-        now: DateTime<Utc>,
-    ) -> ServiceResult<Vec<Firing>> {
-        let key = event.status_key();
-        let rejection = CurrentStatus {
-            status: Status::Rejected,
-            rejection_reason: event.rejection_reason.clone(),
-            updated_at: event.timestamp,
-        };
-        let mut reversals = Vec::new();
-        for entry in self.ports.logs.delivered_of_transaction(&event.transaction_id).await? {
-            let Some(original) = entry.firing.as_ref() else { continue };
-            if original.event.kind != event.kind || original.event.status_key() != key {
-                continue;
-            }
-            let Some(postback) = index.get(&entry.postback_id).filter(|p| p.reversal.is_some()) else { continue };
-            if let Some(reversal) = Firing::reversal_for(&entry, &rejection, now) {
-                reversals.push(reversal.bound_to(&postback));
-            }
-        }
-        Ok(reversals)
     }
 }
 

@@ -12,6 +12,7 @@ pub mod metrics;
 pub mod partners;
 mod queue_loop;
 pub mod replay;
+pub mod reversals;
 #[cfg(test)]
 mod tests;
 

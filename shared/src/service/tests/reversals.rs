@@ -11,7 +11,7 @@ use crate::domain::event::{Status, StatusKey};
 use crate::domain::firing::Firing;
 use crate::domain::log::{LogEntry, LogFilter, Outcome};
 use crate::entry::http::parse;
-use crate::ports::{LogStore, TouchRecord, TouchStore};
+use crate::ports::{TouchRecord, TouchStore};
 use crate::service::replay::{ReplayRequest, MAX_REPLAY};
 use crate::service::AttemptOutcome;
 use crate::testing::Answer;
@@ -300,7 +300,7 @@ async fn without_a_reversal_request_a_rejection_reads_no_deliveries() {
     let current = w.memory.touches.get_status("T1", &StatusKey::Conversion).await.unwrap().unwrap();
     assert_eq!(current.status, Status::Rejected);
     // What ingest would have read: the store answers the delivered entry.
-    assert_eq!(w.memory.logs.delivered_of_transaction("T1").await.unwrap().len(), 1);
+    assert_eq!(crate::service::reversals::delivered_of_transaction(&*w.memory.logs, "T1").await.unwrap().len(), 1);
 }
 
 #[test]

@@ -5,6 +5,7 @@ use chrono::Duration;
 use crate::domain::event::EventType;
 use crate::domain::log::{Cursor, LogColumn, LogEntry, LogFilter, LogOp, LogPredicate, Outcome};
 use crate::service::replay::failed_firings;
+use crate::service::reversals::delivered_of_transaction;
 use crate::testing::{fixtures, Adapters};
 
 fn ids(entries: &[LogEntry]) -> Vec<String> {
@@ -53,7 +54,7 @@ pub async fn logs_delivered_of_transaction(a: &Adapters) {
         }
         e
     };
-    assert_eq!(a.logs.delivered_of_transaction(&txid).await.unwrap(), vec![], "none yet");
+    assert_eq!(delivered_of_transaction(&*a.logs, &txid).await.unwrap(), vec![], "none yet");
     let first = entry("d_a", &txid, Outcome::Delivered, false);
     let second = entry("d_b", &txid, Outcome::Delivered, false);
     assert!(a.logs.record_delivered(&first).await.unwrap());
@@ -66,7 +67,7 @@ pub async fn logs_delivered_of_transaction(a: &Adapters) {
         entry("d_g", &other, Outcome::Delivered, false),
     ];
     a.logs.append(&noise).await.unwrap();
-    let mut got = a.logs.delivered_of_transaction(&txid).await.unwrap();
+    let mut got = delivered_of_transaction(&*a.logs, &txid).await.unwrap();
     got.sort_by(|x, y| x.delivery_id.cmp(&y.delivery_id));
     assert_eq!(got, vec![first.clone(), second.clone()], "the delivered entries, whole");
     assert!(got.iter().all(|e| e.firing.is_some()), "with the firing a reversal is made from");
