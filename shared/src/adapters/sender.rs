@@ -73,6 +73,10 @@ const CONNECTION_HEADERS: &[&str] = &[
 #[derive(Debug, Clone)]
 pub struct ReqwestSender {
     client: reqwest::Client,
+    /// For `public_only` requests when `allow_private_targets` lets `client` reach
+    /// private addresses: its resolver keeps public ones only (and its pool never holds a
+    /// connection `client` opened to a private address).
+    public_client: Option<reqwest::Client>,
     config: SenderConfig,
     connect_timeout: Duration,
 }
@@ -80,7 +84,18 @@ pub struct ReqwestSender {
 impl ReqwestSender {
     pub fn new(config: SenderConfig) -> Result<Self, SenderBuildError> {
         let connect_timeout = config.timeout.min(MAX_CONNECT_TIMEOUT);
-        let client = reqwest::Client::builder()
+        let client = Self::client(&config, connect_timeout, config.allow_private_targets)?;
+        let public_client =
+            if config.allow_private_targets { Some(Self::client(&config, connect_timeout, false)?) } else { None };
+        Ok(Self { client, public_client, config, connect_timeout })
+    }
+
+    fn client(
+        config: &SenderConfig,
+        connect_timeout: Duration,
+        allow_private: bool,
+    ) -> Result<reqwest::Client, SenderBuildError> {
+        Ok(reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
             .no_proxy()
             .timeout(config.timeout)
@@ -89,14 +104,22 @@ impl ReqwestSender {
             .pool_idle_timeout(IDLE_CONNECTION_TIMEOUT)
             .tcp_keepalive(TCP_KEEPALIVE)
             .user_agent(config.user_agent.clone())
-            .dns_resolver(GuardedResolver { allow_private: config.allow_private_targets })
-            .build()?;
-        Ok(Self { client, config, connect_timeout })
+            .dns_resolver(GuardedResolver { allow_private })
+            .build()?)
+    }
+
+    /// The client for `request`: the public-only one for a `public_only` request.
+    fn client_for(&self, request: &OutboundRequest) -> &reqwest::Client {
+        match &self.public_client {
+            Some(public) if request.public_only => public,
+            _ => &self.client,
+        }
     }
 
     fn build_request(&self, request: &OutboundRequest) -> Result<reqwest::Request, SendFailure> {
         let url = url::Url::parse(&request.url).map_err(|e| SendFailure::Refused(format!("invalid URL: {e}")))?;
-        guard::check_url(&url, self.config.allow_private_targets).map_err(SendFailure::Refused)?;
+        let allow_private = self.config.allow_private_targets && !request.public_only;
+        guard::check_url(&url, allow_private).map_err(SendFailure::Refused)?;
         let method = reqwest::Method::from_bytes(request.method.as_bytes())
             .map_err(|_| SendFailure::Refused(format!("invalid HTTP method {:?}", request.method)))?;
         let mut headers = HeaderMap::with_capacity(request.headers.len());
@@ -145,7 +168,7 @@ impl HttpSender for ReqwestSender {
     async fn send(&self, request: &OutboundRequest) -> Result<OutboundResponse, SendFailure> {
         let built = self.build_request(request)?;
         let started = Instant::now();
-        let mut response = self.client.execute(built).await.map_err(|e| self.failure(e))?;
+        let mut response = self.client_for(request).execute(built).await.map_err(|e| self.failure(e))?;
         let status = response.status().as_u16();
         let retry_after =
             response.headers().get(RETRY_AFTER).map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());

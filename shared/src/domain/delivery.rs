@@ -16,6 +16,9 @@ pub struct OutboundRequest {
     pub url: String,
     pub headers: BTreeMap<String, String>,
     pub body: Option<String>,
+    /// Public addresses only, whatever the sender's own setting lets other requests
+    /// reach: a partner's postback unless `PARTNER_PRIVATE_TARGETS` (spec *Partners*).
+    pub public_only: bool,
 }
 
 /// What came back from a destination.

@@ -36,7 +36,13 @@ impl CompiledPostback {
         if body.is_some() && !headers.keys().any(|k| k.eq_ignore_ascii_case("content-type")) {
             headers.insert("Content-Type".to_string(), self.postback.content_type.clone());
         }
-        Ok(OutboundRequest { method: self.postback.method.as_str().to_string(), url, headers, body })
+        Ok(OutboundRequest {
+            method: self.postback.method.as_str().to_string(),
+            url,
+            headers,
+            body,
+            public_only: false,
+        })
     }
 }
 
@@ -94,6 +100,7 @@ impl OutboundRequest {
             url: redact_url(&self.url),
             headers: redact_headers(&self.headers),
             body: self.body.as_deref().map(redact_body),
+            public_only: self.public_only,
         }
     }
 }

@@ -231,7 +231,7 @@ impl Dispatcher {
 
         let ctx = firing.macro_context(&postback.postback);
         let fired_at = self.app.ports.clock.now();
-        let request = match target.render_signed(&ctx, fired_at) {
+        let mut request = match target.render_signed(&ctx, fired_at) {
             Ok(request) => request,
             Err(err) => {
                 // Only reachable with a value that cannot go into a header (CR/LF):
@@ -244,6 +244,7 @@ impl Dispatcher {
             }
         };
 
+        request.public_only = self.partner_guarded(postback);
         let started = std::time::Instant::now();
         let result = match self.partner_refusal(postback, &request) {
             Some(refused) => Err(refused),
@@ -333,12 +334,18 @@ impl Dispatcher {
         Ok(Attempt { outcome, entry, retryable_failure: Some(retryable_failure), acked, postback: refreshed })
     }
 
-    /// The partner guard: a partner's postback (sends, tests, resends) never reaches a
-    /// private or loopback address unless `PARTNER_PRIVATE_TARGETS`, whatever
-    /// `ALLOW_PRIVATE_TARGETS` lets the network's own reach. Judged on the rendered URL's
-    /// host (`localhost` included); host names resolve through the sender's guard.
+    /// Whether the partner guard applies: a partner's postback (sends, tests, resends)
+    /// never reaches a private or loopback address unless `PARTNER_PRIVATE_TARGETS`,
+    /// whatever `ALLOW_PRIVATE_TARGETS` lets the network's own reach.
+    fn partner_guarded(&self, postback: &CompiledPostback) -> bool {
+        postback.postback.owner.is_some() && !self.app.policy.partners.private_targets
+    }
+
+    /// The partner guard on the rendered URL's host (`localhost` included), with a
+    /// message naming it; a host name is resolved by the sender, which keeps only public
+    /// addresses for a request marked `public_only`.
     fn partner_refusal(&self, postback: &CompiledPostback, request: &OutboundRequest) -> Option<SendFailure> {
-        if postback.postback.owner.is_none() || self.app.policy.partners.private_targets {
+        if !self.partner_guarded(postback) {
             return None;
         }
         let url = match url::Url::parse(&request.url) {

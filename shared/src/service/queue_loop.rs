@@ -462,6 +462,7 @@ mod tests {
             url: "https://aff.example/pb".into(),
             headers: Default::default(),
             body: None,
+            public_only: false,
         }
     }
 

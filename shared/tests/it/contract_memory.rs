@@ -135,7 +135,13 @@ async fn the_manual_clock_moves_only_when_told_and_wakes_sleepers() {
 }
 
 fn get(url: &str) -> OutboundRequest {
-    OutboundRequest { method: "GET".into(), url: url.into(), headers: Default::default(), body: None }
+    OutboundRequest {
+        method: "GET".into(),
+        url: url.into(),
+        headers: Default::default(),
+        body: None,
+        public_only: false,
+    }
 }
 
 #[tokio::test]

@@ -87,7 +87,7 @@ fn sender(allow_private: bool) -> ReqwestSender {
 }
 
 fn get_req(url: impl Into<String>) -> OutboundRequest {
-    OutboundRequest { method: "GET".into(), url: url.into(), headers: BTreeMap::new(), body: None }
+    OutboundRequest { method: "GET".into(), url: url.into(), headers: BTreeMap::new(), body: None, public_only: false }
 }
 
 #[tokio::test]
@@ -116,6 +116,7 @@ async fn sends_method_headers_and_body() {
         ]
         .into(),
         body: Some(r#"{"lead":"T1"}"#.into()),
+        public_only: false,
     };
     let r = sender(true).send(&request).await.unwrap();
     assert_eq!(r.status, 200);
@@ -219,6 +220,24 @@ async fn loopback_is_refused_by_default_and_allowed_when_configured() {
     assert_eq!(open.send(&get_req(format!("http://127.0.0.1:{port}/hit"))).await.unwrap().status, 200);
     assert_eq!(open.send(&get_req(format!("http://localhost:{port}/hit"))).await.unwrap().status, 200);
     assert_eq!(hits.count(), 2);
+}
+
+/// A `public_only` request (a partner's postback) reaches public addresses only, also
+/// from a sender that lets other requests reach private ones: by literal and by name
+/// (the name resolving only to loopback), and not over a connection the sender's other
+/// requests opened to the same server.
+#[tokio::test]
+async fn public_only_requests_are_refused_private_addresses_whatever_the_sender_allows() {
+    let (addr, hits) = start_server().await;
+    let port = addr.port();
+    let open = sender(true);
+    assert_eq!(open.send(&get_req(format!("http://localhost:{port}/hit"))).await.unwrap().status, 200);
+    for url in [format!("http://127.0.0.1:{port}/hit"), format!("http://localhost:{port}/hit")] {
+        let partner = OutboundRequest { public_only: true, ..get_req(url.clone()) };
+        let err = open.send(&partner).await.unwrap_err();
+        assert!(matches!(err, SendFailure::Refused(_)), "{url}: {err:?}");
+    }
+    assert_eq!(hits.count(), 1, "only the network's own request arrived");
 }
 
 #[tokio::test]

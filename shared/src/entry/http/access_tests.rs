@@ -28,6 +28,8 @@ pub(super) struct World {
     pub router: axum::Router,
     pub memory: MemoryAdapters,
     pub clock: Arc<ManualClock>,
+    /// Every request the app sent.
+    pub sender: Arc<crate::testing::ScriptedSender>,
 }
 
 fn world() -> World {
@@ -35,10 +37,10 @@ fn world() -> World {
 }
 
 pub(super) fn world_with(partners: crate::domain::partner::PartnerPolicy) -> World {
-    let TestApp { app, memory, clock, .. } =
+    let TestApp { app, memory, clock, sender } =
         testing::app(Arc::new(ManualClock::starting_now()), Policy { partners, ..testing::policy() });
     let router = router(app.clone(), ApiKeys::new(ADMIN, INGEST), RouteSet::All);
-    World { app, router, memory, clock }
+    World { app, router, memory, clock, sender }
 }
 
 pub(super) async fn call(

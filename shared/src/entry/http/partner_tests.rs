@@ -301,6 +301,8 @@ async fn two_partners_never_reach_each_others_anything() {
 /// A partner's postback stored with a loopback URL (as by hand: the save refuses it)
 /// is refused at send time, whatever the network's own guard allows, unless
 /// `PARTNER_PRIVATE_TARGETS`; the network's own postback to the same address is sent.
+/// A host name goes to the sender marked `public_only` (the sender resolves it and keeps
+/// public addresses only: `tests/it/sender.rs`), the network's own unmarked.
 #[tokio::test]
 async fn partners_sends_never_reach_private_addresses_unless_allowed() {
     for (allowed, expect_sent) in [(false, false), (true, true)] {
@@ -319,6 +321,19 @@ async fn partners_sends_never_reach_private_addresses_unless_allowed() {
         assert_eq!(answer["response"]["status"] == json!(200), expect_sent, "{answer}");
         let (_, network) = call(&w.router, "POST", "/postbacks/pb_network/test", Some(ADMIN), None).await;
         assert_eq!(network["response"]["status"], json!(200), "the network's own is the sender's business: {network}");
+
+        for (id, owner) in [("pb_partner_named", Some("7")), ("pb_network_named", None)] {
+            let mut p = fixtures::postback(id, EventType::Conversion);
+            p.url = format!("http://{id}.crm.internal/pb?c={{transaction_id}}");
+            p.owner = owner.map(|o| crate::domain::postback::Owner { publisher_id: o.into() });
+            w.memory.postbacks.create(&p, &fixtures::audit(&p.id)).await.unwrap();
+            let key = if owner.is_some() { partner.as_str() } else { ADMIN };
+            let (status, answer) = call(&w.router, "POST", &format!("/postbacks/{id}/test"), Some(key), None).await;
+            assert_eq!(status, StatusCode::OK, "{answer}");
+            let sent = w.sender.requests_to(&format!("http://{id}.crm.internal/"));
+            assert_eq!(sent.len(), 1, "{answer}");
+            assert_eq!(sent[0].request.public_only, owner.is_some() && !allowed, "{id}, allowed {allowed}");
+        }
     }
     // And at save: refused, naming the url.
     let w = review();
