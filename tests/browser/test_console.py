@@ -582,6 +582,7 @@ def test_alert_postback_form():
     got = options()
     assert "alert_message" in got and "transaction_id" in got and "payout" not in got and "params." not in got, got
     assert not css("#macro-param").is_displayed(), "no params key for an alert postback"
+    assert "{alert_message}" in css("#f-url").get_attribute("placeholder"), "an alert's example URL"
     Select(css("#f-method")).select_by_value("POST")
     fill("#f-url", f"{RECEIVER}/ok/chat")
     body = fill("#f-body", '{"text": "')
@@ -905,6 +906,10 @@ def test_a_key_that_stops_working_keeps_the_place_and_the_edit():
             start = target if what != "link" else "#/logs"
             open_hash(start[1:])
             css(ready if what != "link" else "#logs")
+            if start == "#/logs":
+                # The list asks for its match count a moment after it paints: let that
+                # answer first, or it would meet the revoked key before the step does.
+                until(lambda: d.find_element(By.ID, "log-count").get_attribute("data-count"), "the match count")
             revoke_and_wait(made)
             expected_failures["401"] += 6
             if what == "reload":

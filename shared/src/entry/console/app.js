@@ -76,13 +76,16 @@ const LOG_COLUMNS = [
 // paints nothing over the sign-in. `signIn`: the sign-in's own check, which shows its
 // own message.
 // A call whose answer comes after the manager has moved to another page is left waiting
-// the same way, so a slow page never paints over the one that replaced it.
+// the same way, so a slow page never paints over the one that replaced it. A 401 to a key
+// the tab no longer holds (signed out, or in with another key, while it was under way)
+// says nothing about the current key: it is left waiting too.
 const KEY_STOPPED = "The key no longer works — sign in again.";
 let draft = null;
 let routeSeq = 0;
 async function api(method, path, body, { signIn = false } = {}) {
   const seq = routeSeq;
-  const headers = { "x-api-key": sessionStorage.getItem(KEY) || "" };
+  const sentKey = sessionStorage.getItem(KEY) || "";
+  const headers = { "x-api-key": sentKey };
   if (body !== undefined) headers["content-type"] = "application/json";
   let res;
   try {
@@ -93,7 +96,7 @@ async function api(method, path, body, { signIn = false } = {}) {
   const text = await res.text();
   let data = null;
   try { data = text ? JSON.parse(text) : null; } catch { data = { error: { code: "not_json", message: text } }; }
-  if (res.status === 401 && !signIn) return keyStopped();
+  if (res.status === 401 && !signIn) return (sessionStorage.getItem(KEY) || "") === sentKey ? keyStopped() : new Promise(() => {});
   if (seq !== routeSeq) return new Promise(() => {});
   return { status: res.status, ok: res.ok, data };
 }
@@ -742,6 +745,8 @@ async function editPage(id) {
       if (el && isPartner()) el.hidden = true;
     }
     form.querySelector("#macro-picker").showFor(type, fits.reversal);
+    form.querySelector("#f-url").placeholder = type === "alert"
+      ? "https://chat.example/hook?text={alert_message}" : "https://receiver.example/?clickid={external_transaction_id}";
     fieldsNote.textContent = hidden.length ? `Hidden, as they do not apply to ${/^[aeiou]/.test(type) ? "an" : "a"} ${type} postback${fits.fire_on ? ` that fires on ${form.querySelector('[data-field="fire_on"]').value}` : ""}: ${hidden.join(", ")}.` : "";
   };
   form.querySelector('[data-field="type"]').addEventListener("change", paintFields);
@@ -1045,7 +1050,10 @@ async function logsPage() {
     paintCount();
     requestAnimationFrame(() => setTimeout(() => {
       table.dataset.paintedMs = (performance.now() - asked).toFixed(1);
-      setTimeout(() => { if (mine === loads && logState.count === null) countMatches(); }, COUNT_DELAY_MS);
+      // Only while this page is the one shown: a page left meanwhile must not take the
+      // count (it would paint it into its detached element, and the page shown now,
+      // finding it set, would never ask).
+      setTimeout(() => { if (mine === loads && logState.count === null && count.isConnected) countMatches(); }, COUNT_DELAY_MS);
     }, 0));
     mount(pager,
       h("button", { type: "button", class: "secondary", id: "prev", disabled: pageNo < 2, onclick: () => { logState.cursors.pop(); load(); } }, "Previous"),
@@ -1057,7 +1065,7 @@ async function logsPage() {
   async function countMatches() {
     const filters = logState.filters;
     const r = await api("GET", `/logs?${logQuery(null, String(COUNT_LIMIT))}`);
-    if (!r.ok || filters !== logState.filters) return;
+    if (!r.ok || filters !== logState.filters || !count.isConnected) return;
     logState.count = r.data.next_cursor ? `more than ${COUNT_LIMIT}` : r.data.items.length;
     paintCount();
   }

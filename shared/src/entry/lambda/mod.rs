@@ -58,6 +58,23 @@ pub const CATALOG_CHECK: Duration = Duration::from_millis(500);
 /// The catalog timing of every function.
 pub const CATALOG_TIMING: CatalogTiming = CatalogTiming { ttl: CATALOG_TTL, check: Some(CATALOG_CHECK) };
 
+/// The stamp check's interval in milliseconds, 0..=2000 (default `CATALOG_CHECK`): 0
+/// checks at every call, so a postback write applies on the next one (the end-to-end
+/// tests on the AWS shape, which then need not wait for it); more than the spec's 2 s
+/// bound is refused.
+pub const CATALOG_CHECK_ENV: &str = "POSTBACK_INDEX_CHECK_MS";
+
+/// The functions' catalog timing with `CATALOG_CHECK_ENV` applied.
+pub fn catalog_timing(get: impl Fn(&str) -> Option<String>) -> Result<CatalogTiming, SettingsError> {
+    let Some(value) = get(CATALOG_CHECK_ENV).map(|v| v.trim().to_string()).filter(|v| !v.is_empty()) else {
+        return Ok(CATALOG_TIMING);
+    };
+    match value.parse::<u64>() {
+        Ok(ms @ 0..=2000) => Ok(CatalogTiming { check: Some(Duration::from_millis(ms)), ..CATALOG_TIMING }),
+        _ => Err(SettingsError { name: CATALOG_CHECK_ENV, message: "must be whole milliseconds, 0..=2000".into() }),
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum InitError {
     #[error(transparent)]
@@ -91,8 +108,10 @@ impl LambdaApp {
         let (settings, _) = Settings::from_env(false)?;
         let names = ResourceNames::from_env()?;
         let function_timeout = function_timeout(|name| std::env::var(name).ok())?;
+        let catalog = catalog_timing(|name| std::env::var(name).ok())?;
         let clients = AwsClients::from_env().await;
-        Ok(Self { function_timeout, ..Self::build(settings, &clients, &names) })
+        let queue = QueueSettings::from_names(&names);
+        Ok(Self { function_timeout, ..Self::build_with(settings, &clients, &names, queue, catalog) })
     }
 
     /// Build from explicit parts (tests, tools).
@@ -173,6 +192,23 @@ impl LambdaApp {
             delivery_timeout: self.settings.delivery_timeout,
             function_timeout: self.function_timeout,
             warned: Arc::new(std::sync::atomic::AtomicBool::new(false)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_stamp_check_setting() {
+        assert_eq!(catalog_timing(|_| None).unwrap(), CATALOG_TIMING);
+        let at_once = catalog_timing(|_| Some(" 0 ".into())).unwrap();
+        assert_eq!((at_once.check, at_once.ttl), (Some(Duration::ZERO), CATALOG_TTL));
+        assert_eq!(catalog_timing(|_| Some("2000".into())).unwrap().check, Some(Duration::from_secs(2)));
+        for bad in ["2001", "-1", "0.5", "soon"] {
+            let err = catalog_timing(|_| Some(bad.into())).unwrap_err();
+            assert_eq!(err.name, CATALOG_CHECK_ENV, "{bad}");
         }
     }
 }
