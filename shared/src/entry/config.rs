@@ -204,7 +204,8 @@ impl Settings {
     }
 }
 
-fn parse_or<T: std::str::FromStr>(
+/// A number setting: `default` when unset or empty, else its value (trimmed).
+pub(crate) fn parse_or<T: std::str::FromStr>(
     get: &impl Fn(&str) -> Option<String>,
     name: &'static str,
     default: T,

@@ -246,7 +246,7 @@ impl Dispatcher {
 
         request.public_only = self.partner_guarded(postback);
         let started = std::time::Instant::now();
-        let result = match self.partner_refusal(postback, &request) {
+        let result = match partner_refusal(&request) {
             Some(refused) => Err(refused),
             None => self.app.ports.sender.send(&request).await,
         };
@@ -339,29 +339,6 @@ impl Dispatcher {
     /// whatever `ALLOW_PRIVATE_TARGETS` lets the network's own reach.
     fn partner_guarded(&self, postback: &CompiledPostback) -> bool {
         postback.postback.owner.is_some() && !self.app.policy.partners.private_targets
-    }
-
-    /// The partner guard on the rendered URL's host (`localhost` included), with a
-    /// message naming it; a host name is resolved by the sender, which keeps only public
-    /// addresses for a request marked `public_only`.
-    fn partner_refusal(&self, postback: &CompiledPostback, request: &OutboundRequest) -> Option<SendFailure> {
-        if !self.partner_guarded(postback) {
-            return None;
-        }
-        let url = match url::Url::parse(&request.url) {
-            Ok(url) => url,
-            Err(e) => return Some(SendFailure::Refused(format!("the URL does not parse: {e}"))),
-        };
-        let local = url.host_str().is_some_and(|h| {
-            let h = h.trim_end_matches('.').to_ascii_lowercase();
-            h == "localhost" || h.ends_with(".localhost")
-        });
-        if local {
-            return Some(SendFailure::Refused("localhost is not reachable for partners' postbacks".into()));
-        }
-        crate::domain::guard::check_url(&url, false)
-            .err()
-            .map(|why| SendFailure::Refused(format!("{why}; partners' postbacks reach public addresses only")))
     }
 
     /// Why a regular firing must not go out now: its postback was disabled, or the
@@ -561,6 +538,29 @@ fn fire_on_text(postback: &CompiledPostback) -> String {
         Some(reasons) if !reasons.is_empty() => format!("{base} (rejection reasons: {})", reasons.join(", ")),
         _ => base,
     }
+}
+
+/// The partner guard on a `public_only` request's rendered host (`localhost`
+/// included), with a message naming partners; a host name is resolved by the sender,
+/// which keeps only public addresses for such a request.
+fn partner_refusal(request: &OutboundRequest) -> Option<SendFailure> {
+    if !request.public_only {
+        return None;
+    }
+    let url = match url::Url::parse(&request.url) {
+        Ok(url) => url,
+        Err(e) => return Some(SendFailure::Refused(format!("the URL does not parse: {e}"))),
+    };
+    let local = url.host_str().is_some_and(|h| {
+        let h = h.trim_end_matches('.').to_ascii_lowercase();
+        h == "localhost" || h.ends_with(".localhost")
+    });
+    if local {
+        return Some(SendFailure::Refused("localhost is not reachable for partners' postbacks".into()));
+    }
+    crate::domain::guard::check_url(&url, false)
+        .err()
+        .map(|why| SendFailure::Refused(format!("{why}; partners' postbacks reach public addresses only")))
 }
 
 #[cfg(test)]

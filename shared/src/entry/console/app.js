@@ -42,6 +42,8 @@ export const ALERT_MACROS = [
 export const ALERT_SHARED_MACROS = [
   "transaction_id", "type", "timestamp", "unix_timestamp", "postback_id", "postback_name", "attempt", "delivery_id", "signature",
 ];
+// The macros only a postback's reversal request takes.
+export const REVERSAL_MACROS = ["original_delivery_id", "original_fired_at"];
 // Macro functions (`{payout|mul:0.8|round:2}`): what the picker inserts, and one line of
 // help each (spec: Macro functions).
 export const FUNCTIONS = [
@@ -400,7 +402,7 @@ function macroPicker() {
       : type === "alert"
         ? [h("optgroup", { label: "Alert postbacks" }, options([...ALERT_MACROS, ...ALERT_SHARED_MACROS]))]
         : [h("optgroup", { label: "Event postbacks" }, options(MACROS), h("option", { value: "params." }, "{params.<key>}")),
-          reversal ? h("optgroup", { label: "Reversal request" }, options(["original_delivery_id", "original_fired_at"])) : null];
+          reversal ? h("optgroup", { label: "Reversal request" }, options(REVERSAL_MACROS)) : null];
     pick.replaceChildren(h("option", { value: "" }, "Insert macro…"), ...groups.filter(Boolean));
     key.hidden = isPartner() || type === "alert";
   };

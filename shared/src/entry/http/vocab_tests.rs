@@ -180,6 +180,7 @@ fn the_consoles_lists_are_the_rust_types() {
         ("ALERT_MACROS", ALERT_ONLY_MACROS.to_vec()),
         ("ALERT_SHARED_MACROS", ALERT_MACROS.iter().copied().filter(|m| !ALERT_ONLY_MACROS.contains(m)).collect()),
         ("NETWORK_MACROS", NETWORK_MACROS.to_vec()),
+        ("REVERSAL_MACROS", crate::domain::macros::REVERSAL_ONLY_MACROS.to_vec()),
         ("TYPES", EventType::NAMES.to_vec()),
         ("ALERT_KINDS", AlertKind::NAMES.to_vec()),
         ("FIRE_ON", FireOn::NAMES.to_vec()),

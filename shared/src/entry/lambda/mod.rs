@@ -29,7 +29,7 @@ use crate::adapters::aws::{
 use crate::adapters::lambda::{EventSourceQueue, LazySender};
 use crate::adapters::sender::SenderConfig;
 use crate::adapters::system::{RandomJitter, SystemClock};
-use crate::entry::config::{Settings, SettingsError};
+use crate::entry::config::{parse_or, Settings, SettingsError};
 use crate::entry::http::{router, ApiKeys, RouteSet};
 use crate::ports::Clock;
 use crate::service::{App, CatalogTiming, Policy, Ports};
@@ -66,11 +66,9 @@ pub const CATALOG_CHECK_ENV: &str = "POSTBACK_INDEX_CHECK_MS";
 
 /// The functions' catalog timing with `CATALOG_CHECK_ENV` applied.
 pub fn catalog_timing(get: impl Fn(&str) -> Option<String>) -> Result<CatalogTiming, SettingsError> {
-    let Some(value) = get(CATALOG_CHECK_ENV).map(|v| v.trim().to_string()).filter(|v| !v.is_empty()) else {
-        return Ok(CATALOG_TIMING);
-    };
-    match value.parse::<u64>() {
-        Ok(ms @ 0..=2000) => Ok(CatalogTiming { check: Some(Duration::from_millis(ms)), ..CATALOG_TIMING }),
+    let default = u64::try_from(CATALOG_CHECK.as_millis()).unwrap_or(u64::MAX);
+    match parse_or(&get, CATALOG_CHECK_ENV, default)? {
+        ms @ 0..=2000 => Ok(CatalogTiming { check: Some(Duration::from_millis(ms)), ..CATALOG_TIMING }),
         _ => Err(SettingsError { name: CATALOG_CHECK_ENV, message: "must be whole milliseconds, 0..=2000".into() }),
     }
 }

@@ -93,9 +93,8 @@ impl std::fmt::Debug for DynamoLogStore {
 }
 
 impl DynamoLogStore {
-    /// `retention` is how long entries live (`LOG_RETENTION_DAYS`). Timed by the system
-    /// clock until `with_clock` gives another.
-    /// Entries live `retention`; every "now" of the store is `clock`'s.
+    /// Entries live `retention` (`LOG_RETENTION_DAYS`); every "now" of the store is
+    /// `clock`'s.
     pub fn new(
         client: aws_sdk_dynamodb::Client,
         table: &str,
