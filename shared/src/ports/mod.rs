@@ -280,6 +280,11 @@ impl InFlight {
 pub trait FiringQueue: Send + Sync {
     /// Durably queue firings to come due at their `due_at` (past or now: at once).
     /// When this returns `Ok`, the firings survive a crash.
+    ///
+    /// A delivery id already queued: the embedded queue (and the memory queue in its
+    /// mode) keeps the one row it has, even while that row is leased, so the lease's
+    /// `ack` then removes the only copy; SQS adds a second message. Which is why holding
+    /// a firing is one transaction on the embedded store (`CombinedWrites::hold_and_ack`).
     async fn enqueue(&self, firings: &[Firing]) -> StoreResult<()>;
     /// Up to `max` firings that are due, leased so no other consumer gets them until the
     /// lease runs out (then they come back: at-least-once). Returns at once, possibly
@@ -342,6 +347,13 @@ pub trait CombinedWrites: Send + Sync {
     /// marked delivered (as by `LogStore::record_delivered`), and its queue message
     /// acknowledged. `false`: the id was delivered already; then only the ack is made.
     async fn settle_delivered(&self, leased: &Leased, entry: &LogEntry) -> StoreResult<bool>;
+    /// A firing held by the open breaker, all or nothing: kept held (as by
+    /// `ControlStore::hold`) and its queue message acknowledged. Two steps would leave a
+    /// window in which a release (resume, a probe's success, a new probe carrier) reads
+    /// the firing held and queues it again while its message is still leased: on a queue
+    /// that keeps one row per delivery id that enqueue is dropped, the ack then deletes
+    /// the row, and the firing is neither held nor queued. A stale lease still holds.
+    async fn hold_and_ack(&self, leased: &Leased, firing: &Firing) -> StoreResult<()>;
     /// Whether the queue checks every message against the delivered markers in the
     /// transaction that leases it (dropping those delivered), so the dispatcher need not
     /// read the marker again before sending.

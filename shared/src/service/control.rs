@@ -222,12 +222,20 @@ impl Dispatcher {
     }
 
     /// Hold a firing (durably, then off the queue); if the breaker closed meanwhile,
-    /// release, so a close that raced this hold does not strand it.
+    /// release, so a close that raced this hold does not strand it. Where the queue keeps
+    /// one row per delivery id the two are one transaction (`CombinedWrites::hold_and_ack`
+    /// says why); on SQS a release's enqueue is a message of its own, so hold-then-ack
+    /// loses nothing.
     async fn hold(&self, leased: &Leased) -> StoreResult<AttemptOutcome> {
         let app = self.app();
         let firing = Firing { slot_second: None, ..leased.firing.clone() };
-        app.ports.control.hold(std::slice::from_ref(&firing)).await?;
-        app.ports.queue.ack(leased).await?;
+        match &app.ports.combined {
+            Some(combined) => combined.hold_and_ack(leased, &firing).await?,
+            None => {
+                app.ports.control.hold(std::slice::from_ref(&firing)).await?;
+                app.ports.queue.ack(leased).await?;
+            }
+        }
         let (breaker, _) = split(app.ports.control.breaker(&firing.postback_id).await?);
         if breaker.state == BreakerState::Closed {
             release_held(app, &firing.postback_id).await?;

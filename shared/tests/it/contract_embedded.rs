@@ -498,6 +498,40 @@ async fn settle_delivered_logs_marks_and_acks_in_one_job_once() {
     assert_eq!(store.stats().stale_receipts, 1, "its ack found nothing left to delete");
 }
 
+/// A held firing is held and off the queue in one commit, so a release that reads it
+/// held finds no leased row to collide with: its enqueue queues it. A stale lease still
+/// holds, and deletes nothing of the consumer that took the lease over.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hold_and_ack_is_one_job_and_a_release_after_it_queues_the_firing() {
+    use postback::ports::CombinedWrites;
+    let dir = tempfile::tempdir().unwrap();
+    let lease = Duration::from_secs(1);
+    let (store, clock) = open(&db_path(&dir), lease);
+    let firing = fixtures::firing("d_held", clock.now());
+    store.enqueue(std::slice::from_ref(&firing)).await.unwrap();
+    let leased = store.receive(10).await.unwrap().pop().expect("leased");
+    let before = store.stats();
+    store.hold_and_ack(&leased, &firing).await.unwrap();
+    assert_eq!(store.stats().jobs - before.jobs, 1, "one write job");
+    assert_eq!(store.held(&firing.postback_id, 10).await.unwrap(), vec![firing.clone()]);
+    assert_eq!(store.depth().await.unwrap().queued, 0, "acknowledged with the hold");
+    // The release: queued again (not dropped as a duplicate of the leased row), unheld.
+    store.enqueue(std::slice::from_ref(&firing)).await.unwrap();
+    store.unhold(std::slice::from_ref(&firing)).await.unwrap();
+    let again = store.receive(10).await.unwrap();
+    assert_eq!(again.iter().map(|l| l.firing.clone()).collect::<Vec<_>>(), vec![firing.clone()]);
+
+    // A stale lease: the firing is held, the current consumer's row stays.
+    clock.advance(lease);
+    let current = store.receive(10).await.unwrap().pop().expect("comes back after the lease");
+    store.hold_and_ack(&again[0], &firing).await.unwrap();
+    assert_eq!(store.stats().stale_receipts, 1, "the stale ack deleted nothing");
+    assert_eq!(store.held_count(&firing.postback_id).await.unwrap(), 1);
+    assert_eq!(store.depth().await.unwrap().queued, 1);
+    store.ack(&current).await.unwrap();
+    assert_eq!(store.depth().await.unwrap().queued, 0, "the current lease still acks");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_queued_firing_already_delivered_is_dropped_at_lease() {
     use postback::ports::CombinedWrites;

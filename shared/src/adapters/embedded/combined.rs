@@ -1,9 +1,11 @@
 //! `CombinedWrites` on the embedded store: touches, queue and log are tables of one
 //! SQLite file behind one writer, so ingest's three writes and a delivered firing's
-//! log + marker + ack are each one write job, in one transaction.
+//! log + marker + ack, and a held firing's hold + ack, are each one write job, in one
+//! transaction.
 
 use async_trait::async_trait;
 
+use super::control::{held_rows, write_held};
 use super::logs::{mark_delivered_and_log, LogRow};
 use super::queue::{QueueChanges, Row};
 use super::touches::{touch_row, write_seen, write_touches};
@@ -62,6 +64,21 @@ impl CombinedWrites for EmbeddedStore {
             Ok(fresh)
         };
         self.core.writer.write_then(job, false, 3, after).await
+    }
+
+    async fn hold_and_ack(&self, leased: &Leased, firing: &Firing) -> StoreResult<()> {
+        let rows = held_rows(std::slice::from_ref(firing))?;
+        let rowid = self.begin_settle(&leased.receipt, "ack");
+        let changes = QueueChanges::default();
+        let after = changes.after_commit(&self.core.queue, rowid.into_iter().collect());
+        let job = move |conn: &rusqlite::Connection| {
+            write_held(conn, &rows)?;
+            if let Some(rowid) = rowid {
+                changes.delete(conn, rowid)?;
+            }
+            Ok(())
+        };
+        self.core.writer.write_then(job, false, 2, after).await
     }
 
     fn lease_checks_delivered(&self) -> bool {

@@ -66,6 +66,25 @@ fn mirrored(version: i64, body: &str) -> Mirrored {
 
 /// The held-firing key: (postback, queued_at, delivery id), as the port defines "the
 /// same firing".
+/// Held firings as `held_firings` rows: key and payload.
+pub(super) type HeldRow = ((String, i64, String), String);
+
+pub(super) fn held_rows(firings: &[Firing]) -> StoreResult<Vec<HeldRow>> {
+    firings.iter().map(|f| Ok((held_key(f), encode(f, HELD)?))).collect()
+}
+
+/// Hold firings (one copy per postback, `queued_at` and delivery id).
+pub(super) fn write_held(conn: &Connection, rows: &[HeldRow]) -> StoreResult<()> {
+    let mut insert = conn.prepare_cached(
+        "INSERT INTO held_firings (postback_id, queued_at_ns, delivery_id, payload) VALUES (?1, ?2, ?3, ?4) \
+         ON CONFLICT (postback_id, queued_at_ns, delivery_id) DO UPDATE SET payload = excluded.payload",
+    )?;
+    for ((postback_id, queued_at, delivery_id), payload) in rows {
+        insert.execute((postback_id, queued_at, delivery_id, payload))?;
+    }
+    Ok(())
+}
+
 fn held_key(firing: &Firing) -> (String, i64, String) {
     (firing.postback_id.clone(), nanos(firing.queued_at), firing.delivery_id.clone())
 }
@@ -160,21 +179,8 @@ impl ControlStore for EmbeddedStore {
         if firings.is_empty() {
             return Ok(());
         }
-        let rows = firings
-            .iter()
-            .map(|f| Ok((held_key(f), encode(f, HELD)?)))
-            .collect::<StoreResult<Vec<((String, i64, String), String)>>>()?;
-        self.write(move |conn| {
-            let mut insert = conn.prepare_cached(
-                "INSERT INTO held_firings (postback_id, queued_at_ns, delivery_id, payload) VALUES (?1, ?2, ?3, ?4) \
-                 ON CONFLICT (postback_id, queued_at_ns, delivery_id) DO UPDATE SET payload = excluded.payload",
-            )?;
-            for ((postback_id, queued_at, delivery_id), payload) in &rows {
-                insert.execute((postback_id, queued_at, delivery_id, payload))?;
-            }
-            Ok(())
-        })
-        .await
+        let rows = held_rows(firings)?;
+        self.write(move |conn| write_held(conn, &rows)).await
     }
 
     async fn held(&self, postback_id: &str, max: usize) -> StoreResult<Vec<Firing>> {

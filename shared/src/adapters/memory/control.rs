@@ -2,10 +2,11 @@
 //! adapters' conditional writes are).
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use tokio::sync::Notify;
 
 use crate::domain::breaker::Breaker;
 use crate::domain::firing::Firing;
@@ -15,6 +16,16 @@ use crate::ports::{ControlStore, StoreResult, StoredBreaker};
 #[derive(Debug, Default)]
 pub struct MemoryControlStore {
     state: Mutex<State>,
+    /// Set by `pause_next_hold`: the next `hold` waits on it once written.
+    hold_pause: Mutex<Option<Arc<HoldPause>>>,
+}
+
+/// A test's hand on one `hold`: `written` is signalled once the firings are held, and
+/// the hold returns only after `resume`, so a test can run a release in between.
+#[derive(Debug, Default)]
+pub struct HoldPause {
+    pub written: Notify,
+    pub resume: Notify,
 }
 
 #[derive(Debug, Default)]
@@ -33,6 +44,13 @@ impl MemoryControlStore {
 
     fn state(&self) -> std::sync::MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Make the next `hold` wait, once written, until the returned pause is resumed.
+    pub fn pause_next_hold(&self) -> Arc<HoldPause> {
+        let pause = Arc::new(HoldPause::default());
+        *self.hold_pause.lock().unwrap_or_else(PoisonError::into_inner) = Some(Arc::clone(&pause));
+        pause
     }
 }
 
@@ -54,10 +72,17 @@ impl ControlStore for MemoryControlStore {
     }
 
     async fn hold(&self, firings: &[Firing]) -> StoreResult<()> {
-        let mut state = self.state();
-        for firing in firings {
-            let held = state.held.entry(firing.postback_id.clone()).or_default();
-            held.insert((firing.queued_at, firing.delivery_id.clone()), firing.clone());
+        {
+            let mut state = self.state();
+            for firing in firings {
+                let held = state.held.entry(firing.postback_id.clone()).or_default();
+                held.insert((firing.queued_at, firing.delivery_id.clone()), firing.clone());
+            }
+        }
+        let pause = self.hold_pause.lock().unwrap_or_else(PoisonError::into_inner).take();
+        if let Some(pause) = pause {
+            pause.written.notify_one();
+            pause.resume.notified().await;
         }
         Ok(())
     }

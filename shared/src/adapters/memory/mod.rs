@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use access::{AuditTrail, MemoryAccessStore};
-pub use control::{next_slot, MemoryControlStore};
+pub use control::{next_slot, HoldPause, MemoryControlStore};
 pub use logs::MemoryLogStore;
 pub use postbacks::MemoryPostbackStore;
 pub use queue::MemoryQueue;
@@ -36,8 +36,8 @@ pub struct MemoryOptions {
     /// Touches, dedupe keys, log entries and delivered markers older than this are
     /// invisible.
     pub retention: chrono::Duration,
-    /// Drop an enqueue of a delivery id already delivered (the embedded queue does; SQS
-    /// cannot).
+    /// Drop an enqueue of a delivery id already delivered, and of one queued even while
+    /// leased (the embedded queue does); off, SQS's semantics (see `MemoryQueue::new`).
     pub enqueue_dedupe: bool,
     /// Give a delivered attempt's entry an id derived from its delivery id
     /// (`LogStore::delivered_entry_id`), as the DynamoDB store does.

@@ -1,7 +1,8 @@
 //! `FiringQueue` in a map, with the embedded queue's semantics, timed by the store's
 //! clock: a firing is visible when `max(due_at, lease_until) <= now`; `receive` leases
 //! it (a fresh token, hidden until `now + lease`); `ack`/`retry` act only while the
-//! token still matches; enqueueing a queued or delivered delivery id adds nothing.
+//! token still matches; enqueueing a queued or delivered delivery id adds nothing
+//! (except in SQS mode: see `MemoryQueue::new`).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -41,10 +42,14 @@ struct Rows {
 }
 
 impl Rows {
-    /// Insert unless queued already.
-    fn insert(&mut self, firing: &Firing) {
-        if self.by_id.contains_key(&firing.delivery_id) {
-            return;
+    /// Insert unless queued already. With `beside_leased` (SQS's semantics, where a
+    /// second enqueue is a message of its own), an enqueue meeting a leased row replaces
+    /// it, unleased: the old lease goes stale, so its ack cannot remove the new copy.
+    fn insert(&mut self, firing: &Firing, beside_leased: bool) {
+        if let Some(row) = self.by_id.get(&firing.delivery_id) {
+            if !(beside_leased && row.token.is_some()) {
+                return;
+            }
         }
         let seq = self.next_seq;
         self.next_seq += 1;
@@ -72,8 +77,10 @@ impl std::fmt::Debug for MemoryQueue {
 
 impl MemoryQueue {
     /// A queue whose received firings stay hidden for `lease`. With `delivered`, an
-    /// enqueue of a delivery id marked delivered there is dropped (as the embedded queue
-    /// does); without, only the dispatcher's check prevents a second send (as on SQS).
+    /// enqueue of a delivery id marked delivered there is dropped and one of a queued id
+    /// is dropped even while leased (as the embedded queue does); without, only the
+    /// dispatcher's check prevents a second send, and an enqueue of a leased id survives
+    /// that lease's ack (as on SQS, where it is a second message).
     pub fn new(clock: Arc<dyn Clock>, lease: Duration, delivered: Option<Arc<MemoryLogStore>>) -> Self {
         Self {
             clock,
@@ -182,8 +189,9 @@ impl FiringQueue for MemoryQueue {
         }
         {
             let mut rows = self.rows();
+            let beside_leased = self.delivered.is_none();
             for firing in firings.iter().filter(|f| !self.is_delivered(&f.delivery_id)) {
-                rows.insert(firing);
+                rows.insert(firing, beside_leased);
             }
         }
         self.wake();
@@ -248,7 +256,7 @@ impl FiringQueue for MemoryQueue {
                 // The next message has another identity: swap the rows.
                 rows.by_id.remove(delivery_id);
                 if !next_delivered {
-                    rows.insert(next);
+                    rows.insert(next, false);
                 }
             }
             true

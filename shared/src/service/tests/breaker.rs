@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use serde_json::json;
 
-use super::{ms, settle, start, World};
+use super::{ms, settle, start, World, RETRY};
 use crate::domain::breaker::{BreakerPolicy, BreakerState};
 use crate::domain::delivery::RetryPolicy;
 use crate::domain::log::Outcome;
@@ -382,4 +382,37 @@ async fn one_outage_raises_one_breaker_opened_and_one_breaker_closed() {
     let opened = alerts.iter().filter(|b| b.contains("opened")).count();
     let closed = alerts.iter().filter(|b| b.contains("closed")).count();
     assert_eq!((opened, closed, alerts.len()), (1, 1, 2), "one outage since {opened_at}: {alerts:?}");
+}
+
+/// A resume that releases a firing between its hold and its ack (the dispatcher holding
+/// it has written the hold, not yet acked the message) loses nothing: hold-then-ack on
+/// SQS's semantics, where the release's enqueue is a message of its own. (The embedded
+/// store makes hold and ack one commit: `contract_embedded`'s `hold_and_ack_…`.)
+#[tokio::test]
+async fn a_resume_between_a_hold_and_its_ack_loses_nothing() {
+    let sqs = MemoryOptions { enqueue_dedupe: false, ..MemoryOptions::default() };
+    let w = World::build(Arc::new(FixedJitter(0.5)), RETRY, sqs, BreakerPolicy { cooldown_ms: 600_000, ..POLICY });
+    let id = opened(&w).await;
+    ingest_spaced(&w, &["T4"]).await; // the probe carrier, back on the queue
+    conversion(&w, "T5").await;
+    let leased = w.receive_one().await;
+    assert_eq!(leased.firing.event.transaction_id, "T5");
+    let pause = w.memory.control.pause_next_hold();
+    let app = w.app.clone();
+    let holding = tokio::spawn(async move { app.dispatcher().process(&leased).await.unwrap() });
+    pause.written.notified().await;
+    let resumed = w.app.resume_postback(&id).await.unwrap();
+    assert_eq!(resumed.health.held, 0, "T5 was released");
+    pause.resume.notify_one();
+    assert_eq!(holding.await.unwrap(), AttemptOutcome::Held);
+
+    w.sender.set_default(Answer::ok());
+    w.clock.set(w.now() + ms(1_000));
+    for leased in w.receive().await {
+        assert_eq!(w.process(&leased).await, AttemptOutcome::Delivered);
+    }
+    let mut sent = txids_sent(&w);
+    sent.retain(|t| t == "T4" || t == "T5");
+    sent.sort();
+    assert_eq!(sent, ["T4", "T5"], "each once, none lost");
 }
