@@ -254,3 +254,76 @@ async fn held_firings_survive_kill9_and_are_delivered_exactly_once_after_restart
     assert_eq!(ok_after, 200, "each exactly once");
     assert!(api.logs(&format!("postback_id={id}&outcome=failed")).await.is_empty());
 }
+
+/// Resumes racing the dispatcher's holds: while the receiver is down, the postback is
+/// resumed every 100 ms, so each resume releases held firings while dispatchers are
+/// holding others (the breaker re-opens after two failures). Once the receiver is back
+/// and a last resume goes, every firing arrives exactly once and none failed: a release
+/// meeting a firing between its hold and its queue ack loses nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resumes_racing_holds_lose_nothing() {
+    if local_only("overlapping releases on SQS (work in progress)") {
+        return;
+    }
+    let sink = Sink::start().await;
+    sink.set_down("race", true);
+    let dir = tempfile::tempdir().unwrap();
+    let env = [
+        ("BREAKER_FAILURE_THRESHOLD", "2"),
+        ("BREAKER_COOLDOWN_MS", "600000"),
+        ("RETRY_MAX_ATTEMPTS", "20"),
+        ("RETRY_BASE_DELAY_MS", "200"),
+    ];
+    let server = Server::start(dir.path(), &env).await;
+    let api = server.client();
+    let id = api
+        .create_postback(json!({"name": "Race", "type": "conversion",
+            "url": sink.url("/switch/race/pb?t={transaction_id}&d={delivery_id}")}))
+        .await;
+    const FIRINGS: usize = 200;
+    conversions(&api, "R", FIRINGS).await;
+    let mut released = 0;
+    for _ in 0..20 {
+        let r = api.post(&format!("/postbacks/{id}/resume"), json!({})).await;
+        // 409: the breaker kept changing under the dispatchers' writes; the next goes.
+        assert!(r.status == 200 || r.status == 409, "{}: {}", r.status, r.body);
+        released += usize::from(r.status == 200);
+        // The pace of the resumes: each one meets the holds the last one's failures caused.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    sink.set_down("race", false);
+    let mut r = api.post(&format!("/postbacks/{id}/resume"), json!({})).await;
+    for _ in 0..10 {
+        if r.status != 409 {
+            break;
+        }
+        r = api.post(&format!("/postbacks/{id}/resume"), json!({})).await;
+    }
+    assert_eq!(r.status, 200, "{}", r.body);
+
+    let hits = sink
+        .wait_until("/switch/race", Duration::from_secs(60), |hits| {
+            hits.iter().filter(|h| h.status == 200).map(delivery_id).collect::<HashSet<_>>().len() >= FIRINGS
+        })
+        .await;
+    let delivered: HashSet<String> = hits.iter().filter(|h| h.status == 200).map(delivery_id).collect();
+    let down = hits.iter().filter(|h| h.status != 200).count();
+    if delivered.len() != FIRINGS {
+        let h = health(&api, &id).await;
+        let entries = api.logs(&format!("postback_id={id}")).await;
+        let missing: Vec<&Value> =
+            entries.iter().filter(|e| !delivered.contains(e["delivery_id"].as_str().unwrap_or_default())).collect();
+        let ids: HashSet<&str> = missing.iter().filter_map(|e| e["delivery_id"].as_str()).collect();
+        let last: Vec<String> = missing
+            .iter()
+            .take(6)
+            .map(|e| format!("{} {} {} {}", e["delivery_id"], e["attempt"], e["outcome"], e["next_retry_at"]))
+            .collect();
+        panic!("after {released} resumes, {down} failed requests: {} of {FIRINGS} delivered; health {h}; {} undelivered ids in the log; newest entries: {last:?}", delivered.len(), ids.len());
+    }
+    api.sentinel(&sink, "after-race", 0).await;
+    let ok = sink.hits_on("/switch/race").into_iter().filter(|h| h.status == 200).count();
+    assert_eq!(ok, FIRINGS, "each exactly once");
+    assert!(api.logs(&format!("postback_id={id}&outcome=failed")).await.is_empty(), "none failed");
+    println!("resume race: {released} resumes, {down} requests while down, {FIRINGS} delivered once each");
+}

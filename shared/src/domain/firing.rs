@@ -58,6 +58,11 @@ pub struct Firing {
     /// carries `reversal_of`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reversal_of: Option<ReversalOf>,
+    /// How many times an open breaker's hold released this firing back to the queue:
+    /// the generation of its hold, so a release forgets only the hold it read and never
+    /// one written since (`ControlStore::unhold`).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub releases: u32,
 }
 
 /// The delivery a reversal firing reverses: its delivered log entry, delivery id and
@@ -72,6 +77,10 @@ pub struct ReversalOf {
 
 fn yes() -> bool {
     true
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 impl Firing {
@@ -100,6 +109,7 @@ impl Firing {
             destination: None,
             postback_version: None,
             reversal_of: None,
+            releases: 0,
         }
     }
 

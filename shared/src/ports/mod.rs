@@ -397,7 +397,9 @@ pub trait ControlStore: Send + Sync {
     /// delivery id.
     async fn held(&self, postback_id: &str, max: usize) -> StoreResult<Vec<Firing>>;
     /// Forget held firings (as `held` returned them, after they were queued again).
-    /// Ones not held are ignored.
+    /// Ones not held are ignored, and so is one held again since with more `releases`:
+    /// a released firing that came due and met the breaker open again before this call
+    /// (its new hold must not be forgotten with the old one).
     async fn unhold(&self, firings: &[Firing]) -> StoreResult<()>;
     /// How many firings a postback has held.
     async fn held_count(&self, postback_id: &str) -> StoreResult<u64>;

@@ -35,6 +35,13 @@ fn carrier_due(probe_at: DateTime<Utc>, now: DateTime<Utc>) -> DateTime<Utc> {
     probe_at.min(now + CARRIER_POLL).max(now)
 }
 
+/// A held firing back on the queue, due at `at`, one release further: `unhold` forgets
+/// only a hold of the generation it read, so if this copy comes due and is held anew
+/// before the release unholds, the new hold stays.
+fn back_on_the_queue(held: &Firing, at: DateTime<Utc>) -> Firing {
+    Firing { due_at: at, slot_second: None, releases: held.releases.saturating_add(1), ..held.clone() }
+}
+
 /// What the gate and the rate limit decided about a due firing.
 pub(super) enum Admission {
     /// Send it now (as the half-open probe when `probe`); `healthy`: the breaker was
@@ -122,11 +129,14 @@ async fn with_destinations(app: &App, postback_id: &str, mut firings: Vec<Firing
 pub(super) async fn release_held(app: &App, postback_id: &str) -> StoreResult<u64> {
     let control = &app.ports.control;
     let mut released = 0u64;
-    let mut previous_first: Option<(DateTime<Utc>, String)> = None;
+    // A firing at the head again of the same generation was not unheld: the store is not
+    // doing what it says. (A later one was released, came due and was held anew
+    // meanwhile: this release goes on with it.)
+    let mut previous_first: Option<(DateTime<Utc>, String, u32)> = None;
     loop {
         let batch = control.held(postback_id, RELEASE_CHUNK).await?;
         let Some(first) = batch.first() else { break };
-        let first = (first.queued_at, first.delivery_id.clone());
+        let first = (first.queued_at, first.delivery_id.clone(), first.releases);
         if previous_first.as_ref() == Some(&first) {
             return Err(StoreError::Unavailable(format!(
                 "held firings of postback {postback_id} stay held after unhold; release stopped"
@@ -134,7 +144,7 @@ pub(super) async fn release_held(app: &App, postback_id: &str) -> StoreResult<u6
         }
         previous_first = Some(first);
         let now = app.ports.clock.now();
-        let due: Vec<Firing> = batch.iter().map(|f| Firing { due_at: now, slot_second: None, ..f.clone() }).collect();
+        let due: Vec<Firing> = batch.iter().map(|f| back_on_the_queue(f, now)).collect();
         let due = with_destinations(app, postback_id, due).await;
         app.ports.queue.enqueue(&due).await?;
         control.unhold(&batch).await?;
@@ -348,7 +358,7 @@ impl Dispatcher {
             return Ok(());
         };
         let Some(oldest) = control.held(pid, 1).await?.pop() else { return Ok(()) };
-        let due = Firing { due_at: carrier_due(at, app.ports.clock.now()), slot_second: None, ..oldest.clone() };
+        let due = back_on_the_queue(&oldest, carrier_due(at, app.ports.clock.now()));
         let due = with_destinations(app, pid, vec![due]).await;
         app.ports.queue.enqueue(&due).await?;
         control.unhold(std::slice::from_ref(&oldest)).await?;

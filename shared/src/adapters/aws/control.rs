@@ -6,7 +6,8 @@
 //!   `Breaker` as JSON). Writes are conditional on `version` (`attribute_not_exists` for
 //!   the first), so concurrent writers cannot overwrite each other.
 //! - held firing: `pk = held#<postback id>`, `sk = <queued_at, fixed-width RFC 3339 with
-//!   nanoseconds>#<delivery id>` (text order = release order), `doc` = the firing.
+//!   nanoseconds>#<delivery id>` (text order = release order), `doc` = the firing,
+//!   `releases` = its hold's generation (the one hold `unhold` may delete).
 //! - slot cursor: `pk = slot#<postback id>`, `sk = cursor`; `second`, `taken` and the TTL
 //!   attribute `expires_at`. Taken with conditional UpdateItems that implement
 //!   `domain::slot::next_slot` atomically (see `take_slot`).
@@ -16,6 +17,7 @@ use std::sync::{Mutex, PoisonError};
 
 use async_trait::async_trait;
 use aws_sdk_dynamodb::types::{AttributeValue, ReturnValuesOnConditionCheckFailure, Select};
+use futures::{StreamExt, TryStreamExt};
 
 use super::error::unavailable;
 use super::item::{
@@ -31,6 +33,11 @@ pub(crate) const SK: &str = "sk";
 const VERSION: &str = "version";
 const SECOND: &str = "second";
 const TAKEN: &str = "taken";
+/// A held firing's `releases`: `unhold` deletes only the hold of the generation it read.
+const RELEASES: &str = "releases";
+
+/// Conditional deletes of one `unhold` in flight at once.
+const UNHOLD_CONCURRENCY: usize = 16;
 
 const BREAKER_PREFIX: &str = "breaker#";
 const HELD_PREFIX: &str = "held#";
@@ -288,6 +295,7 @@ impl ControlStore for DynamoControlStore {
             let id =
                 (get_s(&item, PK).unwrap_or_default().to_string(), get_s(&item, SK).unwrap_or_default().to_string());
             item.insert(DOC.to_string(), s(to_json(firing, "held firing")?));
+            item.insert(RELEASES.to_string(), n(firing.releases));
             items.insert(id, item);
         }
         batch_put(&self.client, &self.table, items.into_values().collect()).await
@@ -319,17 +327,34 @@ impl ControlStore for DynamoControlStore {
     }
 
     async fn unhold(&self, firings: &[Firing]) -> StoreResult<()> {
-        let keys: BTreeMap<(String, String), Item> = firings
-            .iter()
-            .map(|f| {
-                let key = held_key(f);
-                (
-                    (get_s(&key, PK).unwrap_or_default().to_string(), get_s(&key, SK).unwrap_or_default().to_string()),
-                    key,
-                )
-            })
-            .collect();
-        batch_delete(&self.client, &self.table, keys.into_values().collect()).await
+        // One conditional DeleteItem per firing (BatchWriteItem takes no condition): a
+        // hold written since by a released copy (more `releases`) stays. Items from
+        // before `releases` was written have none and go as before.
+        let mut keys: BTreeMap<(String, String), (Item, u32)> = BTreeMap::new();
+        for firing in firings {
+            let key = held_key(firing);
+            let id = (get_s(&key, PK).unwrap_or_default().to_string(), get_s(&key, SK).unwrap_or_default().to_string());
+            keys.insert(id, (key, firing.releases));
+        }
+        let deletes = keys.into_values().map(|(key, releases)| async move {
+            let deleted = self
+                .client
+                .delete_item()
+                .table_name(&self.table)
+                .set_key(Some(key))
+                .condition_expression("attribute_not_exists(#r) OR #r = :r")
+                .expression_attribute_names("#r", RELEASES)
+                .expression_attribute_values(":r", n(releases))
+                .send()
+                .await;
+            match deleted {
+                Ok(_) => Ok(()),
+                Err(e) if e.as_service_error().is_some_and(|s| s.is_conditional_check_failed_exception()) => Ok(()),
+                Err(e) => Err(unavailable("DynamoDB DeleteItem held firing", e)),
+            }
+        });
+        futures::stream::iter(deletes).buffer_unordered(UNHOLD_CONCURRENCY).try_collect::<Vec<()>>().await?;
+        Ok(())
     }
 
     async fn held_count(&self, postback_id: &str) -> StoreResult<u64> {

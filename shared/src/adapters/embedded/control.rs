@@ -203,13 +203,16 @@ impl ControlStore for EmbeddedStore {
         if firings.is_empty() {
             return Ok(());
         }
-        let keys: Vec<(String, i64, String)> = firings.iter().map(held_key).collect();
+        // Only the hold of the generation read (`releases`, absent when 0): one written
+        // since by a released copy stays.
+        let keys: Vec<((String, i64, String), u32)> = firings.iter().map(|f| (held_key(f), f.releases)).collect();
         self.write(move |conn| {
             let mut delete = conn.prepare_cached(
-                "DELETE FROM held_firings WHERE postback_id = ?1 AND queued_at_ns = ?2 AND delivery_id = ?3",
+                "DELETE FROM held_firings WHERE postback_id = ?1 AND queued_at_ns = ?2 AND delivery_id = ?3 \
+                 AND IFNULL(json_extract(payload, '$.releases'), 0) = ?4",
             )?;
-            for key in &keys {
-                delete.execute((&key.0, key.1, &key.2))?;
+            for ((postback_id, queued_at, delivery_id), releases) in &keys {
+                delete.execute((postback_id, queued_at, delivery_id, releases))?;
             }
             Ok(())
         })

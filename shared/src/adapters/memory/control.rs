@@ -17,15 +17,34 @@ use crate::ports::{ControlStore, StoreResult, StoredBreaker};
 pub struct MemoryControlStore {
     state: Mutex<State>,
     /// Set by `pause_next_hold`: the next `hold` waits on it once written.
-    hold_pause: Mutex<Option<Arc<HoldPause>>>,
+    hold_pause: Mutex<Option<Arc<Pause>>>,
+    /// Set by `pause_next_unhold`: the next `unhold` waits on it before it forgets.
+    unhold_pause: Mutex<Option<Arc<Pause>>>,
 }
 
-/// A test's hand on one `hold`: `written` is signalled once the firings are held, and
-/// the hold returns only after `resume`, so a test can run a release in between.
+/// A test's hand on one call: `reached` is signalled at the pause and the call goes on
+/// only after `resume`, so a test can run other steps in between.
 #[derive(Debug, Default)]
-pub struct HoldPause {
-    pub written: Notify,
+pub struct Pause {
+    pub reached: Notify,
     pub resume: Notify,
+}
+
+impl Pause {
+    fn set(slot: &Mutex<Option<Arc<Pause>>>) -> Arc<Pause> {
+        let pause = Arc::new(Pause::default());
+        *slot.lock().unwrap_or_else(PoisonError::into_inner) = Some(Arc::clone(&pause));
+        pause
+    }
+
+    /// Wait here if a pause is set in `slot` (once).
+    async fn take_and_wait(slot: &Mutex<Option<Arc<Pause>>>) {
+        let pause = slot.lock().unwrap_or_else(PoisonError::into_inner).take();
+        if let Some(pause) = pause {
+            pause.reached.notify_one();
+            pause.resume.notified().await;
+        }
+    }
 }
 
 #[derive(Debug, Default)]
@@ -47,10 +66,13 @@ impl MemoryControlStore {
     }
 
     /// Make the next `hold` wait, once written, until the returned pause is resumed.
-    pub fn pause_next_hold(&self) -> Arc<HoldPause> {
-        let pause = Arc::new(HoldPause::default());
-        *self.hold_pause.lock().unwrap_or_else(PoisonError::into_inner) = Some(Arc::clone(&pause));
-        pause
+    pub fn pause_next_hold(&self) -> Arc<Pause> {
+        Pause::set(&self.hold_pause)
+    }
+
+    /// Make the next `unhold` wait, before it forgets anything, until resumed.
+    pub fn pause_next_unhold(&self) -> Arc<Pause> {
+        Pause::set(&self.unhold_pause)
     }
 }
 
@@ -79,11 +101,7 @@ impl ControlStore for MemoryControlStore {
                 held.insert((firing.queued_at, firing.delivery_id.clone()), firing.clone());
             }
         }
-        let pause = self.hold_pause.lock().unwrap_or_else(PoisonError::into_inner).take();
-        if let Some(pause) = pause {
-            pause.written.notify_one();
-            pause.resume.notified().await;
-        }
+        Pause::take_and_wait(&self.hold_pause).await;
         Ok(())
     }
 
@@ -92,10 +110,14 @@ impl ControlStore for MemoryControlStore {
     }
 
     async fn unhold(&self, firings: &[Firing]) -> StoreResult<()> {
+        Pause::take_and_wait(&self.unhold_pause).await;
         let mut state = self.state();
         for firing in firings {
             if let Some(held) = state.held.get_mut(&firing.postback_id) {
-                held.remove(&(firing.queued_at, firing.delivery_id.clone()));
+                let key = (firing.queued_at, firing.delivery_id.clone());
+                if held.get(&key).is_some_and(|h| h.releases == firing.releases) {
+                    held.remove(&key);
+                }
             }
         }
         Ok(())

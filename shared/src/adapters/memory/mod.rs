@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use access::{AuditTrail, MemoryAccessStore};
-pub use control::{next_slot, HoldPause, MemoryControlStore};
+pub use control::{next_slot, MemoryControlStore, Pause};
 pub use logs::MemoryLogStore;
 pub use postbacks::MemoryPostbackStore;
 pub use queue::MemoryQueue;

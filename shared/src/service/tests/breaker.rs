@@ -400,7 +400,7 @@ async fn a_resume_between_a_hold_and_its_ack_loses_nothing() {
     let pause = w.memory.control.pause_next_hold();
     let app = w.app.clone();
     let holding = tokio::spawn(async move { app.dispatcher().process(&leased).await.unwrap() });
-    pause.written.notified().await;
+    pause.reached.notified().await;
     let resumed = w.app.resume_postback(&id).await.unwrap();
     assert_eq!(resumed.health.held, 0, "T5 was released");
     pause.resume.notify_one();
@@ -415,4 +415,39 @@ async fn a_resume_between_a_hold_and_its_ack_loses_nothing() {
     sent.retain(|t| t == "T4" || t == "T5");
     sent.sort();
     assert_eq!(sent, ["T4", "T5"], "each once, none lost");
+}
+
+/// A firing released by a resume that comes due, meets the breaker open again and is
+/// held anew before the resume has forgotten its old hold, stays held: the resume
+/// forgets only the hold it read (same `due_at`), so the firing is released by the next
+/// close instead of being neither held nor queued.
+#[tokio::test]
+async fn a_release_forgets_only_the_hold_it_read() {
+    let w = World::with_breaker(BreakerPolicy { cooldown_ms: 600_000, ..POLICY });
+    let id = opened(&w).await;
+    ingest_spaced(&w, &["T4", "T5", "T6", "T7", "T8", "T9"]).await; // T4 carries the probe
+    assert_eq!(w.app.health(&id).await.unwrap().held, 5);
+    let pause = w.memory.control.pause_next_unhold();
+    let app = w.app.clone();
+    let id2 = id.clone();
+    let resuming = tokio::spawn(async move { app.resume_postback(&id2).await.unwrap() });
+    pause.reached.notified().await;
+    // Released, not yet forgotten: three fail (the breaker opens again), the fourth
+    // carries the next probe, the fifth is held.
+    let mut outcomes = Vec::new();
+    for leased in w.receive().await {
+        outcomes.push((leased.firing.event.transaction_id.clone(), w.process(&leased).await));
+    }
+    assert_eq!(outcomes.iter().filter(|(_, o)| matches!(o, AttemptOutcome::Retrying(_))).count(), 3, "{outcomes:?}");
+    let (held_again, outcome) = outcomes.last().unwrap().clone();
+    assert_eq!(outcome, AttemptOutcome::Held, "{outcomes:?}");
+    pause.resume.notify_one();
+    resuming.await.unwrap();
+    let held = w.memory.control.held(&id, 10).await.unwrap();
+    assert_eq!(held.iter().map(|f| f.event.transaction_id.as_str()).collect::<Vec<_>>(), [held_again.as_str()]);
+    // The next close sends it.
+    w.sender.set_default(Answer::ok());
+    w.app.resume_postback(&id).await.unwrap();
+    let due: Vec<String> = w.receive().await.into_iter().map(|l| l.firing.event.transaction_id).collect();
+    assert!(due.contains(&held_again), "{due:?}");
 }

@@ -181,6 +181,22 @@ pub async fn control_rehold_keeps_one_copy(a: &Adapters) {
     assert_eq!(c.held_count("pb_re_other").await.unwrap(), 1);
 }
 
+/// `unhold` forgets only the hold of the generation it was given: a released copy
+/// (`releases` + 1) held anew under the same key before the release's `unhold` stays;
+/// its own `unhold` then forgets it.
+pub async fn control_unhold_forgets_only_the_generation_read(a: &Adapters) {
+    let c = &a.control;
+    let t = a.now();
+    let read = held_firing("pb_gen", "d_1", t);
+    c.hold(std::slice::from_ref(&read)).await.unwrap();
+    let held_anew = Firing { releases: 1, due_at: t + chrono::Duration::seconds(1), ..read.clone() };
+    c.hold(std::slice::from_ref(&held_anew)).await.unwrap();
+    c.unhold(std::slice::from_ref(&read)).await.unwrap();
+    assert_eq!(c.held("pb_gen", 10).await.unwrap(), vec![held_anew.clone()], "the new hold stays");
+    c.unhold(std::slice::from_ref(&held_anew)).await.unwrap();
+    assert_eq!(c.held_count("pb_gen").await.unwrap(), 0);
+}
+
 /// Releasing in pages: `held(max)` then `unhold` of that page, until none are left;
 /// every firing comes out once, in order. `unhold` of firings not held is ignored.
 pub async fn control_held_paging_by_unhold(a: &Adapters) {

@@ -108,6 +108,7 @@ macro_rules! __contract_check_lists {
                 control_breakers_of_many_postbacks,
                 control_held_in_order_per_postback,
                 control_rehold_keeps_one_copy,
+                control_unhold_forgets_only_the_generation_read,
                 control_held_paging_by_unhold,
                 control_take_slot_per_second,
                 control_take_slot_concurrent_takers,
