@@ -401,6 +401,21 @@ pub trait ControlStore: Send + Sync {
     /// a released firing that came due and met the breaker open again before this call
     /// (its new hold must not be forgotten with the old one).
     async fn unhold(&self, firings: &[Firing]) -> StoreResult<()>;
+    /// Claim held firings (as `held` returned them) for one release, from `now` until
+    /// `until`: returned are those still held with that generation (`releases`) and not
+    /// claimed by another release whose claim runs past `now`; no other release can
+    /// claim them before `until`. So two releases at once (a resume and a probe's
+    /// success, two resumes) never both queue one firing: on SQS every enqueue is a
+    /// message, and both copies could be sent at the same time. A hold written since (a
+    /// new generation) is unclaimed. A claim is not an unhold: `held` and `held_count`
+    /// still show a claimed firing; a release that dies after its claim leaves it held,
+    /// claimable again after `until`.
+    async fn claim(
+        &self,
+        firings: &[Firing],
+        now: chrono::DateTime<chrono::Utc>,
+        until: chrono::DateTime<chrono::Utc>,
+    ) -> StoreResult<Vec<Firing>>;
     /// How many firings a postback has held.
     async fn held_count(&self, postback_id: &str) -> StoreResult<u64>;
     /// Take one request slot of a rate-limited postback: in the first UTC second (unix

@@ -25,6 +25,10 @@ const CAS_ATTEMPTS: usize = 8;
 /// Held firings moved back to the queue per round of a release.
 pub const RELEASE_CHUNK: usize = 500;
 
+/// How long a release's claim on held firings keeps other releases off them: far more
+/// than queueing and unholding a chunk takes; a release that died is taken over after it.
+const RELEASE_CLAIM: chrono::Duration = chrono::Duration::seconds(60);
+
 /// The probe carrier comes back at least this often while it waits for the cool-down:
 /// the queue cannot bring a queued message forward, so when the breaker closes early
 /// (resume) the carrier is sent within this time instead of at the cool-down's end.
@@ -123,32 +127,31 @@ async fn with_destinations(app: &App, postback_id: &str, mut firings: Vec<Firing
 
 /// Put a postback's held firings back on the queue, oldest first, due now, in chunks:
 /// each is then dispatched as usual (status re-checked, rate limit, breaker). Returns
-/// how many were released. Each chunk is queued before it is unheld, so a crash in
-/// between queues some twice (the queue and the delivered marker drop the copy) and
-/// loses none.
+/// how many this call released. Each chunk is claimed first (`ControlStore::claim`), so
+/// a release running at the same time passes over it instead of queueing it too, then
+/// queued, then unheld: a crash after the queueing queues some twice (the queue and the
+/// delivered marker drop the copy) and loses none; one before leaves them held, claimable
+/// again after `RELEASE_CLAIM`.
 pub(super) async fn release_held(app: &App, postback_id: &str) -> StoreResult<u64> {
     let control = &app.ports.control;
     let mut released = 0u64;
-    // A firing at the head again of the same generation was not unheld: the store is not
-    // doing what it says. (A later one was released, came due and was held anew
-    // meanwhile: this release goes on with it.)
-    let mut previous_first: Option<(DateTime<Utc>, String, u32)> = None;
     loop {
         let batch = control.held(postback_id, RELEASE_CHUNK).await?;
-        let Some(first) = batch.first() else { break };
-        let first = (first.queued_at, first.delivery_id.clone(), first.releases);
-        if previous_first.as_ref() == Some(&first) {
-            return Err(StoreError::Unavailable(format!(
-                "held firings of postback {postback_id} stay held after unhold; release stopped"
-            )));
+        if batch.is_empty() {
+            break;
         }
-        previous_first = Some(first);
         let now = app.ports.clock.now();
-        let due: Vec<Firing> = batch.iter().map(|f| back_on_the_queue(f, now)).collect();
+        let claimed = control.claim(&batch, now, now + RELEASE_CLAIM).await?;
+        // None claimed: another release has them (or this one could not unhold them:
+        // its own claims stand), so looping would find the same ones again.
+        if claimed.is_empty() {
+            break;
+        }
+        let due: Vec<Firing> = claimed.iter().map(|f| back_on_the_queue(f, now)).collect();
         let due = with_destinations(app, postback_id, due).await;
         app.ports.queue.enqueue(&due).await?;
-        control.unhold(&batch).await?;
-        released += batch.len() as u64;
+        control.unhold(&claimed).await?;
+        released += claimed.len() as u64;
         if batch.len() < RELEASE_CHUNK {
             break;
         }
@@ -358,7 +361,12 @@ impl Dispatcher {
             return Ok(());
         };
         let Some(oldest) = control.held(pid, 1).await?.pop() else { return Ok(()) };
-        let due = back_on_the_queue(&oldest, carrier_due(at, app.ports.clock.now()));
+        let now = app.ports.clock.now();
+        // A release (the breaker closed meanwhile) or another promotion has it.
+        if control.claim(std::slice::from_ref(&oldest), now, now + RELEASE_CLAIM).await?.is_empty() {
+            return Ok(());
+        }
+        let due = back_on_the_queue(&oldest, carrier_due(at, now));
         let due = with_destinations(app, pid, vec![due]).await;
         app.ports.queue.enqueue(&due).await?;
         control.unhold(std::slice::from_ref(&oldest)).await?;

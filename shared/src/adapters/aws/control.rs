@@ -7,7 +7,8 @@
 //!   the first), so concurrent writers cannot overwrite each other.
 //! - held firing: `pk = held#<postback id>`, `sk = <queued_at, fixed-width RFC 3339 with
 //!   nanoseconds>#<delivery id>` (text order = release order), `doc` = the firing,
-//!   `releases` = its hold's generation (the one hold `unhold` may delete).
+//!   `releases` = its hold's generation (the one hold `unhold` may delete),
+//!   `claimed_until` = the end of a release's claim (unix ms; `claim`).
 //! - slot cursor: `pk = slot#<postback id>`, `sk = cursor`; `second`, `taken` and the TTL
 //!   attribute `expires_at`. Taken with conditional UpdateItems that implement
 //!   `domain::slot::next_slot` atomically (see `take_slot`).
@@ -17,6 +18,7 @@ use std::sync::{Mutex, PoisonError};
 
 use async_trait::async_trait;
 use aws_sdk_dynamodb::types::{AttributeValue, ReturnValuesOnConditionCheckFailure, Select};
+use chrono::{DateTime, Utc};
 use futures::{StreamExt, TryStreamExt};
 
 use super::error::unavailable;
@@ -36,7 +38,10 @@ const TAKEN: &str = "taken";
 /// A held firing's `releases`: `unhold` deletes only the hold of the generation it read.
 const RELEASES: &str = "releases";
 
-/// Conditional deletes of one `unhold` in flight at once.
+/// A held firing's release claim: until when (unix milliseconds) one release has it.
+const CLAIMED_UNTIL: &str = "claimed_until";
+
+/// Conditional writes of one `claim` or `unhold` in flight at once.
 const UNHOLD_CONCURRENCY: usize = 16;
 
 const BREAKER_PREFIX: &str = "breaker#";
@@ -355,6 +360,47 @@ impl ControlStore for DynamoControlStore {
         });
         futures::stream::iter(deletes).buffer_unordered(UNHOLD_CONCURRENCY).try_collect::<Vec<()>>().await?;
         Ok(())
+    }
+
+    async fn claim(&self, firings: &[Firing], now: DateTime<Utc>, until: DateTime<Utc>) -> StoreResult<Vec<Firing>> {
+        // One conditional UpdateItem per firing: held (the item exists) with this
+        // generation, and no claim running past now. A hold written since replaced the
+        // item, claim included.
+        let mut unique: BTreeMap<(String, String), Firing> = BTreeMap::new();
+        for firing in firings {
+            let key = held_key(firing);
+            let id = (get_s(&key, PK).unwrap_or_default().to_string(), get_s(&key, SK).unwrap_or_default().to_string());
+            unique.insert(id, firing.clone());
+        }
+        let (now_ms, until_ms) = (now.timestamp_millis(), until.timestamp_millis());
+        let claims = unique.into_values().map(|firing| async move {
+            let claimed = self
+                .client
+                .update_item()
+                .table_name(&self.table)
+                .set_key(Some(held_key(&firing)))
+                .update_expression("SET #c = :until")
+                .condition_expression(
+                    "attribute_exists(#pk) AND (attribute_not_exists(#r) OR #r = :r) \
+                     AND (attribute_not_exists(#c) OR #c <= :now)",
+                )
+                .expression_attribute_names("#pk", PK)
+                .expression_attribute_names("#r", RELEASES)
+                .expression_attribute_names("#c", CLAIMED_UNTIL)
+                .expression_attribute_values(":r", n(firing.releases))
+                .expression_attribute_values(":now", n(now_ms))
+                .expression_attribute_values(":until", n(until_ms))
+                .send()
+                .await;
+            match claimed {
+                Ok(_) => Ok(Some(firing)),
+                Err(e) if e.as_service_error().is_some_and(|s| s.is_conditional_check_failed_exception()) => Ok(None),
+                Err(e) => Err(unavailable("DynamoDB UpdateItem held firing claim", e)),
+            }
+        });
+        let claimed: Vec<Option<Firing>> =
+            futures::stream::iter(claims).buffered(UNHOLD_CONCURRENCY).try_collect().await?;
+        Ok(claimed.into_iter().flatten().collect())
     }
 
     async fn held_count(&self, postback_id: &str) -> StoreResult<u64> {

@@ -16,6 +16,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use async_trait::async_trait;
+use chrono::{DateTime, Utc};
 use rusqlite::{Connection, OptionalExtension};
 
 use super::{decode, encode, nanos, EmbeddedStore};
@@ -37,7 +38,14 @@ pub(crate) struct ControlState {
     breakers: Mutex<HashMap<String, Mirrored>>,
     /// Per postback: the latest second with a slot taken and how many were taken in it.
     slots: Mutex<HashMap<String, (i64, u32)>>,
+    /// Release claims, (held key, releases) → claimed until. In memory: claims are
+    /// leases of this process, which alone opens the file; a restart ends them all, as
+    /// their expiry would.
+    claims: Mutex<HashMap<ClaimKey, DateTime<Utc>>>,
 }
+
+/// A claimed hold: its key and generation (`releases`).
+type ClaimKey = ((String, i64, String), u32);
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
@@ -54,7 +62,7 @@ impl ControlState {
             let (id, version, body) = row?;
             breakers.insert(id, mirrored(version, &body));
         }
-        Ok(Self { breakers: Mutex::new(breakers), slots: Mutex::default() })
+        Ok(Self { breakers: Mutex::new(breakers), slots: Mutex::default(), claims: Mutex::default() })
     }
 }
 
@@ -64,8 +72,6 @@ fn mirrored(version: i64, body: &str) -> Mirrored {
     Ok(StoredBreaker { breaker: decode(body, BREAKER)?, version })
 }
 
-/// The held-firing key: (postback, queued_at, delivery id), as the port defines "the
-/// same firing".
 /// Held firings as `held_firings` rows: key and payload.
 pub(super) type HeldRow = ((String, i64, String), String);
 
@@ -85,6 +91,8 @@ pub(super) fn write_held(conn: &Connection, rows: &[HeldRow]) -> StoreResult<()>
     Ok(())
 }
 
+/// The held-firing key: (postback, queued_at, delivery id), as the port defines "the
+/// same firing".
 fn held_key(firing: &Firing) -> (String, i64, String) {
     (firing.postback_id.clone(), nanos(firing.queued_at), firing.delivery_id.clone())
 }
@@ -219,6 +227,42 @@ impl ControlStore for EmbeddedStore {
         .await
     }
 
+    async fn claim(&self, firings: &[Firing], now: DateTime<Utc>, until: DateTime<Utc>) -> StoreResult<Vec<Firing>> {
+        if firings.is_empty() {
+            return Ok(Vec::new());
+        }
+        let keys: Vec<(String, i64, String)> = firings.iter().map(held_key).collect();
+        // Each one's generation as held now (`None`: not held).
+        let stored: Vec<Option<u32>> = self
+            .read(move |conn| {
+                let mut select = conn.prepare_cached(
+                    "SELECT IFNULL(json_extract(payload, '$.releases'), 0) FROM held_firings \
+                     WHERE postback_id = ?1 AND queued_at_ns = ?2 AND delivery_id = ?3",
+                )?;
+                keys.iter()
+                    .map(|(postback_id, queued_at, delivery_id)| {
+                        Ok(select.query_row((postback_id, queued_at, delivery_id), |r| r.get(0)).optional()?)
+                    })
+                    .collect()
+            })
+            .await?;
+        let mut claims = lock(&self.control().claims);
+        claims.retain(|_, until| *until > now);
+        let mut claimed = Vec::new();
+        for (firing, releases) in firings.iter().zip(stored) {
+            if releases != Some(firing.releases) {
+                continue;
+            }
+            let key = (held_key(firing), firing.releases);
+            if claims.contains_key(&key) {
+                continue;
+            }
+            claims.insert(key, until);
+            claimed.push(firing.clone());
+        }
+        Ok(claimed)
+    }
+
     async fn held_count(&self, postback_id: &str) -> StoreResult<u64> {
         let id = postback_id.to_string();
         self.read(move |conn| {
@@ -253,6 +297,7 @@ impl ControlStore for EmbeddedStore {
             return forgotten;
         }
         lock(&self.control().slots).remove(postback_id);
+        lock(&self.control().claims).retain(|((id, ..), _), _| id != postback_id);
         Ok(())
     }
 }

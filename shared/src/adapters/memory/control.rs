@@ -54,6 +54,8 @@ struct State {
     held: HashMap<String, BTreeMap<(DateTime<Utc>, String), Firing>>,
     /// Per postback: the latest second with a slot taken and how many were taken in it.
     slots: HashMap<String, (i64, u32)>,
+    /// Release claims: (postback, queued_at, delivery id, releases) → claimed until.
+    claims: HashMap<(String, DateTime<Utc>, String, u32), DateTime<Utc>>,
 }
 
 impl MemoryControlStore {
@@ -123,6 +125,28 @@ impl ControlStore for MemoryControlStore {
         Ok(())
     }
 
+    async fn claim(&self, firings: &[Firing], now: DateTime<Utc>, until: DateTime<Utc>) -> StoreResult<Vec<Firing>> {
+        let mut state = self.state();
+        state.claims.retain(|_, until| *until > now);
+        let mut claimed = Vec::new();
+        for firing in firings {
+            let held = state
+                .held
+                .get(&firing.postback_id)
+                .and_then(|h| h.get(&(firing.queued_at, firing.delivery_id.clone())));
+            if held.is_none_or(|h| h.releases != firing.releases) {
+                continue;
+            }
+            let key = (firing.postback_id.clone(), firing.queued_at, firing.delivery_id.clone(), firing.releases);
+            if state.claims.contains_key(&key) {
+                continue;
+            }
+            state.claims.insert(key, until);
+            claimed.push(firing.clone());
+        }
+        Ok(claimed)
+    }
+
     async fn held_count(&self, postback_id: &str) -> StoreResult<u64> {
         Ok(self.state().held.get(postback_id).map_or(0, |h| h.len() as u64))
     }
@@ -139,6 +163,7 @@ impl ControlStore for MemoryControlStore {
         state.breakers.remove(postback_id);
         state.held.remove(postback_id);
         state.slots.remove(postback_id);
+        state.claims.retain(|(id, ..), _| id != postback_id);
         Ok(())
     }
 }

@@ -451,3 +451,21 @@ async fn a_release_forgets_only_the_hold_it_read() {
     let due: Vec<String> = w.receive().await.into_iter().map(|l| l.firing.event.transaction_id).collect();
     assert!(due.contains(&held_again), "{due:?}");
 }
+
+/// Two releases at once (a resume and a probe's success, two resumes): each held firing
+/// is queued by one of them only (on SQS both copies could be sent at the same time).
+#[tokio::test]
+async fn two_releases_at_once_queue_each_firing_once() {
+    use crate::service::control::release_held;
+    let w = World::with_breaker(BreakerPolicy { cooldown_ms: 600_000, ..POLICY });
+    let id = opened(&w).await;
+    ingest_spaced(&w, &["T4", "T5", "T6"]).await; // T4 carries the probe; T5, T6 held
+    let pause = w.memory.control.pause_next_unhold();
+    let (app, id2) = (w.app.clone(), id.clone());
+    let first = tokio::spawn(async move { release_held(&app, &id2).await.unwrap() });
+    pause.reached.notified().await;
+    assert_eq!(release_held(&w.app, &id).await.unwrap(), 0, "the first release has them");
+    pause.resume.notify_one();
+    assert_eq!(first.await.unwrap(), 2);
+    assert_eq!(w.app.health(&id).await.unwrap().held, 0);
+}

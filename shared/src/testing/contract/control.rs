@@ -197,6 +197,36 @@ pub async fn control_unhold_forgets_only_the_generation_read(a: &Adapters) {
     assert_eq!(c.held_count("pb_gen").await.unwrap(), 0);
 }
 
+/// `claim`: a held firing goes to one release until the claim's end (a second claim
+/// meanwhile gets nothing), to another after it; a firing not held, or held with
+/// another generation, is not claimed; a hold written since (a new generation) is
+/// unclaimed; a claimed firing is still held until `unhold`.
+pub async fn control_claim_gives_each_held_firing_to_one_release(a: &Adapters) {
+    let c = &a.control;
+    let t = a.now();
+    let until = t + chrono::Duration::seconds(60);
+    let f1 = held_firing("pb_claim", "d_1", t);
+    let f2 = held_firing("pb_claim", "d_2", t + chrono::Duration::milliseconds(1));
+    c.hold(&[f1.clone(), f2.clone()]).await.unwrap();
+    let not_held = held_firing("pb_claim", "d_9", t);
+    let other_generation = Firing { releases: 3, ..f2.clone() };
+    let first = c.claim(&[f1.clone(), not_held, other_generation], t, until).await.unwrap();
+    assert_eq!(first, vec![f1.clone()], "only a held firing of its generation");
+    assert!(c.claim(std::slice::from_ref(&f1), t, until).await.unwrap().is_empty(), "claimed already");
+    assert_eq!(c.claim(&[f1.clone(), f2.clone()], t, until).await.unwrap(), vec![f2.clone()]);
+    assert_eq!(c.held_count("pb_claim").await.unwrap(), 2, "a claim is not an unhold");
+    let after = until + chrono::Duration::milliseconds(1);
+    assert_eq!(
+        c.claim(std::slice::from_ref(&f1), after, after + chrono::Duration::seconds(60)).await.unwrap(),
+        vec![f1.clone()],
+        "after its end"
+    );
+    // A released copy held anew: a new generation, unclaimed.
+    let held_anew = Firing { releases: 1, ..f2.clone() };
+    c.hold(std::slice::from_ref(&held_anew)).await.unwrap();
+    assert_eq!(c.claim(std::slice::from_ref(&held_anew), t, until).await.unwrap(), vec![held_anew]);
+}
+
 /// Releasing in pages: `held(max)` then `unhold` of that page, until none are left;
 /// every firing comes out once, in order. `unhold` of firings not held is ignored.
 pub async fn control_held_paging_by_unhold(a: &Adapters) {

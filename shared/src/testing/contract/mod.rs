@@ -109,6 +109,7 @@ macro_rules! __contract_check_lists {
                 control_held_in_order_per_postback,
                 control_rehold_keeps_one_copy,
                 control_unhold_forgets_only_the_generation_read,
+                control_claim_gives_each_held_firing_to_one_release,
                 control_held_paging_by_unhold,
                 control_take_slot_per_second,
                 control_take_slot_concurrent_takers,
