@@ -105,6 +105,11 @@ fn held_key(firing: &Firing) -> Item {
     key(held_pk(&firing.postback_id), format!("{}#{}", time_key(firing.queued_at), firing.delivery_id))
 }
 
+/// An item's (`pk`, `sk`), to keep one request per key.
+fn key_id(item: &Item) -> (String, String) {
+    (get_s(item, PK).unwrap_or_default().to_string(), get_s(item, SK).unwrap_or_default().to_string())
+}
+
 fn parse_breaker(item: &Item) -> StoreResult<StoredBreaker> {
     let version = get_i64(item, VERSION)
         .and_then(|v| u64::try_from(v).ok())
@@ -297,8 +302,7 @@ impl ControlStore for DynamoControlStore {
         let mut items: BTreeMap<(String, String), Item> = BTreeMap::new();
         for firing in firings {
             let mut item = held_key(firing);
-            let id =
-                (get_s(&item, PK).unwrap_or_default().to_string(), get_s(&item, SK).unwrap_or_default().to_string());
+            let id = key_id(&item);
             item.insert(DOC.to_string(), s(to_json(firing, "held firing")?));
             item.insert(RELEASES.to_string(), n(firing.releases));
             items.insert(id, item);
@@ -338,7 +342,7 @@ impl ControlStore for DynamoControlStore {
         let mut keys: BTreeMap<(String, String), (Item, u32)> = BTreeMap::new();
         for firing in firings {
             let key = held_key(firing);
-            let id = (get_s(&key, PK).unwrap_or_default().to_string(), get_s(&key, SK).unwrap_or_default().to_string());
+            let id = key_id(&key);
             keys.insert(id, (key, firing.releases));
         }
         let deletes = keys.into_values().map(|(key, releases)| async move {
@@ -369,7 +373,7 @@ impl ControlStore for DynamoControlStore {
         let mut unique: BTreeMap<(String, String), Firing> = BTreeMap::new();
         for firing in firings {
             let key = held_key(firing);
-            let id = (get_s(&key, PK).unwrap_or_default().to_string(), get_s(&key, SK).unwrap_or_default().to_string());
+            let id = key_id(&key);
             unique.insert(id, firing.clone());
         }
         let (now_ms, until_ms) = (now.timestamp_millis(), until.timestamp_millis());
