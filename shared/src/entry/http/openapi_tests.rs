@@ -206,3 +206,26 @@ async fn each_deployment_documents_exactly_what_it_serves() {
         assert!(served_by(&local, method, path).await, "{method} {path} locally");
     }
 }
+
+/// The document's length bounds are the validation's: a client (or a fuzzer) that keeps
+/// to the document is not refused for length, and one that does not is.
+#[test]
+fn document_bounds_are_the_validations_bounds() {
+    use crate::domain::rules::postback::{MAX_NAME_CHARS, MAX_URL_CHARS};
+    use crate::entry::http::parse::access::MAX_AUDIT_ID_CHARS;
+    let d = doc();
+    let input = &d["components"]["schemas"]["PostbackInput"]["properties"];
+    assert_eq!(
+        (input["name"]["minLength"].as_u64(), input["name"]["maxLength"].as_u64()),
+        (Some(1), Some(MAX_NAME_CHARS as u64))
+    );
+    assert_eq!(
+        (input["url"]["minLength"].as_u64(), input["url"]["maxLength"].as_u64()),
+        (Some(1), Some(MAX_URL_CHARS as u64))
+    );
+    let audit = d["paths"]["/audit"]["get"]["parameters"].as_array().unwrap();
+    for name in ["actor_key_id", "target_id"] {
+        let p = audit.iter().find(|p| p["name"] == name).unwrap();
+        assert_eq!(p["schema"]["maxLength"].as_u64(), Some(MAX_AUDIT_ID_CHARS as u64), "{name}");
+    }
+}

@@ -11,6 +11,8 @@ use crate::domain::ValidationError;
 
 const KEY_FIELDS: &[&str] = &["name", "role", "publisher_id"];
 const AUDIT_PARAMS: &[&str] = &["actor_key_id", "action", "target_id", "from", "to", "limit", "cursor"];
+/// The longest `actor_key_id` or `target_id` an audit query takes (characters).
+pub(crate) const MAX_AUDIT_ID_CHARS: usize = 200;
 
 fn text<'v>(object: &'v serde_json::Map<String, Value>, field: &str) -> Result<Option<&'v str>, ValidationError> {
     match present(object, field) {
@@ -61,14 +63,11 @@ pub fn audit_filter(pairs: &[(String, String)]) -> Result<AuditFilter, Validatio
         if value.is_empty() {
             continue;
         }
-        let too_long = || ValidationError::invalid(name, format!("{name} is at most 200 characters"));
+        let too_long = || ValidationError::invalid(name, format!("{name} is at most {MAX_AUDIT_ID_CHARS} characters"));
+        let bounded = |v: &String| v.chars().count() <= MAX_AUDIT_ID_CHARS;
         match name {
-            "actor_key_id" => {
-                filter.actor_key_id = Some(Some(value.clone()).filter(|v| v.len() <= 200).ok_or_else(too_long)?)
-            }
-            "target_id" => {
-                filter.target_id = Some(Some(value.clone()).filter(|v| v.len() <= 200).ok_or_else(too_long)?)
-            }
+            "actor_key_id" => filter.actor_key_id = Some(Some(value.clone()).filter(bounded).ok_or_else(too_long)?),
+            "target_id" => filter.target_id = Some(Some(value.clone()).filter(bounded).ok_or_else(too_long)?),
             "action" => {
                 filter.action = Some(AuditAction::parse(value).ok_or_else(|| {
                     ValidationError::invalid(name, format!("action must be one of {}", AuditAction::NAMES.join(", ")))
@@ -127,5 +126,10 @@ mod tests {
         assert_eq!(audit_filter(&pairs(&[("from", "yesterday")])).unwrap_err().field, "from");
         assert_eq!(audit_filter(&pairs(&[("cursor", "zz")])).unwrap_err().field, "cursor");
         assert_eq!(audit_filter(&pairs(&[("who", "me")])).unwrap_err().field, "who");
+        // The bound is in characters, as the document's maxLength.
+        let longest = "é".repeat(MAX_AUDIT_ID_CHARS);
+        assert_eq!(audit_filter(&pairs(&[("target_id", &longest)])).unwrap().target_id, Some(longest.clone()));
+        let over = format!("{longest}x");
+        assert_eq!(audit_filter(&pairs(&[("actor_key_id", &over)])).unwrap_err().field, "actor_key_id");
     }
 }
