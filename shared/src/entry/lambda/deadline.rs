@@ -3,7 +3,7 @@
 
 use std::time::{Duration, SystemTime};
 
-use crate::entry::config::SettingsError;
+use crate::entry::config::{parse_or, SettingsError};
 
 /// The dispatch function's configured timeout in seconds, set by `template.yaml` from
 /// the function's `Timeout`: the invocation's budget when the runtime reports an
@@ -23,11 +23,8 @@ pub const PAST_DEADLINE_TOLERANCE: Duration = Duration::from_secs(5);
 
 /// `FUNCTION_TIMEOUT_SECONDS` read with `get` (`DEFAULT_FUNCTION_TIMEOUT` when unset).
 pub fn function_timeout(get: impl Fn(&str) -> Option<String>) -> Result<Duration, SettingsError> {
-    let Some(value) = get(FUNCTION_TIMEOUT_ENV).map(|v| v.trim().to_string()).filter(|v| !v.is_empty()) else {
-        return Ok(DEFAULT_FUNCTION_TIMEOUT);
-    };
-    match value.parse::<u64>() {
-        Ok(seconds @ 1..=900) => Ok(Duration::from_secs(seconds)),
+    match parse_or(&get, FUNCTION_TIMEOUT_ENV, DEFAULT_FUNCTION_TIMEOUT.as_secs())? {
+        seconds @ 1..=900 => Ok(Duration::from_secs(seconds)),
         _ => Err(SettingsError { name: FUNCTION_TIMEOUT_ENV, message: "must be whole seconds, 1..=900".into() }),
     }
 }
