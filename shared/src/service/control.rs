@@ -39,13 +39,6 @@ fn carrier_due(probe_at: DateTime<Utc>, now: DateTime<Utc>) -> DateTime<Utc> {
     probe_at.min(now + CARRIER_POLL).max(now)
 }
 
-/// A held firing back on the queue, due at `at`, one release further: `unhold` forgets
-/// only a hold of the generation it read, so if this copy comes due and is held anew
-/// before the release unholds, the new hold stays.
-fn back_on_the_queue(held: &Firing, at: DateTime<Utc>) -> Firing {
-    Firing { due_at: at, slot_second: None, releases: held.releases.saturating_add(1), ..held.clone() }
-}
-
 /// What the gate and the rate limit decided about a due firing.
 pub(super) enum Admission {
     /// Send it now (as the half-open probe when `probe`); `healthy`: the breaker was
@@ -125,33 +118,24 @@ async fn with_destinations(app: &App, postback_id: &str, mut firings: Vec<Firing
     firings
 }
 
-/// Put a postback's held firings back on the queue, oldest first, due now, in chunks:
-/// each is then dispatched as usual (status re-checked, rate limit, breaker). Returns
-/// how many this call released. Each chunk is claimed first (`ControlStore::claim`), so
-/// a release running at the same time passes over it instead of queueing it too, then
-/// queued, then unheld: a crash after the queueing queues some twice (the queue and the
-/// delivered marker drop the copy) and loses none; one before leaves them held, claimable
-/// again after `RELEASE_CLAIM`.
+/// Put a postback's held firings back on the queue, oldest first, due now, in chunks
+/// (`requeue_held`): each is then dispatched as usual (status re-checked, rate limit,
+/// breaker). Returns how many this call released.
 pub(super) async fn release_held(app: &App, postback_id: &str) -> StoreResult<u64> {
-    let control = &app.ports.control;
     let mut released = 0u64;
     loop {
-        let batch = control.held(postback_id, RELEASE_CHUNK).await?;
+        let batch = app.ports.control.held(postback_id, RELEASE_CHUNK).await?;
         if batch.is_empty() {
             break;
         }
         let now = app.ports.clock.now();
-        let claimed = control.claim(&batch, now, now + RELEASE_CLAIM).await?;
-        // None claimed: another release has them (or this one could not unhold them:
-        // its own claims stand), so looping would find the same ones again.
-        if claimed.is_empty() {
+        let requeued = requeue_held(app, postback_id, &batch, now, now).await?;
+        // None: another release has them (or this one could not unhold them: its own
+        // claims stand), so looping would find the same ones again.
+        if requeued.is_empty() {
             break;
         }
-        let due: Vec<Firing> = claimed.iter().map(|f| back_on_the_queue(f, now)).collect();
-        let due = with_destinations(app, postback_id, due).await;
-        app.ports.queue.enqueue(&due).await?;
-        control.unhold(&claimed).await?;
-        released += claimed.len() as u64;
+        released += requeued.len() as u64;
         if batch.len() < RELEASE_CHUNK {
             break;
         }
@@ -160,6 +144,35 @@ pub(super) async fn release_held(app: &App, postback_id: &str) -> StoreResult<u6
         tracing::info!(postback_id, released, "breaker closed: held firings released");
     }
     Ok(released)
+}
+
+/// Claim held firings (`ControlStore::claim`), so a release running at the same time
+/// passes over them instead of queueing them too; queue the claimed ones again, due at
+/// `at`; then unhold them. Returns those requeued (none: another release has them). A
+/// crash after the queueing queues some twice (the queue and the delivered marker drop
+/// the copy) and loses none; one before leaves them held, claimable again after
+/// `RELEASE_CLAIM`. Each queued copy counts one release more: `unhold` forgets only a
+/// hold of the generation it read, so a copy that comes due and is held anew before
+/// the unhold keeps its new hold.
+async fn requeue_held(
+    app: &App,
+    postback_id: &str,
+    held: &[Firing],
+    now: DateTime<Utc>,
+    at: DateTime<Utc>,
+) -> StoreResult<Vec<Firing>> {
+    let claimed = app.ports.control.claim(held, now, now + RELEASE_CLAIM).await?;
+    if claimed.is_empty() {
+        return Ok(claimed);
+    }
+    let due: Vec<Firing> = claimed
+        .iter()
+        .map(|f| Firing { due_at: at, slot_second: None, releases: f.releases.saturating_add(1), ..f.clone() })
+        .collect();
+    let due = with_destinations(app, postback_id, due).await;
+    app.ports.queue.enqueue(&due).await?;
+    app.ports.control.unhold(&claimed).await?;
+    Ok(claimed)
 }
 
 impl Dispatcher {
@@ -362,14 +375,10 @@ impl Dispatcher {
         };
         let Some(oldest) = control.held(pid, 1).await?.pop() else { return Ok(()) };
         let now = app.ports.clock.now();
-        // A release (the breaker closed meanwhile) or another promotion has it.
-        if control.claim(std::slice::from_ref(&oldest), now, now + RELEASE_CLAIM).await?.is_empty() {
+        if requeue_held(app, pid, std::slice::from_ref(&oldest), now, carrier_due(at, now)).await?.is_empty() {
+            // A release (the breaker closed meanwhile) or another promotion has it.
             return Ok(());
         }
-        let due = back_on_the_queue(&oldest, carrier_due(at, now));
-        let due = with_destinations(app, pid, vec![due]).await;
-        app.ports.queue.enqueue(&due).await?;
-        control.unhold(std::slice::from_ref(&oldest)).await?;
         for _ in 0..CAS_ATTEMPTS {
             let (breaker, version) = split(control.breaker(pid).await?);
             if breaker.state != BreakerState::Open || breaker.probe_carrier.is_some() {

@@ -105,9 +105,16 @@ fn held_key(firing: &Firing) -> Item {
     key(held_pk(&firing.postback_id), format!("{}#{}", time_key(firing.queued_at), firing.delivery_id))
 }
 
-/// An item's (`pk`, `sk`), to keep one request per key.
-fn key_id(item: &Item) -> (String, String) {
-    (get_s(item, PK).unwrap_or_default().to_string(), get_s(item, SK).unwrap_or_default().to_string())
+/// One firing per held key (the last given wins): DynamoDB refuses a batch that names a
+/// key twice, and one conditional write per key is enough.
+fn distinct_held(firings: &[Firing]) -> Vec<&Firing> {
+    let mut by_key: BTreeMap<(String, String), &Firing> = BTreeMap::new();
+    for firing in firings {
+        let key = held_key(firing);
+        let id = (get_s(&key, PK).unwrap_or_default().to_string(), get_s(&key, SK).unwrap_or_default().to_string());
+        by_key.insert(id, firing);
+    }
+    by_key.into_values().collect()
 }
 
 fn parse_breaker(item: &Item) -> StoreResult<StoredBreaker> {
@@ -298,16 +305,14 @@ impl ControlStore for DynamoControlStore {
     }
 
     async fn hold(&self, firings: &[Firing]) -> StoreResult<()> {
-        // One item per key (BatchWriteItem refuses repeated keys; the last copy wins).
-        let mut items: BTreeMap<(String, String), Item> = BTreeMap::new();
-        for firing in firings {
+        let mut items = Vec::with_capacity(firings.len());
+        for firing in distinct_held(firings) {
             let mut item = held_key(firing);
-            let id = key_id(&item);
             item.insert(DOC.to_string(), s(to_json(firing, "held firing")?));
             item.insert(RELEASES.to_string(), n(firing.releases));
-            items.insert(id, item);
+            items.push(item);
         }
-        batch_put(&self.client, &self.table, items.into_values().collect()).await
+        batch_put(&self.client, &self.table, items).await
     }
 
     async fn held(&self, postback_id: &str, max: usize) -> StoreResult<Vec<Firing>> {
@@ -339,13 +344,8 @@ impl ControlStore for DynamoControlStore {
         // One conditional DeleteItem per firing (BatchWriteItem takes no condition): a
         // hold written since by a released copy (more `releases`) stays. Items from
         // before `releases` was written have none and go as before.
-        let mut keys: BTreeMap<(String, String), (Item, u32)> = BTreeMap::new();
-        for firing in firings {
-            let key = held_key(firing);
-            let id = key_id(&key);
-            keys.insert(id, (key, firing.releases));
-        }
-        let deletes = keys.into_values().map(|(key, releases)| async move {
+        let keys: Vec<(Item, u32)> = distinct_held(firings).into_iter().map(|f| (held_key(f), f.releases)).collect();
+        let deletes = keys.into_iter().map(|(key, releases)| async move {
             let deleted = self
                 .client
                 .delete_item()
@@ -370,14 +370,9 @@ impl ControlStore for DynamoControlStore {
         // One conditional UpdateItem per firing: held (the item exists) with this
         // generation, and no claim running past now. A hold written since replaced the
         // item, claim included.
-        let mut unique: BTreeMap<(String, String), Firing> = BTreeMap::new();
-        for firing in firings {
-            let key = held_key(firing);
-            let id = key_id(&key);
-            unique.insert(id, firing.clone());
-        }
+        let unique: Vec<Firing> = distinct_held(firings).into_iter().cloned().collect();
         let (now_ms, until_ms) = (now.timestamp_millis(), until.timestamp_millis());
-        let claims = unique.into_values().map(|firing| async move {
+        let claims = unique.into_iter().map(|firing| async move {
             let claimed = self
                 .client
                 .update_item()
